@@ -1,0 +1,165 @@
+//! The dispatcher: claims due deliveries from the store's queue, sends them with bounded
+//! concurrency (overall and per webhook, DESIGN invariant 5), and records every attempt.
+//!
+//! One loop claims; each claimed delivery is sent on its own task; one recorder task writes
+//! results in batches. A new event wakes the loop at once through the store's signal; retries
+//! that come due are found by a periodic poll.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, mpsc};
+use wharf_store::Store;
+use wharf_store::hooks::{AttemptRecord, Claimed, Outcome};
+
+use crate::HooksConfig;
+use crate::sender::Sender;
+
+/// How often due retries are looked for when nothing wakes the loop.
+const POLL: Duration = Duration::from_millis(500);
+/// Largest batch of attempt results written in one transaction.
+const RECORD_BATCH: usize = 1024;
+
+pub(crate) struct Dispatcher {
+    store: Store,
+    sender: Sender,
+    config: HooksConfig,
+    inflight: Arc<Mutex<HashMap<String, usize>>>,
+    slots: Arc<Semaphore>,
+    freed: Arc<Notify>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Dispatcher {
+    pub(crate) fn new(store: Store, sender: Sender, config: HooksConfig) -> Self {
+        let slots = Arc::new(Semaphore::new(config.max_concurrency));
+        Dispatcher {
+            store,
+            sender,
+            config,
+            inflight: Arc::default(),
+            slots,
+            freed: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Runs until `stop` is notified. In-flight attempts finish and are recorded first.
+    pub(crate) async fn run(self, stop: Arc<Notify>) {
+        let (tx, rx) = mpsc::unbounded_channel::<(AttemptRecord, Outcome)>();
+        let recorder = tokio::spawn(record_loop(self.store.clone(), rx));
+        let signal = self.store.outbox_signal.clone();
+        // Lease: long enough to cover an attempt and its recording; a crashed process's
+        // claims come back after it.
+        let lease_ms = (self.config.timeout.as_millis() as i64) * 2 + 30_000;
+        loop {
+            let free = self.slots.available_permits();
+            let mut full_batch = false;
+            if free > 0 {
+                let per_webhook = |w: &str| {
+                    let used = lock(&self.inflight).get(w).copied().unwrap_or(0);
+                    self.config.per_webhook_concurrency.saturating_sub(used)
+                };
+                let want = free.min(512);
+                match self.store.claim_due(want, &per_webhook, lease_ms).await {
+                    Ok(claimed) => {
+                        full_batch = claimed.len() == want;
+                        for c in claimed {
+                            self.spawn_send(c, tx.clone());
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "claiming deliveries failed");
+                        tokio::time::sleep(POLL).await;
+                    }
+                }
+            }
+            if full_batch {
+                continue;
+            }
+            tokio::select! {
+                _ = signal.notified() => {}
+                _ = self.freed.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+                _ = stop.notified() => break,
+            }
+        }
+        // Wait for in-flight sends, then for their results to be written.
+        let _ = self
+            .slots
+            .acquire_many(self.config.max_concurrency as u32)
+            .await;
+        drop(tx);
+        let _ = recorder.await;
+    }
+
+    fn spawn_send(&self, c: Claimed, tx: mpsc::UnboundedSender<(AttemptRecord, Outcome)>) {
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            // Cannot happen (we claimed no more than the free slots); the lease expires and
+            // the row is claimed again later.
+            return;
+        };
+        *lock(&self.inflight).entry(c.webhook.clone()).or_default() += 1;
+        let sender = self.sender.clone();
+        let inflight = self.inflight.clone();
+        let freed = self.freed.clone();
+        let policy = self.config.retry.clone();
+        tokio::spawn(async move {
+            let res = sender.send(&c).await;
+            let outcome = if res.success {
+                Outcome::Delivered
+            } else if c.attempt >= c.max_attempts {
+                Outcome::Failed
+            } else {
+                match policy.next_delay(c.attempt as usize, res.retry_after, fastrand::f64()) {
+                    Some(d) => {
+                        Outcome::Retry(chrono::Utc::now().timestamp_millis() + d.as_millis() as i64)
+                    }
+                    None => Outcome::Failed,
+                }
+            };
+            if res.success {
+                tracing::debug!(webhook = %c.webhook, event = %c.event_id, attempt = c.attempt, "delivered");
+            } else {
+                tracing::info!(webhook = %c.webhook, event = %c.event_id, attempt = c.attempt,
+                    status = ?res.record.status_code, error = ?res.record.error, "delivery attempt failed");
+            }
+            let _ = tx.send((res.record, outcome));
+            {
+                let mut m = lock(&inflight);
+                if let Some(n) = m.get_mut(&c.webhook) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            drop(permit);
+            freed.notify_one();
+        });
+    }
+}
+
+async fn record_loop(store: Store, mut rx: mpsc::UnboundedReceiver<(AttemptRecord, Outcome)>) {
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < RECORD_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        // Retry a failed write: these rows hold the truth about what was sent.
+        let mut delay = Duration::from_millis(100);
+        while let Err(e) = store.record_attempts(&batch).await {
+            tracing::error!(error = %e, "recording delivery attempts failed; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+        batch.clear();
+    }
+}

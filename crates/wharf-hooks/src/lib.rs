@@ -1,0 +1,350 @@
+//! Wharf's webhooks: definitions and their validation, the ACR management operations and their
+//! ARM JSON shapes, the delivery dispatcher with its retry policy, the HTTP sender, ping,
+//! history and redelivery.
+//!
+//! It reads and writes webhook state only through `wharf-store`, and must not call
+//! `wharf-registry` (registry changes reach it through the store's outbox) or name axum.
+
+mod dispatcher;
+pub mod model;
+pub mod retry;
+pub mod sender;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use wharf_core::{Event, Scope, WebhookAction, WebhookError, WebhookName, WebhookStatus};
+use wharf_store::hooks::{Claimed, Outcome, WebhookRecord};
+use wharf_store::{Store, StoreError};
+
+use crate::model::{CallbackConfig, WebhookCreate, WebhookUpdate};
+use crate::retry::RetryPolicy;
+use crate::sender::Sender;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HooksError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("webhook {0} not found")]
+    NotFound(String),
+    #[error("webhook {0} already exists")]
+    Conflict(String),
+    #[error("internal error")]
+    Internal(#[from] StoreError),
+}
+
+impl From<WebhookError> for HooksError {
+    fn from(e: WebhookError) -> Self {
+        HooksError::Invalid(e.to_string())
+    }
+}
+
+/// Delivery settings.
+#[derive(Debug, Clone)]
+pub struct HooksConfig {
+    /// Region of this server; webhooks default to it and fire for its events only.
+    pub region: String,
+    pub user_agent: String,
+    /// Per-attempt timeout (ACR: 5 s).
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    pub max_concurrency: usize,
+    pub per_webhook_concurrency: usize,
+    pub history_retention: Duration,
+    pub response_body_cap: usize,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig {
+            region: "local".to_owned(),
+            user_agent: format!("Wharf/{}", env!("CARGO_PKG_VERSION")),
+            timeout: Duration::from_secs(5),
+            retry: RetryPolicy::default(),
+            max_concurrency: 256,
+            per_webhook_concurrency: 16,
+            history_retention: Duration::from_secs(30 * 24 * 3600),
+            response_body_cap: 4096,
+        }
+    }
+}
+
+/// The webhook service: management operations plus the background dispatcher.
+#[derive(Clone)]
+pub struct Hooks {
+    store: Store,
+    sender: Sender,
+    config: HooksConfig,
+    stop: Arc<Notify>,
+}
+
+pub type Result<T, E = HooksError> = std::result::Result<T, E>;
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn validate_uri(uri: &str) -> Result<()> {
+    match reqwest::Url::parse(uri) {
+        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host_str().is_some() => {
+            Ok(())
+        }
+        // Never echo the URI: it is a secret.
+        _ => Err(HooksError::Invalid(
+            "serviceUri: must be an absolute http or https URI".to_owned(),
+        )),
+    }
+}
+
+fn validate_actions(actions: &[String]) -> Result<Vec<WebhookAction>> {
+    if actions.is_empty() {
+        return Err(HooksError::Invalid(
+            "actions: at least one of push, delete, quarantine, chart_push, chart_delete is required".into(),
+        ));
+    }
+    let mut out = Vec::new();
+    for a in actions {
+        let a: WebhookAction = a.parse()?;
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
+
+fn validate_headers(h: &BTreeMap<String, String>) -> Result<()> {
+    for (k, v) in h {
+        if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            return Err(HooksError::Invalid(format!(
+                "customHeaders: {k:?} is not a valid header name"
+            )));
+        }
+        if reqwest::header::HeaderValue::from_str(v).is_err() {
+            // The value is a secret: name the header only.
+            return Err(HooksError::Invalid(format!(
+                "customHeaders: the value of {k:?} is not a valid header value"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Hooks {
+    pub fn new(store: Store, config: HooksConfig) -> Result<Self, reqwest::Error> {
+        let sender = Sender::new(
+            config.timeout,
+            config.user_agent.clone(),
+            config.response_body_cap,
+        )?;
+        Ok(Hooks {
+            store,
+            sender,
+            config,
+            stop: Arc::new(Notify::new()),
+        })
+    }
+
+    pub fn config(&self) -> &HooksConfig {
+        &self.config
+    }
+
+    /// Starts the dispatcher and the history pruner. The returned handle finishes once
+    /// [`Hooks::shutdown`] was called and in-flight attempts are recorded.
+    pub fn start(&self) -> tokio::task::JoinHandle<()> {
+        let d = dispatcher::Dispatcher::new(
+            self.store.clone(),
+            self.sender.clone(),
+            self.config.clone(),
+        );
+        let stop = self.stop.clone();
+        let store = self.store.clone();
+        let retention = self.config.history_retention;
+        let pruner = tokio::spawn(async move {
+            loop {
+                let cutoff = now_ms() - retention.as_millis() as i64;
+                if let Err(e) = store.prune_history(cutoff).await {
+                    tracing::warn!(error = %e, "pruning webhook history failed");
+                }
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+        });
+        tokio::spawn(async move {
+            d.run(stop).await;
+            pruner.abort();
+        })
+    }
+
+    pub fn shutdown(&self) {
+        self.stop.notify_one();
+    }
+
+    pub async fn create(&self, name: &str, p: WebhookCreate) -> Result<WebhookRecord> {
+        let name = WebhookName::parse(name)?;
+        let props = p
+            .properties
+            .ok_or_else(|| HooksError::Invalid("properties: required".into()))?;
+        let uri = props
+            .service_uri
+            .ok_or_else(|| HooksError::Invalid("serviceUri: required".into()))?;
+        validate_uri(&uri)?;
+        let actions = validate_actions(&props.actions.unwrap_or_default())?;
+        let headers = props.custom_headers.unwrap_or_default();
+        validate_headers(&headers)?;
+        let scope = props.scope.unwrap_or_default();
+        Scope::parse(&scope)?;
+        let status = match props.status {
+            Some(s) => s.parse::<WebhookStatus>()?,
+            None => WebhookStatus::Enabled,
+        };
+        let location = p.location.unwrap_or_else(|| self.config.region.clone());
+        if location.is_empty()
+            || location.len() > 64
+            || !location
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(HooksError::Invalid(
+                "location: must be 1 to 64 letters, digits or '-'".into(),
+            ));
+        }
+        let now = now_ms();
+        let rec = WebhookRecord {
+            name: name.as_str().to_owned(),
+            service_uri: uri,
+            custom_headers: headers,
+            actions,
+            status,
+            scope,
+            location,
+            tags: p.tags.unwrap_or_default(),
+            created_at: now,
+            updated_at: now,
+        };
+        match self.store.create_webhook(&rec).await {
+            Ok(()) => Ok(rec),
+            Err(StoreError::Conflict) => Err(HooksError::Conflict(rec.name)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn update(&self, name: &str, p: WebhookUpdate) -> Result<WebhookRecord> {
+        if p.location.is_some() {
+            return Err(HooksError::Invalid(
+                "location: cannot be changed after creation".into(),
+            ));
+        }
+        let mut rec = self.get(name).await?;
+        if let Some(tags) = p.tags {
+            rec.tags = tags;
+        }
+        if let Some(props) = p.properties {
+            if let Some(u) = props.service_uri {
+                validate_uri(&u)?;
+                rec.service_uri = u;
+            }
+            if let Some(h) = props.custom_headers {
+                validate_headers(&h)?;
+                rec.custom_headers = h;
+            }
+            if let Some(a) = props.actions {
+                rec.actions = validate_actions(&a)?;
+            }
+            if let Some(s) = props.scope {
+                Scope::parse(&s)?;
+                rec.scope = s;
+            }
+            if let Some(s) = props.status {
+                rec.status = s.parse()?;
+            }
+        }
+        rec.updated_at = now_ms();
+        match self.store.update_webhook(&rec).await {
+            Ok(()) => Ok(rec),
+            Err(StoreError::NotFound) => Err(HooksError::NotFound(name.to_owned())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn get(&self, name: &str) -> Result<WebhookRecord> {
+        self.store
+            .get_webhook(name)
+            .await?
+            .ok_or_else(|| HooksError::NotFound(name.to_owned()))
+    }
+
+    pub async fn list(&self) -> Result<Vec<WebhookRecord>> {
+        Ok(self.store.list_webhooks().await?)
+    }
+
+    /// Returns false if there was no such webhook.
+    pub async fn delete(&self, name: &str) -> Result<bool> {
+        Ok(self.store.delete_webhook(name).await?)
+    }
+
+    pub async fn callback_config(&self, name: &str) -> Result<CallbackConfig> {
+        let rec = self.get(name).await?;
+        Ok(CallbackConfig {
+            service_uri: rec.service_uri,
+            custom_headers: rec.custom_headers,
+        })
+    }
+
+    /// Sends a ping at once through the same sender, records the attempt, and returns the
+    /// event id. A disabled webhook can still be pinged: the ping is how an operator tests an
+    /// endpoint before enabling it.
+    pub async fn ping(&self, name: &str) -> Result<String> {
+        let rec = self.get(name).await?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let body = Event::ping(id.clone(), chrono::Utc::now()).to_bytes();
+        let delivery_id = self.store.create_ping(&rec.name, &id, &body).await?;
+        let claimed = Claimed {
+            delivery_id,
+            webhook: rec.name.clone(),
+            event_id: id.clone(),
+            attempt: 1,
+            max_attempts: 1,
+            body,
+            service_uri: rec.service_uri,
+            custom_headers: rec.custom_headers,
+        };
+        let res = self.sender.send(&claimed).await;
+        let outcome = if res.success {
+            Outcome::Delivered
+        } else {
+            Outcome::Failed
+        };
+        self.store.record_attempts(&[(res.record, outcome)]).await?;
+        Ok(id)
+    }
+
+    /// One page of a webhook's history, newest first.
+    pub async fn list_events(
+        &self,
+        name: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<wharf_store::hooks::HistoryEntry>> {
+        let rec = self.get(name).await?;
+        Ok(self.store.list_history(&rec.name, offset, limit).await?)
+    }
+
+    /// Queues one event again (`event_id`), or every failed delivery of the webhook.
+    pub async fn redeliver(&self, name: &str, event_id: Option<&str>) -> Result<u64> {
+        let rec = self.get(name).await?;
+        if let Some(e) = event_id {
+            if !self.store.has_delivery(&rec.name, e).await? {
+                return Err(HooksError::Invalid(format!(
+                    "eventId: no event {e} for webhook {}",
+                    rec.name
+                )));
+            }
+        }
+        let n = self.store.redeliver(&rec.name, event_id).await?;
+        if n > 0 {
+            self.store.wake_dispatcher();
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,149 @@
+//! Wharf's HTTP surface: the OCI distribution API under `/v2/`, the ACR-style repository
+//! delete under `/acr/v1/`, and the webhook management API under `/wharf/v1/`; error mapping
+//! to the spec's bodies; and the connection loop with timeouts and graceful shutdown.
+//!
+//! Handlers parse requests into typed values at the edge (DESIGN invariant 7) and call
+//! `wharf-registry` and `wharf-hooks`. This crate must not touch the store's tables directly
+//! for registry or webhook state: it goes through those two crates.
+
+pub mod error;
+mod mgmt;
+mod oci;
+pub mod path;
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, delete};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use wharf_core::{ErrorCode, RepoName};
+use wharf_hooks::Hooks;
+use wharf_registry::{Registry, RequestInfo};
+
+use crate::error::OciError;
+
+/// Everything a handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Registry,
+    pub hooks: Hooks,
+    /// Whether a mount without `from` may find the blob in any repository.
+    pub automatic_mount: bool,
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v2", any(oci::handle))
+        .route("/v2/", any(oci::handle))
+        .route("/v2/{*rest}", any(oci::handle))
+        .route("/acr/v1/{*name}", delete(delete_repository))
+        .nest("/wharf/v1", mgmt::router())
+        .with_state(state)
+}
+
+/// `DELETE /acr/v1/{name}`: deletes a repository with all its manifests and tags, as ACR's
+/// data plane does, raising one `delete` event per manifest.
+async fn delete_repository(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let repo = match RepoName::parse(&name) {
+        Ok(r) => r,
+        Err(e) => return OciError::code(ErrorCode::NameInvalid, e.to_string()).into_response(),
+    };
+    let info = RequestInfo {
+        id: uuid::Uuid::new_v4().to_string(),
+        host: header_str(&headers, axum::http::header::HOST),
+        useragent: Some(header_str(&headers, axum::http::header::USER_AGENT))
+            .filter(|s| !s.is_empty()),
+    };
+    match app.registry.delete_repository(&repo, &info).await {
+        Ok(out) => (StatusCode::ACCEPTED, axum::Json(out)).into_response(),
+        Err(e) => OciError::from(e).into_response(),
+    }
+}
+
+fn header_str(h: &HeaderMap, name: axum::http::header::HeaderName) -> String {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// How long a client may take to send its request headers.
+    pub header_timeout: Duration,
+    /// How long in-flight requests get to finish after shutdown is asked for.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            header_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then stops accepting, lets
+/// in-flight requests finish (up to the grace period) and returns.
+///
+/// A hand-written loop over hyper rather than `axum::serve`, because axum's server cannot set
+/// a header-read timeout, which is what protects the registry from slow-loris clients.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            conn = listener.accept() => {
+                let stream = match conn {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let svc = TowerToHyperService::new(app.clone());
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(opts.header_timeout)
+                    .serve_connection(TokioIo::new(stream), svc);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(opts.shutdown_grace) => {
+            tracing::warn!("shutdown grace period over; closing remaining connections");
+        }
+    }
+    Ok(())
+}

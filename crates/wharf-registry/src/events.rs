@@ -1,0 +1,174 @@
+//! Builds the ACR events a registry change raises, for the store's outbox.
+//!
+//! Events are built only for actions some enabled webhook subscribes to, so a registry with
+//! no webhooks pays nothing. Per ACR: one `push` (and one `quarantine`) per tag, a push by
+//! digest carries no tag; `delete` carries no tag and fires only when a manifest goes, never
+//! for an untag. Helm charts (config media type `application/vnd.cncf.helm.config.v1+json`)
+//! also raise `chart_push` / `chart_delete` with `name` and `version` from the chart's config;
+//! their `tag` is the OCI tag (ACR's legacy charts used the package file name there).
+
+use chrono::Utc;
+use wharf_core::event::ChartAction;
+use wharf_core::{Digest, Event, EventRequest, ParsedManifest, RepoName, Tag, WebhookAction};
+use wharf_store::{DeletedManifest, OutboxEvent, WebhookCache};
+
+/// What the HTTP layer knows of the request that caused a change.
+#[derive(Debug, Clone, Default)]
+pub struct RequestInfo {
+    pub id: String,
+    /// The host the client addressed (its `Host` header).
+    pub host: String,
+    pub useragent: Option<String>,
+}
+
+impl RequestInfo {
+    fn event_request(&self, method: &str) -> EventRequest {
+        EventRequest {
+            id: self.id.clone(),
+            host: self.host.clone(),
+            method: method.to_owned(),
+            useragent: self.useragent.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ChartMeta {
+    pub name: String,
+    pub version: String,
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn outbox(
+    ev: Event,
+    action: WebhookAction,
+    repo: &RepoName,
+    tag: Option<&str>,
+    tagless: bool,
+) -> OutboxEvent {
+    OutboxEvent {
+        id: ev.id.clone(),
+        action,
+        body: ev.to_bytes(),
+        repository: repo.to_string(),
+        match_tags: tag.map(|t| vec![t.to_owned()]).unwrap_or_default(),
+        tagless,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn push_events(
+    hooks: &WebhookCache,
+    repo: &RepoName,
+    digest: &Digest,
+    parsed: &ParsedManifest,
+    size: i64,
+    tags: &[Tag],
+    chart: Option<&ChartMeta>,
+    req: &RequestInfo,
+) -> Vec<OutboxEvent> {
+    let now = Utc::now();
+    let tag_opts: Vec<Option<&str>> = if tags.is_empty() {
+        vec![None]
+    } else {
+        tags.iter().map(|t| Some(t.as_str())).collect()
+    };
+    let mut out = Vec::new();
+    if hooks.any_wants(WebhookAction::Push) {
+        for t in &tag_opts {
+            let ev = Event::push(
+                new_id(),
+                now,
+                repo.as_str(),
+                digest.to_string(),
+                parsed.media_type.clone(),
+                size,
+                t.map(str::to_owned),
+                req.event_request("PUT"),
+            );
+            out.push(outbox(ev, WebhookAction::Push, repo, *t, t.is_none()));
+        }
+    }
+    if hooks.any_wants(WebhookAction::Quarantine) {
+        for t in &tag_opts {
+            let ev = Event::quarantine(
+                new_id(),
+                now,
+                repo.as_str(),
+                digest.to_string(),
+                size,
+                t.map(str::to_owned),
+                req.event_request("PUT"),
+            );
+            out.push(outbox(ev, WebhookAction::Quarantine, repo, *t, t.is_none()));
+        }
+    }
+    if let Some(c) = chart.filter(|_| hooks.any_wants(WebhookAction::ChartPush)) {
+        for t in &tag_opts {
+            let ev = Event::chart(
+                new_id(),
+                now,
+                ChartAction::Push,
+                repo.as_str(),
+                digest.to_string(),
+                parsed.media_type.clone(),
+                size,
+                t.unwrap_or(&c.version),
+                c.name.clone(),
+                c.version.clone(),
+            );
+            out.push(outbox(ev, WebhookAction::ChartPush, repo, *t, t.is_none()));
+        }
+    }
+    out
+}
+
+pub(crate) fn delete_events(
+    hooks: &WebhookCache,
+    repo: &RepoName,
+    del: &DeletedManifest,
+    chart: Option<&ChartMeta>,
+    req: &RequestInfo,
+) -> Vec<OutboxEvent> {
+    let now = Utc::now();
+    let mut out = Vec::new();
+    if hooks.any_wants(WebhookAction::Delete) {
+        let ev = Event::delete(
+            new_id(),
+            now,
+            repo.as_str(),
+            del.digest.to_string(),
+            del.media_type.clone(),
+            req.event_request("DELETE"),
+        );
+        let mut o = outbox(ev, WebhookAction::Delete, repo, None, true);
+        o.match_tags = del.tags.clone();
+        out.push(o);
+    }
+    if let Some(c) = chart.filter(|_| hooks.any_wants(WebhookAction::ChartDelete)) {
+        let tag = del
+            .tags
+            .first()
+            .cloned()
+            .unwrap_or_else(|| c.version.clone());
+        let ev = Event::chart(
+            new_id(),
+            now,
+            ChartAction::Delete,
+            repo.as_str(),
+            del.digest.to_string(),
+            del.media_type.clone(),
+            del.size,
+            tag,
+            c.name.clone(),
+            c.version.clone(),
+        );
+        let mut o = outbox(ev, WebhookAction::ChartDelete, repo, None, true);
+        o.match_tags = del.tags.clone();
+        out.push(o);
+    }
+    out
+}

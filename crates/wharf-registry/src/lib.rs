@@ -1,0 +1,468 @@
+//! Wharf's registry use cases: blob uploads (monolithic, chunked, streamed, mounts), blob
+//! reads and deletes, manifests, tags, referrers, the catalog, and the events those changes
+//! raise.
+//!
+//! It takes typed values and byte streams, never HTTP types, and talks only to `wharf-store`.
+//! It must not call `wharf-hooks` (the two meet in the store's outbox) or name axum.
+
+mod events;
+mod uploads;
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use serde_json::json;
+use wharf_core::{
+    Algorithm, Digest, ManifestError, ParsedManifest, Reference, RepoName, Tag, parse_manifest,
+};
+use wharf_store::{NewManifest, Store, StoreError};
+
+pub use events::RequestInfo;
+pub use uploads::UploadState;
+
+/// A stream of request body bytes.
+pub trait ByteStream: Stream<Item = Result<Bytes, io::Error>> + Send + Unpin {}
+impl<T: Stream<Item = Result<Bytes, io::Error>> + Send + Unpin> ByteStream for T {}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("blob unknown to registry")]
+    BlobUnknown,
+    #[error("blob upload unknown to registry")]
+    UploadUnknown,
+    #[error("blob upload invalid: {0}")]
+    UploadInvalid(String),
+    #[error("provided digest did not match uploaded content")]
+    DigestMismatch,
+    #[error("invalid digest: {0}")]
+    DigestInvalid(String),
+    #[error("requested range does not start at the upload's offset")]
+    RangeNotSatisfiable { offset: u64 },
+    #[error("content length did not match the range")]
+    SizeInvalid,
+    #[error("manifest references unknown blob {0}")]
+    ManifestBlobUnknown(Digest),
+    #[error("manifest invalid: {0}")]
+    ManifestInvalid(String),
+    #[error("manifest unknown")]
+    ManifestUnknown,
+    #[error("repository name not known to registry")]
+    NameUnknown,
+    #[error("too many tags")]
+    TooManyTags,
+    #[error("internal error: {0}")]
+    Internal(#[from] StoreError),
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+}
+
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+/// Limits that protect the registry from oversized or abusive input.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_manifest_bytes: usize,
+    pub max_tags_per_put: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_manifest_bytes: 4 * 1024 * 1024,
+            max_tags_per_put: 32,
+        }
+    }
+}
+
+/// The result of a manifest PUT.
+#[derive(Debug, Clone)]
+pub struct PutManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+    pub tags: Vec<Tag>,
+}
+
+/// A manifest to serve.
+#[derive(Debug, Clone)]
+pub struct ManifestOut {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: i64,
+    pub body: Option<Vec<u8>>,
+}
+
+/// What a repository delete removed.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepoDeleted {
+    pub manifests_deleted: Vec<String>,
+    pub tags_deleted: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct Registry {
+    pub(crate) store: Store,
+    pub(crate) uploads: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<UploadState>>>>>,
+    pub limits: Limits,
+}
+
+impl Registry {
+    pub fn new(store: Store, limits: Limits) -> Self {
+        Registry {
+            store,
+            uploads: Arc::default(),
+            limits,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    // ---- blobs ------------------------------------------------------------------------
+
+    /// Size of a blob visible in `repo`.
+    pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        match self.store.meta.blob_size(repo, digest).await? {
+            Some(s) => Ok(s as u64),
+            None => Err(RegistryError::BlobUnknown),
+        }
+    }
+
+    /// Opens a blob visible in `repo` for reading.
+    pub async fn open_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<(tokio::fs::File, u64)> {
+        let size = self.blob_size(repo, digest).await?;
+        match self.store.blobs.open_blob(digest).await {
+            Ok(f) => Ok((f, size)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(RegistryError::BlobUnknown),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes a blob from a repository. The content file stays until garbage collection,
+    /// because other repositories may link the same content.
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        if self.store.meta.unlink_blob(repo, digest).await? {
+            Ok(())
+        } else {
+            Err(RegistryError::BlobUnknown)
+        }
+    }
+
+    /// Cross-repository mount. Without `from`, the blob is looked for in every repository
+    /// only when automatic mounting is on. Returns false when nothing was mounted.
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+        automatic: bool,
+    ) -> Result<bool> {
+        let size = match from {
+            Some(src) => self.store.meta.blob_size(src, digest).await?,
+            None if automatic => self.store.meta.blob_size_anywhere(digest).await?,
+            None => None,
+        };
+        let Some(size) = size else {
+            return Ok(false);
+        };
+        if !self.store.blobs.blob_exists(digest).await {
+            return Ok(false);
+        }
+        self.store.meta.link_blob(repo, digest, size).await?;
+        Ok(true)
+    }
+
+    // ---- manifests ----------------------------------------------------------------------
+
+    /// Stores a manifest under its digest, tags it, and raises push events, all in one
+    /// transaction. `reference` is the URL's reference; `extra_tags` come from `?tag=`.
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+        extra_tags: Vec<Tag>,
+        req: &RequestInfo,
+    ) -> Result<PutManifest> {
+        if body.len() > self.limits.max_manifest_bytes {
+            return Err(RegistryError::ManifestInvalid("manifest too large".into()));
+        }
+        let parsed = parse_manifest(&body, content_type).map_err(manifest_err)?;
+        let mut tags = extra_tags;
+        let digest = match reference {
+            Reference::Digest(d) => {
+                let actual = Digest::of(d.algorithm(), &body);
+                if &actual != d {
+                    return Err(RegistryError::DigestMismatch);
+                }
+                actual
+            }
+            Reference::Tag(t) => {
+                tags.insert(0, t.clone());
+                Digest::of(Algorithm::Sha256, &body)
+            }
+        };
+        tags.dedup();
+        if tags.len() > self.limits.max_tags_per_put {
+            return Err(RegistryError::TooManyTags);
+        }
+        let chart = if parsed.is_helm_chart() {
+            self.read_chart_meta(parsed.config.as_ref().map(|c| &c.digest))
+                .await
+        } else {
+            None
+        };
+        let events = events::push_events(
+            &self.store.hooks,
+            repo,
+            &digest,
+            &parsed,
+            body.len() as i64,
+            &tags,
+            chart.as_ref(),
+            req,
+        );
+        let new = new_manifest(repo, &digest, &parsed, body, &tags);
+        match self
+            .store
+            .meta
+            .put_manifest(&new, &events, &self.store.hooks)
+            .await
+        {
+            Ok(queued) => {
+                if queued > 0 {
+                    self.store.wake_dispatcher();
+                }
+            }
+            Err(StoreError::MissingBlob(d)) | Err(StoreError::MissingManifest(d)) => {
+                return Err(RegistryError::ManifestBlobUnknown(d));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(PutManifest {
+            digest,
+            subject: parsed.subject.map(|s| s.digest),
+            tags,
+        })
+    }
+
+    /// Reads `name` and `version` from a Helm chart's config blob (small JSON).
+    async fn read_chart_meta(&self, config: Option<&Digest>) -> Option<events::ChartMeta> {
+        let path = self.store.blobs.blob_path(config?);
+        let data = tokio::fs::read(path).await.ok()?;
+        if data.len() > 1024 * 1024 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&data).ok()?;
+        Some(events::ChartMeta {
+            name: v.get("name")?.as_str()?.to_owned(),
+            version: v.get("version")?.as_str()?.to_owned(),
+        })
+    }
+
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        with_body: bool,
+    ) -> Result<ManifestOut> {
+        match self
+            .store
+            .meta
+            .get_manifest(repo, reference, with_body)
+            .await?
+        {
+            Some(m) => Ok(ManifestOut {
+                digest: m.digest,
+                media_type: m.media_type,
+                size: m.size,
+                body: m.body,
+            }),
+            None => Err(RegistryError::ManifestUnknown),
+        }
+    }
+
+    /// Deletes by digest (the manifest and its tags, raising `delete` events) or by tag (the
+    /// tag only, which raises no event, as on ACR).
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        req: &RequestInfo,
+    ) -> Result<()> {
+        match reference {
+            Reference::Tag(t) => {
+                if self.store.meta.delete_tag(repo, t).await? {
+                    Ok(())
+                } else {
+                    Err(RegistryError::ManifestUnknown)
+                }
+            }
+            Reference::Digest(d) => {
+                self.delete_manifest_digest(repo, d, req).await?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn delete_manifest_digest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        req: &RequestInfo,
+    ) -> Result<Vec<String>> {
+        let config = self.store.meta.manifest_config(repo, digest).await?;
+        let chart = match &config {
+            Some(c)
+                if c.media_type.as_deref() == Some(wharf_core::manifest::media::HELM_CONFIG) =>
+            {
+                self.read_chart_meta(c.digest.as_ref()).await
+            }
+            _ => None,
+        };
+        let hooks = self.store.hooks.clone();
+        let res = self
+            .store
+            .meta
+            .delete_manifest(repo, digest, &self.store.hooks, |del| {
+                events::delete_events(&hooks, repo, del, chart.as_ref(), req)
+            })
+            .await?;
+        match res {
+            Some((deleted, queued)) => {
+                if queued > 0 {
+                    self.store.wake_dispatcher();
+                }
+                Ok(deleted.tags)
+            }
+            None => Err(RegistryError::ManifestUnknown),
+        }
+    }
+
+    /// Deletes a whole repository: every manifest (each raising its `delete` event), then the
+    /// repository itself.
+    pub async fn delete_repository(
+        &self,
+        repo: &RepoName,
+        req: &RequestInfo,
+    ) -> Result<RepoDeleted> {
+        if !self.store.meta.repo_exists(repo).await? {
+            return Err(RegistryError::NameUnknown);
+        }
+        let mut out = RepoDeleted {
+            manifests_deleted: Vec::new(),
+            tags_deleted: Vec::new(),
+        };
+        for d in self.store.meta.manifest_digests(repo).await? {
+            match self.delete_manifest_digest(repo, &d, req).await {
+                Ok(tags) => {
+                    out.manifests_deleted.push(d.to_string());
+                    out.tags_deleted.extend(tags);
+                }
+                // Deleted concurrently: nothing left to do for it.
+                Err(RegistryError::ManifestUnknown) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.store.meta.delete_repo(repo).await?;
+        Ok(out)
+    }
+
+    pub async fn list_tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: Option<u32>,
+    ) -> Result<Vec<String>> {
+        self.store
+            .meta
+            .list_tags(repo, last, n)
+            .await?
+            .ok_or(RegistryError::NameUnknown)
+    }
+
+    pub async fn catalog(&self, last: Option<&str>, n: Option<u32>) -> Result<Vec<String>> {
+        Ok(self.store.meta.catalog(last, n).await?)
+    }
+
+    /// The referrers index for `subject`, optionally filtered by artifact type. Returns the
+    /// index JSON; never fails for an unknown subject or repository (the spec forbids 404).
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<u8>> {
+        let rows = self.store.meta.referrers(repo, subject).await?;
+        let manifests: Vec<serde_json::Value> = rows
+            .into_iter()
+            .filter(|r| artifact_type.is_none() || r.artifact_type.as_deref() == artifact_type)
+            .map(|r| {
+                let mut d = json!({
+                    "mediaType": r.media_type,
+                    "digest": r.digest.to_string(),
+                    "size": r.size,
+                });
+                if let Some(at) = r.artifact_type {
+                    d["artifactType"] = json!(at);
+                }
+                if let Some(a) = r
+                    .annotations
+                    .and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok())
+                {
+                    d["annotations"] = a;
+                }
+                d
+            })
+            .collect();
+        let index = json!({
+            "schemaVersion": 2,
+            "mediaType": wharf_core::manifest::media::OCI_INDEX,
+            "manifests": manifests,
+        });
+        Ok(serde_json::to_vec(&index).unwrap_or_default())
+    }
+}
+
+fn manifest_err(e: ManifestError) -> RegistryError {
+    RegistryError::ManifestInvalid(e.to_string())
+}
+
+fn new_manifest(
+    repo: &RepoName,
+    digest: &Digest,
+    parsed: &ParsedManifest,
+    body: Vec<u8>,
+    tags: &[Tag],
+) -> NewManifest {
+    NewManifest {
+        repo: repo.clone(),
+        digest: digest.clone(),
+        media_type: parsed.media_type.clone(),
+        body,
+        artifact_type: parsed.artifact_type.clone(),
+        subject: parsed.subject.as_ref().map(|s| s.digest.clone()),
+        annotations: parsed
+            .annotations
+            .as_ref()
+            .and_then(|a| serde_json::to_string(a).ok()),
+        config_media_type: parsed.config.as_ref().map(|c| c.media_type.clone()),
+        config_digest: parsed.config.as_ref().map(|c| c.digest.clone()),
+        required_blobs: parsed.required_blobs().map(|d| d.digest.clone()).collect(),
+        required_manifests: parsed
+            .required_manifests()
+            .iter()
+            .map(|d| d.digest.clone())
+            .collect(),
+        tags: tags.to_vec(),
+    }
+}

@@ -1,0 +1,290 @@
+//! Blob upload sessions (DESIGN invariant 2): state with an explicit offset.
+//!
+//! The bytes of a session live in `uploads/<id>`, whose length is the offset, so a session
+//! survives a restart. While the process lives, the running hash of the bytes so far is kept in
+//! memory, so finishing a streamed upload does not read the blob back; after a restart (or if
+//! the client's digest uses another algorithm) the file is hashed from disk instead.
+//!
+//! Bytes are written and hashed on a blocking thread fed through a channel: hashing megabytes
+//! on the async runtime would stall other requests.
+
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use wharf_core::{Algorithm, Digest, Hasher, RepoName};
+
+use crate::{ByteStream, Registry, RegistryError, Result};
+
+/// In-memory state of a live upload session.
+pub struct UploadState {
+    pub repo: RepoName,
+    pub offset: u64,
+    /// Hash of bytes `0..offset`, when known.
+    hasher: Option<Hasher>,
+    algorithm: Algorithm,
+}
+
+/// Buffer size of the writer that appends to an upload file.
+const WRITE_BUF: usize = 1 << 20;
+
+impl Registry {
+    /// Opens a new upload session in `repo`. Returns its id.
+    pub async fn start_upload(&self, repo: &RepoName, algorithm: Algorithm) -> Result<String> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        self.store.blobs.create_upload(&id).await?;
+        self.store
+            .meta
+            .create_upload(&id, repo, algorithm.as_str())
+            .await?;
+        let state = UploadState {
+            repo: repo.clone(),
+            offset: 0,
+            hasher: Some(algorithm.hasher()),
+            algorithm,
+        };
+        self.sessions()
+            .insert(id.clone(), Arc::new(tokio::sync::Mutex::new(state)));
+        Ok(id)
+    }
+
+    fn sessions(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<String, Arc<tokio::sync::Mutex<UploadState>>>,
+    > {
+        match self.uploads.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Finds a session, reloading it from the store after a restart.
+    async fn session(
+        &self,
+        repo: &RepoName,
+        id: &str,
+    ) -> Result<Arc<tokio::sync::Mutex<UploadState>>> {
+        let live = self.sessions().get(id).cloned();
+        if let Some(s) = live {
+            if s.lock().await.repo != *repo {
+                return Err(RegistryError::UploadUnknown);
+            }
+            return Ok(s);
+        }
+        if !is_session_id(id) {
+            return Err(RegistryError::UploadUnknown);
+        }
+        let row = self
+            .store
+            .meta
+            .get_upload(id)
+            .await?
+            .ok_or(RegistryError::UploadUnknown)?;
+        if row.repo != repo.as_str() || row.finished_digest.is_some() {
+            return Err(RegistryError::UploadUnknown);
+        }
+        let offset = match self.store.blobs.upload_len(id).await {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(RegistryError::UploadUnknown);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let state = UploadState {
+            repo: repo.clone(),
+            offset,
+            hasher: None,
+            algorithm: row.algorithm.parse().unwrap_or(Algorithm::Sha256),
+        };
+        let s = Arc::new(tokio::sync::Mutex::new(state));
+        Ok(self.sessions().entry(id.to_owned()).or_insert(s).clone())
+    }
+
+    /// The offset of a session (bytes received so far).
+    pub async fn upload_offset(&self, repo: &RepoName, id: &str) -> Result<u64> {
+        Ok(self.session(repo, id).await?.lock().await.offset)
+    }
+
+    /// Appends a chunk. With `range` (start, end inclusive) the chunk must start at the current
+    /// offset, else `RangeNotSatisfiable`; and its length must match the range.
+    pub async fn patch_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        range: Option<(u64, u64)>,
+        body: impl ByteStream,
+    ) -> Result<u64> {
+        let s = self.session(repo, id).await?;
+        let mut st = s.lock().await;
+        if let Some((start, end)) = range {
+            if start != st.offset || end < start {
+                return Err(RegistryError::RangeNotSatisfiable { offset: st.offset });
+            }
+        }
+        let expected = range.map(|(a, b)| b - a + 1);
+        self.append(id, &mut st, body, expected).await?;
+        Ok(st.offset)
+    }
+
+    /// Appends `body` to the session's file, hashing as it goes. On any failure the file is
+    /// cut back to the old offset, so the client's view of the offset stays true.
+    async fn append(
+        &self,
+        id: &str,
+        st: &mut UploadState,
+        mut body: impl ByteStream,
+        expected: Option<u64>,
+    ) -> Result<()> {
+        let file = self.store.blobs.append_upload(id).await?.into_std().await;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
+        let mut hasher = st.hasher.take();
+        let writer = tokio::task::spawn_blocking(move || -> io::Result<(u64, Option<Hasher>)> {
+            let mut w = io::BufWriter::with_capacity(WRITE_BUF, file);
+            let mut n = 0u64;
+            while let Some(chunk) = rx.blocking_recv() {
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&chunk);
+                }
+                w.write_all(&chunk)?;
+                n += chunk.len() as u64;
+            }
+            w.flush()?;
+            Ok((n, hasher))
+        });
+        let mut read_err = None;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(c) => {
+                    if tx.send(c).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    read_err = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let written = writer.await.map_err(io::Error::other);
+        let ok = match (read_err, written) {
+            (None, Ok(Ok((n, h)))) => {
+                if expected.is_some_and(|e| e != n) {
+                    Err(RegistryError::SizeInvalid)
+                } else {
+                    st.offset += n;
+                    st.hasher = h;
+                    return Ok(());
+                }
+            }
+            (Some(e), _) => Err(RegistryError::UploadInvalid(format!(
+                "body read failed: {e}"
+            ))),
+            (None, Ok(Err(e))) | (None, Err(e)) => Err(e.into()),
+        };
+        // Failed: cut the file back and forget the running hash (it saw the dropped bytes).
+        self.store.blobs.truncate_upload(id, st.offset).await?;
+        st.hasher = None;
+        ok
+    }
+
+    /// Finishes an upload: appends the final chunk (if any), verifies the digest, publishes the
+    /// blob and links it into the repository. The session is gone afterwards.
+    pub async fn finish_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        range: Option<(u64, u64)>,
+        body: impl ByteStream,
+    ) -> Result<()> {
+        let s = match self.session(repo, id).await {
+            Ok(s) => s,
+            Err(RegistryError::UploadUnknown) => {
+                // Finishing is idempotent: the same PUT again after success succeeds again.
+                return match self.store.meta.get_upload(id).await? {
+                    Some(row)
+                        if row.repo == repo.as_str()
+                            && row.finished_digest.as_deref() == Some(&digest.to_string()) =>
+                    {
+                        Ok(())
+                    }
+                    _ => Err(RegistryError::UploadUnknown),
+                };
+            }
+            Err(e) => return Err(e),
+        };
+        let mut st = s.lock().await;
+        if let Some((start, end)) = range {
+            if start != st.offset || end < start {
+                return Err(RegistryError::RangeNotSatisfiable { offset: st.offset });
+            }
+        }
+        if st.hasher.is_some() && st.algorithm != digest.algorithm() {
+            st.hasher = None;
+        }
+        self.append(id, &mut st, body, range.map(|(a, b)| b - a + 1))
+            .await?;
+        let actual = match st.hasher.clone() {
+            Some(h) => h.finish(),
+            None => self.store.blobs.hash_upload(id, digest.algorithm()).await?,
+        };
+        if &actual != digest {
+            return Err(RegistryError::DigestMismatch);
+        }
+        self.store.blobs.publish_upload(id, digest).await?;
+        self.store
+            .meta
+            .finish_upload(id, repo, digest, st.offset as i64)
+            .await?;
+        self.sessions().remove(id);
+        Ok(())
+    }
+
+    /// Cancels an upload session and deletes its bytes.
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
+        let s = self.session(repo, id).await?;
+        let _st = s.lock().await;
+        self.store.meta.delete_upload(id).await?;
+        self.store.blobs.remove_upload(id).await?;
+        self.sessions().remove(id);
+        Ok(())
+    }
+
+    /// A whole blob in one request (POST with `?digest=`, or a monolithic PUT).
+    pub async fn upload_whole(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: impl ByteStream,
+    ) -> Result<()> {
+        let id = self.start_upload(repo, digest.algorithm()).await?;
+        let res = self
+            .finish_upload(repo, id.as_str(), digest, None, body)
+            .await;
+        if res.is_err() {
+            let _ = self.cancel_upload(repo, &id).await;
+        }
+        res
+    }
+
+    /// Removes upload sessions older than `max_age_ms` (abandoned uploads).
+    pub async fn expire_uploads(&self, max_age_ms: i64) -> Result<usize> {
+        let cutoff = chrono::Utc::now().timestamp_millis() - max_age_ms;
+        let stale = self.store.meta.stale_uploads(cutoff).await?;
+        for id in &stale {
+            self.store.meta.delete_upload(id).await?;
+            self.store.blobs.remove_upload(id).await?;
+            self.sessions().remove(id);
+        }
+        Ok(stale.len())
+    }
+}
+
+/// Session ids are the simple form of a v4 UUID; anything else never names a session (and
+/// must never reach the filesystem as a path).
+fn is_session_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}

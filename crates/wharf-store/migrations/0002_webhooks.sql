@@ -1,0 +1,60 @@
+-- Webhook definitions, the event outbox and the delivery queue (DESIGN invariants 3 and 4).
+CREATE TABLE webhooks (
+    name TEXT PRIMARY KEY COLLATE NOCASE,
+    service_uri TEXT NOT NULL,
+    custom_headers TEXT NOT NULL,
+    actions TEXT NOT NULL,
+    status TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    location TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+
+-- One row per event that at least one webhook wanted; `body` is the exact bytes every attempt
+-- sends.
+CREATE TABLE events (
+    id TEXT PRIMARY KEY,
+    action TEXT NOT NULL,
+    body BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
+
+-- One row per (event, webhook): the queue. A worker claims a row by setting lease_until.
+CREATE TABLE deliveries (
+    id INTEGER PRIMARY KEY,
+    webhook TEXT NOT NULL COLLATE NOCASE,
+    event_id TEXT NOT NULL REFERENCES events(id) ON DELETE CASCADE,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    lease_until INTEGER,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE state = 'pending';
+CREATE INDEX deliveries_webhook ON deliveries(webhook, id);
+CREATE INDEX deliveries_event ON deliveries(event_id);
+
+-- Every attempt, with the request as sent (secret header values redacted) and the response.
+CREATE TABLE attempts (
+    id INTEGER PRIMARY KEY,
+    delivery_id INTEGER NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+    webhook TEXT NOT NULL COLLATE NOCASE,
+    event_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    started_at INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    request_uri TEXT NOT NULL,
+    request_headers TEXT NOT NULL,
+    status_code INTEGER,
+    reason TEXT,
+    response_headers TEXT,
+    response_body TEXT,
+    error TEXT,
+    outcome TEXT NOT NULL
+);
+CREATE INDEX attempts_webhook ON attempts(webhook, id);
+CREATE INDEX attempts_started ON attempts(started_at);

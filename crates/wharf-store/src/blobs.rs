@@ -1,0 +1,150 @@
+//! The content-addressed blob store on the local filesystem.
+//!
+//! Layout under the data directory:
+//! - `blobs/<alg>/<2 hex>/<hex>`: published content, immutable, named by its digest;
+//! - `uploads/<session id>`: the bytes of an upload session so far (its length is the offset).
+//!
+//! Durability rule: a blob is published by fsyncing the upload file, renaming it into place on
+//! the same filesystem, and fsyncing the target directory, all before the upload's 201 is sent.
+//! A manifest can only be accepted once every blob it names is published, so an accepted
+//! manifest never points at a blob that a crash can lose or tear.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use tokio::fs;
+use tokio::io::AsyncWriteExt;
+use wharf_core::{Algorithm, Digest, Hasher};
+
+/// Size of the read buffer used when hashing an upload file from disk.
+const HASH_BUF: usize = 1 << 20;
+
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    root: PathBuf,
+}
+
+impl BlobStore {
+    /// Opens (creating if needed) the blob directories under `root`.
+    pub async fn open(root: &Path) -> io::Result<Self> {
+        fs::create_dir_all(root.join("blobs")).await?;
+        fs::create_dir_all(root.join("uploads")).await?;
+        Ok(BlobStore {
+            root: root.to_owned(),
+        })
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.root
+            .join("blobs")
+            .join(digest.algorithm().as_str())
+            .join(&hex[..2])
+            .join(hex)
+    }
+
+    pub fn upload_path(&self, session: &str) -> PathBuf {
+        self.root.join("uploads").join(session)
+    }
+
+    /// Creates the (empty) file of a new upload session.
+    pub async fn create_upload(&self, session: &str) -> io::Result<()> {
+        fs::File::create(self.upload_path(session)).await?;
+        Ok(())
+    }
+
+    /// Opens an upload file for appending at its end.
+    pub async fn append_upload(&self, session: &str) -> io::Result<fs::File> {
+        fs::OpenOptions::new()
+            .append(true)
+            .open(self.upload_path(session))
+            .await
+    }
+
+    /// Current length of an upload file: the session's offset.
+    pub async fn upload_len(&self, session: &str) -> io::Result<u64> {
+        Ok(fs::metadata(self.upload_path(session)).await?.len())
+    }
+
+    /// Truncates an upload back to `len` bytes (used to drop a chunk that failed half-way, so
+    /// the offset the client sees stays the one it was told).
+    pub async fn truncate_upload(&self, session: &str, len: u64) -> io::Result<()> {
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(self.upload_path(session))
+            .await?;
+        f.set_len(len).await
+    }
+
+    pub async fn remove_upload(&self, session: &str) -> io::Result<()> {
+        match fs::remove_file(self.upload_path(session)).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Hashes a whole upload file from disk: used when the in-memory hash state is gone (after a
+    /// restart) or was computed with another algorithm than the client's digest.
+    pub async fn hash_upload(&self, session: &str, algorithm: Algorithm) -> io::Result<Digest> {
+        let path = self.upload_path(session);
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut f = std::fs::File::open(path)?;
+            let mut h: Hasher = algorithm.hasher();
+            let mut buf = vec![0u8; HASH_BUF];
+            loop {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            Ok(h.finish())
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    /// Publishes a verified upload under its digest: fsync, rename, fsync of the directory.
+    /// If the content already exists the upload file is simply removed (content addressing
+    /// makes the two identical).
+    pub async fn publish_upload(&self, session: &str, digest: &Digest) -> io::Result<()> {
+        let src = self.upload_path(session);
+        let dst = self.blob_path(digest);
+        tokio::task::spawn_blocking(move || publish(&src, &dst))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// Writes small content (a manifest-sized body) straight to its published place.
+    pub async fn write_blob(&self, digest: &Digest, data: &[u8], session: &str) -> io::Result<()> {
+        let src = self.upload_path(session);
+        let mut f = fs::File::create(&src).await?;
+        f.write_all(data).await?;
+        drop(f);
+        self.publish_upload(session, digest).await
+    }
+
+    pub async fn open_blob(&self, digest: &Digest) -> io::Result<fs::File> {
+        fs::File::open(self.blob_path(digest)).await
+    }
+
+    pub async fn blob_exists(&self, digest: &Digest) -> bool {
+        fs::metadata(self.blob_path(digest)).await.is_ok()
+    }
+}
+
+fn publish(src: &Path, dst: &Path) -> io::Result<()> {
+    if dst.exists() {
+        std::fs::remove_file(src)?;
+        return Ok(());
+    }
+    let dir = dst
+        .parent()
+        .ok_or_else(|| io::Error::other("blob path has no parent"))?;
+    std::fs::create_dir_all(dir)?;
+    std::fs::File::open(src)?.sync_all()?;
+    std::fs::rename(src, dst)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,606 @@
+//! Registry metadata in SQLite: repositories, blob links, manifests, tags, upload sessions.
+//!
+//! Reads go through a pool of connections; writes go through a single connection, because
+//! SQLite has one writer at a time and a dedicated connection avoids `SQLITE_BUSY` storms.
+//! The database runs in WAL mode with `synchronous=FULL`: a change is on disk before the
+//! client hears it succeeded.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use wharf_core::{Digest, Reference, RepoName, Tag};
+
+use crate::StoreError;
+use crate::outbox::{OutboxEvent, WebhookCache};
+
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_registry.sql"),
+    include_str!("../migrations/0002_webhooks.sql"),
+];
+
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub(crate) read: SqlitePool,
+    pub(crate) write: SqlitePool,
+}
+
+/// A manifest as stored.
+#[derive(Debug, Clone)]
+pub struct ManifestRow {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: i64,
+    pub body: Option<Vec<u8>>,
+}
+
+/// What a new manifest needs the store to know.
+#[derive(Debug, Clone)]
+pub struct NewManifest {
+    pub repo: RepoName,
+    pub digest: Digest,
+    pub media_type: String,
+    pub body: Vec<u8>,
+    pub artifact_type: Option<String>,
+    pub subject: Option<Digest>,
+    pub annotations: Option<String>,
+    pub config_media_type: Option<String>,
+    pub config_digest: Option<Digest>,
+    /// Blobs that must be linked in the repository.
+    pub required_blobs: Vec<Digest>,
+    /// Child manifests that must exist in the repository.
+    pub required_manifests: Vec<Digest>,
+    pub tags: Vec<Tag>,
+}
+
+/// One entry of a referrers response.
+#[derive(Debug, Clone)]
+pub struct Referrer {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: i64,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<String>,
+}
+
+/// What a manifest delete removed.
+#[derive(Debug, Clone)]
+pub struct DeletedManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: i64,
+    pub tags: Vec<String>,
+    pub config_media_type: Option<String>,
+}
+
+/// The config of a stored manifest (for chart events).
+#[derive(Debug, Clone)]
+pub struct ManifestConfig {
+    pub media_type: Option<String>,
+    pub digest: Option<Digest>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UploadRow {
+    pub repo: String,
+    pub algorithm: String,
+    pub finished_digest: Option<String>,
+}
+
+impl Meta {
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("cache_size", "-16000");
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        migrate(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts.read_only(true))
+            .await?;
+        Ok(Meta { read, write })
+    }
+
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+
+    // ---- repositories and blobs ------------------------------------------------------
+
+    pub async fn repo_exists(&self, repo: &RepoName) -> Result<bool, StoreError> {
+        Ok(sqlx::query("SELECT 1 FROM repositories WHERE name = ?")
+            .bind(repo.as_str())
+            .fetch_optional(&self.read)
+            .await?
+            .is_some())
+    }
+
+    /// Size of a blob if it is linked in `repo`.
+    pub async fn blob_size(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(
+            "SELECT b.size FROM repo_blobs b JOIN repositories r ON r.id = b.repo_id \
+             WHERE r.name = ? AND b.digest = ?",
+        )
+        .bind(repo.as_str())
+        .bind(digest.to_string())
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(|r| r.get::<i64, _>(0)))
+    }
+
+    /// Size of a blob linked in any repository (for mounts and content that is already here).
+    pub async fn blob_size_anywhere(&self, digest: &Digest) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query("SELECT size FROM repo_blobs WHERE digest = ? LIMIT 1")
+            .bind(digest.to_string())
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(|r| r.get::<i64, _>(0)))
+    }
+
+    /// Links a published blob into a repository, creating the repository if needed.
+    pub async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        let repo_id = ensure_repo(&mut tx, repo).await?;
+        sqlx::query("INSERT OR IGNORE INTO repo_blobs (repo_id, digest, size) VALUES (?, ?, ?)")
+            .bind(repo_id)
+            .bind(digest.to_string())
+            .bind(size)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes a blob's link from a repository. Returns false if it was not linked.
+    pub async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "DELETE FROM repo_blobs WHERE digest = ? AND repo_id = \
+             (SELECT id FROM repositories WHERE name = ?)",
+        )
+        .bind(digest.to_string())
+        .bind(repo.as_str())
+        .execute(&self.write)
+        .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    // ---- uploads -----------------------------------------------------------------------
+
+    pub async fn create_upload(
+        &self,
+        id: &str,
+        repo: &RepoName,
+        algorithm: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO uploads (id, repo, algorithm, created_at) VALUES (?, ?, ?, ?)")
+            .bind(id)
+            .bind(repo.as_str())
+            .bind(algorithm)
+            .bind(now_ms())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_upload(&self, id: &str) -> Result<Option<UploadRow>, StoreError> {
+        let row = sqlx::query("SELECT repo, algorithm, finished_digest FROM uploads WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(|r| UploadRow {
+            repo: r.get(0),
+            algorithm: r.get(1),
+            finished_digest: r.get(2),
+        }))
+    }
+
+    /// Marks an upload finished with `digest` and links the blob, in one transaction.
+    pub async fn finish_upload(
+        &self,
+        id: &str,
+        repo: &RepoName,
+        digest: &Digest,
+        size: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        let repo_id = ensure_repo(&mut tx, repo).await?;
+        sqlx::query("INSERT OR IGNORE INTO repo_blobs (repo_id, digest, size) VALUES (?, ?, ?)")
+            .bind(repo_id)
+            .bind(digest.to_string())
+            .bind(size)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE uploads SET finished_digest = ? WHERE id = ?")
+            .bind(digest.to_string())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn delete_upload(&self, id: &str) -> Result<bool, StoreError> {
+        let res = sqlx::query("DELETE FROM uploads WHERE id = ?")
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    /// Upload sessions older than `cutoff_ms`, for expiry.
+    pub async fn stale_uploads(&self, cutoff_ms: i64) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT id FROM uploads WHERE created_at < ?")
+            .bind(cutoff_ms)
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    // ---- manifests and tags ------------------------------------------------------------
+
+    /// Looks a manifest up by tag or digest. `with_body` false skips reading the body (HEAD).
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        with_body: bool,
+    ) -> Result<Option<ManifestRow>, StoreError> {
+        let cols = if with_body {
+            "m.digest, m.media_type, m.size, m.body"
+        } else {
+            "m.digest, m.media_type, m.size, NULL"
+        };
+        let row = match reference {
+            Reference::Digest(d) => {
+                sqlx::query(&format!(
+                    "SELECT {cols} FROM manifests m JOIN repositories r ON r.id = m.repo_id \
+                     WHERE r.name = ? AND m.digest = ?"
+                ))
+                .bind(repo.as_str())
+                .bind(d.to_string())
+                .fetch_optional(&self.read)
+                .await?
+            }
+            Reference::Tag(t) => {
+                sqlx::query(&format!(
+                    "SELECT {cols} FROM tags t JOIN repositories r ON r.id = t.repo_id \
+                     JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest \
+                     WHERE r.name = ? AND t.name = ?"
+                ))
+                .bind(repo.as_str())
+                .bind(t.as_str())
+                .fetch_optional(&self.read)
+                .await?
+            }
+        };
+        row.map(|r| {
+            Ok(ManifestRow {
+                digest: parse_digest(r.get::<String, _>(0))?,
+                media_type: r.get(1),
+                size: r.get(2),
+                body: r.get(3),
+            })
+        })
+        .transpose()
+    }
+
+    /// Stores a manifest and points its tags at it, in one transaction, after checking that
+    /// every blob and child manifest it references is present in the repository.
+    /// The events are written to the outbox in the same transaction (DESIGN invariant 3).
+    pub async fn put_manifest(
+        &self,
+        m: &NewManifest,
+        events: &[OutboxEvent],
+        hooks: &WebhookCache,
+    ) -> Result<usize, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let repo_id = ensure_repo(&mut tx, &m.repo).await?;
+        for b in &m.required_blobs {
+            let found = sqlx::query("SELECT 1 FROM repo_blobs WHERE repo_id = ? AND digest = ?")
+                .bind(repo_id)
+                .bind(b.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if found.is_none() {
+                return Err(StoreError::MissingBlob(b.clone()));
+            }
+        }
+        for c in &m.required_manifests {
+            let found = sqlx::query("SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?")
+                .bind(repo_id)
+                .bind(c.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if found.is_none() {
+                return Err(StoreError::MissingManifest(c.clone()));
+            }
+        }
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, subject, \
+             annotations, config_media_type, config_digest, body, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) \
+             ON CONFLICT (repo_id, digest) DO NOTHING",
+        )
+        .bind(repo_id)
+        .bind(m.digest.to_string())
+        .bind(&m.media_type)
+        .bind(m.body.len() as i64)
+        .bind(&m.artifact_type)
+        .bind(m.subject.as_ref().map(|d| d.to_string()))
+        .bind(&m.annotations)
+        .bind(&m.config_media_type)
+        .bind(m.config_digest.as_ref().map(|d| d.to_string()))
+        .bind(&m.body)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for t in &m.tags {
+            sqlx::query(
+                "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(repo_id)
+            .bind(t.as_str())
+            .bind(m.digest.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let queued = crate::outbox::enqueue(&mut tx, events, hooks).await?;
+        tx.commit().await?;
+        Ok(queued)
+    }
+
+    /// Deletes a manifest and every tag pointing at it. Returns None if it did not exist.
+    /// `events` builds the delete events from what was deleted; they are written to the
+    /// outbox in the same transaction.
+    pub async fn delete_manifest<F>(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        hooks: &WebhookCache,
+        events: F,
+    ) -> Result<Option<(DeletedManifest, usize)>, StoreError>
+    where
+        F: FnOnce(&DeletedManifest) -> Vec<OutboxEvent>,
+    {
+        let mut tx = self.write.begin().await?;
+        let Some(repo_id) = repo_id(&mut tx, repo).await? else {
+            return Ok(None);
+        };
+        let row = sqlx::query(
+            "DELETE FROM manifests WHERE repo_id = ? AND digest = ? \
+             RETURNING media_type, size, config_media_type",
+        )
+        .bind(repo_id)
+        .bind(digest.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let tags: Vec<String> =
+            sqlx::query("DELETE FROM tags WHERE repo_id = ? AND digest = ? RETURNING name")
+                .bind(repo_id)
+                .bind(digest.to_string())
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .map(|r| r.get(0))
+                .collect();
+        let deleted = DeletedManifest {
+            digest: digest.clone(),
+            media_type: row.get(0),
+            size: row.get(1),
+            config_media_type: row.get(2),
+            tags,
+        };
+        let queued = crate::outbox::enqueue(&mut tx, &events(&deleted), hooks).await?;
+        tx.commit().await?;
+        Ok(Some((deleted, queued)))
+    }
+
+    pub async fn manifest_config(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<ManifestConfig>, StoreError> {
+        let row = sqlx::query(
+            "SELECT m.config_media_type, m.config_digest FROM manifests m \
+             JOIN repositories r ON r.id = m.repo_id WHERE r.name = ? AND m.digest = ?",
+        )
+        .bind(repo.as_str())
+        .bind(digest.to_string())
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| {
+            Ok(ManifestConfig {
+                media_type: r.get(0),
+                digest: r
+                    .get::<Option<String>, _>(1)
+                    .map(parse_digest)
+                    .transpose()?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Digests of every manifest in a repository (for repository deletes).
+    pub async fn manifest_digests(&self, repo: &RepoName) -> Result<Vec<Digest>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT m.digest FROM manifests m JOIN repositories r ON r.id = m.repo_id \
+             WHERE r.name = ? ORDER BY m.id DESC",
+        )
+        .bind(repo.as_str())
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter().map(|r| parse_digest(r.get(0))).collect()
+    }
+
+    /// Deletes a repository row (its links, manifests and tags cascade).
+    pub async fn delete_repo(&self, repo: &RepoName) -> Result<bool, StoreError> {
+        let res = sqlx::query("DELETE FROM repositories WHERE name = ?")
+            .bind(repo.as_str())
+            .execute(&self.write)
+            .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    /// Removes one tag (the manifest stays). Returns false if the tag did not exist.
+    pub async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "DELETE FROM tags WHERE name = ? AND repo_id = (SELECT id FROM repositories WHERE name = ?)",
+        )
+        .bind(tag.as_str())
+        .bind(repo.as_str())
+        .execute(&self.write)
+        .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    /// Tags of a repository in lexical (byte) order, strictly after `last`, at most `n`.
+    /// None if the repository does not exist.
+    pub async fn list_tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: Option<u32>,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let mut conn = self.read.acquire().await?;
+        let Some(id) = sqlx::query("SELECT id FROM repositories WHERE name = ?")
+            .bind(repo.as_str())
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|r| r.get::<i64, _>(0))
+        else {
+            return Ok(None);
+        };
+        let rows = sqlx::query(
+            "SELECT name FROM tags WHERE repo_id = ? AND name > ? ORDER BY name LIMIT ?",
+        )
+        .bind(id)
+        .bind(last.unwrap_or(""))
+        .bind(n.map(i64::from).unwrap_or(-1))
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(Some(rows.into_iter().map(|r| r.get(0)).collect()))
+    }
+
+    /// Repository names in lexical order, strictly after `last`, at most `n`.
+    pub async fn catalog(
+        &self,
+        last: Option<&str>,
+        n: Option<u32>,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows =
+            sqlx::query("SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?")
+                .bind(last.unwrap_or(""))
+                .bind(n.map(i64::from).unwrap_or(-1))
+                .fetch_all(&self.read)
+                .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Manifests in `repo` whose subject is `subject`, oldest first.
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+    ) -> Result<Vec<Referrer>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations \
+             FROM manifests m JOIN repositories r ON r.id = m.repo_id \
+             WHERE r.name = ? AND m.subject = ? ORDER BY m.id",
+        )
+        .bind(repo.as_str())
+        .bind(subject.to_string())
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Referrer {
+                    digest: parse_digest(r.get::<String, _>(0))?,
+                    media_type: r.get(1),
+                    size: r.get(2),
+                    artifact_type: r.get(3),
+                    annotations: r.get(4),
+                })
+            })
+            .collect()
+    }
+}
+
+pub(crate) fn parse_digest(s: String) -> Result<Digest, StoreError> {
+    Digest::parse(&s).map_err(|_| StoreError::Corrupt(format!("bad digest in database: {s}")))
+}
+
+async fn repo_id(
+    tx: &mut Transaction<'static, Sqlite>,
+    repo: &RepoName,
+) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query("SELECT id FROM repositories WHERE name = ?")
+        .bind(repo.as_str())
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|r| r.get(0)))
+}
+
+pub(crate) async fn ensure_repo(
+    tx: &mut Transaction<'static, Sqlite>,
+    repo: &RepoName,
+) -> Result<i64, StoreError> {
+    if let Some(id) = repo_id(tx, repo).await? {
+        return Ok(id);
+    }
+    let row = sqlx::query("INSERT INTO repositories (name, created_at) VALUES (?, ?) RETURNING id")
+        .bind(repo.as_str())
+        .bind(now_ms())
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(row.get(0))
+}
+
+async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await?;
+    let version: i64 = sqlx::query("PRAGMA user_version")
+        .fetch_one(&mut *conn)
+        .await?
+        .get(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        sqlx::raw_sql(sql).execute(&mut *tx).await?;
+        sqlx::raw_sql(&format!("PRAGMA user_version = {}", i + 1))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}

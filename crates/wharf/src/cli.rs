@@ -1,0 +1,450 @@
+//! `wharf webhook …`: a client of the management API that mirrors `az acr webhook` — the same
+//! subcommands and flags, JSON output by default (flattened as az prints it), `table` and
+//! `tsv` on request.
+
+use std::collections::BTreeMap;
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+#[derive(Args)]
+pub struct WebhookArgs {
+    /// Wharf server to talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "WHARF_SERVER",
+        default_value = "http://127.0.0.1:5000"
+    )]
+    server: String,
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value = "json")]
+    output: Output,
+    #[command(subcommand)]
+    command: WebhookCommand,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Json,
+    Table,
+    Tsv,
+}
+
+#[derive(Subcommand)]
+enum WebhookCommand {
+    /// Create a webhook.
+    Create(CreateArgs),
+    /// Update a webhook (only the fields given change).
+    Update(UpdateArgs),
+    /// Show a webhook.
+    Show(NameArg),
+    /// List webhooks.
+    List,
+    /// Delete a webhook.
+    Delete(NameArg),
+    /// Send a ping event to a webhook's endpoint.
+    Ping(NameArg),
+    /// List a webhook's recent delivery attempts, newest first.
+    ListEvents(ListEventsArgs),
+    /// Show a webhook's service URI and custom headers (the only command that shows them).
+    GetConfig(NameArg),
+    /// Queue deliveries again: one event, or every failed delivery of the webhook.
+    Redeliver(RedeliverArgs),
+}
+
+#[derive(Args)]
+struct NameArg {
+    /// Name of the webhook.
+    #[arg(long, short = 'n')]
+    name: String,
+}
+
+#[derive(Args)]
+struct CreateArgs {
+    #[arg(long, short = 'n')]
+    name: String,
+    /// Service URI the events are POSTed to.
+    #[arg(long)]
+    uri: String,
+    /// Space-separated actions: push delete quarantine chart_push chart_delete.
+    #[arg(long, num_args = 1.., required = true)]
+    actions: Vec<String>,
+    /// Scope, e.g. "repo:tag", "repo:*", "team/*:prod-*"; empty for all events.
+    #[arg(long)]
+    scope: Option<String>,
+    /// Space-separated custom headers in key[=value] format.
+    #[arg(long, num_args = 0..)]
+    headers: Option<Vec<String>>,
+    /// enabled or disabled.
+    #[arg(long, default_value = "enabled")]
+    status: String,
+    /// Region; defaults to the server's.
+    #[arg(long, short = 'l')]
+    location: Option<String>,
+    /// Space-separated tags in key[=value] format.
+    #[arg(long, num_args = 0..)]
+    tags: Option<Vec<String>>,
+}
+
+#[derive(Args)]
+struct UpdateArgs {
+    #[arg(long, short = 'n')]
+    name: String,
+    #[arg(long)]
+    uri: Option<String>,
+    #[arg(long, num_args = 1..)]
+    actions: Option<Vec<String>>,
+    #[arg(long)]
+    scope: Option<String>,
+    /// Space-separated custom headers in key[=value] format; `--headers ''` clears them.
+    #[arg(long, num_args = 0..)]
+    headers: Option<Vec<String>>,
+    #[arg(long)]
+    status: Option<String>,
+    #[arg(long, num_args = 0..)]
+    tags: Option<Vec<String>>,
+}
+
+#[derive(Args)]
+struct ListEventsArgs {
+    #[arg(long, short = 'n')]
+    name: String,
+    /// Most entries to show.
+    #[arg(long, default_value_t = 100)]
+    top: usize,
+}
+
+#[derive(Args)]
+struct RedeliverArgs {
+    #[arg(long, short = 'n')]
+    name: String,
+    /// The event to deliver again; without it, every failed delivery is queued again.
+    #[arg(long)]
+    event_id: Option<String>,
+}
+
+/// az's `key[=value]` lists: split at the first `=`; a key alone gets ""; an empty item is
+/// skipped (so `--headers ''` sends an empty map).
+fn kv(items: &[String]) -> BTreeMap<String, String> {
+    items
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| match s.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None => (s.clone(), String::new()),
+        })
+        .collect()
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
+        let url = format!(
+            "{}/wharf/v1/webhooks{}",
+            self.base.trim_end_matches('/'),
+            path
+        );
+        let mut req = self.http.request(method, &url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| {
+            format!(
+                "cannot reach the Wharf server at {}: {}",
+                self.base,
+                e.without_url()
+            )
+        })?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let v: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if status.is_success() {
+            Ok(v)
+        } else {
+            let msg = v["error"]["message"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("HTTP {status}"));
+            Err(msg)
+        }
+    }
+}
+
+/// az prints a Webhook with its properties flattened into the top level.
+fn flatten(w: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    if let Some(o) = w.as_object() {
+        for (k, v) in o {
+            if k == "properties" {
+                if let Some(p) = v.as_object() {
+                    for (pk, pv) in p {
+                        out.insert(pk.clone(), pv.clone());
+                    }
+                }
+            } else {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+pub async fn run(a: WebhookArgs) -> i32 {
+    let client = Client {
+        http: reqwest::Client::new(),
+        base: a.server.clone(),
+    };
+    match run_inner(&client, a.command, a.output).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("ERROR: {e}");
+            1
+        }
+    }
+}
+
+async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<(), String> {
+    use reqwest::Method;
+    match cmd {
+        WebhookCommand::Create(a) => {
+            let mut props =
+                json!({ "serviceUri": a.uri, "actions": a.actions, "status": a.status });
+            if let Some(s) = a.scope {
+                props["scope"] = json!(s);
+            }
+            if let Some(h) = a.headers {
+                props["customHeaders"] = json!(kv(&h));
+            }
+            let mut body = json!({ "properties": props, "tags": kv(&a.tags.unwrap_or_default()) });
+            if let Some(l) = a.location {
+                body["location"] = json!(l);
+            }
+            let w = c
+                .call(Method::PUT, &format!("/{}", a.name), Some(body))
+                .await?;
+            print_webhooks(&[flatten(&w)], out, false);
+        }
+        WebhookCommand::Update(a) => {
+            let mut props = serde_json::Map::new();
+            if let Some(u) = a.uri {
+                props.insert("serviceUri".into(), json!(u));
+            }
+            if let Some(x) = a.actions {
+                props.insert("actions".into(), json!(x));
+            }
+            if let Some(s) = a.scope {
+                props.insert("scope".into(), json!(s));
+            }
+            if let Some(h) = a.headers {
+                props.insert("customHeaders".into(), json!(kv(&h)));
+            }
+            if let Some(s) = a.status {
+                props.insert("status".into(), json!(s));
+            }
+            let mut body = json!({ "properties": props });
+            if let Some(t) = a.tags {
+                body["tags"] = json!(kv(&t));
+            }
+            let w = c
+                .call(Method::PATCH, &format!("/{}", a.name), Some(body))
+                .await?;
+            print_webhooks(&[flatten(&w)], out, false);
+        }
+        WebhookCommand::Show(a) => {
+            let w = c.call(Method::GET, &format!("/{}", a.name), None).await?;
+            print_webhooks(&[flatten(&w)], out, false);
+        }
+        WebhookCommand::List => {
+            let v = c.call(Method::GET, "", None).await?;
+            let list: Vec<Value> = v["value"]
+                .as_array()
+                .map(|a| a.iter().map(flatten).collect())
+                .unwrap_or_default();
+            print_webhooks(&list, out, true);
+        }
+        WebhookCommand::Delete(a) => {
+            c.call(Method::DELETE, &format!("/{}", a.name), None)
+                .await?;
+        }
+        WebhookCommand::Ping(a) => {
+            let v = c
+                .call(Method::POST, &format!("/{}/ping", a.name), None)
+                .await?;
+            print_rows(&v, out, &["ID"], |v| vec![s(&v["id"])], false);
+        }
+        WebhookCommand::GetConfig(a) => {
+            let v = c
+                .call(
+                    Method::POST,
+                    &format!("/{}/getCallbackConfig", a.name),
+                    None,
+                )
+                .await?;
+            print_rows(
+                &v,
+                out,
+                &["SERVICE URI", "HEADERS"],
+                |v| vec![s(&v["serviceUri"]), v["customHeaders"].to_string()],
+                false,
+            );
+        }
+        WebhookCommand::ListEvents(a) => {
+            let mut all = Vec::new();
+            let mut path = format!("/{}/listEvents?$top={}", a.name, a.top.min(1000));
+            loop {
+                let v = c.call(Method::POST, &path, None).await?;
+                all.extend(v["value"].as_array().cloned().unwrap_or_default());
+                match v["nextLink"].as_str() {
+                    Some(next) if all.len() < a.top => {
+                        path = next.trim_start_matches("/wharf/v1/webhooks").to_owned();
+                    }
+                    _ => break,
+                }
+            }
+            all.truncate(a.top);
+            print_rows(
+                &Value::Array(all),
+                out,
+                &["ID", "ACTION", "IMAGE", "HTTP STATUS", "TIMESTAMP"],
+                event_row,
+                true,
+            );
+        }
+        WebhookCommand::Redeliver(a) => {
+            let body = match a.event_id {
+                Some(e) => json!({ "eventId": e }),
+                None => json!({}),
+            };
+            let v = c
+                .call(Method::POST, &format!("/{}/redeliver", a.name), Some(body))
+                .await?;
+            print_rows(
+                &v,
+                out,
+                &["REDELIVERED"],
+                |v| vec![v["redelivered"].to_string()],
+                false,
+            );
+        }
+    }
+    Ok(())
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn event_row(e: &Value) -> Vec<String> {
+    let content = &e["eventRequestMessage"]["content"];
+    let target = &content["target"];
+    let image = match (target["repository"].as_str(), target["tag"].as_str()) {
+        (Some(r), Some(t)) => format!("{r}:{t}"),
+        (Some(r), None) => r.to_owned(),
+        _ => String::new(),
+    };
+    let resp = &e["eventResponseMessage"];
+    let status = format!("{} {}", s(&resp["statusCode"]), s(&resp["reasonPhrase"]))
+        .trim()
+        .to_owned();
+    vec![
+        s(&e["id"]),
+        s(&content["action"]),
+        image,
+        status,
+        s(&content["timestamp"]),
+    ]
+}
+
+fn print_webhooks(list: &[Value], out: Output, as_list: bool) {
+    let v = if as_list {
+        Value::Array(list.to_vec())
+    } else {
+        list.first().cloned().unwrap_or(Value::Null)
+    };
+    print_rows(
+        &v,
+        out,
+        &["NAME", "LOCATION", "ACTIONS", "SCOPE", "STATUS"],
+        |w| {
+            let actions: Vec<String> = w["actions"]
+                .as_array()
+                .map(|a| a.iter().map(s).collect())
+                .unwrap_or_default();
+            vec![
+                s(&w["name"]),
+                s(&w["location"]),
+                actions.join(", "),
+                s(&w["scope"]),
+                s(&w["status"]),
+            ]
+        },
+        as_list,
+    );
+}
+
+fn print_rows(
+    v: &Value,
+    out: Output,
+    headers: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+    is_list: bool,
+) {
+    match out {
+        Output::Json => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
+        Output::Tsv | Output::Table => {
+            let items: Vec<&Value> = if is_list {
+                v.as_array().map(|a| a.iter().collect()).unwrap_or_default()
+            } else {
+                vec![v]
+            };
+            let rows: Vec<Vec<String>> = items.iter().map(|i| row(i)).collect();
+            if matches!(out, Output::Tsv) {
+                for r in rows {
+                    println!("{}", r.join("\t"));
+                }
+                return;
+            }
+            let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+            for r in &rows {
+                for (i, c) in r.iter().enumerate() {
+                    if let Some(w) = widths.get_mut(i) {
+                        *w = (*w).max(c.chars().count());
+                    }
+                }
+            }
+            let line = |cells: Vec<String>| {
+                cells
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("{:<w$}", c, w = widths[i]))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+                    .trim_end()
+                    .to_owned()
+            };
+            println!("{}", line(headers.iter().map(|h| h.to_string()).collect()));
+            println!("{}", line(widths.iter().map(|w| "-".repeat(*w)).collect()));
+            for r in rows {
+                println!("{}", line(r));
+            }
+        }
+    }
+}

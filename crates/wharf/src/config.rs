@@ -1,0 +1,164 @@
+//! Configuration: one struct with a doc comment on every field, defaults in code, a TOML file
+//! on top, then `WHARF_*` environment variables and flags (applied in `main`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: String,
+    /// Directory for the embedded storage (SQLite database, blobs, upload sessions).
+    pub data_dir: PathBuf,
+    /// Region of this server. Webhooks default to it and fire for events of their region.
+    pub region: String,
+    /// Log format: "text" or "json".
+    pub log_format: String,
+    /// Log filter, in `tracing_subscriber`'s EnvFilter syntax (e.g. "info", "wharf=debug").
+    pub log_level: String,
+    /// Whether a mount request without `from` may find the blob in any repository.
+    pub automatic_mount: bool,
+    pub limits: Limits,
+    pub webhooks: Webhooks,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest manifest accepted, in bytes (larger ones get 413).
+    pub max_manifest_bytes: usize,
+    /// Most tags one manifest PUT may set (URL tag plus `?tag=`).
+    pub max_tags_per_put: usize,
+    /// Upload sessions untouched for this long are deleted.
+    pub upload_expiry_secs: u64,
+    /// How long a client may take to send its request headers.
+    pub header_timeout_secs: u64,
+    /// How long in-flight requests get to finish on shutdown.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Webhooks {
+    /// User-Agent of deliveries. Receivers that recognise ACR by its agent can be given
+    /// "AzureContainerRegistry/1.0".
+    pub user_agent: String,
+    /// Per-attempt timeout in seconds (ACR: 5).
+    pub timeout_secs: u64,
+    /// Delay before each attempt, in seconds; its length is the number of attempts.
+    pub retry_schedule_secs: Vec<u64>,
+    /// Jitter applied to retry delays, as a fraction (0.2 = ±20 %).
+    pub retry_jitter: f64,
+    /// Deliveries in flight at once, overall.
+    pub max_concurrency: usize,
+    /// Deliveries in flight at once to one webhook.
+    pub per_webhook_concurrency: usize,
+    /// How long delivery history is kept, in days.
+    pub history_retention_days: u64,
+    /// How much of a response body is kept in history, in bytes.
+    pub response_body_cap: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:5000".into(),
+            data_dir: PathBuf::from("./wharf-data"),
+            region: "local".into(),
+            log_format: "text".into(),
+            log_level: "info".into(),
+            automatic_mount: false,
+            limits: Limits::default(),
+            webhooks: Webhooks::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_manifest_bytes: 4 * 1024 * 1024,
+            max_tags_per_put: 32,
+            upload_expiry_secs: 24 * 3600,
+            header_timeout_secs: 30,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+impl Default for Webhooks {
+    fn default() -> Self {
+        let d = wharf_hooks::HooksConfig::default();
+        Webhooks {
+            user_agent: d.user_agent,
+            timeout_secs: d.timeout.as_secs(),
+            retry_schedule_secs: d.retry.schedule,
+            retry_jitter: d.retry.jitter,
+            max_concurrency: d.max_concurrency,
+            per_webhook_concurrency: d.per_webhook_concurrency,
+            history_retention_days: d.history_retention.as_secs() / 86400,
+            response_body_cap: d.response_body_cap,
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+
+    pub fn hooks(&self) -> wharf_hooks::HooksConfig {
+        let w = &self.webhooks;
+        wharf_hooks::HooksConfig {
+            region: self.region.clone(),
+            user_agent: w.user_agent.clone(),
+            timeout: Duration::from_secs(w.timeout_secs.max(1)),
+            retry: wharf_hooks::retry::RetryPolicy {
+                schedule: if w.retry_schedule_secs.is_empty() {
+                    vec![0]
+                } else {
+                    w.retry_schedule_secs.clone()
+                },
+                jitter: w.retry_jitter.clamp(0.0, 1.0),
+            },
+            max_concurrency: w.max_concurrency.max(1),
+            per_webhook_concurrency: w.per_webhook_concurrency.max(1),
+            history_retention: Duration::from_secs(w.history_retention_days * 86400),
+            response_body_cap: w.response_body_cap,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_parses_and_matches_the_defaults() {
+        let text = include_str!("../../../wharf.example.toml");
+        let c: Config = toml::from_str(text).unwrap();
+        let d = Config::default();
+        assert_eq!(c.listen, d.listen);
+        assert_eq!(c.data_dir, d.data_dir);
+        assert_eq!(c.limits.max_manifest_bytes, d.limits.max_manifest_bytes);
+        assert_eq!(
+            c.webhooks.retry_schedule_secs,
+            d.webhooks.retry_schedule_secs
+        );
+        assert_eq!(c.webhooks.timeout_secs, 5);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,175 @@
+//! The `wharf` binary: `wharf serve` runs the registry; `wharf webhook …` manages webhooks
+//! through the management API, mirroring `az acr webhook`.
+
+mod cli;
+mod config;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "wharf",
+    version,
+    about = "A self-hosted OCI registry with ACR-compatible webhooks"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the registry (embedded storage, no setup needed).
+    Serve(ServeArgs),
+    /// Manage webhooks, like `az acr webhook`.
+    Webhook(cli::WebhookArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:5000]
+    #[arg(long, env = "WHARF_LISTEN")]
+    listen: Option<String>,
+    /// Data directory [default: ./wharf-data]
+    #[arg(long, env = "WHARF_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML configuration file (see wharf.example.toml)
+    #[arg(long, env = "WHARF_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format: text or json [default: text]
+    #[arg(long, env = "WHARF_LOG_FORMAT")]
+    log_format: Option<String>,
+    /// Log filter, e.g. info or wharf_http=debug [default: info]
+    #[arg(long, env = "WHARF_LOG")]
+    log_level: Option<String>,
+    /// Region of this server [default: local]
+    #[arg(long, env = "WHARF_REGION")]
+    region: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match args.command {
+        Command::Serve(s) => rt.block_on(serve(s)),
+        Command::Webhook(w) => {
+            let code = rt.block_on(cli::run(w));
+            std::process::exit(code);
+        }
+    }
+}
+
+async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let mut cfg = config::Config::load(a.config.as_deref())?;
+    if let Some(v) = a.listen {
+        cfg.listen = v;
+    }
+    if let Some(v) = a.data_dir {
+        cfg.data_dir = v;
+    }
+    if let Some(v) = a.log_format {
+        cfg.log_format = v;
+    }
+    if let Some(v) = a.log_level {
+        cfg.log_level = v;
+    }
+    if let Some(v) = a.region {
+        cfg.region = v;
+    }
+    init_logging(&cfg)?;
+
+    let store = wharf_store::Store::open(&cfg.data_dir, &cfg.region)
+        .await
+        .with_context(|| format!("opening data directory {}", cfg.data_dir.display()))?;
+    let registry = wharf_registry::Registry::new(
+        store.clone(),
+        wharf_registry::Limits {
+            max_manifest_bytes: cfg.limits.max_manifest_bytes,
+            max_tags_per_put: cfg.limits.max_tags_per_put,
+        },
+    );
+    let hooks = wharf_hooks::Hooks::new(store.clone(), cfg.hooks())
+        .context("building the webhook sender")?;
+    let dispatcher = hooks.start();
+
+    let expiry = cfg.limits.upload_expiry_secs;
+    let reg2 = registry.clone();
+    let expirer = tokio::spawn(async move {
+        loop {
+            match reg2.expire_uploads((expiry * 1000) as i64).await {
+                Ok(n) if n > 0 => tracing::info!(count = n, "expired abandoned upload sessions"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "expiring upload sessions failed"),
+            }
+            tokio::time::sleep(Duration::from_secs(600)).await;
+        }
+    });
+
+    let app = wharf_http::router(wharf_http::AppState {
+        registry,
+        hooks: hooks.clone(),
+        automatic_mount: cfg.automatic_mount,
+    });
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("listening on {}", cfg.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, data_dir = %cfg.data_dir.display(), "wharf listening");
+    let opts = wharf_http::ServeOptions {
+        header_timeout: Duration::from_secs(cfg.limits.header_timeout_secs.max(1)),
+        shutdown_grace: Duration::from_secs(cfg.limits.shutdown_grace_secs),
+    };
+    wharf_http::serve(listener, app, opts, shutdown_signal()).await?;
+    tracing::info!("shutting down: finishing in-flight deliveries");
+    expirer.abort();
+    hooks.shutdown();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(cfg.webhooks.timeout_secs + 5),
+        dispatcher,
+    )
+    .await;
+    store.meta.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn init_logging(cfg: &config::Config) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
+        .with_context(|| format!("bad log filter {:?}", cfg.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.log_format.as_str() {
+        "json" => builder.json().init(),
+        "text" => builder.init(),
+        other => anyhow::bail!("log format must be text or json, not {other:?}"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
