@@ -165,7 +165,8 @@ EOF
 start_wharf() {
     PORT[wharf]=${WHARF_PORT:-$(free_port 15100)}
     mkdir -p "$WORK/wharf"
-    RUST_LOG=${RUST_LOG:-warn} "$WHARF_BIN" serve \
+    # Warn-level logs, like Distribution's config above (no per-request log).
+    WHARF_LOG=${WHARF_LOG:-warn} RUST_LOG=${RUST_LOG:-warn} "$WHARF_BIN" serve \
         --listen "127.0.0.1:${PORT[wharf]}" --data-dir "$WORK/wharf" \
         >"$WORK/wharf.log" 2>&1 &
     PID[wharf]=$!

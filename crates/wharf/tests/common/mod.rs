@@ -1,0 +1,288 @@
+//! Test harness: a real Wharf server on 127.0.0.1 port 0 with a temporary data directory,
+//! and a programmable webhook receiver.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use tokio::sync::{Notify, oneshot};
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub data_dir: PathBuf,
+    pub store: wharf_store::Store,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+    hooks: wharf_hooks::Hooks,
+    dispatcher: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Webhook settings fast enough for tests: 1 s timeout, retries after 0.3 s.
+pub fn fast_hooks() -> wharf_hooks::HooksConfig {
+    wharf_hooks::HooksConfig {
+        timeout: Duration::from_secs(1),
+        retry: wharf_hooks::retry::RetryPolicy {
+            schedule: vec![0, 0, 0],
+            jitter: 0.0,
+        },
+        ..Default::default()
+    }
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap().keep();
+        Server::start_in(&dir, fast_hooks()).await
+    }
+
+    pub async fn start_in(dir: &Path, hooks_cfg: wharf_hooks::HooksConfig) -> Server {
+        let store = wharf_store::Store::open(dir, &hooks_cfg.region)
+            .await
+            .unwrap();
+        let registry = wharf_registry::Registry::new(store.clone(), Default::default());
+        let hooks = wharf_hooks::Hooks::new(store.clone(), hooks_cfg).unwrap();
+        let dispatcher = hooks.start();
+        let app = wharf_http::router(wharf_http::AppState {
+            registry,
+            hooks: hooks.clone(),
+            automatic_mount: false,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            wharf_http::serve(listener, app, Default::default(), async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Server {
+            addr,
+            base: format!("http://{addr}"),
+            data_dir: dir.to_owned(),
+            store,
+            stop: Some(tx),
+            handle: Some(handle),
+            hooks,
+            dispatcher: Some(dispatcher),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Stops the server the way SIGTERM does: no new connections, in-flight work finishes.
+    pub async fn stop(mut self) -> PathBuf {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.await;
+        }
+        self.hooks.shutdown();
+        if let Some(d) = self.dispatcher.take() {
+            let _ = d.await;
+        }
+        self.store.meta.close().await;
+        self.data_dir.clone()
+    }
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: serde_json::Value,
+    pub raw: Bytes,
+}
+
+/// What the receiver answers on one path.
+#[derive(Debug, Clone)]
+pub struct Behaviour {
+    pub status: u16,
+    pub delay: Duration,
+    /// Answer this many requests with `status`, then 200.
+    pub fail_first: usize,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            status: 200,
+            delay: Duration::ZERO,
+            fail_first: usize::MAX,
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+struct RecvState {
+    got: Arc<Mutex<Vec<Received>>>,
+    behaviour: Arc<Mutex<std::collections::HashMap<String, (Behaviour, usize)>>>,
+    notify: Arc<Notify>,
+}
+
+/// A programmable webhook receiver on 127.0.0.1: records every POST, answers per path.
+pub struct Receiver {
+    pub base: String,
+    state: RecvState,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let state = RecvState::default();
+        let app = axum::Router::new().fallback(recv).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Receiver {
+            base: format!("http://{addr}"),
+            state,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn set(&self, path: &str, b: Behaviour) {
+        self.state
+            .behaviour
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), (b, 0));
+    }
+
+    pub fn received(&self, path: &str) -> Vec<Received> {
+        self.state
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until `path` got at least `n` requests (or the timeout passes) and returns them.
+    pub async fn wait_for(&self, path: &str, n: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let got = self.received(path);
+            if got.len() >= n || tokio::time::Instant::now() >= deadline {
+                return got;
+            }
+            let _ = tokio::time::timeout_at(deadline, self.state.notify.notified()).await;
+        }
+    }
+}
+
+async fn recv(
+    State(s): State<RecvState>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    let path = uri.path().to_owned();
+    let (status, delay) = {
+        let mut b = s.behaviour.lock().unwrap();
+        match b.get_mut(&path) {
+            Some((beh, count)) => {
+                *count += 1;
+                let st = if *count <= beh.fail_first {
+                    beh.status
+                } else {
+                    200
+                };
+                (st, beh.delay)
+            }
+            None => (200, Duration::ZERO),
+        }
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let v = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    s.got.lock().unwrap().push(Received {
+        path,
+        headers,
+        body: v,
+        raw: body,
+    });
+    s.notify.notify_waiters();
+    StatusCode::from_u16(status).unwrap()
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
+
+pub fn sha512(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha512:{}", hex::encode(sha2::Sha512::digest(data)))
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Pushes a blob monolithically; returns its digest.
+pub async fn push_blob(c: &reqwest::Client, s: &Server, repo: &str, data: &[u8]) -> String {
+    let d = sha256(data);
+    let r = c
+        .post(s.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "blob push");
+    d
+}
+
+/// Pushes a config and a layer and an image manifest referencing them under `reference`.
+/// Returns (manifest digest, manifest bytes).
+pub async fn push_image(
+    c: &reqwest::Client,
+    s: &Server,
+    repo: &str,
+    reference: &str,
+    salt: &str,
+) -> (String, Vec<u8>) {
+    let config = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"salt\":\"{salt}\"}}");
+    let layer = format!("layer-{salt}");
+    let cd = push_blob(c, s, repo, config.as_bytes()).await;
+    let ld = push_blob(c, s, repo, layer.as_bytes()).await;
+    let m = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": layer.len()}],
+    });
+    let body = serde_json::to_vec(&m).unwrap();
+    let r = c
+        .put(s.url(&format!("/v2/{repo}/manifests/{reference}")))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "manifest push: {:?}", r.text().await);
+    (sha256(&body), body)
+}

@@ -1,0 +1,1380 @@
+//! The OCI distribution API against a real server over real HTTP: every behaviour the
+//! conformance suites (v1.1.1 and the rewritten suite on the spec's main branch) check, plus
+//! Wharf's own guarantees (bad input → 4xx, restart safety, idempotent finish).
+
+mod common;
+
+use common::{Server, client, push_blob, push_image, sha256, sha512};
+use serde_json::{Value, json};
+
+fn header(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+async fn error_code(r: reqwest::Response) -> String {
+    let v: Value = r.json().await.expect("error body must be JSON");
+    v["errors"][0]["code"]
+        .as_str()
+        .expect("errors[0].code")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn base_endpoint_answers_200_with_api_version() {
+    let s = Server::start().await;
+    let r = client().get(s.url("/v2/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "docker-distribution-api-version").as_deref(),
+        Some("registry/2.0")
+    );
+}
+
+#[tokio::test]
+async fn missing_blob_and_manifest_are_404_with_oci_errors() {
+    let s = Server::start().await;
+    let c = client();
+    let d = sha256(b"nope");
+    let r = c
+        .get(s.url(&format!("/v2/a/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
+    let r = c
+        .head(s.url(&format!("/v2/a/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = c.get(s.url("/v2/a/manifests/latest")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
+    let r = c
+        .get(s.url(&format!("/v2/a/manifests/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn malformed_names_digests_and_tags_are_400_not_500() {
+    let s = Server::start().await;
+    let c = client();
+    for (path, code) in [
+        ("/v2/a/blobs/sha256:zzz", "DIGEST_INVALID"),
+        (
+            "/v2/a/blobs/md5:d41d8cd98f00b204e9800998ecf8427e",
+            "DIGEST_INVALID",
+        ),
+        ("/v2/a/manifests/sha256:123", "DIGEST_INVALID"),
+        ("/v2/Upper/tags/list", "NAME_INVALID"),
+        ("/v2/a/manifests/-tag", "TAG_INVALID"),
+        ("/v2/a/referrers/nothex", "DIGEST_INVALID"),
+    ] {
+        let r = c.get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        assert_eq!(error_code(r).await, code, "{path}");
+    }
+    // Upload PUT with a malformed or missing digest.
+    let r = c.post(s.url("/v2/a/blobs/uploads/")).send().await.unwrap();
+    let loc = header(&r, "location").unwrap();
+    let r = c
+        .put(s.url(&format!("{loc}?digest=sha256:xyz")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+    let r = c.put(s.url(&loc)).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    // Unsupported method.
+    let r = c.patch(s.url("/v2/a/tags/list")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(error_code(r).await, "UNSUPPORTED");
+}
+
+#[tokio::test]
+async fn monolithic_post_then_put_and_post_with_body() {
+    let s = Server::start().await;
+    let c = client();
+    let data = b"monolithic blob".to_vec();
+    let d = sha256(&data);
+    let r = c
+        .post(s.url("/v2/mono/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let loc = header(&r, "location").unwrap();
+    assert!(header(&r, "docker-upload-uuid").is_some());
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let r = c
+        .put(s.url(&format!("{loc}{sep}digest={d}")))
+        .header("content-type", "application/octet-stream")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        header(&r, "location").unwrap(),
+        format!("/v2/mono/blobs/{d}")
+    );
+    assert_eq!(header(&r, "docker-content-digest").unwrap(), d);
+    let r = c
+        .get(s.url(&format!("/v2/mono/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "docker-content-digest").unwrap(), d);
+    assert_eq!(r.bytes().await.unwrap().to_vec(), data);
+
+    let d2 = push_blob(&c, &s, "mono", b"single request").await;
+    let r = c
+        .head(s.url(&format!("/v2/mono/blobs/{d2}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "content-length").as_deref(), Some("14"));
+}
+
+#[tokio::test]
+async fn digest_mismatch_is_rejected_and_nothing_is_published() {
+    let s = Server::start().await;
+    let c = client();
+    let wrong = sha256(b"other");
+    let r = c
+        .post(s.url(&format!("/v2/a/blobs/uploads/?digest={wrong}")))
+        .body("content")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+    let r = c
+        .head(s.url(&format!("/v2/a/blobs/{wrong}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = c
+        .head(s.url(&format!("/v2/a/blobs/{}", sha256(b"content"))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn streamed_upload_without_content_range() {
+    let s = Server::start().await;
+    let c = client();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let d = sha256(&data);
+    let r = c
+        .post(s.url("/v2/stream/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let loc = header(&r, "location").unwrap();
+    let r = c
+        .patch(s.url(&loc))
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        header(&r, "range").unwrap(),
+        format!("0-{}", data.len() - 1)
+    );
+    let loc = header(&r, "location").unwrap();
+    let r = c
+        .put(s.url(&format!("{loc}?digest={d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let got = c
+        .get(s.url(&format!("/v2/stream/blobs/{d}")))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.to_vec(), data);
+}
+
+#[tokio::test]
+async fn chunked_upload_enforces_order_and_reports_status() {
+    let s = Server::start().await;
+    let c = client();
+    let data: Vec<u8> = (0..2048u32).map(|i| (i * 7 % 256) as u8).collect();
+    let d = sha256(&data);
+    let r = c
+        .post(s.url("/v2/chunk/blobs/uploads/"))
+        .header("content-length", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let loc = header(&r, "location").unwrap();
+
+    // A chunk that does not start at 0 is out of order.
+    let r = c
+        .patch(s.url(&loc))
+        .header("content-range", "1024-2047")
+        .header("content-type", "application/octet-stream")
+        .body(data[1024..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    assert_eq!(header(&r, "range").as_deref(), Some("0-0"));
+
+    let r = c
+        .patch(s.url(&loc))
+        .header("content-range", "0-1023")
+        .body(data[..1024].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(header(&r, "range").as_deref(), Some("0-1023"));
+    let loc = header(&r, "location").unwrap();
+
+    // Re-sending the previous chunk is out of order too.
+    let r = c
+        .patch(s.url(&loc))
+        .header("content-range", "0-1023")
+        .body(data[..1024].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    assert_eq!(header(&r, "range").as_deref(), Some("0-1023"));
+
+    // Status: 204 with Location and Range.
+    let r = c.get(s.url(&loc)).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(header(&r, "range").as_deref(), Some("0-1023"));
+    assert!(header(&r, "location").is_some());
+
+    // A chunk whose length disagrees with its range is refused and changes nothing.
+    let r = c
+        .patch(s.url(&loc))
+        .header("content-range", "1024-2047")
+        .body(data[1024..1500].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = c.get(s.url(&loc)).send().await.unwrap();
+    assert_eq!(header(&r, "range").as_deref(), Some("0-1023"));
+
+    let r = c
+        .patch(s.url(&loc))
+        .header("content-range", "1024-2047")
+        .body(data[1024..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(header(&r, "range").as_deref(), Some("0-2047"));
+    let r = c
+        .put(s.url(&format!("{loc}?digest={d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // Finishing again with the same digest is idempotent.
+    let r = c
+        .put(s.url(&format!("{loc}?digest={d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let got = c
+        .get(s.url(&format!("/v2/chunk/blobs/{d}")))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.to_vec(), data);
+}
+
+#[tokio::test]
+async fn final_chunk_may_travel_in_the_put() {
+    let s = Server::start().await;
+    let c = client();
+    let data = b"0123456789abcdef".to_vec();
+    let d = sha256(&data);
+    let loc = header(
+        &c.post(s.url("/v2/fin/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap(),
+        "location",
+    )
+    .unwrap();
+    let r = c
+        .patch(s.url(&loc))
+        .header("content-range", "0-7")
+        .body(data[..8].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = c
+        .put(s.url(&format!("{loc}?digest={d}")))
+        .header("content-range", "8-15")
+        .body(data[8..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}
+
+#[tokio::test]
+async fn upload_cancel_and_unknown_sessions() {
+    let s = Server::start().await;
+    let c = client();
+    let loc = header(
+        &c.post(s.url("/v2/cancel/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap(),
+        "location",
+    )
+    .unwrap();
+    let r = c.delete(s.url(&loc)).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let r = c.get(s.url(&loc)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
+    let r = c
+        .patch(s.url("/v2/cancel/blobs/uploads/../../etc"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error());
+    let r = c
+        .patch(s.url("/v2/cancel/blobs/uploads/00000000000000000000000000000000"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // A session belongs to its repository.
+    let loc = header(
+        &c.post(s.url("/v2/one/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap(),
+        "location",
+    )
+    .unwrap();
+    let other = loc.replace("/v2/one/", "/v2/two/");
+    let r = c.get(s.url(&other)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn upload_offset_survives_a_restart() {
+    let s = Server::start().await;
+    let c = client();
+    let data: Vec<u8> = (0..4096u32).map(|i| (i % 199) as u8).collect();
+    let d = sha256(&data);
+    let loc = header(
+        &c.post(s.url("/v2/restart/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap(),
+        "location",
+    )
+    .unwrap();
+    let r = c
+        .patch(s.url(&loc))
+        .header("content-range", "0-2047")
+        .body(data[..2048].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let dir = s.stop().await;
+
+    let s = Server::start_in(&dir, common::fast_hooks()).await;
+    let r = c.get(s.url(&loc)).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(header(&r, "range").as_deref(), Some("0-2047"));
+    let r = c
+        .patch(s.url(&loc))
+        .header("content-range", "2048-4095")
+        .body(data[2048..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = c
+        .put(s.url(&format!("{loc}?digest={d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let got = c
+        .get(s.url(&format!("/v2/restart/blobs/{d}")))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.to_vec(), data);
+}
+
+#[tokio::test]
+async fn cross_repository_mount() {
+    let s = Server::start().await;
+    let c = client();
+    let d = push_blob(&c, &s, "src/repo", b"shared layer").await;
+    // With from: mounted, 201 with the target's blob URL.
+    let r = c
+        .post(s.url(&format!(
+            "/v2/dst/repo/blobs/uploads/?mount={d}&from=src/repo"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        header(&r, "location").unwrap(),
+        format!("/v2/dst/repo/blobs/{d}")
+    );
+    assert_eq!(header(&r, "docker-content-digest").unwrap(), d);
+    let r = c
+        .head(s.url(&format!("/v2/dst/repo/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Without from: a normal session (202), since automatic mounting is off.
+    let r = c
+        .post(s.url(&format!("/v2/third/blobs/uploads/?mount={d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert!(
+        header(&r, "location")
+            .unwrap()
+            .contains("/v2/third/blobs/uploads/")
+    );
+    // A missing blob: 202 and a session.
+    let missing = sha256(b"missing");
+    let r = c
+        .post(s.url(&format!(
+            "/v2/third/blobs/uploads/?mount={missing}&from=src/repo"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    // A blob is not visible in a repository it was never pushed or mounted to.
+    let r = c
+        .head(s.url(&format!("/v2/third/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn blob_range_requests() {
+    let s = Server::start().await;
+    let c = client();
+    let data: Vec<u8> = (0..1000u32).map(|i| (i % 256) as u8).collect();
+    let d = push_blob(&c, &s, "range", &data).await;
+    let url = s.url(&format!("/v2/range/blobs/{d}"));
+    let r = c
+        .get(&url)
+        .header("range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        header(&r, "content-range").as_deref(),
+        Some("bytes 10-19/1000")
+    );
+    assert_eq!(r.bytes().await.unwrap().to_vec(), data[10..20].to_vec());
+    // Overlapping the end: clipped.
+    let r = c
+        .get(&url)
+        .header("range", "bytes=900-5000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        header(&r, "content-range").as_deref(),
+        Some("bytes 900-999/1000")
+    );
+    assert_eq!(r.bytes().await.unwrap().len(), 100);
+    let r = c
+        .get(&url)
+        .header("range", "bytes=-5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.unwrap().to_vec(), data[995..].to_vec());
+    let r = c
+        .get(&url)
+        .header("range", "bytes=990-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().to_vec(), data[990..].to_vec());
+    // Inverted and past-the-end ranges: 416, on GET and HEAD.
+    for range in ["bytes=500-0", "bytes=5000-10000"] {
+        let r = c.get(&url).header("range", range).send().await.unwrap();
+        assert_eq!(r.status(), 416, "{range}");
+        let r = c.head(&url).header("range", range).send().await.unwrap();
+        assert_eq!(r.status(), 416, "{range}");
+    }
+    let r = c
+        .head(&url)
+        .header("range", "bytes=0-9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+}
+
+#[tokio::test]
+async fn sha512_blobs_and_manifests() {
+    let s = Server::start().await;
+    let c = client();
+    let data = b"sha512 content".to_vec();
+    let d = sha512(&data);
+    let r = c
+        .post(s.url(&format!("/v2/s512/blobs/uploads/?digest={d}")))
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(header(&r, "docker-content-digest").unwrap(), d);
+    let r = c
+        .head(s.url(&format!("/v2/s512/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "docker-content-digest").unwrap(), d);
+    // A session opened for sha512, streamed.
+    let r = c
+        .post(s.url("/v2/s512/blobs/uploads/?digest-algorithm=sha512"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let loc = header(&r, "location").unwrap();
+    let data2 = b"streamed sha512".to_vec();
+    let d2 = sha512(&data2);
+    c.patch(s.url(&loc)).body(data2).send().await.unwrap();
+    let r = c
+        .put(s.url(&format!("{loc}?digest={d2}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = c
+        .post(s.url("/v2/s512/blobs/uploads/?digest-algorithm=md5"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // A manifest pushed by its sha512 digest.
+    let m = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": d, "size": data.len()},
+        "layers": [],
+    });
+    let body = serde_json::to_vec(&m).unwrap();
+    let md = sha512(&body);
+    let r = c
+        .put(s.url(&format!("/v2/s512/manifests/{md}")))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(header(&r, "docker-content-digest").unwrap(), md);
+    let r = c
+        .get(s.url(&format!("/v2/s512/manifests/{md}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "docker-content-digest").unwrap(), md);
+    assert_eq!(r.bytes().await.unwrap().to_vec(), body);
+}
+
+#[tokio::test]
+async fn empty_blob_and_empty_json_blob() {
+    let s = Server::start().await;
+    let c = client();
+    let d = push_blob(&c, &s, "empty", b"").await;
+    let r = c
+        .get(s.url(&format!("/v2/empty/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "content-length").as_deref(), Some("0"));
+    let d = push_blob(&c, &s, "empty", b"{}").await;
+    assert_eq!(
+        d,
+        "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+    );
+}
+
+#[tokio::test]
+async fn manifests_by_tag_and_digest_keep_exact_bytes() {
+    let s = Server::start().await;
+    let c = client();
+    let (d, body) = push_image(&c, &s, "img", "v1", "a").await;
+    for reference in ["v1", d.as_str()] {
+        let r = c
+            .get(s.url(&format!("/v2/img/manifests/{reference}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            header(&r, "content-type").as_deref(),
+            Some("application/vnd.oci.image.manifest.v1+json")
+        );
+        assert_eq!(header(&r, "docker-content-digest").unwrap(), d);
+        assert_eq!(r.bytes().await.unwrap().to_vec(), body);
+        let r = c
+            .head(s.url(&format!("/v2/img/manifests/{reference}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            header(&r, "content-length").unwrap(),
+            body.len().to_string()
+        );
+        assert_eq!(header(&r, "docker-content-digest").unwrap(), d);
+    }
+    // Push by digest.
+    let r = c
+        .put(s.url(&format!("/v2/img/manifests/{d}")))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        header(&r, "location").unwrap(),
+        format!("/v2/img/manifests/{d}")
+    );
+    // Digest in the URL that does not match the body.
+    let r = c
+        .put(s.url(&format!("/v2/img/manifests/{}", sha256(b"x"))))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+}
+
+async fn put_manifest(
+    c: &reqwest::Client,
+    s: &Server,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    body: &[u8],
+) -> reqwest::Response {
+    c.put(s.url(&format!("/v2/{repo}/manifests/{reference}")))
+        .header("content-type", media_type)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+#[tokio::test]
+async fn invalid_manifests_are_rejected_with_spec_codes() {
+    let s = Server::start().await;
+    let c = client();
+    let r = put_manifest(&c, &s, "bad", "v1", OCI_MANIFEST, b"{not json").await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "MANIFEST_INVALID");
+    let r = put_manifest(&c, &s, "bad", "v1", OCI_MANIFEST, b"{\"schemaVersion\":2}").await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "MANIFEST_INVALID");
+    // References a blob the repository does not have.
+    let cfg = push_blob(&c, &s, "bad", b"{}").await;
+    let m = json!({"schemaVersion":2,"mediaType":OCI_MANIFEST,
+        "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":cfg,"size":2},
+        "layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":sha256(b"absent"),"size":6}]});
+    let r = put_manifest(
+        &c,
+        &s,
+        "bad",
+        "v1",
+        OCI_MANIFEST,
+        &serde_json::to_vec(&m).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "MANIFEST_BLOB_UNKNOWN");
+    // An index whose child manifest is unknown.
+    let idx = json!({"schemaVersion":2,"mediaType":OCI_INDEX,"manifests":[{"mediaType":OCI_MANIFEST,"digest":sha256(b"child"),"size":5}]});
+    let r = put_manifest(
+        &c,
+        &s,
+        "bad",
+        "v1",
+        OCI_INDEX,
+        &serde_json::to_vec(&idx).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "MANIFEST_BLOB_UNKNOWN");
+    // Content-Type disagrees with mediaType.
+    let r = put_manifest(
+        &c,
+        &s,
+        "bad",
+        "v1",
+        OCI_INDEX,
+        &serde_json::to_vec(&m).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    // Too large: 413.
+    let big = vec![b' '; 4 * 1024 * 1024 + 1];
+    let r = put_manifest(&c, &s, "bad", "v1", OCI_MANIFEST, &big).await;
+    assert_eq!(r.status(), 413);
+    // Nothing was stored.
+    let r = c.get(s.url("/v2/bad/manifests/v1")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn indexes_artifacts_docker_types_and_odd_manifests() {
+    let s = Server::start().await;
+    let c = client();
+    let (child, _) = push_image(&c, &s, "multi", "child", "c").await;
+    let idx = json!({"schemaVersion":2,"mediaType":OCI_INDEX,
+        "manifests":[{"mediaType":OCI_MANIFEST,"digest":child,"size":1,"platform":{"architecture":"amd64","os":"linux"}}]});
+    let r = put_manifest(
+        &c,
+        &s,
+        "multi",
+        "index",
+        OCI_INDEX,
+        &serde_json::to_vec(&idx).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    // Nested index.
+    let idx_d = sha256(&serde_json::to_vec(&idx).unwrap());
+    let nested = json!({"schemaVersion":2,"mediaType":OCI_INDEX,"manifests":[{"mediaType":OCI_INDEX,"digest":idx_d,"size":1}]});
+    let r = put_manifest(
+        &c,
+        &s,
+        "multi",
+        "nested",
+        OCI_INDEX,
+        &serde_json::to_vec(&nested).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+
+    // Docker schema 2 manifest and manifest list.
+    let cfg = push_blob(&c, &s, "multi", b"{\"os\":\"linux\"}").await;
+    let layer = push_blob(&c, &s, "multi", b"docker layer").await;
+    let dm = json!({"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json",
+        "config":{"mediaType":"application/vnd.docker.container.image.v1+json","digest":cfg,"size":14},
+        "layers":[{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":layer,"size":12}]});
+    let dm_body = serde_json::to_vec(&dm).unwrap();
+    let r = put_manifest(
+        &c,
+        &s,
+        "multi",
+        "docker",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        &dm_body,
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let r = c
+        .get(s.url("/v2/multi/manifests/docker"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(&r, "content-type").as_deref(),
+        Some("application/vnd.docker.distribution.manifest.v2+json")
+    );
+    let dl = json!({"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json",
+        "manifests":[{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":sha256(&dm_body),"size":dm_body.len()}]});
+    let r = put_manifest(
+        &c,
+        &s,
+        "multi",
+        "dlist",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        &serde_json::to_vec(&dl).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+
+    // Artifact with artifactType and the empty config; custom fields, a data field, no layers.
+    let empty = push_blob(&c, &s, "multi", b"{}").await;
+    let art = json!({"schemaVersion":2,"mediaType":OCI_MANIFEST,"artifactType":"application/vnd.example.sbom",
+        "config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":empty,"size":2,"data":"e30="},
+        "layers":[],"x-custom":{"anything":[1,2,3]},"annotations":{"k":"v"}});
+    let art_body = serde_json::to_vec_pretty(&art).unwrap();
+    let r = put_manifest(&c, &s, "multi", "sbom", OCI_MANIFEST, &art_body).await;
+    assert_eq!(r.status(), 201);
+    let got = c
+        .get(s.url("/v2/multi/manifests/sbom"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.to_vec(),
+        art_body,
+        "bytes preserved, whitespace and custom fields included"
+    );
+
+    // Non-distributable layers need not be present.
+    let nd = json!({"schemaVersion":2,"mediaType":OCI_MANIFEST,
+        "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":empty,"size":2},
+        "layers":[{"mediaType":"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip","digest":sha256(b"elsewhere"),"size":9,"urls":["https://example.com/layer"]}]});
+    let r = put_manifest(
+        &c,
+        &s,
+        "multi",
+        "nondist",
+        OCI_MANIFEST,
+        &serde_json::to_vec(&nd).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+
+    // Manifest without a top-level mediaType (umoci, Helm): typed by Content-Type.
+    let nomt = json!({"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":empty,"size":2},"layers":[]});
+    let r = put_manifest(
+        &c,
+        &s,
+        "multi",
+        "nomt",
+        OCI_MANIFEST,
+        &serde_json::to_vec(&nomt).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let r = c
+        .head(s.url("/v2/multi/manifests/nomt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "content-type").as_deref(), Some(OCI_MANIFEST));
+
+    // A large manifest (just under 4 MiB of annotations) is accepted.
+    let big = json!({"schemaVersion":2,"mediaType":OCI_MANIFEST,
+        "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":empty,"size":2},
+        "layers":[],"annotations":{"big":"x".repeat(3_900_000)}});
+    let r = put_manifest(
+        &c,
+        &s,
+        "multi",
+        "large",
+        OCI_MANIFEST,
+        &serde_json::to_vec(&big).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+}
+
+#[tokio::test]
+async fn subject_and_referrers() {
+    let s = Server::start().await;
+    let c = client();
+    let (subject, body) = push_image(&c, &s, "ref", "v1", "s").await;
+    let empty = push_blob(&c, &s, "ref", b"{}").await;
+    // Referrers of a digest with none: 200 and an empty index, never 404.
+    let r = c
+        .get(s.url(&format!("/v2/ref/referrers/{}", sha256(b"none"))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "content-type").as_deref(), Some(OCI_INDEX));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["manifests"], json!([]));
+    let r = c
+        .get(s.url(&format!("/v2/unknownrepo/referrers/{subject}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let mk = |at: &str, subj: &str| {
+        serde_json::to_vec(
+            &json!({"schemaVersion":2,"mediaType":OCI_MANIFEST,"artifactType":at,
+            "config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":empty,"size":2},
+            "layers":[],"subject":{"mediaType":OCI_MANIFEST,"digest":subj,"size":body.len()},
+            "annotations":{"org.example.kind":at}}),
+        )
+        .unwrap()
+    };
+    let sig = mk("application/vnd.example.signature", &subject);
+    let sbom = mk("application/vnd.example.sbom", &subject);
+    for m in [&sig, &sbom] {
+        let r = put_manifest(&c, &s, "ref", &sha256(m), OCI_MANIFEST, m).await;
+        assert_eq!(r.status(), 201);
+        assert_eq!(header(&r, "oci-subject").unwrap(), subject);
+    }
+    // A subject that does not exist (yet) is accepted.
+    let missing = sha256(b"not pushed");
+    let orphan = mk("application/vnd.example.signature", &missing);
+    let r = put_manifest(&c, &s, "ref", &sha256(&orphan), OCI_MANIFEST, &orphan).await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(header(&r, "oci-subject").unwrap(), missing);
+    let v: Value = c
+        .get(s.url(&format!("/v2/ref/referrers/{missing}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["manifests"].as_array().unwrap().len(), 1);
+
+    let r = c
+        .get(s.url(&format!("/v2/ref/referrers/{subject}")))
+        .send()
+        .await
+        .unwrap();
+    assert!(header(&r, "oci-filters-applied").is_none());
+    let v: Value = r.json().await.unwrap();
+    let list = v["manifests"].as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["digest"], json!(sha256(&sig)));
+    assert_eq!(
+        list[0]["artifactType"],
+        json!("application/vnd.example.signature")
+    );
+    assert_eq!(list[0]["size"], json!(sig.len()));
+    assert_eq!(
+        list[0]["annotations"]["org.example.kind"],
+        json!("application/vnd.example.signature")
+    );
+
+    let r = c
+        .get(s.url(&format!(
+            "/v2/ref/referrers/{subject}?artifactType=application/vnd.example.sbom"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(&r, "oci-filters-applied").as_deref(),
+        Some("artifactType")
+    );
+    let v: Value = r.json().await.unwrap();
+    let list = v["manifests"].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["digest"], json!(sha256(&sbom)));
+}
+
+#[tokio::test]
+async fn tag_listing_is_sorted_and_paginated() {
+    let s = Server::start().await;
+    let c = client();
+    let (d, body) = push_image(&c, &s, "tags", "b", "t").await;
+    for t in ["a", "c", "B", "z", "1"] {
+        let r = put_manifest(&c, &s, "tags", t, OCI_MANIFEST, &body).await;
+        assert_eq!(r.status(), 201);
+    }
+    let v: Value = c
+        .get(s.url("/v2/tags/tags/list"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["name"], json!("tags"));
+    assert_eq!(v["tags"], json!(["1", "B", "a", "b", "c", "z"]));
+
+    let r = c.get(s.url("/v2/tags/tags/list?n=2")).send().await.unwrap();
+    let link = header(&r, "link").expect("Link when truncated");
+    assert_eq!(link, "</v2/tags/tags/list?n=2&last=B>; rel=\"next\"");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["tags"], json!(["1", "B"]));
+    // Follow the links to the end.
+    let mut all = vec![];
+    let mut next = Some("/v2/tags/tags/list?n=2".to_owned());
+    while let Some(u) = next {
+        let r = c.get(s.url(&u)).send().await.unwrap();
+        next = header(&r, "link").map(|l| {
+            l.trim_start_matches('<')
+                .split('>')
+                .next()
+                .unwrap()
+                .to_owned()
+        });
+        let v: Value = r.json().await.unwrap();
+        all.extend(
+            v["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap().to_owned()),
+        );
+    }
+    assert_eq!(all, ["1", "B", "a", "b", "c", "z"]);
+    // `last` is exclusive.
+    let v: Value = c
+        .get(s.url("/v2/tags/tags/list?last=b"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["tags"], json!(["c", "z"]));
+    let r = c.get(s.url("/v2/tags/tags/list?n=6")).send().await.unwrap();
+    assert!(header(&r, "link").is_none(), "no Link when nothing remains");
+    let r = c.get(s.url("/v2/tags/tags/list?n=0")).send().await.unwrap();
+    assert!(header(&r, "link").is_none());
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["tags"], json!([]));
+    let r = c
+        .get(s.url("/v2/tags/tags/list?n=-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "PAGINATION_NUMBER_INVALID");
+    let r = c
+        .get(s.url("/v2/nosuchrepo/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "NAME_UNKNOWN");
+    let _ = d;
+}
+
+#[tokio::test]
+async fn catalog_is_sorted_and_paginated() {
+    let s = Server::start().await;
+    let c = client();
+    for r in ["b/x", "a", "c"] {
+        push_blob(&c, &s, r, b"x").await;
+    }
+    let v: Value = c
+        .get(s.url("/v2/_catalog"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["repositories"], json!(["a", "b/x", "c"]));
+    let r = c
+        .get(s.url("/v2/_catalog?n=1&last=a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(&r, "link").as_deref(),
+        Some("</v2/_catalog?n=1&last=b/x>; rel=\"next\"")
+    );
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["repositories"], json!(["b/x"]));
+}
+
+#[tokio::test]
+async fn push_by_digest_with_tag_parameters() {
+    let s = Server::start().await;
+    let c = client();
+    let (d, body) = push_image(&c, &s, "tp", "seed", "p").await;
+    let r = c
+        .put(s.url(&format!("/v2/tp/manifests/{d}?tag=one&tag=two")))
+        .header("content-type", OCI_MANIFEST)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let tags: Vec<String> = r
+        .headers()
+        .get_all("oci-tag")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(tags, ["one", "two"]);
+    for t in ["one", "two"] {
+        let r = c
+            .head(s.url(&format!("/v2/tp/manifests/{t}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&r, "docker-content-digest").unwrap(), d);
+    }
+    let r = c
+        .put(s.url(&format!("/v2/tp/manifests/{d}?tag=-bad")))
+        .header("content-type", OCI_MANIFEST)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn deletes_of_tags_manifests_and_blobs() {
+    let s = Server::start().await;
+    let c = client();
+    let (d, body) = push_image(&c, &s, "del", "keep", "d").await;
+    put_manifest(&c, &s, "del", "gone", OCI_MANIFEST, &body).await;
+    // Delete a tag: the manifest stays.
+    let r = c
+        .delete(s.url("/v2/del/manifests/gone"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        c.get(s.url("/v2/del/manifests/gone"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        c.get(s.url(&format!("/v2/del/manifests/{d}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let v: Value = c
+        .get(s.url("/v2/del/tags/list"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["tags"], json!(["keep"]));
+    // Delete the manifest: it and every tag go.
+    let r = c
+        .delete(s.url(&format!("/v2/del/manifests/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        c.get(s.url(&format!("/v2/del/manifests/{d}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        c.get(s.url("/v2/del/manifests/keep"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let v: Value = c
+        .get(s.url("/v2/del/tags/list"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["tags"], json!([]));
+    let r = c
+        .delete(s.url(&format!("/v2/del/manifests/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // Delete a blob.
+    let b = push_blob(&c, &s, "del", b"blob to delete").await;
+    let r = c
+        .delete(s.url(&format!("/v2/del/blobs/{b}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        c.get(s.url(&format!("/v2/del/blobs/{b}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let r = c
+        .delete(s.url(&format!("/v2/del/blobs/{b}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn repository_delete_removes_everything() {
+    let s = Server::start().await;
+    let c = client();
+    push_image(&c, &s, "whole/repo", "v1", "1").await;
+    push_image(&c, &s, "whole/repo", "v2", "2").await;
+    let r = c.delete(s.url("/acr/v1/whole/repo")).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["manifestsDeleted"].as_array().unwrap().len(), 2);
+    let mut tags: Vec<String> = serde_json::from_value(v["tagsDeleted"].clone()).unwrap();
+    tags.sort();
+    assert_eq!(tags, ["v1", "v2"]);
+    assert_eq!(
+        c.get(s.url("/v2/whole/repo/tags/list"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        c.delete(s.url("/acr/v1/whole/repo"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn concurrent_pushes_of_the_same_blob_are_safe() {
+    let s = Server::start().await;
+    let c = client();
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 13) as u8).collect();
+    let mut tasks = vec![];
+    for i in 0..8 {
+        let c = c.clone();
+        let url = s.url(&format!(
+            "/v2/conc{i}/blobs/uploads/?digest={}",
+            sha256(&data)
+        ));
+        let data = data.clone();
+        tasks.push(tokio::spawn(async move {
+            c.post(url).body(data).send().await.unwrap().status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 201);
+    }
+    for i in 0..8 {
+        let got = c
+            .get(s.url(&format!("/v2/conc{i}/blobs/{}", sha256(&data))))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(got.len(), data.len());
+    }
+}
+
+#[tokio::test]
+async fn a_third_party_oci_client_pushes_and_pulls() {
+    use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+    use oci_client::secrets::RegistryAuth;
+    use oci_client::{Client, Reference};
+
+    let s = Server::start().await;
+    let oc = Client::new(ClientConfig {
+        protocol: ClientProtocol::Http,
+        ..Default::default()
+    });
+    let reference: Reference = format!("{}/thirdparty/app:1.0", s.addr).parse().unwrap();
+    let layer = ImageLayer::oci_v1(b"hello from oci-client".to_vec(), None);
+    let config = Config::oci_v1(
+        b"{\"architecture\":\"amd64\",\"os\":\"linux\"}".to_vec(),
+        None,
+    );
+    let pushed = oc
+        .push(
+            &reference,
+            &[layer.clone()],
+            config,
+            &RegistryAuth::Anonymous,
+            None,
+        )
+        .await
+        .expect("push through oci-client");
+    assert!(
+        pushed
+            .manifest_url
+            .contains("/v2/thirdparty/app/manifests/")
+    );
+    let pulled = oc
+        .pull(
+            &reference,
+            &RegistryAuth::Anonymous,
+            vec!["application/vnd.oci.image.layer.v1.tar"],
+        )
+        .await
+        .expect("pull through oci-client");
+    assert_eq!(pulled.layers.len(), 1);
+    assert_eq!(pulled.layers[0].data, layer.data);
+    let tags = oc
+        .list_tags(&reference, &RegistryAuth::Anonymous, None, None)
+        .await
+        .unwrap();
+    assert_eq!(tags.tags, ["1.0"]);
+}

@@ -1,0 +1,7 @@
+mod common;
+
+#[tokio::test]
+async fn smoke() {
+    let s = common::Server::start().await;
+    let _ = s.stop().await;
+}
