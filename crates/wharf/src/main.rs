@@ -142,8 +142,11 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
 fn init_logging(cfg: &config::Config) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
         .with_context(|| format!("bad log filter {:?}", cfg.log_level))?;
+    // Colours only on a terminal: escape codes in a log file or a pipe are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match cfg.log_format.as_str() {
         "json" => builder.json().init(),

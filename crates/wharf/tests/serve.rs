@@ -1,0 +1,194 @@
+//! The real `wharf` binary: flags, environment, config file, JSON logs, and graceful shutdown
+//! on SIGTERM with a request in flight.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Proc {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `wharf serve` on port 0 and reads the address it logged.
+fn start(args: &[&str], envs: &[(&str, &str)]) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
+    cmd.arg("serve")
+        .args(args)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn wharf");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut addr = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("wharf listening") {
+            // Both formats carry addr=…; JSON as "addr":"…".
+            let v: Option<serde_json::Value> = serde_json::from_str(&line).ok();
+            addr = match v {
+                Some(v) => v["fields"]["addr"].as_str().map(str::to_owned),
+                None => line.split("addr=").nth(1).map(|s| {
+                    s.split_whitespace()
+                        .next()
+                        .unwrap()
+                        .trim_matches(|c: char| !c.is_ascii_digit() && c != '.' && c != ':')
+                        .to_owned()
+                }),
+            };
+            break;
+        }
+    }
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Proc {
+        child,
+        addr: addr.expect("server logged its address"),
+    }
+}
+
+#[tokio::test]
+async fn serve_reads_flags_environment_and_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("wharf.toml");
+    std::fs::write(
+        &cfg,
+        "region = \"westeurope\"\nlog_format = \"text\"\n[limits]\nmax_manifest_bytes = 1000\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let p = start(
+        &["--listen", "127.0.0.1:0", "--config", cfg.to_str().unwrap()],
+        &[
+            ("WHARF_DATA_DIR", data.to_str().unwrap()),
+            ("WHARF_LOG_FORMAT", "json"),
+        ],
+    );
+    let c = reqwest::Client::new();
+    let r = c
+        .get(format!("http://{}/v2/", p.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        data.join("wharf.db").exists(),
+        "the environment's data dir is used"
+    );
+    // The config file's manifest limit applies.
+    let r = c
+        .put(format!("http://{}/v2/a/manifests/v1", p.addr))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(vec![b' '; 2000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    // The config file's region is the default location of new webhooks.
+    let r = c
+        .put(format!("http://{}/wharf/v1/webhooks/regionhook", p.addr))
+        .json(&serde_json::json!({"properties": {"serviceUri": "http://127.0.0.1:9/x", "actions": ["push"]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["location"], "westeurope");
+}
+
+#[test]
+fn bad_configuration_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "lisen = \"oops\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("parsing config file"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--listen", "--data-dir", "--config", "--log-format"] {
+        assert!(help.contains(flag), "{flag} in --help");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_inflight_upload_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap().to_owned();
+    let p = start(&["--listen", "127.0.0.1:0", "--data-dir", &data_dir], &[]);
+    let base = format!("http://{}", p.addr);
+    let c = reqwest::Client::new();
+    let r = c
+        .post(format!("{base}/v2/slow/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+
+    // A body that trickles in: the first half now, the second after SIGTERM was sent.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let body = reqwest::Body::wrap_stream(tokio_stream(rx));
+    let url = format!("{base}{loc}");
+    let req = tokio::spawn({
+        let c = c.clone();
+        async move {
+            c.patch(url)
+                .header("content-range", "0-1999")
+                .body(body)
+                .send()
+                .await
+        }
+    });
+    tx.send(Ok(vec![1u8; 1000])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = p.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tx.send(Ok(vec![2u8; 1000])).await.unwrap();
+    drop(tx);
+    let resp = req.await.unwrap().expect("in-flight request completes");
+    assert_eq!(resp.status(), 202);
+    assert_eq!(resp.headers()["range"], "0-1999");
+
+    // The server exits cleanly, and the upload is intact after a restart.
+    let mut p = p;
+    let status = p.child.wait().unwrap();
+    assert!(status.success(), "clean exit: {status:?}");
+    let p2 = start(&["--listen", "127.0.0.1:0", "--data-dir", &data_dir], &[]);
+    let r = c
+        .get(format!("http://{}{loc}", p2.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["range"], "0-1999");
+}
+
+fn tokio_stream(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
