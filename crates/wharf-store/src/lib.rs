@@ -35,6 +35,8 @@ pub enum StoreError {
     NotFound,
     #[error("already exists")]
     Conflict,
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     #[error("corrupt data: {0}")]
     Corrupt(String),
 }

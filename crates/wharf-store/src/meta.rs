@@ -12,7 +12,8 @@ use std::time::Duration;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Connection, Row, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
 use wharf_core::{Digest, Reference, RepoName, Tag};
 
 use crate::StoreError;
@@ -31,7 +32,20 @@ pub(crate) fn now_ms() -> i64 {
 pub struct Meta {
     pub(crate) read: SqlitePool,
     pub(crate) write: SqlitePool,
+    puts: mpsc::Sender<PutJob>,
 }
+
+/// A manifest put waiting for the group-commit writer.
+#[derive(Debug)]
+struct PutJob {
+    m: NewManifest,
+    events: Vec<OutboxEvent>,
+    hooks: WebhookCache,
+    reply: oneshot::Sender<Result<usize, StoreError>>,
+}
+
+/// Most puts committed together.
+const MAX_GROUP: usize = 256;
 
 /// A manifest as stored.
 #[derive(Debug, Clone)]
@@ -115,7 +129,9 @@ impl Meta {
             .max_connections(8)
             .connect_with(opts.read_only(true))
             .await?;
-        Ok(Meta { read, write })
+        let (puts, rx) = mpsc::channel(MAX_GROUP * 4);
+        tokio::spawn(put_writer(write.clone(), rx));
+        Ok(Meta { read, write, puts })
     }
 
     pub async fn close(&self) {
@@ -167,7 +183,7 @@ impl Meta {
         size: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.write.begin().await?;
-        let repo_id = ensure_repo(&mut tx, repo).await?;
+        let repo_id = ensure_repo(&mut *tx, repo).await?;
         sqlx::query("INSERT OR IGNORE INTO repo_blobs (repo_id, digest, size) VALUES (?, ?, ?)")
             .bind(repo_id)
             .bind(digest.to_string())
@@ -230,7 +246,7 @@ impl Meta {
         size: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.write.begin().await?;
-        let repo_id = ensure_repo(&mut tx, repo).await?;
+        let repo_id = ensure_repo(&mut *tx, repo).await?;
         sqlx::query("INSERT OR IGNORE INTO repo_blobs (repo_id, digest, size) VALUES (?, ?, ?)")
             .bind(repo_id)
             .bind(digest.to_string())
@@ -311,75 +327,34 @@ impl Meta {
         .transpose()
     }
 
-    /// Stores a manifest and points its tags at it, in one transaction, after checking that
-    /// every blob and child manifest it references is present in the repository.
-    /// The events are written to the outbox in the same transaction (DESIGN invariant 3).
+    /// Stores a manifest and points its tags at it, after checking that every blob and child
+    /// manifest it references is present in the repository. The events are written to the
+    /// outbox in the same transaction (DESIGN invariant 3).
+    ///
+    /// Concurrent puts are group-committed: the writer task runs every put waiting at that
+    /// moment in one transaction, each inside its own savepoint (so one bad manifest fails
+    /// alone), and pays one fsync for the group.
     pub async fn put_manifest(
         &self,
         m: &NewManifest,
         events: &[OutboxEvent],
         hooks: &WebhookCache,
     ) -> Result<usize, StoreError> {
-        let mut tx = self.write.begin().await?;
-        let repo_id = ensure_repo(&mut tx, &m.repo).await?;
-        for b in &m.required_blobs {
-            let found = sqlx::query("SELECT 1 FROM repo_blobs WHERE repo_id = ? AND digest = ?")
-                .bind(repo_id)
-                .bind(b.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
-            if found.is_none() {
-                return Err(StoreError::MissingBlob(b.clone()));
-            }
-        }
-        for c in &m.required_manifests {
-            let found = sqlx::query("SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?")
-                .bind(repo_id)
-                .bind(c.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
-            if found.is_none() {
-                return Err(StoreError::MissingManifest(c.clone()));
-            }
-        }
-        let now = now_ms();
-        sqlx::query(
-            "INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, subject, \
-             annotations, config_media_type, config_digest, body, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) \
-             ON CONFLICT (repo_id, digest) DO NOTHING",
-        )
-        .bind(repo_id)
-        .bind(m.digest.to_string())
-        .bind(&m.media_type)
-        .bind(m.body.len() as i64)
-        .bind(&m.artifact_type)
-        .bind(m.subject.as_ref().map(|d| d.to_string()))
-        .bind(&m.annotations)
-        .bind(&m.config_media_type)
-        .bind(m.config_digest.as_ref().map(|d| d.to_string()))
-        .bind(&m.body)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        for t in &m.tags {
-            sqlx::query(
-                "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?, ?, ?, ?) \
-                 ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, \
-                 updated_at = excluded.updated_at",
-            )
-            .bind(repo_id)
-            .bind(t.as_str())
-            .bind(m.digest.to_string())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let queued = crate::outbox::enqueue(&mut tx, events, hooks).await?;
-        tx.commit().await?;
-        Ok(queued)
+        let (reply, rx) = oneshot::channel();
+        let job = PutJob {
+            m: m.clone(),
+            events: events.to_vec(),
+            hooks: hooks.clone(),
+            reply,
+        };
+        self.puts
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Unavailable("manifest writer stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("manifest writer stopped".into()))?
     }
 
-    /// Deletes a manifest and every tag pointing at it. Returns None if it did not exist.
     /// `events` builds the delete events from what was deleted; they are written to the
     /// outbox in the same transaction.
     pub async fn delete_manifest<F>(
@@ -393,7 +368,7 @@ impl Meta {
         F: FnOnce(&DeletedManifest) -> Vec<OutboxEvent>,
     {
         let mut tx = self.write.begin().await?;
-        let Some(repo_id) = repo_id(&mut tx, repo).await? else {
+        let Some(repo_id) = repo_id(&mut *tx, repo).await? else {
             return Ok(None);
         };
         let row = sqlx::query(
@@ -423,7 +398,7 @@ impl Meta {
             config_media_type: row.get(2),
             tags,
         };
-        let queued = crate::outbox::enqueue(&mut tx, &events(&deleted), hooks).await?;
+        let queued = crate::outbox::enqueue(&mut *tx, &events(&deleted), hooks).await?;
         tx.commit().await?;
         Ok(Some((deleted, queued)))
     }
@@ -562,28 +537,25 @@ pub(crate) fn parse_digest(s: String) -> Result<Digest, StoreError> {
     Digest::parse(&s).map_err(|_| StoreError::Corrupt(format!("bad digest in database: {s}")))
 }
 
-async fn repo_id(
-    tx: &mut Transaction<'static, Sqlite>,
-    repo: &RepoName,
-) -> Result<Option<i64>, StoreError> {
+async fn repo_id(conn: &mut SqliteConnection, repo: &RepoName) -> Result<Option<i64>, StoreError> {
     Ok(sqlx::query("SELECT id FROM repositories WHERE name = ?")
         .bind(repo.as_str())
-        .fetch_optional(&mut **tx)
+        .fetch_optional(conn)
         .await?
         .map(|r| r.get(0)))
 }
 
 pub(crate) async fn ensure_repo(
-    tx: &mut Transaction<'static, Sqlite>,
+    conn: &mut SqliteConnection,
     repo: &RepoName,
 ) -> Result<i64, StoreError> {
-    if let Some(id) = repo_id(tx, repo).await? {
+    if let Some(id) = repo_id(&mut *conn, repo).await? {
         return Ok(id);
     }
     let row = sqlx::query("INSERT INTO repositories (name, created_at) VALUES (?, ?) RETURNING id")
         .bind(repo.as_str())
         .bind(now_ms())
-        .fetch_one(&mut **tx)
+        .fetch_one(conn)
         .await?;
     Ok(row.get(0))
 }
@@ -603,4 +575,118 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
         tx.commit().await?;
     }
     Ok(())
+}
+
+/// The group-commit writer of manifest puts (see [`Meta::put_manifest`]).
+async fn put_writer(pool: SqlitePool, mut rx: mpsc::Receiver<PutJob>) {
+    let mut jobs = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = rx.recv().await {
+        jobs.push(first);
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        match run_group(&pool, &jobs).await {
+            Ok(results) => {
+                for (job, r) in jobs.drain(..).zip(results) {
+                    let _ = job.reply.send(r);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "manifest group commit failed");
+                for job in jobs.drain(..) {
+                    let _ = job
+                        .reply
+                        .send(Err(StoreError::Unavailable("commit failed".into())));
+                }
+            }
+        }
+    }
+}
+
+async fn run_group(
+    pool: &SqlitePool,
+    jobs: &[PutJob],
+) -> Result<Vec<Result<usize, StoreError>>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let mut results = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let mut sp = tx.begin().await?;
+        match put_one(&mut sp, &job.m, &job.events, &job.hooks).await {
+            Ok(n) => {
+                sp.commit().await?;
+                results.push(Ok(n));
+            }
+            Err(e) => {
+                sp.rollback().await?;
+                results.push(Err(e));
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+async fn put_one(
+    conn: &mut SqliteConnection,
+    m: &NewManifest,
+    events: &[OutboxEvent],
+    hooks: &WebhookCache,
+) -> Result<usize, StoreError> {
+    let repo_id = ensure_repo(&mut *conn, &m.repo).await?;
+    for b in &m.required_blobs {
+        let found = sqlx::query("SELECT 1 FROM repo_blobs WHERE repo_id = ? AND digest = ?")
+            .bind(repo_id)
+            .bind(b.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+        if found.is_none() {
+            return Err(StoreError::MissingBlob(b.clone()));
+        }
+    }
+    for c in &m.required_manifests {
+        let found = sqlx::query("SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?")
+            .bind(repo_id)
+            .bind(c.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+        if found.is_none() {
+            return Err(StoreError::MissingManifest(c.clone()));
+        }
+    }
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, subject, \
+         annotations, config_media_type, config_digest, body, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) \
+         ON CONFLICT (repo_id, digest) DO NOTHING",
+    )
+    .bind(repo_id)
+    .bind(m.digest.to_string())
+    .bind(&m.media_type)
+    .bind(m.body.len() as i64)
+    .bind(&m.artifact_type)
+    .bind(m.subject.as_ref().map(|d| d.to_string()))
+    .bind(&m.annotations)
+    .bind(&m.config_media_type)
+    .bind(m.config_digest.as_ref().map(|d| d.to_string()))
+    .bind(&m.body)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    for t in &m.tags {
+        sqlx::query(
+            "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(repo_id)
+        .bind(t.as_str())
+        .bind(m.digest.to_string())
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    crate::outbox::enqueue(conn, events, hooks).await
 }

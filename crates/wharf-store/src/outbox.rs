@@ -8,7 +8,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Row, SqliteConnection};
 use wharf_core::{Scope, WebhookAction};
 
 use crate::StoreError;
@@ -83,7 +83,7 @@ pub const DEFAULT_MAX_ATTEMPTS: i64 = 8;
 /// Writes the events that at least one webhook wants, and a pending delivery row per webhook.
 /// Returns how many deliveries were queued.
 pub async fn enqueue(
-    tx: &mut Transaction<'static, Sqlite>,
+    conn: &mut SqliteConnection,
     events: &[OutboxEvent],
     hooks: &WebhookCache,
 ) -> Result<usize, StoreError> {
@@ -104,11 +104,11 @@ pub async fn enqueue(
                 .bind(ev.action.as_str())
                 .bind(&ev.body)
                 .bind(now)
-                .execute(&mut **tx)
+                .execute(&mut *conn)
                 .await?;
                 wrote_event = true;
             }
-            insert_delivery(tx, &h.name, &ev.id, DEFAULT_MAX_ATTEMPTS, now).await?;
+            insert_delivery(&mut *conn, &h.name, &ev.id, DEFAULT_MAX_ATTEMPTS, now).await?;
             queued += 1;
         }
     }
@@ -116,7 +116,7 @@ pub async fn enqueue(
 }
 
 pub(crate) async fn insert_delivery(
-    tx: &mut Transaction<'static, Sqlite>,
+    conn: &mut SqliteConnection,
     webhook: &str,
     event_id: &str,
     max_attempts: i64,
@@ -132,7 +132,7 @@ pub(crate) async fn insert_delivery(
     .bind(now)
     .bind(now)
     .bind(now)
-    .fetch_one(&mut **tx)
+    .fetch_one(conn)
     .await?;
     Ok(row.get(0))
 }

@@ -1378,3 +1378,51 @@ async fn a_third_party_oci_client_pushes_and_pulls() {
         .unwrap();
     assert_eq!(tags.tags, ["1.0"]);
 }
+
+#[tokio::test]
+async fn concurrent_manifest_puts_fail_and_succeed_independently() {
+    // Puts are group-committed; a bad manifest in a group must fail alone.
+    let s = Server::start().await;
+    let c = client();
+    let cfg = push_blob(&c, &s, "group", b"{}").await;
+    let mut tasks = vec![];
+    for i in 0..40 {
+        let layer = if i % 2 == 0 {
+            cfg.clone()
+        } else {
+            sha256(format!("missing{i}").as_bytes())
+        };
+        let m = json!({"schemaVersion":2,"mediaType":OCI_MANIFEST,
+            "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":cfg,"size":2},
+            "layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":layer,"size":2}],
+            "annotations":{"i":i.to_string()}});
+        let url = s.url(&format!("/v2/group/manifests/t{i}"));
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            c.put(url)
+                .header("content-type", OCI_MANIFEST)
+                .body(serde_json::to_vec(&m).unwrap())
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let status = t.await.unwrap();
+        if i % 2 == 0 {
+            assert_eq!(status, 201, "t{i}");
+        } else {
+            assert_eq!(status, 400, "t{i}");
+        }
+    }
+    let v: Value = c
+        .get(s.url("/v2/group/tags/list"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["tags"].as_array().unwrap().len(), 20);
+}
