@@ -46,7 +46,25 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/{*rest}", any(oci::handle))
         .route("/acr/v1/{*name}", delete(delete_repository))
         .nest("/wharf/v1", mgmt::router())
+        .layer(axum::middleware::from_fn(access_log))
         .with_state(state)
+}
+
+/// One line per request at debug level (`WHARF_LOG=wharf_http=debug`): method, path (never the
+/// query, which may carry secrets), status and duration. Server errors are logged at warn.
+async fn access_log(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let start = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    if status >= 500 {
+        tracing::warn!(%method, %path, status, ms, "request failed");
+    } else {
+        tracing::debug!(%method, %path, status, ms, "request");
+    }
+    resp
 }
 
 /// `DELETE /acr/v1/{name}`: deletes a repository with all its manifests and tags, as ACR's

@@ -104,6 +104,14 @@ async fn dispatch(app: &AppState, rest: &str, req: Request) -> Result<Response> 
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         (E::Referrers(repo, d), Method::GET) => referrers(app, &repo, &d, &query).await,
+        (E::InvalidTag(_, _), Method::GET | Method::HEAD | Method::DELETE) => Err(OciError::code(
+            ErrorCode::ManifestUnknown,
+            "manifest unknown",
+        )),
+        (E::InvalidTag(_, t), Method::PUT) => Err(OciError::code(
+            ErrorCode::TagInvalid,
+            format!("tag {t:?} does not match [a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}}"),
+        )),
         _ => Err(OciError::code(
             ErrorCode::Unsupported,
             "method not allowed on this endpoint",

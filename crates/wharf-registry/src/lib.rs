@@ -211,7 +211,8 @@ impl Registry {
                 Digest::of(Algorithm::Sha256, &body)
             }
         };
-        tags.dedup();
+        let mut seen = std::collections::HashSet::new();
+        tags.retain(|t| seen.insert(t.clone()));
         if tags.len() > self.limits.max_tags_per_put {
             return Err(RegistryError::TooManyTags);
         }

@@ -73,13 +73,32 @@ async fn malformed_names_digests_and_tags_are_400_not_500() {
         ),
         ("/v2/a/manifests/sha256:123", "DIGEST_INVALID"),
         ("/v2/Upper/tags/list", "NAME_INVALID"),
-        ("/v2/a/manifests/-tag", "TAG_INVALID"),
         ("/v2/a/referrers/nothex", "DIGEST_INVALID"),
     ] {
         let r = c.get(s.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 400, "{path}");
         assert_eq!(error_code(r).await, code, "{path}");
     }
+    // A reference that is no valid tag can name nothing: reads 404 (the v1.1.1 suite asks
+    // for that), a PUT is refused as TAG_INVALID.
+    let r = c
+        .get(s.url("/v2/a/manifests/.INVALID_MANIFEST_NAME"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
+    let r = c.head(s.url("/v2/a/manifests/-tag")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = c
+        .put(s.url("/v2/a/manifests/-tag"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "TAG_INVALID");
     // Upload PUT with a malformed or missing digest.
     let r = c.post(s.url("/v2/a/blobs/uploads/")).send().await.unwrap();
     let loc = header(&r, "location").unwrap();
