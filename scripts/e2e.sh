@@ -39,6 +39,8 @@ mkdir -p "$WORK/logs" "$WORK/state"
 SERVER_PID=
 SERVER_LOG=$WORK/server.log
 REG=
+WHARF_BIN=     # the wharf binary (E2E_REGISTRY=wharf), also used as the webhook CLI
+RECEIVER_PID=  # the webhook receiver (E2E_REGISTRY=wharf)
 
 # ---------------------------------------------------------------------------
 # cleanup
@@ -46,6 +48,10 @@ REG=
 cleanup() {
   local rc=$?
   set +e
+  if [[ -n $RECEIVER_PID ]]; then
+    kill "$RECEIVER_PID" 2>/dev/null
+    wait "$RECEIVER_PID" 2>/dev/null
+  fi
   if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
     kill "$SERVER_PID" 2>/dev/null
     for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
@@ -304,6 +310,7 @@ start_registry() {
         (cd "$ROOT" && cargo build --release -p wharf)
         bin=$ROOT/target/release/wharf
       fi
+      WHARF_BIN=$bin
       REG=127.0.0.1:$port
       mkdir -p "$WORK/data"
       # shellcheck disable=SC2086
@@ -750,12 +757,225 @@ t_helm_pull() {
 # ---------------------------------------------------------------------------
 # 5. webhooks
 # ---------------------------------------------------------------------------
-# HOOK POINT for the webhook checks: called once, after all pushes above.
-# Available: $REG (host:port), $WORK, $SERVER_LOG, and $WORK/pushes.tsv with one
-# line per successful push: repository<TAB>tag<TAB>manifest digest<TAB>client.
-# Use `check "name" some_function` to add checks. No-op for now.
+# Wharf only. Right after the registry starts, webhook_setup starts a receiver (a small
+# Python HTTP server appending each POST body as a JSON line to $WORK/hooks/events.jsonl) and
+# creates a webhook for push and delete with the `wharf webhook` CLI. webhook_checks runs after
+# all pushes: $WORK/pushes.tsv has one line per successful push
+# (repository<TAB>tag<TAB>manifest digest<TAB>client).
+HOOKS=$WORK/hooks
+HOOK_NAME=e2ehook
+HOOK_SECRET="Bearer e2e-secret-$RUN_ID"
+
+wh() { timeout "$CMD_TIMEOUT" "$WHARF_BIN" webhook --server "http://$REG" "$@"; }
+
+start_receiver() {
+  mkdir -p "$HOOKS"
+  cat >"$HOOKS/receiver.py" <<'EOF'
+import http.server, json, sys, threading
+events, requests, portfile = sys.argv[1:4]
+lock = threading.Lock()
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        meta = {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}}
+        with lock:
+            with open(events, "ab") as f:
+                f.write(body.replace(b"\n", b" ") + b"\n")
+            with open(requests, "a") as f:
+                f.write(json.dumps(meta) + "\n")
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+with open(portfile + ".tmp", "w") as f:
+    f.write(str(srv.server_address[1]))
+import os
+os.rename(portfile + ".tmp", portfile)
+srv.serve_forever()
+EOF
+  : >"$HOOKS/events.jsonl"
+  : >"$HOOKS/requests.jsonl"
+  python3 "$HOOKS/receiver.py" "$HOOKS/events.jsonl" "$HOOKS/requests.jsonl" "$HOOKS/port" \
+    >"$WORK/logs/receiver.log" 2>&1 &
+  RECEIVER_PID=$!
+  local deadline=$((SECONDS + 15))
+  until [[ -s $HOOKS/port ]]; do
+    kill -0 "$RECEIVER_PID" 2>/dev/null || { echo "e2e: webhook receiver exited" >&2; cat "$WORK/logs/receiver.log" >&2; exit 1; }
+    ((SECONDS < deadline)) || { echo "e2e: webhook receiver did not start" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "e2e: webhook receiver at http://127.0.0.1:$(cat "$HOOKS/port")/hooks/e2e"
+}
+
+t_hook_create() {
+  local out=$WORK/hook-create.json
+  wh create -n "$HOOK_NAME" --uri "http://127.0.0.1:$(cat "$HOOKS/port")/hooks/e2e?token=q-$RUN_ID" \
+    --actions push delete --headers "Authorization=$HOOK_SECRET" >"$out"
+  cat "$out"
+  assert_eq "$(pyj "$out" 'd["name"]')" "$HOOK_NAME" "name"
+  assert_eq "$(pyj "$out" 'd["actions"]')" $'push\ndelete' "actions"
+  assert_eq "$(pyj "$out" 'd["status"]')" enabled "status"
+  ! grep -q "$RUN_ID" "$out" || die "create printed a secret"
+  wh show -n "$HOOK_NAME" >"$WORK/hook-show.json"
+  ! grep -q "$RUN_ID" "$WORK/hook-show.json" || die "show printed a secret"
+  wh get-config -n "$HOOK_NAME" >"$WORK/hook-config.json"
+  assert_eq "$(pyj "$WORK/hook-config.json" 'd["customHeaders"]["Authorization"]')" "$HOOK_SECRET" "get-config header"
+}
+
+webhook_setup() {
+  [[ $MODE == wharf ]] || return 0
+  section "webhooks (setup)"
+  start_receiver
+  step "wharf webhook create --actions push delete" t_hook_create
+}
+
+# hookcheck MODE ARGS...: assertions over the received events; exit 1 with the reason.
+hookcheck() {
+  python3 - "$@" <<'EOF'
+import json, re, sys
+mode, args = sys.argv[1], sys.argv[2:]
+def jsonl(path):
+    return [json.loads(l) for l in open(path) if l.strip()]
+events = jsonl(args[0]) if mode != "history" else None
+GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z$")
+
+def common(e, keys):
+    assert set(e) == keys, f"keys {sorted(e)} != {sorted(keys)}: {e}"
+    assert GUID.match(e["id"]), e
+    assert TS.match(e["timestamp"]), e
+
+if mode == "pushes":  # EVENTS PUSHES REG CLIENT (CLIENT '!skopeo' = every other client)
+    pushes, reg, client = args[1], args[2], args[3]
+    want = [l.rstrip("\n").split("\t") for l in open(pushes) if l.strip()]
+    want = [w for w in want if (w[3] != client[1:] if client.startswith("!") else w[3] == client)]
+    assert want, f"no pushes by {client} recorded"
+    missing = []
+    for repo, tag, digest, who in want:
+        found = [e for e in events if e.get("action") == "push" and e["target"].get("repository") == repo
+                 and e["target"].get("tag") == tag and e["target"].get("digest") == digest]
+        if not found:
+            missing.append(f"{repo}:{tag}@{digest} ({who})")
+            continue
+        e = found[0]
+        common(e, {"id", "timestamp", "action", "target", "request"})
+        t, r = e["target"], e["request"]
+        assert set(t) == {"mediaType", "size", "digest", "length", "repository", "tag"}, e
+        assert t["size"] == t["length"] and t["size"] > 0, e
+        assert "manifest" in t["mediaType"] or "index" in t["mediaType"], e
+        assert set(r) >= {"id", "host", "method"} and GUID.match(r["id"]), e
+        assert r["method"] == "PUT" and r["host"] == reg, e
+        assert r.get("useragent"), f"no useragent: {e}"
+        print(f"ok {repo}:{tag} {digest} id={e['id']} ua={r['useragent']!r}")
+    if missing:
+        sys.exit("no push event (yet) for: " + ", ".join(missing))
+elif mode == "delete":  # EVENTS REPO DIGEST
+    repo, digest = args[1], args[2]
+    found = [e for e in events if e.get("action") == "delete" and e["target"].get("digest") == digest]
+    if not found:
+        sys.exit(f"no delete event (yet) for {repo}@{digest}")
+    e = found[0]
+    common(e, {"id", "timestamp", "action", "target", "request"})
+    assert set(e["target"]) == {"mediaType", "digest", "repository"}, e
+    assert e["target"]["repository"] == repo and e["request"]["method"] == "DELETE", e
+    print("ok", json.dumps(e))
+elif mode == "ping":  # EVENTS ID
+    found = [e for e in events if e.get("id") == args[1]]
+    if not found:
+        sys.exit(f"no ping {args[1]} (yet)")
+    common(found[0], {"id", "timestamp", "action"})
+    assert found[0]["action"] == "ping", found
+    print("ok", json.dumps(found[0]))
+elif mode == "headers":  # REQUESTS SECRET
+    reqs = events
+    assert reqs, "no requests"
+    for q in reqs:
+        h = q["headers"]
+        assert q["path"].startswith("/hooks/e2e?token="), q
+        assert h.get("content-type") == "application/json", h
+        assert h.get("user-agent", "").startswith("Wharf/"), h
+        assert h.get("authorization") == args[1], "custom header not sent"
+    print(f"ok {len(reqs)} requests")
+elif mode == "history":  # LIST-EVENTS-JSON PING-ID EVENTS
+    hist = json.load(open(args[0]))
+    received = {e["id"] for e in jsonl(args[2])}
+    ping = [h for h in hist if h["id"] == args[1]]
+    assert ping, f"ping {args[1]} not in list-events"
+    assert ping[0]["eventRequestMessage"]["content"]["action"] == "ping", ping
+    assert ping[0]["eventResponseMessage"]["statusCode"] == "200", ping
+    pushes = [h for h in hist if h["eventRequestMessage"]["content"].get("action") == "push"]
+    assert pushes, "no push in list-events"
+    for h in pushes + ping:
+        assert h["id"] in received, f"{h['id']} listed but never received"
+        assert h["eventResponseMessage"]["statusCode"] == "200", h
+        assert h["eventRequestMessage"]["headers"].get("Authorization") == "******", h
+        assert h["eventRequestMessage"]["requestUri"].endswith("/******"), h
+    print(f"ok {len(pushes)} push and 1 ping attempts listed")
+EOF
+}
+
+# until_ok SECS CMD...: retry CMD (events are delivered asynchronously) until it passes.
+until_ok() {
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.5
+  done
+}
+
+t_hook_skopeo_pushes() {
+  until_ok 30 hookcheck pushes "$HOOKS/events.jsonl" "$WORK/pushes.tsv" "$REG" skopeo
+}
+
+t_hook_other_pushes() {
+  until_ok 30 hookcheck pushes "$HOOKS/events.jsonl" "$WORK/pushes.tsv" "$REG" '!skopeo'
+}
+
+t_hook_delete() {
+  until_ok 30 hookcheck delete "$HOOKS/events.jsonl" e2e/umoci "$(get layout_v3)"
+}
+
+t_hook_headers() {
+  hookcheck headers "$HOOKS/requests.jsonl" "$HOOK_SECRET"
+}
+
+t_hook_ping() {
+  wh ping -n "$HOOK_NAME" >"$WORK/hook-ping.json"
+  cat "$WORK/hook-ping.json"
+  local id
+  id=$(pyj "$WORK/hook-ping.json" 'd["id"]')
+  put hook_ping "$id"
+  until_ok 15 hookcheck ping "$HOOKS/events.jsonl" "$id"
+}
+
+t_hook_list_events() {
+  local out=$WORK/hook-events.json
+  # history is written in batches just after delivery: give it a moment
+  until_ok 15 eval 'wh list-events -n "$HOOK_NAME" --top 1000 >"$out" &&
+    hookcheck history "$out" "$(get hook_ping)" "$HOOKS/events.jsonl"'
+  ! grep -q "$RUN_ID" "$out" || die "list-events printed a secret"
+  wh list-events -n "$HOOK_NAME" -o table | tee "$WORK/hook-events.txt"
+  grep -qE "^$(get hook_ping) +ping +200 OK" "$WORK/hook-events.txt" || die "ping missing from the table"
+  grep -qE " push +e2e/umoci:v1 +200 OK" "$WORK/hook-events.txt" || die "push of e2e/umoci:v1 missing from the table"
+}
+
 webhook_checks() {
-  :
+  if [[ $MODE != wharf ]]; then
+    echo "INFO webhook checks run against Wharf only (E2E_REGISTRY=$MODE)"
+    return 0
+  fi
+  check "ACR push event per skopeo push (repo:tag, digest, shape)" t_hook_skopeo_pushes
+  check "ACR push event per podman/buildah/oras push" t_hook_other_pushes
+  check "ACR delete event for skopeo delete" t_hook_delete
+  check "deliveries: Content-Type, User-Agent, custom header" t_hook_headers
+  step "wharf webhook ping, and the ping arrives" t_hook_ping
+  check "wharf webhook list-events shows the ping and the pushes" t_hook_list_events
 }
 
 # ---------------------------------------------------------------------------
@@ -764,6 +984,7 @@ webhook_checks() {
 ensure_deps
 setup_clients
 start_registry
+webhook_setup
 
 mkdir -p "$O"
 echo "a note from the wharf e2e test $RUN_ID" >"$O/note.txt"

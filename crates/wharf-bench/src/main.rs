@@ -1,12 +1,16 @@
 //! `wharf-bench`: a load generator for any OCI distribution-spec registry.
 //!
-//! It speaks only the public `/v2/` API (no Wharf-specific endpoints), so the
-//! same run can be pointed at Wharf and at CNCF Distribution and the figures
-//! compared. `wharf-bench run` drives one registry through a list of
+//! `run` speaks only the public `/v2/` API (no Wharf-specific endpoints), so
+//! the same run can be pointed at Wharf and at CNCF Distribution and the
+//! figures compared. `wharf-bench run` drives one registry through a list of
 //! scenarios and prints, per scenario, one JSON line on stdout (machine
 //! readable, see [`emit`]) and one human-readable line on stderr.
 //! `wharf-bench table` turns JSON lines from several runs into a side-by-side
 //! comparison table; `scripts/bench/registry.sh` uses both.
+//! `wharf-bench webhooks …` measures event delivery (latency, throughput,
+//! isolation from a hanging endpoint, durability across `kill -9`) with an
+//! embedded receiver; see the [`webhooks`] module and
+//! `scripts/bench/webhooks.sh`.
 //!
 //! Scenarios:
 //! - `push-monolithic`, `push-streamed`, `push-chunked`: blob upload MiB/s
@@ -41,6 +45,8 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
+mod webhooks;
+
 const OCTET: &str = "application/octet-stream";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -62,6 +68,8 @@ enum Cmd {
     Run(RunArgs),
     /// Compare JSON result lines from several runs in one table.
     Table(TableArgs),
+    /// Webhook delivery benchmarks (latency, throughput, isolation, crash).
+    Webhooks(webhooks::WebhooksArgs),
 }
 
 #[derive(Args)]
@@ -234,6 +242,10 @@ fn main() -> Result<()> {
             std::process::exit(code);
         }
         Cmd::Table(args) => table(&args),
+        Cmd::Webhooks(args) => {
+            let code = webhooks::main(args)?;
+            std::process::exit(code);
+        }
     }
 }
 
@@ -1438,7 +1450,7 @@ mod tests {
         argv.extend_from_slice(extra);
         match Cli::parse_from(argv).cmd {
             Cmd::Run(args) => Ctx::new(args).unwrap(),
-            Cmd::Table(_) => unreachable!(),
+            Cmd::Table(_) | Cmd::Webhooks(_) => unreachable!(),
         }
     }
 

@@ -2,13 +2,19 @@
 //! concurrency (overall and per webhook, DESIGN invariant 5), and records every attempt.
 //!
 //! One loop claims; each claimed delivery is sent on its own task; one recorder task writes
-//! results in batches. A new event wakes the loop at once through the store's signal; retries
-//! that come due are found by a periodic poll.
+//! results in batches. A new event wakes the loop at once through the store's signal, and so
+//! does a recorded batch (a retry due at once, or room freed under a webhook's cap); retries
+//! that come due later are found by a periodic poll.
+//!
+//! Ordering: each webhook's rows are claimed oldest first, but up to `per_webhook_concurrency`
+//! of them are in flight at once and a failed one is retried later, so receivers see no
+//! ordering guarantee (neither does ACR's); they can order by the event `timestamp`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use wharf_store::Store;
 use wharf_store::hooks::{AttemptRecord, Claimed, Outcome};
@@ -28,6 +34,8 @@ pub(crate) struct Dispatcher {
     inflight: Arc<Mutex<HashMap<String, usize>>>,
     slots: Arc<Semaphore>,
     freed: Arc<Notify>,
+    /// Lease owner id of this process.
+    instance: Arc<str>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -38,7 +46,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Dispatcher {
-    pub(crate) fn new(store: Store, sender: Sender, config: HooksConfig) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        sender: Sender,
+        config: HooksConfig,
+        instance: Arc<str>,
+    ) -> Self {
         let slots = Arc::new(Semaphore::new(config.max_concurrency));
         Dispatcher {
             store,
@@ -47,16 +60,25 @@ impl Dispatcher {
             inflight: Arc::default(),
             slots,
             freed: Arc::new(Notify::new()),
+            instance,
         }
     }
 
     /// Runs until `stop` is notified. In-flight attempts finish and are recorded first.
     pub(crate) async fn run(self, stop: Arc<Notify>) {
+        let stopped = stop.notified();
+        tokio::pin!(stopped);
+        stopped.as_mut().enable();
+        match self.store.recover_deliveries(&self.instance).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(count = n, "resuming deliveries interrupted by a restart"),
+            Err(e) => tracing::error!(error = %e, "recovering interrupted deliveries failed"),
+        }
         let (tx, rx) = mpsc::unbounded_channel::<(AttemptRecord, Outcome)>();
-        let recorder = tokio::spawn(record_loop(self.store.clone(), rx));
+        let recorder = tokio::spawn(record_loop(self.store.clone(), rx, self.freed.clone()));
         let signal = self.store.outbox_signal.clone();
-        // Lease: long enough to cover an attempt and its recording; a crashed process's
-        // claims come back after it.
+        // Lease: long enough to cover an attempt and its recording. Another process's claims
+        // come back when it runs out; this server's own, from before a restart, at start.
         let lease_ms = (self.config.timeout.as_millis() as i64) * 2 + 30_000;
         loop {
             let free = self.slots.available_permits();
@@ -67,7 +89,11 @@ impl Dispatcher {
                     self.config.per_webhook_concurrency.saturating_sub(used)
                 };
                 let want = free.min(512);
-                match self.store.claim_due(want, &per_webhook, lease_ms).await {
+                match self
+                    .store
+                    .claim_due(want, &per_webhook, lease_ms, &self.instance)
+                    .await
+                {
                     Ok(claimed) => {
                         full_batch = claimed.len() == want;
                         for c in claimed {
@@ -81,13 +107,17 @@ impl Dispatcher {
                 }
             }
             if full_batch {
+                // More may be due at once; but a steady backlog must not keep us from stopping.
+                if stopped.as_mut().now_or_never().is_some() {
+                    break;
+                }
                 continue;
             }
             tokio::select! {
+                _ = &mut stopped => break,
                 _ = signal.notified() => {}
                 _ = self.freed.notified() => {}
                 _ = tokio::time::sleep(POLL) => {}
-                _ = stop.notified() => break,
             }
         }
         // Wait for in-flight sends, then for their results to be written.
@@ -114,10 +144,11 @@ impl Dispatcher {
             let res = sender.send(&c).await;
             let outcome = if res.success {
                 Outcome::Delivered
-            } else if c.attempt >= c.max_attempts {
+            } else if c.max_attempts.is_some_and(|m| c.round_attempt >= m) {
                 Outcome::Failed
             } else {
-                match policy.next_delay(c.attempt as usize, res.retry_after, fastrand::f64()) {
+                let n = usize::try_from(c.round_attempt).unwrap_or(usize::MAX);
+                match policy.next_delay(n, res.retry_after, fastrand::f64()) {
                     Some(d) => {
                         Outcome::Retry(chrono::Utc::now().timestamp_millis() + d.as_millis() as i64)
                     }
@@ -143,7 +174,11 @@ impl Dispatcher {
     }
 }
 
-async fn record_loop(store: Store, mut rx: mpsc::UnboundedReceiver<(AttemptRecord, Outcome)>) {
+async fn record_loop(
+    store: Store,
+    mut rx: mpsc::UnboundedReceiver<(AttemptRecord, Outcome)>,
+    recorded: Arc<Notify>,
+) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -161,5 +196,7 @@ async fn record_loop(store: Store, mut rx: mpsc::UnboundedReceiver<(AttemptRecor
             delay = (delay * 2).min(Duration::from_secs(10));
         }
         batch.clear();
+        // The rows just released may be due again already (a retry scheduled at once).
+        recorded.notify_one();
     }
 }

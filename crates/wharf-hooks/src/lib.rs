@@ -31,6 +31,8 @@ pub enum HooksError {
     NotFound(String),
     #[error("webhook {0} already exists")]
     Conflict(String),
+    #[error("status: webhook {0} is disabled; enable it before redelivering")]
+    Disabled(String),
     #[error("internal error")]
     Internal(#[from] StoreError),
 }
@@ -78,6 +80,8 @@ pub struct Hooks {
     sender: Sender,
     config: HooksConfig,
     stop: Arc<Notify>,
+    /// This process's id as a lease owner in the delivery queue.
+    instance: Arc<str>,
 }
 
 pub type Result<T, E = HooksError> = std::result::Result<T, E>;
@@ -114,11 +118,30 @@ fn validate_actions(actions: &[String]) -> Result<Vec<WebhookAction>> {
     Ok(out)
 }
 
+/// Headers that describe the connection or the message framing: the HTTP client sets them,
+/// and a custom value would corrupt the request (a wrong `Content-Length`) or be dropped.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "host",
+];
+
 fn validate_headers(h: &BTreeMap<String, String>) -> Result<()> {
     for (k, v) in h {
         if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
             return Err(HooksError::Invalid(format!(
                 "customHeaders: {k:?} is not a valid header name"
+            )));
+        }
+        if RESERVED_HEADERS.iter().any(|r| r.eq_ignore_ascii_case(k)) {
+            return Err(HooksError::Invalid(format!(
+                "customHeaders: {k:?} cannot be set, the HTTP client controls it"
             )));
         }
         if reqwest::header::HeaderValue::from_str(v).is_err() {
@@ -143,6 +166,7 @@ impl Hooks {
             sender,
             config,
             stop: Arc::new(Notify::new()),
+            instance: uuid::Uuid::new_v4().to_string().into(),
         })
     }
 
@@ -152,11 +176,15 @@ impl Hooks {
 
     /// Starts the dispatcher and the history pruner. The returned handle finishes once
     /// [`Hooks::shutdown`] was called and in-flight attempts are recorded.
+    ///
+    /// Deliveries a previous run of the server had claimed but not finished (it crashed
+    /// mid-attempt) are taken back first and sent again, with the same event id and bytes.
     pub fn start(&self) -> tokio::task::JoinHandle<()> {
         let d = dispatcher::Dispatcher::new(
             self.store.clone(),
             self.sender.clone(),
             self.config.clone(),
+            self.instance.clone(),
         );
         let stop = self.stop.clone();
         let store = self.store.clone();
@@ -298,13 +326,17 @@ impl Hooks {
         let rec = self.get(name).await?;
         let id = uuid::Uuid::new_v4().to_string();
         let body = Event::ping(id.clone(), chrono::Utc::now()).to_bytes();
-        let delivery_id = self.store.create_ping(&rec.name, &id, &body).await?;
+        let delivery_id = self
+            .store
+            .create_ping(&rec.name, &id, &body, &self.instance)
+            .await?;
         let claimed = Claimed {
             delivery_id,
             webhook: rec.name.clone(),
             event_id: id.clone(),
             attempt: 1,
-            max_attempts: 1,
+            round_attempt: 1,
+            max_attempts: Some(1),
             body,
             service_uri: rec.service_uri,
             custom_headers: rec.custom_headers,
@@ -319,27 +351,34 @@ impl Hooks {
         Ok(id)
     }
 
-    /// One page of a webhook's history, newest first.
+    /// One page of a webhook's history, newest first: attempts older than `before` (the id
+    /// of the last entry of the previous page), or the newest.
     pub async fn list_events(
         &self,
         name: &str,
-        offset: i64,
+        before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<wharf_store::hooks::HistoryEntry>> {
         let rec = self.get(name).await?;
-        Ok(self.store.list_history(&rec.name, offset, limit).await?)
+        Ok(self.store.list_history(&rec.name, before, limit).await?)
     }
 
-    /// Queues one event again (`event_id`), or every failed delivery of the webhook.
+    /// Queues one event again (`event_id`), or every failed delivery of the webhook. A
+    /// disabled webhook refuses: its deliveries would only be cancelled again.
     pub async fn redeliver(&self, name: &str, event_id: Option<&str>) -> Result<u64> {
         let rec = self.get(name).await?;
-        if let Some(e) = event_id {
-            if !self.store.has_delivery(&rec.name, e).await? {
-                return Err(HooksError::Invalid(format!(
-                    "eventId: no event {e} for webhook {}",
-                    rec.name
-                )));
-            }
+        if rec.status == WebhookStatus::Disabled {
+            return Err(HooksError::Disabled(rec.name));
+        }
+        let unknown = match event_id {
+            Some(e) => (!self.store.has_delivery(&rec.name, e).await?).then_some(e),
+            None => None,
+        };
+        if let Some(e) = unknown {
+            return Err(HooksError::Invalid(format!(
+                "eventId: no event {e} for webhook {}",
+                rec.name
+            )));
         }
         let n = self.store.redeliver(&rec.name, event_id).await?;
         if n > 0 {

@@ -121,3 +121,133 @@ pub fn event_json(h: &HistoryEntry) -> Value {
         "action": h.action,
     })
 }
+
+/// Checks a management request body's JSON types before it is deserialised, so a wrong type
+/// gets a message naming the field (`properties.actions: must be an array of strings`) and
+/// never echoes the value: serde's own messages quote offending strings, and a string sent
+/// where `customHeaders` belongs may well be a secret.
+///
+/// `allowed` lists the top-level properties; `properties` (when allowed) is checked against
+/// the webhook property types. Unknown properties are refused, as `deny_unknown_fields` would.
+pub fn check_body(v: &Value, allowed: &[(&str, JsonType)]) -> Result<(), String> {
+    let Some(obj) = v.as_object() else {
+        return Err("request body: must be a JSON object".to_owned());
+    };
+    for (k, val) in obj {
+        let Some((_, ty)) = allowed.iter().find(|(name, _)| name == k) else {
+            let names: Vec<&str> = allowed.iter().map(|(n, _)| *n).collect();
+            return Err(format!(
+                "{k}: unknown property, expected one of {}",
+                names.join(", ")
+            ));
+        };
+        ty.check(k, val)?;
+        if *ty == JsonType::Properties && !val.is_null() {
+            check_body(val, PROPERTIES)
+                .map_err(|e| format!("properties.{}", e.trim_start_matches("request body: ")))?;
+        }
+    }
+    Ok(())
+}
+
+/// The JSON type a management body field must have (`null` is accepted for all: absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonType {
+    String,
+    StringMap,
+    StringArray,
+    Properties,
+}
+
+impl JsonType {
+    fn check(self, field: &str, v: &Value) -> Result<(), String> {
+        let ok = match (self, v) {
+            (_, Value::Null) => true,
+            (JsonType::String, Value::String(_)) => true,
+            (JsonType::StringMap, Value::Object(m)) => m.values().all(Value::is_string),
+            (JsonType::StringArray, Value::Array(a)) => a.iter().all(Value::is_string),
+            (JsonType::Properties, Value::Object(_)) => true,
+            _ => false,
+        };
+        if ok {
+            return Ok(());
+        }
+        let rule = match self {
+            JsonType::String => "must be a string",
+            JsonType::StringMap => "must be an object whose values are strings",
+            JsonType::StringArray => "must be an array of strings",
+            JsonType::Properties => "must be an object",
+        };
+        Err(format!("{field}: {rule}"))
+    }
+}
+
+/// Top-level fields of `WebhookCreateParameters` and `WebhookUpdateParameters` (the latter's
+/// `location` is accepted here so that changing it gets its own clear error).
+pub const WEBHOOK_PARAMETERS: &[(&str, JsonType)] = &[
+    ("location", JsonType::String),
+    ("tags", JsonType::StringMap),
+    ("properties", JsonType::Properties),
+];
+
+const PROPERTIES: &[(&str, JsonType)] = &[
+    ("serviceUri", JsonType::String),
+    ("customHeaders", JsonType::StringMap),
+    ("status", JsonType::String),
+    ("scope", JsonType::String),
+    ("actions", JsonType::StringArray),
+];
+
+/// The body of Wharf's redeliver action.
+pub const REDELIVER_PARAMETERS: &[(&str, JsonType)] = &[("eventId", JsonType::String)];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_check_names_the_field_and_hides_the_value() {
+        let cases = [
+            (json!([1]), "request body: must be a JSON object"),
+            (
+                json!({"tags": "x"}),
+                "tags: must be an object whose values are strings",
+            ),
+            (
+                json!({"nope": 1}),
+                "nope: unknown property, expected one of location, tags, properties",
+            ),
+            (
+                json!({"properties": {"customHeaders": "Bearer s3cret"}}),
+                "properties.customHeaders: must be an object whose values are strings",
+            ),
+            (
+                json!({"properties": {"customHeaders": {"A": 1}}}),
+                "properties.customHeaders: must be an object whose values are strings",
+            ),
+            (
+                json!({"properties": {"actions": "push"}}),
+                "properties.actions: must be an array of strings",
+            ),
+            (
+                json!({"properties": {"serviceUri": 1}}),
+                "properties.serviceUri: must be a string",
+            ),
+            (json!({"properties": []}), "properties: must be an object"),
+            (
+                json!({"properties": {"x": 1}}),
+                "properties.x: unknown property, expected one of serviceUri, customHeaders, status, scope, actions",
+            ),
+        ];
+        for (v, want) in cases {
+            assert_eq!(
+                check_body(&v, WEBHOOK_PARAMETERS),
+                Err(want.to_owned()),
+                "{v}"
+            );
+        }
+        let ok = json!({"location": null, "tags": {"a": "b"}, "properties": {"serviceUri": "http://x",
+            "customHeaders": {}, "status": "enabled", "scope": "", "actions": ["push"]}});
+        assert_eq!(check_body(&ok, WEBHOOK_PARAMETERS), Ok(()));
+    }
+}

@@ -10,7 +10,10 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 use wharf_hooks::HooksError;
-use wharf_hooks::model::{WebhookCreate, WebhookUpdate, event_json, webhook_json};
+use wharf_hooks::model::{
+    JsonType, REDELIVER_PARAMETERS, WEBHOOK_PARAMETERS, WebhookCreate, WebhookUpdate, check_body,
+    event_json, webhook_json,
+};
 
 use crate::AppState;
 
@@ -47,6 +50,9 @@ fn err(e: HooksError) -> Response {
             arm_error(StatusCode::NOT_FOUND, "ResourceNotFound", &e.to_string())
         }
         HooksError::Conflict(_) => arm_error(StatusCode::CONFLICT, "Conflict", &e.to_string()),
+        HooksError::Disabled(_) => {
+            arm_error(StatusCode::CONFLICT, "WebhookDisabled", &e.to_string())
+        }
         HooksError::Internal(inner) => {
             tracing::error!(error = %inner, "webhook management failed");
             arm_error(
@@ -58,19 +64,33 @@ fn err(e: HooksError) -> Response {
     }
 }
 
-/// Parses a JSON body; an empty body is the type's default.
-fn body<T: for<'de> Deserialize<'de> + Default>(b: &Bytes) -> Result<T, Response> {
+/// Parses a JSON body whose fields have the types in `shape`; an empty body is the type's
+/// default.
+///
+/// serde's data errors quote the offending value (`invalid type: string "Bearer …"`), and
+/// the value may be a secret, so types are checked first by [`check_body`], whose messages
+/// name the field and the rule only. Syntax errors give a position, never content.
+/// The error is the message for [`bad_body`].
+fn body<T: for<'de> Deserialize<'de> + Default>(
+    b: &Bytes,
+    shape: &[(&str, JsonType)],
+) -> Result<T, String> {
     if b.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(b).map_err(|e| {
-        // serde's message names the field or position; it never echoes values of strings.
-        arm_error(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequestContent",
-            &format!("request body: {}", e),
+    let v: serde_json::Value = serde_json::from_slice(b).map_err(|e| {
+        format!(
+            "request body: not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
         )
-    })
+    })?;
+    check_body(&v, shape)?;
+    serde_json::from_value(v).map_err(|_| "request body: does not match the expected shape".into())
+}
+
+fn bad_body(message: &str) -> Response {
+    arm_error(StatusCode::BAD_REQUEST, "InvalidRequestContent", message)
 }
 
 async fn list(State(app): State<AppState>) -> Response {
@@ -89,9 +109,9 @@ async fn show(State(app): State<AppState>, Path(name): Path<String>) -> Response
 }
 
 async fn create(State(app): State<AppState>, Path(name): Path<String>, b: Bytes) -> Response {
-    let p: WebhookCreate = match body(&b) {
+    let p: WebhookCreate = match body(&b, WEBHOOK_PARAMETERS) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(m) => return bad_body(&m),
     };
     match app.hooks.create(&name, p).await {
         Ok(w) => (StatusCode::CREATED, axum::Json(webhook_json(&w))).into_response(),
@@ -100,9 +120,9 @@ async fn create(State(app): State<AppState>, Path(name): Path<String>, b: Bytes)
 }
 
 async fn update(State(app): State<AppState>, Path(name): Path<String>, b: Bytes) -> Response {
-    let p: WebhookUpdate = match body(&b) {
+    let p: WebhookUpdate = match body(&b, WEBHOOK_PARAMETERS) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(m) => return bad_body(&m),
     };
     match app.hooks.update(&name, p).await {
         Ok(w) => axum::Json(webhook_json(&w)).into_response(),
@@ -132,6 +152,9 @@ async fn get_config(State(app): State<AppState>, Path(name): Path<String>) -> Re
     }
 }
 
+/// List-events paging, ARM style: `$top` is the page size; `$skipToken` is opaque to clients
+/// (it is the id of the last attempt of the previous page, so pages stay stable while new
+/// attempts are recorded) and comes from `nextLink`.
 #[derive(Deserialize)]
 struct Page {
     #[serde(rename = "$top")]
@@ -149,16 +172,15 @@ async fn list_events(
     Query(p): Query<Page>,
 ) -> Response {
     let top = p.top.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-    let skip = p.skip.unwrap_or(0).max(0);
-    match app.hooks.list_events(&name, skip, top + 1).await {
+    match app.hooks.list_events(&name, p.skip, top + 1).await {
         Ok(mut entries) => {
             let more = entries.len() as i64 > top;
             entries.truncate(top as usize);
             let mut out = json!({ "value": entries.iter().map(event_json).collect::<Vec<_>>() });
-            if more {
+            if let Some(last) = entries.last().filter(|_| more) {
                 out["nextLink"] = json!(format!(
                     "/wharf/v1/webhooks/{name}/listEvents?$top={top}&$skipToken={}",
-                    skip + top
+                    last.id
                 ));
             }
             axum::Json(out).into_response()
@@ -174,9 +196,9 @@ struct Redeliver {
 }
 
 async fn redeliver(State(app): State<AppState>, Path(name): Path<String>, b: Bytes) -> Response {
-    let r: Redeliver = match body(&b) {
+    let r: Redeliver = match body(&b, REDELIVER_PARAMETERS) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(m) => return bad_body(&m),
     };
     match app.hooks.redeliver(&name, r.event_id.as_deref()).await {
         Ok(n) => axum::Json(json!({ "redelivered": n })).into_response(),

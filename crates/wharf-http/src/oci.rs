@@ -124,7 +124,7 @@ struct Query(Vec<(String, String)>);
 
 impl Query {
     fn parse(q: Option<&str>) -> Self {
-        Query(q.map(|q| url_pairs(q)).unwrap_or_default())
+        Query(q.map(url_pairs).unwrap_or_default())
     }
 
     fn get(&self, k: &str) -> Option<&str> {
@@ -448,10 +448,9 @@ async fn put_manifest(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
+        && len > limit
     {
-        if len > limit {
-            return Err(too_large(limit));
-        }
+        return Err(too_large(limit));
     }
     let body = tokio::time::timeout(
         MANIFEST_BODY_TIMEOUT,
@@ -495,10 +494,11 @@ async fn put_manifest(
         ],
     )
         .into_response();
-    if let Some(s) = out.subject {
-        if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
-            resp.headers_mut().insert(OCI_SUBJECT, v);
-        }
+    if let Some(v) = out
+        .subject
+        .and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
+    {
+        resp.headers_mut().insert(OCI_SUBJECT, v);
     }
     if tagged_by_query {
         for t in &out.tags {

@@ -118,11 +118,7 @@ impl Registry {
     ) -> Result<u64> {
         let s = self.session(repo, id).await?;
         let mut st = s.lock().await;
-        if let Some((start, end)) = range {
-            if start != st.offset || end < start {
-                return Err(RegistryError::RangeNotSatisfiable { offset: st.offset });
-            }
-        }
+        check_range(range, st.offset)?;
         let expected = range.map(|(a, b)| b - a + 1);
         self.append(id, &mut st, body, expected).await?;
         Ok(st.offset)
@@ -217,11 +213,7 @@ impl Registry {
             Err(e) => return Err(e),
         };
         let mut st = s.lock().await;
-        if let Some((start, end)) = range {
-            if start != st.offset || end < start {
-                return Err(RegistryError::RangeNotSatisfiable { offset: st.offset });
-            }
-        }
+        check_range(range, st.offset)?;
         if st.hasher.is_some() && st.algorithm != digest.algorithm() {
             st.hasher = None;
         }
@@ -280,6 +272,16 @@ impl Registry {
             self.sessions().remove(id);
         }
         Ok(stale.len())
+    }
+}
+
+/// A chunk must start exactly at the session's offset (DESIGN invariant 2).
+fn check_range(range: Option<(u64, u64)>, offset: u64) -> Result<()> {
+    match range {
+        Some((start, end)) if start != offset || end < start => {
+            Err(RegistryError::RangeNotSatisfiable { offset })
+        }
+        _ => Ok(()),
     }
 }
 

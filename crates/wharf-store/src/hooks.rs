@@ -1,9 +1,12 @@
 //! Webhook definitions, the delivery queue and the delivery history.
 //!
 //! The queue is the `deliveries` table (DESIGN invariant 4): a worker claims due rows by
-//! setting `lease_until`, so rows claimed by a process that died come back when the lease
-//! runs out. Attempt results are written in batches, one transaction per batch, so the
-//! history costs one fsync per batch rather than one per delivery.
+//! setting `lease_until` and `lease_owner`, so rows claimed by a process that died come back
+//! when the lease runs out, or at once when the same (single-node) server starts again.
+//! Claiming walks the enabled webhooks and takes each one's oldest due rows, up to its free
+//! concurrency, so a webhook with a large backlog cannot hide another webhook's rows.
+//! Attempt results are written in batches, one transaction per batch, so the history costs one
+//! fsync per batch rather than one per delivery.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +14,7 @@ use sqlx::Row;
 use wharf_core::{Scope, WebhookAction, WebhookStatus};
 
 use crate::meta::now_ms;
-use crate::outbox::{DEFAULT_MAX_ATTEMPTS, HookSnapshot, insert_delivery};
+use crate::outbox::{HookSnapshot, insert_delivery};
 use crate::{Store, StoreError};
 
 /// A webhook definition as stored, secrets included. Only the management layer's get-config
@@ -36,9 +39,13 @@ pub struct Claimed {
     pub delivery_id: i64,
     pub webhook: String,
     pub event_id: String,
-    /// The number of this attempt (1 for the first).
+    /// The number of this attempt (1 for the first), counted over the delivery's life.
     pub attempt: i64,
-    pub max_attempts: i64,
+    /// The number of this attempt within the current round (a redelivery starts a new round
+    /// and with it the retry schedule): the retry policy's input.
+    pub round_attempt: i64,
+    /// Attempts allowed per round (1 for a ping); `None`: the retry schedule decides.
+    pub max_attempts: Option<i64>,
     pub body: Vec<u8>,
     pub service_uri: String,
     pub custom_headers: BTreeMap<String, String>,
@@ -88,6 +95,8 @@ pub struct AttemptRecord {
 /// A history entry for list-events: the attempt plus the event content.
 #[derive(Debug, Clone)]
 pub struct HistoryEntry {
+    /// The attempt's row id: list-events pages by it (newest first).
+    pub id: i64,
     pub attempt: AttemptRecord,
     pub outcome: String,
     pub body: Vec<u8>,
@@ -237,73 +246,114 @@ impl Store {
         Ok(res.rows_affected() > 0)
     }
 
-    /// Claims up to `limit` due deliveries, skipping webhooks in `busy` (at their concurrency
-    /// cap) and taking at most `per_webhook` rows of any one webhook. Rows whose webhook is
-    /// gone or disabled are cancelled instead of claimed.
+    /// Claims up to `limit` due deliveries, oldest first, taking at most `per_webhook(name)`
+    /// rows of any one webhook (its free concurrency), and leases them to `owner`.
+    ///
+    /// Each enabled webhook's due rows are read through the `(webhook, next_attempt_at)` index,
+    /// so the cost is one short index range per webhook, whatever the backlog, and a webhook at
+    /// its cap with thousands of due rows does not push other webhooks' rows out of reach.
     pub async fn claim_due(
         &self,
         limit: usize,
         per_webhook: &(dyn Fn(&str) -> usize + Sync),
         lease_ms: i64,
+        owner: &str,
     ) -> Result<Vec<Claimed>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let now = now_ms();
         let mut tx = self.meta.write.begin().await?;
-        let rows = sqlx::query(
-            "SELECT d.id, d.webhook, d.event_id, d.attempts, d.max_attempts, e.body, \
-             w.service_uri, w.custom_headers, w.status \
-             FROM deliveries d JOIN events e ON e.id = d.event_id \
-             LEFT JOIN webhooks w ON w.name = d.webhook \
-             WHERE d.state = 'pending' AND d.next_attempt_at <= ? \
-             AND (d.lease_until IS NULL OR d.lease_until < ?) \
-             ORDER BY d.next_attempt_at LIMIT ?",
+        let hooks = sqlx::query(
+            "SELECT name, service_uri, custom_headers FROM webhooks WHERE status = 'enabled'",
         )
-        .bind(now)
-        .bind(now)
-        .bind((limit * 4) as i64)
         .fetch_all(&mut *tx)
         .await?;
-        let mut taken: BTreeMap<String, usize> = BTreeMap::new();
         let mut out = Vec::new();
-        for r in rows {
-            let id: i64 = r.get(0);
-            let status: Option<String> = r.get(8);
-            if status.as_deref() != Some("enabled") {
-                sqlx::query(
-                    "UPDATE deliveries SET state = 'cancelled', updated_at = ? WHERE id = ?",
-                )
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+        for h in hooks {
+            let webhook: String = h.get(0);
+            let room = per_webhook(&webhook).min(limit);
+            if room == 0 {
                 continue;
             }
-            if out.len() >= limit {
-                continue;
+            let service_uri: String = h.get(1);
+            let custom_headers: BTreeMap<String, String> = from_json(h.get(2));
+            let rows = sqlx::query(
+                "SELECT d.id, d.event_id, d.attempts, d.round_start, d.max_attempts, \
+                 d.next_attempt_at, e.body \
+                 FROM deliveries d JOIN events e ON e.id = d.event_id \
+                 WHERE d.webhook = ? AND d.state = 'pending' AND d.next_attempt_at <= ? \
+                 AND (d.lease_until IS NULL OR d.lease_until < ?) \
+                 ORDER BY d.next_attempt_at, d.id LIMIT ?",
+            )
+            .bind(&webhook)
+            .bind(now)
+            .bind(now)
+            .bind(room as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+            for r in rows {
+                let attempts: i64 = r.get(2);
+                let round_start: i64 = r.get(3);
+                out.push((
+                    r.get::<i64, _>(5),
+                    Claimed {
+                        delivery_id: r.get(0),
+                        webhook: webhook.clone(),
+                        event_id: r.get(1),
+                        attempt: attempts + 1,
+                        round_attempt: attempts - round_start + 1,
+                        max_attempts: r.get(4),
+                        body: r.get(6),
+                        service_uri: service_uri.clone(),
+                        custom_headers: custom_headers.clone(),
+                    },
+                ));
             }
-            let webhook: String = r.get(1);
-            let n = taken.entry(webhook.clone()).or_default();
-            if *n >= per_webhook(&webhook) {
-                continue;
-            }
-            *n += 1;
-            sqlx::query("UPDATE deliveries SET lease_until = ? WHERE id = ?")
+        }
+        // Oldest first across webhooks, then the overall cap.
+        out.sort_by_key(|(due, c)| (*due, c.delivery_id));
+        out.truncate(limit);
+        for (_, c) in &out {
+            sqlx::query("UPDATE deliveries SET lease_until = ?, lease_owner = ? WHERE id = ?")
                 .bind(now + lease_ms)
-                .bind(id)
+                .bind(owner)
+                .bind(c.delivery_id)
                 .execute(&mut *tx)
                 .await?;
-            out.push(Claimed {
-                delivery_id: id,
-                webhook,
-                event_id: r.get(2),
-                attempt: r.get::<i64, _>(3) + 1,
-                max_attempts: r.get(4),
-                body: r.get(5),
-                service_uri: r.get(6),
-                custom_headers: from_json(r.get(7)),
-            });
         }
         tx.commit().await?;
-        Ok(out)
+        Ok(out.into_iter().map(|(_, c)| c).collect())
+    }
+
+    /// Run when a dispatcher starts: takes back the leases of rows claimed by earlier
+    /// processes (`owner` is this process's id), so deliveries in flight when the server died
+    /// are sent again at once; and cancels pending rows whose webhook is gone or disabled.
+    ///
+    /// Only correct because the embedded store has a single server process per data
+    /// directory; with several nodes sharing a queue, other nodes' leases must be left to
+    /// expire instead.
+    pub async fn recover_deliveries(&self, owner: &str) -> Result<u64, StoreError> {
+        let mut tx = self.meta.write.begin().await?;
+        let released = sqlx::query(
+            "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL \
+             WHERE state = 'pending' AND lease_until IS NOT NULL \
+             AND (lease_owner IS NULL OR lease_owner != ?)",
+        )
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "UPDATE deliveries SET state = 'cancelled', updated_at = ? \
+             WHERE state = 'pending' AND lease_until IS NULL AND NOT EXISTS \
+             (SELECT 1 FROM webhooks w WHERE w.name = deliveries.webhook AND w.status = 'enabled')",
+        )
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(released)
     }
 
     /// Records attempts and moves their deliveries on, all in one transaction.
@@ -317,11 +367,15 @@ impl Store {
         let now = now_ms();
         let mut tx = self.meta.write.begin().await?;
         for (a, outcome) in batch {
-            sqlx::query(
+            // The delivery may be gone (its webhook was deleted while the attempt was in
+            // flight): then there is nothing to record, and the batch must not fail on the
+            // foreign key, or the recorder would retry it forever.
+            let inserted = sqlx::query(
                 "INSERT INTO attempts (delivery_id, webhook, event_id, attempt, started_at, \
                  duration_ms, request_uri, request_headers, status_code, reason, \
                  response_headers, response_body, error, outcome) \
-                 VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                 SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,? WHERE EXISTS \
+                 (SELECT 1 FROM deliveries WHERE id = ? AND event_id = ?)",
             )
             .bind(a.delivery_id)
             .bind(&a.webhook)
@@ -337,8 +391,14 @@ impl Store {
             .bind(&a.response_body)
             .bind(&a.error)
             .bind(outcome.state())
+            .bind(a.delivery_id)
+            .bind(&a.event_id)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                continue;
+            }
             let next = match outcome {
                 Outcome::Retry(at) => *at,
                 _ => now,
@@ -347,7 +407,7 @@ impl Store {
             sqlx::query(
                 "UPDATE deliveries SET state = CASE WHEN state = 'cancelled' THEN 'cancelled' \
                  ELSE ? END, attempts = ?, next_attempt_at = ?, lease_until = NULL, \
-                 updated_at = ? WHERE id = ?",
+                 lease_owner = NULL, updated_at = ? WHERE id = ?",
             )
             .bind(outcome.state())
             .bind(a.attempt)
@@ -361,13 +421,14 @@ impl Store {
         Ok(())
     }
 
-    /// Writes a ping event and its delivery, already leased to the caller, which sends it at
-    /// once. Pings are tried once.
+    /// Writes a ping event and its delivery, already leased to `owner`, which sends it at
+    /// once. Pings are tried once (a redelivery tries once more).
     pub async fn create_ping(
         &self,
         webhook: &str,
         event_id: &str,
         body: &[u8],
+        owner: &str,
     ) -> Result<i64, StoreError> {
         let now = now_ms();
         let mut tx = self.meta.write.begin().await?;
@@ -377,9 +438,13 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        let id = insert_delivery(&mut tx, webhook, event_id, 1, now).await?;
-        sqlx::query("UPDATE deliveries SET lease_until = ? WHERE id = ?")
+        // A disabled webhook can be pinged, so no status check.
+        let id = insert_delivery(&mut tx, webhook, event_id, Some(1), now, false)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("ping delivery not written".into()))?;
+        sqlx::query("UPDATE deliveries SET lease_until = ?, lease_owner = ? WHERE id = ?")
             .bind(now + 600_000)
+            .bind(owner)
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -387,25 +452,28 @@ impl Store {
         Ok(id)
     }
 
-    /// History of a webhook, newest attempt first.
+    /// History of a webhook, newest attempt first: up to `limit` attempts older than
+    /// `before` (an attempt id from an earlier page), or the newest ones. Paging by id rather
+    /// than by offset keeps later pages stable while new attempts are recorded.
     pub async fn list_history(
         &self,
         webhook: &str,
-        offset: i64,
+        before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
         let rows = sqlx::query(
             "SELECT a.*, e.body, e.action FROM attempts a JOIN events e ON e.id = a.event_id \
-             WHERE a.webhook = ? ORDER BY a.id DESC LIMIT ? OFFSET ?",
+             WHERE a.webhook = ? AND a.id < ? ORDER BY a.id DESC LIMIT ?",
         )
         .bind(webhook)
+        .bind(before.unwrap_or(i64::MAX))
         .bind(limit)
-        .bind(offset)
         .fetch_all(&self.meta.read)
         .await?;
         Ok(rows
             .iter()
             .map(|r| HistoryEntry {
+                id: r.get("id"),
                 attempt: AttemptRecord {
                     delivery_id: r.get("delivery_id"),
                     webhook: r.get("webhook"),
@@ -428,34 +496,37 @@ impl Store {
             .collect())
     }
 
-    /// Puts deliveries of a webhook back in the queue, due now: one event's, or (event None)
-    /// every failed one. Attempt numbers continue; the event id and bytes stay the same.
+    /// Puts deliveries of a webhook back in the queue, due now: one event's (unless it is
+    /// pending already), or (event None) every failed one. Each starts a new round with the
+    /// whole retry schedule; attempt numbers continue; the event id and bytes stay the same.
     pub async fn redeliver(
         &self,
         webhook: &str,
         event_id: Option<&str>,
     ) -> Result<u64, StoreError> {
         let now = now_ms();
-        let q = match event_id {
-            Some(_) => {
-                "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, lease_until = NULL, \
-                 max_attempts = attempts + ?, updated_at = ? \
-                 WHERE webhook = ? AND event_id = ? AND state != 'pending'"
+        let set = "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, \
+                   lease_until = NULL, lease_owner = NULL, round_start = attempts, updated_at = ? \
+                   WHERE webhook = ? AND ";
+        let res = match event_id {
+            Some(e) => {
+                sqlx::query(&format!("{set}event_id = ? AND state != 'pending'"))
+                    .bind(now)
+                    .bind(now)
+                    .bind(webhook)
+                    .bind(e)
+                    .execute(&self.meta.write)
+                    .await?
             }
             None => {
-                "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, lease_until = NULL, \
-                 max_attempts = attempts + ?, updated_at = ? \
-                 WHERE webhook = ? AND state = 'failed' AND ? IS NULL"
+                sqlx::query(&format!("{set}state = 'failed'"))
+                    .bind(now)
+                    .bind(now)
+                    .bind(webhook)
+                    .execute(&self.meta.write)
+                    .await?
             }
         };
-        let res = sqlx::query(q)
-            .bind(now)
-            .bind(DEFAULT_MAX_ATTEMPTS)
-            .bind(now)
-            .bind(webhook)
-            .bind(event_id)
-            .execute(&self.meta.write)
-            .await?;
         Ok(res.rows_affected())
     }
 

@@ -183,7 +183,7 @@ impl Meta {
         size: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.write.begin().await?;
-        let repo_id = ensure_repo(&mut *tx, repo).await?;
+        let repo_id = ensure_repo(&mut tx, repo).await?;
         sqlx::query("INSERT OR IGNORE INTO repo_blobs (repo_id, digest, size) VALUES (?, ?, ?)")
             .bind(repo_id)
             .bind(digest.to_string())
@@ -246,7 +246,7 @@ impl Meta {
         size: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.write.begin().await?;
-        let repo_id = ensure_repo(&mut *tx, repo).await?;
+        let repo_id = ensure_repo(&mut tx, repo).await?;
         sqlx::query("INSERT OR IGNORE INTO repo_blobs (repo_id, digest, size) VALUES (?, ?, ?)")
             .bind(repo_id)
             .bind(digest.to_string())
@@ -368,7 +368,7 @@ impl Meta {
         F: FnOnce(&DeletedManifest) -> Vec<OutboxEvent>,
     {
         let mut tx = self.write.begin().await?;
-        let Some(repo_id) = repo_id(&mut *tx, repo).await? else {
+        let Some(repo_id) = repo_id(&mut tx, repo).await? else {
             return Ok(None);
         };
         let row = sqlx::query(
@@ -398,7 +398,7 @@ impl Meta {
             config_media_type: row.get(2),
             tags,
         };
-        let queued = crate::outbox::enqueue(&mut *tx, &events(&deleted), hooks).await?;
+        let queued = crate::outbox::enqueue(&mut tx, &events(&deleted), hooks).await?;
         tx.commit().await?;
         Ok(Some((deleted, queued)))
     }

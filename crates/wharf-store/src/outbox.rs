@@ -2,9 +2,9 @@
 //! transaction, and one delivery row is written per matching webhook (DESIGN invariant 3).
 //!
 //! Matching reads an in-memory snapshot of the enabled webhooks, refreshed whenever a webhook
-//! is written, so a push does not query the webhook table. A webhook created while a push is
-//! in flight may or may not see that push; one disabled meanwhile has its rows cancelled by the
-//! dispatcher's status check before sending.
+//! is written, so a push does not scan the webhook table. A webhook created while a push is in
+//! flight may or may not see that push; one deleted or disabled meanwhile gets no row, because
+//! each delivery row is written only if its webhook is still enabled in the push's transaction.
 
 use std::sync::{Arc, RwLock};
 
@@ -77,11 +77,13 @@ impl WebhookCache {
     }
 }
 
-/// Maximum attempts of an ordinary delivery; pings are tried once.
-pub const DEFAULT_MAX_ATTEMPTS: i64 = 8;
-
 /// Writes the events that at least one webhook wants, and a pending delivery row per webhook.
 /// Returns how many deliveries were queued.
+///
+/// The snapshot picks the candidate webhooks; each delivery row is then written only if its
+/// webhook still exists and is enabled *in this transaction*. The snapshot is refreshed after a
+/// webhook change commits, so without that check a push committing in between could queue a
+/// delivery for a webhook just deleted (a row nothing would ever claim) or just disabled.
 pub async fn enqueue(
     conn: &mut SqliteConnection,
     events: &[OutboxEvent],
@@ -108,23 +110,34 @@ pub async fn enqueue(
                 .await?;
                 wrote_event = true;
             }
-            insert_delivery(&mut *conn, &h.name, &ev.id, DEFAULT_MAX_ATTEMPTS, now).await?;
-            queued += 1;
+            if insert_delivery(&mut *conn, &h.name, &ev.id, None, now, true)
+                .await?
+                .is_some()
+            {
+                queued += 1;
+            }
         }
     }
     Ok(queued)
 }
 
+/// Inserts a pending delivery, due now. `max_attempts` is per round (`None`: the retry schedule
+/// decides). With `require_enabled`, nothing is written unless the webhook exists and is
+/// enabled, and `None` is returned.
 pub(crate) async fn insert_delivery(
     conn: &mut SqliteConnection,
     webhook: &str,
     event_id: &str,
-    max_attempts: i64,
+    max_attempts: Option<i64>,
     now: i64,
-) -> Result<i64, StoreError> {
+    require_enabled: bool,
+) -> Result<Option<i64>, StoreError> {
     let row = sqlx::query(
-        "INSERT INTO deliveries (webhook, event_id, state, attempts, max_attempts, next_attempt_at, \
-         created_at, updated_at) VALUES (?, ?, 'pending', 0, ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO deliveries (webhook, event_id, state, attempts, round_start, max_attempts, \
+         next_attempt_at, created_at, updated_at) \
+         SELECT ?, ?, 'pending', 0, 0, ?, ?, ?, ? \
+         WHERE NOT ? OR EXISTS (SELECT 1 FROM webhooks WHERE name = ? AND status = 'enabled') \
+         RETURNING id",
     )
     .bind(webhook)
     .bind(event_id)
@@ -132,7 +145,9 @@ pub(crate) async fn insert_delivery(
     .bind(now)
     .bind(now)
     .bind(now)
-    .fetch_one(conn)
+    .bind(require_enabled)
+    .bind(webhook)
+    .fetch_optional(conn)
     .await?;
-    Ok(row.get(0))
+    Ok(row.map(|r| r.get(0)))
 }

@@ -1369,7 +1369,7 @@ async fn a_third_party_oci_client_pushes_and_pulls() {
     let pushed = oc
         .push(
             &reference,
-            &[layer.clone()],
+            std::slice::from_ref(&layer),
             config,
             &RegistryAuth::Anonymous,
             None,

@@ -43,6 +43,12 @@ impl Server {
         Server::start_in(&dir, fast_hooks()).await
     }
 
+    /// A server in a fresh temporary directory with these webhook settings.
+    pub async fn start_with(hooks_cfg: wharf_hooks::HooksConfig) -> Server {
+        let dir = tempfile::tempdir().unwrap().keep();
+        Server::start_in(&dir, hooks_cfg).await
+    }
+
     pub async fn start_in(dir: &Path, hooks_cfg: wharf_hooks::HooksConfig) -> Server {
         let store = wharf_store::Store::open(dir, &hooks_cfg.region)
             .await
@@ -126,10 +132,18 @@ impl Default for Behaviour {
     }
 }
 
+/// Scripted answers of one path: (status, delay), first to last.
+type Script = std::collections::VecDeque<(u16, Duration)>;
+
 #[derive(Clone, Default)]
 struct RecvState {
     got: Arc<Mutex<Vec<Received>>>,
+    /// Every request as it arrives, before any delay (a request the sender gave up on is here
+    /// but maybe not in `got`).
+    arrived: Arc<Mutex<Vec<Received>>>,
     behaviour: Arc<Mutex<std::collections::HashMap<String, (Behaviour, usize)>>>,
+    /// Per path, answers consumed one per request before `behaviour` applies.
+    script: Arc<Mutex<std::collections::HashMap<String, Script>>>,
     notify: Arc<Notify>,
 }
 
@@ -141,9 +155,14 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start() -> Receiver {
+        Receiver::start_at("127.0.0.1:0").await
+    }
+
+    /// A receiver on a given address (e.g. a port a webhook already points at).
+    pub async fn start_at(addr: &str) -> Receiver {
         let state = RecvState::default();
         let app = axum::Router::new().fallback(recv).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -166,6 +185,61 @@ impl Receiver {
             .insert(path.to_owned(), (b, 0));
     }
 
+    /// The next requests on `path` get these answers (status, delay), one each, in order;
+    /// after that the path's `Behaviour` (or 200) applies again.
+    pub fn script(&self, path: &str, steps: &[(u16, Duration)]) {
+        self.state
+            .script
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), steps.iter().copied().collect());
+    }
+
+    /// Requests on `path` as they arrived, before the receiver's delay and answer.
+    pub fn arrived(&self, path: &str) -> Vec<Received> {
+        self.state
+            .arrived
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until `path` saw at least `n` arrivals (or the timeout passes) and returns them.
+    pub async fn wait_arrived(&self, path: &str, n: usize, timeout: Duration) -> Vec<Received> {
+        self.wait_until(timeout, || {
+            let got = self.arrived(path);
+            (got.len() >= n).then_some(got)
+        })
+        .await
+        .unwrap_or_else(|| self.arrived(path))
+    }
+
+    /// Polls `f` whenever a request arrives or completes, until it returns Some or the timeout
+    /// passes (then None).
+    pub async fn wait_until<T>(
+        &self,
+        timeout: Duration,
+        mut f: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Registered before the check, so a request landing in between is not missed.
+            let notified = self.state.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(v) = f() {
+                return Some(v);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            let _ = tokio::time::timeout_at(deadline, notified).await;
+        }
+    }
+
     pub fn received(&self, path: &str) -> Vec<Received> {
         self.state
             .got
@@ -179,14 +253,12 @@ impl Receiver {
 
     /// Waits until `path` got at least `n` requests (or the timeout passes) and returns them.
     pub async fn wait_for(&self, path: &str, n: usize, timeout: Duration) -> Vec<Received> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
+        self.wait_until(timeout, || {
             let got = self.received(path);
-            if got.len() >= n || tokio::time::Instant::now() >= deadline {
-                return got;
-            }
-            let _ = tokio::time::timeout_at(deadline, self.state.notify.notified()).await;
-        }
+            (got.len() >= n).then_some(got)
+        })
+        .await
+        .unwrap_or_else(|| self.received(path))
     }
 }
 
@@ -197,7 +269,23 @@ async fn recv(
     body: Bytes,
 ) -> impl IntoResponse {
     let path = uri.path().to_owned();
-    let (status, delay) = {
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    s.arrived.lock().unwrap().push(Received {
+        path: path.clone(),
+        headers: headers.clone(),
+        body: v,
+        raw: body.clone(),
+    });
+    s.notify.notify_waiters();
+    let scripted = s
+        .script
+        .lock()
+        .unwrap()
+        .get_mut(&path)
+        .and_then(|q| q.pop_front());
+    let (status, delay) = if let Some(step) = scripted {
+        step
+    } else {
         let mut b = s.behaviour.lock().unwrap();
         match b.get_mut(&path) {
             Some((beh, count)) => {
