@@ -263,7 +263,8 @@ impl Store {
             return Ok(Vec::new());
         }
         let now = now_ms();
-        let mut tx = self.meta.write.begin().await?;
+        let mut relaxed = self.meta.relaxed().await?;
+        let mut tx = sqlx::Connection::begin(relaxed.conn()?).await?;
         let hooks = sqlx::query(
             "SELECT name, service_uri, custom_headers FROM webhooks WHERE status = 'enabled'",
         )
@@ -323,6 +324,7 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        relaxed.finish().await;
         Ok(out.into_iter().map(|(_, c)| c).collect())
     }
 
@@ -365,7 +367,8 @@ impl Store {
             return Ok(());
         }
         let now = now_ms();
-        let mut tx = self.meta.write.begin().await?;
+        let mut relaxed = self.meta.relaxed().await?;
+        let mut tx = sqlx::Connection::begin(relaxed.conn()?).await?;
         for (a, outcome) in batch {
             // The delivery may be gone (its webhook was deleted while the attempt was in
             // flight): then there is nothing to record, and the batch must not fail on the
@@ -418,6 +421,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        relaxed.finish().await;
         Ok(())
     }
 

@@ -134,6 +134,19 @@ impl Meta {
         Ok(Meta { read, write, puts })
     }
 
+    /// The write connection with `synchronous=OFF`, for bookkeeping whose loss in a power
+    /// failure costs at most a duplicate delivery (leases, attempt records): it skips the
+    /// fsync, and a later durable commit fsyncs its pages anyway. Call [`Relaxed::finish`] to
+    /// hand the connection back; one dropped without it is closed rather than returned to the
+    /// pool relaxed, so no durable write can ever run on it.
+    pub(crate) async fn relaxed(&self) -> Result<Relaxed, StoreError> {
+        let mut conn = self.write.acquire().await?;
+        sqlx::query("PRAGMA synchronous = OFF")
+            .execute(&mut *conn)
+            .await?;
+        Ok(Relaxed { conn: Some(conn) })
+    }
+
     pub async fn close(&self) {
         self.read.close().await;
         self.write.close().await;
@@ -689,4 +702,81 @@ async fn put_one(
         .await?;
     }
     crate::outbox::enqueue(conn, events, hooks).await
+}
+
+/// See [`Meta::relaxed`].
+pub(crate) struct Relaxed {
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>,
+}
+
+impl Relaxed {
+    pub(crate) fn conn(&mut self) -> Result<&mut SqliteConnection, StoreError> {
+        // Only `finish` and `drop` take the connection out, and both consume `self`, so this
+        // cannot fail; it is a Result rather than a panic all the same.
+        self.conn
+            .as_deref_mut()
+            .ok_or_else(|| StoreError::Unavailable("relaxed connection already released".into()))
+    }
+
+    /// Restores `synchronous=FULL` and returns the connection to the pool.
+    pub(crate) async fn finish(mut self) {
+        if let Some(mut c) = self.conn.take() {
+            if sqlx::query("PRAGMA synchronous = FULL")
+                .execute(&mut *c)
+                .await
+                .is_err()
+            {
+                // Never give the pool a relaxed connection: close it; the pool opens a new one.
+                let _ = c.detach().close().await;
+            }
+        }
+    }
+}
+
+impl Drop for Relaxed {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            // Dropped early (an error path): detach it so it is closed, not reused relaxed.
+            drop(c.detach());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn sync_mode(meta: &Meta) -> i64 {
+        sqlx::query("PRAGMA synchronous")
+            .fetch_one(&meta.write)
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    #[tokio::test]
+    async fn relaxed_connections_never_return_to_the_pool_relaxed() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(&dir.path().join("t.db")).await.unwrap();
+        // 2 = FULL: every durable commit fsyncs.
+        assert_eq!(sync_mode(&meta).await, 2);
+        let mut r = meta.relaxed().await.unwrap();
+        let mode: i64 = sqlx::query("PRAGMA synchronous")
+            .fetch_one(r.conn().unwrap())
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(mode, 0, "relaxed means OFF");
+        r.finish().await;
+        assert_eq!(sync_mode(&meta).await, 2, "finish restores FULL");
+        // Dropped without finish (an error path): the connection is closed, and the pool's
+        // replacement is opened with the configured FULL.
+        let r = meta.relaxed().await.unwrap();
+        drop(r);
+        assert_eq!(
+            sync_mode(&meta).await,
+            2,
+            "a dropped relaxed connection is not reused"
+        );
+    }
 }
