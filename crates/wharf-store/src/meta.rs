@@ -13,6 +13,10 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Connection, Row, SqliteConnection};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use tokio::sync::{mpsc, oneshot};
 use wharf_core::{Digest, Reference, RepoName, Tag};
 
@@ -33,6 +37,51 @@ pub struct Meta {
     pub(crate) read: SqlitePool,
     pub(crate) write: SqlitePool,
     puts: mpsc::Sender<PutJob>,
+    links: Arc<LinkCache>,
+}
+
+/// Most blob links kept in memory; past it the cache starts again empty.
+const LINK_CACHE_MAX: usize = 50_000;
+
+/// Which blobs are linked in which repository, and their sizes: blob HEAD and GET are the
+/// registry's hottest reads, and answering them from memory spares a database round trip.
+///
+/// Positive entries only. A link is removed from the database first and from the cache second,
+/// and `generation` moves with every removal, so a lookup that read the database before a
+/// removal cannot put the stale link back.
+#[derive(Debug, Default)]
+struct LinkCache {
+    map: std::sync::RwLock<HashMap<String, i64>>,
+    generation: AtomicU64,
+}
+
+fn link_key(repo: &RepoName, digest: &Digest) -> String {
+    format!("{repo}@{digest}")
+}
+
+impl LinkCache {
+    fn get(&self, key: &str) -> Option<i64> {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        map.get(key).copied()
+    }
+
+    fn insert(&self, key: String, size: i64, seen_generation: u64) {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        if self.generation.load(Ordering::Acquire) != seen_generation {
+            return;
+        }
+        if map.len() >= LINK_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(key, size);
+    }
+
+    /// Forgets every link matching `pred` (after the database change).
+    fn remove_where(&self, pred: impl Fn(&str) -> bool) {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        map.retain(|k, _| !pred(k));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 /// A manifest put waiting for the group-commit writer.
@@ -131,7 +180,12 @@ impl Meta {
             .await?;
         let (puts, rx) = mpsc::channel(MAX_GROUP * 4);
         tokio::spawn(put_writer(write.clone(), rx));
-        Ok(Meta { read, write, puts })
+        Ok(Meta {
+            read,
+            write,
+            puts,
+            links: Arc::default(),
+        })
     }
 
     /// The write connection with `synchronous=OFF`, for bookkeeping whose loss in a power
@@ -168,6 +222,11 @@ impl Meta {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<i64>, StoreError> {
+        let key = link_key(repo, digest);
+        if let Some(size) = self.links.get(&key) {
+            return Ok(Some(size));
+        }
+        let generation = self.links.generation.load(Ordering::Acquire);
         let row = sqlx::query(
             "SELECT b.size FROM repo_blobs b JOIN repositories r ON r.id = b.repo_id \
              WHERE r.name = ? AND b.digest = ?",
@@ -176,7 +235,11 @@ impl Meta {
         .bind(digest.to_string())
         .fetch_optional(&self.read)
         .await?;
-        Ok(row.map(|r| r.get::<i64, _>(0)))
+        let size = row.map(|r| r.get::<i64, _>(0));
+        if let Some(size) = size {
+            self.links.insert(key, size, generation);
+        }
+        Ok(size)
     }
 
     /// Size of a blob linked in any repository (for mounts and content that is already here).
@@ -217,6 +280,8 @@ impl Meta {
         .bind(repo.as_str())
         .execute(&self.write)
         .await?;
+        let key = link_key(repo, digest);
+        self.links.remove_where(|k| k == key);
         Ok(res.rows_affected() > 0)
     }
 
@@ -459,6 +524,8 @@ impl Meta {
             .bind(repo.as_str())
             .execute(&self.write)
             .await?;
+        let prefix = format!("{repo}@");
+        self.links.remove_where(|k| k.starts_with(&prefix));
         Ok(res.rows_affected() > 0)
     }
 

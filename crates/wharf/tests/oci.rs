@@ -1263,6 +1263,13 @@ async fn deletes_of_tags_manifests_and_blobs() {
     assert_eq!(r.status(), 404);
     // Delete a blob.
     let b = push_blob(&c, &s, "del", b"blob to delete").await;
+    // Read it first, so a cached link would have to be forgotten by the delete.
+    let r = c
+        .head(s.url(&format!("/v2/del/blobs/{b}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let r = c
         .delete(s.url(&format!("/v2/del/blobs/{b}")))
         .send()
@@ -1291,6 +1298,13 @@ async fn repository_delete_removes_everything() {
     let c = client();
     push_image(&c, &s, "whole/repo", "v1", "1").await;
     push_image(&c, &s, "whole/repo", "v2", "2").await;
+    let layer = sha256(b"layer-1");
+    let r = c
+        .head(s.url(&format!("/v2/whole/repo/blobs/{layer}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let r = c.delete(s.url("/acr/v1/whole/repo")).send().await.unwrap();
     assert_eq!(r.status(), 202);
     let v: Value = r.json().await.unwrap();
@@ -1314,6 +1328,12 @@ async fn repository_delete_removes_everything() {
             .status(),
         404
     );
+    let r = c
+        .head(s.url(&format!("/v2/whole/repo/blobs/{layer}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "blob links go with the repository");
 }
 
 #[tokio::test]
