@@ -26,6 +26,12 @@ use crate::sender::Sender;
 const POLL: Duration = Duration::from_millis(500);
 /// Largest batch of attempt results written in one transaction.
 const RECORD_BATCH: usize = 1024;
+/// Lease of deliveries handed over in memory. Long, because this process holds them until it
+/// sends them (a webhook at its cap parks them), and a restart takes them back at once anyway.
+const FAST_LEASE_MS: i64 = 3_600_000;
+/// Most deliveries parked in memory for webhooks at their cap; past it they go back to the
+/// queue and the poll claims them when there is room.
+const MAX_PARKED: usize = 20_000;
 
 pub(crate) struct Dispatcher {
     store: Store,
@@ -76,15 +82,24 @@ impl Dispatcher {
         }
         let (tx, rx) = mpsc::unbounded_channel::<(AttemptRecord, Outcome)>();
         let recorder = tokio::spawn(record_loop(self.store.clone(), rx, self.freed.clone()));
+        // Fresh deliveries arrive here straight from the committing transaction.
+        let mut fast_rx = self.store.meta.lane.attach(&self.instance, FAST_LEASE_MS);
+        let mut parked = Parked::default();
         let signal = self.store.outbox_signal.clone();
         // Lease: long enough to cover an attempt and its recording. Another process's claims
         // come back when it runs out; this server's own, from before a restart, at start.
         let lease_ms = (self.config.timeout.as_millis() as i64) * 2 + 30_000;
         loop {
+            self.drain_parked(&mut parked, &tx);
             let free = self.slots.available_permits();
             let mut full_batch = false;
             if free > 0 {
                 let per_webhook = |w: &str| {
+                    // A webhook with deliveries parked in memory gets nothing from the queue
+                    // until they are sent: they are older.
+                    if parked.has(w) {
+                        return 0;
+                    }
                     let used = lock(&self.inflight).get(w).copied().unwrap_or(0);
                     self.config.per_webhook_concurrency.saturating_sub(used)
                 };
@@ -115,11 +130,26 @@ impl Dispatcher {
             }
             tokio::select! {
                 _ = &mut stopped => break,
+                Some(batch) = fast_rx.recv() => {
+                    for c in batch {
+                        self.admit(c, &mut parked, &tx);
+                    }
+                    // Take whatever else arrived meanwhile before looking at the queue.
+                    while let Ok(batch) = fast_rx.try_recv() {
+                        for c in batch {
+                            self.admit(c, &mut parked, &tx);
+                        }
+                    }
+                    continue;
+                }
                 _ = signal.notified() => {}
                 _ = self.freed.notified() => {}
                 _ = tokio::time::sleep(POLL) => {}
             }
         }
+        // New deliveries go to the queue from now on; those parked here stay leased to this
+        // process and are taken back by the next one at start.
+        self.store.meta.lane.detach();
         // Wait for in-flight sends, then for their results to be written.
         let _ = self
             .slots
@@ -127,6 +157,67 @@ impl Dispatcher {
             .await;
         drop(tx);
         let _ = recorder.await;
+    }
+
+    /// Room for one more send to `webhook` now.
+    fn has_room(&self, webhook: &str) -> bool {
+        self.slots.available_permits() > 0
+            && lock(&self.inflight).get(webhook).copied().unwrap_or(0)
+                < self.config.per_webhook_concurrency
+    }
+
+    /// A delivery handed over in memory: sent now if its webhook has room, parked otherwise.
+    fn admit(
+        &self,
+        c: Claimed,
+        parked: &mut Parked,
+        tx: &mpsc::UnboundedSender<(AttemptRecord, Outcome)>,
+    ) {
+        if !parked.has(&c.webhook) && self.has_room(&c.webhook) {
+            self.spawn_send(c, tx.clone());
+        } else if parked.len < MAX_PARKED {
+            parked.push(c);
+        } else {
+            // Too much in memory: back to the queue, where the poll finds it later.
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.release_leases(&[c.delivery_id]).await {
+                    tracing::warn!(error = %e, "releasing a parked delivery failed; it is resent after a restart");
+                }
+            });
+        }
+    }
+
+    /// Sends parked deliveries of every webhook that has room, oldest first. Deliveries of a
+    /// webhook disabled or deleted meanwhile are dropped (their rows were cancelled).
+    fn drain_parked(
+        &self,
+        parked: &mut Parked,
+        tx: &mpsc::UnboundedSender<(AttemptRecord, Outcome)>,
+    ) {
+        if parked.len == 0 {
+            return;
+        }
+        let enabled = self.store.hooks.snapshot();
+        let names: Vec<String> = parked.queues.keys().cloned().collect();
+        for w in names {
+            let live = enabled.iter().any(|h| h.name == w);
+            while let Some(q) = parked.queues.get_mut(&w) {
+                if q.is_empty() {
+                    parked.queues.remove(&w);
+                    break;
+                }
+                if live && !self.has_room(&w) {
+                    break;
+                }
+                if let Some(c) = q.pop_front() {
+                    parked.len -= 1;
+                    if live {
+                        self.spawn_send(c, tx.clone());
+                    }
+                }
+            }
+        }
     }
 
     fn spawn_send(&self, c: Claimed, tx: mpsc::UnboundedSender<(AttemptRecord, Outcome)>) {
@@ -198,5 +289,27 @@ async fn record_loop(
         batch.clear();
         // The rows just released may be due again already (a retry scheduled at once).
         recorded.notify_one();
+    }
+}
+
+/// Deliveries handed over in memory while their webhook was at its cap, per webhook, oldest
+/// first.
+#[derive(Default)]
+struct Parked {
+    queues: HashMap<String, std::collections::VecDeque<Claimed>>,
+    len: usize,
+}
+
+impl Parked {
+    fn has(&self, webhook: &str) -> bool {
+        self.queues.get(webhook).is_some_and(|q| !q.is_empty())
+    }
+
+    fn push(&mut self, c: Claimed) {
+        self.queues
+            .entry(c.webhook.clone())
+            .or_default()
+            .push_back(c);
+        self.len += 1;
     }
 }

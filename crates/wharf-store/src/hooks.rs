@@ -150,6 +150,8 @@ impl Store {
                     name: w.name,
                     actions: w.actions,
                     location: w.location,
+                    service_uri: w.service_uri,
+                    custom_headers: w.custom_headers,
                 })
             })
             .collect();
@@ -326,6 +328,24 @@ impl Store {
         tx.commit().await?;
         relaxed.finish().await;
         Ok(out.into_iter().map(|(_, c)| c).collect())
+    }
+
+    /// Gives leased rows back to the queue (a dispatcher that holds more in memory than it
+    /// wants to), so the poll claims them later.
+    pub async fn release_leases(&self, ids: &[i64]) -> Result<(), StoreError> {
+        let mut relaxed = self.meta.relaxed().await?;
+        let mut tx = sqlx::Connection::begin(relaxed.conn()?).await?;
+        for id in ids {
+            sqlx::query(
+                "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL WHERE id = ?",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        relaxed.finish().await;
+        Ok(())
     }
 
     /// Run when a dispatcher starts: takes back the leases of rows claimed by earlier

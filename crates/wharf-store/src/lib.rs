@@ -17,7 +17,7 @@ pub use blobs::BlobStore;
 pub use meta::{
     DeletedManifest, ManifestConfig, ManifestRow, Meta, NewManifest, Referrer, UploadRow,
 };
-pub use outbox::{HookSnapshot, OutboxEvent, WebhookCache};
+pub use outbox::{FastLane, HookSnapshot, OutboxEvent, WebhookCache};
 use tokio::sync::Notify;
 use wharf_core::Digest;
 

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use wharf_core::{Digest, Reference, RepoName, Tag};
 
 use crate::StoreError;
-use crate::outbox::{OutboxEvent, WebhookCache};
+use crate::outbox::{Enqueued, FastLane, OutboxEvent, WebhookCache};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_registry.sql"),
@@ -38,6 +38,8 @@ pub struct Meta {
     pub(crate) write: SqlitePool,
     puts: mpsc::Sender<PutJob>,
     links: Arc<LinkCache>,
+    /// Where committed deliveries are handed to this process's dispatcher.
+    pub lane: Arc<FastLane>,
 }
 
 /// Most blob links kept in memory; past it the cache starts again empty.
@@ -179,12 +181,14 @@ impl Meta {
             .connect_with(opts.read_only(true))
             .await?;
         let (puts, rx) = mpsc::channel(MAX_GROUP * 4);
-        tokio::spawn(put_writer(write.clone(), rx));
+        let lane = Arc::new(FastLane::default());
+        tokio::spawn(put_writer(write.clone(), rx, lane.clone()));
         Ok(Meta {
             read,
             write,
             puts,
             links: Arc::default(),
+            lane,
         })
     }
 
@@ -476,8 +480,10 @@ impl Meta {
             config_media_type: row.get(2),
             tags,
         };
-        let queued = crate::outbox::enqueue(&mut tx, &events(&deleted), hooks).await?;
+        let enq = crate::outbox::enqueue(&mut tx, &events(&deleted), hooks, &self.lane).await?;
         tx.commit().await?;
+        let queued = enq.queued;
+        self.lane.hand_over(enq.fast);
         Ok(Some((deleted, queued)))
     }
 
@@ -658,7 +664,7 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
 }
 
 /// The group-commit writer of manifest puts (see [`Meta::put_manifest`]).
-async fn put_writer(pool: SqlitePool, mut rx: mpsc::Receiver<PutJob>) {
+async fn put_writer(pool: SqlitePool, mut rx: mpsc::Receiver<PutJob>, lane: Arc<FastLane>) {
     let mut jobs = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.recv().await {
         jobs.push(first);
@@ -668,7 +674,7 @@ async fn put_writer(pool: SqlitePool, mut rx: mpsc::Receiver<PutJob>) {
                 Err(_) => break,
             }
         }
-        match run_group(&pool, &jobs).await {
+        match run_group(&pool, &jobs, &lane).await {
             Ok(results) => {
                 for (job, r) in jobs.drain(..).zip(results) {
                     let _ = job.reply.send(r);
@@ -689,15 +695,18 @@ async fn put_writer(pool: SqlitePool, mut rx: mpsc::Receiver<PutJob>) {
 async fn run_group(
     pool: &SqlitePool,
     jobs: &[PutJob],
+    lane: &FastLane,
 ) -> Result<Vec<Result<usize, StoreError>>, StoreError> {
     let mut tx = pool.begin().await?;
     let mut results = Vec::with_capacity(jobs.len());
+    let mut fast = Vec::new();
     for job in jobs {
         let mut sp = tx.begin().await?;
-        match put_one(&mut sp, &job.m, &job.events, &job.hooks).await {
-            Ok(n) => {
+        match put_one(&mut sp, &job.m, &job.events, &job.hooks, lane).await {
+            Ok(enq) => {
                 sp.commit().await?;
-                results.push(Ok(n));
+                fast.extend(enq.fast);
+                results.push(Ok(enq.queued));
             }
             Err(e) => {
                 sp.rollback().await?;
@@ -706,6 +715,8 @@ async fn run_group(
         }
     }
     tx.commit().await?;
+    // Only now, with the change durable, may its deliveries be sent.
+    lane.hand_over(fast);
     Ok(results)
 }
 
@@ -714,7 +725,8 @@ async fn put_one(
     m: &NewManifest,
     events: &[OutboxEvent],
     hooks: &WebhookCache,
-) -> Result<usize, StoreError> {
+    lane: &FastLane,
+) -> Result<Enqueued, StoreError> {
     let repo_id = ensure_repo(&mut *conn, &m.repo).await?;
     for b in &m.required_blobs {
         let found = sqlx::query("SELECT 1 FROM repo_blobs WHERE repo_id = ? AND digest = ?")
@@ -768,7 +780,7 @@ async fn put_one(
         .execute(&mut *conn)
         .await?;
     }
-    crate::outbox::enqueue(conn, events, hooks).await
+    crate::outbox::enqueue(conn, events, hooks, lane).await
 }
 
 /// See [`Meta::relaxed`].

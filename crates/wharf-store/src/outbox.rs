@@ -12,6 +12,7 @@ use sqlx::{Row, SqliteConnection};
 use wharf_core::{Scope, WebhookAction};
 
 use crate::StoreError;
+use crate::hooks::Claimed;
 use crate::meta::now_ms;
 
 /// An event ready for the outbox: rendered once, so every attempt sends the same bytes.
@@ -35,6 +36,9 @@ pub struct HookSnapshot {
     pub actions: Vec<WebhookAction>,
     pub scope: Scope,
     pub location: String,
+    /// Where and how to send (secrets, kept in memory only for sending).
+    pub service_uri: String,
+    pub custom_headers: std::collections::BTreeMap<String, String>,
 }
 
 impl HookSnapshot {
@@ -77,24 +81,32 @@ impl WebhookCache {
     }
 }
 
+/// What [`enqueue`] wrote.
+#[derive(Debug, Default)]
+pub struct Enqueued {
+    /// Deliveries left for the dispatcher's poll (no fast lane attached).
+    pub queued: usize,
+    /// Deliveries already leased to the attached dispatcher, to hand over once the
+    /// transaction has committed (never before: no delivery for an uncommitted change).
+    pub fast: Vec<Claimed>,
+}
+
 /// Writes the events that at least one webhook wants, and a pending delivery row per webhook.
-/// Returns how many deliveries were queued.
-///
-/// The snapshot picks the candidate webhooks; each delivery row is then written only if its
-/// webhook still exists and is enabled *in this transaction*. The snapshot is refreshed after a
-/// webhook change commits, so without that check a push committing in between could queue a
-/// delivery for a webhook just deleted (a row nothing would ever claim) or just disabled.
+/// When a dispatcher is attached to `lane`, the rows are inserted already leased to it and
+/// returned for handing over in memory, so a fresh event costs no claim transaction.
 pub async fn enqueue(
     conn: &mut SqliteConnection,
     events: &[OutboxEvent],
     hooks: &WebhookCache,
-) -> Result<usize, StoreError> {
+    lane: &FastLane,
+) -> Result<Enqueued, StoreError> {
+    let mut out = Enqueued::default();
     if events.is_empty() {
-        return Ok(0);
+        return Ok(out);
     }
     let hooks = hooks.snapshot();
     let now = now_ms();
-    let mut queued = 0;
+    let lease = lane.lease();
     for ev in events {
         let mut wrote_event = false;
         for h in hooks.iter().filter(|h| h.wants(ev)) {
@@ -110,15 +122,107 @@ pub async fn enqueue(
                 .await?;
                 wrote_event = true;
             }
-            if insert_delivery(&mut *conn, &h.name, &ev.id, None, now, true)
-                .await?
-                .is_some()
-            {
-                queued += 1;
+            match &lease {
+                Some((owner, lease_ms)) => {
+                    // Only while the webhook is still enabled inside this transaction.
+                    let row = sqlx::query(
+                        "INSERT INTO deliveries (webhook, event_id, state, attempts, round_start, \
+                         max_attempts, next_attempt_at, lease_until, lease_owner, created_at, \
+                         updated_at) SELECT ?, ?, 'pending', 0, 0, NULL, ?, ?, ?, ?, ? \
+                         WHERE EXISTS (SELECT 1 FROM webhooks WHERE name = ? AND status = 'enabled') \
+                         RETURNING id",
+                    )
+                    .bind(&h.name)
+                    .bind(&ev.id)
+                    .bind(now)
+                    .bind(now + lease_ms)
+                    .bind(owner)
+                    .bind(now)
+                    .bind(now)
+                    .bind(&h.name)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    if let Some(r) = row {
+                        out.fast.push(Claimed {
+                            delivery_id: r.get(0),
+                            webhook: h.name.clone(),
+                            event_id: ev.id.clone(),
+                            attempt: 1,
+                            round_attempt: 1,
+                            max_attempts: None,
+                            body: ev.body.clone(),
+                            service_uri: h.service_uri.clone(),
+                            custom_headers: h.custom_headers.clone(),
+                        });
+                    }
+                }
+                None => {
+                    if insert_delivery(&mut *conn, &h.name, &ev.id, None, now, true)
+                        .await?
+                        .is_some()
+                    {
+                        out.queued += 1;
+                    }
+                }
             }
         }
     }
-    Ok(queued)
+    Ok(out)
+}
+
+/// The in-memory hand-over from committed transactions to this process's dispatcher.
+#[derive(Debug, Default)]
+pub struct FastLane {
+    inner: std::sync::Mutex<Option<Attached>>,
+}
+
+#[derive(Debug)]
+struct Attached {
+    owner: String,
+    lease_ms: i64,
+    tx: tokio::sync::mpsc::UnboundedSender<Vec<Claimed>>,
+}
+
+impl FastLane {
+    fn guard(&self) -> std::sync::MutexGuard<'_, Option<Attached>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Attaches a dispatcher: from now on new deliveries are leased to `owner` for `lease_ms`
+    /// and handed over through the returned receiver.
+    pub fn attach(
+        &self,
+        owner: &str,
+        lease_ms: i64,
+    ) -> tokio::sync::mpsc::UnboundedReceiver<Vec<Claimed>> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *self.guard() = Some(Attached {
+            owner: owner.to_owned(),
+            lease_ms,
+            tx,
+        });
+        rx
+    }
+
+    /// Detaches the dispatcher (shutdown): new deliveries go to the queue for the next start.
+    pub fn detach(&self) {
+        *self.guard() = None;
+    }
+
+    fn lease(&self) -> Option<(String, i64)> {
+        self.guard().as_ref().map(|a| (a.owner.clone(), a.lease_ms))
+    }
+
+    /// Hands committed deliveries to the dispatcher. If it is gone, the rows stay leased to
+    /// this process and are taken back when the next one starts.
+    pub(crate) fn hand_over(&self, claimed: Vec<Claimed>) {
+        if claimed.is_empty() {
+            return;
+        }
+        if let Some(a) = self.guard().as_ref() {
+            let _ = a.tx.send(claimed);
+        }
+    }
 }
 
 /// Inserts a pending delivery, due now. `max_attempts` is per round (`None`: the retry schedule
