@@ -28,7 +28,7 @@ const OCI_TAG: HeaderName = HeaderName::from_static("oci-tag");
 const FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
 
 /// Read buffer for blob downloads: large enough that a download is not a storm of small reads.
-const READ_BUF: usize = 256 * 1024;
+const READ_BUF: usize = 1024 * 1024;
 /// How long a client may take to send a manifest body.
 const MANIFEST_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Catalog page size when the client gives no `n`.

@@ -17,6 +17,9 @@ use crate::meta::now_ms;
 use crate::outbox::{HookSnapshot, insert_delivery};
 use crate::{Store, StoreError};
 
+/// Attempts written per multi-row statement (14 parameters each, far below SQLite's limit).
+const RECORD_CHUNK: usize = 128;
+
 /// A webhook definition as stored, secrets included. Only the management layer's get-config
 /// may show `service_uri` and header values.
 #[derive(Debug, Clone, PartialEq)]
@@ -389,56 +392,59 @@ impl Store {
         let now = now_ms();
         let mut relaxed = self.meta.relaxed().await?;
         let mut tx = sqlx::Connection::begin(relaxed.conn()?).await?;
-        for (a, outcome) in batch {
-            // The delivery may be gone (its webhook was deleted while the attempt was in
-            // flight): then there is nothing to record, and the batch must not fail on the
-            // foreign key, or the recorder would retry it forever.
-            let inserted = sqlx::query(
+        // Multi-row statements: one round trip to SQLite per chunk rather than two per attempt.
+        for chunk in batch.chunks(RECORD_CHUNK) {
+            // An attempt whose delivery is gone (its webhook was deleted while the attempt was
+            // in flight) is not recorded: the batch must not fail on the foreign key, or the
+            // recorder would retry it forever.
+            let values = vec!["(?,?,?,?,?,?,?,?,?,?,?,?,?,?)"; chunk.len()].join(",");
+            let sql = format!(
                 "INSERT INTO attempts (delivery_id, webhook, event_id, attempt, started_at, \
                  duration_ms, request_uri, request_headers, status_code, reason, \
                  response_headers, response_body, error, outcome) \
-                 SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,? WHERE EXISTS \
-                 (SELECT 1 FROM deliveries WHERE id = ? AND event_id = ?)",
-            )
-            .bind(a.delivery_id)
-            .bind(&a.webhook)
-            .bind(&a.event_id)
-            .bind(a.attempt)
-            .bind(a.started_at)
-            .bind(a.duration_ms)
-            .bind(&a.request_uri)
-            .bind(json(&a.request_headers))
-            .bind(a.status_code)
-            .bind(&a.reason)
-            .bind(json(&a.response_headers))
-            .bind(&a.response_body)
-            .bind(&a.error)
-            .bind(outcome.state())
-            .bind(a.delivery_id)
-            .bind(&a.event_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                continue;
+                 SELECT * FROM (VALUES {values}) AS v WHERE EXISTS \
+                 (SELECT 1 FROM deliveries d WHERE d.id = v.column1 AND d.event_id = v.column3)"
+            );
+            let mut q = sqlx::query(&sql);
+            for (a, outcome) in chunk {
+                q = q
+                    .bind(a.delivery_id)
+                    .bind(&a.webhook)
+                    .bind(&a.event_id)
+                    .bind(a.attempt)
+                    .bind(a.started_at)
+                    .bind(a.duration_ms)
+                    .bind(&a.request_uri)
+                    .bind(json(&a.request_headers))
+                    .bind(a.status_code)
+                    .bind(&a.reason)
+                    .bind(json(&a.response_headers))
+                    .bind(&a.response_body)
+                    .bind(&a.error)
+                    .bind(outcome.state());
             }
-            let next = match outcome {
-                Outcome::Retry(at) => *at,
-                _ => now,
-            };
+            q.execute(&mut *tx).await?;
             // A delivery cancelled meanwhile (webhook disabled) stays cancelled.
-            sqlx::query(
-                "UPDATE deliveries SET state = CASE WHEN state = 'cancelled' THEN 'cancelled' \
-                 ELSE ? END, attempts = ?, next_attempt_at = ?, lease_until = NULL, \
-                 lease_owner = NULL, updated_at = ? WHERE id = ?",
-            )
-            .bind(outcome.state())
-            .bind(a.attempt)
-            .bind(next)
-            .bind(now)
-            .bind(a.delivery_id)
-            .execute(&mut *tx)
-            .await?;
+            let values = vec!["(?,?,?,?)"; chunk.len()].join(",");
+            let sql = format!(
+                "UPDATE deliveries SET state = CASE WHEN deliveries.state = 'cancelled' \
+                 THEN 'cancelled' ELSE v.column2 END, attempts = v.column3, \
+                 next_attempt_at = v.column4, lease_until = NULL, lease_owner = NULL, \
+                 updated_at = ? FROM (VALUES {values}) AS v WHERE deliveries.id = v.column1"
+            );
+            let mut q = sqlx::query(&sql).bind(now);
+            for (a, outcome) in chunk {
+                let next = match outcome {
+                    Outcome::Retry(at) => *at,
+                    _ => now,
+                };
+                q = q
+                    .bind(a.delivery_id)
+                    .bind(outcome.state())
+                    .bind(a.attempt)
+                    .bind(next);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         relaxed.finish().await;

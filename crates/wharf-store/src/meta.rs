@@ -700,6 +700,20 @@ async fn run_group(
     let mut tx = pool.begin().await?;
     let mut results = Vec::with_capacity(jobs.len());
     let mut fast = Vec::new();
+    if let [job] = jobs {
+        // A group of one needs no savepoint: its failure is the transaction's.
+        return match put_one(&mut tx, &job.m, &job.events, &job.hooks, lane).await {
+            Ok(enq) => {
+                tx.commit().await?;
+                lane.hand_over(enq.fast);
+                Ok(vec![Ok(enq.queued)])
+            }
+            Err(e) => {
+                tx.rollback().await?;
+                Ok(vec![Err(e)])
+            }
+        };
+    }
     for job in jobs {
         let mut sp = tx.begin().await?;
         match put_one(&mut sp, &job.m, &job.events, &job.hooks, lane).await {
@@ -728,25 +742,15 @@ async fn put_one(
     lane: &FastLane,
 ) -> Result<Enqueued, StoreError> {
     let repo_id = ensure_repo(&mut *conn, &m.repo).await?;
-    for b in &m.required_blobs {
-        let found = sqlx::query("SELECT 1 FROM repo_blobs WHERE repo_id = ? AND digest = ?")
-            .bind(repo_id)
-            .bind(b.to_string())
-            .fetch_optional(&mut *conn)
-            .await?;
-        if found.is_none() {
-            return Err(StoreError::MissingBlob(b.clone()));
-        }
+    if let Some(missing) =
+        first_missing(&mut *conn, "repo_blobs", repo_id, &m.required_blobs).await?
+    {
+        return Err(StoreError::MissingBlob(missing));
     }
-    for c in &m.required_manifests {
-        let found = sqlx::query("SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?")
-            .bind(repo_id)
-            .bind(c.to_string())
-            .fetch_optional(&mut *conn)
-            .await?;
-        if found.is_none() {
-            return Err(StoreError::MissingManifest(c.clone()));
-        }
+    if let Some(missing) =
+        first_missing(&mut *conn, "manifests", repo_id, &m.required_manifests).await?
+    {
+        return Err(StoreError::MissingManifest(missing));
     }
     let now = now_ms();
     sqlx::query(
@@ -858,4 +862,34 @@ mod tests {
             "a dropped relaxed connection is not reused"
         );
     }
+}
+
+/// The first of `digests` that `table` (`repo_blobs` or `manifests`) lacks for `repo_id`, with
+/// one query for the whole list.
+async fn first_missing(
+    conn: &mut SqliteConnection,
+    table: &'static str,
+    repo_id: i64,
+    digests: &[Digest],
+) -> Result<Option<Digest>, StoreError> {
+    let mut missing = None;
+    for chunk in digests.chunks(500) {
+        let marks = vec!["?"; chunk.len()].join(",");
+        let sql = format!("SELECT digest FROM {table} WHERE repo_id = ? AND digest IN ({marks})");
+        let mut q = sqlx::query(&sql).bind(repo_id);
+        for d in chunk {
+            q = q.bind(d.to_string());
+        }
+        let found: std::collections::HashSet<String> = q
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if let Some(d) = chunk.iter().find(|d| !found.contains(&d.to_string())) {
+            missing = Some(d.clone());
+            break;
+        }
+    }
+    Ok(missing)
 }

@@ -108,63 +108,57 @@ pub async fn enqueue(
     let now = now_ms();
     let lease = lane.lease();
     for ev in events {
-        let mut wrote_event = false;
-        for h in hooks.iter().filter(|h| h.wants(ev)) {
-            if !wrote_event {
-                sqlx::query(
-                    "INSERT INTO events (id, action, body, created_at) VALUES (?, ?, ?, ?)",
-                )
-                .bind(&ev.id)
-                .bind(ev.action.as_str())
-                .bind(&ev.body)
-                .bind(now)
-                .execute(&mut *conn)
-                .await?;
-                wrote_event = true;
-            }
-            match &lease {
-                Some((owner, lease_ms)) => {
-                    // Only while the webhook is still enabled inside this transaction.
-                    let row = sqlx::query(
-                        "INSERT INTO deliveries (webhook, event_id, state, attempts, round_start, \
-                         max_attempts, next_attempt_at, lease_until, lease_owner, created_at, \
-                         updated_at) SELECT ?, ?, 'pending', 0, 0, NULL, ?, ?, ?, ?, ? \
-                         WHERE EXISTS (SELECT 1 FROM webhooks WHERE name = ? AND status = 'enabled') \
-                         RETURNING id",
-                    )
-                    .bind(&h.name)
-                    .bind(&ev.id)
-                    .bind(now)
-                    .bind(now + lease_ms)
-                    .bind(owner)
-                    .bind(now)
-                    .bind(now)
-                    .bind(&h.name)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                    if let Some(r) = row {
-                        out.fast.push(Claimed {
-                            delivery_id: r.get(0),
-                            webhook: h.name.clone(),
-                            event_id: ev.id.clone(),
-                            attempt: 1,
-                            round_attempt: 1,
-                            max_attempts: None,
-                            body: ev.body.clone(),
-                            service_uri: h.service_uri.clone(),
-                            custom_headers: h.custom_headers.clone(),
-                        });
-                    }
-                }
-                None => {
-                    if insert_delivery(&mut *conn, &h.name, &ev.id, None, now, true)
-                        .await?
-                        .is_some()
-                    {
-                        out.queued += 1;
-                    }
-                }
-            }
+        let targets: Vec<&HookSnapshot> = hooks.iter().filter(|h| h.wants(ev)).collect();
+        if targets.is_empty() {
+            continue;
+        }
+        sqlx::query("INSERT INTO events (id, action, body, created_at) VALUES (?, ?, ?, ?)")
+            .bind(&ev.id)
+            .bind(ev.action.as_str())
+            .bind(&ev.body)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        // One statement for every matching webhook, and only for those still enabled inside
+        // this transaction (a webhook disabled or deleted meanwhile gets nothing).
+        let marks = vec!["?"; targets.len()].join(",");
+        let sql = format!(
+            "INSERT INTO deliveries (webhook, event_id, state, attempts, round_start, \
+             max_attempts, next_attempt_at, lease_until, lease_owner, created_at, updated_at) \
+             SELECT name, ?, 'pending', 0, 0, NULL, ?, ?, ?, ?, ? FROM webhooks \
+             WHERE status = 'enabled' AND name IN ({marks}) RETURNING id, webhook"
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(&ev.id)
+            .bind(now)
+            .bind(lease.as_ref().map(|(_, ms)| now + ms))
+            .bind(lease.as_ref().map(|(owner, _)| owner.as_str()))
+            .bind(now)
+            .bind(now);
+        for h in &targets {
+            q = q.bind(&h.name);
+        }
+        let rows = q.fetch_all(&mut *conn).await?;
+        if lease.is_none() {
+            out.queued += rows.len();
+            continue;
+        }
+        for r in rows {
+            let name: String = r.get(1);
+            let Some(h) = targets.iter().find(|h| h.name.eq_ignore_ascii_case(&name)) else {
+                continue;
+            };
+            out.fast.push(Claimed {
+                delivery_id: r.get(0),
+                webhook: h.name.clone(),
+                event_id: ev.id.clone(),
+                attempt: 1,
+                round_attempt: 1,
+                max_attempts: None,
+                body: ev.body.clone(),
+                service_uri: h.service_uri.clone(),
+                custom_headers: h.custom_headers.clone(),
+            });
         }
     }
     Ok(out)
