@@ -1693,6 +1693,20 @@ fn render_report(rows: &Rows, label: &str, compare: &str) -> String {
             None,
         ),
         (
+            "throughput: manifest PUTs (/s)",
+            "",
+            Target::Info,
+            num(thr, "put_per_s"),
+            None,
+        ),
+        (
+            "throughput: PUT p99 (ms)",
+            "",
+            Target::Info,
+            num(thr, "put_p99_ms"),
+            None,
+        ),
+        (
             "throughput: missing",
             "0",
             Target::Zero,

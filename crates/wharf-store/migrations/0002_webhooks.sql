@@ -70,3 +70,5 @@ CREATE TABLE attempts (
 );
 CREATE INDEX attempts_webhook ON attempts(webhook, id);
 CREATE INDEX attempts_started ON attempts(started_at);
+-- Deleting a webhook or pruning deliveries cascades to attempts by delivery id.
+CREATE INDEX attempts_delivery ON attempts(delivery_id);

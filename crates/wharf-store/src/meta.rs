@@ -700,32 +700,17 @@ async fn run_group(
     let mut tx = pool.begin().await?;
     let mut results = Vec::with_capacity(jobs.len());
     let mut fast = Vec::new();
-    if let [job] = jobs {
-        // A group of one needs no savepoint: its failure is the transaction's.
-        return match put_one(&mut tx, &job.m, &job.events, &job.hooks, lane).await {
-            Ok(enq) => {
-                tx.commit().await?;
-                lane.hand_over(enq.fast);
-                Ok(vec![Ok(enq.queued)])
-            }
-            Err(e) => {
-                tx.rollback().await?;
-                Ok(vec![Err(e)])
-            }
-        };
-    }
+    // Each put validates with reads only before it writes anything, so a refused manifest
+    // leaves no trace and needs no savepoint; puts see the ones before them in the group (an
+    // index may follow its children). A failing write is a database failure and fails the
+    // whole group.
     for job in jobs {
-        let mut sp = tx.begin().await?;
-        match put_one(&mut sp, &job.m, &job.events, &job.hooks, lane).await {
+        match put_one(&mut tx, &job.m, &job.events, &job.hooks, lane).await? {
             Ok(enq) => {
-                sp.commit().await?;
                 fast.extend(enq.fast);
                 results.push(Ok(enq.queued));
             }
-            Err(e) => {
-                sp.rollback().await?;
-                results.push(Err(e));
-            }
+            Err(refused) => results.push(Err(refused)),
         }
     }
     tx.commit().await?;
@@ -740,18 +725,37 @@ async fn put_one(
     events: &[OutboxEvent],
     hooks: &WebhookCache,
     lane: &FastLane,
-) -> Result<Enqueued, StoreError> {
-    let repo_id = ensure_repo(&mut *conn, &m.repo).await?;
-    if let Some(missing) =
-        first_missing(&mut *conn, "repo_blobs", repo_id, &m.required_blobs).await?
-    {
-        return Err(StoreError::MissingBlob(missing));
+) -> Result<Result<Enqueued, StoreError>, StoreError> {
+    // Validate with reads only. A repository that does not exist yet has no blobs.
+    let existing = repo_id(&mut *conn, &m.repo).await?;
+    let missing = match existing {
+        Some(id) => first_missing(&mut *conn, "repo_blobs", id, &m.required_blobs)
+            .await?
+            .map(StoreError::MissingBlob)
+            .or(
+                first_missing(&mut *conn, "manifests", id, &m.required_manifests)
+                    .await?
+                    .map(StoreError::MissingManifest),
+            ),
+        None => m
+            .required_blobs
+            .first()
+            .cloned()
+            .map(StoreError::MissingBlob)
+            .or_else(|| {
+                m.required_manifests
+                    .first()
+                    .cloned()
+                    .map(StoreError::MissingManifest)
+            }),
+    };
+    if let Some(refused) = missing {
+        return Ok(Err(refused));
     }
-    if let Some(missing) =
-        first_missing(&mut *conn, "manifests", repo_id, &m.required_manifests).await?
-    {
-        return Err(StoreError::MissingManifest(missing));
-    }
+    let repo_id = match existing {
+        Some(id) => id,
+        None => ensure_repo(&mut *conn, &m.repo).await?,
+    };
     let now = now_ms();
     sqlx::query(
         "INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, subject, \
@@ -784,7 +788,7 @@ async fn put_one(
         .execute(&mut *conn)
         .await?;
     }
-    crate::outbox::enqueue(conn, events, hooks, lane).await
+    Ok(Ok(crate::outbox::enqueue(conn, events, hooks, lane).await?))
 }
 
 /// See [`Meta::relaxed`].

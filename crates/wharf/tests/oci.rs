@@ -1465,3 +1465,39 @@ async fn concurrent_manifest_puts_fail_and_succeed_independently() {
         .unwrap();
     assert_eq!(v["tags"].as_array().unwrap().len(), 20);
 }
+
+#[tokio::test]
+async fn a_refused_manifest_leaves_no_repository_behind() {
+    let s = Server::start().await;
+    let c = client();
+    let m = json!({"schemaVersion":2,"mediaType":OCI_MANIFEST,
+        "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":sha256(b"nothing"),"size":7},
+        "layers":[]});
+    let r = put_manifest(
+        &c,
+        &s,
+        "brand/new",
+        "v1",
+        OCI_MANIFEST,
+        &serde_json::to_vec(&m).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let v: Value = c
+        .get(s.url("/v2/_catalog"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["repositories"], json!([]));
+    assert_eq!(
+        c.get(s.url("/v2/brand/new/tags/list"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
