@@ -807,15 +807,14 @@ impl Relaxed {
 
     /// Restores `synchronous=FULL` and returns the connection to the pool.
     pub(crate) async fn finish(mut self) {
-        if let Some(mut c) = self.conn.take() {
-            if sqlx::query("PRAGMA synchronous = FULL")
+        if let Some(mut c) = self.conn.take()
+            && sqlx::query("PRAGMA synchronous = FULL")
                 .execute(&mut *c)
                 .await
                 .is_err()
-            {
-                // Never give the pool a relaxed connection: close it; the pool opens a new one.
-                let _ = c.detach().close().await;
-            }
+        {
+            // Never give the pool a relaxed connection: close it; the pool opens a new one.
+            let _ = c.detach().close().await;
         }
     }
 }
@@ -827,6 +826,36 @@ impl Drop for Relaxed {
             drop(c.detach());
         }
     }
+}
+
+/// The first of `digests` that `table` (`repo_blobs` or `manifests`) lacks for `repo_id`, with
+/// one query for the whole list.
+async fn first_missing(
+    conn: &mut SqliteConnection,
+    table: &'static str,
+    repo_id: i64,
+    digests: &[Digest],
+) -> Result<Option<Digest>, StoreError> {
+    let mut missing = None;
+    for chunk in digests.chunks(500) {
+        let marks = vec!["?"; chunk.len()].join(",");
+        let sql = format!("SELECT digest FROM {table} WHERE repo_id = ? AND digest IN ({marks})");
+        let mut q = sqlx::query(&sql).bind(repo_id);
+        for d in chunk {
+            q = q.bind(d.to_string());
+        }
+        let found: std::collections::HashSet<String> = q
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if let Some(d) = chunk.iter().find(|d| !found.contains(&d.to_string())) {
+            missing = Some(d.clone());
+            break;
+        }
+    }
+    Ok(missing)
 }
 
 #[cfg(test)]
@@ -866,34 +895,4 @@ mod tests {
             "a dropped relaxed connection is not reused"
         );
     }
-}
-
-/// The first of `digests` that `table` (`repo_blobs` or `manifests`) lacks for `repo_id`, with
-/// one query for the whole list.
-async fn first_missing(
-    conn: &mut SqliteConnection,
-    table: &'static str,
-    repo_id: i64,
-    digests: &[Digest],
-) -> Result<Option<Digest>, StoreError> {
-    let mut missing = None;
-    for chunk in digests.chunks(500) {
-        let marks = vec!["?"; chunk.len()].join(",");
-        let sql = format!("SELECT digest FROM {table} WHERE repo_id = ? AND digest IN ({marks})");
-        let mut q = sqlx::query(&sql).bind(repo_id);
-        for d in chunk {
-            q = q.bind(d.to_string());
-        }
-        let found: std::collections::HashSet<String> = q
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        if let Some(d) = chunk.iter().find(|d| !found.contains(&d.to_string())) {
-            missing = Some(d.clone());
-            break;
-        }
-    }
-    Ok(missing)
 }
