@@ -143,7 +143,8 @@ fn publish(src: &Path, dst: &Path) -> io::Result<()> {
         .parent()
         .ok_or_else(|| io::Error::other("blob path has no parent"))?;
     std::fs::create_dir_all(dir)?;
-    std::fs::File::open(src)?.sync_all()?;
+    // Data and size are what a reader needs; sync_data skips timestamps.
+    std::fs::File::open(src)?.sync_data()?;
     std::fs::rename(src, dst)?;
     std::fs::File::open(dir)?.sync_all()?;
     Ok(())

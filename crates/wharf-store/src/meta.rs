@@ -297,13 +297,18 @@ impl Meta {
         repo: &RepoName,
         algorithm: &str,
     ) -> Result<(), StoreError> {
+        // Without fsync: a session survives a process crash either way (the WAL is in the OS's
+        // cache), and one lost to a power failure only makes the client start its upload again
+        // (its bytes were not fsynced either; only a finished blob is).
+        let mut relaxed = self.relaxed().await?;
         sqlx::query("INSERT INTO uploads (id, repo, algorithm, created_at) VALUES (?, ?, ?, ?)")
             .bind(id)
             .bind(repo.as_str())
             .bind(algorithm)
             .bind(now_ms())
-            .execute(&self.write)
+            .execute(relaxed.conn()?)
             .await?;
+        relaxed.finish().await;
         Ok(())
     }
 
