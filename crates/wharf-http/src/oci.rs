@@ -562,7 +562,7 @@ async fn tags(app: &AppState, repo: &RepoName, q: &Query) -> Result<Response> {
         Vec::new()
     } else {
         app.registry
-            .list_tags(repo, last.as_deref(), n.map(|n| n + 1))
+            .list_tags(repo, last.as_deref(), n.map(|n| n.saturating_add(1)))
             .await?
     };
     let link = next_link(&format!("/v2/{repo}/tags/list"), &mut list, n);
@@ -581,7 +581,7 @@ async fn catalog(app: &AppState, q: &Query) -> Result<Response> {
         Vec::new()
     } else {
         app.registry
-            .catalog(last.as_deref(), n.map(|n| n + 1))
+            .catalog(last.as_deref(), n.map(|n| n.saturating_add(1)))
             .await?
     };
     let link = next_link("/v2/_catalog", &mut list, n);

@@ -24,8 +24,9 @@ pub use events::RequestInfo;
 pub use uploads::UploadState;
 
 /// A stream of request body bytes.
-pub trait ByteStream: Stream<Item = Result<Bytes, io::Error>> + Send + Unpin {}
-impl<T: Stream<Item = Result<Bytes, io::Error>> + Send + Unpin> ByteStream for T {}
+/// `'static` because uploads run on a task of their own (see `uploads.rs`).
+pub trait ByteStream: Stream<Item = Result<Bytes, io::Error>> + Send + Unpin + 'static {}
+impl<T: Stream<Item = Result<Bytes, io::Error>> + Send + Unpin + 'static> ByteStream for T {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -309,8 +310,17 @@ impl Registry {
                 }
             }
             Reference::Digest(d) => {
-                self.delete_manifest_digest(repo, d, req).await?;
-                Ok(())
+                // On a task of its own: once the delete commits, its events must be handed to
+                // the dispatcher even if the client has gone.
+                let (this, repo, d, req) = (self.clone(), repo.clone(), d.clone(), req.clone());
+                match tokio::spawn(
+                    async move { this.delete_manifest_digest(&repo, &d, &req).await },
+                )
+                .await
+                {
+                    Ok(r) => r.map(|_| ()),
+                    Err(e) => Err(RegistryError::Io(io::Error::other(e))),
+                }
             }
         }
     }

@@ -7,6 +7,10 @@
 //!
 //! Bytes are written and hashed on a blocking thread fed through a channel: hashing megabytes
 //! on the async runtime would stall other requests.
+//!
+//! Every operation that changes a session runs on a task of its own, holding the session's
+//! lock to the end. A client that disconnects mid-request drops the HTTP handler, not that
+//! task, so the file and the offset can never part ways, and a retry waits for the lock.
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -23,6 +27,8 @@ pub struct UploadState {
     /// Hash of bytes `0..offset`, when known.
     hasher: Option<Hasher>,
     algorithm: Algorithm,
+    /// Finished or cancelled: whoever still holds the session must not touch it.
+    closed: bool,
 }
 
 /// Buffer size of the writer that appends to an upload file.
@@ -42,6 +48,7 @@ impl Registry {
             offset: 0,
             hasher: Some(algorithm.hasher()),
             algorithm,
+            closed: false,
         };
         self.sessions()
             .insert(id.clone(), Arc::new(tokio::sync::Mutex::new(state)));
@@ -97,6 +104,7 @@ impl Registry {
             offset,
             hasher: None,
             algorithm: row.algorithm.parse().unwrap_or(Algorithm::Sha256),
+            closed: false,
         };
         let s = Arc::new(tokio::sync::Mutex::new(state));
         Ok(self.sessions().entry(id.to_owned()).or_insert(s).clone())
@@ -116,10 +124,23 @@ impl Registry {
         range: Option<(u64, u64)>,
         body: impl ByteStream,
     ) -> Result<u64> {
+        let (this, repo, id) = (self.clone(), repo.clone(), id.to_owned());
+        detached(async move { this.patch_locked(&repo, &id, range, body).await }).await
+    }
+
+    async fn patch_locked(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        range: Option<(u64, u64)>,
+        body: impl ByteStream,
+    ) -> Result<u64> {
         let s = self.session(repo, id).await?;
         let mut st = s.lock().await;
-        check_range(range, st.offset)?;
-        let expected = range.map(|(a, b)| b - a + 1);
+        if st.closed {
+            return Err(RegistryError::UploadUnknown);
+        }
+        let expected = check_range(range, st.offset)?;
         self.append(id, &mut st, body, expected).await?;
         Ok(st.offset)
     }
@@ -133,7 +154,13 @@ impl Registry {
         mut body: impl ByteStream,
         expected: Option<u64>,
     ) -> Result<()> {
-        let file = self.store.blobs.append_upload(id).await?.into_std().await;
+        let file = match self.store.blobs.append_upload(id).await {
+            Ok(f) => f.into_std().await,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(RegistryError::UploadUnknown);
+            }
+            Err(e) => return Err(e.into()),
+        };
         let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
         let mut hasher = st.hasher.take();
         let writer = tokio::task::spawn_blocking(move || -> io::Result<(u64, Option<Hasher>)> {
@@ -187,8 +214,34 @@ impl Registry {
     }
 
     /// Finishes an upload: appends the final chunk (if any), verifies the digest, publishes the
-    /// blob and links it into the repository. The session is gone afterwards.
+    /// blob and links it into the repository. The session is gone afterwards; the same finish
+    /// again succeeds again (idempotent).
     pub async fn finish_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        range: Option<(u64, u64)>,
+        body: impl ByteStream,
+    ) -> Result<()> {
+        let (this, repo, id, digest) = (self.clone(), repo.clone(), id.to_owned(), digest.clone());
+        detached(async move { this.finish_locked(&repo, &id, &digest, range, body).await }).await
+    }
+
+    /// Whether `id` was finished with `digest` in `repo` (the idempotent path of a finish).
+    async fn finished_as(&self, repo: &RepoName, id: &str, digest: &Digest) -> Result<()> {
+        match self.store.meta.get_upload(id).await? {
+            Some(row)
+                if row.repo == repo.as_str()
+                    && row.finished_digest.as_deref() == Some(&digest.to_string()) =>
+            {
+                Ok(())
+            }
+            _ => Err(RegistryError::UploadUnknown),
+        }
+    }
+
+    async fn finish_locked(
         &self,
         repo: &RepoName,
         id: &str,
@@ -198,30 +251,28 @@ impl Registry {
     ) -> Result<()> {
         let s = match self.session(repo, id).await {
             Ok(s) => s,
-            Err(RegistryError::UploadUnknown) => {
-                // Finishing is idempotent: the same PUT again after success succeeds again.
-                return match self.store.meta.get_upload(id).await? {
-                    Some(row)
-                        if row.repo == repo.as_str()
-                            && row.finished_digest.as_deref() == Some(&digest.to_string()) =>
-                    {
-                        Ok(())
-                    }
-                    _ => Err(RegistryError::UploadUnknown),
-                };
-            }
+            Err(RegistryError::UploadUnknown) => return self.finished_as(repo, id, digest).await,
             Err(e) => return Err(e),
         };
         let mut st = s.lock().await;
-        check_range(range, st.offset)?;
+        if st.closed {
+            // Finished (or cancelled) by a request that held the lock before us.
+            return self.finished_as(repo, id, digest).await;
+        }
+        let expected = check_range(range, st.offset)?;
         if st.hasher.is_some() && st.algorithm != digest.algorithm() {
             st.hasher = None;
         }
-        self.append(id, &mut st, body, range.map(|(a, b)| b - a + 1))
-            .await?;
+        self.append(id, &mut st, body, expected).await?;
         let actual = match st.hasher.clone() {
             Some(h) => h.finish(),
-            None => self.store.blobs.hash_upload(id, digest.algorithm()).await?,
+            None => match self.store.blobs.hash_upload(id, digest.algorithm()).await {
+                Ok(d) => d,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(RegistryError::UploadUnknown);
+                }
+                Err(e) => return Err(e.into()),
+            },
         };
         if &actual != digest {
             return Err(RegistryError::DigestMismatch);
@@ -231,18 +282,27 @@ impl Registry {
             .meta
             .finish_upload(id, repo, digest, st.offset as i64)
             .await?;
+        st.closed = true;
         self.sessions().remove(id);
         Ok(())
     }
 
     /// Cancels an upload session and deletes its bytes.
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
-        let s = self.session(repo, id).await?;
-        let _st = s.lock().await;
-        self.store.meta.delete_upload(id).await?;
-        self.store.blobs.remove_upload(id).await?;
-        self.sessions().remove(id);
-        Ok(())
+        let (this, repo, id) = (self.clone(), repo.clone(), id.to_owned());
+        detached(async move {
+            let s = this.session(&repo, &id).await?;
+            let mut st = s.lock().await;
+            if st.closed {
+                return Err(RegistryError::UploadUnknown);
+            }
+            this.store.meta.delete_upload(&id).await?;
+            this.store.blobs.remove_upload(&id).await?;
+            st.closed = true;
+            this.sessions().remove(&id);
+            Ok(())
+        })
+        .await
     }
 
     /// A whole blob in one request (POST with `?digest=`, or a monolithic PUT).
@@ -262,26 +322,57 @@ impl Registry {
         res
     }
 
-    /// Removes upload sessions older than `max_age_ms` (abandoned uploads).
+    /// Removes upload sessions older than `max_age_ms` (abandoned uploads). A session busy
+    /// with a request right now is left for the next round.
     pub async fn expire_uploads(&self, max_age_ms: i64) -> Result<usize> {
         let cutoff = chrono::Utc::now().timestamp_millis() - max_age_ms;
         let stale = self.store.meta.stale_uploads(cutoff).await?;
+        let mut expired = 0;
         for id in &stale {
+            let live = self.sessions().get(id).cloned();
+            let guard = match &live {
+                Some(s) => match s.clone().try_lock_owned() {
+                    Ok(g) => Some(g),
+                    Err(_) => continue,
+                },
+                None => None,
+            };
             self.store.meta.delete_upload(id).await?;
             self.store.blobs.remove_upload(id).await?;
+            if let Some(mut g) = guard {
+                g.closed = true;
+            }
             self.sessions().remove(id);
+            expired += 1;
         }
-        Ok(stale.len())
+        Ok(expired)
     }
 }
 
-/// A chunk must start exactly at the session's offset (DESIGN invariant 2).
-fn check_range(range: Option<(u64, u64)>, offset: u64) -> Result<()> {
+/// Runs a session-changing operation on its own task, so that a client disconnecting (which
+/// drops the HTTP handler) cannot stop it half-way.
+async fn detached<T: Send + 'static>(
+    f: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    match tokio::spawn(f).await {
+        Ok(r) => r,
+        Err(e) => Err(RegistryError::Io(io::Error::other(e))),
+    }
+}
+
+/// A chunk must start exactly at the session's offset (DESIGN invariant 2). Returns the
+/// chunk's length, if a range was given.
+fn check_range(range: Option<(u64, u64)>, offset: u64) -> Result<Option<u64>> {
     match range {
-        Some((start, end)) if start != offset || end < start => {
-            Err(RegistryError::RangeNotSatisfiable { offset })
+        None => Ok(None),
+        Some((start, end)) => {
+            // `end - start + 1` cannot overflow once `end >= start` and `start == offset`
+            // unless the range is the whole u64 space: refuse that as unsatisfiable too.
+            match end.checked_sub(start).and_then(|d| d.checked_add(1)) {
+                Some(len) if start == offset => Ok(Some(len)),
+                _ => Err(RegistryError::RangeNotSatisfiable { offset }),
+            }
         }
-        _ => Ok(()),
     }
 }
 

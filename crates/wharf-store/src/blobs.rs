@@ -13,7 +13,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use tokio::fs;
-use tokio::io::AsyncWriteExt;
 use wharf_core::{Algorithm, Digest, Hasher};
 
 /// Size of the read buffer used when hashing an upload file from disk.
@@ -116,15 +115,6 @@ impl BlobStore {
             .map_err(io::Error::other)?
     }
 
-    /// Writes small content (a manifest-sized body) straight to its published place.
-    pub async fn write_blob(&self, digest: &Digest, data: &[u8], session: &str) -> io::Result<()> {
-        let src = self.upload_path(session);
-        let mut f = fs::File::create(&src).await?;
-        f.write_all(data).await?;
-        drop(f);
-        self.publish_upload(session, digest).await
-    }
-
     pub async fn open_blob(&self, digest: &Digest) -> io::Result<fs::File> {
         fs::File::open(self.blob_path(digest)).await
     }
@@ -135,17 +125,35 @@ impl BlobStore {
 }
 
 fn publish(src: &Path, dst: &Path) -> io::Result<()> {
-    if dst.exists() {
-        std::fs::remove_file(src)?;
-        return Ok(());
-    }
     let dir = dst
         .parent()
         .ok_or_else(|| io::Error::other("blob path has no parent"))?;
+    if dst.exists() {
+        // Content addressing makes the two identical. The directory entry may belong to a
+        // concurrent publisher that has not synced it yet: sync it before answering.
+        std::fs::remove_file(src)?;
+        return std::fs::File::open(dir)?.sync_all();
+    }
+    // New directories must be durable too, or a power cut could lose the entry of a whole
+    // `ab/` directory along with the blobs in it: sync the parent of each one created.
+    let mut created = Vec::new();
+    let mut d = dir;
+    while !d.exists() {
+        created.push(d.to_owned());
+        match d.parent() {
+            Some(p) => d = p,
+            None => break,
+        }
+    }
     std::fs::create_dir_all(dir)?;
     // Data and size are what a reader needs; sync_data skips timestamps.
     std::fs::File::open(src)?.sync_data()?;
     std::fs::rename(src, dst)?;
     std::fs::File::open(dir)?.sync_all()?;
+    for c in created.iter().rev() {
+        if let Some(parent) = c.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+    }
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Connection, Row, SqliteConnection};
+use sqlx::{Row, SqliteConnection};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -192,17 +192,23 @@ impl Meta {
         })
     }
 
-    /// The write connection with `synchronous=OFF`, for bookkeeping whose loss in a power
-    /// failure costs at most a duplicate delivery (leases, attempt records): it skips the
-    /// fsync, and a later durable commit fsyncs its pages anyway. Call [`Relaxed::finish`] to
-    /// hand the connection back; one dropped without it is closed rather than returned to the
-    /// pool relaxed, so no durable write can ever run on it.
+    /// The write connection with `synchronous=NORMAL`, for bookkeeping whose loss in a power
+    /// failure costs at most a duplicate delivery or a restarted upload (leases, attempt
+    /// records, upload sessions). In WAL mode NORMAL skips the fsync at commit but still syncs
+    /// the WAL before a checkpoint copies it into the database, so a checkpoint run here can
+    /// never put earlier durable commits at risk (OFF could). Call [`Relaxed::finish`] to hand
+    /// the connection back; one dropped without it — an error, or a cancelled request at any
+    /// await — is closed rather than returned to the pool relaxed, so no durable write can
+    /// ever run on it.
     pub(crate) async fn relaxed(&self) -> Result<Relaxed, StoreError> {
-        let mut conn = self.write.acquire().await?;
-        sqlx::query("PRAGMA synchronous = OFF")
-            .execute(&mut *conn)
+        // Wrap first: from here on, dropping the future closes the connection.
+        let mut relaxed = Relaxed {
+            conn: Some(self.write.acquire().await?),
+        };
+        sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(relaxed.conn()?)
             .await?;
-        Ok(Relaxed { conn: Some(conn) })
+        Ok(relaxed)
     }
 
     pub async fn close(&self) {
@@ -810,17 +816,21 @@ impl Relaxed {
             .ok_or_else(|| StoreError::Unavailable("relaxed connection already released".into()))
     }
 
-    /// Restores `synchronous=FULL` and returns the connection to the pool.
+    /// Restores `synchronous=FULL` and returns the connection to the pool. The connection
+    /// stays inside `self` until the pragma succeeded, so a cancelled `finish` closes it too.
     pub(crate) async fn finish(mut self) {
-        if let Some(mut c) = self.conn.take()
-            && sqlx::query("PRAGMA synchronous = FULL")
-                .execute(&mut *c)
+        let restored = match self.conn.as_deref_mut() {
+            Some(c) => sqlx::query("PRAGMA synchronous = FULL")
+                .execute(c)
                 .await
-                .is_err()
-        {
-            // Never give the pool a relaxed connection: close it; the pool opens a new one.
-            let _ = c.detach().close().await;
+                .is_ok(),
+            None => false,
+        };
+        if restored {
+            // Back to the pool, durable again.
+            drop(self.conn.take());
         }
+        // Otherwise `drop(self)` detaches and closes it; the pool opens a fresh one.
     }
 }
 
@@ -887,7 +897,7 @@ mod tests {
             .await
             .unwrap()
             .get(0);
-        assert_eq!(mode, 0, "relaxed means OFF");
+        assert_eq!(mode, 1, "relaxed means NORMAL");
         r.finish().await;
         assert_eq!(sync_mode(&meta).await, 2, "finish restores FULL");
         // Dropped without finish (an error path): the connection is closed, and the pool's

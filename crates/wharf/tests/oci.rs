@@ -1501,3 +1501,107 @@ async fn a_refused_manifest_leaves_no_repository_behind() {
         404
     );
 }
+
+#[tokio::test]
+async fn huge_numbers_from_clients_are_handled() {
+    let s = Server::start().await;
+    let c = client();
+    push_image(&c, &s, "big", "v1", "b").await;
+    let r = c
+        .get(s.url("/v2/_catalog?n=4294967295"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["repositories"], json!(["big"]));
+    let r = c
+        .get(s.url("/v2/big/tags/list?n=4294967295"))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["tags"], json!(["v1"]));
+    let r = c
+        .get(s.url("/v2/big/tags/list?n=99999999999"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let loc = header(
+        &c.post(s.url("/v2/big/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap(),
+        "location",
+    )
+    .unwrap();
+    let r = c
+        .patch(s.url(&loc))
+        .header("content-range", "0-18446744073709551615")
+        .body("abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    let r = c.get(s.url(&loc)).send().await.unwrap();
+    assert_eq!(header(&r, "range").as_deref(), Some("0-0"));
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_patch_leaves_a_consistent_session() {
+    let s = Server::start().await;
+    let c = client();
+    let loc = header(
+        &c.post(s.url("/v2/gone/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap(),
+        "location",
+    )
+    .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let body =
+        reqwest::Body::wrap_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let url = s.url(&loc);
+    let req = tokio::spawn({
+        let c = c.clone();
+        async move { c.patch(url).body(body).send().await }
+    });
+    tx.send(Ok(vec![7u8; 100_000])).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The client goes away mid-body.
+    req.abort();
+    drop(tx);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The session is intact: whatever arrived was dropped, and the offset is the old one.
+    let r = c.get(s.url(&loc)).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(header(&r, "range").as_deref(), Some("0-0"));
+    // A retry from that offset completes and the blob is exactly what was sent.
+    let data = vec![9u8; 50_000];
+    let r = c
+        .patch(s.url(&loc))
+        .header("content-range", "0-49999")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let d = sha256(&data);
+    let r = c
+        .put(s.url(&format!("{loc}?digest={d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let got = c
+        .get(s.url(&format!("/v2/gone/blobs/{d}")))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.to_vec(), data);
+}
