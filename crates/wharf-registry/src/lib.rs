@@ -359,33 +359,49 @@ impl Registry {
         }
     }
 
-    /// Deletes a whole repository: every manifest (each raising its `delete` event), then the
-    /// repository itself.
+    /// Deletes a whole repository in one transaction, raising a `delete` event (and a
+    /// `chart_delete` for charts) for every manifest in it.
     pub async fn delete_repository(
         &self,
         repo: &RepoName,
         req: &RequestInfo,
     ) -> Result<RepoDeleted> {
-        if !self.store.meta.repo_exists(repo).await? {
-            return Err(RegistryError::NameUnknown);
-        }
-        let mut out = RepoDeleted {
-            manifests_deleted: Vec::new(),
-            tags_deleted: Vec::new(),
-        };
+        // Chart names and versions live in config blobs; read them before the transaction (a
+        // chart pushed meanwhile is still deleted with its `delete` event, just without the
+        // `chart_delete`).
+        let mut charts = HashMap::new();
         for d in self.store.meta.manifest_digests(repo).await? {
-            match self.delete_manifest_digest(repo, &d, req).await {
-                Ok(tags) => {
-                    out.manifests_deleted.push(d.to_string());
-                    out.tags_deleted.extend(tags);
-                }
-                // Deleted concurrently: nothing left to do for it.
-                Err(RegistryError::ManifestUnknown) => {}
-                Err(e) => return Err(e),
+            if let Some(c) = self.store.meta.manifest_config(repo, &d).await?
+                && c.media_type.as_deref() == Some(wharf_core::manifest::media::HELM_CONFIG)
+                && let Some(meta) = self.read_chart_meta(c.digest.as_ref()).await
+            {
+                charts.insert(d, meta);
             }
         }
-        self.store.meta.delete_repo(repo).await?;
-        Ok(out)
+        let (this, repo, req) = (self.clone(), repo.clone(), req.clone());
+        // On a task of its own, so the events of a committed delete are always handed over.
+        let res = tokio::spawn(async move {
+            let hooks = this.store.hooks.clone();
+            this.store
+                .meta
+                .delete_repository(&repo, &this.store.hooks, |del| {
+                    events::delete_events(&hooks, &repo, del, charts.get(&del.digest), &req)
+                })
+                .await
+                .map(|r| (r, this))
+        })
+        .await
+        .map_err(|e| RegistryError::Io(io::Error::other(e)))??;
+        let (Some((deleted, queued)), this) = res else {
+            return Err(RegistryError::NameUnknown);
+        };
+        if queued > 0 {
+            this.store.wake_dispatcher();
+        }
+        Ok(RepoDeleted {
+            manifests_deleted: deleted.iter().map(|d| d.digest.to_string()).collect(),
+            tags_deleted: deleted.into_iter().flat_map(|d| d.tags).collect(),
+        })
     }
 
     pub async fn list_tags(

@@ -498,6 +498,66 @@ impl Meta {
         Ok(Some((deleted, queued)))
     }
 
+    /// Deletes a whole repository — its manifests, tags and blob links — in one transaction,
+    /// writing the events `events` builds for each manifest in that same transaction, so a
+    /// manifest pushed concurrently is either deleted with its event or not deleted at all.
+    /// Returns None if the repository did not exist.
+    pub async fn delete_repository<F>(
+        &self,
+        repo: &RepoName,
+        hooks: &WebhookCache,
+        events: F,
+    ) -> Result<Option<(Vec<DeletedManifest>, usize)>, StoreError>
+    where
+        F: Fn(&DeletedManifest) -> Vec<OutboxEvent>,
+    {
+        let mut tx = self.write.begin().await?;
+        let Some(repo_id) = repo_id(&mut tx, repo).await? else {
+            return Ok(None);
+        };
+        let rows = sqlx::query(
+            "SELECT digest, media_type, size, config_media_type FROM manifests \
+             WHERE repo_id = ? ORDER BY id DESC",
+        )
+        .bind(repo_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let tag_rows = sqlx::query("SELECT name, digest FROM tags WHERE repo_id = ? ORDER BY name")
+            .bind(repo_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut deleted = Vec::with_capacity(rows.len());
+        let mut all_events = Vec::new();
+        for r in rows {
+            let digest: String = r.get(0);
+            let d = DeletedManifest {
+                digest: parse_digest(digest.clone())?,
+                media_type: r.get(1),
+                size: r.get(2),
+                config_media_type: r.get(3),
+                tags: tag_rows
+                    .iter()
+                    .filter(|t| t.get::<String, _>(1) == digest)
+                    .map(|t| t.get(0))
+                    .collect(),
+            };
+            all_events.extend(events(&d));
+            deleted.push(d);
+        }
+        let enq = crate::outbox::enqueue(&mut tx, &all_events, hooks, &self.lane).await?;
+        // Manifests, tags and blob links go with the repository (ON DELETE CASCADE).
+        sqlx::query("DELETE FROM repositories WHERE id = ?")
+            .bind(repo_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let prefix = format!("{repo}@");
+        self.links.remove_where(|k| k.starts_with(&prefix));
+        let queued = enq.queued;
+        self.lane.hand_over(enq.fast);
+        Ok(Some((deleted, queued)))
+    }
+
     pub async fn manifest_config(
         &self,
         repo: &RepoName,
@@ -533,17 +593,6 @@ impl Meta {
         .fetch_all(&self.read)
         .await?;
         rows.into_iter().map(|r| parse_digest(r.get(0))).collect()
-    }
-
-    /// Deletes a repository row (its links, manifests and tags cascade).
-    pub async fn delete_repo(&self, repo: &RepoName) -> Result<bool, StoreError> {
-        let res = sqlx::query("DELETE FROM repositories WHERE name = ?")
-            .bind(repo.as_str())
-            .execute(&self.write)
-            .await?;
-        let prefix = format!("{repo}@");
-        self.links.remove_where(|k| k.starts_with(&prefix));
-        Ok(res.rows_affected() > 0)
     }
 
     /// Removes one tag (the manifest stays). Returns false if the tag did not exist.
