@@ -322,13 +322,22 @@ impl Registry {
         res
     }
 
-    /// Removes upload sessions older than `max_age_ms` (abandoned uploads). A session busy
-    /// with a request right now is left for the next round.
+    /// Removes abandoned upload sessions: created more than `max_age_ms` ago and not written
+    /// to for as long. A session busy with a request right now is left for the next round.
     pub async fn expire_uploads(&self, max_age_ms: i64) -> Result<usize> {
         let cutoff = chrono::Utc::now().timestamp_millis() - max_age_ms;
         let stale = self.store.meta.stale_uploads(cutoff).await?;
         let mut expired = 0;
         for id in &stale {
+            // Old, but still being written to (a slow, large upload): leave it.
+            if let Ok(meta) = tokio::fs::metadata(self.store.blobs.upload_path(id)).await
+                && let Ok(modified) = meta.modified()
+                && modified
+                    .elapsed()
+                    .is_ok_and(|age| age.as_millis() < max_age_ms as u128)
+            {
+                continue;
+            }
             let live = self.sessions().get(id).cloned();
             let guard = match &live {
                 Some(s) => match s.clone().try_lock_owned() {

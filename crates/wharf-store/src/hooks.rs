@@ -22,7 +22,7 @@ const RECORD_CHUNK: usize = 128;
 
 /// A webhook definition as stored, secrets included. Only the management layer's get-config
 /// may show `service_uri` and header values.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct WebhookRecord {
     pub name: String,
     pub service_uri: String,
@@ -37,7 +37,7 @@ pub struct WebhookRecord {
 }
 
 /// A delivery claimed for sending.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Claimed {
     pub delivery_id: i64,
     pub webhook: String,
@@ -52,6 +52,40 @@ pub struct Claimed {
     pub body: Vec<u8>,
     pub service_uri: String,
     pub custom_headers: BTreeMap<String, String>,
+}
+
+/// Header names with their values masked: what Debug output may show of custom headers.
+pub(crate) fn masked_headers(h: &BTreeMap<String, String>) -> BTreeMap<&str, &'static str> {
+    h.keys().map(|k| (k.as_str(), "******")).collect()
+}
+
+// Hand-written Debug impls: the secrets (service URI, header values) must not reach a log line
+// even if someone logs one of these with `{:?}` (DESIGN invariant 6).
+impl std::fmt::Debug for WebhookRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookRecord")
+            .field("name", &self.name)
+            .field("service_uri", &"******")
+            .field("custom_headers", &masked_headers(&self.custom_headers))
+            .field("actions", &self.actions)
+            .field("status", &self.status)
+            .field("scope", &self.scope)
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Claimed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claimed")
+            .field("delivery_id", &self.delivery_id)
+            .field("webhook", &self.webhook)
+            .field("event_id", &self.event_id)
+            .field("attempt", &self.attempt)
+            .field("service_uri", &"******")
+            .field("custom_headers", &masked_headers(&self.custom_headers))
+            .finish_non_exhaustive()
+    }
 }
 
 /// What happened to a delivery after an attempt.
@@ -616,4 +650,44 @@ async fn cancel_pending(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let headers = BTreeMap::from([("Authorization".to_owned(), "Bearer s3cret".to_owned())]);
+        let rec = WebhookRecord {
+            name: "hook1".into(),
+            service_uri: "https://example.com/hook?token=s3cret".into(),
+            custom_headers: headers.clone(),
+            actions: vec![WebhookAction::Push],
+            status: WebhookStatus::Enabled,
+            scope: String::new(),
+            location: "local".into(),
+            tags: BTreeMap::new(),
+            created_at: 0,
+            updated_at: 0,
+        };
+        let claimed = Claimed {
+            delivery_id: 1,
+            webhook: "hook1".into(),
+            event_id: "e".into(),
+            attempt: 1,
+            round_attempt: 1,
+            max_attempts: None,
+            body: Vec::new(),
+            service_uri: rec.service_uri.clone(),
+            custom_headers: headers,
+        };
+        for shown in [format!("{rec:?}"), format!("{claimed:?}")] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(
+                shown.contains("Authorization"),
+                "header names may show: {shown}"
+            );
+        }
+    }
 }

@@ -30,7 +30,7 @@ pub struct OutboxEvent {
 }
 
 /// What the outbox needs to know of one webhook.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HookSnapshot {
     pub name: String,
     pub actions: Vec<WebhookAction>,
@@ -39,6 +39,22 @@ pub struct HookSnapshot {
     /// Where and how to send (secrets, kept in memory only for sending).
     pub service_uri: String,
     pub custom_headers: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for HookSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the service URI or header values (DESIGN invariant 6).
+        f.debug_struct("HookSnapshot")
+            .field("name", &self.name)
+            .field("actions", &self.actions)
+            .field("scope", &self.scope)
+            .field("location", &self.location)
+            .field(
+                "custom_headers",
+                &crate::hooks::masked_headers(&self.custom_headers),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl HookSnapshot {

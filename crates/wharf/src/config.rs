@@ -33,7 +33,7 @@ pub struct Limits {
     pub max_manifest_bytes: usize,
     /// Most tags one manifest PUT may set (URL tag plus `?tag=`).
     pub max_tags_per_put: usize,
-    /// Upload sessions older than this are deleted (abandoned uploads).
+    /// Upload sessions older than this and untouched for as long are deleted (abandoned).
     pub upload_expiry_secs: u64,
     /// How long a client may take to send its request headers.
     pub header_timeout_secs: u64,
