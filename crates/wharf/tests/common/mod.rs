@@ -23,6 +23,22 @@ pub struct Server {
     handle: Option<tokio::task::JoinHandle<()>>,
     hooks: wharf_hooks::Hooks,
     dispatcher: Option<tokio::task::JoinHandle<()>>,
+    /// The temporary data directory this server owns (deleted with it), if any.
+    tmp: Option<tempfile::TempDir>,
+}
+
+/// A data directory handed on from a stopped server to the next one: it stays on disk while
+/// this value lives, and is deleted after.
+pub struct DataDir {
+    path: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for DataDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
 }
 
 /// Webhook settings fast enough for tests: 1 s timeout, retries after 0.3 s.
@@ -39,14 +55,15 @@ pub fn fast_hooks() -> wharf_hooks::HooksConfig {
 
 impl Server {
     pub async fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap().keep();
-        Server::start_in(&dir, fast_hooks()).await
+        Server::start_with(fast_hooks()).await
     }
 
     /// A server in a fresh temporary directory with these webhook settings.
     pub async fn start_with(hooks_cfg: wharf_hooks::HooksConfig) -> Server {
-        let dir = tempfile::tempdir().unwrap().keep();
-        Server::start_in(&dir, hooks_cfg).await
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = Server::start_in(tmp.path(), hooks_cfg).await;
+        s.tmp = Some(tmp);
+        s
     }
 
     pub async fn start_in(dir: &Path, hooks_cfg: wharf_hooks::HooksConfig) -> Server {
@@ -80,6 +97,7 @@ impl Server {
             handle: Some(handle),
             hooks,
             dispatcher: Some(dispatcher),
+            tmp: None,
         }
     }
 
@@ -88,7 +106,7 @@ impl Server {
     }
 
     /// Stops the server the way SIGTERM does: no new connections, in-flight work finishes.
-    pub async fn stop(mut self) -> PathBuf {
+    pub async fn stop(mut self) -> DataDir {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
@@ -100,7 +118,10 @@ impl Server {
             let _ = d.await;
         }
         self.store.meta.close().await;
-        self.data_dir.clone()
+        DataDir {
+            path: self.data_dir.clone(),
+            _tmp: self.tmp.take(),
+        }
     }
 }
 
