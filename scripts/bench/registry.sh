@@ -28,7 +28,8 @@ DIST_BIN=${DIST_BIN:-/usr/bin/docker-registry}
 read -r -a TARGETS <<<"${BENCH_TARGETS:-distribution wharf}"
 SEED=${BENCH_SEED:-$(date +%s)}
 
-log() { printf '== %s\n' "$*" >&2; }
+# shellcheck source=common.sh
+source "$ROOT/scripts/bench/common.sh"
 has_target() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
 
 # --- build and install -------------------------------------------------------
@@ -40,23 +41,6 @@ if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
     (cd "$ROOT" && cargo build --release "${pkgs[@]}")
 fi
 
-install_distribution() {
-    [[ -x $DIST_BIN ]] && return 0
-    # Another apt/dpkg may already be installing packages (possibly this very
-    # one): starting a second one would just fail on the dpkg lock, so wait.
-    while pgrep -x apt >/dev/null || pgrep -x apt-get >/dev/null || pgrep -x dpkg >/dev/null; do
-        log "waiting for a running apt/dpkg to finish"
-        sleep 5
-    done
-    [[ -x $DIST_BIN ]] && return 0
-    if [[ $(id -u) != 0 ]]; then
-        echo "$DIST_BIN missing; install the docker-registry package as root" >&2
-        exit 1
-    fi
-    log "installing docker-registry (CNCF Distribution)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry >/dev/null
-}
 if has_target distribution; then install_distribution; fi
 
 # --- servers -----------------------------------------------------------------
@@ -81,27 +65,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-    local p=$1
-    while port_in_use "$p"; do p=$((p + 1)); done
-    echo "$p"
-}
-
 wait_ready() { # name
-    local name=$1 i
-    for i in $(seq 1 300); do
-        if curl -fs -o /dev/null "http://127.0.0.1:${PORT[$name]}/v2/"; then return 0; fi
-        if ! kill -0 "${PID[$name]}" 2>/dev/null; then
-            echo "$name exited during startup; log:" >&2
-            cat "$WORK/$name.log" >&2
-            exit 1
-        fi
-        sleep 0.1
-    done
-    echo "$name did not answer /v2/ within 30 s; log:" >&2
-    cat "$WORK/$name.log" >&2
-    exit 1
+    wait_v2 "$1" "${PID[$1]}" "${PORT[$1]}" "$WORK/$1.log"
 }
 
 # Keeps the largest VmRSS seen (KiB) in FILE while PID lives. Pure bash so the
