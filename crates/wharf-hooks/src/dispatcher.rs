@@ -26,6 +26,8 @@ use crate::sender::Sender;
 const POLL: Duration = Duration::from_millis(500);
 /// Largest batch of attempt results written in one transaction.
 const RECORD_BATCH: usize = 1024;
+/// How long the recorder waits for more results before writing a batch.
+const RECORD_LINGER: Duration = Duration::from_millis(5);
 /// Lease of deliveries handed over in memory. Long, because this process holds them until it
 /// sends them (a webhook at its cap parks them), and a restart takes them back at once anyway.
 const FAST_LEASE_MS: i64 = 3_600_000;
@@ -273,6 +275,12 @@ async fn record_loop(
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
+        // Under load, results trickle in one by one; waiting a moment lets a batch form, so the
+        // history costs a few transactions a second rather than one per attempt. The delivery
+        // itself is already done; only its bookkeeping waits.
+        if rx.is_empty() {
+            tokio::time::sleep(RECORD_LINGER).await;
+        }
         while batch.len() < RECORD_BATCH {
             match rx.try_recv() {
                 Ok(r) => batch.push(r),
