@@ -51,3 +51,29 @@ wait_v2() { # name pid port logfile
     cat "$logfile" >&2
     exit 1
 }
+
+# Prints the Distribution config both benchmarks use: local filesystem storage under $1,
+# deletes allowed, only the default in-memory blob descriptor cache, quiet logs (no access
+# log), no background upload purging that could run mid-measurement, listening on
+# 127.0.0.1:$2. Callers append their own sections (e.g. notifications).
+distribution_config() { # rootdir port
+    cat <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $1
+  delete:
+    enabled: true
+  cache:
+    blobdescriptor: inmemory
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:$2
+EOF
+}

@@ -101,28 +101,8 @@ status_kib() { # pid field
 start_distribution() {
     PORT[distribution]=${DIST_PORT:-$(free_port 15000)}
     mkdir -p "$WORK/distribution"
-    # Settings chosen to match Wharf's: local filesystem, deletes allowed, only
-    # the default in-memory blob descriptor cache, quiet logs (no access log),
-    # and no background upload purging that could run mid-measurement.
-    cat >"$WORK/distribution.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $WORK/distribution
-  delete:
-    enabled: true
-  cache:
-    blobdescriptor: inmemory
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:${PORT[distribution]}
-EOF
+    # Settings chosen to match Wharf's (see distribution_config in common.sh).
+    distribution_config "$WORK/distribution" "${PORT[distribution]}" >"$WORK/distribution.yml"
     "$DIST_BIN" serve "$WORK/distribution.yml" >"$WORK/distribution.log" 2>&1 &
     PID[distribution]=$!
 }

@@ -96,24 +96,9 @@ start_distribution() {
     # Storage settings as in registry.sh. The endpoint's timeout matches
     # Wharf's per-attempt timeout; threshold/backoff are Distribution's
     # documented example values.
-    cat >"$WORK/distribution.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $WORK/distribution
-  delete:
-    enabled: true
-  cache:
-    blobdescriptor: inmemory
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:$PORT
+    {
+        distribution_config "$WORK/distribution" "$PORT"
+        cat <<EOF
 notifications:
   endpoints:
     - name: wharfbench
@@ -122,6 +107,7 @@ notifications:
       threshold: 5
       backoff: 1s
 EOF
+    } >"$WORK/distribution.yml"
     "$DIST_BIN" serve "$WORK/distribution.yml" >"$WORK/distribution.log" 2>&1 &
     SERVER_PID=$!
     wait_v2 distribution "$SERVER_PID" "$PORT" "$WORK/distribution.log"

@@ -92,13 +92,7 @@ impl Registry {
         if row.repo != repo.as_str() || row.finished_digest.is_some() {
             return Err(RegistryError::UploadUnknown);
         }
-        let offset = match self.store.blobs.upload_len(id).await {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(RegistryError::UploadUnknown);
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let offset = self.store.blobs.upload_len(id).await.map_err(session_io)?;
         let state = UploadState {
             repo: repo.clone(),
             offset,
@@ -154,13 +148,14 @@ impl Registry {
         mut body: impl ByteStream,
         expected: Option<u64>,
     ) -> Result<()> {
-        let file = match self.store.blobs.append_upload(id).await {
-            Ok(f) => f.into_std().await,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(RegistryError::UploadUnknown);
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let file = self
+            .store
+            .blobs
+            .append_upload(id)
+            .await
+            .map_err(session_io)?
+            .into_std()
+            .await;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
         let mut hasher = st.hasher.take();
         let writer = tokio::task::spawn_blocking(move || -> io::Result<(u64, Option<Hasher>)> {
@@ -266,13 +261,12 @@ impl Registry {
         self.append(id, &mut st, body, expected).await?;
         let actual = match st.hasher.clone() {
             Some(h) => h.finish(),
-            None => match self.store.blobs.hash_upload(id, digest.algorithm()).await {
-                Ok(d) => d,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(RegistryError::UploadUnknown);
-                }
-                Err(e) => return Err(e.into()),
-            },
+            None => self
+                .store
+                .blobs
+                .hash_upload(id, digest.algorithm())
+                .await
+                .map_err(session_io)?,
         };
         if &actual != digest {
             return Err(RegistryError::DigestMismatch);
@@ -355,6 +349,16 @@ impl Registry {
             expired += 1;
         }
         Ok(expired)
+    }
+}
+
+/// An I/O error on a session's file: a missing file means the session is gone (cancelled or
+/// expired meanwhile), which the client hears as an unknown upload, not a server error.
+fn session_io(e: io::Error) -> RegistryError {
+    if e.kind() == io::ErrorKind::NotFound {
+        RegistryError::UploadUnknown
+    } else {
+        e.into()
     }
 }
 

@@ -218,24 +218,12 @@ impl Receiver {
 
     /// Requests on `path` as they arrived, before the receiver's delay and answer.
     pub fn arrived(&self, path: &str) -> Vec<Received> {
-        self.state
-            .arrived
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| r.path == path)
-            .cloned()
-            .collect()
+        on_path(&self.state.arrived, path)
     }
 
     /// Waits until `path` saw at least `n` arrivals (or the timeout passes) and returns them.
     pub async fn wait_arrived(&self, path: &str, n: usize, timeout: Duration) -> Vec<Received> {
-        self.wait_until(timeout, || {
-            let got = self.arrived(path);
-            (got.len() >= n).then_some(got)
-        })
-        .await
-        .unwrap_or_else(|| self.arrived(path))
+        self.wait_count(timeout, n, || self.arrived(path)).await
     }
 
     /// Polls `f` whenever a request arrives or completes, until it returns Some or the timeout
@@ -262,24 +250,27 @@ impl Receiver {
     }
 
     pub fn received(&self, path: &str) -> Vec<Received> {
-        self.state
-            .got
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| r.path == path)
-            .cloned()
-            .collect()
+        on_path(&self.state.got, path)
     }
 
     /// Waits until `path` got at least `n` requests (or the timeout passes) and returns them.
     pub async fn wait_for(&self, path: &str, n: usize, timeout: Duration) -> Vec<Received> {
+        self.wait_count(timeout, n, || self.received(path)).await
+    }
+
+    /// Polls `list` until it holds at least `n` entries or the timeout passes.
+    async fn wait_count(
+        &self,
+        timeout: Duration,
+        n: usize,
+        list: impl Fn() -> Vec<Received>,
+    ) -> Vec<Received> {
         self.wait_until(timeout, || {
-            let got = self.received(path);
+            let got = list();
             (got.len() >= n).then_some(got)
         })
         .await
-        .unwrap_or_else(|| self.received(path))
+        .unwrap_or_else(list)
     }
 }
 
@@ -394,4 +385,14 @@ pub async fn push_image(
         .unwrap();
     assert_eq!(r.status(), 201, "manifest push: {:?}", r.text().await);
     (sha256(&body), body)
+}
+
+/// The requests in `list` that went to `path`.
+fn on_path(list: &Mutex<Vec<Received>>, path: &str) -> Vec<Received> {
+    list.lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.path == path)
+        .cloned()
+        .collect()
 }
