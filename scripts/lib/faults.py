@@ -375,7 +375,7 @@ class Strace:
                 pid, name = m.groups()
                 for prev in reversed(lines[:i]):
                     if prev.startswith(pid + " ") and f" {name}(" in prev:
-                        line = prev.replace("<unfinished ...>", "= ?")
+                        line = prev.replace(" <unfinished ...>", ") = ?")
                         break
             call = re.sub(r"^\d+\s+", "", line)
             call = re.sub(r'"((?:[^"\\]|\\.)*)"(\.\.\.)?',
@@ -596,13 +596,22 @@ class Scenario:
             umount(self.mnt)
 
     def log_excerpt(self, n=6):
-        """The server's last ERROR/WARN lines (for the report)."""
+        """The server's distinct ERROR/WARN messages, first seen first (for the report)."""
         try:
             lines = open(self.server.log_path, errors="replace").read().splitlines()
         except OSError:
             return []
-        bad = [l for l in lines if " ERROR " in l or " WARN " in l or "panicked" in l]
-        return bad[-n:]
+        out, seen = [], set()
+        for line in lines:
+            if " ERROR " not in line and " WARN " not in line and "panicked" not in line:
+                continue
+            # Same message modulo timestamp, ids, digests and timings: shown once.
+            key = re.sub(r"^\S+\s+|[0-9a-f]{8}-[0-9a-f-]{27}|sha256:[0-9a-f]+|ms=\S+|"
+                         r"path=\S+", "", line)
+            if key not in seen:
+                seen.add(key)
+                out.append(line)
+        return out[:n]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -965,6 +974,22 @@ def act_manifests(sc, ctx):
     return f"PUT -> {a}, next PUT -> {b}"
 
 
+def act_group(sc, ctx):
+    """Eight PUTs at once: the server commits waiting puts together in one transaction, so
+    one fault hits a whole group; each must still get an answer that matches the store."""
+    results = [None] * 8
+
+    def put(i):
+        results[i] = sc.put_manifest(f"group-{i}")[1]
+
+    threads = [threading.Thread(target=put, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return f"8 concurrent PUTs: {acked(results)} acked"
+
+
 def prep_deletes(sc):
     return {"digests": [sc.put_manifest(f"victim-{i}")[0] for i in range(2)]}
 
@@ -1001,6 +1026,7 @@ STEPS = {
     "blob publish (session PUT)": Step("blob publish", prep_session, paths_blob, act_session),
     "blob publish (monolithic)": Step("blob publish", prep_mono, paths_blob, act_mono),
     "manifest commit": Step("manifest commit", prep_nothing, paths_db, act_manifests),
+    "manifest group commit": Step("manifest commit", prep_nothing, paths_db, act_group),
     "delete": Step("delete", prep_deletes, paths_db, act_deletes),
     "delivery recording": Step("delivery recording", prep_delivery, paths_db, act_delivery,
                                hold_delivery=True),
@@ -1071,9 +1097,14 @@ def strace_scenario(sc, step_key, syscalls, target, action, when):
 #     blob's directory, then its parent when the directory is new); then a database commit.
 #   manifest commit / delete: SQLite appends frames with pwrite64 (a 24-byte header and a
 #     4 KiB page each, 6-8 calls per commit) and fsyncs the WAL once (synchronous=FULL).
+#   manifest group commit: the first of eight concurrent PUTs commits alone, the others
+#     wait and commit together: fsync #2 and pwrite64 #12 land in that second, shared commit.
 #   delivery recording: pwrite64 of the attempt records, no fsync (synchronous=NORMAL).
+#     Each failed write closes the connection and the next opens a new one on a new thread,
+#     so a "#1" fault fires once per retry until strace detaches.
 IO_MATRIX = [
     ("blob publish (session PUT)", "write", "file", "EIO", "1"),
+    ("blob publish (session PUT)", "write", "file", "EIO", "2"),
     ("blob publish (session PUT)", "write", "file", "ENOSPC", "1"),
     ("blob publish (session PUT)", "fdatasync", "file", "EIO", "1"),
     ("blob publish (session PUT)", "rename,renameat,renameat2", "file", "EIO", "1"),
@@ -1090,11 +1121,15 @@ IO_MATRIX = [
     ("manifest commit", "pwrite64", "db", "EIO", "4"),
     ("manifest commit", "pwrite64", "db", "ENOSPC", "1"),
     ("manifest commit", "pwrite64", "db", "ENOSPC", "1+"),
+    ("manifest commit", "pwrite64", "db", "EIO", "8"),
     ("manifest commit", "fsync", "db", "EIO", "1"),
+    ("manifest group commit", "pwrite64", "db", "EIO", "12"),
+    ("manifest group commit", "fsync", "db", "EIO", "2"),
     ("delete", "pwrite64", "db", "EIO", "1"),
     ("delete", "pwrite64", "db", "ENOSPC", "1"),
     ("delete", "fsync", "db", "EIO", "1"),
     ("delivery recording", "pwrite64", "db", "EIO", "1"),
+    ("delivery recording", "pwrite64", "db", "EIO", "2"),
     ("delivery recording", "pwrite64", "db", "ENOSPC", "1+"),
 ]
 
@@ -1108,7 +1143,9 @@ KILL_MATRIX = [
     ("blob publish (monolithic)", "rename,renameat,renameat2", "any", "1"),
     ("manifest commit", "pwrite64", "db", "1"),
     ("manifest commit", "pwrite64", "db", "4"),
+    ("manifest commit", "pwrite64", "db", "8"),
     ("manifest commit", "fsync", "db", "1"),
+    ("manifest group commit", "fsync", "db", "2"),
     ("delete", "pwrite64", "db", "1"),
     ("delete", "fsync", "db", "1"),
     ("delivery recording", "pwrite64", "db", "1"),
