@@ -6,6 +6,7 @@
 //! `wharf-registry`, `wharf-hooks` or `wharf-http`: they call it, and meet only here.
 
 pub mod blobs;
+mod db;
 pub mod hooks;
 pub mod meta;
 pub mod outbox;
@@ -24,9 +25,13 @@ use wharf_core::Digest;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
     #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+    /// The data volume is full (ENOSPC, EDQUOT, SQLITE_FULL) or below the configured floor.
+    /// Nothing was stored; the same request succeeds once space returns.
+    #[error("out of storage space")]
+    OutOfSpace,
     #[error("blob {0} is not in the repository")]
     MissingBlob(Digest),
     #[error("manifest {0} is not in the repository")]
@@ -39,6 +44,36 @@ pub enum StoreError {
     Unavailable(String),
     #[error("corrupt data: {0}")]
     Corrupt(String),
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        if is_out_of_space(&e) {
+            StoreError::OutOfSpace
+        } else {
+            StoreError::Io(e)
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            // SQLite's primary result code 13; the driver reports the extended code, which
+            // for SQLITE_FULL has no variants.
+            sqlx::Error::Database(d) if d.code().as_deref() == Some("13") => StoreError::OutOfSpace,
+            sqlx::Error::Io(io) if is_out_of_space(io) => StoreError::OutOfSpace,
+            _ => StoreError::Db(e),
+        }
+    }
+}
+
+/// ENOSPC or EDQUOT: the volume (or the user's quota on it) is full.
+pub fn is_out_of_space(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// Both stores, opened under one data directory, plus the webhook snapshot and the signal

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use wharf_core::{Digest, Reference, RepoName, Tag};
 
 use crate::StoreError;
+use crate::db::WriteTx;
 use crate::outbox::{Enqueued, FastLane, OutboxEvent, WebhookCache};
 
 const MIGRATIONS: &[&str] = &[
@@ -192,25 +193,6 @@ impl Meta {
         })
     }
 
-    /// The write connection with `synchronous=NORMAL`, for bookkeeping whose loss in a power
-    /// failure costs at most a duplicate delivery or a restarted upload (leases, attempt
-    /// records, upload sessions). In WAL mode NORMAL skips the fsync at commit but still syncs
-    /// the WAL before a checkpoint copies it into the database, so a checkpoint run here can
-    /// never put earlier durable commits at risk (OFF could). Call [`Relaxed::finish`] to hand
-    /// the connection back; one dropped without it — an error, or a cancelled request at any
-    /// await — is closed rather than returned to the pool relaxed, so no durable write can
-    /// ever run on it.
-    pub(crate) async fn relaxed(&self) -> Result<Relaxed, StoreError> {
-        // Wrap first: from here on, dropping the future closes the connection.
-        let mut relaxed = Relaxed {
-            conn: Some(self.write.acquire().await?),
-        };
-        sqlx::query("PRAGMA synchronous = NORMAL")
-            .execute(relaxed.conn()?)
-            .await?;
-        Ok(relaxed)
-    }
-
     pub async fn close(&self) {
         self.read.close().await;
         self.write.close().await;
@@ -268,7 +250,7 @@ impl Meta {
         digest: &Digest,
         size: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = WriteTx::begin(&self.write).await?;
         let repo_id = ensure_repo(&mut tx, repo).await?;
         sqlx::query("INSERT OR IGNORE INTO repo_blobs (repo_id, digest, size) VALUES (?, ?, ?)")
             .bind(repo_id)
@@ -306,15 +288,15 @@ impl Meta {
         // Without fsync: a session survives a process crash either way (the WAL is in the OS's
         // cache), and one lost to a power failure only makes the client start its upload again
         // (its bytes were not fsynced either; only a finished blob is).
-        let mut relaxed = self.relaxed().await?;
+        let mut tx = WriteTx::begin_relaxed(&self.write).await?;
         sqlx::query("INSERT INTO uploads (id, repo, algorithm, created_at) VALUES (?, ?, ?, ?)")
             .bind(id)
             .bind(repo.as_str())
             .bind(algorithm)
             .bind(now_ms())
-            .execute(relaxed.conn()?)
+            .execute(&mut *tx)
             .await?;
-        relaxed.finish().await;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -338,7 +320,7 @@ impl Meta {
         digest: &Digest,
         size: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = WriteTx::begin(&self.write).await?;
         let repo_id = ensure_repo(&mut tx, repo).await?;
         sqlx::query("INSERT OR IGNORE INTO repo_blobs (repo_id, digest, size) VALUES (?, ?, ?)")
             .bind(repo_id)
@@ -460,8 +442,9 @@ impl Meta {
     where
         F: FnOnce(&DeletedManifest) -> Vec<OutboxEvent>,
     {
-        let mut tx = self.write.begin().await?;
+        let mut tx = WriteTx::begin(&self.write).await?;
         let Some(repo_id) = repo_id(&mut tx, repo).await? else {
+            tx.rollback().await;
             return Ok(None);
         };
         let row = sqlx::query(
@@ -473,6 +456,7 @@ impl Meta {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
+            tx.rollback().await;
             return Ok(None);
         };
         let tags: Vec<String> =
@@ -511,8 +495,9 @@ impl Meta {
     where
         F: Fn(&DeletedManifest) -> Vec<OutboxEvent>,
     {
-        let mut tx = self.write.begin().await?;
+        let mut tx = WriteTx::begin(&self.write).await?;
         let Some(repo_id) = repo_id(&mut tx, repo).await? else {
+            tx.rollback().await;
             return Ok(None);
         };
         let rows = sqlx::query(
@@ -757,7 +742,7 @@ async fn run_group(
     jobs: &[PutJob],
     lane: &FastLane,
 ) -> Result<Vec<Result<usize, StoreError>>, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = WriteTx::begin(pool).await?;
     let mut results = Vec::with_capacity(jobs.len());
     let mut fast = Vec::new();
     // Each put validates with reads only before it writes anything, so a refused manifest
@@ -851,47 +836,6 @@ async fn put_one(
     Ok(Ok(crate::outbox::enqueue(conn, events, hooks, lane).await?))
 }
 
-/// See [`Meta::relaxed`].
-pub(crate) struct Relaxed {
-    conn: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>,
-}
-
-impl Relaxed {
-    pub(crate) fn conn(&mut self) -> Result<&mut SqliteConnection, StoreError> {
-        // Only `finish` and `drop` take the connection out, and both consume `self`, so this
-        // cannot fail; it is a Result rather than a panic all the same.
-        self.conn
-            .as_deref_mut()
-            .ok_or_else(|| StoreError::Unavailable("relaxed connection already released".into()))
-    }
-
-    /// Restores `synchronous=FULL` and returns the connection to the pool. The connection
-    /// stays inside `self` until the pragma succeeded, so a cancelled `finish` closes it too.
-    pub(crate) async fn finish(mut self) {
-        let restored = match self.conn.as_deref_mut() {
-            Some(c) => sqlx::query("PRAGMA synchronous = FULL")
-                .execute(c)
-                .await
-                .is_ok(),
-            None => false,
-        };
-        if restored {
-            // Back to the pool, durable again.
-            drop(self.conn.take());
-        }
-        // Otherwise `drop(self)` detaches and closes it; the pool opens a fresh one.
-    }
-}
-
-impl Drop for Relaxed {
-    fn drop(&mut self) {
-        if let Some(c) = self.conn.take() {
-            // Dropped early (an error path): detach it so it is closed, not reused relaxed.
-            drop(c.detach());
-        }
-    }
-}
-
 /// The first of `digests` that `table` (`repo_blobs` or `manifests`) lacks for `repo_id`, with
 /// one query for the whole list.
 async fn first_missing(
@@ -920,43 +864,4 @@ async fn first_missing(
         }
     }
     Ok(missing)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn sync_mode(meta: &Meta) -> i64 {
-        sqlx::query("PRAGMA synchronous")
-            .fetch_one(&meta.write)
-            .await
-            .unwrap()
-            .get(0)
-    }
-
-    #[tokio::test]
-    async fn relaxed_connections_never_return_to_the_pool_relaxed() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = Meta::open(&dir.path().join("t.db")).await.unwrap();
-        // 2 = FULL: every durable commit fsyncs.
-        assert_eq!(sync_mode(&meta).await, 2);
-        let mut r = meta.relaxed().await.unwrap();
-        let mode: i64 = sqlx::query("PRAGMA synchronous")
-            .fetch_one(r.conn().unwrap())
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(mode, 1, "relaxed means NORMAL");
-        r.finish().await;
-        assert_eq!(sync_mode(&meta).await, 2, "finish restores FULL");
-        // Dropped without finish (an error path): the connection is closed, and the pool's
-        // replacement is opened with the configured FULL.
-        let r = meta.relaxed().await.unwrap();
-        drop(r);
-        assert_eq!(
-            sync_mode(&meta).await,
-            2,
-            "a dropped relaxed connection is not reused"
-        );
-    }
 }
