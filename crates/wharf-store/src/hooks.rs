@@ -401,6 +401,13 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        // Pings that were being sent when the server died: one attempt is all a ping gets.
+        sqlx::query(
+            "UPDATE deliveries SET state = 'failed', updated_at = ? WHERE state = 'sending'",
+        )
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "UPDATE deliveries SET state = 'cancelled', updated_at = ? \
              WHERE state = 'pending' AND lease_until IS NULL AND NOT EXISTS \
@@ -481,14 +488,14 @@ impl Store {
         Ok(())
     }
 
-    /// Writes a ping event and its delivery, already leased to `owner`, which sends it at
-    /// once. Pings are tried once (a redelivery tries once more).
+    /// Writes a ping event and its delivery in state `sending`, which the queue never
+    /// claims: the caller sends it once and records the outcome, and a ping interrupted by a
+    /// crash is marked failed at the next start, never sent again (one ping, one attempt).
     pub async fn create_ping(
         &self,
         webhook: &str,
         event_id: &str,
         body: &[u8],
-        owner: &str,
     ) -> Result<i64, StoreError> {
         let now = now_ms();
         let mut tx = WriteTx::begin(&self.meta.write).await?;
@@ -502,9 +509,7 @@ impl Store {
         let id = insert_delivery(&mut tx, webhook, event_id, Some(1), now, false)
             .await?
             .ok_or_else(|| StoreError::Corrupt("ping delivery not written".into()))?;
-        sqlx::query("UPDATE deliveries SET lease_until = ?, lease_owner = ? WHERE id = ?")
-            .bind(now + 600_000)
-            .bind(owner)
+        sqlx::query("UPDATE deliveries SET state = 'sending' WHERE id = ?")
             .bind(id)
             .execute(&mut *tx)
             .await?;

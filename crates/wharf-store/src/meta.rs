@@ -120,10 +120,11 @@ pub struct NewManifest {
     pub annotations: Option<String>,
     pub config_media_type: Option<String>,
     pub config_digest: Option<Digest>,
-    /// Blobs that must be linked in the repository.
-    pub required_blobs: Vec<Digest>,
-    /// Child manifests that must exist in the repository.
-    pub required_manifests: Vec<Digest>,
+    /// Blobs that must be linked in the repository, with the size each descriptor states
+    /// (which must be the blob's size).
+    pub required_blobs: Vec<(Digest, i64)>,
+    /// Child manifests that must exist in the repository, with their stated sizes.
+    pub required_manifests: Vec<(Digest, i64)>,
     pub tags: Vec<Tag>,
 }
 
@@ -343,6 +344,14 @@ impl Meta {
             .execute(&self.write)
             .await?;
         Ok(res.rows_affected() > 0)
+    }
+
+    /// Every upload session: its id and whether it is finished (for start-up reconciliation).
+    pub async fn upload_ids(&self) -> Result<Vec<(String, bool)>, StoreError> {
+        let rows = sqlx::query("SELECT id, finished_digest IS NOT NULL FROM uploads")
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     /// Upload sessions older than `cutoff_ms`, for expiry.
@@ -773,28 +782,22 @@ async fn put_one(
 ) -> Result<Result<Enqueued, StoreError>, StoreError> {
     // Validate with reads only. A repository that does not exist yet has no blobs.
     let existing = repo_id(&mut *conn, &m.repo).await?;
-    let missing = match existing {
-        Some(id) => first_missing(&mut *conn, "repo_blobs", id, &m.required_blobs)
-            .await?
-            .map(StoreError::MissingBlob)
-            .or(
-                first_missing(&mut *conn, "manifests", id, &m.required_manifests)
-                    .await?
-                    .map(StoreError::MissingManifest),
-            ),
+    let refused = match existing {
+        Some(id) => match first_refused(&mut *conn, "repo_blobs", id, &m.required_blobs).await? {
+            Some(r) => Some(r),
+            None => first_refused(&mut *conn, "manifests", id, &m.required_manifests).await?,
+        },
         None => m
             .required_blobs
             .first()
-            .cloned()
-            .map(StoreError::MissingBlob)
+            .map(|(d, _)| StoreError::MissingBlob(d.clone()))
             .or_else(|| {
                 m.required_manifests
                     .first()
-                    .cloned()
-                    .map(StoreError::MissingManifest)
+                    .map(|(d, _)| StoreError::MissingManifest(d.clone()))
             }),
     };
-    if let Some(refused) = missing {
+    if let Some(refused) = refused {
         return Ok(Err(refused));
     }
     let repo_id = match existing {
@@ -836,32 +839,45 @@ async fn put_one(
     Ok(Ok(crate::outbox::enqueue(conn, events, hooks, lane).await?))
 }
 
-/// The first of `digests` that `table` (`repo_blobs` or `manifests`) lacks for `repo_id`, with
-/// one query for the whole list.
-async fn first_missing(
+/// Why the first of `wanted` cannot be referenced from `repo_id`: absent from `table`
+/// (`repo_blobs` or `manifests`), or stored with another size than its descriptor states.
+/// One query per 500 digests.
+async fn first_refused(
     conn: &mut SqliteConnection,
     table: &'static str,
     repo_id: i64,
-    digests: &[Digest],
-) -> Result<Option<Digest>, StoreError> {
-    let mut missing = None;
-    for chunk in digests.chunks(500) {
+    wanted: &[(Digest, i64)],
+) -> Result<Option<StoreError>, StoreError> {
+    for chunk in wanted.chunks(500) {
         let marks = vec!["?"; chunk.len()].join(",");
-        let sql = format!("SELECT digest FROM {table} WHERE repo_id = ? AND digest IN ({marks})");
+        let sql =
+            format!("SELECT digest, size FROM {table} WHERE repo_id = ? AND digest IN ({marks})");
         let mut q = sqlx::query(&sql).bind(repo_id);
-        for d in chunk {
+        for (d, _) in chunk {
             q = q.bind(d.to_string());
         }
-        let found: std::collections::HashSet<String> = q
+        let found: HashMap<String, i64> = q
             .fetch_all(&mut *conn)
             .await?
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| (r.get(0), r.get(1)))
             .collect();
-        if let Some(d) = chunk.iter().find(|d| !found.contains(&d.to_string())) {
-            missing = Some(d.clone());
-            break;
+        for (d, size) in chunk {
+            match found.get(&d.to_string()) {
+                None if table == "manifests" => {
+                    return Ok(Some(StoreError::MissingManifest(d.clone())));
+                }
+                None => return Ok(Some(StoreError::MissingBlob(d.clone()))),
+                Some(stored) if stored != size => {
+                    return Ok(Some(StoreError::SizeMismatch {
+                        digest: d.clone(),
+                        stated: *size,
+                        stored: *stored,
+                    }));
+                }
+                Some(_) => {}
+            }
         }
     }
-    Ok(missing)
+    Ok(None)
 }
