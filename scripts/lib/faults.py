@@ -211,25 +211,24 @@ RECEIVER = None
 # ---------------------------------------------------------------------------------------------
 
 
-def serve_flags():
-    """Flags of `wharf serve` that the suite sets when the binary has them."""
+def floor_off_flags():
+    """The flag that switches off the server's free-space floor, if the binary has one. The
+    floor refuses writes before the disk is really full; the scenarios want the real ENOSPC
+    (and the strace ones must not depend on how full the machine's disk is), so all but the
+    scenario that tests the floor run with it off."""
     out = subprocess.run([BIN, "serve", "--help"], capture_output=True, text=True).stdout
-    flags = []
-    # A free-space floor would refuse writes before the disk is really full; the disk-full
-    # scenarios want the real ENOSPC, so the floor is switched off where it exists.
     m = re.search(r"--(min-free[a-z-]*)", out)
-    if m:
-        flags += [f"--{m.group(1)}", "0"]
-    return flags
+    return [f"--{m.group(1)}", "0"] if m else []
 
 
-SERVE_FLAGS = []
+FLOOR_OFF = []
 
 
 class Wharf:
-    def __init__(self, data_dir, log_path):
+    def __init__(self, data_dir, log_path, flags):
         self.data_dir = data_dir
         self.log_path = log_path
+        self.flags = flags
         self.proc = None
         self.port = None
 
@@ -245,7 +244,7 @@ class Wharf:
             logf.flush()
             self.proc = subprocess.Popen(
                 [BIN, "serve", "--listen", f"127.0.0.1:{self.port}",
-                 "--data-dir", self.data_dir, "--log-level", "info"] + SERVE_FLAGS,
+                 "--data-dir", self.data_dir, "--log-level", "info"] + self.flags,
                 stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
             logf.close()
             track(self.proc.pid)
@@ -359,6 +358,12 @@ class Strace:
             text = ""
         return text.count("(INJECTED)")
 
+    def trace_text(self):
+        try:
+            return open(self.out, errors="replace").read()
+        except OSError:
+            return ""
+
     def hit(self):
         """The first call that was tampered with (or that the kill interrupted), shortened to
         the syscall and the file names it touched, for the report."""
@@ -442,7 +447,7 @@ def free_bytes(path):
 
 
 class Scenario:
-    def __init__(self, name, index, tmpfs=False):
+    def __init__(self, name, index, tmpfs=False, floor=False):
         self.name = name
         self.slug = f"{index:02d}-" + re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
         self.key = self.slug  # the receiver path of this scenario's webhook
@@ -455,7 +460,8 @@ class Scenario:
             self.data = os.path.join(self.mnt, "data")
         else:
             self.data = os.path.join(self.dir, "data")
-        self.server = Wharf(self.data, os.path.join(self.dir, "server.log"))
+        self.server = Wharf(self.data, os.path.join(self.dir, "server.log"),
+                            [] if floor else FLOOR_OFF)
         self.notes = []
         self.violations = []
         self.faults = 0  # faults this scenario injected
@@ -466,6 +472,7 @@ class Scenario:
         self.manifests_acked = {}  # (repo, tag) -> digest, PUTs answered 201
         self.deletes_tried = set()  # (repo, digest)
         self.deletes_acked = set()
+        self.repo_deletes_tried = set()  # repositories (their blob links go too)
         self.repos = set()
         self.cfg = None
         self.layer = None
@@ -569,6 +576,16 @@ class Scenario:
             self.deletes_acked.add((repo, digest))
         return r
 
+    def delete_repository(self, repo):
+        """ACR's repository delete: every manifest goes, with a delete event each."""
+        digests = {d for (r, _), d in self.manifests_acked.items() if r == repo}
+        self.repo_deletes_tried.add(repo)
+        self.deletes_tried |= {(repo, d) for d in digests}
+        r = self.server.req("DELETE", f"/acr/v1/{repo}")
+        if r.status == 202:
+            self.deletes_acked |= {(repo, d) for d in digests}
+        return r
+
     def fresh_blob(self, size, avoid_prefixes=()):
         """Random bytes whose digest starts a new blobs/sha256/<2 hex>/ directory."""
         while True:
@@ -626,6 +643,8 @@ def get_manifest(sc, repo, ref):
 def check_reads(sc, phase):
     """Acknowledged pushes read back; acknowledged deletes stay deleted; tags resolve."""
     for (repo, d), size in sorted(sc.acked_blobs.items()):
+        if repo in sc.repo_deletes_tried:
+            continue  # a repository delete unlinks its blobs
         r = sc.server.req("GET", f"/v2/{repo}/blobs/{d}")
         if r.status != 200:
             sc.violate(f"{phase}: acknowledged blob unreadable", f"{repo}@{d[:19]} GET -> {r}")
@@ -652,8 +671,10 @@ def check_reads(sc, phase):
             sc.violate(f"{phase}: acknowledged delete undone", f"{repo}@{d[:19]} GET -> {r}")
     for repo in sorted(sc.repos):
         r = sc.server.req("GET", f"/v2/{repo}/tags/list?n=10000")
-        if r.status == 404 and not any(k[0] == repo for k in sc.manifests_acked):
-            continue
+        live = [k for k, d in sc.manifests_acked.items()
+                if k[0] == repo and (repo, d) not in sc.deletes_tried]
+        if r.status == 404 and not live:
+            continue  # nothing acknowledged is left in it: an unknown repository is fine
         if r.status != 200:
             sc.violate(f"{phase}: tags/list fails", f"{repo} -> {r}")
             continue
@@ -901,6 +922,28 @@ def disk_full_deliveries(sc):
     check_invariants(sc)
 
 
+def disk_full_kill(sc):
+    """The process dies while the disk is full (requests failing, recorder retrying); it is
+    restarted only after the space is back."""
+    sc.start()
+    for i in range(2):
+        sc.put_manifest(f"base-{i}")
+    quiesce(sc)
+    ballast = os.path.join(sc.mnt, "ballast")
+    fill(ballast)
+    puts = [sc.put_manifest(f"full-{i}")[1] for i in range(10)]
+    blobs = [sc.push_blob(os.urandom(64 * 1024)) for _ in range(2)]
+    sc.fault(ENOSPC_TMPFS, "manifest commit", len(puts))
+    sc.fault(ENOSPC_TMPFS, "blob publish", len(blobs))
+    sc.server.kill()
+    sc.fault("SIGKILL (disk full)", "after failed writes")
+    os.unlink(ballast)
+    sc.server.start()
+    sc.note(f"while full: manifests {acked(puts)}/10 acked, blob pushes {acked(blobs)}/2; "
+            f"killed, restarted after freeing")
+    check_invariants(sc)
+
+
 # ---------------------------------------------------------------------------------------------
 # Scenarios: strace injections (I/O errors and kill -9) at one step
 # ---------------------------------------------------------------------------------------------
@@ -910,12 +953,15 @@ def disk_full_deliveries(sc):
 
 
 class Step:
-    def __init__(self, name, prep, paths, act, hold_delivery=False):
+    def __init__(self, name, prep, paths, act, hold_delivery=False, after=None):
         self.name = name
         self.prep = prep
-        self.paths = paths  # paths(sc, ctx, target), target "file", "db" or "any"
+        self.paths = paths  # paths(sc, ctx, target), target "file", "db", "dbfile" or "any"
         self.act = act
         self.hold_delivery = hold_delivery
+        # after(sc, ctx, killed): step-specific checks once the fault is gone (strace
+        # detached, or the server restarted), before check_invariants().
+        self.after = after
 
 
 def prep_session(sc):
@@ -944,7 +990,68 @@ def paths_blob(sc, ctx, target):
 
 def act_session(sc, ctx):
     r = sc.finish_session(ctx["loc"], ctx["data"], ctx["digest"])
-    return f"PUT session -> {r}"
+    if r.status is None or r.ok:
+        return f"PUT session -> {r}"
+    # A failed finish either ends the session or leaves its offset where it was (0 here):
+    # never a session whose offset counts bytes the client was not told about (invariant 2).
+    st = sc.server.req("GET", ctx["loc"])
+    if st.status == 204 and st.headers.get("range") != "0-0":
+        sc.violate("a failed upload moved the session's offset",
+                   f"Range {st.headers.get('range')} after a failed PUT, expected 0-0")
+    return f"PUT session -> {r}, session status -> {st}"
+
+
+def prep_patch(sc):
+    """A session with 1 MiB acknowledged; the step under test appends 2 MiB more."""
+    loc, r = sc.start_session()
+    if loc is None:
+        raise RuntimeError(f"upload start: {r}")
+    first = os.urandom(1 << 20)
+    r = sc.patch(loc, first, 0)
+    if r.status != 202:
+        raise RuntimeError(f"first chunk: {r}")
+    return {"loc": r.headers.get("location", loc), "id": sc.session_id(loc),
+            "first": first, "second": os.urandom(2 << 20), "digest": "sha256:" + "0" * 64}
+
+
+def act_patch(sc, ctx):
+    r = sc.patch(ctx["loc"], ctx["second"], len(ctx["first"]))
+    return f"PATCH -> {r}"
+
+
+def after_patch(sc, ctx, killed):
+    """The client resumes as the protocol says: ask for the offset, send the rest, finish.
+    A crash must not lose the acknowledged first chunk (the README: sessions keep their
+    offset across a restart); a failed chunk must leave the offset where it was."""
+    first, whole = len(ctx["first"]), ctx["first"] + ctx["second"]
+    st = sc.server.req("GET", ctx["loc"])
+    if st.status == 404 and not killed:
+        sc.note("session ended by the failure")
+        return
+    if st.status != 204:
+        sc.violate("upload session lost" + (" across a restart" if killed else ""),
+                   f"GET status -> {st}")
+        return
+    m = re.fullmatch(r"0-(\d+)", st.headers.get("range", ""))
+    offset = int(m.group(1)) + 1 if m else -1
+    if not killed and offset != first:
+        sc.violate("a failed chunk moved the session's offset",
+                   f"Range {st.headers.get('range')}, expected 0-{first - 1}")
+        return
+    if not first <= offset <= len(whole):
+        sc.violate("session offset outside what the client sent after a restart",
+                   f"Range {st.headers.get('range')}, acknowledged 0-{first - 1}")
+        return
+    r = sc.patch(ctx["loc"], whole[offset:], offset) if offset < len(whole) else st
+    if r.status not in (202, 204):
+        sc.violate("upload session cannot be resumed", f"PATCH from {offset} -> {r}")
+        return
+    r = sc.finish_session(r.headers.get("location", ctx["loc"]), b"", sha256(whole),
+                          size=len(whole))
+    if r.status != 201:
+        sc.violate("upload session cannot be finished", f"PUT ?digest= -> {r} {r.body[:120]!r}")
+    else:
+        sc.note(f"resumed at {offset} and finished")
 
 
 def prep_mono(sc):
@@ -1002,6 +1109,46 @@ def act_deletes(sc, ctx):
     return f"DELETE -> {a}, next DELETE -> {b}"
 
 
+VICTIM = "faults/victim"
+
+
+def prep_repo(sc):
+    for blob in (sc.cfg, sc.layer):
+        if sc.push_blob(blob, repo=VICTIM).status != 201:
+            raise RuntimeError("setup blob push to the victim repository failed")
+    for i in range(3):
+        if sc.put_manifest(f"v-{i}", repo=VICTIM)[1].status != 201:
+            raise RuntimeError("setup manifest push to the victim repository failed")
+    return {}
+
+
+def act_repo(sc, ctx):
+    return f"DELETE /acr/v1/{VICTIM} -> {sc.delete_repository(VICTIM)}"
+
+
+def paths_dbfile(sc, ctx, target):
+    # The main database file only: SQLite writes it only when it checkpoints the WAL.
+    return [os.path.join(sc.data, "wharf.db")]
+
+
+def act_checkpoint(sc, ctx):
+    """Pushes manifests, four at a time, until the WAL grows past SQLite's auto-checkpoint
+    threshold (1000 pages) and the checkpoint meets the fault."""
+    st = ctx["strace"]
+    n = 0
+    while n < 2000:
+        if not sc.server.alive() or "(INJECTED)" in st.trace_text():
+            break
+        threads = [threading.Thread(target=sc.put_manifest, args=(f"cp-{n + i}",))
+                   for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        n += 4
+    return f"{n} PUTs ({len(sc.manifests_acked)} acked) until the checkpoint met the fault"
+
+
 def prep_delivery(sc):
     # The push commits before strace attaches; its delivery waits at the receiver.
     RECEIVER.hold(sc.key)
@@ -1025,9 +1172,13 @@ def act_delivery(sc, ctx):
 STEPS = {
     "blob publish (session PUT)": Step("blob publish", prep_session, paths_blob, act_session),
     "blob publish (monolithic)": Step("blob publish", prep_mono, paths_blob, act_mono),
+    "chunk append (PATCH)": Step("chunk append", prep_patch, paths_blob, act_patch,
+                                 after=after_patch),
     "manifest commit": Step("manifest commit", prep_nothing, paths_db, act_manifests),
     "manifest group commit": Step("manifest commit", prep_nothing, paths_db, act_group),
     "delete": Step("delete", prep_deletes, paths_db, act_deletes),
+    "repository delete": Step("delete", prep_repo, paths_db, act_repo),
+    "WAL checkpoint": Step("WAL checkpoint", prep_nothing, paths_dbfile, act_checkpoint),
     "delivery recording": Step("delivery recording", prep_delivery, paths_db, act_delivery,
                                hold_delivery=True),
 }
@@ -1060,6 +1211,7 @@ def strace_scenario(sc, step_key, syscalls, target, action, when):
     paths = step.paths(sc, ctx, target)
     st = Strace(sc.server.pid, syscalls, action, when, paths,
                 os.path.join(sc.dir, "strace.out"))
+    ctx["strace"] = st
     kill = action.startswith("signal=")
     outcome = step.act(sc, ctx)
     if kill:
@@ -1088,6 +1240,8 @@ def strace_scenario(sc, step_key, syscalls, target, action, when):
             sc.violate(f"server exited after an injected {errno}",
                        f"exit {sc.server.proc.returncode}")
             sc.server.start()
+    if step.after:
+        step.after(sc, ctx, kill)
     check_invariants(sc)
 
 
@@ -1095,10 +1249,15 @@ def strace_scenario(sc, step_key, syscalls, target, action, when):
 # from the calls each step makes (see the comments), so that each one fires.
 #   blob publish: write (the upload file), fdatasync (it), rename (into blobs/), fsync (the
 #     blob's directory, then its parent when the directory is new); then a database commit.
+#   chunk append (PATCH): write of the upload file, about 1 MiB per call (the server's
+#     write buffer); the chunk is 2 MiB.
 #   manifest commit / delete: SQLite appends frames with pwrite64 (a 24-byte header and a
 #     4 KiB page each, 6-8 calls per commit) and fsyncs the WAL once (synchronous=FULL).
 #   manifest group commit: the first of eight concurrent PUTs commits alone, the others
 #     wait and commit together: fsync #2 and pwrite64 #12 land in that second, shared commit.
+#   repository delete: one transaction for every manifest and its delete event.
+#   WAL checkpoint: once the WAL passes 1000 pages, SQLite copies it into wharf.db
+#     (pwrite64 on wharf.db, then fsync of it) at the end of a commit.
 #   delivery recording: pwrite64 of the attempt records, no fsync (synchronous=NORMAL).
 #     Each failed write closes the connection and the next opens a new one on a new thread,
 #     so a "#1" fault fires once per retry until strace detaches.
@@ -1112,6 +1271,8 @@ IO_MATRIX = [
     ("blob publish (session PUT)", "fsync", "file", "EIO", "2"),
     ("blob publish (session PUT)", "pwrite64", "db", "EIO", "1"),
     ("blob publish (session PUT)", "fsync", "db", "EIO", "1"),
+    ("chunk append (PATCH)", "write", "file", "EIO", "1"),
+    ("chunk append (PATCH)", "write", "file", "ENOSPC", "2"),
     ("blob publish (monolithic)", "fdatasync", "any", "EIO", "1"),
     ("blob publish (monolithic)", "rename,renameat,renameat2", "any", "EIO", "1"),
     ("blob publish (monolithic)", "fsync", "file", "EIO", "1"),
@@ -1128,6 +1289,10 @@ IO_MATRIX = [
     ("delete", "pwrite64", "db", "EIO", "1"),
     ("delete", "pwrite64", "db", "ENOSPC", "1"),
     ("delete", "fsync", "db", "EIO", "1"),
+    ("repository delete", "pwrite64", "db", "EIO", "1"),
+    ("repository delete", "fsync", "db", "EIO", "1"),
+    ("WAL checkpoint", "pwrite64", "dbfile", "EIO", "1"),
+    ("WAL checkpoint", "fsync", "dbfile", "EIO", "1"),
     ("delivery recording", "pwrite64", "db", "EIO", "1"),
     ("delivery recording", "pwrite64", "db", "EIO", "2"),
     ("delivery recording", "pwrite64", "db", "ENOSPC", "1+"),
@@ -1139,7 +1304,10 @@ KILL_MATRIX = [
     ("blob publish (session PUT)", "fsync", "file", "1"),
     ("blob publish (session PUT)", "pwrite64", "db", "1"),
     ("blob publish (session PUT)", "fsync", "db", "1"),
+    ("chunk append (PATCH)", "write", "file", "1"),
+    ("chunk append (PATCH)", "write", "file", "2"),
     ("blob publish (monolithic)", "pwrite64", "db", "1"),
+    ("blob publish (monolithic)", "fdatasync", "any", "1"),
     ("blob publish (monolithic)", "rename,renameat,renameat2", "any", "1"),
     ("manifest commit", "pwrite64", "db", "1"),
     ("manifest commit", "pwrite64", "db", "4"),
@@ -1148,25 +1316,37 @@ KILL_MATRIX = [
     ("manifest group commit", "fsync", "db", "2"),
     ("delete", "pwrite64", "db", "1"),
     ("delete", "fsync", "db", "1"),
+    ("repository delete", "pwrite64", "db", "1"),
+    ("repository delete", "fsync", "db", "1"),
+    ("WAL checkpoint", "pwrite64", "dbfile", "1"),
+    ("WAL checkpoint", "fsync", "dbfile", "1"),
     ("delivery recording", "pwrite64", "db", "1"),
 ]
 
 
 def scenarios():
+    """(name, Scenario options, function), in the order they run."""
+    tmpfs = {"tmpfs": True}
     out = [
-        ("control: no fault", False, control),
-        ("disk-full: 30 manifests, blob uploads, delete", True, disk_full_manifests),
-        ("disk-full: blob larger than the free space", True, disk_full_blobs),
-        ("disk-full: deletes", True, disk_full_deletes),
-        ("disk-full: webhook deliveries", True, disk_full_deliveries),
+        ("control: no fault", {}, control),
+        ("disk-full: 30 manifests, blob uploads, delete", tmpfs, disk_full_manifests),
+        ("disk-full: blob larger than the free space", tmpfs, disk_full_blobs),
+        ("disk-full: deletes", tmpfs, disk_full_deletes),
+        ("disk-full: webhook deliveries", tmpfs, disk_full_deliveries),
+        ("disk-full: kill -9 while full, restart once space is back", tmpfs, disk_full_kill),
     ]
+    if FLOOR_OFF:
+        # The same reproduction with the server's default free-space floor: writes must be
+        # refused before the disk is touched, and everything else must hold as well.
+        out.append(("disk-full: 30 manifests, blob uploads, delete (default free-space floor)",
+                    {"tmpfs": True, "floor": True}, disk_full_manifests))
     for step, sys_, target, errno, when in IO_MATRIX:
         name = f"io-error: {step}: {sys_.split(',')[0]}({target}) #{when} {errno}"
-        out.append((name, False, lambda sc, a=(step, sys_, target, f"error={errno}", when):
+        out.append((name, {}, lambda sc, a=(step, sys_, target, f"error={errno}", when):
                     strace_scenario(sc, *a)))
     for step, sys_, target, when in KILL_MATRIX:
         name = f"kill9: {step}: {sys_.split(',')[0]}({target}) #{when}"
-        out.append((name, False, lambda sc, a=(step, sys_, target, "signal=SIGKILL", when):
+        out.append((name, {}, lambda sc, a=(step, sys_, target, "signal=SIGKILL", when):
                     strace_scenario(sc, *a)))
     return out
 
@@ -1189,23 +1369,23 @@ def cleanup():
 
 
 def main():
-    global RECEIVER, SERVE_FLAGS
+    global RECEIVER, FLOOR_OFF
     # SIGTERM from faults.sh's trap: unwind through `finally` so mounts and processes go.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     t_start = time.time()
-    SERVE_FLAGS = serve_flags()
-    if SERVE_FLAGS:
-        print(f"faults: serve flags {' '.join(SERVE_FLAGS)}")
+    FLOOR_OFF = floor_off_flags()
+    if FLOOR_OFF:
+        print(f"faults: free-space floor off except where noted ({' '.join(FLOOR_OFF)})")
     RECEIVER = Receiver()
     passed = failed = 0
     violations = 0
     failures = []
     try:
-        for index, (name, tmpfs, fn) in enumerate(scenarios()):
+        for index, (name, options, fn) in enumerate(scenarios()):
             if not ONLY.search(name):
                 continue
             t0 = time.time()
-            sc = Scenario(name, index, tmpfs=tmpfs)
+            sc = Scenario(name, index, **options)
             error = None
             try:
                 fn(sc)
@@ -1236,7 +1416,8 @@ def main():
                     print(f"    | error: {error}")
                 for line in sc.log_excerpt():
                     print(f"    | log: {line[:300]}")
-                print(f"    | server log: {sc.server.log_path}", flush=True)
+                print(f"    | server log: {sc.server.log_path} (FAULTS_KEEP=1 keeps it)",
+                      flush=True)
                 failures.append(name)
     finally:
         cleanup()
