@@ -551,6 +551,7 @@ async fn invalid_webhook_input_is_a_400_naming_the_field() {
     // not JSON at all
     let r = c
         .put(hook_url(&s, "goodname1"))
+        .header("content-type", "application/json")
         .body("{nope")
         .send()
         .await
@@ -604,6 +605,296 @@ async fn invalid_webhook_input_is_a_400_naming_the_field() {
         cfg["serviceUri"], "http://127.0.0.1:9/h",
         "a rejected update changed nothing"
     );
+}
+
+/// Asserts an ARM error response: the status, `{"error":{"code","message"}}` with this code,
+/// and Wharf's management header. Returns the message.
+async fn arm_error(r: reqwest::Response, status: u16, code: &str) -> String {
+    let st = r.status().as_u16();
+    let url = r.url().to_string();
+    let api = r
+        .headers()
+        .get("wharf-api")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let text = r.text().await.unwrap();
+    assert_eq!(st, status, "{url}: {text}");
+    assert_eq!(
+        api.as_deref(),
+        Some("v1"),
+        "{url}: no management header: {text}"
+    );
+    assert_eq!(ct.as_deref(), Some("application/json"), "{url}: {text}");
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    assert_eq!(v["error"]["code"], code, "{text}");
+    v["error"]["message"].as_str().unwrap().to_owned()
+}
+
+/// Regression (issue 9): a 70,000-character service URI was stored, and custom headers had no
+/// bounds. Each limit is a 400 whose message names the field and the limit, and a refused
+/// create or update stores nothing.
+#[tokio::test]
+async fn webhook_limits_are_a_400_naming_the_limit_and_store_nothing() {
+    let s = Server::start().await;
+    let c = ua_client();
+    let long_uri = format!("http://127.0.0.1:9/{}", "a".repeat(70_000 - 19));
+    assert_eq!(long_uri.len(), 70_000);
+    let headers = |n: usize, name_len: usize, value_len: usize| -> Value {
+        (0..n)
+            .map(|i| {
+                let name = format!("X-{i}-{}", "n".repeat(name_len.saturating_sub(4)));
+                (name, json!("v".repeat(value_len)))
+            })
+            .collect::<serde_json::Map<String, Value>>()
+            .into()
+    };
+    let props =
+        |uri: &str, h: Value| json!({"serviceUri": uri, "actions": ["push"], "customHeaders": h});
+    let ok_uri = "http://127.0.0.1:9/h";
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            props(&long_uri, json!({})),
+            "serviceUri: must be at most 2048 characters",
+        ),
+        (
+            props(ok_uri, headers(17, 8, 8)),
+            "customHeaders: at most 16 headers",
+        ),
+        (props(ok_uri, headers(1, 257, 8)), "at most 256 characters"),
+        (
+            props(ok_uri, headers(1, 8, 4097)),
+            "at most 4096 characters",
+        ),
+        (props(ok_uri, headers(3, 8, 3000)), "at most 8192 bytes"),
+    ];
+    for (p, want) in &cases {
+        let r = put_hook(&c, &s, "limithook", json!({ "properties": p })).await;
+        let msg = arm_error(r, 400, "InvalidParameter").await;
+        assert!(msg.contains(want), "{msg:?} should contain {want:?}");
+        assert!(
+            !msg.contains("aaaaaaaa") && !msg.contains("vvvvvvvv"),
+            "{msg}"
+        );
+    }
+    let list: Value = c
+        .get(s.url("/wharf/v1/webhooks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["value"], json!([]), "nothing was stored");
+
+    // At the limits exactly, it is accepted.
+    let max_uri = format!("http://127.0.0.1:9/{}", "a".repeat(2048 - 19));
+    create_hook_with(&c, &s, "limithook", props(&max_uri, headers(16, 8, 100))).await;
+    // An update over a limit changes nothing.
+    for (p, want) in cases {
+        let (st, e) = patch_hook(&c, &s, "limithook", json!({ "properties": p })).await;
+        assert_eq!(st, 400, "{e}");
+        let msg = e["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(want), "{msg:?} should contain {want:?}");
+    }
+    let (_, cfg) = post_json(
+        &c,
+        &format!("{}/getCallbackConfig", hook_url(&s, "limithook")),
+        None,
+    )
+    .await;
+    assert_eq!(cfg["serviceUri"], max_uri.as_str());
+    assert_eq!(cfg["customHeaders"].as_object().unwrap().len(), 16);
+}
+
+/// Regression (issue 9): axum's own refusals (bad query values, unknown paths, wrong methods,
+/// oversized or non-JSON bodies) were plain text. Every management failure is ARM-shaped.
+#[tokio::test]
+async fn every_management_failure_is_arm_shaped() {
+    let s = Server::start().await;
+    let c = ua_client();
+    create_hook(&c, &s, "armhook", "http://127.0.0.1:9/h", &["push"], "").await;
+    let events = format!("{}/listEvents", hook_url(&s, "armhook"));
+
+    // query values
+    for q in ["$top=abc", "$top=-1", "$top=0", "$top=1.5", "$top="] {
+        let r = c.post(format!("{events}?{q}")).send().await.unwrap();
+        let msg = arm_error(r, 400, "InvalidQueryParameterValue").await;
+        assert!(msg.contains("$top"), "{q}: {msg}");
+    }
+    for q in ["$skipToken=abc", "$skipToken=-4"] {
+        let r = c.get(format!("{events}?{q}")).send().await.unwrap();
+        let msg = arm_error(r, 400, "InvalidQueryParameterValue").await;
+        assert!(msg.contains("$skipToken"), "{q}: {msg}");
+    }
+    let r = c
+        .post(format!("{events}?$top=5000&api-version=2023-07-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "a large $top is capped, unknown parameters ignored"
+    );
+
+    // unknown routes
+    for (m, path) in [
+        (reqwest::Method::GET, "/wharf/v1"),
+        (reqwest::Method::GET, "/wharf/v1/"),
+        (reqwest::Method::GET, "/wharf/v1/nothing"),
+        (
+            reqwest::Method::GET,
+            "/wharf/v1/webhooks/armhook/extra/segments",
+        ),
+        (
+            reqwest::Method::POST,
+            "/wharf/v1/webhooks/armhook/nosuchaction",
+        ),
+    ] {
+        let r = c.request(m.clone(), s.url(path)).send().await.unwrap();
+        let msg = arm_error(r, 404, "NotFound").await;
+        assert!(msg.contains("no management operation"), "{m} {path}: {msg}");
+    }
+
+    // wrong methods: 405, ARM-shaped, with Allow kept
+    for (m, path) in [
+        (reqwest::Method::DELETE, "/wharf/v1/webhooks"),
+        (reqwest::Method::POST, "/wharf/v1/webhooks/armhook"),
+        (reqwest::Method::GET, "/wharf/v1/webhooks/armhook/ping"),
+    ] {
+        let r = c.request(m.clone(), s.url(path)).send().await.unwrap();
+        let allow = r
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let msg = arm_error(r, 405, "MethodNotAllowed").await;
+        assert!(msg.contains(m.as_str()), "{m} {path}: {msg}");
+        assert!(
+            allow.is_some_and(|a| !a.is_empty()),
+            "{m} {path}: no Allow header"
+        );
+    }
+
+    // content types: create and update need JSON; a body of another type is refused anywhere
+    let body = json!({"properties": {"serviceUri": "http://127.0.0.1:9/h", "actions": ["push"]}})
+        .to_string();
+    let url = hook_url(&s, "armhook2");
+    for ct in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("application/jsonx"),
+    ] {
+        let mut req = c.put(&url).body(body.clone());
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        let msg = arm_error(req.send().await.unwrap(), 415, "UnsupportedMediaType").await;
+        assert!(msg.contains("application/json"), "{ct:?}: {msg}");
+    }
+    let r = c
+        .patch(hook_url(&s, "armhook"))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    arm_error(r, 415, "UnsupportedMediaType").await;
+    let r = c.patch(hook_url(&s, "armhook")).send().await.unwrap();
+    arm_error(r, 415, "UnsupportedMediaType").await;
+    let r = c
+        .post(format!("{}/ping", hook_url(&s, "armhook")))
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    arm_error(r, 415, "UnsupportedMediaType").await;
+    let r = c
+        .post(format!("{}/redeliver", hook_url(&s, "armhook")))
+        .header("content-type", "application/xml")
+        .body("<eventId/>")
+        .send()
+        .await
+        .unwrap();
+    arm_error(r, 415, "UnsupportedMediaType").await;
+    // the type's parameters and letter case do not matter
+    let r = c
+        .put(&url)
+        .header("content-type", "Application/JSON; charset=utf-8")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // body-less actions need no type
+    let r = c
+        .post(format!("{}/getCallbackConfig", hook_url(&s, "armhook")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // malformed JSON
+    for bad in ["{nope", "[1,", "\"just a string\""] {
+        let r = c
+            .patch(hook_url(&s, "armhook"))
+            .header("content-type", "application/json")
+            .body(bad)
+            .send()
+            .await
+            .unwrap();
+        let msg = arm_error(r, 400, "InvalidRequestContent").await;
+        assert!(msg.starts_with("request body"), "{bad}: {msg}");
+    }
+
+    // oversized bodies: declared, and chunked without a length
+    let huge = format!(r#"{{"tags":{{"t":"{}"}}}}"#, "x".repeat(200 * 1024));
+    let r = c
+        .patch(hook_url(&s, "armhook"))
+        .header("content-type", "application/json")
+        .body(huge.clone())
+        .send()
+        .await
+        .unwrap();
+    let msg = arm_error(r, 413, "RequestBodyTooLarge").await;
+    assert!(msg.contains("131072"), "{msg}");
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = huge
+        .into_bytes()
+        .chunks(16 * 1024)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    let r = c
+        .patch(hook_url(&s, "armhook"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    arm_error(r, 413, "RequestBodyTooLarge").await;
+    let (_, w) = (
+        200,
+        c.get(hook_url(&s, "armhook"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(w["tags"], json!({}), "a refused update changed nothing");
+
+    // a name that is not UTF-8
+    let r = c.get(s.url("/wharf/v1/webhooks/%FF")).send().await.unwrap();
+    arm_error(r, 400, "InvalidParameter").await;
+    // success answers carry the management header too
+    let r = c.get(s.url("/wharf/v1/webhooks")).send().await.unwrap();
+    assert_eq!(r.headers()["wharf-api"], "v1");
 }
 
 // ---- events -------------------------------------------------------------------------------
