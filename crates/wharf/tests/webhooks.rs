@@ -2379,3 +2379,149 @@ async fn cli_mirrors_az_acr_webhook() {
     let v = ok(&wharf_cli(&base, &["list"]).await);
     assert_eq!(v, json!([]));
 }
+
+/// `wharf webhook ARGS` against `server` with stdout piped, stderr captured.
+fn spawn_cli(server: &str, args: &[&str], stdout: Stdio) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .arg("webhook")
+        .args(args)
+        .env("WHARF_SERVER", server)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for a CLI process and returns (exit code, stderr); the code is None if a signal
+/// ended it.
+async fn finish(mut child: Child) -> (Option<i32>, String) {
+    tokio::task::spawn_blocking(move || {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            std::io::Read::read_to_string(&mut e, &mut err).unwrap();
+        }
+        let status = child.wait().unwrap();
+        (status.code(), err)
+    })
+    .await
+    .unwrap()
+}
+
+/// Regression (issue 9): `wharf webhook list | head -1` panicked ("failed printing to stdout:
+/// Broken pipe") once the reader had closed the pipe. A closed pipe now ends the command
+/// quietly with status 0; a full disk is an error message, not a panic.
+#[tokio::test]
+async fn cli_output_into_a_closed_pipe_ends_quietly() {
+    let s = Server::start().await;
+    let c = ua_client();
+    // More JSON than a pipe holds (64 KiB on Linux) plus what the reader buffers, so the CLI
+    // is still writing when the reader goes away: 64 webhooks of about 2.5 KB each.
+    let tags: serde_json::Map<String, Value> = (0..16)
+        .map(|i| (format!("tag{i}"), json!("t".repeat(120))))
+        .collect();
+    let creates = (0..64).map(|i| {
+        let c = c.clone();
+        let url = hook_url(&s, &format!("pipehook{i:03}"));
+        let body = json!({"tags": tags, "properties": {"serviceUri": "http://127.0.0.1:9/h", "actions": ["push"]}});
+        async move { c.put(url).json(&body).send().await.unwrap().status() }
+    });
+    for st in futures_util::future::join_all(creates).await {
+        assert_eq!(st, 201);
+    }
+    let o = wharf_cli(&s.base, &["list"]).await;
+    assert!(
+        o.stdout.len() > 128 * 1024,
+        "output too small to fill a pipe: {}",
+        o.stdout.len()
+    );
+
+    // The reader takes one line, then closes its end.
+    let mut child = spawn_cli(&s.base, &["list"], Stdio::piped());
+    let stdout = child.stdout.take().unwrap();
+    let first = tokio::task::spawn_blocking(move || {
+        let mut r = BufReader::new(stdout);
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    assert_eq!(first, "[\n");
+    let (code, err) = finish(child).await;
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(code, Some(0), "stderr: {err}");
+    assert!(err.is_empty(), "a closed pipe is not an error: {err}");
+
+    // The pipe closed before the first byte is written.
+    let mut child = spawn_cli(&s.base, &["list", "-o", "table"], Stdio::piped());
+    drop(child.stdout.take());
+    let (code, err) = finish(child).await;
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(code, Some(0), "stderr: {err}");
+
+    // A full device: an error on stderr and a failure status, no panic.
+    if let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") {
+        let child = spawn_cli(&s.base, &["list"], Stdio::from(full));
+        let (code, err) = finish(child).await;
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(code, Some(1), "stderr: {err}");
+        assert!(err.contains("cannot write the output"), "{err}");
+    }
+}
+
+/// Regression (issue 9): a `--server` that was not Wharf (a web server, another API) made the
+/// CLI print the other server's page, or an empty list, as if it were Wharf's answer. Any
+/// answer without Wharf's management marker is now refused with a message naming the server.
+#[tokio::test]
+async fn cli_refuses_a_server_that_is_not_wharf() {
+    use axum::http::{StatusCode, header};
+    let app = axum::Router::new()
+        .route(
+            "/html/{*rest}",
+            axum::routing::any(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/html")],
+                    "<html><body>It works!</body></html>",
+                )
+            }),
+        )
+        .route(
+            "/json/{*rest}",
+            axum::routing::any(|| async { axum::Json(json!({"value": [{"name": "notwharf"}]})) }),
+        )
+        .fallback(|| async { (StatusCode::NOT_FOUND, "404 page not found") });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    for server in [format!("{base}/html"), format!("{base}/json"), base.clone()] {
+        for args in [
+            &["list"][..],
+            &["show", "-n", "somehook1"],
+            &[
+                "create",
+                "-n",
+                "somehook1",
+                "--uri",
+                "http://127.0.0.1:9/h",
+                "--actions",
+                "push",
+            ],
+        ] {
+            let o = wharf_cli(&server, args).await;
+            assert_eq!(o.code, 1, "{server} {args:?}: {}{}", o.stdout, o.stderr);
+            assert!(o.stdout.is_empty(), "{server} {args:?}: {}", o.stdout);
+            assert!(
+                o.stderr.contains(&server)
+                    && o.stderr.contains("does not answer like a Wharf server"),
+                "{server} {args:?}: {}",
+                o.stderr
+            );
+            assert!(
+                !o.stderr.contains("It works") && !o.stderr.contains("panicked"),
+                "{}",
+                o.stderr
+            );
+        }
+    }
+}
