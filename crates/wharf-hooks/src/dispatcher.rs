@@ -248,12 +248,7 @@ impl Dispatcher {
                     None => Outcome::Failed,
                 }
             };
-            if res.success {
-                tracing::debug!(webhook = %c.webhook, event = %c.event_id, attempt = c.attempt, "delivered");
-            } else {
-                tracing::info!(webhook = %c.webhook, event = %c.event_id, attempt = c.attempt,
-                    status = ?res.record.status_code, error = ?res.record.error, "delivery attempt failed");
-            }
+            crate::log_outcome(&c, &res.record, res.success);
             let _ = tx.send((res.record, outcome));
             {
                 let mut m = lock(&inflight);

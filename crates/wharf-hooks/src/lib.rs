@@ -6,6 +6,7 @@
 //! `wharf-registry` (registry changes reach it through the store's outbox) or name axum.
 
 mod dispatcher;
+pub mod guard;
 pub mod model;
 pub mod retry;
 pub mod sender;
@@ -34,8 +35,20 @@ pub enum HooksError {
     Conflict(String),
     #[error("status: webhook {0} is disabled; enable it before redelivering")]
     Disabled(String),
+    /// The data volume is full or below its free-space floor; nothing was stored.
+    #[error("out of storage space")]
+    OutOfSpace,
     #[error("internal error")]
-    Internal(#[from] StoreError),
+    Internal(StoreError),
+}
+
+impl From<StoreError> for HooksError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::OutOfSpace => HooksError::OutOfSpace,
+            e => HooksError::Internal(e),
+        }
+    }
 }
 
 impl From<WebhookError> for HooksError {
@@ -57,6 +70,8 @@ pub struct HooksConfig {
     pub per_webhook_concurrency: usize,
     pub history_retention: Duration,
     pub response_body_cap: usize,
+    /// This server's listening address: service URIs that reach it are refused (a loop).
+    pub own_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for HooksConfig {
@@ -70,6 +85,7 @@ impl Default for HooksConfig {
             per_webhook_concurrency: 16,
             history_retention: Duration::from_secs(30 * 24 * 3600),
             response_body_cap: 4096,
+            own_addr: None,
         }
     }
 }
@@ -86,6 +102,19 @@ pub struct Hooks {
 }
 
 pub type Result<T, E = HooksError> = std::result::Result<T, E>;
+
+/// One info line per delivery outcome, so an operator sees events leave: webhook, event,
+/// attempt, status and duration (never the URI or header values, which are secrets).
+pub(crate) fn log_outcome(c: &Claimed, record: &wharf_store::hooks::AttemptRecord, success: bool) {
+    if success {
+        tracing::info!(webhook = %c.webhook, event = %c.event_id, attempt = c.attempt,
+            status = ?record.status_code, ms = record.duration_ms, "delivered");
+    } else {
+        tracing::info!(webhook = %c.webhook, event = %c.event_id, attempt = c.attempt,
+            status = ?record.status_code, error = ?record.error, ms = record.duration_ms,
+            "delivery attempt failed");
+    }
+}
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -113,6 +142,7 @@ impl Hooks {
             config.timeout,
             config.user_agent.clone(),
             config.response_body_cap,
+            guard::SelfGuard::new(config.own_addr),
         )?;
         Ok(Hooks {
             store,
@@ -170,6 +200,8 @@ impl Hooks {
             .service_uri
             .ok_or_else(|| HooksError::Invalid("serviceUri: required".into()))?;
         validate_uri(&uri)?;
+        self.refuse_self(&uri).await?;
+        self.store.check_space()?;
         let actions = validate_actions(&props.actions.unwrap_or_default())?;
         let headers = props.custom_headers.unwrap_or_default();
         validate_headers(&headers)?;
@@ -217,12 +249,14 @@ impl Hooks {
             ));
         }
         let mut rec = self.get(name).await?;
+        self.store.check_space()?;
         if let Some(tags) = p.tags {
             rec.tags = tags;
         }
         if let Some(props) = p.properties {
             if let Some(u) = props.service_uri {
                 validate_uri(&u)?;
+                self.refuse_self(&u).await?;
                 rec.service_uri = u;
             }
             if let Some(h) = props.custom_headers {
@@ -246,6 +280,14 @@ impl Hooks {
             Err(StoreError::NotFound) => Err(HooksError::NotFound(name.to_owned())),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// A service URI that reaches this server's own listener is refused (a loop).
+    async fn refuse_self(&self, uri: &str) -> Result<()> {
+        guard::SelfGuard::new(self.config.own_addr)
+            .check_uri(uri)
+            .await
+            .map_err(|why| HooksError::Invalid(format!("serviceUri: {why}")))
     }
 
     pub async fn get(&self, name: &str) -> Result<WebhookRecord> {
@@ -275,14 +317,16 @@ impl Hooks {
     /// Sends a ping at once through the same sender, records the attempt, and returns the
     /// event id. A disabled webhook can still be pinged: the ping is how an operator tests an
     /// endpoint before enabling it.
+    ///
+    /// One ping is one attempt: its delivery never enters the retry queue, and the send and
+    /// its record run on a task of their own, so a caller that disconnects still gets its
+    /// ping sent and recorded exactly once.
     pub async fn ping(&self, name: &str) -> Result<String> {
         let rec = self.get(name).await?;
+        self.store.check_space()?;
         let id = uuid::Uuid::new_v4().to_string();
         let body = Event::ping(id.clone(), chrono::Utc::now()).to_bytes();
-        let delivery_id = self
-            .store
-            .create_ping(&rec.name, &id, &body, &self.instance)
-            .await?;
+        let delivery_id = self.store.create_ping(&rec.name, &id, &body).await?;
         let claimed = Claimed {
             delivery_id,
             webhook: rec.name.clone(),
@@ -294,13 +338,25 @@ impl Hooks {
             service_uri: rec.service_uri,
             custom_headers: rec.custom_headers,
         };
-        let res = self.sender.send(&claimed).await;
-        let outcome = if res.success {
-            Outcome::Delivered
-        } else {
-            Outcome::Failed
-        };
-        self.store.record_attempts(&[(res.record, outcome)]).await?;
+        let (sender, store) = (self.sender.clone(), self.store.clone());
+        let task = tokio::spawn(async move {
+            let res = sender.send(&claimed).await;
+            let outcome = if res.success {
+                Outcome::Delivered
+            } else {
+                Outcome::Failed
+            };
+            log_outcome(&claimed, &res.record, res.success);
+            store.record_attempts(&[(res.record, outcome)]).await
+        });
+        match task.await {
+            Ok(r) => r?,
+            Err(e) => {
+                return Err(HooksError::Internal(StoreError::Unavailable(format!(
+                    "ping task failed: {e}"
+                ))));
+            }
+        }
         Ok(id)
     }
 

@@ -7,6 +7,7 @@ use futures_util::StreamExt;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use wharf_store::hooks::{AttemptRecord, Claimed};
 
+use crate::guard::SelfGuard;
 use crate::retry::parse_retry_after;
 
 /// The mask shown in place of secret values.
@@ -23,6 +24,7 @@ pub struct SendResult {
 #[derive(Debug, Clone)]
 pub struct Sender {
     client: reqwest::Client,
+    guard: SelfGuard,
     user_agent: String,
     response_body_cap: usize,
 }
@@ -32,6 +34,7 @@ impl Sender {
         timeout: Duration,
         user_agent: String,
         response_body_cap: usize,
+        guard: SelfGuard,
     ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
@@ -43,6 +46,7 @@ impl Sender {
             .build()?;
         Ok(Sender {
             client,
+            guard,
             user_agent,
             response_body_cap,
         })
@@ -87,6 +91,16 @@ impl Sender {
             request_headers: shown,
             ..Default::default()
         };
+        if let Err(refused) = self.guard.check_uri(&c.service_uri).await {
+            // A loop back into this server: never sent; the history says why.
+            record.error = Some(refused.to_owned());
+            record.duration_ms = t0.elapsed().as_millis() as i64;
+            return SendResult {
+                record,
+                success: false,
+                retry_after: None,
+            };
+        }
         let res = self
             .client
             .post(&c.service_uri)

@@ -91,10 +91,23 @@ impl From<RegistryError> for OciError {
                 OciError::code(C::NameUnknown, "repository name not known to registry")
             }
             RegistryError::TooManyTags => OciError::new(414, C::TagInvalid, "too many tags"),
+            RegistryError::OutOfSpace => out_of_space(),
             RegistryError::Internal(e) => internal(&e),
             RegistryError::Io(e) => internal(&e),
         }
     }
+}
+
+/// The data volume is full (or below its free-space floor): 507 Insufficient Storage with
+/// the code distribution uses for a temporarily unavailable registry. Nothing was stored, so
+/// the client may retry the same request once space is freed.
+pub fn out_of_space() -> OciError {
+    tracing::warn!("write refused: the registry is out of storage space");
+    OciError::new(
+        507,
+        ErrorCode::Unavailable,
+        "the registry is out of storage space; nothing was stored: retry once space is freed",
+    )
 }
 
 /// Logs an internal failure and answers with a body that reveals nothing of it.

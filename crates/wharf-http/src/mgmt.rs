@@ -138,6 +138,11 @@ fn err(e: HooksError) -> Response {
         HooksError::Disabled(_) => {
             arm_error(StatusCode::CONFLICT, "WebhookDisabled", &e.to_string())
         }
+        HooksError::OutOfSpace => arm_error(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "InsufficientStorage",
+            "the registry is out of storage space; nothing was stored: retry once space is freed",
+        ),
         HooksError::Internal(inner) => {
             tracing::error!(error = %inner, "webhook management failed");
             arm_error(

@@ -44,6 +44,12 @@ pub async fn handle(State(app): State<AppState>, req: Request) -> Response {
         .to_owned();
     let mut resp = match dispatch(&app, &rest, req).await {
         Ok(r) => r,
+        // Some out-of-space failures reach us as plain I/O errors (SQLite reports a failure to
+        // grow its shared-memory file as "disk I/O error"): one seen while the volume is full
+        // is reported as what it is.
+        Err(e) if e.status.is_server_error() && app.registry.storage_full() => {
+            crate::error::out_of_space().into_response()
+        }
         Err(e) => e.into_response(),
     };
     resp.headers_mut()

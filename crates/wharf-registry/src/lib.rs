@@ -54,10 +54,33 @@ pub enum RegistryError {
     NameUnknown,
     #[error("too many tags")]
     TooManyTags,
+    /// The data volume is full or below its configured free-space floor: nothing was
+    /// stored, and the same request succeeds once space returns.
+    #[error("out of storage space")]
+    OutOfSpace,
     #[error("internal error: {0}")]
-    Internal(#[from] StoreError),
+    Internal(StoreError),
     #[error("i/o error: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
+}
+
+impl From<StoreError> for RegistryError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::OutOfSpace => RegistryError::OutOfSpace,
+            e => RegistryError::Internal(e),
+        }
+    }
+}
+
+impl From<io::Error> for RegistryError {
+    fn from(e: io::Error) -> Self {
+        if wharf_store::is_out_of_space(&e) {
+            RegistryError::OutOfSpace
+        } else {
+            RegistryError::Io(e)
+        }
+    }
 }
 
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
@@ -123,6 +146,12 @@ impl Registry {
         &self.store
     }
 
+    /// Whether the data volume is full right now (see [`wharf_store::SpaceGuard::is_full`]):
+    /// the HTTP layer reports an internal failure seen at such a moment as out of space.
+    pub fn storage_full(&self) -> bool {
+        self.store.space.is_full()
+    }
+
     // ---- blobs ------------------------------------------------------------------------
 
     /// Size of a blob visible in `repo`.
@@ -177,6 +206,7 @@ impl Registry {
         if !self.store.blobs.blob_exists(digest).await {
             return Ok(false);
         }
+        self.store.check_space()?;
         self.store.meta.link_blob(repo, digest, size).await?;
         Ok(true)
     }
@@ -197,6 +227,7 @@ impl Registry {
         if body.len() > self.limits.max_manifest_bytes {
             return Err(RegistryError::ManifestInvalid("manifest too large".into()));
         }
+        self.store.check_space()?;
         let parsed = parse_manifest(&body, content_type).map_err(manifest_err)?;
         let mut tags = extra_tags;
         let digest = match reference {
@@ -247,6 +278,9 @@ impl Registry {
             }
             Err(StoreError::MissingBlob(d)) | Err(StoreError::MissingManifest(d)) => {
                 return Err(RegistryError::ManifestBlobUnknown(d));
+            }
+            Err(e @ StoreError::SizeMismatch { .. }) => {
+                return Err(RegistryError::ManifestInvalid(e.to_string()));
             }
             Err(e) => return Err(e.into()),
         }
@@ -484,11 +518,14 @@ fn new_manifest(
             .and_then(|a| serde_json::to_string(a).ok()),
         config_media_type: parsed.config.as_ref().map(|c| c.media_type.clone()),
         config_digest: parsed.config.as_ref().map(|c| c.digest.clone()),
-        required_blobs: parsed.required_blobs().map(|d| d.digest.clone()).collect(),
+        required_blobs: parsed
+            .required_blobs()
+            .map(|d| (d.digest.clone(), d.size))
+            .collect(),
         required_manifests: parsed
             .required_manifests()
             .iter()
-            .map(|d| d.digest.clone())
+            .map(|d| (d.digest.clone(), d.size))
             .collect(),
         tags: tags.to_vec(),
     }

@@ -37,12 +37,21 @@ const WRITE_BUF: usize = 1 << 20;
 impl Registry {
     /// Opens a new upload session in `repo`. Returns its id.
     pub async fn start_upload(&self, repo: &RepoName, algorithm: Algorithm) -> Result<String> {
+        self.store.check_space()?;
         let id = uuid::Uuid::new_v4().simple().to_string();
-        self.store.blobs.create_upload(&id).await?;
+        // Row first, file second: a failure (or a crash) in between leaves a row without a
+        // file, which reads as an unknown upload and is removed at start-up; never a file that
+        // nothing refers to.
         self.store
             .meta
             .create_upload(&id, repo, algorithm.as_str())
             .await?;
+        if let Err(e) = self.store.blobs.create_upload(&id).await {
+            if let Err(e) = self.store.meta.delete_upload(&id).await {
+                tracing::warn!(error = %e, session = %id, "removing a session whose file could not be created failed");
+            }
+            return Err(e.into());
+        }
         let state = UploadState {
             repo: repo.clone(),
             offset: 0,
@@ -135,6 +144,7 @@ impl Registry {
             return Err(RegistryError::UploadUnknown);
         }
         let expected = check_range(range, st.offset)?;
+        self.store.check_space()?;
         self.append(id, &mut st, body, expected).await?;
         Ok(st.offset)
     }
@@ -255,6 +265,7 @@ impl Registry {
             return self.finished_as(repo, id, digest).await;
         }
         let expected = check_range(range, st.offset)?;
+        self.store.check_space()?;
         if st.hasher.is_some() && st.algorithm != digest.algorithm() {
             st.hasher = None;
         }
@@ -271,7 +282,19 @@ impl Registry {
         if &actual != digest {
             return Err(RegistryError::DigestMismatch);
         }
-        self.store.blobs.publish_upload(id, digest).await?;
+        if let Err(e) = self.store.blobs.publish_upload(id, digest).await {
+            // A failed fsync may have dropped the file's dirty pages, so its bytes can no
+            // longer be trusted: the session ends here and the client uploads again.
+            st.closed = true;
+            self.sessions().remove(id);
+            if let Err(e) = self.store.meta.delete_upload(id).await {
+                tracing::warn!(error = %e, session = %id, "removing a failed upload's session failed");
+            }
+            if let Err(e) = self.store.blobs.remove_upload(id).await {
+                tracing::warn!(error = %e, session = %id, "removing a failed upload's file failed");
+            }
+            return Err(e.into());
+        }
         self.store
             .meta
             .finish_upload(id, repo, digest, st.offset as i64)

@@ -52,6 +52,18 @@ impl BlobStore {
         Ok(())
     }
 
+    /// Names of the files under `uploads/` (session ids).
+    pub async fn upload_files(&self) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut dir = fs::read_dir(self.root.join("uploads")).await?;
+        while let Some(e) = dir.next_entry().await? {
+            if let Some(name) = e.file_name().to_str() {
+                out.push(name.to_owned());
+            }
+        }
+        Ok(out)
+    }
+
     /// Opens an upload file for appending at its end.
     pub async fn append_upload(&self, session: &str) -> io::Result<fs::File> {
         fs::OpenOptions::new()

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use sqlx::Row;
 use wharf_core::{Scope, WebhookAction, WebhookStatus};
 
+use crate::db::WriteTx;
 use crate::meta::now_ms;
 use crate::outbox::{HookSnapshot, insert_delivery};
 use crate::{Store, StoreError};
@@ -225,7 +226,7 @@ impl Store {
     /// same transaction.
     pub async fn update_webhook(&self, w: &WebhookRecord) -> Result<(), StoreError> {
         let actions: Vec<&str> = w.actions.iter().map(|a| a.as_str()).collect();
-        let mut tx = self.meta.write.begin().await?;
+        let mut tx = WriteTx::begin(&self.meta.write).await?;
         let res = sqlx::query(
             "UPDATE webhooks SET service_uri = ?, custom_headers = ?, actions = ?, status = ?, \
              scope = ?, tags = ?, updated_at = ? WHERE name = ?",
@@ -241,6 +242,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if res.rows_affected() == 0 {
+            tx.rollback().await;
             return Err(StoreError::NotFound);
         }
         if w.status == WebhookStatus::Disabled {
@@ -267,7 +269,7 @@ impl Store {
 
     /// Deletes a webhook with its queue and history. Returns false if it did not exist.
     pub async fn delete_webhook(&self, name: &str) -> Result<bool, StoreError> {
-        let mut tx = self.meta.write.begin().await?;
+        let mut tx = WriteTx::begin(&self.meta.write).await?;
         let res = sqlx::query("DELETE FROM webhooks WHERE name = ?")
             .bind(name)
             .execute(&mut *tx)
@@ -302,8 +304,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let now = now_ms();
-        let mut relaxed = self.meta.relaxed().await?;
-        let mut tx = sqlx::Connection::begin(relaxed.conn()?).await?;
+        let mut tx = WriteTx::begin_relaxed(&self.meta.write).await?;
         let hooks = sqlx::query(
             "SELECT name, service_uri, custom_headers FROM webhooks WHERE status = 'enabled'",
         )
@@ -363,15 +364,13 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
-        relaxed.finish().await;
         Ok(out.into_iter().map(|(_, c)| c).collect())
     }
 
     /// Gives leased rows back to the queue (a dispatcher that holds more in memory than it
     /// wants to), so the poll claims them later.
     pub async fn release_leases(&self, ids: &[i64]) -> Result<(), StoreError> {
-        let mut relaxed = self.meta.relaxed().await?;
-        let mut tx = sqlx::Connection::begin(relaxed.conn()?).await?;
+        let mut tx = WriteTx::begin_relaxed(&self.meta.write).await?;
         for id in ids {
             sqlx::query(
                 "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL WHERE id = ?",
@@ -381,7 +380,6 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        relaxed.finish().await;
         Ok(())
     }
 
@@ -393,7 +391,7 @@ impl Store {
     /// directory; with several nodes sharing a queue, other nodes' leases must be left to
     /// expire instead.
     pub async fn recover_deliveries(&self, owner: &str) -> Result<u64, StoreError> {
-        let mut tx = self.meta.write.begin().await?;
+        let mut tx = WriteTx::begin(&self.meta.write).await?;
         let released = sqlx::query(
             "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL \
              WHERE state = 'pending' AND lease_until IS NOT NULL \
@@ -403,6 +401,13 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        // Pings that were being sent when the server died: one attempt is all a ping gets.
+        sqlx::query(
+            "UPDATE deliveries SET state = 'failed', updated_at = ? WHERE state = 'sending'",
+        )
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "UPDATE deliveries SET state = 'cancelled', updated_at = ? \
              WHERE state = 'pending' AND lease_until IS NULL AND NOT EXISTS \
@@ -424,8 +429,7 @@ impl Store {
             return Ok(());
         }
         let now = now_ms();
-        let mut relaxed = self.meta.relaxed().await?;
-        let mut tx = sqlx::Connection::begin(relaxed.conn()?).await?;
+        let mut tx = WriteTx::begin_relaxed(&self.meta.write).await?;
         // Multi-row statements: one round trip to SQLite per chunk rather than two per attempt.
         for chunk in batch.chunks(RECORD_CHUNK) {
             // An attempt whose delivery is gone (its webhook was deleted while the attempt was
@@ -481,21 +485,20 @@ impl Store {
             q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        relaxed.finish().await;
         Ok(())
     }
 
-    /// Writes a ping event and its delivery, already leased to `owner`, which sends it at
-    /// once. Pings are tried once (a redelivery tries once more).
+    /// Writes a ping event and its delivery in state `sending`, which the queue never
+    /// claims: the caller sends it once and records the outcome, and a ping interrupted by a
+    /// crash is marked failed at the next start, never sent again (one ping, one attempt).
     pub async fn create_ping(
         &self,
         webhook: &str,
         event_id: &str,
         body: &[u8],
-        owner: &str,
     ) -> Result<i64, StoreError> {
         let now = now_ms();
-        let mut tx = self.meta.write.begin().await?;
+        let mut tx = WriteTx::begin(&self.meta.write).await?;
         sqlx::query("INSERT INTO events (id, action, body, created_at) VALUES (?, 'ping', ?, ?)")
             .bind(event_id)
             .bind(body)
@@ -506,9 +509,7 @@ impl Store {
         let id = insert_delivery(&mut tx, webhook, event_id, Some(1), now, false)
             .await?
             .ok_or_else(|| StoreError::Corrupt("ping delivery not written".into()))?;
-        sqlx::query("UPDATE deliveries SET lease_until = ?, lease_owner = ? WHERE id = ?")
-            .bind(now + 600_000)
-            .bind(owner)
+        sqlx::query("UPDATE deliveries SET state = 'sending' WHERE id = ?")
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -609,7 +610,7 @@ impl Store {
     /// Deletes history older than `cutoff_ms`: attempts, finished deliveries, and events no
     /// delivery refers to any more.
     pub async fn prune_history(&self, cutoff_ms: i64) -> Result<(), StoreError> {
-        let mut tx = self.meta.write.begin().await?;
+        let mut tx = WriteTx::begin(&self.meta.write).await?;
         sqlx::query("DELETE FROM attempts WHERE started_at < ?")
             .bind(cutoff_ms)
             .execute(&mut *tx)
@@ -638,16 +639,13 @@ impl Store {
     }
 }
 
-async fn cancel_pending(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-    webhook: &str,
-) -> Result<(), StoreError> {
+async fn cancel_pending(tx: &mut sqlx::SqliteConnection, webhook: &str) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE deliveries SET state = 'cancelled', updated_at = ? WHERE webhook = ? AND state = 'pending'",
     )
     .bind(now_ms())
     .bind(webhook)
-    .execute(&mut **tx)
+    .execute(tx)
     .await?;
     Ok(())
 }

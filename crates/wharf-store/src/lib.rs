@@ -6,9 +6,11 @@
 //! `wharf-registry`, `wharf-hooks` or `wharf-http`: they call it, and meet only here.
 
 pub mod blobs;
+mod db;
 pub mod hooks;
 pub mod meta;
 pub mod outbox;
+pub mod space;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,19 +20,30 @@ pub use meta::{
     DeletedManifest, ManifestConfig, ManifestRow, Meta, NewManifest, Referrer, UploadRow,
 };
 pub use outbox::{FastLane, HookSnapshot, OutboxEvent, WebhookCache};
+pub use space::{FreeSpaceFloor, SpaceGuard};
 use tokio::sync::Notify;
 use wharf_core::Digest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
     #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+    /// The data volume is full (ENOSPC, EDQUOT, SQLITE_FULL) or below the configured floor.
+    /// Nothing was stored; the same request succeeds once space returns.
+    #[error("out of storage space")]
+    OutOfSpace,
     #[error("blob {0} is not in the repository")]
     MissingBlob(Digest),
     #[error("manifest {0} is not in the repository")]
     MissingManifest(Digest),
+    #[error("descriptor of {digest} states size {stated}, but it is {stored} bytes")]
+    SizeMismatch {
+        digest: Digest,
+        stated: i64,
+        stored: i64,
+    },
     #[error("not found")]
     NotFound,
     #[error("already exists")]
@@ -39,6 +52,36 @@ pub enum StoreError {
     Unavailable(String),
     #[error("corrupt data: {0}")]
     Corrupt(String),
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        if is_out_of_space(&e) {
+            StoreError::OutOfSpace
+        } else {
+            StoreError::Io(e)
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            // SQLite's primary result code 13; the driver reports the extended code, which
+            // for SQLITE_FULL has no variants.
+            sqlx::Error::Database(d) if d.code().as_deref() == Some("13") => StoreError::OutOfSpace,
+            sqlx::Error::Io(io) if is_out_of_space(io) => StoreError::OutOfSpace,
+            _ => StoreError::Db(e),
+        }
+    }
+}
+
+/// ENOSPC or EDQUOT: the volume (or the user's quota on it) is full.
+pub fn is_out_of_space(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// Both stores, opened under one data directory, plus the webhook snapshot and the signal
@@ -50,13 +93,20 @@ pub struct Store {
     pub hooks: WebhookCache,
     pub outbox_signal: Arc<Notify>,
     pub region: String,
+    /// The free-space floor of the data volume.
+    pub space: SpaceGuard,
 }
 
 impl Store {
     /// Opens the data directory, creating it and running migrations as needed.
-    pub async fn open(data_dir: &Path, region: &str) -> Result<Self, StoreError> {
-        tokio::fs::create_dir_all(data_dir).await?;
-        let meta = Meta::open(&data_dir.join("wharf.db")).await?;
+    pub async fn open(
+        data_dir: &Path,
+        region: &str,
+        floor: FreeSpaceFloor,
+    ) -> Result<Self, StoreError> {
+        let db = data_dir.join("wharf.db");
+        private_files(data_dir, &db)?;
+        let meta = Meta::open(&db).await?;
         let blobs = BlobStore::open(data_dir).await?;
         let store = Store {
             meta,
@@ -64,8 +114,10 @@ impl Store {
             hooks: WebhookCache::default(),
             outbox_signal: Arc::new(Notify::new()),
             region: region.to_owned(),
+            space: SpaceGuard::new(data_dir, floor),
         };
         store.reload_hooks().await?;
+        store.reconcile_uploads().await?;
         Ok(store)
     }
 
@@ -73,4 +125,58 @@ impl Store {
     pub fn wake_dispatcher(&self) {
         self.outbox_signal.notify_one();
     }
+
+    /// Ok if a write may go ahead under the free-space floor.
+    pub fn check_space(&self) -> Result<(), StoreError> {
+        self.space.check()
+    }
+
+    /// Removes what a crash can leave of upload sessions: a file without a row (killed
+    /// between a cancel's two steps) or an unfinished row without a file (killed between a
+    /// start's two steps). Finished rows have no file by design and stay until expiry.
+    async fn reconcile_uploads(&self) -> Result<(), StoreError> {
+        let rows = self.meta.upload_ids().await?;
+        let files = self.blobs.upload_files().await?;
+        for f in &files {
+            if !rows.iter().any(|(id, _)| id == f) {
+                tracing::info!(session = %f, "removing an upload file without a session");
+                self.blobs.remove_upload(f).await?;
+            }
+        }
+        for (id, finished) in &rows {
+            if !finished && !files.contains(id) {
+                tracing::info!(session = %id, "removing an upload session without a file");
+                self.meta.delete_upload(id).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The data directory holds secrets (webhook URIs and headers in the database): it is made
+/// 0700, and the database with its WAL and shared-memory files 0600, whatever the umask.
+fn private_files(data_dir: &Path, db: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)?;
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))?;
+    // Created here, empty, before SQLite opens it: SQLite creates files 0644 and gives the
+    // WAL and -shm files the database file's mode.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(db)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+    }
+    Ok(())
 }

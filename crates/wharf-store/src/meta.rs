@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use wharf_core::{Digest, Reference, RepoName, Tag};
 
 use crate::StoreError;
+use crate::db::WriteTx;
 use crate::outbox::{Enqueued, FastLane, OutboxEvent, WebhookCache};
 
 const MIGRATIONS: &[&str] = &[
@@ -119,10 +120,11 @@ pub struct NewManifest {
     pub annotations: Option<String>,
     pub config_media_type: Option<String>,
     pub config_digest: Option<Digest>,
-    /// Blobs that must be linked in the repository.
-    pub required_blobs: Vec<Digest>,
-    /// Child manifests that must exist in the repository.
-    pub required_manifests: Vec<Digest>,
+    /// Blobs that must be linked in the repository, with the size each descriptor states
+    /// (which must be the blob's size).
+    pub required_blobs: Vec<(Digest, i64)>,
+    /// Child manifests that must exist in the repository, with their stated sizes.
+    pub required_manifests: Vec<(Digest, i64)>,
     pub tags: Vec<Tag>,
 }
 
@@ -192,25 +194,6 @@ impl Meta {
         })
     }
 
-    /// The write connection with `synchronous=NORMAL`, for bookkeeping whose loss in a power
-    /// failure costs at most a duplicate delivery or a restarted upload (leases, attempt
-    /// records, upload sessions). In WAL mode NORMAL skips the fsync at commit but still syncs
-    /// the WAL before a checkpoint copies it into the database, so a checkpoint run here can
-    /// never put earlier durable commits at risk (OFF could). Call [`Relaxed::finish`] to hand
-    /// the connection back; one dropped without it — an error, or a cancelled request at any
-    /// await — is closed rather than returned to the pool relaxed, so no durable write can
-    /// ever run on it.
-    pub(crate) async fn relaxed(&self) -> Result<Relaxed, StoreError> {
-        // Wrap first: from here on, dropping the future closes the connection.
-        let mut relaxed = Relaxed {
-            conn: Some(self.write.acquire().await?),
-        };
-        sqlx::query("PRAGMA synchronous = NORMAL")
-            .execute(relaxed.conn()?)
-            .await?;
-        Ok(relaxed)
-    }
-
     pub async fn close(&self) {
         self.read.close().await;
         self.write.close().await;
@@ -268,7 +251,7 @@ impl Meta {
         digest: &Digest,
         size: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = WriteTx::begin(&self.write).await?;
         let repo_id = ensure_repo(&mut tx, repo).await?;
         sqlx::query("INSERT OR IGNORE INTO repo_blobs (repo_id, digest, size) VALUES (?, ?, ?)")
             .bind(repo_id)
@@ -306,15 +289,15 @@ impl Meta {
         // Without fsync: a session survives a process crash either way (the WAL is in the OS's
         // cache), and one lost to a power failure only makes the client start its upload again
         // (its bytes were not fsynced either; only a finished blob is).
-        let mut relaxed = self.relaxed().await?;
+        let mut tx = WriteTx::begin_relaxed(&self.write).await?;
         sqlx::query("INSERT INTO uploads (id, repo, algorithm, created_at) VALUES (?, ?, ?, ?)")
             .bind(id)
             .bind(repo.as_str())
             .bind(algorithm)
             .bind(now_ms())
-            .execute(relaxed.conn()?)
+            .execute(&mut *tx)
             .await?;
-        relaxed.finish().await;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -338,7 +321,7 @@ impl Meta {
         digest: &Digest,
         size: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = WriteTx::begin(&self.write).await?;
         let repo_id = ensure_repo(&mut tx, repo).await?;
         sqlx::query("INSERT OR IGNORE INTO repo_blobs (repo_id, digest, size) VALUES (?, ?, ?)")
             .bind(repo_id)
@@ -361,6 +344,14 @@ impl Meta {
             .execute(&self.write)
             .await?;
         Ok(res.rows_affected() > 0)
+    }
+
+    /// Every upload session: its id and whether it is finished (for start-up reconciliation).
+    pub async fn upload_ids(&self) -> Result<Vec<(String, bool)>, StoreError> {
+        let rows = sqlx::query("SELECT id, finished_digest IS NOT NULL FROM uploads")
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     /// Upload sessions older than `cutoff_ms`, for expiry.
@@ -460,8 +451,9 @@ impl Meta {
     where
         F: FnOnce(&DeletedManifest) -> Vec<OutboxEvent>,
     {
-        let mut tx = self.write.begin().await?;
+        let mut tx = WriteTx::begin(&self.write).await?;
         let Some(repo_id) = repo_id(&mut tx, repo).await? else {
+            tx.rollback().await;
             return Ok(None);
         };
         let row = sqlx::query(
@@ -473,6 +465,7 @@ impl Meta {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
+            tx.rollback().await;
             return Ok(None);
         };
         let tags: Vec<String> =
@@ -511,8 +504,9 @@ impl Meta {
     where
         F: Fn(&DeletedManifest) -> Vec<OutboxEvent>,
     {
-        let mut tx = self.write.begin().await?;
+        let mut tx = WriteTx::begin(&self.write).await?;
         let Some(repo_id) = repo_id(&mut tx, repo).await? else {
+            tx.rollback().await;
             return Ok(None);
         };
         let rows = sqlx::query(
@@ -757,7 +751,7 @@ async fn run_group(
     jobs: &[PutJob],
     lane: &FastLane,
 ) -> Result<Vec<Result<usize, StoreError>>, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = WriteTx::begin(pool).await?;
     let mut results = Vec::with_capacity(jobs.len());
     let mut fast = Vec::new();
     // Each put validates with reads only before it writes anything, so a refused manifest
@@ -788,28 +782,22 @@ async fn put_one(
 ) -> Result<Result<Enqueued, StoreError>, StoreError> {
     // Validate with reads only. A repository that does not exist yet has no blobs.
     let existing = repo_id(&mut *conn, &m.repo).await?;
-    let missing = match existing {
-        Some(id) => first_missing(&mut *conn, "repo_blobs", id, &m.required_blobs)
-            .await?
-            .map(StoreError::MissingBlob)
-            .or(
-                first_missing(&mut *conn, "manifests", id, &m.required_manifests)
-                    .await?
-                    .map(StoreError::MissingManifest),
-            ),
+    let refused = match existing {
+        Some(id) => match first_refused(&mut *conn, "repo_blobs", id, &m.required_blobs).await? {
+            Some(r) => Some(r),
+            None => first_refused(&mut *conn, "manifests", id, &m.required_manifests).await?,
+        },
         None => m
             .required_blobs
             .first()
-            .cloned()
-            .map(StoreError::MissingBlob)
+            .map(|(d, _)| StoreError::MissingBlob(d.clone()))
             .or_else(|| {
                 m.required_manifests
                     .first()
-                    .cloned()
-                    .map(StoreError::MissingManifest)
+                    .map(|(d, _)| StoreError::MissingManifest(d.clone()))
             }),
     };
-    if let Some(refused) = missing {
+    if let Some(refused) = refused {
         return Ok(Err(refused));
     }
     let repo_id = match existing {
@@ -851,112 +839,45 @@ async fn put_one(
     Ok(Ok(crate::outbox::enqueue(conn, events, hooks, lane).await?))
 }
 
-/// See [`Meta::relaxed`].
-pub(crate) struct Relaxed {
-    conn: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>,
-}
-
-impl Relaxed {
-    pub(crate) fn conn(&mut self) -> Result<&mut SqliteConnection, StoreError> {
-        // Only `finish` and `drop` take the connection out, and both consume `self`, so this
-        // cannot fail; it is a Result rather than a panic all the same.
-        self.conn
-            .as_deref_mut()
-            .ok_or_else(|| StoreError::Unavailable("relaxed connection already released".into()))
-    }
-
-    /// Restores `synchronous=FULL` and returns the connection to the pool. The connection
-    /// stays inside `self` until the pragma succeeded, so a cancelled `finish` closes it too.
-    pub(crate) async fn finish(mut self) {
-        let restored = match self.conn.as_deref_mut() {
-            Some(c) => sqlx::query("PRAGMA synchronous = FULL")
-                .execute(c)
-                .await
-                .is_ok(),
-            None => false,
-        };
-        if restored {
-            // Back to the pool, durable again.
-            drop(self.conn.take());
-        }
-        // Otherwise `drop(self)` detaches and closes it; the pool opens a fresh one.
-    }
-}
-
-impl Drop for Relaxed {
-    fn drop(&mut self) {
-        if let Some(c) = self.conn.take() {
-            // Dropped early (an error path): detach it so it is closed, not reused relaxed.
-            drop(c.detach());
-        }
-    }
-}
-
-/// The first of `digests` that `table` (`repo_blobs` or `manifests`) lacks for `repo_id`, with
-/// one query for the whole list.
-async fn first_missing(
+/// Why the first of `wanted` cannot be referenced from `repo_id`: absent from `table`
+/// (`repo_blobs` or `manifests`), or stored with another size than its descriptor states.
+/// One query per 500 digests.
+async fn first_refused(
     conn: &mut SqliteConnection,
     table: &'static str,
     repo_id: i64,
-    digests: &[Digest],
-) -> Result<Option<Digest>, StoreError> {
-    let mut missing = None;
-    for chunk in digests.chunks(500) {
+    wanted: &[(Digest, i64)],
+) -> Result<Option<StoreError>, StoreError> {
+    for chunk in wanted.chunks(500) {
         let marks = vec!["?"; chunk.len()].join(",");
-        let sql = format!("SELECT digest FROM {table} WHERE repo_id = ? AND digest IN ({marks})");
+        let sql =
+            format!("SELECT digest, size FROM {table} WHERE repo_id = ? AND digest IN ({marks})");
         let mut q = sqlx::query(&sql).bind(repo_id);
-        for d in chunk {
+        for (d, _) in chunk {
             q = q.bind(d.to_string());
         }
-        let found: std::collections::HashSet<String> = q
+        let found: HashMap<String, i64> = q
             .fetch_all(&mut *conn)
             .await?
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| (r.get(0), r.get(1)))
             .collect();
-        if let Some(d) = chunk.iter().find(|d| !found.contains(&d.to_string())) {
-            missing = Some(d.clone());
-            break;
+        for (d, size) in chunk {
+            match found.get(&d.to_string()) {
+                None if table == "manifests" => {
+                    return Ok(Some(StoreError::MissingManifest(d.clone())));
+                }
+                None => return Ok(Some(StoreError::MissingBlob(d.clone()))),
+                Some(stored) if stored != size => {
+                    return Ok(Some(StoreError::SizeMismatch {
+                        digest: d.clone(),
+                        stated: *size,
+                        stored: *stored,
+                    }));
+                }
+                Some(_) => {}
+            }
         }
     }
-    Ok(missing)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn sync_mode(meta: &Meta) -> i64 {
-        sqlx::query("PRAGMA synchronous")
-            .fetch_one(&meta.write)
-            .await
-            .unwrap()
-            .get(0)
-    }
-
-    #[tokio::test]
-    async fn relaxed_connections_never_return_to_the_pool_relaxed() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = Meta::open(&dir.path().join("t.db")).await.unwrap();
-        // 2 = FULL: every durable commit fsyncs.
-        assert_eq!(sync_mode(&meta).await, 2);
-        let mut r = meta.relaxed().await.unwrap();
-        let mode: i64 = sqlx::query("PRAGMA synchronous")
-            .fetch_one(r.conn().unwrap())
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(mode, 1, "relaxed means NORMAL");
-        r.finish().await;
-        assert_eq!(sync_mode(&meta).await, 2, "finish restores FULL");
-        // Dropped without finish (an error path): the connection is closed, and the pool's
-        // replacement is opened with the configured FULL.
-        let r = meta.relaxed().await.unwrap();
-        drop(r);
-        assert_eq!(
-            sync_mode(&meta).await,
-            2,
-            "a dropped relaxed connection is not reused"
-        );
-    }
+    Ok(None)
 }

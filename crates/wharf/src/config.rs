@@ -39,6 +39,9 @@ pub struct Limits {
     pub header_timeout_secs: u64,
     /// How long in-flight requests get to finish on shutdown.
     pub shutdown_grace_secs: u64,
+    /// Writes are refused (507) while the data volume has less free space than this: bytes,
+    /// "512MiB", "2GiB", or a percentage of the volume such as "1%"; "0" turns the floor off.
+    pub min_free_space: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -86,13 +89,21 @@ impl Default for Limits {
             upload_expiry_secs: 24 * 3600,
             header_timeout_secs: 30,
             shutdown_grace_secs: 30,
+            min_free_space: "1%".into(),
         }
     }
 }
 
 impl Default for Webhooks {
     fn default() -> Self {
-        let d = wharf_hooks::HooksConfig::default();
+        Webhooks::from_hooks(&wharf_hooks::HooksConfig::default())
+    }
+}
+
+impl Webhooks {
+    /// The file settings that give these delivery settings (whole seconds and days).
+    pub fn from_hooks(d: &wharf_hooks::HooksConfig) -> Self {
+        let d = d.clone();
         Webhooks {
             user_agent: d.user_agent,
             timeout_secs: d.timeout.as_secs(),
@@ -116,9 +127,19 @@ impl Config {
         toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
     }
 
-    pub fn hooks(&self) -> wharf_hooks::HooksConfig {
+    /// The parsed free-space floor.
+    pub fn free_space_floor(&self) -> anyhow::Result<wharf_store::FreeSpaceFloor> {
+        self.limits
+            .min_free_space
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("limits.min_free_space: {e}"))
+    }
+
+    /// Delivery settings for a server listening on `listen`.
+    pub fn hooks(&self, listen: std::net::SocketAddr) -> wharf_hooks::HooksConfig {
         let w = &self.webhooks;
         wharf_hooks::HooksConfig {
+            own_addr: Some(listen),
             region: self.region.clone(),
             user_agent: w.user_agent.clone(),
             timeout: Duration::from_secs(w.timeout_secs.max(1)),

@@ -2,10 +2,10 @@
 //! through the management API, mirroring `az acr webhook`.
 
 mod cli;
-mod config;
+
+use wharf::config;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -49,6 +49,10 @@ struct ServeArgs {
     /// Region of this server [default: local]
     #[arg(long, env = "WHARF_REGION")]
     region: Option<String>,
+    /// Refuse writes while the data volume has less free space than this: bytes, KiB, MiB,
+    /// GiB or a percentage of the volume, e.g. 512MiB or 1% (0 turns the floor off) [default: 1%]
+    #[arg(long, env = "WHARF_MIN_FREE_SPACE")]
+    min_free_space: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -83,60 +87,14 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = a.region {
         cfg.region = v;
     }
+    if let Some(v) = a.min_free_space {
+        cfg.limits.min_free_space = v;
+    }
     init_logging(&cfg)?;
-
-    let store = wharf_store::Store::open(&cfg.data_dir, &cfg.region)
-        .await
-        .with_context(|| format!("opening data directory {}", cfg.data_dir.display()))?;
-    let registry = wharf_registry::Registry::new(
-        store.clone(),
-        wharf_registry::Limits {
-            max_manifest_bytes: cfg.limits.max_manifest_bytes,
-            max_tags_per_put: cfg.limits.max_tags_per_put,
-        },
-    );
-    let hooks = wharf_hooks::Hooks::new(store.clone(), cfg.hooks())
-        .context("building the webhook sender")?;
-    let dispatcher = hooks.start();
-
-    let expiry = cfg.limits.upload_expiry_secs;
-    let reg2 = registry.clone();
-    let expirer = tokio::spawn(async move {
-        loop {
-            match reg2.expire_uploads((expiry * 1000) as i64).await {
-                Ok(n) if n > 0 => tracing::info!(count = n, "expired abandoned upload sessions"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "expiring upload sessions failed"),
-            }
-            tokio::time::sleep(Duration::from_secs(600)).await;
-        }
-    });
-
-    let app = wharf_http::router(wharf_http::AppState {
-        registry,
-        hooks: hooks.clone(),
-        automatic_mount: cfg.automatic_mount,
-    });
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("listening on {}", cfg.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, data_dir = %cfg.data_dir.display(), "wharf listening");
-    let opts = wharf_http::ServeOptions {
-        header_timeout: Duration::from_secs(cfg.limits.header_timeout_secs.max(1)),
-        shutdown_grace: Duration::from_secs(cfg.limits.shutdown_grace_secs),
-    };
-    wharf_http::serve(listener, app, opts, shutdown_signal()).await?;
-    tracing::info!("shutting down: finishing in-flight deliveries");
-    expirer.abort();
-    hooks.shutdown();
-    let _ = tokio::time::timeout(
-        Duration::from_secs(cfg.webhooks.timeout_secs + 5),
-        dispatcher,
-    )
-    .await;
-    store.meta.close().await;
-    tracing::info!("stopped");
-    Ok(())
+    wharf::run(&cfg, listener, shutdown_signal()).await
 }
 
 fn init_logging(cfg: &config::Config) -> anyhow::Result<()> {

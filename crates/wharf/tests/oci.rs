@@ -899,9 +899,9 @@ async fn manifests_breaking_descriptor_rules_are_manifest_invalid_naming_the_fie
 async fn indexes_artifacts_docker_types_and_odd_manifests() {
     let s = Server::start().await;
     let c = client();
-    let (child, _) = push_image(&c, &s, "multi", "child", "c").await;
+    let (child, child_body) = push_image(&c, &s, "multi", "child", "c").await;
     let idx = json!({"schemaVersion":2,"mediaType":OCI_INDEX,
-        "manifests":[{"mediaType":OCI_MANIFEST,"digest":child,"size":1,"platform":{"architecture":"amd64","os":"linux"}}]});
+        "manifests":[{"mediaType":OCI_MANIFEST,"digest":child,"size":child_body.len(),"platform":{"architecture":"amd64","os":"linux"}}]});
     let r = put_manifest(
         &c,
         &s,
@@ -913,8 +913,9 @@ async fn indexes_artifacts_docker_types_and_odd_manifests() {
     .await;
     assert_eq!(r.status(), 201);
     // Nested index.
-    let idx_d = sha256(&serde_json::to_vec(&idx).unwrap());
-    let nested = json!({"schemaVersion":2,"mediaType":OCI_INDEX,"manifests":[{"mediaType":OCI_INDEX,"digest":idx_d,"size":1}]});
+    let idx_body = serde_json::to_vec(&idx).unwrap();
+    let idx_d = sha256(&idx_body);
+    let nested = json!({"schemaVersion":2,"mediaType":OCI_INDEX,"manifests":[{"mediaType":OCI_INDEX,"digest":idx_d,"size":idx_body.len()}]});
     let r = put_manifest(
         &c,
         &s,

@@ -12,17 +12,15 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 
 pub struct Server {
     pub addr: SocketAddr,
     pub base: String,
     pub data_dir: PathBuf,
     pub store: wharf_store::Store,
-    stop: Option<oneshot::Sender<()>>,
-    handle: Option<tokio::task::JoinHandle<()>>,
-    hooks: wharf_hooks::Hooks,
-    dispatcher: Option<tokio::task::JoinHandle<()>>,
+    /// The server, started through the same `wharf::start` as `wharf serve`.
+    running: Option<wharf::Server>,
     /// The temporary data directory this server owns (deleted with it), if any.
     tmp: Option<tempfile::TempDir>,
 }
@@ -67,36 +65,26 @@ impl Server {
     }
 
     pub async fn start_in(dir: &Path, hooks_cfg: wharf_hooks::HooksConfig) -> Server {
-        let store = wharf_store::Store::open(dir, &hooks_cfg.region)
-            .await
-            .unwrap();
-        let registry = wharf_registry::Registry::new(store.clone(), Default::default());
-        let hooks = wharf_hooks::Hooks::new(store.clone(), hooks_cfg).unwrap();
-        let dispatcher = hooks.start();
-        let app = wharf_http::router(wharf_http::AppState {
-            registry,
-            hooks: hooks.clone(),
-            automatic_mount: false,
-        });
+        Server::start_config(wharf::config::Config {
+            data_dir: dir.to_owned(),
+            region: hooks_cfg.region.clone(),
+            webhooks: wharf::config::Webhooks::from_hooks(&hooks_cfg),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// A server with this exact configuration (its `data_dir` must exist or be creatable).
+    pub async fn start_config(cfg: wharf::config::Config) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(async move {
-            wharf_http::serve(listener, app, Default::default(), async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-        });
+        let running = wharf::start(&cfg, listener).await.unwrap();
+        let addr = running.addr();
         Server {
             addr,
             base: format!("http://{addr}"),
-            data_dir: dir.to_owned(),
-            store,
-            stop: Some(tx),
-            handle: Some(handle),
-            hooks,
-            dispatcher: Some(dispatcher),
+            data_dir: cfg.data_dir.clone(),
+            store: running.store().clone(),
+            running: Some(running),
             tmp: None,
         }
     }
@@ -107,17 +95,9 @@ impl Server {
 
     /// Stops the server the way SIGTERM does: no new connections, in-flight work finishes.
     pub async fn stop(mut self) -> DataDir {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
+        if let Some(r) = self.running.take() {
+            r.stop().await.unwrap();
         }
-        if let Some(h) = self.handle.take() {
-            let _ = h.await;
-        }
-        self.hooks.shutdown();
-        if let Some(d) = self.dispatcher.take() {
-            let _ = d.await;
-        }
-        self.store.meta.close().await;
         DataDir {
             path: self.data_dir.clone(),
             _tmp: self.tmp.take(),

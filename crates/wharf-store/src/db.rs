@@ -1,0 +1,229 @@
+//! Write transactions that cannot outlive a failure.
+//!
+//! sqlx's own `Transaction` trusts its bookkeeping over SQLite's: when a COMMIT fails with
+//! `SQLITE_FULL`, SQLite has already rolled the transaction back, the driver's follow-up
+//! ROLLBACK fails, and sqlx 0.8 keeps counting the connection as one transaction deep. The next
+//! `begin()` then becomes a SAVEPOINT inside a transaction that never ends, and every later
+//! "commit" is a RELEASE that commits nothing — while the callers answer 201 and deliver events
+//! for changes that were never stored.
+//!
+//! [`WriteTx`] issues `BEGIN IMMEDIATE`/`COMMIT`/`ROLLBACK` itself and trusts nothing after an
+//! error: a transaction that fails to commit or roll back cleanly, or that is dropped without
+//! either (an error returned with `?`, a cancelled request), closes its connection instead of
+//! returning it to the pool. Closing a SQLite connection rolls back whatever it had open; the
+//! pool opens a fresh one for the next writer. So a connection in an unknown state is never
+//! reused.
+
+use std::ops::{Deref, DerefMut};
+
+use sqlx::pool::PoolConnection;
+use sqlx::{Sqlite, SqliteConnection, SqlitePool};
+
+use crate::StoreError;
+
+/// An open write transaction on a connection of the write pool. See the module docs.
+pub(crate) struct WriteTx {
+    conn: PoolConnection<Sqlite>,
+    /// Running with `synchronous=NORMAL` (see [`WriteTx::begin_relaxed`]).
+    relaxed: bool,
+    /// Still open: dropping it now closes the connection.
+    open: bool,
+}
+
+impl WriteTx {
+    /// A durable transaction: its COMMIT fsyncs the WAL (`synchronous=FULL`).
+    pub(crate) async fn begin(pool: &SqlitePool) -> Result<Self, StoreError> {
+        Self::start(pool, false).await
+    }
+
+    /// A transaction with `synchronous=NORMAL`, for bookkeeping whose loss in a power failure
+    /// costs at most a duplicate delivery or a restarted upload (leases, attempt records,
+    /// upload sessions). In WAL mode NORMAL skips the fsync at commit but still syncs the WAL
+    /// before a checkpoint copies it into the database, so a checkpoint run here can never put
+    /// earlier durable commits at risk (OFF could). The connection goes back to the pool only
+    /// after `synchronous=FULL` is restored, so no durable write ever runs relaxed.
+    pub(crate) async fn begin_relaxed(pool: &SqlitePool) -> Result<Self, StoreError> {
+        Self::start(pool, true).await
+    }
+
+    async fn start(pool: &SqlitePool, relaxed: bool) -> Result<Self, StoreError> {
+        // Wrapped before the first statement: from here on, any failure or cancellation
+        // closes the connection (the pragma may have run, the BEGIN may have).
+        let mut tx = WriteTx {
+            conn: pool.acquire().await?,
+            relaxed,
+            open: true,
+        };
+        if relaxed {
+            sqlx::query("PRAGMA synchronous = NORMAL")
+                .execute(&mut *tx.conn)
+                .await?;
+        }
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *tx.conn)
+            .await?;
+        Ok(tx)
+    }
+
+    /// Commits. On any error the transaction did not commit as far as the caller may assume
+    /// (nothing may be acknowledged), and the connection is closed.
+    pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
+        sqlx::query("COMMIT").execute(&mut *self.conn).await?;
+        self.settle().await;
+        Ok(())
+    }
+
+    /// Rolls back (a refused change that wrote nothing, or wrote what must not stay).
+    pub(crate) async fn rollback(mut self) {
+        if sqlx::query("ROLLBACK")
+            .execute(&mut *self.conn)
+            .await
+            .is_ok()
+        {
+            self.settle().await;
+        }
+        // Otherwise `self` drops still open, and the connection is closed.
+    }
+
+    /// After a clean COMMIT or ROLLBACK: restores durability and lets the connection go back
+    /// to the pool, or leaves it marked open (to be closed) if that fails.
+    async fn settle(&mut self) {
+        if self.relaxed
+            && sqlx::query("PRAGMA synchronous = FULL")
+                .execute(&mut *self.conn)
+                .await
+                .is_err()
+        {
+            return;
+        }
+        self.open = false;
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        if self.open {
+            // Unknown state: never back to the pool. Closing rolls back anything still open.
+            tracing::debug!("closing a write connection left in an unknown state");
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+impl Deref for WriteTx {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row;
+
+    use super::*;
+    use crate::Meta;
+
+    async fn sync_mode(pool: &SqlitePool) -> i64 {
+        sqlx::query("PRAGMA synchronous")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    async fn insert_upload(tx: &mut WriteTx, id: &str, pad: usize) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO uploads (id, repo, algorithm, created_at) VALUES (?, ?, 'sha256', 0)",
+        )
+        .bind(id)
+        .bind("x".repeat(pad))
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn relaxed_transactions_never_return_their_connection_relaxed() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(&dir.path().join("t.db")).await.unwrap();
+        // 2 = FULL: every durable commit fsyncs.
+        assert_eq!(sync_mode(&meta.write).await, 2);
+        let mut tx = WriteTx::begin_relaxed(&meta.write).await.unwrap();
+        let mode: i64 = sqlx::query("PRAGMA synchronous")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(mode, 1, "relaxed means NORMAL");
+        tx.commit().await.unwrap();
+        assert_eq!(sync_mode(&meta.write).await, 2, "commit restores FULL");
+        // Dropped without commit (an error path, a cancelled request): the connection is
+        // closed, and the pool's replacement is opened with the configured FULL.
+        let tx = WriteTx::begin_relaxed(&meta.write).await.unwrap();
+        drop(tx);
+        assert_eq!(
+            sync_mode(&meta.write).await,
+            2,
+            "a dropped transaction's connection is not reused"
+        );
+    }
+
+    /// A write that runs out of space is reported as such, leaves nothing behind, and the
+    /// next transaction commits for real on a fresh connection. (The COMMIT-time failure of
+    /// the module docs needs a really full volume: the fault suite, `scripts/faults.sh`,
+    /// reproduces it on a tmpfs.)
+    #[tokio::test]
+    async fn after_running_out_of_space_the_next_commit_is_real() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(&dir.path().join("t.db")).await.unwrap();
+        // Cap the database's size on the (single) write connection: writes past it fail with
+        // SQLITE_FULL, as on a full disk. A replacement connection has no cap: space is back.
+        let pages: i64 = sqlx::query("PRAGMA page_count")
+            .fetch_one(&meta.write)
+            .await
+            .unwrap()
+            .get(0);
+        sqlx::query(&format!("PRAGMA max_page_count = {}", pages + 4))
+            .execute(&meta.write)
+            .await
+            .unwrap();
+        let mut tx = WriteTx::begin(&meta.write).await.unwrap();
+        let mut err = None;
+        for i in 0..64 {
+            if let Err(e) = insert_upload(&mut tx, &format!("fill{i}"), 2000).await {
+                err = Some(e);
+                break;
+            }
+        }
+        let err = err.expect("the capped database fills up");
+        assert!(matches!(err, StoreError::OutOfSpace), "{err:?}");
+        drop(tx);
+
+        let mut tx = WriteTx::begin(&meta.write).await.unwrap();
+        insert_upload(&mut tx, "after", 1).await.unwrap();
+        tx.commit().await.unwrap();
+        let ids: Vec<String> = sqlx::query("SELECT id FROM uploads")
+            .fetch_all(&meta.read)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(
+            ids,
+            ["after"],
+            "the failed transaction left nothing, the next one committed"
+        );
+        let depth = <sqlx::sqlite::SqliteTransactionManager as sqlx::TransactionManager>::get_transaction_depth(
+            &*meta.write.acquire().await.unwrap(),
+        );
+        assert_eq!(depth, 0);
+    }
+}

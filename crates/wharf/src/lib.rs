@@ -1,0 +1,134 @@
+//! The Wharf server as a library: its configuration and the wiring of store, registry,
+//! webhooks and HTTP into one running server. `main` and the integration tests both start
+//! servers through [`start`] (and [`run`]), so the tests exercise the wiring that ships.
+//!
+//! It owns start-up and shutdown order only; the behaviour lives in the crates it wires. It
+//! must not reach into the store's tables or name axum routes of its own.
+
+pub mod config;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::config::Config;
+
+/// A running server: its address, its store (for tests and tools that inspect it) and the
+/// handles needed to stop it gracefully.
+pub struct Server {
+    addr: SocketAddr,
+    store: wharf_store::Store,
+    hooks: wharf_hooks::Hooks,
+    stop: Option<oneshot::Sender<()>>,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+    dispatcher: tokio::task::JoinHandle<()>,
+    expirer: tokio::task::JoinHandle<()>,
+    delivery_timeout: Duration,
+}
+
+/// Opens the data directory, starts the webhook dispatcher and the upload expirer, and
+/// serves on `listener` until [`Server::stop`].
+pub async fn start(cfg: &Config, listener: TcpListener) -> anyhow::Result<Server> {
+    let floor = cfg.free_space_floor()?;
+    let store = wharf_store::Store::open(&cfg.data_dir, &cfg.region, floor)
+        .await
+        .with_context(|| format!("opening data directory {}", cfg.data_dir.display()))?;
+    let addr = listener
+        .local_addr()
+        .context("reading the listener's address")?;
+    let registry = wharf_registry::Registry::new(
+        store.clone(),
+        wharf_registry::Limits {
+            max_manifest_bytes: cfg.limits.max_manifest_bytes,
+            max_tags_per_put: cfg.limits.max_tags_per_put,
+        },
+    );
+    let hooks = wharf_hooks::Hooks::new(store.clone(), cfg.hooks(addr))
+        .context("building the webhook sender")?;
+    let dispatcher = hooks.start();
+
+    let expiry_ms =
+        (cfg.limits.upload_expiry_secs.saturating_mul(1000)).min(i64::MAX as u64) as i64;
+    let reg2 = registry.clone();
+    let expirer = tokio::spawn(async move {
+        loop {
+            match reg2.expire_uploads(expiry_ms).await {
+                Ok(n) if n > 0 => tracing::info!(count = n, "expired abandoned upload sessions"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "expiring upload sessions failed"),
+            }
+            tokio::time::sleep(Duration::from_secs(600)).await;
+        }
+    });
+
+    let app = wharf_http::router(wharf_http::AppState {
+        registry,
+        hooks: hooks.clone(),
+        automatic_mount: cfg.automatic_mount,
+    });
+    let opts = wharf_http::ServeOptions {
+        header_timeout: Duration::from_secs(cfg.limits.header_timeout_secs.max(1)),
+        shutdown_grace: Duration::from_secs(cfg.limits.shutdown_grace_secs),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serving = tokio::spawn(wharf_http::serve(listener, app, opts, async {
+        let _ = stopped.await;
+    }));
+    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "wharf listening");
+    Ok(Server {
+        addr,
+        store,
+        hooks,
+        stop: Some(stop),
+        serving,
+        dispatcher,
+        expirer,
+        delivery_timeout: Duration::from_secs(cfg.webhooks.timeout_secs.max(1)),
+    })
+}
+
+/// Serves until `shutdown` completes, then stops gracefully: what `wharf serve` runs.
+pub async fn run(
+    cfg: &Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let server = start(cfg, listener).await?;
+    shutdown.await;
+    server.stop().await
+}
+
+impl Server {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn store(&self) -> &wharf_store::Store {
+        &self.store
+    }
+
+    /// Stops the way SIGTERM does: no new connections, in-flight requests finish (within
+    /// the grace period), in-flight deliveries finish and are recorded, the database closes.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let served = (&mut self.serving).await;
+        tracing::info!("shutting down: finishing in-flight deliveries");
+        self.expirer.abort();
+        self.hooks.shutdown();
+        let _ = tokio::time::timeout(
+            self.delivery_timeout + Duration::from_secs(5),
+            &mut self.dispatcher,
+        )
+        .await;
+        self.store.meta.close().await;
+        tracing::info!("stopped");
+        served.context("the HTTP server task failed")??;
+        Ok(())
+    }
+}
