@@ -86,10 +86,19 @@ async fn delete_repository(
         useragent: Some(header_str(&headers, axum::http::header::USER_AGENT))
             .filter(|s| !s.is_empty()),
     };
-    match app.registry.delete_repository(&repo, &info).await {
+    let started = std::time::Instant::now();
+    let resp = match app.registry.delete_repository(&repo, &info).await {
         Ok(out) => (StatusCode::ACCEPTED, axum::Json(out)).into_response(),
         Err(e) => OciError::from(e).into_response(),
-    }
+    };
+    tracing::info!(
+        identity = "anonymous",
+        repository = %repo,
+        status = resp.status().as_u16(),
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        "delete repository"
+    );
+    resp
 }
 
 fn header_str(h: &HeaderMap, name: axum::http::header::HeaderName) -> String {
