@@ -46,6 +46,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/{*rest}", any(oci::handle))
         .route("/acr/v1/{*name}", delete(delete_repository))
         .nest("/wharf/v1", mgmt::router())
+        // The nested router sees `/wharf/v1` but not `/wharf/v1/`.
+        .route("/wharf/v1/", any(mgmt::not_found))
         .layer(axum::middleware::from_fn(access_log))
         .with_state(state)
 }
