@@ -1,13 +1,19 @@
 //! Manifest parsing: OCI image manifests and indexes, Docker schema 2 manifests and manifest
 //! lists, and artifacts (any `artifactType` or config media type).
 //!
-//! The registry stores the client's exact bytes; this module only extracts what the registry
-//! must check or index: the blobs and child manifests referenced, the `subject`, the media type
-//! and the artifact type. Unknown fields are ignored, as the image spec requires.
+//! The registry stores the client's exact bytes; this module checks the rules of the image
+//! spec that the registry relies on (`schemaVersion` 2; every descriptor has a `mediaType`, a
+//! valid `digest` and a non-negative integer `size`; bounded nesting) and extracts what the
+//! registry must check or index: the blobs and child manifests referenced, the `subject`, the
+//! media type and the artifact type. Unknown fields are ignored, as the image spec requires.
+//!
+//! The body is read into a `serde_json::Value` and checked field by field rather than through
+//! derived `Deserialize` types, so that every refusal names the field it concerns
+//! (`layers[2].size: must be a non-negative integer`) instead of serde's position-only text.
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde_json::{Map, Value};
 
 use crate::digest::Digest;
 
@@ -22,32 +28,49 @@ pub mod media {
     pub const HELM_CHART_LAYER: &str = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
 }
 
+/// How deeply a manifest's JSON may nest (the top-level object is depth 1). Real manifests
+/// nest four levels (manifest, `layers`, a descriptor, its `annotations`) or five with a
+/// `platform`; the bound keeps a hostile body from costing deep recursion anywhere it is read
+/// later, and is checked before the JSON parser runs, so depth alone never reaches serde.
+pub const MAX_DEPTH: usize = 64;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestError {
     #[error("manifest is not valid JSON: {0}")]
     Json(String),
+    #[error("manifest nests deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+    #[error("manifest must be a JSON object")]
+    NotAnObject,
     #[error("unsupported manifest media type {0:?}")]
     UnsupportedMediaType(String),
     #[error("manifest mediaType {body:?} does not match Content-Type {header:?}")]
     MediaTypeMismatch { body: String, header: String },
-    #[error("manifest field {0} is missing or invalid")]
-    Field(&'static str),
+    /// A field breaks a rule of the image spec: `field` is its path in the document
+    /// (`config.digest`, `layers[1].size`).
+    #[error("manifest field {field}: {rule}")]
+    Field { field: String, rule: &'static str },
 }
 
-/// A descriptor as it appears in a manifest.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+fn field_err(field: impl Into<String>, rule: &'static str) -> ManifestError {
+    ManifestError::Field {
+        field: field.into(),
+        rule,
+    }
+}
+
+/// A descriptor as it appears in a manifest, checked against the image spec's descriptor
+/// rules.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Descriptor {
-    #[serde(default)]
+    /// Never empty.
     pub media_type: String,
     pub digest: Digest,
-    #[serde(default)]
+    /// The size the manifest claims for the referenced content, in bytes; never negative
+    /// (the spec's int64, kept signed because SQLite stores it as one).
     pub size: i64,
-    #[serde(default)]
     pub artifact_type: Option<String>,
-    #[serde(default)]
     pub annotations: Option<BTreeMap<String, String>>,
-    #[serde(default)]
     pub urls: Option<Vec<String>>,
 }
 
@@ -109,27 +132,6 @@ fn is_non_distributable(d: &Descriptor) -> bool {
     d.media_type.contains(".nondistributable.") || d.media_type.contains(".foreign.")
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawManifest {
-    #[serde(default)]
-    schema_version: Option<i64>,
-    #[serde(default)]
-    media_type: Option<String>,
-    #[serde(default)]
-    artifact_type: Option<String>,
-    #[serde(default)]
-    config: Option<Descriptor>,
-    #[serde(default)]
-    layers: Option<Vec<Descriptor>>,
-    #[serde(default)]
-    manifests: Option<Vec<Descriptor>>,
-    #[serde(default)]
-    subject: Option<Descriptor>,
-    #[serde(default)]
-    annotations: Option<BTreeMap<String, String>>,
-}
-
 fn is_image_type(t: &str) -> bool {
     t == media::OCI_MANIFEST || t == media::DOCKER_MANIFEST
 }
@@ -145,25 +147,34 @@ pub fn parse_manifest(
     body: &[u8],
     content_type: Option<&str>,
 ) -> Result<ParsedManifest, ManifestError> {
-    let raw: RawManifest =
+    check_depth(body)?;
+    let doc: Value =
         serde_json::from_slice(body).map_err(|e| ManifestError::Json(e.to_string()))?;
-    if raw.schema_version.is_some_and(|v| v != 2) {
-        return Err(ManifestError::Field("schemaVersion"));
+    let Value::Object(raw) = doc else {
+        return Err(ManifestError::NotAnObject);
+    };
+    // Both the OCI image spec and Docker's schema 2 require `schemaVersion: 2`; schema 1
+    // (signed Docker manifests) is a different format this registry does not accept.
+    match raw.get("schemaVersion") {
+        Some(v) if v.as_i64() == Some(2) => {}
+        None | Some(Value::Null) => return Err(field_err("schemaVersion", "required, must be 2")),
+        Some(_) => return Err(field_err("schemaVersion", "must be 2")),
     }
+    let body_type = opt_string(&raw, "mediaType", "")?;
     let header = content_type
         .map(str::trim)
         .filter(|t| !t.is_empty() && *t != "application/octet-stream" && *t != "application/json");
-    let media_type = match (&raw.media_type, header) {
+    let media_type = match (body_type, header) {
         (Some(body_t), Some(h)) if body_t != h => {
             return Err(ManifestError::MediaTypeMismatch {
-                body: body_t.clone(),
+                body: body_t,
                 header: h.to_owned(),
             });
         }
-        (Some(t), _) => t.clone(),
+        (Some(t), _) => t,
         (None, Some(h)) => h.to_owned(),
         (None, None) => {
-            if raw.manifests.is_some() {
+            if raw.contains_key("manifests") {
                 media::OCI_INDEX.to_owned()
             } else {
                 media::OCI_MANIFEST.to_owned()
@@ -177,42 +188,220 @@ pub fn parse_manifest(
     } else {
         return Err(ManifestError::UnsupportedMediaType(media_type));
     };
+    let artifact_type = opt_string(&raw, "artifactType", "")?;
+    let subject = match present(&raw, "subject") {
+        Some(v) => Some(descriptor(v, "subject")?),
+        None => None,
+    };
+    let annotations = string_map(&raw, "annotations", "")?;
     match kind {
         ManifestKind::Image => {
-            let config = raw.config.ok_or(ManifestError::Field("config"))?;
-            if raw.manifests.is_some() {
-                return Err(ManifestError::Field("manifests"));
+            if present(&raw, "manifests").is_some() {
+                return Err(field_err("manifests", "not allowed in an image manifest"));
             }
-            let artifact_type = raw
-                .artifact_type
-                .clone()
-                .or_else(|| Some(config.media_type.clone()));
+            let config = match present(&raw, "config") {
+                Some(v) => descriptor(v, "config")?,
+                None => return Err(field_err("config", "required in an image manifest")),
+            };
+            let layers = descriptors(&raw, "layers")?;
+            let artifact_type = artifact_type.or_else(|| Some(config.media_type.clone()));
             Ok(ParsedManifest {
                 kind,
                 media_type,
                 config: Some(config),
-                references: raw.layers.unwrap_or_default(),
-                subject: raw.subject,
+                references: layers.unwrap_or_default(),
+                subject,
                 artifact_type,
-                annotations: raw.annotations,
+                annotations,
             })
         }
         ManifestKind::Index => {
-            let manifests = raw.manifests.ok_or(ManifestError::Field("manifests"))?;
-            if raw.layers.is_some() {
-                return Err(ManifestError::Field("layers"));
+            if present(&raw, "layers").is_some() {
+                return Err(field_err("layers", "not allowed in an index"));
             }
+            let manifests = descriptors(&raw, "manifests")?
+                .ok_or_else(|| field_err("manifests", "required in an index"))?;
             Ok(ParsedManifest {
                 kind,
                 media_type,
                 config: None,
                 references: manifests,
-                subject: raw.subject,
-                artifact_type: raw.artifact_type,
-                annotations: raw.annotations,
+                subject,
+                artifact_type,
+                annotations,
             })
         }
     }
+}
+
+/// Refuses a body whose arrays and objects nest deeper than [`MAX_DEPTH`]. A byte scan rather
+/// than a parse: it uses constant stack space whatever the input (a 100,000-deep `[[[…` costs
+/// one pass), and runs before serde_json, whose own recursion limit (128) would refuse such a
+/// body too but with a message about the parser instead of the rule.
+fn check_depth(body: &[u8]) -> Result<(), ManifestError> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(ManifestError::TooDeep);
+                }
+            }
+            // Unbalanced input is the parser's to report; here it must not underflow.
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn path(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// A field's value, with `null` treated as absent (as Go's encoding/json, which most clients
+/// and registries use, does for optional fields).
+fn present<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    obj.get(key).filter(|v| !v.is_null())
+}
+
+fn opt_string(
+    obj: &Map<String, Value>,
+    key: &str,
+    parent: &str,
+) -> Result<Option<String>, ManifestError> {
+    match present(obj, key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(field_err(path(parent, key), "must be a string")),
+    }
+}
+
+fn string_map(
+    obj: &Map<String, Value>,
+    key: &str,
+    parent: &str,
+) -> Result<Option<BTreeMap<String, String>>, ManifestError> {
+    let bad = || {
+        field_err(
+            path(parent, key),
+            "must be an object whose values are strings",
+        )
+    };
+    match present(obj, key) {
+        None => Ok(None),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| {
+                v.as_str()
+                    .map(|s| (k.clone(), s.to_owned()))
+                    .ok_or_else(bad)
+            })
+            .collect::<Result<_, _>>()
+            .map(Some),
+        Some(_) => Err(bad()),
+    }
+}
+
+/// An optional array of descriptors (`layers`, `manifests`).
+fn descriptors(
+    obj: &Map<String, Value>,
+    key: &str,
+) -> Result<Option<Vec<Descriptor>>, ManifestError> {
+    match present(obj, key) {
+        None => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| descriptor(v, &format!("{key}[{i}]")))
+            .collect::<Result<_, _>>()
+            .map(Some),
+        Some(_) => Err(field_err(key, "must be an array of descriptors")),
+    }
+}
+
+/// One descriptor, under the image spec's rules (descriptor.md): `mediaType`, `digest` and
+/// `size` are required; `size` is an int64 and a size cannot be negative.
+fn descriptor(v: &Value, at: &str) -> Result<Descriptor, ManifestError> {
+    let Value::Object(o) = v else {
+        return Err(field_err(at, "must be a descriptor object"));
+    };
+    let media_type = match present(o, "mediaType") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        None => return Err(field_err(path(at, "mediaType"), "required")),
+        Some(_) => {
+            return Err(field_err(
+                path(at, "mediaType"),
+                "must be a non-empty string",
+            ));
+        }
+    };
+    let digest = match present(o, "digest") {
+        Some(Value::String(s)) => Digest::parse(s).map_err(|_| {
+            field_err(
+                path(at, "digest"),
+                "must be a sha256 or sha512 digest (algorithm:lower-case hex)",
+            )
+        })?,
+        None => return Err(field_err(path(at, "digest"), "required")),
+        Some(_) => return Err(field_err(path(at, "digest"), "must be a string")),
+    };
+    let size = match present(o, "size") {
+        // `as_i64` is None for fractions, exponents and integers above i64::MAX alike.
+        Some(Value::Number(n)) => n.as_i64().filter(|s| *s >= 0).ok_or_else(|| {
+            field_err(
+                path(at, "size"),
+                "must be a non-negative integer (bytes, at most 2^63-1)",
+            )
+        })?,
+        None => {
+            return Err(field_err(
+                path(at, "size"),
+                "required (a non-negative integer)",
+            ));
+        }
+        Some(_) => {
+            return Err(field_err(
+                path(at, "size"),
+                "must be a non-negative integer (bytes, at most 2^63-1)",
+            ));
+        }
+    };
+    let urls = match present(o, "urls") {
+        None => None,
+        Some(Value::Array(a)) => Some(
+            a.iter()
+                .map(|u| u.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| field_err(path(at, "urls"), "must be an array of strings"))?,
+        ),
+        Some(_) => return Err(field_err(path(at, "urls"), "must be an array of strings")),
+    };
+    Ok(Descriptor {
+        media_type,
+        digest,
+        size,
+        artifact_type: opt_string(o, "artifactType", at)?,
+        annotations: string_map(o, "annotations", at)?,
+        urls,
+    })
 }
 
 #[cfg(test)]
@@ -274,8 +463,12 @@ mod tests {
         ));
         assert!(parse_manifest(b"{}", Some(media::OCI_MANIFEST)).is_err());
         assert!(parse_manifest(br#"{"schemaVersion":1}"#, None).is_err());
+        assert_eq!(
+            parse_manifest(b"[2]", None),
+            Err(ManifestError::NotAnObject)
+        );
         let body = format!(
-            r#"{{"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"x","digest":"{}","size":1}}]}}"#,
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"x","digest":"{}","size":1}}]}}"#,
             d(1)
         );
         assert!(matches!(
@@ -284,8 +477,197 @@ mod tests {
         ));
         assert!(parse_manifest(br#"{"config":{"digest":"sha256:zz"}}"#, None).is_err());
         assert!(matches!(
-            parse_manifest(b"{}", Some("text/plain")),
+            parse_manifest(br#"{"schemaVersion":2}"#, Some("text/plain")),
             Err(ManifestError::UnsupportedMediaType(_))
         ));
+    }
+
+    /// The field a refusal names, e.g. `layers[0].size`.
+    fn refused_field(body: &str) -> String {
+        match parse_manifest(body.as_bytes(), None) {
+            Err(ManifestError::Field { field, .. }) => field,
+            other => panic!("{body}: expected a field error, got {other:?}"),
+        }
+    }
+
+    fn image_with_layer(layer: &str) -> String {
+        format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":2}},"layers":[{layer}]}}"#,
+            d(1)
+        )
+    }
+
+    #[test]
+    fn schema_version_must_be_present_and_2() {
+        for sv in [
+            "",
+            r#""schemaVersion":1,"#,
+            r#""schemaVersion":"2","#,
+            r#""schemaVersion":2.5,"#,
+            r#""schemaVersion":null,"#,
+        ] {
+            let body = format!(
+                r#"{{{sv}"config":{{"mediaType":"a/b","digest":"{}","size":2}}}}"#,
+                d(1)
+            );
+            assert_eq!(refused_field(&body), "schemaVersion", "{body}");
+        }
+    }
+
+    #[test]
+    fn descriptor_size_must_be_a_non_negative_integer() {
+        let dg = d(2);
+        for size in [
+            r#""size":-1"#,
+            r#""size":1.5"#,
+            r#""size":"3""#,
+            r#""size":1e3"#,
+            r#""size":9223372036854775808"#,
+            "",
+        ] {
+            let sep = if size.is_empty() { "" } else { "," };
+            let layer = format!(r#"{{"mediaType":"a/b","digest":"{dg}"{sep}{size}}}"#);
+            assert_eq!(
+                refused_field(&image_with_layer(&layer)),
+                "layers[0].size",
+                "{layer}"
+            );
+        }
+        let layer = format!(r#"{{"mediaType":"a/b","digest":"{dg}","size":0}}"#);
+        let m = parse_manifest(image_with_layer(&layer).as_bytes(), None).unwrap();
+        assert_eq!(m.references[0].size, 0);
+        let layer = format!(r#"{{"mediaType":"a/b","digest":"{dg}","size":9223372036854775807}}"#);
+        let m = parse_manifest(image_with_layer(&layer).as_bytes(), None).unwrap();
+        assert_eq!(m.references[0].size, i64::MAX);
+    }
+
+    #[test]
+    fn every_descriptor_needs_a_media_type_digest_and_size() {
+        let (a, b) = (d(1), d(2));
+        let cases = [
+            (
+                format!(r#"{{"schemaVersion":2,"config":{{"digest":"{a}","size":2}}}}"#),
+                "config.mediaType",
+            ),
+            (
+                format!(
+                    r#"{{"schemaVersion":2,"config":{{"mediaType":"","digest":"{a}","size":2}}}}"#
+                ),
+                "config.mediaType",
+            ),
+            (
+                r#"{"schemaVersion":2,"config":{"mediaType":"a/b","size":2}}"#.to_owned(),
+                "config.digest",
+            ),
+            (
+                r#"{"schemaVersion":2,"config":{"mediaType":"a/b","digest":"sha256:zz","size":2}}"#
+                    .to_owned(),
+                "config.digest",
+            ),
+            (
+                image_with_layer(&format!(r#"{{"mediaType":7,"digest":"{b}","size":1}}"#)),
+                "layers[0].mediaType",
+            ),
+            (
+                image_with_layer(&format!(
+                    r#"{{"mediaType":"a/b","digest":"{b}","size":1}},{{"digest":"{b}","size":1}}"#
+                )),
+                "layers[1].mediaType",
+            ),
+            (image_with_layer("5"), "layers[0]"),
+            (
+                format!(r#"{{"schemaVersion":2,"manifests":[{{"digest":"{a}","size":2}}]}}"#),
+                "manifests[0].mediaType",
+            ),
+            (
+                format!(
+                    r#"{{"schemaVersion":2,"manifests":[],"subject":{{"digest":"{a}","size":2}}}}"#
+                ),
+                "subject.mediaType",
+            ),
+            (
+                format!(
+                    r#"{{"schemaVersion":2,"manifests":[],"subject":{{"mediaType":"a/b","digest":"{a}","size":-2}}}}"#
+                ),
+                "subject.size",
+            ),
+            (
+                r#"{"schemaVersion":2,"manifests":[],"annotations":{"a":1}}"#.to_owned(),
+                "annotations",
+            ),
+            (
+                image_with_layer(&format!(
+                    r#"{{"mediaType":"a/b","digest":"{b}","size":1,"urls":"x"}}"#
+                )),
+                "layers[0].urls",
+            ),
+        ];
+        for (body, field) in cases {
+            assert_eq!(refused_field(&body), field, "{body}");
+        }
+    }
+
+    #[test]
+    fn docker_schema_2_and_artifacts_with_an_empty_config_parse() {
+        let docker = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"{}","size":14}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"{}","size":12}}]}}"#,
+            media::DOCKER_MANIFEST,
+            d(1),
+            d(2)
+        );
+        let m = parse_manifest(docker.as_bytes(), Some(media::DOCKER_MANIFEST)).unwrap();
+        assert_eq!(m.kind, ManifestKind::Image);
+        let list = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{{"mediaType":"{}","digest":"{}","size":5,"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
+            media::DOCKER_MANIFEST_LIST,
+            media::DOCKER_MANIFEST,
+            d(3)
+        );
+        let m = parse_manifest(list.as_bytes(), None).unwrap();
+        assert_eq!(m.kind, ManifestKind::Index);
+        let artifact = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","artifactType":"application/vnd.example.sbom","config":{{"mediaType":"{}","digest":"{}","size":2,"data":"e30="}},"layers":[],"subject":{{"mediaType":"{}","digest":"{}","size":9}}}}"#,
+            media::OCI_MANIFEST,
+            media::OCI_EMPTY,
+            d(4),
+            media::OCI_MANIFEST,
+            d(5)
+        );
+        let m = parse_manifest(artifact.as_bytes(), None).unwrap();
+        assert_eq!(
+            m.artifact_type.as_deref(),
+            Some("application/vnd.example.sbom")
+        );
+        assert_eq!(m.subject.map(|s| s.size), Some(9));
+    }
+
+    #[test]
+    fn nesting_is_bounded_without_recursion() {
+        // 64 levels: the manifest object plus 63 nested arrays in an ignored field.
+        let ok_depth = format!(
+            r#"{{"schemaVersion":2,"x":{}{}, "config":{{"mediaType":"a/b","digest":"{}","size":2}}}}"#,
+            "[".repeat(MAX_DEPTH - 1),
+            "]".repeat(MAX_DEPTH - 1),
+            d(1)
+        );
+        assert!(parse_manifest(ok_depth.as_bytes(), None).is_ok());
+        let too_deep = ok_depth.replacen("[", "[[", 1).replacen("]", "]]", 1);
+        assert_eq!(
+            parse_manifest(too_deep.as_bytes(), None),
+            Err(ManifestError::TooDeep)
+        );
+        // Far past serde_json's own limit, and unbalanced: refused before any parsing.
+        let huge = "[".repeat(100_000);
+        assert_eq!(
+            parse_manifest(huge.as_bytes(), None),
+            Err(ManifestError::TooDeep)
+        );
+        // Brackets inside strings (escaped quotes included) are not nesting.
+        let in_string = format!(
+            r#"{{"schemaVersion":2,"annotations":{{"k":"\"{}"}},"config":{{"mediaType":"a/b","digest":"{}","size":2}}}}"#,
+            "[".repeat(1000),
+            d(1)
+        );
+        assert!(parse_manifest(in_string.as_bytes(), None).is_ok());
     }
 }

@@ -10,8 +10,8 @@ pub mod guard;
 pub mod model;
 pub mod retry;
 pub mod sender;
+pub mod validate;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use wharf_store::{Store, StoreError};
 use crate::model::{CallbackConfig, WebhookCreate, WebhookUpdate};
 use crate::retry::RetryPolicy;
 use crate::sender::Sender;
+use crate::validate::{validate_headers, validate_uri};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HooksError {
@@ -119,18 +120,6 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-fn validate_uri(uri: &str) -> Result<()> {
-    match reqwest::Url::parse(uri) {
-        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host_str().is_some() => {
-            Ok(())
-        }
-        // Never echo the URI: it is a secret.
-        _ => Err(HooksError::Invalid(
-            "serviceUri: must be an absolute http or https URI".to_owned(),
-        )),
-    }
-}
-
 fn validate_actions(actions: &[String]) -> Result<Vec<WebhookAction>> {
     if actions.is_empty() {
         return Err(HooksError::Invalid(
@@ -145,42 +134,6 @@ fn validate_actions(actions: &[String]) -> Result<Vec<WebhookAction>> {
         }
     }
     Ok(out)
-}
-
-/// Headers that describe the connection or the message framing: the HTTP client sets them,
-/// and a custom value would corrupt the request (a wrong `Content-Length`) or be dropped.
-const RESERVED_HEADERS: &[&str] = &[
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "host",
-];
-
-fn validate_headers(h: &BTreeMap<String, String>) -> Result<()> {
-    for (k, v) in h {
-        if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
-            return Err(HooksError::Invalid(format!(
-                "customHeaders: {k:?} is not a valid header name"
-            )));
-        }
-        if RESERVED_HEADERS.iter().any(|r| r.eq_ignore_ascii_case(k)) {
-            return Err(HooksError::Invalid(format!(
-                "customHeaders: {k:?} cannot be set, the HTTP client controls it"
-            )));
-        }
-        if reqwest::header::HeaderValue::from_str(v).is_err() {
-            // The value is a secret: name the header only.
-            return Err(HooksError::Invalid(format!(
-                "customHeaders: the value of {k:?} is not a valid header value"
-            )));
-        }
-    }
-    Ok(())
 }
 
 impl Hooks {

@@ -102,7 +102,7 @@ impl From<RegistryError> for OciError {
 /// the code distribution uses for a temporarily unavailable registry. Nothing was stored, so
 /// the client may retry the same request once space is freed.
 pub fn out_of_space() -> OciError {
-    tracing::warn!("write refused: the registry is out of storage space");
+    // Logged by the access log (every 5xx is, at warn): nothing more to say here.
     OciError::new(
         507,
         ErrorCode::Unavailable,

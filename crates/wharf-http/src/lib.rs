@@ -46,6 +46,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/{*rest}", any(oci::handle))
         .route("/acr/v1/{*name}", delete(delete_repository))
         .nest("/wharf/v1", mgmt::router())
+        // The nested router sees `/wharf/v1` but not `/wharf/v1/`.
+        .route("/wharf/v1/", any(mgmt::not_found))
         .layer(axum::middleware::from_fn(access_log))
         .with_state(state)
 }
@@ -84,10 +86,19 @@ async fn delete_repository(
         useragent: Some(header_str(&headers, axum::http::header::USER_AGENT))
             .filter(|s| !s.is_empty()),
     };
-    match app.registry.delete_repository(&repo, &info).await {
+    let started = std::time::Instant::now();
+    let resp = match app.registry.delete_repository(&repo, &info).await {
         Ok(out) => (StatusCode::ACCEPTED, axum::Json(out)).into_response(),
         Err(e) => OciError::from(e).into_response(),
-    }
+    };
+    tracing::info!(
+        identity = "anonymous",
+        repository = %repo,
+        status = resp.status().as_u16(),
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        "delete repository"
+    );
+    resp
 }
 
 fn header_str(h: &HeaderMap, name: axum::http::header::HeaderName) -> String {

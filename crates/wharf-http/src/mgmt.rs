@@ -3,10 +3,14 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde::Deserialize;
 use serde_json::json;
 use wharf_hooks::HooksError;
@@ -16,6 +20,16 @@ use wharf_hooks::model::{
 };
 
 use crate::AppState;
+
+/// Most bytes in a management request body. Far above any valid body (a 2048-character
+/// service URI and 8 KiB of custom headers), so a field that is too long gets its own 400
+/// naming that field's limit; only a body past this bound is refused unread, with 413.
+pub const MAX_BODY_BYTES: usize = 128 * 1024;
+
+/// Sent on every management response, so a client can tell Wharf's management API from
+/// whatever else answers at the address it was given (another server, a proxy's error page).
+pub const API_HEADER: &str = "wharf-api";
+pub const API_VERSION: &str = "v1";
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -31,6 +45,8 @@ pub fn router() -> Router<AppState> {
         )
         .route("/webhooks/{name}/getCallbackConfig", post(get_config))
         .route("/webhooks/{name}/redeliver", post(redeliver))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(arm_responses))
 }
 
 fn arm_error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -41,6 +57,75 @@ fn arm_error(status: StatusCode, code: &str, message: &str) -> Response {
         ),
     )
         .into_response()
+}
+
+/// Every management response carries [`API_HEADER`], and every failure is ARM-shaped: the
+/// handlers' own errors already are, and this catches what axum answers by itself before a
+/// handler runs (405 with an empty body for a known path with another method) or anything
+/// else that is not JSON, keeping its status and headers (`Allow` on a 405).
+async fn arm_responses(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let mut resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        let (code, message) = match status {
+            StatusCode::METHOD_NOT_ALLOWED => (
+                "MethodNotAllowed",
+                format!(
+                    "method {method} is not allowed here; allowed: {}",
+                    resp.headers()
+                        .get(header::ALLOW)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("none")
+                ),
+            ),
+            StatusCode::NOT_FOUND => ("NotFound", "no such management operation".to_owned()),
+            s if s.is_server_error() => ("InternalServerError", "internal error".to_owned()),
+            s => (
+                "BadRequest",
+                format!(
+                    "the request was refused: {}",
+                    s.canonical_reason().unwrap_or("client error")
+                ),
+            ),
+        };
+        let mut arm = arm_error(status, code, &message);
+        // Keep what axum set (`Allow`), but not the old body's framing or type.
+        for (k, v) in resp.headers() {
+            if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+                arm.headers_mut().append(k.clone(), v.clone());
+            }
+        }
+        resp = arm;
+    }
+    resp.headers_mut().insert(
+        HeaderName::from_static(API_HEADER),
+        HeaderValue::from_static(API_VERSION),
+    );
+    resp
+}
+
+/// Paths under `/wharf/v1` that name no operation. ARM answers an unknown resource path with
+/// a 404 in its error shape, and so does Wharf. Also routed directly for `/wharf/v1/`, which
+/// the nested router does not see, hence the header set here too.
+pub(crate) async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
+    let mut resp = arm_error(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        &format!(
+            "no management operation {method} {}; see /wharf/v1/webhooks",
+            uri.path()
+        ),
+    );
+    resp.headers_mut().insert(
+        HeaderName::from_static(API_HEADER),
+        HeaderValue::from_static(API_VERSION),
+    );
+    resp
 }
 
 fn err(e: HooksError) -> Response {
@@ -66,6 +151,104 @@ fn err(e: HooksError) -> Response {
                 "internal error",
             )
         }
+    }
+}
+
+/// The `{name}` path segment. axum's own `Path` rejection is plain text; this one is ARM's
+/// shape (it fails only for a segment that is not UTF-8 once percent-decoded).
+struct Name(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Name {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(n)) => Ok(Name(n)),
+            Err(_) => Err(arm_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidParameter",
+                "name: must be UTF-8 text once percent-decoded",
+            )),
+        }
+    }
+}
+
+/// Whether the request says its body is JSON: `application/json`, parameters (a charset)
+/// allowed, any letter case.
+fn is_json(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn unsupported_media_type() -> Response {
+    arm_error(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UnsupportedMediaType",
+        "Content-Type: a request body must be application/json",
+    )
+}
+
+fn too_large() -> Response {
+    arm_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "RequestBodyTooLarge",
+        &format!("request body: must be at most {MAX_BODY_BYTES} bytes"),
+    )
+}
+
+/// Reads a management request body: at most [`MAX_BODY_BYTES`] (a larger declared length is
+/// refused before reading), and only as JSON. `required` is for the operations that take a
+/// body (create and update), which need the JSON type even when the body is empty; the others
+/// accept a request without a body, but not a body of another type.
+async fn read_body(req: Request, required: bool) -> Result<Bytes, Response> {
+    let json = is_json(req.headers());
+    if required && !json {
+        return Err(unsupported_media_type());
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let body = Limited::new(req.into_body(), MAX_BODY_BYTES);
+    let bytes = match body.collect().await {
+        Ok(c) => c.to_bytes(),
+        // A chunked body that outgrew the bound.
+        Err(e) if e.is::<LengthLimitError>() => return Err(too_large()),
+        // The client went away or sent broken framing; it will hardly read the answer.
+        Err(_) => return Err(bad_body("request body: could not be read")),
+    };
+    if !bytes.is_empty() && !json {
+        return Err(unsupported_media_type());
+    }
+    Ok(bytes)
+}
+
+/// The body of an operation that takes one (create, update).
+struct JsonBody(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, Response> {
+        read_body(req, true).await.map(JsonBody)
+    }
+}
+
+/// The body of an operation that may have one (redeliver), or should have none (the rest):
+/// empty, or JSON within the size bound.
+struct OptionalBody(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for OptionalBody {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, Response> {
+        read_body(req, false).await.map(OptionalBody)
     }
 }
 
@@ -98,7 +281,7 @@ fn bad_body(message: &str) -> Response {
     arm_error(StatusCode::BAD_REQUEST, "InvalidRequestContent", message)
 }
 
-async fn list(State(app): State<AppState>) -> Response {
+async fn list(State(app): State<AppState>, _: OptionalBody) -> Response {
     match app.hooks.list().await {
         Ok(v) => axum::Json(json!({ "value": v.iter().map(webhook_json).collect::<Vec<_>>() }))
             .into_response(),
@@ -106,14 +289,14 @@ async fn list(State(app): State<AppState>) -> Response {
     }
 }
 
-async fn show(State(app): State<AppState>, Path(name): Path<String>) -> Response {
+async fn show(State(app): State<AppState>, Name(name): Name, _: OptionalBody) -> Response {
     match app.hooks.get(&name).await {
         Ok(w) => axum::Json(webhook_json(&w)).into_response(),
         Err(e) => err(e),
     }
 }
 
-async fn create(State(app): State<AppState>, Path(name): Path<String>, b: Bytes) -> Response {
+async fn create(State(app): State<AppState>, Name(name): Name, JsonBody(b): JsonBody) -> Response {
     let p: WebhookCreate = match body(&b, WEBHOOK_PARAMETERS) {
         Ok(p) => p,
         Err(m) => return bad_body(&m),
@@ -124,7 +307,7 @@ async fn create(State(app): State<AppState>, Path(name): Path<String>, b: Bytes)
     }
 }
 
-async fn update(State(app): State<AppState>, Path(name): Path<String>, b: Bytes) -> Response {
+async fn update(State(app): State<AppState>, Name(name): Name, JsonBody(b): JsonBody) -> Response {
     let p: WebhookUpdate = match body(&b, WEBHOOK_PARAMETERS) {
         Ok(p) => p,
         Err(m) => return bad_body(&m),
@@ -135,7 +318,7 @@ async fn update(State(app): State<AppState>, Path(name): Path<String>, b: Bytes)
     }
 }
 
-async fn remove(State(app): State<AppState>, Path(name): Path<String>) -> Response {
+async fn remove(State(app): State<AppState>, Name(name): Name, _: OptionalBody) -> Response {
     match app.hooks.delete(&name).await {
         Ok(true) => StatusCode::OK.into_response(),
         Ok(false) => StatusCode::NO_CONTENT.into_response(),
@@ -143,14 +326,14 @@ async fn remove(State(app): State<AppState>, Path(name): Path<String>) -> Respon
     }
 }
 
-async fn ping(State(app): State<AppState>, Path(name): Path<String>) -> Response {
+async fn ping(State(app): State<AppState>, Name(name): Name, _: OptionalBody) -> Response {
     match app.hooks.ping(&name).await {
         Ok(id) => axum::Json(json!({ "id": id })).into_response(),
         Err(e) => err(e),
     }
 }
 
-async fn get_config(State(app): State<AppState>, Path(name): Path<String>) -> Response {
+async fn get_config(State(app): State<AppState>, Name(name): Name, _: OptionalBody) -> Response {
     match app.hooks.callback_config(&name).await {
         Ok(c) => axum::Json(c).into_response(),
         Err(e) => err(e),
@@ -159,25 +342,69 @@ async fn get_config(State(app): State<AppState>, Path(name): Path<String>) -> Re
 
 /// List-events paging, ARM style: `$top` is the page size; `$skipToken` is opaque to clients
 /// (it is the id of the last attempt of the previous page, so pages stay stable while new
-/// attempts are recorded) and comes from `nextLink`.
+/// attempts are recorded) and comes from `nextLink`. Both are read as text and checked here,
+/// so a bad value gets an ARM error naming the parameter; other parameters (`api-version`)
+/// are ignored.
 #[derive(Deserialize)]
-struct Page {
+struct PageQuery {
     #[serde(rename = "$top")]
-    top: Option<i64>,
+    top: Option<String>,
     #[serde(rename = "$skipToken")]
-    skip: Option<i64>,
+    skip: Option<String>,
 }
 
 const DEFAULT_PAGE: i64 = 50;
+/// Larger `$top` values are served as this many, as ARM list operations cap page sizes.
 const MAX_PAGE: i64 = 1000;
+
+fn bad_query(message: &str) -> Response {
+    arm_error(
+        StatusCode::BAD_REQUEST,
+        "InvalidQueryParameterValue",
+        message,
+    )
+}
+
+/// The page size and position of a list-events request; the error is the message for
+/// [`bad_query`].
+fn page(q: Result<Query<PageQuery>, QueryRejection>) -> Result<(i64, Option<i64>), String> {
+    // A rejection here means the query string itself is malformed (bad percent-encoding).
+    let Ok(Query(q)) = q else {
+        return Err("query string: not valid URL encoding".to_owned());
+    };
+    let top = match q.top.as_deref() {
+        None => DEFAULT_PAGE,
+        Some(t) => match t.trim().parse::<i64>() {
+            Ok(n) if n >= 1 => n.min(MAX_PAGE),
+            _ => return Err("$top: must be a whole number, at least 1".to_owned()),
+        },
+    };
+    let skip = match q.skip.as_deref() {
+        None => None,
+        Some(t) => match t.parse::<i64>() {
+            Ok(n) if n >= 0 => Some(n),
+            _ => {
+                return Err(
+                    "$skipToken: not a token from this server; use the nextLink it returned"
+                        .to_owned(),
+                );
+            }
+        },
+    };
+    Ok((top, skip))
+}
 
 async fn list_events(
     State(app): State<AppState>,
-    Path(name): Path<String>,
-    Query(p): Query<Page>,
+    Name(name): Name,
+    q: Result<Query<PageQuery>, QueryRejection>,
+    _: OptionalBody,
 ) -> Response {
-    let top = p.top.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-    match app.hooks.list_events(&name, p.skip, top + 1).await {
+    let (top, skip) = match page(q) {
+        Ok(p) => p,
+        Err(m) => return bad_query(&m),
+    };
+    match app.hooks.list_events(&name, skip, top + 1).await {
         Ok(mut entries) => {
             let more = entries.len() as i64 > top;
             entries.truncate(top as usize);
@@ -200,7 +427,11 @@ struct Redeliver {
     event_id: Option<String>,
 }
 
-async fn redeliver(State(app): State<AppState>, Path(name): Path<String>, b: Bytes) -> Response {
+async fn redeliver(
+    State(app): State<AppState>,
+    Name(name): Name,
+    OptionalBody(b): OptionalBody,
+) -> Response {
     let r: Redeliver = match body(&b, REDELIVER_PARAMETERS) {
         Ok(r) => r,
         Err(m) => return bad_body(&m),

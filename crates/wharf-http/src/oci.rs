@@ -42,6 +42,8 @@ pub async fn handle(State(app): State<AppState>, req: Request) -> Response {
         .map(|r| r.strip_prefix('/').unwrap_or(r))
         .unwrap_or("")
         .to_owned();
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
     let mut resp = match dispatch(&app, &rest, req).await {
         Ok(r) => r,
         // Some out-of-space failures reach us as plain I/O errors (SQLite reports a failure to
@@ -52,9 +54,36 @@ pub async fn handle(State(app): State<AppState>, req: Request) -> Response {
         }
         Err(e) => e.into_response(),
     };
+    log_change(&method, &rest, resp.status(), started);
     resp.headers_mut()
         .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     resp
+}
+
+/// One info line per push (manifest PUT) and delete, so an operator sees the registry work:
+/// who, which repository and reference, the status and how long it took. Identity is
+/// "anonymous" until authentication exists.
+fn log_change(method: &Method, rest: &str, status: StatusCode, started: std::time::Instant) {
+    let action = match *method {
+        Method::PUT => "push",
+        Method::DELETE => "delete",
+        _ => return,
+    };
+    let Some((repo, reference)) = rest.rsplit_once("/manifests/").or_else(|| {
+        rest.rsplit_once("/blobs/")
+            .filter(|(_, r)| action == "delete" && !r.starts_with("uploads"))
+    }) else {
+        return;
+    };
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(
+        identity = "anonymous",
+        repository = repo,
+        reference,
+        status = status.as_u16(),
+        ms,
+        "{action}"
+    );
 }
 
 async fn dispatch(app: &AppState, rest: &str, req: Request) -> Result<Response> {

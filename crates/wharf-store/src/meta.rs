@@ -735,11 +735,18 @@ async fn put_writer(pool: SqlitePool, mut rx: mpsc::Receiver<PutJob>, lane: Arc<
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "manifest group commit failed");
+                let full = matches!(e, StoreError::OutOfSpace);
+                if full {
+                    tracing::warn!("manifest group commit failed: out of storage space");
+                } else {
+                    tracing::error!(error = %e, "manifest group commit failed");
+                }
                 for job in jobs.drain(..) {
-                    let _ = job
-                        .reply
-                        .send(Err(StoreError::Unavailable("commit failed".into())));
+                    let _ = job.reply.send(Err(if full {
+                        StoreError::OutOfSpace
+                    } else {
+                        StoreError::Unavailable("commit failed".into())
+                    }));
                 }
             }
         }

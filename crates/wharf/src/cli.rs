@@ -1,8 +1,15 @@
 //! `wharf webhook …`: a client of the management API that mirrors `az acr webhook` — the same
 //! subcommands and flags, JSON output by default (flattened as az prints it), `table` and
 //! `tsv` on request.
+//!
+//! Output is written through [`emit`], never `println!`, which panics when stdout is closed
+//! (`wharf webhook list | head -1`) or full. Every answer must come from Wharf's management
+//! API (it carries the `wharf-api` header), so a `--server` that points elsewhere is a clear
+//! error rather than garbage on stdout.
 
 use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
@@ -62,6 +69,7 @@ struct NameArg {
 
 #[derive(Args)]
 struct CreateArgs {
+    /// Name of the webhook: 5 to 50 letters and digits.
     #[arg(long, short = 'n')]
     name: String,
     /// Service URI the events are POSTed to.
@@ -89,25 +97,33 @@ struct CreateArgs {
 
 #[derive(Args)]
 struct UpdateArgs {
+    /// Name of the webhook.
     #[arg(long, short = 'n')]
     name: String,
+    /// New service URI the events are POSTed to.
     #[arg(long)]
     uri: Option<String>,
+    /// Space-separated actions, replacing the current ones: push delete quarantine chart_push
+    /// chart_delete.
     #[arg(long, num_args = 1..)]
     actions: Option<Vec<String>>,
+    /// New scope, e.g. "repo:tag", "repo:*", "team/*:prod-*"; "" for all events.
     #[arg(long)]
     scope: Option<String>,
     /// Space-separated custom headers in key[=value] format; `--headers ''` clears them.
     #[arg(long, num_args = 0..)]
     headers: Option<Vec<String>>,
+    /// enabled or disabled.
     #[arg(long)]
     status: Option<String>,
+    /// Space-separated tags in key[=value] format, replacing the current ones.
     #[arg(long, num_args = 0..)]
     tags: Option<Vec<String>>,
 }
 
 #[derive(Args)]
 struct ListEventsArgs {
+    /// Name of the webhook.
     #[arg(long, short = 'n')]
     name: String,
     /// Most entries to show.
@@ -117,6 +133,7 @@ struct ListEventsArgs {
 
 #[derive(Args)]
 struct RedeliverArgs {
+    /// Name of the webhook.
     #[arg(long, short = 'n')]
     name: String,
     /// The event to deliver again; without it, every failed delivery is queued again.
@@ -142,7 +159,23 @@ struct Client {
     base: String,
 }
 
+/// The management API version this CLI speaks, as the server states it in `wharf-api`.
+const API_VERSION: &str = "v1";
+
 impl Client {
+    fn new(base: String) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            // A redirect is not something the management API sends; following one would take
+            // the request, body included, to a server the user did not name.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            // Generous: a ping waits for the endpoint (5 s by default) before answering.
+            .timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| format!("cannot start the HTTP client: {e}"))?;
+        Ok(Client { http, base })
+    }
+
     async fn call(
         &self,
         method: reqwest::Method,
@@ -166,11 +199,38 @@ impl Client {
             )
         })?;
         let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        let v: Value = if text.is_empty() {
+        // Checked before the body is read: whatever else answered (a web server's HTML page,
+        // another API's 404) is not worth reading, let alone printing.
+        match resp.headers().get("wharf-api").map(|v| v.as_bytes()) {
+            Some(v) if v == API_VERSION.as_bytes() => {}
+            Some(v) => {
+                return Err(format!(
+                    "the Wharf server at {} speaks management API {:?}, this CLI speaks {API_VERSION}",
+                    self.base,
+                    String::from_utf8_lossy(v)
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "{} does not answer like a Wharf server (HTTP {status}, without Wharf's \
+                     management API marker); check --server or WHARF_SERVER",
+                    self.base
+                ));
+            }
+        }
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("reading the answer of {}: {}", self.base, e.without_url()))?;
+        let v: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
             Value::Null
         } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
+            serde_json::from_slice(&bytes).map_err(|_| {
+                format!(
+                    "the server at {} answered HTTP {status} with a body that is not JSON",
+                    self.base
+                )
+            })?
         };
         if status.is_success() {
             Ok(v)
@@ -181,6 +241,30 @@ impl Client {
                 .unwrap_or_else(|| format!("HTTP {status}"));
             Err(msg)
         }
+    }
+
+    /// An answer that must be a JSON object (a webhook, a config, a ping id).
+    fn object(&self, v: Value, what: &str) -> Result<Value, String> {
+        if v.is_object() {
+            Ok(v)
+        } else {
+            Err(self.shape_error(what))
+        }
+    }
+
+    /// The `value` array of a list answer.
+    fn list(&self, v: &Value, what: &str) -> Result<Vec<Value>, String> {
+        v["value"]
+            .as_array()
+            .cloned()
+            .ok_or_else(|| self.shape_error(what))
+    }
+
+    fn shape_error(&self, what: &str) -> String {
+        format!(
+            "the server at {} sent an unexpected answer: not {what}",
+            self.base
+        )
     }
 }
 
@@ -203,23 +287,44 @@ fn flatten(w: &Value) -> Value {
     Value::Object(out)
 }
 
+/// Runs one `wharf webhook` command and returns the process's exit status.
 pub async fn run(a: WebhookArgs) -> i32 {
-    let client = Client {
-        http: reqwest::Client::new(),
-        base: a.server.clone(),
+    let res = match Client::new(a.server.clone()) {
+        Ok(client) => run_inner(&client, a.command, a.output).await,
+        Err(e) => Err(e),
     };
-    match run_inner(&client, a.command, a.output).await {
-        Ok(()) => 0,
+    match res.map(|text| emit(&text)) {
+        Ok(Ok(())) => 0,
+        // The reader went away (`| head -1`): it has what it wanted; nothing to report.
+        Ok(Err(e)) if e.kind() == io::ErrorKind::BrokenPipe => 0,
+        Ok(Err(e)) => {
+            report(&format!("cannot write the output: {e}"));
+            1
+        }
         Err(e) => {
-            eprintln!("ERROR: {e}");
+            report(&e);
             1
         }
     }
 }
 
-async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<(), String> {
+/// Writes the whole output to stdout, returning errors instead of panicking as `println!`
+/// does. Rust ignores SIGPIPE, so a closed pipe arrives here as `BrokenPipe`.
+fn emit(text: &str) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
+/// An error on stderr; if even stderr is closed there is no one left to tell.
+fn report(message: &str) {
+    let _ = writeln!(io::stderr().lock(), "ERROR: {message}");
+}
+
+/// Performs the command and returns what it prints.
+async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<String, String> {
     use reqwest::Method;
-    match cmd {
+    let text = match cmd {
         WebhookCommand::Create(a) => {
             let mut props =
                 json!({ "serviceUri": a.uri, "actions": a.actions, "status": a.status });
@@ -236,7 +341,7 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<(), S
             let w = c
                 .call(Method::PUT, &format!("/{}", a.name), Some(body))
                 .await?;
-            print_webhooks(&[flatten(&w)], out, false);
+            render_webhooks(&[flatten(&c.object(w, "a webhook")?)], out, false)
         }
         WebhookCommand::Update(a) => {
             let mut props = serde_json::Map::new();
@@ -262,29 +367,32 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<(), S
             let w = c
                 .call(Method::PATCH, &format!("/{}", a.name), Some(body))
                 .await?;
-            print_webhooks(&[flatten(&w)], out, false);
+            render_webhooks(&[flatten(&c.object(w, "a webhook")?)], out, false)
         }
         WebhookCommand::Show(a) => {
             let w = c.call(Method::GET, &format!("/{}", a.name), None).await?;
-            print_webhooks(&[flatten(&w)], out, false);
+            render_webhooks(&[flatten(&c.object(w, "a webhook")?)], out, false)
         }
         WebhookCommand::List => {
             let v = c.call(Method::GET, "", None).await?;
-            let list: Vec<Value> = v["value"]
-                .as_array()
-                .map(|a| a.iter().map(flatten).collect())
-                .unwrap_or_default();
-            print_webhooks(&list, out, true);
+            let list: Vec<Value> = c
+                .list(&v, "a list of webhooks")?
+                .iter()
+                .map(flatten)
+                .collect();
+            render_webhooks(&list, out, true)
         }
         WebhookCommand::Delete(a) => {
             c.call(Method::DELETE, &format!("/{}", a.name), None)
                 .await?;
+            String::new()
         }
         WebhookCommand::Ping(a) => {
             let v = c
                 .call(Method::POST, &format!("/{}/ping", a.name), None)
                 .await?;
-            print_rows(&v, out, &["ID"], |v| vec![s(&v["id"])], false);
+            let v = c.object(v, "a ping id")?;
+            render_rows(&v, out, &["ID"], |v| vec![s(&v["id"])], false)
         }
         WebhookCommand::GetConfig(a) => {
             let v = c
@@ -294,20 +402,21 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<(), S
                     None,
                 )
                 .await?;
-            print_rows(
+            let v = c.object(v, "a callback config")?;
+            render_rows(
                 &v,
                 out,
                 &["SERVICE URI", "HEADERS"],
                 |v| vec![s(&v["serviceUri"]), v["customHeaders"].to_string()],
                 false,
-            );
+            )
         }
         WebhookCommand::ListEvents(a) => {
             let mut all = Vec::new();
-            let mut path = format!("/{}/listEvents?$top={}", a.name, a.top.min(1000));
+            let mut path = format!("/{}/listEvents?$top={}", a.name, a.top.clamp(1, 1000));
             loop {
                 let v = c.call(Method::POST, &path, None).await?;
-                all.extend(v["value"].as_array().cloned().unwrap_or_default());
+                all.extend(c.list(&v, "a list of events")?);
                 match v["nextLink"].as_str() {
                     Some(next) if all.len() < a.top => {
                         path = next.trim_start_matches("/wharf/v1/webhooks").to_owned();
@@ -316,13 +425,13 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<(), S
                 }
             }
             all.truncate(a.top);
-            print_rows(
+            render_rows(
                 &Value::Array(all),
                 out,
                 &["ID", "ACTION", "IMAGE", "HTTP STATUS", "TIMESTAMP"],
                 event_row,
                 true,
-            );
+            )
         }
         WebhookCommand::Redeliver(a) => {
             let body = match a.event_id {
@@ -332,16 +441,17 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<(), S
             let v = c
                 .call(Method::POST, &format!("/{}/redeliver", a.name), Some(body))
                 .await?;
-            print_rows(
+            let v = c.object(v, "a redelivery count")?;
+            render_rows(
                 &v,
                 out,
                 &["REDELIVERED"],
                 |v| vec![v["redelivered"].to_string()],
                 false,
-            );
+            )
         }
-    }
-    Ok(())
+    };
+    Ok(text)
 }
 
 fn s(v: &Value) -> String {
@@ -373,13 +483,13 @@ fn event_row(e: &Value) -> Vec<String> {
     ]
 }
 
-fn print_webhooks(list: &[Value], out: Output, as_list: bool) {
+fn render_webhooks(list: &[Value], out: Output, as_list: bool) -> String {
     let v = if as_list {
         Value::Array(list.to_vec())
     } else {
         list.first().cloned().unwrap_or(Value::Null)
     };
-    print_rows(
+    render_rows(
         &v,
         out,
         &["NAME", "LOCATION", "ACTIONS", "SCOPE", "STATUS"],
@@ -397,18 +507,24 @@ fn print_webhooks(list: &[Value], out: Output, as_list: bool) {
             ]
         },
         as_list,
-    );
+    )
 }
 
-fn print_rows(
+/// The output text of a command: pretty JSON, or one row per item as tsv or an aligned table.
+fn render_rows(
     v: &Value,
     out: Output,
     headers: &[&str],
     row: impl Fn(&Value) -> Vec<String>,
     is_list: bool,
-) {
+) -> String {
+    let mut text = String::new();
+    let mut line = |l: &str| {
+        text.push_str(l);
+        text.push('\n');
+    };
     match out {
-        Output::Json => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
+        Output::Json => line(&serde_json::to_string_pretty(v).unwrap_or_default()),
         Output::Tsv | Output::Table => {
             let items: Vec<&Value> = if is_list {
                 v.as_array().map(|a| a.iter().collect()).unwrap_or_default()
@@ -418,9 +534,9 @@ fn print_rows(
             let rows: Vec<Vec<String>> = items.iter().map(|i| row(i)).collect();
             if matches!(out, Output::Tsv) {
                 for r in rows {
-                    println!("{}", r.join("\t"));
+                    line(&r.join("\t"));
                 }
-                return;
+                return text;
             }
             let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
             for r in &rows {
@@ -430,21 +546,22 @@ fn print_rows(
                     }
                 }
             }
-            let line = |cells: Vec<String>| {
+            let cells = |cells: Vec<String>| {
                 cells
                     .iter()
                     .enumerate()
-                    .map(|(i, c)| format!("{:<w$}", c, w = widths[i]))
+                    .map(|(i, c)| format!("{:<w$}", c, w = widths.get(i).copied().unwrap_or(0)))
                     .collect::<Vec<_>>()
                     .join("  ")
                     .trim_end()
                     .to_owned()
             };
-            println!("{}", line(headers.iter().map(|h| h.to_string()).collect()));
-            println!("{}", line(widths.iter().map(|w| "-".repeat(*w)).collect()));
+            line(&cells(headers.iter().map(|h| h.to_string()).collect()));
+            line(&cells(widths.iter().map(|w| "-".repeat(*w)).collect()));
             for r in rows {
-                println!("{}", line(r));
+                line(&cells(r));
             }
         }
     }
+    text
 }

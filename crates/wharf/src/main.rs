@@ -134,3 +134,41 @@ async fn shutdown_signal() {
         _ = term => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Regression (issue 9): several flags (`--name` of most subcommands, most of `update`'s)
+    /// showed no help. Walks the whole clap tree, so a flag added later without a doc comment
+    /// fails here.
+    #[test]
+    fn every_command_and_argument_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path}: argument {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let sub_path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                    missing.push(format!("{sub_path}: no description"));
+                }
+                walk(sub, &sub_path, missing);
+            }
+        }
+        let mut cmd = super::Args::command();
+        cmd.clone().debug_assert();
+        // Building adds what clap generates (--help, --version, the `help` subcommand) and
+        // propagates global flags (--server, --output) to every subcommand.
+        cmd.build();
+        let mut missing = Vec::new();
+        walk(&cmd, "wharf", &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:#?}");
+        // The walk saw the commands that matter.
+        let webhook = cmd.find_subcommand("webhook").expect("the webhook command");
+        assert!(webhook.find_subcommand("create").is_some());
+        assert!(cmd.find_subcommand("serve").is_some());
+    }
+}

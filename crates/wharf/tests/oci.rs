@@ -804,6 +804,97 @@ async fn invalid_manifests_are_rejected_with_spec_codes() {
     assert_eq!(r.status(), 404);
 }
 
+/// Regression (issue 9): the image spec's descriptor and schemaVersion rules were not
+/// enforced — a negative size or a descriptor without a mediaType was stored — and nesting was
+/// unbounded. Each is a 400 MANIFEST_INVALID whose message names the field, and nothing is
+/// stored.
+#[tokio::test]
+async fn manifests_breaking_descriptor_rules_are_manifest_invalid_naming_the_field() {
+    let s = Server::start().await;
+    let c = client();
+    let cfg = push_blob(&c, &s, "strict", b"{}").await;
+    let layer = push_blob(&c, &s, "strict", b"layer").await;
+    let config =
+        json!({"mediaType":"application/vnd.oci.image.config.v1+json","digest":cfg,"size":2});
+    let layer_with = |size: Value| {
+        json!({"schemaVersion":2,"mediaType":OCI_MANIFEST,"config":config,
+            "layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":layer,"size":size}]})
+    };
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (serde_json::to_vec(&layer_with(json!(-5))).unwrap(), "layers[0].size"),
+        (serde_json::to_vec(&layer_with(json!(2.5))).unwrap(), "layers[0].size"),
+        (
+            serde_json::to_vec(&json!({"schemaVersion":2,"mediaType":OCI_MANIFEST,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":cfg}})).unwrap(),
+            "config.size",
+        ),
+        (
+            serde_json::to_vec(&json!({"schemaVersion":1,"mediaType":OCI_MANIFEST,"config":config})).unwrap(),
+            "schemaVersion",
+        ),
+        (
+            serde_json::to_vec(&json!({"mediaType":OCI_MANIFEST,"config":config})).unwrap(),
+            "schemaVersion",
+        ),
+        (
+            serde_json::to_vec(&json!({"schemaVersion":2,"mediaType":OCI_MANIFEST,"config":config,
+                "layers":[{"digest":layer,"size":5}]})).unwrap(),
+            "layers[0].mediaType",
+        ),
+        (
+            serde_json::to_vec(&json!({"schemaVersion":2,"mediaType":OCI_MANIFEST,"config":{"digest":cfg,"size":2}})).unwrap(),
+            "config.mediaType",
+        ),
+        (
+            serde_json::to_vec(&json!({"schemaVersion":2,"mediaType":OCI_INDEX,
+                "manifests":[{"digest":sha256(b"child"),"size":5}]})).unwrap(),
+            "manifests[0].mediaType",
+        ),
+        // Deep nesting, far past serde_json's recursion limit: a 400, not a crash.
+        ("[".repeat(100_000).into_bytes(), "nests deeper than 64"),
+        (
+            format!(
+                r#"{{"schemaVersion":2,"x":{}{},"config":{}}}"#,
+                "[".repeat(70),
+                "]".repeat(70),
+                config
+            )
+            .into_bytes(),
+            "nests deeper than 64",
+        ),
+    ];
+    for (body, names) in cases {
+        let media_type = if body
+            .windows(OCI_INDEX.len())
+            .any(|w| w == OCI_INDEX.as_bytes())
+        {
+            OCI_INDEX
+        } else {
+            OCI_MANIFEST
+        };
+        let r = put_manifest(&c, &s, "strict", "v1", media_type, &body).await;
+        assert_eq!(
+            r.status(),
+            400,
+            "{}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        );
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["errors"][0]["code"], "MANIFEST_INVALID", "{v}");
+        let msg = v["errors"][0]["message"].as_str().unwrap();
+        assert!(msg.contains(names), "{msg:?} should name {names}");
+    }
+    let r = c
+        .get(s.url("/v2/strict/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "nothing was stored");
+    // The same manifest with a valid size is accepted.
+    let good = serde_json::to_vec(&layer_with(json!(5))).unwrap();
+    let r = put_manifest(&c, &s, "strict", "v1", OCI_MANIFEST, &good).await;
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+}
+
 #[tokio::test]
 async fn indexes_artifacts_docker_types_and_odd_manifests() {
     let s = Server::start().await;

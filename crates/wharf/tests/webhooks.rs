@@ -551,6 +551,7 @@ async fn invalid_webhook_input_is_a_400_naming_the_field() {
     // not JSON at all
     let r = c
         .put(hook_url(&s, "goodname1"))
+        .header("content-type", "application/json")
         .body("{nope")
         .send()
         .await
@@ -604,6 +605,301 @@ async fn invalid_webhook_input_is_a_400_naming_the_field() {
         cfg["serviceUri"], "http://127.0.0.1:9/h",
         "a rejected update changed nothing"
     );
+}
+
+/// Asserts an ARM error response: the status, `{"error":{"code","message"}}` with this code,
+/// and Wharf's management header. Returns the message.
+async fn arm_error(r: reqwest::Response, status: u16, code: &str) -> String {
+    let st = r.status().as_u16();
+    let url = r.url().to_string();
+    let api = r
+        .headers()
+        .get("wharf-api")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let text = r.text().await.unwrap();
+    assert_eq!(st, status, "{url}: {text}");
+    assert_eq!(
+        api.as_deref(),
+        Some("v1"),
+        "{url}: no management header: {text}"
+    );
+    assert_eq!(ct.as_deref(), Some("application/json"), "{url}: {text}");
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    assert_eq!(v["error"]["code"], code, "{text}");
+    v["error"]["message"].as_str().unwrap().to_owned()
+}
+
+/// Regression (issue 9): a 70,000-character service URI was stored, and custom headers had no
+/// bounds. Each limit is a 400 whose message names the field and the limit, and a refused
+/// create or update stores nothing.
+#[tokio::test]
+async fn webhook_limits_are_a_400_naming_the_limit_and_store_nothing() {
+    let s = Server::start().await;
+    let c = ua_client();
+    let long_uri = format!("http://127.0.0.1:9/{}", "a".repeat(70_000 - 19));
+    assert_eq!(long_uri.len(), 70_000);
+    let headers = |n: usize, name_len: usize, value_len: usize| -> Value {
+        (0..n)
+            .map(|i| {
+                let name = format!("X-{i}-{}", "n".repeat(name_len.saturating_sub(4)));
+                (name, json!("v".repeat(value_len)))
+            })
+            .collect::<serde_json::Map<String, Value>>()
+            .into()
+    };
+    let props =
+        |uri: &str, h: Value| json!({"serviceUri": uri, "actions": ["push"], "customHeaders": h});
+    let ok_uri = "http://127.0.0.1:9/h";
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            props(&long_uri, json!({})),
+            "serviceUri: must be at most 2048 characters",
+        ),
+        (
+            props(ok_uri, headers(17, 8, 8)),
+            "customHeaders: at most 16 headers",
+        ),
+        (props(ok_uri, headers(1, 257, 8)), "at most 256 characters"),
+        (
+            props(ok_uri, headers(1, 8, 4097)),
+            "at most 4096 characters",
+        ),
+        (props(ok_uri, headers(3, 8, 3000)), "at most 8192 bytes"),
+    ];
+    for (p, want) in &cases {
+        let r = put_hook(&c, &s, "limithook", json!({ "properties": p })).await;
+        let msg = arm_error(r, 400, "InvalidParameter").await;
+        assert!(msg.contains(want), "{msg:?} should contain {want:?}");
+        assert!(
+            !msg.contains("aaaaaaaa") && !msg.contains("vvvvvvvv"),
+            "{msg}"
+        );
+    }
+    let list: Value = c
+        .get(s.url("/wharf/v1/webhooks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["value"], json!([]), "nothing was stored");
+
+    // At the limits exactly, it is accepted.
+    let max_uri = format!("http://127.0.0.1:9/{}", "a".repeat(2048 - 19));
+    create_hook_with(&c, &s, "limithook", props(&max_uri, headers(16, 8, 100))).await;
+    // An update over a limit changes nothing.
+    for (p, want) in cases {
+        let (st, e) = patch_hook(&c, &s, "limithook", json!({ "properties": p })).await;
+        assert_eq!(st, 400, "{e}");
+        let msg = e["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(want), "{msg:?} should contain {want:?}");
+    }
+    let (_, cfg) = post_json(
+        &c,
+        &format!("{}/getCallbackConfig", hook_url(&s, "limithook")),
+        None,
+    )
+    .await;
+    assert_eq!(cfg["serviceUri"], max_uri.as_str());
+    assert_eq!(cfg["customHeaders"].as_object().unwrap().len(), 16);
+}
+
+/// Regression (issue 9): axum's own refusals (bad query values, unknown paths, wrong methods,
+/// oversized or non-JSON bodies) were plain text. Every management failure is ARM-shaped.
+#[tokio::test]
+async fn every_management_failure_is_arm_shaped() {
+    let s = Server::start().await;
+    let c = ua_client();
+    create_hook(&c, &s, "armhook", "http://127.0.0.1:9/h", &["push"], "").await;
+    let events = format!("{}/listEvents", hook_url(&s, "armhook"));
+
+    // query values
+    for q in ["$top=abc", "$top=-1", "$top=0", "$top=1.5", "$top="] {
+        let r = c.post(format!("{events}?{q}")).send().await.unwrap();
+        let msg = arm_error(r, 400, "InvalidQueryParameterValue").await;
+        assert!(msg.contains("$top"), "{q}: {msg}");
+    }
+    for q in ["$skipToken=abc", "$skipToken=-4"] {
+        let r = c.get(format!("{events}?{q}")).send().await.unwrap();
+        let msg = arm_error(r, 400, "InvalidQueryParameterValue").await;
+        assert!(msg.contains("$skipToken"), "{q}: {msg}");
+    }
+    let r = c
+        .post(format!("{events}?$top=5000&api-version=2023-07-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "a large $top is capped, unknown parameters ignored"
+    );
+
+    // unknown routes
+    for (m, path) in [
+        (reqwest::Method::GET, "/wharf/v1"),
+        (reqwest::Method::GET, "/wharf/v1/"),
+        (reqwest::Method::GET, "/wharf/v1/nothing"),
+        (
+            reqwest::Method::GET,
+            "/wharf/v1/webhooks/armhook/extra/segments",
+        ),
+        (
+            reqwest::Method::POST,
+            "/wharf/v1/webhooks/armhook/nosuchaction",
+        ),
+    ] {
+        let r = c.request(m.clone(), s.url(path)).send().await.unwrap();
+        let msg = arm_error(r, 404, "NotFound").await;
+        assert!(msg.contains("no management operation"), "{m} {path}: {msg}");
+    }
+
+    // wrong methods: 405, ARM-shaped, with Allow kept
+    for (m, path) in [
+        (reqwest::Method::DELETE, "/wharf/v1/webhooks"),
+        (reqwest::Method::POST, "/wharf/v1/webhooks/armhook"),
+        (reqwest::Method::GET, "/wharf/v1/webhooks/armhook/ping"),
+    ] {
+        let r = c.request(m.clone(), s.url(path)).send().await.unwrap();
+        let allow = r
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let msg = arm_error(r, 405, "MethodNotAllowed").await;
+        assert!(msg.contains(m.as_str()), "{m} {path}: {msg}");
+        assert!(
+            allow.is_some_and(|a| !a.is_empty()),
+            "{m} {path}: no Allow header"
+        );
+    }
+
+    // content types: create and update need JSON; a body of another type is refused anywhere
+    let body = json!({"properties": {"serviceUri": "http://127.0.0.1:9/h", "actions": ["push"]}})
+        .to_string();
+    let url = hook_url(&s, "armhook2");
+    for ct in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("application/jsonx"),
+    ] {
+        let mut req = c.put(&url).body(body.clone());
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        let msg = arm_error(req.send().await.unwrap(), 415, "UnsupportedMediaType").await;
+        assert!(msg.contains("application/json"), "{ct:?}: {msg}");
+    }
+    let r = c
+        .patch(hook_url(&s, "armhook"))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    arm_error(r, 415, "UnsupportedMediaType").await;
+    let r = c.patch(hook_url(&s, "armhook")).send().await.unwrap();
+    arm_error(r, 415, "UnsupportedMediaType").await;
+    let r = c
+        .post(format!("{}/ping", hook_url(&s, "armhook")))
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    arm_error(r, 415, "UnsupportedMediaType").await;
+    let r = c
+        .post(format!("{}/redeliver", hook_url(&s, "armhook")))
+        .header("content-type", "application/xml")
+        .body("<eventId/>")
+        .send()
+        .await
+        .unwrap();
+    arm_error(r, 415, "UnsupportedMediaType").await;
+    // the type's parameters and letter case do not matter
+    let r = c
+        .put(&url)
+        .header("content-type", "Application/JSON; charset=utf-8")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // body-less actions need no type
+    let r = c
+        .post(format!("{}/getCallbackConfig", hook_url(&s, "armhook")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // malformed JSON, including nesting far past the parser's recursion limit
+    let deep = "[".repeat(100_000);
+    for bad in ["{nope", "[1,", "\"just a string\"", deep.as_str()] {
+        let r = c
+            .patch(hook_url(&s, "armhook"))
+            .header("content-type", "application/json")
+            .body(bad.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let msg = arm_error(r, 400, "InvalidRequestContent").await;
+        assert!(
+            msg.starts_with("request body"),
+            "{}: {msg}",
+            &bad[..bad.len().min(20)]
+        );
+    }
+
+    // oversized bodies: declared, and chunked without a length
+    let huge = format!(r#"{{"tags":{{"t":"{}"}}}}"#, "x".repeat(200 * 1024));
+    let r = c
+        .patch(hook_url(&s, "armhook"))
+        .header("content-type", "application/json")
+        .body(huge.clone())
+        .send()
+        .await
+        .unwrap();
+    let msg = arm_error(r, 413, "RequestBodyTooLarge").await;
+    assert!(msg.contains("131072"), "{msg}");
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = huge
+        .into_bytes()
+        .chunks(16 * 1024)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    let r = c
+        .patch(hook_url(&s, "armhook"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    arm_error(r, 413, "RequestBodyTooLarge").await;
+    let (_, w) = (
+        200,
+        c.get(hook_url(&s, "armhook"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(w["tags"], json!({}), "a refused update changed nothing");
+
+    // a name that is not UTF-8
+    let r = c.get(s.url("/wharf/v1/webhooks/%FF")).send().await.unwrap();
+    arm_error(r, 400, "InvalidParameter").await;
+    // success answers carry the management header too
+    let r = c.get(s.url("/wharf/v1/webhooks")).send().await.unwrap();
+    assert_eq!(r.headers()["wharf-api"], "v1");
 }
 
 // ---- events -------------------------------------------------------------------------------
@@ -2087,4 +2383,150 @@ async fn cli_mirrors_az_acr_webhook() {
     assert_ne!(o.code, 0);
     let v = ok(&wharf_cli(&base, &["list"]).await);
     assert_eq!(v, json!([]));
+}
+
+/// `wharf webhook ARGS` against `server` with stdout piped, stderr captured.
+fn spawn_cli(server: &str, args: &[&str], stdout: Stdio) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .arg("webhook")
+        .args(args)
+        .env("WHARF_SERVER", server)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for a CLI process and returns (exit code, stderr); the code is None if a signal
+/// ended it.
+async fn finish(mut child: Child) -> (Option<i32>, String) {
+    tokio::task::spawn_blocking(move || {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            std::io::Read::read_to_string(&mut e, &mut err).unwrap();
+        }
+        let status = child.wait().unwrap();
+        (status.code(), err)
+    })
+    .await
+    .unwrap()
+}
+
+/// Regression (issue 9): `wharf webhook list | head -1` panicked ("failed printing to stdout:
+/// Broken pipe") once the reader had closed the pipe. A closed pipe now ends the command
+/// quietly with status 0; a full disk is an error message, not a panic.
+#[tokio::test]
+async fn cli_output_into_a_closed_pipe_ends_quietly() {
+    let s = Server::start().await;
+    let c = ua_client();
+    // More JSON than a pipe holds (64 KiB on Linux) plus what the reader buffers, so the CLI
+    // is still writing when the reader goes away: 64 webhooks of about 2.5 KB each.
+    let tags: serde_json::Map<String, Value> = (0..16)
+        .map(|i| (format!("tag{i}"), json!("t".repeat(120))))
+        .collect();
+    let creates = (0..64).map(|i| {
+        let c = c.clone();
+        let url = hook_url(&s, &format!("pipehook{i:03}"));
+        let body = json!({"tags": tags, "properties": {"serviceUri": "http://127.0.0.1:9/h", "actions": ["push"]}});
+        async move { c.put(url).json(&body).send().await.unwrap().status() }
+    });
+    for st in futures_util::future::join_all(creates).await {
+        assert_eq!(st, 201);
+    }
+    let o = wharf_cli(&s.base, &["list"]).await;
+    assert!(
+        o.stdout.len() > 128 * 1024,
+        "output too small to fill a pipe: {}",
+        o.stdout.len()
+    );
+
+    // The reader takes one line, then closes its end.
+    let mut child = spawn_cli(&s.base, &["list"], Stdio::piped());
+    let stdout = child.stdout.take().unwrap();
+    let first = tokio::task::spawn_blocking(move || {
+        let mut r = BufReader::new(stdout);
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    assert_eq!(first, "[\n");
+    let (code, err) = finish(child).await;
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(code, Some(0), "stderr: {err}");
+    assert!(err.is_empty(), "a closed pipe is not an error: {err}");
+
+    // The pipe closed before the first byte is written.
+    let mut child = spawn_cli(&s.base, &["list", "-o", "table"], Stdio::piped());
+    drop(child.stdout.take());
+    let (code, err) = finish(child).await;
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(code, Some(0), "stderr: {err}");
+
+    // A full device: an error on stderr and a failure status, no panic.
+    if let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") {
+        let child = spawn_cli(&s.base, &["list"], Stdio::from(full));
+        let (code, err) = finish(child).await;
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(code, Some(1), "stderr: {err}");
+        assert!(err.contains("cannot write the output"), "{err}");
+    }
+}
+
+/// Regression (issue 9): a `--server` that was not Wharf (a web server, another API) made the
+/// CLI print the other server's page, or an empty list, as if it were Wharf's answer. Any
+/// answer without Wharf's management marker is now refused with a message naming the server.
+#[tokio::test]
+async fn cli_refuses_a_server_that_is_not_wharf() {
+    use axum::http::{StatusCode, header};
+    let app = axum::Router::new()
+        .route(
+            "/html/{*rest}",
+            axum::routing::any(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/html")],
+                    "<html><body>It works!</body></html>",
+                )
+            }),
+        )
+        .route(
+            "/json/{*rest}",
+            axum::routing::any(|| async { axum::Json(json!({"value": [{"name": "notwharf"}]})) }),
+        )
+        .fallback(|| async { (StatusCode::NOT_FOUND, "404 page not found") });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    for server in [format!("{base}/html"), format!("{base}/json"), base.clone()] {
+        for args in [
+            &["list"][..],
+            &["show", "-n", "somehook1"],
+            &[
+                "create",
+                "-n",
+                "somehook1",
+                "--uri",
+                "http://127.0.0.1:9/h",
+                "--actions",
+                "push",
+            ],
+        ] {
+            let o = wharf_cli(&server, args).await;
+            assert_eq!(o.code, 1, "{server} {args:?}: {}{}", o.stdout, o.stderr);
+            assert!(o.stdout.is_empty(), "{server} {args:?}: {}", o.stdout);
+            assert!(
+                o.stderr.contains(&server)
+                    && o.stderr.contains("does not answer like a Wharf server"),
+                "{server} {args:?}: {}",
+                o.stderr
+            );
+            assert!(
+                !o.stderr.contains("It works") && !o.stderr.contains("panicked"),
+                "{}",
+                o.stderr
+            );
+        }
+    }
 }
