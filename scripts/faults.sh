@@ -45,11 +45,16 @@ cleanup() {
     kill -9 "$DRIVER_PID" 2>/dev/null
     wait "$DRIVER_PID" 2>/dev/null
   fi
-  # Every server and strace the driver started is listed in $WORK/pids (by id: nothing
-  # else on the machine is touched).
+  # Every server and strace the driver started is listed in $WORK/pids. Kill by id, and only
+  # a process whose command line names $WORK (each server's data directory, each strace's
+  # output file is there): an id reused by another process is left alone.
   if [[ -f $WORK/pids ]]; then
+    local pid
     while read -r pid; do
-      [[ -n $pid ]] && kill -9 "$pid" 2>/dev/null
+      [[ -n $pid && -r /proc/$pid/cmdline ]] || continue
+      if tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$WORK"; then
+        kill -9 "$pid" 2>/dev/null
+      fi
     done <"$WORK/pids"
   fi
   # Unmount every tmpfs under the work directory, deepest first, before removing it.

@@ -16,11 +16,18 @@ kill), and then runs the same `check_invariants()`:
     (read with sqlite3 from a copy, after a clean shutdown);
   * the server stops on SIGTERM.
 
+Some steps add checks of their own: a failed upload chunk or finish leaves the session's
+offset where it was, and a session survives a crash with its acknowledged bytes and can be
+resumed and finished (README: upload sessions keep their offset across a restart).
+
 Faults:
   disk-full   a 64 MiB tmpfs under the data directory, filled with a ballast file until
-              ENOSPC, during manifest puts, blob pushes, deletes and webhook deliveries;
+              ENOSPC, during manifest puts, blob pushes, deletes and webhook deliveries,
+              and with a kill -9 while full; once with the server's free-space floor on;
   io-error    strace attached to the running server fails the K-th write/pwrite64, fsync/
-              fdatasync or rename of one step with EIO or ENOSPC;
+              fdatasync or rename of one step (blob publish, chunk append, manifest commit,
+              group commit, delete, repository delete, WAL checkpoint, delivery recording)
+              with EIO or ENOSPC;
   kill9       strace attached to the running server kills it with SIGKILL on entry to the
               K-th such call; the server is then restarted on the same data directory.
 
@@ -65,7 +72,7 @@ TMPFS_SIZE = "64m"
 # What this driver started, so that every exit path can undo it. faults.sh reads the pid
 # file too, in case this process itself is killed.
 PIDFILE = os.path.join(WORK, "pids")
-STARTED = set()
+STARTED = []  # Popen objects: a reaped one is never signalled, so a reused pid is safe
 MOUNTS = []
 
 # Faults injected, by (kind, step), and violations found, over the whole run.
@@ -81,10 +88,10 @@ def sha256(data):
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def track(pid):
-    STARTED.add(pid)
+def track(proc):
+    STARTED.append(proc)
     with open(PIDFILE, "a") as f:
-        f.write(f"{pid}\n")
+        f.write(f"{proc.pid}\n")
 
 
 def free_port():
@@ -247,7 +254,7 @@ class Wharf:
                  "--data-dir", self.data_dir, "--log-level", "info"] + self.flags,
                 stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
             logf.close()
-            track(self.proc.pid)
+            track(self.proc)
             deadline = time.time() + 20
             while time.time() < deadline:
                 if self.proc.poll() is not None:
@@ -319,7 +326,7 @@ class Strace:
         log(" ".join(cmd))
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        track(self.proc.pid)
+        track(self.proc)
         # Wait until every thread is traced: a request sent earlier could run untraced.
         deadline = time.time() + 10
         while time.time() < deadline:
@@ -1357,11 +1364,10 @@ def scenarios():
 
 
 def cleanup():
-    for pid in list(STARTED):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+    for proc in STARTED:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     for m in reversed(list(MOUNTS)):
         umount(m)
     if RECEIVER is not None:
