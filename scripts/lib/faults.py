@@ -75,7 +75,7 @@ PIDFILE = os.path.join(WORK, "pids")
 STARTED = []  # Popen objects: a reaped one is never signalled, so a reused pid is safe
 MOUNTS = []
 
-# Faults injected, by (kind, step), and violations found, over the whole run.
+# Faults injected over the whole run, by (kind, step).
 FAULTS = collections.Counter()
 
 
@@ -475,7 +475,6 @@ class Scenario:
         self.not_reached = []  # planned faults that did not fire
         # The ledger.
         self.acked_blobs = {}  # (repo, digest) -> size
-        self.manifests_tried = {}  # (repo, tag) -> digest, every PUT sent
         self.manifests_acked = {}  # (repo, tag) -> digest, PUTs answered 201
         self.deletes_tried = set()  # (repo, digest)
         self.deletes_acked = set()
@@ -569,7 +568,6 @@ class Scenario:
         body = self.manifest_body(tag, layer, repo)
         d = sha256(body)
         self.repos.add(repo)
-        self.manifests_tried[(repo, tag)] = d
         r = self.server.req("PUT", f"/v2/{repo}/manifests/{tag}", body,
                             {"Content-Type": MANIFEST_TYPE})
         if r.status == 201:
@@ -944,6 +942,7 @@ def disk_full_kill(sc):
     sc.fault(ENOSPC_TMPFS, "blob publish", len(blobs))
     sc.server.kill()
     sc.fault("SIGKILL (disk full)", "after failed writes")
+    check_uploads_dir(sc, "after the kill")
     os.unlink(ballast)
     sc.server.start()
     sc.note(f"while full: manifests {acked(puts)}/10 acked, blob pushes {acked(blobs)}/2; "
@@ -1232,6 +1231,8 @@ def strace_scenario(sc, step_key, syscalls, target, action, when):
             sc.note(outcome)
         sc.server.kill()
         RECEIVER.release(sc.key)
+        # The files as the crash left them, before start-up can tidy anything.
+        check_uploads_dir(sc, "after the kill")
         # Recovery is a plain restart on the same data directory.
         sc.server.start()
     else:
