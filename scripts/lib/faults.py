@@ -824,13 +824,15 @@ def control(sc):
     check_invariants(sc)
 
 
-def disk_full_manifests(sc):
-    """The issue's reproduction: manifests (and a blob upload and a delete) on a full disk."""
+def disk_full_manifests(sc, leave=0):
+    """The issue's reproduction: manifests (and a blob upload and a delete) on a full disk.
+    With `leave`, that much space is left: the first puts fit and commit, later ones meet
+    ENOSPC part-way through the WAL, and the ones that were acknowledged must stay."""
     sc.start()
     base = [sc.put_manifest(f"base-{i}")[0] for i in range(2)]
     quiesce(sc)  # their deliveries are recorded before the disk fills
     ballast = os.path.join(sc.mnt, "ballast")
-    fill(ballast)
+    fill(ballast, leave=leave)
     log(f"filled: {free_bytes(sc.mnt)} bytes free")
     puts = [sc.put_manifest(f"full-{i}")[1] for i in range(30)]
     sc.fault(ENOSPC_TMPFS, "manifest commit", len(puts))
@@ -1338,6 +1340,8 @@ def scenarios():
     out = [
         ("control: no fault", {}, control),
         ("disk-full: 30 manifests, blob uploads, delete", tmpfs, disk_full_manifests),
+        ("disk-full: 30 manifests with 128 KiB left", tmpfs,
+         lambda sc: disk_full_manifests(sc, leave=128 << 10)),
         ("disk-full: blob larger than the free space", tmpfs, disk_full_blobs),
         ("disk-full: deletes", tmpfs, disk_full_deletes),
         ("disk-full: webhook deliveries", tmpfs, disk_full_deliveries),
