@@ -1437,6 +1437,8 @@ def main():
     for (kind, step), n in sorted(FAULTS.items()):
         print(f"  {kind:<28} {step:<20} {n}")
     print(f"  total {sum(FAULTS.values())}")
+    for name in failures:
+        print(f"failed: {name}")
     print(f"invariant violations: {violations}")
     print(f"time: {time.time() - t_start:.0f}s")
     print(f"faults: {passed} passed, {failed} failed")
