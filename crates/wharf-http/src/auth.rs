@@ -309,7 +309,13 @@ impl Challenge {
                 "message": "authentication required, visit https://aka.ms/acr/authorization for more information.",
                 "detail": detail,
             }]});
-            (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
+            let mut r = (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+            // Docker recognises a v2 registry by this header, on 401s too.
+            r.headers_mut().insert(
+                header::HeaderName::from_static("docker-distribution-api-version"),
+                HeaderValue::from_static("registry/2.0"),
+            );
+            r
         };
         if let Ok(v) = HeaderValue::from_str(&www) {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
