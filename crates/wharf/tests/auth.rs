@@ -98,6 +98,9 @@ enum Need {
     Other(Act),
 }
 
+/// (method, path, body, what it needs, the status when allowed)
+type Route = (Method, String, Option<Vec<u8>>, Need, u16);
+
 /// What one kind of caller may do, written out by hand from ACR's rules.
 struct Caller {
     label: &'static str,
@@ -439,7 +442,7 @@ async fn every_route_for_every_caller() {
     let missing = format!("sha256:{}", "0".repeat(64));
     let manifest_v2 = team_body.clone();
     // (method, path, body, what it needs, the status when allowed)
-    let routes: Vec<(Method, String, Option<Vec<u8>>, Need, u16)> = vec![
+    let routes: Vec<Route> = vec![
         (Method::GET, "/v2/".into(), None, Need::Login, 200),
         (Method::GET, "/v2/_catalog".into(), None, Need::Catalog, 200),
         (
