@@ -24,6 +24,11 @@
 //! - `tags`, `tags-paged`: full tag listings/s, unpaginated or with `?n=`
 //!   (following `Link` headers either way).
 //!
+//! Credentials: `--basic USER:PASSWORD` sends Basic on every request
+//! (Distribution's htpasswd, ACR/Wharf tokens); `--bearer-flow` follows the
+//! Docker token flow instead (see the [`auth`] module). Without either, a 401
+//! from `/v2/` stops the run.
+//!
 //! Every scenario sets up what it needs itself (untimed), so each can run in a
 //! separate invocation as long as `--seed` is the same: blob content is derived
 //! from the seed and only pushed when a HEAD says it is missing.
@@ -45,6 +50,7 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
+mod auth;
 mod webhooks;
 
 const OCTET: &str = "application/octet-stream";
@@ -124,11 +130,28 @@ struct RunArgs {
     /// Per-request timeout in seconds; a timed-out request counts as an error.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
+    /// Send `Authorization: Basic …` with these credentials on every request
+    /// (with `--bearer-flow`: only to the token realm). The environment
+    /// variable keeps the password out of the process list.
+    #[arg(
+        long,
+        value_name = "USER:PASSWORD",
+        env = "WHARF_BENCH_BASIC",
+        hide_env_values = true
+    )]
+    basic: Option<String>,
+    /// Use the Docker token flow: on a 401 with a Bearer challenge, fetch a
+    /// token from its realm for every repository the run uses (pull,push, and
+    /// metadata_read where tags are listed), send it as Bearer, and fetch
+    /// again on a later 401.
+    #[arg(long)]
+    bearer_flow: bool,
 }
 
 #[derive(Args)]
 struct TableArgs {
-    /// Labels to show as columns, in order; the ratio column is first/second.
+    /// Labels to show as columns, in order; then one ratio column per label
+    /// after the first: first/second, first/third, ...
     #[arg(long, value_delimiter = ',', default_value = "wharf,distribution")]
     labels: Vec<String>,
     /// Files of JSON result lines (lines that are not JSON objects are skipped).
@@ -261,12 +284,36 @@ struct Ctx {
     args: RunArgs,
     /// Bodies whose sha256 did not match the requested digest.
     mismatches: AtomicU64,
+    auth: auth::Auth,
 }
 
 impl Ctx {
     fn url(&self, path: &str) -> Result<Url> {
         self.base.join(path).context("building URL")
     }
+
+    /// Sends a request with the run's credentials (every request goes
+    /// through here so none is sent without them).
+    async fn send(&self, rb: reqwest::RequestBuilder) -> Result<Response> {
+        self.auth.send(&self.client, rb).await
+    }
+}
+
+/// The token scopes the bearer flow asks for up front: every repository any
+/// scenario uses (see [`push_repo`] and [`manifest_repo`]), so no timed
+/// request meets a 401.
+fn token_scopes(prefix: &str) -> Vec<String> {
+    let mut out: Vec<String> = [Mode::Monolithic, Mode::Streamed, Mode::Chunked]
+        .iter()
+        .map(|m| format!("repository:{}:pull,push", push_repo(prefix, *m)))
+        .collect();
+    // ACR and Wharf want metadata_read to list tags; other token servers
+    // grant what they know and ignore the rest.
+    out.push(format!(
+        "repository:{}:pull,push,metadata_read",
+        manifest_repo_in(prefix)
+    ));
+    out
 }
 
 /// A blob held in memory for pushing.
@@ -307,13 +354,20 @@ impl Ctx {
             .pool_max_idle_per_host(max_conns)
             .timeout(Duration::from_secs(args.timeout_secs))
             .build()?;
+        let prefix = format!("wharf-bench/s{seed:016x}");
+        let auth = auth::Auth::new(
+            args.basic.as_deref(),
+            args.bearer_flow,
+            &token_scopes(&prefix),
+        )?;
         Ok(Ctx {
             client,
             base,
             label: args.label.clone(),
             seed,
-            prefix: format!("wharf-bench/s{seed:016x}"),
+            prefix,
             mismatches: AtomicU64::new(0),
+            auth,
             args,
         })
     }
@@ -325,20 +379,29 @@ async fn run(args: RunArgs) -> Result<i32> {
     // Fail fast with a clear message if nothing is listening.
     let v2 = ctx.url("v2/")?;
     let resp = ctx
-        .client
-        .get(v2.clone())
-        .send()
+        .send(ctx.client.get(v2.clone()))
         .await
         .with_context(|| format!("registry not reachable at {v2}"))?;
     if !resp.status().is_success() {
+        if resp.status() == reqwest::StatusCode::UNAUTHORIZED && !ctx.auth.has_credentials() {
+            bail!(
+                "GET {v2} returned {} (auth is not supported without --basic USER:PASSWORD)",
+                resp.status()
+            );
+        }
         bail!(
-            "GET {v2} returned {} (auth is not supported)",
-            resp.status()
+            "GET {v2} returned {} (auth: {})",
+            resp.status(),
+            ctx.auth.describe()
         );
     }
     eprintln!(
-        "[{}] registry {} seed {} repos under {}/",
-        ctx.label, ctx.base, ctx.seed, ctx.prefix
+        "[{}] registry {} seed {} repos under {}/ auth: {}",
+        ctx.label,
+        ctx.base,
+        ctx.seed,
+        ctx.prefix,
+        ctx.auth.describe()
     );
 
     let mut any_errors = false;
@@ -391,6 +454,15 @@ async fn run(args: RunArgs) -> Result<i32> {
                 println!("{line}");
             }
         }
+    }
+    let fetched = ctx.auth.fetched.load(Ordering::Relaxed);
+    if fetched > 1 {
+        // One is expected; more means a timed loop may have paid for a 401
+        // and a token request.
+        eprintln!(
+            "[{}] bearer flow: {fetched} tokens fetched (refreshed during the run)",
+            ctx.label
+        );
     }
     let mismatches = ctx.mismatches.load(Ordering::Relaxed);
     if mismatches > 0 {
@@ -677,10 +749,8 @@ fn gen_blobs(seed: u64, set: u64, n: usize, size: usize) -> Vec<Blob> {
 async fn push_blob(ctx: &Ctx, repo: &str, blob: &Blob, mode: Mode) -> Result<OpOut> {
     let client = &ctx.client;
     let start_url = ctx.url(&format!("v2/{repo}/blobs/uploads/"))?;
-    let resp = client
-        .post(start_url.clone())
-        .header(CONTENT_LENGTH, 0)
-        .send()
+    let resp = ctx
+        .send(client.post(start_url.clone()).header(CONTENT_LENGTH, 0))
         .await
         .context("POST upload")?;
     let resp = check(resp, "POST upload").await?;
@@ -691,11 +761,13 @@ async fn push_blob(ctx: &Ctx, repo: &str, blob: &Blob, mode: Mode) -> Result<OpO
         Mode::Monolithic => {}
         Mode::Streamed => {
             // One PATCH with the whole body and no Content-Range.
-            let resp = client
-                .patch(url.clone())
-                .header(CONTENT_TYPE, OCTET)
-                .body(blob.data.clone())
-                .send()
+            let resp = ctx
+                .send(
+                    client
+                        .patch(url.clone())
+                        .header(CONTENT_TYPE, OCTET)
+                        .body(blob.data.clone()),
+                )
                 .await
                 .context("PATCH upload")?;
             let resp = check(resp, "PATCH upload").await?;
@@ -707,13 +779,15 @@ async fn push_blob(ctx: &Ctx, repo: &str, blob: &Blob, mode: Mode) -> Result<OpO
             let mut start = 0;
             while start < len {
                 let end = (start + chunk).min(len);
-                let resp = client
-                    .patch(url.clone())
-                    .header(CONTENT_TYPE, OCTET)
-                    // Inclusive range, no "bytes=" prefix, as the spec shows.
-                    .header("content-range", format!("{start}-{}", end - 1))
-                    .body(blob.data.slice(start..end))
-                    .send()
+                let resp = ctx
+                    .send(
+                        client
+                            .patch(url.clone())
+                            .header(CONTENT_TYPE, OCTET)
+                            // Inclusive range, no "bytes=" prefix, as the spec shows.
+                            .header("content-range", format!("{start}-{}", end - 1))
+                            .body(blob.data.slice(start..end)),
+                    )
                     .await
                     .context("PATCH chunk")?;
                 let resp = check(resp, &format!("PATCH chunk {start}-{}", end - 1)).await?;
@@ -731,7 +805,7 @@ async fn push_blob(ctx: &Ctx, repo: &str, blob: &Blob, mode: Mode) -> Result<OpO
     } else {
         req.header(CONTENT_LENGTH, 0)
     };
-    let resp = req.send().await.context("PUT upload")?;
+    let resp = ctx.send(req).await.context("PUT upload")?;
     let resp = check(resp, "PUT upload").await?;
     check_digest_header(&resp, &blob.digest, "PUT upload")?;
     requests += 1;
@@ -749,7 +823,7 @@ async fn push_scenario(ctx: &Arc<Ctx>, mode: Mode) -> Result<(Value, Vec<BlobRef
         a.blobs,
         a.blob_mib * 1024 * 1024,
     ));
-    let repo = Arc::new(format!("{}/push-{}", ctx.prefix, mode.name()));
+    let repo = Arc::new(push_repo(&ctx.prefix, mode));
     let (c, b, r) = (ctx.clone(), blobs.clone(), repo.clone());
     let (stats, elapsed) = run_pool(a.concurrency, Limit::Count(a.blobs), move |i| {
         let (c, b, r) = (c.clone(), b.clone(), r.clone());
@@ -790,8 +864,12 @@ async fn push_scenario(ctx: &Arc<Ctx>, mode: Mode) -> Result<(Value, Vec<BlobRef
     Ok((res, refs))
 }
 
+fn push_repo(prefix: &str, mode: Mode) -> String {
+    format!("{prefix}/push-{}", mode.name())
+}
+
 fn pull_repo(ctx: &Ctx) -> String {
-    format!("{}/push-{}", ctx.prefix, Mode::Monolithic.name())
+    push_repo(&ctx.prefix, Mode::Monolithic)
 }
 
 /// Returns the blobs `pull` and `head` use: those `push-monolithic` pushed.
@@ -812,7 +890,7 @@ async fn ensure_pull_set(ctx: &Arc<Ctx>, cache: &mut Option<Vec<BlobRef>>) -> Re
     let mut pushed = 0;
     for b in &blobs {
         let url = ctx.url(&format!("v2/{repo}/blobs/{}", b.digest))?;
-        let resp = ctx.client.head(url).send().await?;
+        let resp = ctx.send(ctx.client.head(url)).await?;
         if !resp.status().is_success() {
             push_blob(ctx, &repo, b, Mode::Monolithic)
                 .await
@@ -839,7 +917,7 @@ async fn ensure_pull_set(ctx: &Arc<Ctx>, cache: &mut Option<Vec<BlobRef>>) -> Re
 
 async fn pull_blob(ctx: &Ctx, repo: &str, blob: &BlobRef) -> Result<OpOut> {
     let url = ctx.url(&format!("v2/{repo}/blobs/{}", blob.digest))?;
-    let resp = ctx.client.get(url).send().await.context("GET blob")?;
+    let resp = ctx.send(ctx.client.get(url)).await.context("GET blob")?;
     let mut resp = check(resp, "GET blob").await?;
     // Hash while streaming so the client never buffers a whole blob.
     let mut hasher = Sha256::new();
@@ -896,7 +974,7 @@ async fn pull_scenario(ctx: &Arc<Ctx>, set: Vec<BlobRef>) -> Result<Value> {
 }
 
 async fn head_blob(ctx: &Ctx, url: Url, size: u64) -> Result<OpOut> {
-    let resp = ctx.client.head(url).send().await.context("HEAD blob")?;
+    let resp = ctx.send(ctx.client.head(url)).await.context("HEAD blob")?;
     let resp = check(resp, "HEAD blob").await?;
     // reqwest reports a HEAD body as empty, so read the header itself.
     let len = resp
@@ -958,7 +1036,11 @@ async fn head_scenario(ctx: &Arc<Ctx>, set: Vec<BlobRef>) -> Result<Value> {
 // Manifests and tags
 
 fn manifest_repo(ctx: &Ctx) -> String {
-    format!("{}/manifests", ctx.prefix)
+    manifest_repo_in(&ctx.prefix)
+}
+
+fn manifest_repo_in(prefix: &str) -> String {
+    format!("{prefix}/manifests")
 }
 
 fn tag_name(i: usize) -> String {
@@ -984,7 +1066,7 @@ async fn prepare_manifests(ctx: &Ctx) -> Result<Vec<Bytes>> {
     };
     for b in [&config, &layer] {
         let url = ctx.url(&format!("v2/{repo}/blobs/{}", b.digest))?;
-        let resp = ctx.client.head(url).send().await?;
+        let resp = ctx.send(ctx.client.head(url)).await?;
         if !resp.status().is_success() {
             push_blob(ctx, &repo, b, Mode::Monolithic)
                 .await
@@ -1020,11 +1102,12 @@ async fn put_manifest(ctx: &Ctx, repo: &str, tag: &str, body: Bytes) -> Result<O
     let url = ctx.url(&format!("v2/{repo}/manifests/{tag}"))?;
     let digest = sha256_digest(&body);
     let resp = ctx
-        .client
-        .put(url)
-        .header(CONTENT_TYPE, OCI_MANIFEST)
-        .body(body)
-        .send()
+        .send(
+            ctx.client
+                .put(url)
+                .header(CONTENT_TYPE, OCI_MANIFEST)
+                .body(body),
+        )
         .await
         .context("PUT manifest")?;
     let resp = check(resp, "PUT manifest").await?;
@@ -1081,9 +1164,7 @@ async fn list_tags(ctx: &Ctx, repo: &str, page: Option<usize>) -> Result<(Vec<St
     let mut requests = 0;
     loop {
         let resp = ctx
-            .client
-            .get(url.clone())
-            .send()
+            .send(ctx.client.get(url.clone()))
             .await
             .context("GET tags")?;
         let resp = check(resp, "GET tags").await?;
@@ -1217,6 +1298,11 @@ struct Row {
 }
 
 fn table(args: &TableArgs) -> Result<()> {
+    print!("{}", render_table(args)?);
+    Ok(())
+}
+
+fn render_table(args: &TableArgs) -> Result<String> {
     // scenario -> label -> row, with scenarios kept in first-seen order.
     let mut order: Vec<String> = Vec::new();
     let mut rows: BTreeMap<(String, String), Row> = BTreeMap::new();
@@ -1254,11 +1340,11 @@ fn table(args: &TableArgs) -> Result<()> {
         }
     }
     let labels = &args.labels;
-    let ratio_head = if labels.len() >= 2 {
-        format!("{}/{}", labels[0], labels[1])
-    } else {
-        String::new()
-    };
+    let ratio_heads: Vec<String> = labels
+        .iter()
+        .skip(1)
+        .map(|l| format!("{}/{l}", labels[0]))
+        .collect();
     let cell = |r: Option<&Row>, f: &dyn Fn(&Row) -> Option<f64>| -> String {
         match r {
             None => "-".to_string(),
@@ -1282,8 +1368,8 @@ fn table(args: &TableArgs) -> Result<()> {
     for l in labels {
         let _ = write!(header, " | {l:>18}");
     }
-    if !ratio_head.is_empty() {
-        let _ = write!(header, " | {ratio_head}");
+    for h in &ratio_heads {
+        let _ = write!(header, " | {h}");
     }
     let _ = writeln!(out, "{header}");
     let _ = writeln!(out, "{}", "-".repeat(header.len().max(60)));
@@ -1314,16 +1400,20 @@ fn table(args: &TableArgs) -> Result<()> {
             for r in &per_label {
                 let _ = write!(line, " | {:>18}", cell(*r, &pick));
             }
-            if per_label.len() >= 2 {
-                let a = per_label[0].and_then(pick);
-                let b = per_label[1].and_then(pick);
-                let _ = write!(line, " | {}", ratio(a, b));
+            let a = per_label.first().copied().flatten().and_then(pick);
+            for (other, h) in per_label.iter().skip(1).zip(&ratio_heads) {
+                // Padded to the header so several ratio columns line up.
+                let _ = write!(
+                    line,
+                    " | {:>w$}",
+                    ratio(a, other.and_then(pick)),
+                    w = h.len()
+                );
             }
             let _ = writeln!(out, "{line}");
         }
     }
-    print!("{out}");
-    Ok(())
+    Ok(out)
 }
 
 fn fmt_num(x: f64) -> String {
@@ -1607,5 +1697,176 @@ mod tests {
             vec![Pull, PushMonolithic, PushStreamed, PushChunked]
         );
         assert_eq!(expand(&[All]).len(), 8);
+    }
+
+    fn run_args(registry: &str, extra: &[&str]) -> RunArgs {
+        let mut argv = vec!["wharf-bench", "run", "--registry", registry, "--seed", "9"];
+        argv.extend_from_slice(extra);
+        match Cli::parse_from(argv).cmd {
+            Cmd::Run(args) => args,
+            Cmd::Table(_) | Cmd::Webhooks(_) => unreachable!(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_401_without_credentials_says_auth_is_not_supported() {
+        let url = serve(|_| {
+            (
+                401,
+                vec![("www-authenticate", "Basic realm=\"r\"".into())],
+                vec![],
+            )
+        })
+        .await;
+        let err = run(run_args(&url, &[])).await.unwrap_err();
+        assert!(
+            format!("{err:#}").contains("auth is not supported"),
+            "{err:#}"
+        );
+        // With credentials that are refused, the message says which were sent.
+        let err = run(run_args(&url, &["--basic", "u:p"])).await.unwrap_err();
+        assert!(
+            format!("{err:#}").contains("Basic on every request"),
+            "{err:#}"
+        );
+    }
+
+    #[tokio::test]
+    async fn basic_goes_on_every_request() {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let auths = Arc::new(Mutex::new(Vec::new()));
+        let (inner, seen) = (upload_handler(received.clone()), auths.clone());
+        let url = serve(move |req| {
+            seen.lock()
+                .unwrap()
+                .push(req.header("authorization").map(str::to_string));
+            inner(req)
+        })
+        .await;
+        let ctx = ctx(&url, &["--chunk-kib", "1", "--basic", "u:p"]);
+        let blob = gen_blobs(1, 1, 1, 4000).remove(0);
+        push_blob(&ctx, "r", &blob, Mode::Chunked).await.unwrap();
+        let auths = auths.lock().unwrap();
+        assert_eq!(auths.len(), 6);
+        // base64("u:p")
+        assert!(
+            auths.iter().all(|a| a.as_deref() == Some("Basic dTpw")),
+            "{auths:?}"
+        );
+    }
+
+    /// A registry with a token server at /token that accepts only the last
+    /// token it issued.
+    #[derive(Default)]
+    struct TokenServer {
+        valid: String,
+        /// Per token request: its Authorization header and its scopes.
+        requests: Vec<(Option<String>, Vec<String>)>,
+    }
+
+    async fn token_registry(st: Arc<Mutex<TokenServer>>) -> String {
+        serve(move |req| {
+            let mut st = st.lock().unwrap();
+            if req.path() == "/token" {
+                let url = Url::parse(&format!("http://x{}", req.target)).unwrap();
+                let q: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+                assert!(q.contains(&("service".into(), "svc".into())), "{q:?}");
+                let scopes = q
+                    .into_iter()
+                    .filter(|(k, _)| k == "scope")
+                    .map(|(_, v)| v)
+                    .collect();
+                st.requests
+                    .push((req.header("authorization").map(str::to_string), scopes));
+                st.valid = format!("tok{}", st.requests.len());
+                let body = serde_json::to_vec(&json!({ "token": st.valid })).unwrap();
+                return (200, vec![], body);
+            }
+            if req.header("authorization") == Some(format!("Bearer {}", st.valid).as_str()) {
+                return (200, vec![], vec![]);
+            }
+            let realm = format!("http://{}/token", req.header("host").unwrap());
+            let www = format!("Bearer realm=\"{realm}\",service=\"svc\"");
+            (401, vec![("www-authenticate", www)], vec![])
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn bearer_flow_fetches_one_token_for_all_scopes_and_refreshes_on_401() {
+        let st = Arc::new(Mutex::new(TokenServer::default()));
+        let url = token_registry(st.clone()).await;
+        let ctx = Arc::new(ctx(&url, &["--basic", "u:p", "--bearer-flow"]));
+        // Tasks refused at the same moment fetch one token between them.
+        let v2 = ctx.url("v2/").unwrap();
+        let sends = (0..8).map(|_| {
+            let (ctx, v2) = (ctx.clone(), v2.clone());
+            async move { ctx.send(ctx.client.get(v2)).await.unwrap().status() }
+        });
+        for status in futures_util::future::join_all(sends).await {
+            assert_eq!(status, 200);
+        }
+        {
+            let st = st.lock().unwrap();
+            assert_eq!(st.requests.len(), 1);
+            let (auth, scopes) = &st.requests[0];
+            assert_eq!(auth.as_deref(), Some("Basic dTpw"));
+            let p = "wharf-bench/s0000000000000009";
+            for want in [
+                format!("repository:{p}/push-monolithic:pull,push"),
+                format!("repository:{p}/push-streamed:pull,push"),
+                format!("repository:{p}/push-chunked:pull,push"),
+                format!("repository:{p}/manifests:metadata_read,pull,push"),
+            ] {
+                assert!(scopes.contains(&want), "{want} not in {scopes:?}");
+            }
+        }
+        // The token expires: the next request is refused once, then retried.
+        st.lock().unwrap().valid = "expired".into();
+        let resp = ctx.send(ctx.client.get(v2)).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(st.lock().unwrap().requests.len(), 2);
+        assert_eq!(ctx.auth.fetched.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn token_scopes_name_the_scenarios_repositories() {
+        let c = ctx("http://127.0.0.1:1", &[]);
+        let scopes = token_scopes(&c.prefix);
+        for repo in [
+            pull_repo(&c),
+            push_repo(&c.prefix, Mode::Streamed),
+            push_repo(&c.prefix, Mode::Chunked),
+            manifest_repo(&c),
+        ] {
+            assert!(
+                scopes
+                    .iter()
+                    .any(|s| s.starts_with(&format!("repository:{repo}:"))),
+                "{repo} missing from {scopes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn table_has_a_ratio_per_other_label() {
+        let dir = std::env::temp_dir().join(format!("wharf-bench-table-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("r.jsonl");
+        let lines = [("a", 10.0), ("b", 5.0), ("c", 20.0)].map(|(l, x)| {
+            json!({"label": l, "scenario": "s", "figure": x, "unit": "ops/s"}).to_string()
+        });
+        std::fs::write(&f, lines.join("\n")).unwrap();
+        let out = render_table(&TableArgs {
+            labels: vec!["a".into(), "b".into(), "c".into()],
+            files: vec![f],
+        })
+        .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let mut lines = out.lines();
+        let header = lines.next().unwrap();
+        assert!(header.ends_with("| a/b | a/c"), "{header}");
+        let row = lines.nth(1).unwrap();
+        assert!(row.ends_with("| 2.00 | 0.50"), "{row}");
     }
 }

@@ -479,6 +479,9 @@ fn bench_ctx(registry: &str, c: &Common) -> Result<Ctx> {
         tags_seconds: 0.0,
         tags_page_size: 100,
         timeout_secs: c.timeout_secs,
+        // The webhook benchmarks run against open-mode registries.
+        basic: None,
+        bearer_flow: false,
     })
 }
 
