@@ -35,11 +35,12 @@ pub struct Auth {
 }
 
 impl Auth {
-    /// `basic` is `USER:PASSWORD` (the password may contain ':'); `scopes`
-    /// are the `repository:<name>:<actions>` the run will need, asked for in
-    /// the first token request.
+    /// `basic` is `USER:PASSWORD` (the password may contain ':'); empty means
+    /// none, so a script can pass `WHARF_BENCH_BASIC=` for a registry without
+    /// auth. `scopes` are the `repository:<name>:<actions>` the run will need,
+    /// asked for in the first token request.
     pub fn new(basic: Option<&str>, bearer_flow: bool, scopes: &[String]) -> Result<Auth> {
-        let basic = match basic {
+        let basic = match basic.filter(|c| !c.is_empty()) {
             None => None,
             Some(cred) => {
                 if !cred.contains(':') {
@@ -317,6 +318,8 @@ mod tests {
     #[test]
     fn basic_needs_a_colon_and_encodes_once() {
         assert!(Auth::new(Some("nocolon"), false, &[]).is_err());
+        let a = Auth::new(Some(""), false, &[]).unwrap();
+        assert!(!a.has_credentials() && a.current().1.is_none());
         let a = Auth::new(Some("u:p:w"), false, &[]).unwrap();
         assert_eq!(a.current().1.unwrap(), "Basic dTpwOnc=");
         let a = Auth::new(Some("u:p"), true, &[]).unwrap();
