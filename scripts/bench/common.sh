@@ -5,24 +5,51 @@
 
 log() { printf '== %s\n' "$*" >&2; }
 
-# Installs CNCF Distribution (Debian package docker-registry) if DIST_BIN is
-# missing.
-install_distribution() {
-    [[ -x $DIST_BIN ]] && return 0
+# Installs Debian package PKG unless FILE is executable already.
+apt_install() { # file pkg what
+    [[ -x $1 ]] && return 0
     # Another apt/dpkg may already be installing packages (possibly this very
     # one): starting a second one would just fail on the dpkg lock, so wait.
     while pgrep -x apt >/dev/null || pgrep -x apt-get >/dev/null || pgrep -x dpkg >/dev/null; do
         log "waiting for a running apt/dpkg to finish"
         sleep 5
     done
-    [[ -x $DIST_BIN ]] && return 0
+    [[ -x $1 ]] && return 0
     if [[ $(id -u) != 0 ]]; then
-        echo "$DIST_BIN missing; install the docker-registry package as root" >&2
+        echo "$1 missing; install the $2 package as root" >&2
         exit 1
     fi
-    log "installing docker-registry (CNCF Distribution)"
+    log "installing $2 ($3)"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+}
+
+# Installs CNCF Distribution (Debian package docker-registry) if DIST_BIN is
+# missing.
+install_distribution() {
+    apt_install "$DIST_BIN" docker-registry "CNCF Distribution"
+}
+
+# Prints an htpasswd line with a bcrypt hash (the only kind Distribution's
+# htpasswd auth accepts), from apache2-utils' htpasswd or Python's bcrypt,
+# installing apache2-utils when neither is there. Cost 5, htpasswd's default,
+# which is what a registry set up by Docker's documentation uses.
+htpasswd_line() { # user password
+    if ! command -v htpasswd >/dev/null && ! python3 -c 'import bcrypt' 2>/dev/null; then
+        apt_install /usr/bin/htpasswd apache2-utils "htpasswd, for bcrypt entries"
+    fi
+    if command -v htpasswd >/dev/null; then
+        # -b takes the password as an argument; it is a throwaway one.
+        htpasswd -Bbn -C 5 "$1" "$2" | head -n1
+    else
+        python3 -c 'import bcrypt, sys
+print(sys.argv[1] + ":" + bcrypt.hashpw(sys.argv[2].encode(), bcrypt.gensalt(5)).decode())' "$1" "$2"
+    fi
+}
+
+# Prints a random alphanumeric string of N characters (N <= 40).
+random_secret() { # n
+    head -c 60 /dev/urandom | base64 -w0 | tr -dc 'A-Za-z0-9' | head -c "$1"
 }
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -34,12 +61,14 @@ free_port() {
     echo "$p"
 }
 
-# Waits (at most 30 s) until http://127.0.0.1:PORT/v2/ answers; on failure
-# prints the log and exits.
-wait_v2() { # name pid port logfile
-    local name=$1 pid=$2 port=$3 logfile=$4 i
+# Waits (at most 30 s) until http://127.0.0.1:PORT/v2/ answers with STATUS
+# (default 200; 401 for a registry with auth on, which also proves it is); on
+# failure prints the log and exits.
+wait_v2() { # name pid port logfile [status]
+    local name=$1 pid=$2 port=$3 logfile=$4 want=${5:-200} i code
     for i in $(seq 1 300); do
-        if curl -fs -o /dev/null "http://127.0.0.1:$port/v2/"; then return 0; fi
+        code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v2/") || true
+        if [[ $code == "$want" ]]; then return 0; fi
         if ! kill -0 "$pid" 2>/dev/null; then
             echo "$name exited during startup; log:" >&2
             cat "$logfile" >&2
@@ -47,7 +76,7 @@ wait_v2() { # name pid port logfile
         fi
         sleep 0.1
     done
-    echo "$name did not answer /v2/ within 30 s; log:" >&2
+    echo "$name did not answer /v2/ with $want within 30 s (last: $code); log:" >&2
     cat "$logfile" >&2
     exit 1
 }

@@ -7,16 +7,34 @@
 # turn (scenario X on Distribution, then on Wharf, then scenario Y ...), samples
 # each server's RSS, and prints a comparison table.
 #
+# Targets (BENCH_TARGETS picks among them):
+#   distribution           Distribution 2.8, no auth
+#   wharf                  wharf serve, no auth (the open mode)
+#   distribution-htpasswd  Distribution with `auth: htpasswd` (bcrypt entry, cost 5, made
+#                          with htpasswd from apache2-utils, installed if missing, or
+#                          Python's bcrypt), used with --basic bench:<random password>
+#   wharf-auth             wharf serve --auth, used with --basic bench:<password> of a
+#                          token created through the ARM API whose scope map allows only
+#                          repositories/wharf-bench/* (content read/write, metadata read)
+#   wharf-bearer           like wharf-auth, but wharf-bench follows the Docker token flow
+#                          (--bearer-flow: one token from /oauth2/token, then Bearer)
+# The table's columns follow the order wharf-auth, wharf-bearer, distribution-htpasswd,
+# wharf, distribution (those that ran); its ratios are the first column over each other.
+#
 # Environment:
 #   BENCH_QUICK=1        small fast run (8 x 1 MiB blobs, 50 manifests, 2 s timed scenarios)
-#   BENCH_TARGETS=...    registries to run, default "distribution wharf"
+#   BENCH_AUTH=1         the cost of access control: targets "distribution-htpasswd
+#                        wharf-auth wharf" in one run, so the table has the ratios
+#                        wharf-auth/distribution-htpasswd and wharf-auth/wharf (no auth)
+#   BENCH_TARGETS=...    registries to run, default "distribution wharf" (see above)
 #   BENCH_ARGS=...       extra arguments for every `wharf-bench run` (e.g. "--blobs 64")
 #   BENCH_SEED=N         content/repository seed (default: the clock)
 #   BENCH_OUT=FILE       also copy the JSON result lines there
 #   BENCH_SKIP_BUILD=1   use already-built binaries
 #   BENCH_KEEP=1         keep the temporary directory (data and server logs)
 #   WHARF_BIN, BENCH_BIN, DIST_BIN   binary overrides
-#   WHARF_PORT, DIST_PORT            ports (default: free ports from 15000 up)
+#   WHARF_PORT, DIST_PORT            ports of the no-auth targets (default: free ports
+#                                    from 15000 up); the others take free ports too
 # Exit status: 0 if every scenario ran without errors, 1 otherwise.
 set -euo pipefail
 
@@ -25,28 +43,47 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 WHARF_BIN=${WHARF_BIN:-$TARGET_DIR/release/wharf}
 BENCH_BIN=${BENCH_BIN:-$TARGET_DIR/release/wharf-bench}
 DIST_BIN=${DIST_BIN:-/usr/bin/docker-registry}
-read -r -a TARGETS <<<"${BENCH_TARGETS:-distribution wharf}"
+if [[ ${BENCH_AUTH:-0} == 1 ]]; then
+    DEFAULT_TARGETS="distribution-htpasswd wharf-auth wharf"
+else
+    DEFAULT_TARGETS="distribution wharf"
+fi
+read -r -a TARGETS <<<"${BENCH_TARGETS:-$DEFAULT_TARGETS}"
 SEED=${BENCH_SEED:-$(date +%s)}
 
 # shellcheck source=common.sh
 source "$ROOT/scripts/bench/common.sh"
 has_target() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
+# Whether a target's name starts with $1 ("wharf" also matches wharf-auth).
+has_target_like() { [[ " ${TARGETS[*]}" == *" $1"* ]]; }
+
+for t in "${TARGETS[@]}"; do
+    case $t in
+    distribution | distribution-htpasswd | wharf | wharf-auth | wharf-bearer) ;;
+    *)
+        echo "unknown target $t (expected distribution, distribution-htpasswd, wharf, wharf-auth or wharf-bearer)" >&2
+        exit 1
+        ;;
+    esac
+done
 
 # --- build and install -------------------------------------------------------
 
 if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
     pkgs=(-p wharf-bench)
-    if has_target wharf; then pkgs+=(-p wharf); fi
+    if has_target_like wharf; then pkgs+=(-p wharf); fi
     log "building ${pkgs[*]} (release)"
     (cd "$ROOT" && cargo build --release "${pkgs[@]}")
 fi
 
-if has_target distribution; then install_distribution; fi
+if has_target_like distribution; then install_distribution; fi
 
 # --- servers -----------------------------------------------------------------
 
 WORK=$(mktemp -d -t wharf-bench.XXXXXX)
-declare -A PID=() PORT=() POLLER=()
+# CRED: the USER:PASSWORD wharf-bench sends; FLAGS: its extra arguments;
+# MGMT: the management token of a wharf with --auth.
+declare -A PID=() PORT=() POLLER=() CRED=() FLAGS=() MGMT=()
 
 cleanup() {
     local p
@@ -66,7 +103,12 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 wait_ready() { # name
-    wait_v2 "$1" "${PID[$1]}" "${PORT[$1]}" "$WORK/$1.log"
+    local want=200
+    case $1 in
+    # With auth on, an anonymous /v2/ must be refused: that shows it is on.
+    distribution-htpasswd | wharf-auth | wharf-bearer) want=401 ;;
+    esac
+    wait_v2 "$1" "${PID[$1]}" "${PORT[$1]}" "$WORK/$1.log" "$want"
 }
 
 # Keeps the largest VmRSS seen (KiB) in FILE while PID lives. Pure bash so the
@@ -98,38 +140,99 @@ status_kib() { # pid field
     echo 0
 }
 
-start_distribution() {
-    PORT[distribution]=${DIST_PORT:-$(free_port 15000)}
-    mkdir -p "$WORK/distribution"
+start_distribution() { # target
+    local t=$1 pw
+    if [[ $t == distribution ]]; then
+        PORT[$t]=${DIST_PORT:-$(free_port 15000)}
+    else
+        PORT[$t]=$(free_port 15050)
+    fi
+    mkdir -p "$WORK/$t"
     # Settings chosen to match Wharf's (see distribution_config in common.sh).
-    distribution_config "$WORK/distribution" "${PORT[distribution]}" >"$WORK/distribution.yml"
-    "$DIST_BIN" serve "$WORK/distribution.yml" >"$WORK/distribution.log" 2>&1 &
-    PID[distribution]=$!
+    distribution_config "$WORK/$t" "${PORT[$t]}" >"$WORK/$t.yml"
+    if [[ $t == distribution-htpasswd ]]; then
+        pw=$(random_secret 32)
+        htpasswd_line bench "$pw" >"$WORK/htpasswd"
+        CRED[$t]="bench:$pw"
+        cat >>"$WORK/$t.yml" <<EOF
+auth:
+  htpasswd:
+    realm: wharf-bench
+    path: $WORK/htpasswd
+EOF
+    fi
+    "$DIST_BIN" serve "$WORK/$t.yml" >"$WORK/$t.log" 2>&1 &
+    PID[$t]=$!
 }
 
-start_wharf() {
-    PORT[wharf]=${WHARF_PORT:-$(free_port 15100)}
-    mkdir -p "$WORK/wharf"
+start_wharf() { # target
+    local t=$1 auth=()
+    if [[ $t == wharf ]]; then
+        PORT[$t]=${WHARF_PORT:-$(free_port 15100)}
+    else
+        PORT[$t]=$(free_port 15150)
+        auth=(--auth)
+        # Chosen here so the script need not read it from the server's output.
+        MGMT[$t]=wharfm_$(random_secret 32)
+    fi
+    mkdir -p "$WORK/$t"
     # Warn-level logs, like Distribution's config above (no per-request log).
-    WHARF_LOG=${WHARF_LOG:-warn} RUST_LOG=${RUST_LOG:-warn} "$WHARF_BIN" serve \
-        --listen "127.0.0.1:${PORT[wharf]}" --data-dir "$WORK/wharf" \
-        >"$WORK/wharf.log" 2>&1 &
-    PID[wharf]=$!
+    # A first start with --auth also prints the admin password on stdout: it
+    # lands in $WORK, which is thrown away with the data.
+    WHARF_MANAGEMENT_TOKEN=${MGMT[$t]:-} WHARF_LOG=${WHARF_LOG:-warn} RUST_LOG=${RUST_LOG:-warn} \
+        "$WHARF_BIN" serve "${auth[@]}" --listen "127.0.0.1:${PORT[$t]}" --data-dir "$WORK/$t" \
+        >"$WORK/$t.log" 2>&1 &
+    PID[$t]=$!
+}
+
+ARM_R=/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/wharf/providers/Microsoft.ContainerRegistry/registries/wharf
+arm() { # target method path json
+    curl -sS -f -X "$2" -H "Authorization: Bearer ${MGMT[$1]}" \
+        -H 'Content-Type: application/json' -d "$4" "http://127.0.0.1:${PORT[$1]}$ARM_R$3"
+}
+
+# Creates, through the ARM API as an operator would, a token that may only
+# read, write and list the benchmark's repositories (wharf-bench names them
+# wharf-bench/s<seed>/...), and sets CRED[target] to its name and password.
+wharf_token() { # target
+    local t=$1 out scope_map token
+    scope_map='{"properties":{"description":"wharf-bench","actions":['
+    scope_map+='"repositories/wharf-bench/*/content/read",'
+    scope_map+='"repositories/wharf-bench/*/content/write",'
+    scope_map+='"repositories/wharf-bench/*/metadata/read"]}}'
+    arm "$t" PUT /scopeMaps/bench "$scope_map" >/dev/null
+    token=$(printf '{"properties":{"scopeMapId":"%s/scopeMaps/bench"}}' "$ARM_R")
+    arm "$t" PUT /tokens/bench "$token" >/dev/null
+    out=$(arm "$t" POST /generateCredentials "$(printf '{"tokenId":"%s/tokens/bench"}' "$ARM_R")")
+    CRED[$t]=bench:$(python3 -c 'import json, sys; print(json.load(sys.stdin)["passwords"][0]["value"])' <<<"$out")
 }
 
 for t in "${TARGETS[@]}"; do
     case $t in
-    distribution) start_distribution ;;
-    wharf) start_wharf ;;
-    *)
-        echo "unknown target $t (expected wharf or distribution)" >&2
-        exit 1
-        ;;
+    distribution*) start_distribution "$t" ;;
+    wharf*) start_wharf "$t" ;;
     esac
     wait_ready "$t"
+    case $t in
+    wharf-auth) wharf_token "$t" ;;
+    wharf-bearer)
+        wharf_token "$t"
+        FLAGS[$t]=--bearer-flow
+        ;;
+    esac
+    if [[ -n ${CRED[$t]:-} ]]; then
+        # Fail here, once, rather than in every scenario, if they do not work.
+        code=$(curl -s -o /dev/null -w '%{http_code}' -u "${CRED[$t]}" \
+            "http://127.0.0.1:${PORT[$t]}/v2/") || true
+        if [[ $code != 200 ]]; then
+            echo "$t: GET /v2/ with the benchmark's credentials answered $code; log:" >&2
+            tail -n 50 "$WORK/$t.log" >&2
+            exit 1
+        fi
+    fi
     poll_rss "${PID[$t]}" "$WORK/$t.maxrss" &
     POLLER[$t]=$!
-    log "$t: pid ${PID[$t]}, http://127.0.0.1:${PORT[$t]}"
+    log "$t: pid ${PID[$t]}, http://127.0.0.1:${PORT[$t]}${CRED[$t]:+ (auth: ${CRED[$t]%%:*})}"
 done
 
 # --- load --------------------------------------------------------------------
@@ -145,7 +248,9 @@ ARGS+=("${EXTRA[@]}")
 RESULTS=$WORK/results.jsonl
 : >"$RESULTS"
 log "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); seed $SEED"
-log "distribution: $("$DIST_BIN" --version 2>&1 | head -n1)"
+if has_target_like distribution; then
+    log "distribution: $("$DIST_BIN" --version 2>&1 | head -n1)"
+fi
 
 SCENARIOS=(push-monolithic push-streamed push-chunked pull head manifest-put tags tags-paged)
 failed=0
@@ -155,9 +260,12 @@ for s in "${SCENARIOS[@]}"; do
         # this measurement.
         sync
         # Each invocation sets up what its scenario needs (same seed, so the
-        # blobs pull/head/tags expect are found rather than re-pushed).
-        if ! "$BENCH_BIN" run --registry "http://127.0.0.1:${PORT[$t]}" --label "$t" \
-            --seed "$SEED" --scenario "$s" "${ARGS[@]}" >>"$RESULTS"; then
+        # blobs pull/head/tags expect are found rather than re-pushed). The
+        # credentials go by environment, which `ps` does not show.
+        # shellcheck disable=SC2086 # FLAGS holds zero or one word
+        if ! WHARF_BENCH_BASIC=${CRED[$t]:-} "$BENCH_BIN" run \
+            --registry "http://127.0.0.1:${PORT[$t]}" --label "$t" --seed "$SEED" \
+            --scenario "$s" ${FLAGS[$t]:-} "${ARGS[@]}" >>"$RESULTS"; then
             log "$s on $t reported errors (see above)"
             failed=1
         fi
@@ -184,8 +292,11 @@ done
 
 if [[ -n ${BENCH_OUT:-} ]]; then cp "$RESULTS" "$BENCH_OUT"; fi
 
-labels=wharf,distribution
-if ((${#TARGETS[@]} == 1)); then labels=${TARGETS[0]}; fi
+# Columns in a fixed order so the first is the registry the ratios are about.
+labels=
+for t in wharf-auth wharf-bearer distribution-htpasswd wharf distribution; do
+    if has_target "$t"; then labels+=${labels:+,}$t; fi
+done
 echo
 "$BENCH_BIN" table --labels "$labels" "$RESULTS"
 if ((failed)); then
