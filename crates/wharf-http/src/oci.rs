@@ -101,7 +101,7 @@ async fn dispatch(app: &AppState, rest: &str, req: Request) -> Result<Response> 
         (E::Manifest(repo, r), Method::HEAD) => get_manifest(app, &repo, &r, false).await,
         (E::Manifest(repo, r), Method::PUT) => put_manifest(app, &repo, &r, &query, req).await,
         (E::Manifest(repo, r), Method::DELETE) => {
-            let info = request_info(req.headers());
+            let info = request_info(&req);
             app.registry.delete_manifest(&repo, &r, &info).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
@@ -210,11 +210,12 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn request_info(h: &HeaderMap) -> RequestInfo {
+fn request_info(req: &Request) -> RequestInfo {
+    let h = req.headers();
     let get = |n: header::HeaderName| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
     RequestInfo {
         id: uuid::Uuid::new_v4().to_string(),
-        host: get(header::HOST).unwrap_or_default(),
+        host: crate::request_host(h, req.uri()),
         useragent: get(header::USER_AGENT),
     }
 }
@@ -471,7 +472,7 @@ async fn put_manifest(
     q: &Query,
     req: Request,
 ) -> Result<Response> {
-    let info = request_info(req.headers());
+    let info = request_info(&req);
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
