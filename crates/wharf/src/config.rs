@@ -24,6 +24,7 @@ pub struct Config {
     pub automatic_mount: bool,
     pub limits: Limits,
     pub webhooks: Webhooks,
+    pub tls: Tls,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -66,6 +67,32 @@ pub struct Webhooks {
     pub response_body_cap: usize,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// PEM file with the server's certificate chain, leaf first. With `key`, the listener
+    /// serves HTTPS (HTTP/2 and HTTP/1.1 by ALPN); without both, plain HTTP.
+    pub cert: Option<PathBuf>,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1; not encrypted).
+    pub key: Option<PathBuf>,
+    /// How often the two files are checked for changes, in seconds; a change is loaded for
+    /// new connections. 0 turns the check off (SIGHUP still reloads).
+    pub reload_interval_secs: u64,
+    /// How long a client may take to complete the TLS handshake, in seconds.
+    pub handshake_timeout_secs: u64,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            cert: None,
+            key: None,
+            reload_interval_secs: 5,
+            handshake_timeout_secs: 10,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -77,6 +104,7 @@ impl Default for Config {
             automatic_mount: false,
             limits: Limits::default(),
             webhooks: Webhooks::default(),
+            tls: Tls::default(),
         }
     }
 }
@@ -135,6 +163,19 @@ impl Config {
             .map_err(|e: String| anyhow::anyhow!("limits.min_free_space: {e}"))
     }
 
+    /// The certificate and key files, if TLS is configured; an error if only one is given.
+    pub fn tls_files(&self) -> anyhow::Result<Option<wharf_http::tls::CertFiles>> {
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(cert), Some(key)) => Ok(Some(wharf_http::tls::CertFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })),
+            (None, None) => Ok(None),
+            (Some(_), None) => anyhow::bail!("tls.cert (--tls-cert) is set but tls.key is not"),
+            (None, Some(_)) => anyhow::bail!("tls.key (--tls-key) is set but tls.cert is not"),
+        }
+    }
+
     /// Delivery settings for a server listening on `listen`.
     pub fn hooks(&self, listen: std::net::SocketAddr) -> wharf_hooks::HooksConfig {
         let w = &self.webhooks;
@@ -176,6 +217,20 @@ mod tests {
             d.webhooks.retry_schedule_secs
         );
         assert_eq!(c.webhooks.timeout_secs, 5);
+        assert_eq!(c.tls.cert, None, "plain HTTP unless asked for");
+        assert_eq!(c.tls.reload_interval_secs, d.tls.reload_interval_secs);
+        assert_eq!(c.tls.handshake_timeout_secs, d.tls.handshake_timeout_secs);
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let c: Config = toml::from_str("[tls]\ncert = \"/etc/wharf/cert.pem\"\n").unwrap();
+        let e = c.tls_files().unwrap_err().to_string();
+        assert!(e.contains("tls.key"), "{e}");
+        let c: Config = toml::from_str("[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n").unwrap();
+        let f = c.tls_files().unwrap().unwrap();
+        assert_eq!(f.cert, PathBuf::from("/c.pem"));
+        assert_eq!(f.key, PathBuf::from("/k.pem"));
     }
 
     #[test]

@@ -53,6 +53,13 @@ struct ServeArgs {
     /// GiB or a percentage of the volume, e.g. 512MiB or 1% (0 turns the floor off) [default: 1%]
     #[arg(long, env = "WHARF_MIN_FREE_SPACE")]
     min_free_space: Option<String>,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain, leaf first; needs
+    /// --tls-key. Reloaded when the file changes or on SIGHUP [default: plain HTTP]
+    #[arg(long, env = "WHARF_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1; not encrypted)
+    #[arg(long, env = "WHARF_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -89,6 +96,12 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = a.min_free_space {
         cfg.limits.min_free_space = v;
+    }
+    if let Some(v) = a.tls_cert {
+        cfg.tls.cert = Some(v);
+    }
+    if let Some(v) = a.tls_key {
+        cfg.tls.key = Some(v);
     }
     init_logging(&cfg)?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
