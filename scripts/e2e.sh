@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end test of the registry with real clients: umoci, skopeo, podman,
-# buildah and oras-py (including a Helm-chart-shaped artifact).
+# buildah and oras-py (including a Helm-chart-shaped artifact), and (Wharf only)
+# the same clients over HTTPS with certificate verification on, against a second
+# server started with --tls-cert/--tls-key and a throwaway CA made with openssl.
 #
 # Usage: scripts/e2e.sh
 #
@@ -41,6 +43,8 @@ SERVER_LOG=$WORK/server.log
 REG=
 WHARF_BIN=     # the wharf binary (E2E_REGISTRY=wharf), also used as the webhook CLI
 RECEIVER_PID=  # the webhook receiver (E2E_REGISTRY=wharf)
+TLS_PID=       # the HTTPS server (E2E_REGISTRY=wharf)
+TLS_REG=
 
 # ---------------------------------------------------------------------------
 # cleanup
@@ -52,12 +56,15 @@ cleanup() {
     kill "$RECEIVER_PID" 2>/dev/null
     wait "$RECEIVER_PID" 2>/dev/null
   fi
-  if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill "$SERVER_PID" 2>/dev/null
-    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$SERVER_PID" 2>/dev/null
-    wait "$SERVER_PID" 2>/dev/null
-  fi
+  local pid
+  for pid in "$SERVER_PID" "$TLS_PID"; do
+    if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+      kill "$pid" 2>/dev/null
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null
+      wait "$pid" 2>/dev/null
+    fi
+  done
   # buildah/podman with the vfs driver do not leave mounts, but never rm -rf across one.
   awk -v w="$WORK" 'index($2, w) == 1 { print $2 }' /proc/self/mounts 2>/dev/null |
     sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
@@ -86,7 +93,7 @@ ensure_deps() {
   local -a pkgs=()
   local need_oras=0 pair
   for pair in skopeo:skopeo podman:podman buildah:buildah umoci:umoci curl:curl \
-    python3:python3 tar:tar gzip:gzip timeout:coreutils sha256sum:coreutils; do
+    python3:python3 tar:tar gzip:gzip timeout:coreutils sha256sum:coreutils openssl:openssl; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || pkgs+=("${pair#*:}")
   done
   if [[ $MODE == distribution ]] && ! command -v docker-registry >/dev/null 2>&1; then
@@ -124,7 +131,7 @@ ensure_deps() {
     fi
   fi
   local missing=()
-  for pair in skopeo podman buildah umoci curl python3; do
+  for pair in skopeo podman buildah umoci curl python3 openssl; do
     command -v "$pair" >/dev/null 2>&1 || missing+=("$pair")
   done
   [[ $MODE != distribution ]] || command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
@@ -979,6 +986,151 @@ webhook_checks() {
 }
 
 # ---------------------------------------------------------------------------
+# 6. TLS
+# ---------------------------------------------------------------------------
+# Wharf only: a second server with --tls-cert/--tls-key on another port, its certificate
+# issued for 127.0.0.1 by a throwaway CA made here with openssl. Every client verifies the
+# certificate against that CA, given by flag (a cert dir holding ca.crt, or a CA file):
+# nothing is written to the system's trust stores or /etc/containers.
+TLS=$WORK/tls
+
+# issue_server_cert NAME: $TLS/NAME.crt and $TLS/NAME.key for IP 127.0.0.1, signed by the CA
+issue_server_cert() {
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$TLS/$1.key" -out "$TLS/$1.csr" 2>/dev/null
+  printf '%s\n' 'subjectAltName = IP:127.0.0.1' 'basicConstraints = CA:FALSE' \
+    'keyUsage = critical, digitalSignature, keyEncipherment' 'extendedKeyUsage = serverAuth' \
+    >"$TLS/$1.ext"
+  openssl x509 -req -in "$TLS/$1.csr" -CA "$TLS/certs/ca.crt" -CAkey "$TLS/ca.key" \
+    -set_serial "0x$(openssl rand -hex 8)" -days 2 -extfile "$TLS/$1.ext" -out "$TLS/$1.crt" 2>/dev/null
+}
+
+# served_serial: the serial number of the certificate the HTTPS server presents now
+served_serial() {
+  openssl s_client -connect "$TLS_REG" -CAfile "$TLS/certs/ca.crt" -verify_return_error \
+    </dev/null 2>/dev/null | openssl x509 -noout -serial
+}
+
+# install_server_cert NAME: what certificate tools do, replace both files by rename
+install_server_cert() {
+  cp "$TLS/$1.key" "$TLS/server.key.tmp" && mv "$TLS/server.key.tmp" "$TLS/server.key"
+  cp "$TLS/$1.crt" "$TLS/server.crt.tmp" && mv "$TLS/server.crt.tmp" "$TLS/server.crt"
+}
+
+t_tls_start() {
+  mkdir -p "$TLS/certs" "$WORK/tls-data"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/CN=Wharf e2e CA $RUN_ID" -addext "basicConstraints = critical, CA:TRUE" \
+    -addext "keyUsage = critical, keyCertSign, cRLSign" \
+    -keyout "$TLS/ca.key" -out "$TLS/certs/ca.crt" 2>/dev/null
+  issue_server_cert first
+  issue_server_cert second
+  install_server_cert first
+  local port
+  port=$(free_port)
+  put tls_reg "127.0.0.1:$port"
+  # Polling is off, so only SIGHUP (tested below) reloads the certificate.
+  printf '[tls]\nreload_interval_secs = 0\n' >"$TLS/wharf.toml"
+  "$WHARF_BIN" serve --listen "127.0.0.1:$port" --data-dir "$WORK/tls-data" --config "$TLS/wharf.toml" \
+    --tls-cert "$TLS/server.crt" --tls-key "$TLS/server.key" >"$WORK/tls-server.log" 2>&1 &
+  echo $! >"$WORK/state/tls_pid"
+  local deadline=$((SECONDS + 30))
+  until [[ $(curl -sS -o /dev/null -w '%{http_code}' --cacert "$TLS/certs/ca.crt" \
+    "https://127.0.0.1:$port/v2/" 2>/dev/null) == 200 ]]; do
+    kill -0 "$(cat "$WORK/state/tls_pid")" 2>/dev/null || { cat "$WORK/tls-server.log"; die "HTTPS server exited"; }
+    ((SECONDS < deadline)) || { cat "$WORK/tls-server.log"; die "HTTPS server did not answer"; }
+    sleep 0.2
+  done
+}
+
+t_tls_curl() {
+  local ca=$TLS/certs/ca.crt
+  assert_eq "$(curl -sS -o /dev/null -w '%{http_version} %{http_code}' --cacert "$ca" "https://$TLS_REG/v2/")" \
+    "2 200" "curl, ALPN h2"
+  assert_eq "$(curl -sS -o /dev/null -w '%{http_version} %{http_code}' --http1.1 --cacert "$ca" "https://$TLS_REG/v2/")" \
+    "1.1 200" "curl --http1.1"
+  if curl -sS -o /dev/null "https://$TLS_REG/v2/" 2>"$WORK/tls-curl-untrusted.txt"; then
+    die "curl trusted the server without the test CA"
+  fi
+  cat "$WORK/tls-curl-untrusted.txt"
+  # plain HTTP to the TLS port is refused, not served
+  [[ $(curl -sS -o /dev/null -w '%{http_code}' "http://$TLS_REG/v2/" 2>/dev/null) != 200 ]] ||
+    die "plain HTTP answered on the TLS port"
+}
+
+t_tls_skopeo_push() {
+  sk copy --quiet --dest-cert-dir "$TLS/certs" --digestfile "$WORK/d.tls" \
+    "oci:$L:v1" "docker://$TLS_REG/e2e/tls:v1"
+  assert_eq "$(cat "$WORK/d.tls")" "$(get layout_v1)" "pushed manifest digest"
+}
+
+t_tls_skopeo_inspect() {
+  sk inspect --cert-dir "$TLS/certs" "docker://$TLS_REG/e2e/tls:v1" >"$WORK/tls-inspect.json"
+  assert_eq "$(pyj "$WORK/tls-inspect.json" 'd["Digest"]')" "$(get layout_v1)" "Digest"
+  sk copy --quiet --src-cert-dir "$TLS/certs" "docker://$TLS_REG/e2e/tls:v1" "dir:$WORK/tls-pulled"
+  assert_eq "$(sha256_of "$WORK/tls-pulled/manifest.json")" "$(get layout_v1)" "pulled manifest digest"
+  local dg
+  for dg in $(<"$WORK/state/layers_v1"); do
+    assert_eq "$(sha256_of "$WORK/tls-pulled/${dg#sha256:}")" "$dg" "pulled layer"
+  done
+}
+
+t_tls_skopeo_untrusted() {
+  # without the CA, verification fails: the checks above really verified
+  if sk inspect --raw "docker://$TLS_REG/e2e/tls:v1" >"$WORK/tls-untrusted.txt" 2>&1; then
+    die "skopeo trusted the server without the test CA"
+  fi
+  cat "$WORK/tls-untrusted.txt"
+  grep -qi 'certificate' "$WORK/tls-untrusted.txt" || die "not a certificate error"
+}
+
+t_tls_podman_pull() {
+  pm pull --cert-dir "$TLS/certs" --signature-policy "$POLICY" "docker://$TLS_REG/e2e/tls:v1"
+  assert_eq "$(pm image inspect --format '{{.Digest}}' "$TLS_REG/e2e/tls:v1")" "$(get layout_v1)" "podman image digest"
+}
+
+t_tls_oras() {
+  cd "$O"
+  orasx --ca-file "$TLS/certs/ca.crt" push --registry "$TLS_REG" --ref e2e/tls-artifact:v1 \
+    --file "note.txt:$ART_NOTE_MT" --config "config.json:$ART_CFG_MT" >"$WORK/d.tls-art"
+  orasx --ca-file "$TLS/certs/ca.crt" pull --registry "$TLS_REG" --ref e2e/tls-artifact:v1 \
+    --out "$WORK/tls-oras-pull"
+  cmp "$O/note.txt" "$WORK/tls-oras-pull/note.txt"
+}
+
+t_tls_reload() {
+  local before want
+  before=$(served_serial)
+  want=$(openssl x509 -noout -serial -in "$TLS/second.crt")
+  echo "serving $before; installing $want"
+  [[ $before != "$want" ]] || die "the two certificates share a serial"
+  install_server_cert second
+  kill -HUP "$(cat "$WORK/state/tls_pid")"
+  until_ok 30 eval '[[ $(served_serial) == "$want" ]]' || die "still serving $(served_serial) after SIGHUP"
+  kill -0 "$(cat "$WORK/state/tls_pid")" || die "SIGHUP ended the server"
+  # and clients keep working on the new certificate
+  sk inspect --raw --cert-dir "$TLS/certs" "docker://$TLS_REG/e2e/tls:v1" >"$WORK/tls-raw-after.json"
+  assert_eq "$(sha256_of "$WORK/tls-raw-after.json")" "$(get layout_v1)" "manifest after reload"
+}
+
+tls_checks() {
+  if [[ $MODE != wharf ]]; then
+    echo "INFO TLS checks run against Wharf only (E2E_REGISTRY=$MODE)"
+    return 0
+  fi
+  step "start a second wharf with --tls-cert/--tls-key (test CA made with openssl)" t_tls_start
+  TLS_PID=$(cat "$WORK/state/tls_pid" 2>/dev/null || true)
+  TLS_REG=$(cat "$WORK/state/tls_reg" 2>/dev/null || true)
+  check "curl: HTTP/2 and HTTP/1.1 by ALPN; untrusted without the CA" t_tls_curl
+  step "skopeo copy oci: -> https registry (--dest-cert-dir)" t_tls_skopeo_push
+  check "skopeo inspect and copy back over https (--cert-dir, --src-cert-dir)" t_tls_skopeo_inspect
+  check "skopeo without the CA refuses the certificate" t_tls_skopeo_untrusted
+  check "podman pull over https (--cert-dir)" t_tls_podman_pull
+  check "oras push and pull over https (CA bundle)" t_tls_oras
+  check "SIGHUP reloads a replaced certificate" t_tls_reload
+}
+
+# ---------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------
 ensure_deps
@@ -1037,6 +1189,9 @@ check "pull chart, manifest and config" t_helm_pull
 
 section "webhooks"
 webhook_checks
+
+section "tls"
+tls_checks
 
 if ((FAILED + SKIPPED)) && [[ -s $SERVER_LOG ]]; then
   echo "-- last lines of the $MODE server log ($SERVER_LOG; E2E_KEEP=1 keeps it):"

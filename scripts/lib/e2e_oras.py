@@ -2,8 +2,9 @@
 """Small oras-py (PyPI `oras`, tested with 0.2.43) driver for scripts/e2e.sh.
 
 Every subcommand talks plain HTTP to the registry given with --registry
-(host:port) and prints machine-readable output on stdout; diagnostics go to
-stderr. Exit status is non-zero on any failure.
+(host:port), or HTTPS verified against a CA bundle with --ca-file PATH (given
+before the subcommand), and prints machine-readable output on stdout;
+diagnostics go to stderr. Exit status is non-zero on any failure.
 
   push     --registry R --ref REPO:TAG --file PATH:MEDIATYPE... --config PATH:MEDIATYPE
            [--annotation K=V]... [--chunk-size BYTES]
@@ -31,7 +32,13 @@ import oras.provider
 oras.decorator.time = types.SimpleNamespace(sleep=lambda _s: None)
 
 
+CA_FILE = None  # set by --ca-file: HTTPS, verified against this bundle
+
+
 def client(registry):
+    if CA_FILE:
+        # tls_verify takes a CA bundle path as well as a bool (requests' `verify`).
+        return oras.client.OrasClient(hostname=registry, insecure=False, tls_verify=CA_FILE)
     return oras.client.OrasClient(hostname=registry, insecure=True)
 
 
@@ -109,6 +116,7 @@ def cmd_tags(a):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--ca-file", help="use HTTPS, trusting the CA certificates in this PEM file")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("push")
@@ -145,6 +153,8 @@ def main():
     s.set_defaults(fn=cmd_tags)
 
     a = p.parse_args()
+    global CA_FILE
+    CA_FILE = a.ca_file
     a.fn(a)
 
 
