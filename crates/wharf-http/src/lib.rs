@@ -1,6 +1,8 @@
 //! Wharf's HTTP surface: the OCI distribution API under `/v2/`, the ACR-style repository
 //! delete under `/acr/v1/`, and the webhook management API under `/wharf/v1/`; error mapping
-//! to the spec's bodies; and the connection loop with timeouts and graceful shutdown.
+//! to the spec's bodies; and the connection loop — plain HTTP/1.1, or TLS with HTTP/2 and
+//! HTTP/1.1 by ALPN and a certificate that can be reloaded (`tls`) — with timeouts, graceful
+//! shutdown and the per-request `ClientAddr` and `Scheme` extensions.
 //!
 //! Handlers parse requests into typed values at the edge (DESIGN invariant 7) and call
 //! `wharf-registry` and `wharf-hooks`. This crate must not touch the store's tables directly

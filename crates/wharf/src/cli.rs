@@ -24,6 +24,10 @@ pub struct WebhookArgs {
         default_value = "http://127.0.0.1:5000"
     )]
     server: String,
+    /// PEM file of CA certificates to trust for an https --server, besides the built-in
+    /// public roots (a private CA's ca.crt)
+    #[arg(long, global = true, env = "WHARF_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value = "json")]
     output: Output,
@@ -163,8 +167,25 @@ struct Client {
 const API_VERSION: &str = "v1";
 
 impl Client {
-    fn new(base: String) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
+    fn new(base: String, ca_cert: Option<&std::path::Path>) -> Result<Self, String> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = ca_cert {
+            let pem = std::fs::read(path).map_err(|e| {
+                format!(
+                    "cannot read the CA certificate file {}: {e}",
+                    path.display()
+                )
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!("{}: no CERTIFICATE block found", path.display()));
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder
             // A redirect is not something the management API sends; following one would take
             // the request, body included, to a server the user did not name.
             .redirect(reqwest::redirect::Policy::none())
@@ -192,11 +213,16 @@ impl Client {
             req = req.json(&b);
         }
         let resp = req.send().await.map_err(|e| {
-            format!(
-                "cannot reach the Wharf server at {}: {}",
-                self.base,
-                e.without_url()
-            )
+            // reqwest's own message ("error sending request") hides the cause, such as an
+            // untrusted certificate; the chain below it names it.
+            let e = e.without_url();
+            let mut msg = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                msg = format!("{msg}: {c}");
+                cause = c.source();
+            }
+            format!("cannot reach the Wharf server at {}: {msg}", self.base)
         })?;
         let status = resp.status();
         // Checked before the body is read: whatever else answered (a web server's HTML page,
@@ -289,7 +315,7 @@ fn flatten(w: &Value) -> Value {
 
 /// Runs one `wharf webhook` command and returns the process's exit status.
 pub async fn run(a: WebhookArgs) -> i32 {
-    let res = match Client::new(a.server.clone()) {
+    let res = match Client::new(a.server.clone(), a.ca_cert.as_deref()) {
         Ok(client) => run_inner(&client, a.command, a.output).await,
         Err(e) => Err(e),
     };

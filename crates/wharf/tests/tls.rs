@@ -189,3 +189,34 @@ async fn a_bad_certificate_or_key_stops_start_up_naming_the_file() {
         "nothing is created before the configuration is known to be good"
     );
 }
+
+#[tokio::test]
+async fn the_webhook_cli_trusts_a_private_ca_given_with_ca_cert() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("Wharf test CA");
+    let s = tls_server(dir.path(), &ca.leaf(), 5).await;
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let cli = |with_ca: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"));
+        cmd.args(["webhook", "list", "--server", &s.base]);
+        if with_ca {
+            cmd.env("WHARF_CA_CERT", &ca_file);
+        } else {
+            cmd.env_remove("WHARF_CA_CERT");
+        }
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    };
+    let o = cli(true).await.unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "[]");
+    // Without it, the server's certificate is not trusted.
+    let o = cli(false).await.unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cannot reach") && err.contains("certificate"),
+        "the cause is named: {err}"
+    );
+    s.stop().await;
+}
