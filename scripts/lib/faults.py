@@ -1200,7 +1200,8 @@ def quiesce(sc, timeout=5):
     while time.time() < deadline:
         got = len(RECEIVER.got(sc.key))
         if got >= want:
-            r = sc.server.req("POST", f"/wharf/v1/webhooks/{HOOK}/listEvents?$top=1000")
+            r = sc.server.req("POST", f"/wharf/v1/webhooks/{HOOK}/listEvents?$top=1000",
+                              headers={"Content-Type": "application/json"})
             if r.status == 200 and len(json.loads(r.body).get("value", [])) >= got:
                 return
         time.sleep(0.02)

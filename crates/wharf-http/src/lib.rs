@@ -2,17 +2,22 @@
 //! delete under `/acr/v1/`, and the webhook management API under `/wharf/v1/`; error mapping
 //! to the spec's bodies; and the connection loop — plain HTTP/1.1, or TLS with HTTP/2 and
 //! HTTP/1.1 by ALPN and a certificate that can be reloaded (`tls`) — with timeouts, graceful
-//! shutdown and the per-request `ClientAddr` and `Scheme` extensions.
+//! shutdown and the per-request `ClientAddr` and `IsTls` extensions.
 //!
 //! Handlers parse requests into typed values at the edge (DESIGN invariant 7) and call
 //! `wharf-registry` and `wharf-hooks`. This crate must not touch the store's tables directly
 //! for registry or webhook state: it goes through those two crates.
 
+mod arm;
+pub mod auth;
 pub mod error;
 mod mgmt;
 mod oci;
 pub mod path;
 pub mod tls;
+mod token;
+
+pub use auth::{Caller, ClientAddr, IsTls};
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -25,7 +30,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete};
+use axum::routing::{any, delete, get, post};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -43,8 +48,13 @@ use crate::error::OciError;
 pub struct AppState {
     pub registry: Registry,
     pub hooks: Hooks,
+    /// Identities, credentials and the token server's logic.
+    pub auth: wharf_auth::Auth,
     /// Whether a mount without `from` may find the blob in any repository.
     pub automatic_mount: bool,
+    /// Access control off on a non-loopback listener, by the operator's explicit choice: the
+    /// loopback-Host check of the open mode is off too.
+    pub open_to_network: bool,
 }
 
 /// The whole HTTP API.
@@ -54,9 +64,19 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/", any(oci::handle))
         .route("/v2/{*rest}", any(oci::handle))
         .route("/acr/v1/{*name}", delete(delete_repository))
+        .route(
+            "/oauth2/token",
+            get(token::get_token).post(token::post_token),
+        )
+        .route("/oauth2/exchange", post(token::exchange))
         .nest("/wharf/v1", mgmt::router())
         // The nested router sees `/wharf/v1` but not `/wharf/v1/`.
         .route("/wharf/v1/", any(mgmt::not_found))
+        .nest(arm::PREFIX, arm::router())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ))
         .layer(axum::middleware::from_fn(access_log))
         .with_state(state)
 }
@@ -83,17 +103,18 @@ async fn access_log(req: axum::extract::Request, next: axum::middleware::Next) -
 async fn delete_repository(
     State(app): State<AppState>,
     Path(name): Path<String>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
+    caller: Option<axum::Extension<Caller>>,
+    req: axum::extract::Request,
 ) -> Response {
+    let headers = req.headers();
     let repo = match RepoName::parse(&name) {
         Ok(r) => r,
         Err(e) => return OciError::code(ErrorCode::NameInvalid, e.to_string()).into_response(),
     };
     let info = RequestInfo {
         id: uuid::Uuid::new_v4().to_string(),
-        host: request_host(&headers, &uri),
-        useragent: Some(header_str(&headers, axum::http::header::USER_AGENT))
+        host: auth::request_host(&req),
+        useragent: Some(header_str(headers, axum::http::header::USER_AGENT))
             .filter(|s| !s.is_empty()),
     };
     let started = std::time::Instant::now();
@@ -102,7 +123,7 @@ async fn delete_repository(
         Err(e) => OciError::from(e).into_response(),
     };
     tracing::info!(
-        identity = "anonymous",
+        identity = caller.map(|c| c.0.identity).unwrap_or_default(),
         repository = %repo,
         status = resp.status().as_u16(),
         ms = started.elapsed().as_secs_f64() * 1000.0,
@@ -111,47 +132,11 @@ async fn delete_repository(
     resp
 }
 
-/// The host a request was addressed to, as events report it: the `Host` header, or for
-/// HTTP/2 (which carries `:authority` and no `Host`) the URI's authority.
-pub(crate) fn request_host(headers: &HeaderMap, uri: &axum::http::Uri) -> String {
-    headers
-        .get(axum::http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| uri.authority().map(|a| a.as_str()))
-        .unwrap_or_default()
-        .to_owned()
-}
-
 fn header_str(h: &HeaderMap, name: axum::http::header::HeaderName) -> String {
     h.get(name)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned()
-}
-
-/// The address of the peer a request came from (the TCP connection's, not a proxy header),
-/// set on every request by [`serve`]. Read it with `req.extensions().get::<ClientAddr>()`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr(pub SocketAddr);
-
-/// Whether a request came over TLS, set on every request by [`serve`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
-    Http,
-    Https,
-}
-
-impl Scheme {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scheme::Http => "http",
-            Scheme::Https => "https",
-        }
-    }
-
-    pub fn is_tls(self) -> bool {
-        self == Scheme::Https
-    }
 }
 
 /// Connection settings.
@@ -258,7 +243,7 @@ async fn connection(
     mut stop: watch::Receiver<bool>,
 ) {
     let Some(acceptor) = tls else {
-        let svc = per_connection(app, peer, Scheme::Http, None);
+        let svc = per_connection(app, peer, IsTls(false), None);
         serve_http1(TokioIo::new(stream), svc, peer, timeouts, stop).await;
         return;
     };
@@ -282,18 +267,18 @@ async fn connection(
     if stream.get_ref().1.alpn_protocol() == Some(tls::ALPN_H2) {
         serve_http2(TokioIo::new(stream), app, peer, timeouts, stop).await;
     } else {
-        let svc = per_connection(app, peer, Scheme::Https, None);
+        let svc = per_connection(app, peer, IsTls(true), None);
         serve_http1(TokioIo::new(stream), svc, peer, timeouts, stop).await;
     }
 }
 
 /// The router as one connection's service: every request gets the connection's
-/// [`ClientAddr`] and [`Scheme`], and, if `in_flight` is given, counts as in flight until its
+/// [`ClientAddr`] and [`IsTls`] (what the auth layer reads), and, if `in_flight` is given, counts as in flight until its
 /// response body has been sent or dropped.
 fn per_connection(
     app: Router,
     peer: SocketAddr,
-    scheme: Scheme,
+    tls: IsTls,
     in_flight: Option<Arc<watch::Sender<usize>>>,
 ) -> TowerToHyperService<
     impl tower::Service<
@@ -308,7 +293,7 @@ fn per_connection(
     TowerToHyperService::new(tower::service_fn(
         move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(ClientAddr(peer));
-            req.extensions_mut().insert(scheme);
+            req.extensions_mut().insert(tls);
             let guard = in_flight.clone().map(InFlight::begin);
             let call = app.clone().oneshot(req);
             async move {
@@ -392,7 +377,7 @@ async fn serve_http2<I>(
     // so a connection with no request in flight for the header timeout is closed: GOAWAY,
     // then dropped if it does not end by itself (a client that never sent its preface).
     let (count, mut in_flight) = watch::channel(0usize);
-    let svc = per_connection(app, peer, Scheme::Https, Some(Arc::new(count)));
+    let svc = per_connection(app, peer, IsTls(true), Some(Arc::new(count)));
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .serve_connection(io, svc);

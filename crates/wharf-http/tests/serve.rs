@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use wharf_http::tls::{CertFiles, CertResolver};
-use wharf_http::{ClientAddr, Scheme, ServeOptions};
+use wharf_http::{ClientAddr, IsTls, ServeOptions};
 
 /// Generous: these tests check that something happens, never how fast.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -32,12 +32,12 @@ fn app() -> Router {
                     .extensions()
                     .get::<ClientAddr>()
                     .map(|a| a.0.to_string());
-                let scheme = req.extensions().get::<Scheme>().map(|s| s.as_str());
-                format!(
-                    "{} {}",
-                    addr.unwrap_or_default(),
-                    scheme.unwrap_or_default()
-                )
+                let tls = match req.extensions().get::<IsTls>() {
+                    Some(IsTls(true)) => "tls",
+                    Some(IsTls(false)) => "plain",
+                    None => "unknown",
+                };
+                format!("{} {tls}", addr.unwrap_or_default())
             }),
         )
         .route(
@@ -197,13 +197,13 @@ async fn closed_by_server<I: tokio::io::AsyncRead + Unpin>(mut io: I) {
 }
 
 #[tokio::test]
-async fn every_request_carries_its_client_address_and_scheme() {
+async fn every_request_carries_its_client_address_and_whether_it_came_over_tls() {
     let plain = start(ServeOptions::default(), None).await;
     let tcp = TcpStream::connect(plain.addr).await.unwrap();
     let local = tcp.local_addr().unwrap();
     let (v, body) = h1_get(tcp, plain.addr, "/who").await;
     assert_eq!(v, Version::HTTP_11);
-    assert_eq!(body, format!("{local} http"));
+    assert_eq!(body, format!("{local} plain"));
     plain.stop().await;
 
     let (tls, ca) = start_tls(ServeOptions::default()).await;
@@ -212,7 +212,7 @@ async fn every_request_carries_its_client_address_and_scheme() {
         let (io, local) = tls_connect(tls.addr, &ca, alpn).await;
         let (v, body) = h1_get(io, tls.addr, "/who").await;
         assert_eq!(v, Version::HTTP_11);
-        assert_eq!(body, format!("{local} https"));
+        assert_eq!(body, format!("{local} tls"));
     }
 
     let (io, local) = tls_connect(tls.addr, &ca, &[b"h2", b"http/1.1"]).await;
@@ -229,7 +229,7 @@ async fn every_request_carries_its_client_address_and_scheme() {
             .unwrap();
         assert_eq!(resp.version(), Version::HTTP_2);
         let body = resp.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(body, format!("{local} https").as_bytes());
+        assert_eq!(body, format!("{local} tls").as_bytes());
     }
     drop(send);
     tls.stop().await;

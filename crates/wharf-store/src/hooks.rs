@@ -16,6 +16,7 @@ use wharf_core::{Scope, WebhookAction, WebhookStatus};
 use crate::db::WriteTx;
 use crate::meta::now_ms;
 use crate::outbox::{HookSnapshot, insert_delivery};
+use crate::seal::Sealer;
 use crate::{Store, StoreError};
 
 /// Attempts written per multi-row statement (14 parameters each, far below SQLite's limit).
@@ -150,7 +151,10 @@ fn from_json<T: serde::de::DeserializeOwned + Default>(s: Option<String>) -> T {
         .unwrap_or_default()
 }
 
-fn row_to_record(r: &sqlx::sqlite::SqliteRow) -> Result<WebhookRecord, StoreError> {
+fn row_to_record(
+    r: &sqlx::sqlite::SqliteRow,
+    sealer: &crate::seal::Sealer,
+) -> Result<WebhookRecord, StoreError> {
     let actions: Vec<String> = from_json(r.get("actions"));
     let actions = actions
         .iter()
@@ -160,8 +164,8 @@ fn row_to_record(r: &sqlx::sqlite::SqliteRow) -> Result<WebhookRecord, StoreErro
     let status: String = r.get("status");
     Ok(WebhookRecord {
         name: r.get("name"),
-        service_uri: r.get("service_uri"),
-        custom_headers: from_json(r.get("custom_headers")),
+        service_uri: sealer.open(r.get("service_uri"))?,
+        custom_headers: from_json(Some(sealer.open(r.get("custom_headers"))?)),
         actions,
         status: status
             .parse()
@@ -197,6 +201,30 @@ impl Store {
         Ok(())
     }
 
+    /// Seals the secrets of webhook rows written before secrets were sealed at rest.
+    pub(crate) async fn seal_plaintext_webhooks(&self) -> Result<u64, StoreError> {
+        let rows = sqlx::query("SELECT name, service_uri, custom_headers FROM webhooks")
+            .fetch_all(&self.meta.read)
+            .await?;
+        let mut tx = WriteTx::begin(&self.meta.write).await?;
+        let mut n = 0;
+        for r in &rows {
+            let (name, uri, headers): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+            if Sealer::is_sealed(&uri) && Sealer::is_sealed(&headers) {
+                continue;
+            }
+            sqlx::query("UPDATE webhooks SET service_uri = ?, custom_headers = ? WHERE name = ?")
+                .bind(self.sealer.seal(&self.sealer.open(&uri)?)?)
+                .bind(self.sealer.seal(&self.sealer.open(&headers)?)?)
+                .bind(&name)
+                .execute(&mut *tx)
+                .await?;
+            n += 1;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
     pub async fn create_webhook(&self, w: &WebhookRecord) -> Result<(), StoreError> {
         let actions: Vec<&str> = w.actions.iter().map(|a| a.as_str()).collect();
         let res = sqlx::query(
@@ -205,8 +233,8 @@ impl Store {
              ON CONFLICT (name) DO NOTHING",
         )
         .bind(&w.name)
-        .bind(&w.service_uri)
-        .bind(json(&w.custom_headers))
+        .bind(self.sealer.seal(&w.service_uri)?)
+        .bind(self.sealer.seal(&json(&w.custom_headers))?)
         .bind(json(&actions))
         .bind(w.status.as_str())
         .bind(&w.scope)
@@ -231,8 +259,8 @@ impl Store {
             "UPDATE webhooks SET service_uri = ?, custom_headers = ?, actions = ?, status = ?, \
              scope = ?, tags = ?, updated_at = ? WHERE name = ?",
         )
-        .bind(&w.service_uri)
-        .bind(json(&w.custom_headers))
+        .bind(self.sealer.seal(&w.service_uri)?)
+        .bind(self.sealer.seal(&json(&w.custom_headers))?)
         .bind(json(&actions))
         .bind(w.status.as_str())
         .bind(&w.scope)
@@ -257,14 +285,18 @@ impl Store {
             .bind(name)
             .fetch_optional(&self.meta.read)
             .await?;
-        row.as_ref().map(row_to_record).transpose()
+        row.as_ref()
+            .map(|r| row_to_record(r, &self.sealer))
+            .transpose()
     }
 
     pub async fn list_webhooks(&self) -> Result<Vec<WebhookRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM webhooks ORDER BY name")
             .fetch_all(&self.meta.write)
             .await?;
-        rows.iter().map(row_to_record).collect()
+        rows.iter()
+            .map(|r| row_to_record(r, &self.sealer))
+            .collect()
     }
 
     /// Deletes a webhook with its queue and history. Returns false if it did not exist.
@@ -317,8 +349,9 @@ impl Store {
             if room == 0 {
                 continue;
             }
-            let service_uri: String = h.get(1);
-            let custom_headers: BTreeMap<String, String> = from_json(h.get(2));
+            let service_uri = self.sealer.open(h.get(1))?;
+            let custom_headers: BTreeMap<String, String> =
+                from_json(Some(self.sealer.open(h.get(2))?));
             let rows = sqlx::query(
                 "SELECT d.id, d.event_id, d.attempts, d.round_start, d.max_attempts, \
                  d.next_attempt_at, e.body \

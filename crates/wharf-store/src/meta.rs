@@ -27,6 +27,7 @@ use crate::outbox::{Enqueued, FastLane, OutboxEvent, WebhookCache};
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_registry.sql"),
     include_str!("../migrations/0002_webhooks.sql"),
+    include_str!("../migrations/0003_auth.sql"),
 ];
 
 pub(crate) fn now_ms() -> i64 {

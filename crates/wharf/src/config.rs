@@ -25,6 +25,70 @@ pub struct Config {
     pub limits: Limits,
     pub webhooks: Webhooks,
     pub tls: Tls,
+    pub auth: Auth,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    /// Check credentials on every request: the admin user, tokens with scope maps, the token
+    /// server. Off, Wharf is open to whoever reaches it, so it then answers only requests
+    /// addressed to a loopback host and refuses to listen elsewhere (see `insecure_open`).
+    pub enabled: bool,
+    /// Listen on a non-loopback address with access control off. Anyone who can reach the
+    /// registry can then push, delete and read webhook secrets.
+    pub insecure_open: bool,
+    /// The registry's name: the admin user's name and the registry of ARM resource ids.
+    pub registry_name: String,
+    /// The login server: the token service name and the audience of issued tokens. Empty:
+    /// the host clients address.
+    pub login_server: String,
+    /// Lifetime of access tokens from the token server, in seconds.
+    pub access_token_lifetime_secs: u64,
+    /// ACR-faithful tag listing, which needs `metadata_read`; false lets `pull` list tags too
+    /// (many generic clients never ask for `metadata_read`).
+    pub tags_list_needs_metadata_read: bool,
+    /// A fixed management credential (a Bearer token for the management API and
+    /// /oauth2/exchange). Empty: one is generated at the first start and printed once.
+    pub management_token: String,
+    /// The master key for secrets at rest, base64 of 32 bytes. Empty: `wharf.key` in the
+    /// data directory, created at the first start.
+    pub secret_key: String,
+    /// Failed logins one client address may make per minute before it is refused (429).
+    pub max_failed_logins_per_minute: u32,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        let d = wharf_auth::AuthConfig::default();
+        Auth {
+            enabled: d.enabled,
+            insecure_open: false,
+            registry_name: d.registry_name,
+            login_server: String::new(),
+            access_token_lifetime_secs: d.access_token_lifetime.as_secs(),
+            tags_list_needs_metadata_read: d.tags_list_needs_metadata_read,
+            management_token: String::new(),
+            secret_key: String::new(),
+            max_failed_logins_per_minute: d.max_failed_logins_per_minute,
+        }
+    }
+}
+
+impl Auth {
+    pub fn service_config(&self) -> wharf_auth::AuthConfig {
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        wharf_auth::AuthConfig {
+            enabled: self.enabled,
+            registry_name: self.registry_name.clone(),
+            login_server: non_empty(&self.login_server),
+            access_token_lifetime: Duration::from_secs(self.access_token_lifetime_secs.max(60)),
+            tags_list_needs_metadata_read: self.tags_list_needs_metadata_read,
+            management_token: non_empty(&self.management_token),
+            max_failed_logins_per_minute: self.max_failed_logins_per_minute.max(1),
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -105,6 +169,7 @@ impl Default for Config {
             limits: Limits::default(),
             webhooks: Webhooks::default(),
             tls: Tls::default(),
+            auth: Auth::default(),
         }
     }
 }
