@@ -155,7 +155,8 @@ pub fn basic_pair(b64: &str) -> Option<(String, String)> {
 pub async fn authorize(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
     let host = request_host(&req);
     if !app.auth.enabled() {
-        if !is_loopback_host(&host) {
+        // The operator's explicit --insecure-open-registry serves every host.
+        if !app.open_to_network && !is_loopback_host(&host) {
             return forbidden_host();
         }
         if let Some(r) = refuse_cross_site(&req) {
