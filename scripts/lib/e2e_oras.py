@@ -36,10 +36,23 @@ CA_FILE = None  # set by --ca-file: HTTPS, verified against this bundle
 
 
 def client(registry):
-    if CA_FILE:
-        # tls_verify takes a CA bundle path as well as a bool (requests' `verify`).
-        return oras.client.OrasClient(hostname=registry, insecure=False, tls_verify=CA_FILE)
-    return oras.client.OrasClient(hostname=registry, insecure=True)
+    # --ca-file: HTTPS, verified against that bundle (tls_verify takes a CA bundle path as
+    # well as a bool, as requests' `verify` does). Otherwise plain HTTP.
+    insecure = not CA_FILE
+    verify = CA_FILE or True
+    # ORAS_AUTH=user:password: send Basic credentials on every request, which ACR (and Wharf)
+    # accept on every data-plane route. (oras-py 0.2.43's token backend keeps the first token
+    # it gets, pull-scoped from a HEAD, and never asks again for push: it cannot push to any
+    # registry that grants only what the challenge asked for.) No credentials file is written.
+    creds = os.environ.get("ORAS_AUTH")
+    if not creds:
+        return oras.client.OrasClient(hostname=registry, insecure=insecure, tls_verify=verify)
+    c = oras.client.OrasClient(
+        hostname=registry, insecure=insecure, tls_verify=verify, auth_backend="basic"
+    )
+    user, _, password = creds.partition(":")
+    c.auth.set_basic_auth(user, password)
+    return c
 
 
 def cmd_push(a):

@@ -155,7 +155,8 @@ pub fn basic_pair(b64: &str) -> Option<(String, String)> {
 pub async fn authorize(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
     let host = request_host(&req);
     if !app.auth.enabled() {
-        if !is_loopback_host(&host) {
+        // The operator's explicit --insecure-open-registry serves every host.
+        if !app.open_to_network && !is_loopback_host(&host) {
             return forbidden_host();
         }
         if let Some(r) = refuse_cross_site(&req) {
@@ -309,7 +310,13 @@ impl Challenge {
                 "message": "authentication required, visit https://aka.ms/acr/authorization for more information.",
                 "detail": detail,
             }]});
-            (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
+            let mut r = (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+            // Docker recognises a v2 registry by this header, on 401s too.
+            r.headers_mut().insert(
+                header::HeaderName::from_static("docker-distribution-api-version"),
+                HeaderValue::from_static("registry/2.0"),
+            );
+            r
         };
         if let Ok(v) = HeaderValue::from_str(&www) {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
