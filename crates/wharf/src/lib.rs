@@ -34,12 +34,17 @@ pub struct Server {
 /// serves on `listener` until [`Server::stop`].
 pub async fn start(cfg: &Config, listener: TcpListener) -> anyhow::Result<Server> {
     let floor = cfg.free_space_floor()?;
-    let store = wharf_store::Store::open(&cfg.data_dir, &cfg.region, floor)
-        .await
-        .with_context(|| format!("opening data directory {}", cfg.data_dir.display()))?;
     let addr = listener
         .local_addr()
         .context("reading the listener's address")?;
+    // Settings are checked before anything is opened.
+    let hooks_cfg = cfg.hooks(addr)?;
+    if hooks_cfg.allow_loopback {
+        tracing::info!("webhooks may target loopback addresses (webhooks.allow_loopback)");
+    }
+    let store = wharf_store::Store::open(&cfg.data_dir, &cfg.region, floor)
+        .await
+        .with_context(|| format!("opening data directory {}", cfg.data_dir.display()))?;
     let registry = wharf_registry::Registry::new(
         store.clone(),
         wharf_registry::Limits {
@@ -47,8 +52,8 @@ pub async fn start(cfg: &Config, listener: TcpListener) -> anyhow::Result<Server
             max_tags_per_put: cfg.limits.max_tags_per_put,
         },
     );
-    let hooks = wharf_hooks::Hooks::new(store.clone(), cfg.hooks(addr))
-        .context("building the webhook sender")?;
+    let hooks =
+        wharf_hooks::Hooks::new(store.clone(), hooks_cfg).context("building the webhook sender")?;
     let dispatcher = hooks.start();
 
     let expiry_ms =
