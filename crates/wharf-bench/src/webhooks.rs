@@ -750,6 +750,7 @@ async fn list_events(ctx: &Ctx, name: &str) -> Result<Vec<Value>> {
         let resp = ctx
             .client
             .post(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
             .send()
             .await
             .context("listEvents")?;

@@ -6,10 +6,15 @@
 //! `wharf-registry` and `wharf-hooks`. This crate must not touch the store's tables directly
 //! for registry or webhook state: it goes through those two crates.
 
+mod arm;
+pub mod auth;
 pub mod error;
 mod mgmt;
 mod oci;
 pub mod path;
+mod token;
+
+pub use auth::{Caller, ClientAddr, IsTls};
 
 use std::future::Future;
 use std::io;
@@ -19,7 +24,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete};
+use axum::routing::{any, delete, get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -34,8 +39,13 @@ use crate::error::OciError;
 pub struct AppState {
     pub registry: Registry,
     pub hooks: Hooks,
+    /// Identities, credentials and the token server's logic.
+    pub auth: wharf_auth::Auth,
     /// Whether a mount without `from` may find the blob in any repository.
     pub automatic_mount: bool,
+    /// Access control off on a non-loopback listener, by the operator's explicit choice: the
+    /// loopback-Host check of the open mode is off too.
+    pub open_to_network: bool,
 }
 
 /// The whole HTTP API.
@@ -45,9 +55,19 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/", any(oci::handle))
         .route("/v2/{*rest}", any(oci::handle))
         .route("/acr/v1/{*name}", delete(delete_repository))
+        .route(
+            "/oauth2/token",
+            get(token::get_token).post(token::post_token),
+        )
+        .route("/oauth2/exchange", post(token::exchange))
         .nest("/wharf/v1", mgmt::router())
         // The nested router sees `/wharf/v1` but not `/wharf/v1/`.
         .route("/wharf/v1/", any(mgmt::not_found))
+        .nest(arm::PREFIX, arm::router())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ))
         .layer(axum::middleware::from_fn(access_log))
         .with_state(state)
 }
@@ -74,6 +94,7 @@ async fn access_log(req: axum::extract::Request, next: axum::middleware::Next) -
 async fn delete_repository(
     State(app): State<AppState>,
     Path(name): Path<String>,
+    caller: Option<axum::Extension<Caller>>,
     headers: HeaderMap,
 ) -> Response {
     let repo = match RepoName::parse(&name) {
@@ -92,7 +113,7 @@ async fn delete_repository(
         Err(e) => OciError::from(e).into_response(),
     };
     tracing::info!(
-        identity = "anonymous",
+        identity = caller.map(|c| c.0.identity).unwrap_or_default(),
         repository = %repo,
         status = resp.status().as_u16(),
         ms = started.elapsed().as_secs_f64() * 1000.0,
@@ -142,8 +163,8 @@ pub async fn serve(
     loop {
         tokio::select! {
             conn = listener.accept() => {
-                let stream = match conn {
-                    Ok((s, _)) => s,
+                let (stream, peer) = match conn {
+                    Ok(c) => c,
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
                         tracing::warn!(error = %e, "accept failed");
@@ -152,7 +173,15 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let svc = TowerToHyperService::new(app.clone());
+                // The peer address and transport reach the auth layer as request extensions.
+                let svc = TowerToHyperService::new(tower::ServiceExt::map_request(
+                    app.clone(),
+                    move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(ClientAddr(peer));
+                        req.extensions_mut().insert(IsTls(false));
+                        req
+                    },
+                ));
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(opts.header_timeout)

@@ -53,21 +53,28 @@ pub fn router() -> Router<AppState> {
         .layer(axum::middleware::from_fn(arm_responses))
 }
 
-fn arm_error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
+pub(crate) fn arm_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let mut r = (
         status,
         axum::Json(
             json!({ "error": { "code": code, "message": message, "target": null, "details": [] } }),
         ),
     )
-        .into_response()
+        .into_response();
+    // Also on refusals made before the management router runs (the auth layer's), so the CLI
+    // knows it is talking to Wharf.
+    r.headers_mut().insert(
+        HeaderName::from_static(API_HEADER),
+        HeaderValue::from_static(API_VERSION),
+    );
+    r
 }
 
 /// Every management response carries [`API_HEADER`], and every failure is ARM-shaped: the
 /// handlers' own errors already are, and this catches what axum answers by itself before a
 /// handler runs (405 with an empty body for a known path with another method) or anything
 /// else that is not JSON, keeping its status and headers (`Allow` on a 405).
-async fn arm_responses(req: Request, next: Next) -> Response {
+pub(crate) async fn arm_responses(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let mut resp = next.run(req).await;
     let status = resp.status();
@@ -237,7 +244,7 @@ async fn read_body(req: Request, required: bool) -> Result<Bytes, Response> {
 }
 
 /// The body of an operation that takes one (create, update).
-struct JsonBody(Bytes);
+pub(crate) struct JsonBody(pub(crate) Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = Response;
@@ -249,7 +256,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 
 /// The body of an operation that may have one (redeliver, rotateSigningSecret), or should have
 /// none (the rest): empty, or JSON within the size bound.
-struct OptionalBody(Bytes);
+pub(crate) struct OptionalBody(pub(crate) Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for OptionalBody {
     type Rejection = Response;
@@ -284,7 +291,7 @@ fn body<T: for<'de> Deserialize<'de> + Default>(
     serde_json::from_value(v).map_err(|_| "request body: does not match the expected shape".into())
 }
 
-fn bad_body(message: &str) -> Response {
+pub(crate) fn bad_body(message: &str) -> Response {
     arm_error(StatusCode::BAD_REQUEST, "InvalidRequestContent", message)
 }
 

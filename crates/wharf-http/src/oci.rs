@@ -35,15 +35,21 @@ const MANIFEST_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_CATALOG_PAGE: u32 = 1000;
 
 pub async fn handle(State(app): State<AppState>, req: Request) -> Response {
-    let rest = req
-        .uri()
-        .path()
-        .strip_prefix("/v2")
-        .map(|r| r.strip_prefix('/').unwrap_or(r))
-        .unwrap_or("")
-        .to_owned();
+    // Percent-decoded: the Azure SDK sends `a%2Fb` and `sha256%3A…`.
+    let rest = crate::auth::decode(
+        req.uri()
+            .path()
+            .strip_prefix("/v2")
+            .map(|r| r.strip_prefix('/').unwrap_or(r))
+            .unwrap_or(""),
+    );
     let started = std::time::Instant::now();
     let method = req.method().clone();
+    let identity = req
+        .extensions()
+        .get::<crate::Caller>()
+        .map(|c| c.identity.clone())
+        .unwrap_or_else(|| "anonymous".into());
     let mut resp = match dispatch(&app, &rest, req).await {
         Ok(r) => r,
         // Some out-of-space failures reach us as plain I/O errors (SQLite reports a failure to
@@ -54,7 +60,7 @@ pub async fn handle(State(app): State<AppState>, req: Request) -> Response {
         }
         Err(e) => e.into_response(),
     };
-    log_change(&method, &rest, resp.status(), started);
+    log_change(&identity, &method, &rest, resp.status(), started);
     resp.headers_mut()
         .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     resp
@@ -62,8 +68,14 @@ pub async fn handle(State(app): State<AppState>, req: Request) -> Response {
 
 /// One info line per push (manifest PUT) and delete, so an operator sees the registry work:
 /// who, which repository and reference, the status and how long it took. Identity is
-/// "anonymous" until authentication exists.
-fn log_change(method: &Method, rest: &str, status: StatusCode, started: std::time::Instant) {
+/// the caller as the auth layer named it, never a credential.
+fn log_change(
+    identity: &str,
+    method: &Method,
+    rest: &str,
+    status: StatusCode,
+    started: std::time::Instant,
+) {
     let action = match *method {
         Method::PUT => "push",
         Method::DELETE => "delete",
@@ -77,7 +89,7 @@ fn log_change(method: &Method, rest: &str, status: StatusCode, started: std::tim
     };
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     tracing::info!(
-        identity = "anonymous",
+        identity,
         repository = repo,
         reference,
         status = status.as_u16(),
@@ -310,7 +322,16 @@ async fn start_upload(
         };
         if app
             .registry
-            .mount_blob(repo, &digest, from.as_ref(), app.automatic_mount)
+            .mount_blob(
+                repo,
+                &digest,
+                from.as_ref(),
+                app.automatic_mount
+                    && req
+                        .extensions()
+                        .get::<crate::Caller>()
+                        .is_some_and(|c| c.may_mount_anywhere),
+            )
             .await?
         {
             return Ok(blob_created(repo, &digest));

@@ -295,12 +295,22 @@ impl Registry {
             }
             return Err(e.into());
         }
-        self.store
+        let linked = self
+            .store
             .meta
             .finish_upload(id, repo, digest, st.offset as i64)
-            .await?;
+            .await;
+        // Published or not linked, the session's file is gone into the blob store: the session
+        // ends either way, so its status never reports bytes it no longer has. A client whose
+        // finish failed starts a new upload, which finds the content already published.
         st.closed = true;
         self.sessions().remove(id);
+        if let Err(e) = linked {
+            if let Err(e) = self.store.meta.delete_upload(id).await {
+                tracing::warn!(error = %e, session = %id, "removing a failed upload's session failed");
+            }
+            return Err(e.into());
+        }
         Ok(())
     }
 

@@ -16,6 +16,7 @@ use wharf_core::{Scope, WebhookAction, WebhookStatus};
 use crate::db::WriteTx;
 use crate::meta::now_ms;
 use crate::outbox::{HookSnapshot, insert_delivery};
+use crate::seal::Sealer;
 use crate::{Store, StoreError};
 
 /// Attempts written per multi-row statement (14 parameters each, far below SQLite's limit).
@@ -209,7 +210,10 @@ fn from_json<T: serde::de::DeserializeOwned + Default>(s: Option<String>) -> T {
         .unwrap_or_default()
 }
 
-fn row_to_record(r: &sqlx::sqlite::SqliteRow) -> Result<WebhookRecord, StoreError> {
+fn row_to_record(
+    r: &sqlx::sqlite::SqliteRow,
+    sealer: &crate::seal::Sealer,
+) -> Result<WebhookRecord, StoreError> {
     let actions: Vec<String> = from_json(r.get("actions"));
     let actions = actions
         .iter()
@@ -219,8 +223,8 @@ fn row_to_record(r: &sqlx::sqlite::SqliteRow) -> Result<WebhookRecord, StoreErro
     let status: String = r.get("status");
     Ok(WebhookRecord {
         name: r.get("name"),
-        service_uri: r.get("service_uri"),
-        custom_headers: from_json(r.get("custom_headers")),
+        service_uri: sealer.open(r.get("service_uri"))?,
+        custom_headers: from_json(Some(sealer.open(r.get("custom_headers"))?)),
         actions,
         status: status
             .parse()
@@ -228,23 +232,31 @@ fn row_to_record(r: &sqlx::sqlite::SqliteRow) -> Result<WebhookRecord, StoreErro
         scope: r.get("scope"),
         location: r.get("location"),
         tags: from_json(r.get("tags")),
-        signing: row_to_signing(r),
+        signing: row_to_signing(r, sealer)?,
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
     })
 }
 
-/// The signing columns of a webhook row. A previous secret whose grace period is over is
-/// dropped here already.
-fn row_to_signing(r: &sqlx::sqlite::SqliteRow) -> Signing {
+/// The signing columns of a webhook row, secrets opened. A previous secret whose grace period
+/// is over is dropped here already (and never opened).
+fn row_to_signing(
+    r: &sqlx::sqlite::SqliteRow,
+    sealer: &crate::seal::Sealer,
+) -> Result<Signing, StoreError> {
+    let secret: Option<String> = r.get("signing_secret");
     let previous: Option<String> = r.get("signing_previous_secret");
     let until: Option<i64> = r.get("signing_previous_until");
     let now = now_ms();
-    Signing {
+    let previous = match previous.zip(until).filter(|(_, until)| now < *until) {
+        Some((p, until)) => Some((sealer.open(&p)?, until)),
+        None => None,
+    };
+    Ok(Signing {
         enabled: r.get("signing_enabled"),
-        secret: r.get("signing_secret"),
-        previous: previous.zip(until).filter(|(_, until)| now < *until),
-    }
+        secret: secret.map(|s| sealer.open(&s)).transpose()?,
+        previous,
+    })
 }
 
 impl Store {
@@ -271,6 +283,30 @@ impl Store {
         Ok(())
     }
 
+    /// Seals the secrets of webhook rows written before secrets were sealed at rest.
+    pub(crate) async fn seal_plaintext_webhooks(&self) -> Result<u64, StoreError> {
+        let rows = sqlx::query("SELECT name, service_uri, custom_headers FROM webhooks")
+            .fetch_all(&self.meta.read)
+            .await?;
+        let mut tx = WriteTx::begin(&self.meta.write).await?;
+        let mut n = 0;
+        for r in &rows {
+            let (name, uri, headers): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+            if Sealer::is_sealed(&uri) && Sealer::is_sealed(&headers) {
+                continue;
+            }
+            sqlx::query("UPDATE webhooks SET service_uri = ?, custom_headers = ? WHERE name = ?")
+                .bind(self.sealer.seal(&self.sealer.open(&uri)?)?)
+                .bind(self.sealer.seal(&self.sealer.open(&headers)?)?)
+                .bind(&name)
+                .execute(&mut *tx)
+                .await?;
+            n += 1;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
     pub async fn create_webhook(&self, w: &WebhookRecord) -> Result<(), StoreError> {
         let actions: Vec<&str> = w.actions.iter().map(|a| a.as_str()).collect();
         let res = sqlx::query(
@@ -279,8 +315,8 @@ impl Store {
              VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (name) DO NOTHING",
         )
         .bind(&w.name)
-        .bind(&w.service_uri)
-        .bind(json(&w.custom_headers))
+        .bind(self.sealer.seal(&w.service_uri)?)
+        .bind(self.sealer.seal(&json(&w.custom_headers))?)
         .bind(json(&actions))
         .bind(w.status.as_str())
         .bind(&w.scope)
@@ -289,7 +325,7 @@ impl Store {
         .bind(w.created_at)
         .bind(w.updated_at)
         .bind(w.signing.enabled)
-        .bind(&w.signing.secret)
+        .bind(self.seal_opt(w.signing.secret.as_deref())?)
         .execute(&self.meta.write)
         .await?;
         if res.rows_affected() == 0 {
@@ -312,15 +348,15 @@ impl Store {
              scope = ?, tags = ?, updated_at = ?, signing_enabled = ?, \
              signing_secret = COALESCE(signing_secret, ?) WHERE name = ?",
         )
-        .bind(&w.service_uri)
-        .bind(json(&w.custom_headers))
+        .bind(self.sealer.seal(&w.service_uri)?)
+        .bind(self.sealer.seal(&json(&w.custom_headers))?)
         .bind(json(&actions))
         .bind(w.status.as_str())
         .bind(&w.scope)
         .bind(json(&w.tags))
         .bind(w.updated_at)
         .bind(w.signing.enabled)
-        .bind(&w.signing.secret)
+        .bind(self.seal_opt(w.signing.secret.as_deref())?)
         .bind(&w.name)
         .execute(&mut *tx)
         .await?;
@@ -340,14 +376,18 @@ impl Store {
             .bind(name)
             .fetch_optional(&self.meta.read)
             .await?;
-        row.as_ref().map(row_to_record).transpose()
+        row.as_ref()
+            .map(|r| row_to_record(r, &self.sealer))
+            .transpose()
     }
 
     pub async fn list_webhooks(&self) -> Result<Vec<WebhookRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM webhooks ORDER BY name")
             .fetch_all(&self.meta.write)
             .await?;
-        rows.iter().map(row_to_record).collect()
+        rows.iter()
+            .map(|r| row_to_record(r, &self.sealer))
+            .collect()
     }
 
     /// Replaces the signing secret of a webhook whose signing is enabled with `new_secret`, in
@@ -373,16 +413,24 @@ impl Store {
         .bind(keep_previous)
         .bind(keep_previous)
         .bind(previous_until)
-        .bind(new_secret)
+        // The replaced secret moves over as it is stored: sealed.
+        .bind(self.sealer.seal(new_secret)?)
         .bind(now)
         .bind(name)
         .fetch_optional(&self.meta.write)
         .await?;
-        let rec = row.as_ref().map(row_to_record).transpose()?;
+        let rec = row
+            .as_ref()
+            .map(|r| row_to_record(r, &self.sealer))
+            .transpose()?;
         if rec.is_some() {
             self.reload_hooks().await?;
         }
         Ok(rec)
+    }
+
+    fn seal_opt(&self, secret: Option<&str>) -> Result<Option<String>, StoreError> {
+        secret.map(|s| self.sealer.seal(s)).transpose()
     }
 
     /// Forgets replaced signing secrets whose grace period is over (they no longer sign
@@ -438,7 +486,8 @@ impl Store {
         let mut tx = WriteTx::begin_relaxed(&self.meta.write).await?;
         let hooks = sqlx::query(
             "SELECT name, service_uri, custom_headers, signing_enabled, signing_secret, \
-             signing_previous_secret, signing_previous_until FROM webhooks WHERE status = 'enabled'",
+             signing_previous_secret, signing_previous_until FROM webhooks \
+             WHERE status = 'enabled'",
         )
         .fetch_all(&mut *tx)
         .await?;
@@ -449,9 +498,10 @@ impl Store {
             if room == 0 {
                 continue;
             }
-            let service_uri: String = h.get(1);
-            let custom_headers: BTreeMap<String, String> = from_json(h.get(2));
-            let signing = row_to_signing(&h);
+            let service_uri = self.sealer.open(h.get(1))?;
+            let custom_headers: BTreeMap<String, String> =
+                from_json(Some(self.sealer.open(h.get(2))?));
+            let signing = row_to_signing(&h, &self.sealer)?;
             let rows = sqlx::query(
                 "SELECT d.id, d.event_id, d.attempts, d.round_start, d.max_attempts, \
                  d.next_attempt_at, e.body \

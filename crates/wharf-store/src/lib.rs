@@ -8,18 +8,22 @@
 pub mod blobs;
 mod db;
 pub mod hooks;
+pub mod identities;
 pub mod meta;
 pub mod outbox;
+pub mod seal;
 pub mod space;
 
 use std::path::Path;
 use std::sync::Arc;
 
 pub use blobs::BlobStore;
+pub use identities::Identities;
 pub use meta::{
     DeletedManifest, ManifestConfig, ManifestRow, Meta, NewManifest, Referrer, UploadRow,
 };
 pub use outbox::{FastLane, HookSnapshot, OutboxEvent, WebhookCache};
+pub use seal::Sealer;
 pub use space::{FreeSpaceFloor, SpaceGuard};
 use tokio::sync::Notify;
 use wharf_core::Digest;
@@ -95,17 +99,26 @@ pub struct Store {
     pub region: String,
     /// The free-space floor of the data volume.
     pub space: SpaceGuard,
+    /// Seals secrets at rest (webhook URIs and headers, admin passwords).
+    pub sealer: Sealer,
+}
+
+/// How to open a data directory.
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    /// Region of this server (webhooks fire for their region's events).
+    pub region: String,
+    pub floor: FreeSpaceFloor,
+    /// The master key for secrets at rest, base64; None: `wharf.key` in the data directory.
+    pub secret_key: Option<String>,
 }
 
 impl Store {
     /// Opens the data directory, creating it and running migrations as needed.
-    pub async fn open(
-        data_dir: &Path,
-        region: &str,
-        floor: FreeSpaceFloor,
-    ) -> Result<Self, StoreError> {
+    pub async fn open(data_dir: &Path, opts: &StoreOptions) -> Result<Self, StoreError> {
         let db = data_dir.join("wharf.db");
         private_files(data_dir, &db)?;
+        let sealer = Sealer::load_or_create(data_dir, opts.secret_key.as_deref())?;
         let meta = Meta::open(&db).await?;
         let blobs = BlobStore::open(data_dir).await?;
         let store = Store {
@@ -113,9 +126,17 @@ impl Store {
             blobs,
             hooks: WebhookCache::default(),
             outbox_signal: Arc::new(Notify::new()),
-            region: region.to_owned(),
-            space: SpaceGuard::new(data_dir, floor),
+            region: opts.region.clone(),
+            space: SpaceGuard::new(data_dir, opts.floor),
+            sealer,
         };
+        let sealed = store.seal_plaintext_webhooks().await?;
+        if sealed > 0 {
+            tracing::info!(
+                count = sealed,
+                "sealed the secrets of webhooks stored in plaintext"
+            );
+        }
         store.reload_hooks().await?;
         store.reconcile_uploads().await?;
         Ok(store)

@@ -27,7 +27,7 @@ use crate::outbox::{Enqueued, FastLane, OutboxEvent, WebhookCache};
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_registry.sql"),
     include_str!("../migrations/0002_webhooks.sql"),
-    // 0003 (access control) is written on another branch; the numbering leaves it room.
+    include_str!("../migrations/0003_auth.sql"),
     include_str!("../migrations/0004_signing.sql"),
 ];
 

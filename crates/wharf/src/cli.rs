@@ -224,9 +224,14 @@ impl Client {
             self.base.trim_end_matches('/'),
             path
         );
+        let changes = method != reqwest::Method::GET;
         let mut req = self.http.request(method, &url);
         if let Some(b) = body {
             req = req.json(&b);
+        } else if changes {
+            // Every management call that changes something says JSON, body or not (the
+            // server refuses others: that is what keeps cross-site form posts out).
+            req = req.header(reqwest::header::CONTENT_TYPE, "application/json");
         }
         let resp = req.send().await.map_err(|e| {
             format!(

@@ -24,6 +24,70 @@ pub struct Config {
     pub automatic_mount: bool,
     pub limits: Limits,
     pub webhooks: Webhooks,
+    pub auth: Auth,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    /// Check credentials on every request: the admin user, tokens with scope maps, the token
+    /// server. Off, Wharf is open to whoever reaches it, so it then answers only requests
+    /// addressed to a loopback host and refuses to listen elsewhere (see `insecure_open`).
+    pub enabled: bool,
+    /// Listen on a non-loopback address with access control off. Anyone who can reach the
+    /// registry can then push, delete and read webhook secrets.
+    pub insecure_open: bool,
+    /// The registry's name: the admin user's name and the registry of ARM resource ids.
+    pub registry_name: String,
+    /// The login server: the token service name and the audience of issued tokens. Empty:
+    /// the host clients address.
+    pub login_server: String,
+    /// Lifetime of access tokens from the token server, in seconds.
+    pub access_token_lifetime_secs: u64,
+    /// ACR-faithful tag listing, which needs `metadata_read`; false lets `pull` list tags too
+    /// (many generic clients never ask for `metadata_read`).
+    pub tags_list_needs_metadata_read: bool,
+    /// A fixed management credential (a Bearer token for the management API and
+    /// /oauth2/exchange). Empty: one is generated at the first start and printed once.
+    pub management_token: String,
+    /// The master key for secrets at rest, base64 of 32 bytes. Empty: `wharf.key` in the
+    /// data directory, created at the first start.
+    pub secret_key: String,
+    /// Failed logins one client address may make per minute before it is refused (429).
+    pub max_failed_logins_per_minute: u32,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        let d = wharf_auth::AuthConfig::default();
+        Auth {
+            enabled: d.enabled,
+            insecure_open: false,
+            registry_name: d.registry_name,
+            login_server: String::new(),
+            access_token_lifetime_secs: d.access_token_lifetime.as_secs(),
+            tags_list_needs_metadata_read: d.tags_list_needs_metadata_read,
+            management_token: String::new(),
+            secret_key: String::new(),
+            max_failed_logins_per_minute: d.max_failed_logins_per_minute,
+        }
+    }
+}
+
+impl Auth {
+    pub fn service_config(&self) -> wharf_auth::AuthConfig {
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        wharf_auth::AuthConfig {
+            enabled: self.enabled,
+            registry_name: self.registry_name.clone(),
+            login_server: non_empty(&self.login_server),
+            access_token_lifetime: Duration::from_secs(self.access_token_lifetime_secs.max(60)),
+            tags_list_needs_metadata_read: self.tags_list_needs_metadata_read,
+            management_token: non_empty(&self.management_token),
+            max_failed_logins_per_minute: self.max_failed_logins_per_minute.max(1),
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -95,6 +159,7 @@ impl Default for Config {
             automatic_mount: false,
             limits: Limits::default(),
             webhooks: Webhooks::default(),
+            auth: Auth::default(),
         }
     }
 }
@@ -177,12 +242,13 @@ impl Config {
             .map_err(|e: String| anyhow::anyhow!("limits.min_free_space: {e}"))
     }
 
-    /// Whether the server runs in its open development mode: no authentication, reachable
-    /// only from this machine. There, loopback webhook targets are allowed by default: only
-    /// local users can create webhooks, and local receivers are what they test with.
-    /// (No authentication exists yet, so only the listener decides.)
+    /// Whether the server runs in its open development mode: access control off and
+    /// listening on loopback (the default `wharf serve`), so only this machine's users can
+    /// create webhooks. There, loopback webhook targets are allowed by default: local
+    /// receivers are what they test with. Open beyond loopback (`insecure_open`) is not
+    /// development mode: anyone reachable could aim webhooks at this machine's services.
     pub fn open_development_mode(&self, listen: std::net::SocketAddr) -> bool {
-        listen.ip().is_loopback()
+        !self.auth.enabled && listen.ip().is_loopback()
     }
 
     /// Delivery settings for a server listening on `listen`.
@@ -244,7 +310,13 @@ mod tests {
         let mut c = Config::default();
         assert!(c.hooks(local).unwrap().allow_loopback);
         assert!(!c.hooks(public).unwrap().allow_loopback);
+        c.auth.enabled = true;
+        assert!(
+            !c.hooks(local).unwrap().allow_loopback,
+            "with access control on, webhook managers need not be local users"
+        );
         c.webhooks.allow_loopback = LoopbackTargets::Refuse;
+        c.auth.enabled = false;
         assert!(!c.hooks(local).unwrap().allow_loopback);
         c.webhooks.allow_loopback = LoopbackTargets::Allow;
         assert!(c.hooks(public).unwrap().allow_loopback);

@@ -37,14 +37,48 @@ pub async fn start(cfg: &Config, listener: TcpListener) -> anyhow::Result<Server
     let addr = listener
         .local_addr()
         .context("reading the listener's address")?;
+    let open_to_network = !cfg.auth.enabled && !addr.ip().is_loopback();
+    if open_to_network && !cfg.auth.insecure_open {
+        anyhow::bail!(
+            "refusing to listen on {addr} with access control off: anyone who can reach it could \
+             push, delete and read webhook secrets. Turn access control on with --auth (or \
+             [auth] enabled = true), or pass --insecure-open-registry to run open anyway"
+        );
+    }
     // Settings are checked before anything is opened.
     let hooks_cfg = cfg.hooks(addr)?;
     if hooks_cfg.allow_loopback {
         tracing::info!("webhooks may target loopback addresses (webhooks.allow_loopback)");
     }
-    let store = wharf_store::Store::open(&cfg.data_dir, &cfg.region, floor)
-        .await
-        .with_context(|| format!("opening data directory {}", cfg.data_dir.display()))?;
+    let store = wharf_store::Store::open(
+        &cfg.data_dir,
+        &wharf_store::StoreOptions {
+            region: cfg.region.clone(),
+            floor,
+            secret_key: (!cfg.auth.secret_key.is_empty()).then(|| cfg.auth.secret_key.clone()),
+        },
+    )
+    .await
+    .with_context(|| format!("opening data directory {}", cfg.data_dir.display()))?;
+    let (auth, initial) = wharf_auth::Auth::open(
+        store.identities(),
+        store.sealer.clone(),
+        cfg.auth.service_config(),
+    )
+    .await
+    .context("loading identities")?;
+    if let Some(c) = initial {
+        print_initial_credentials(&c);
+    }
+    if !cfg.auth.enabled {
+        if open_to_network {
+            tracing::warn!(%addr, "access control is OFF and the registry listens beyond loopback: anyone who can reach it can push, delete and read webhook secrets");
+        } else {
+            tracing::info!(
+                "access control is off: open to requests addressed to this machine's loopback only (turn it on with --auth)"
+            );
+        }
+    }
     let registry = wharf_registry::Registry::new(
         store.clone(),
         wharf_registry::Limits {
@@ -73,7 +107,9 @@ pub async fn start(cfg: &Config, listener: TcpListener) -> anyhow::Result<Server
     let app = wharf_http::router(wharf_http::AppState {
         registry,
         hooks: hooks.clone(),
+        auth,
         automatic_mount: cfg.automatic_mount,
+        open_to_network,
     });
     let opts = wharf_http::ServeOptions {
         header_timeout: Duration::from_secs(cfg.limits.header_timeout_secs.max(1)),
@@ -94,6 +130,27 @@ pub async fn start(cfg: &Config, listener: TcpListener) -> anyhow::Result<Server
         expirer,
         delivery_timeout: Duration::from_secs(cfg.webhooks.timeout_secs.max(1)),
     })
+}
+
+/// The credentials created at the first start with access control on, printed once on
+/// standard output (never to the log, which may be collected and kept).
+fn print_initial_credentials(c: &wharf_auth::InitialCredentials) {
+    let mut out = format!(
+        "\n==> Access control is on. These credentials are shown once; store them now.\n\
+         admin user:      {}\n\
+         admin password:  {}\n",
+        c.admin_user, c.admin_password
+    );
+    if let Some(m) = &c.management_token {
+        out.push_str(&format!("management token: {m}\n"));
+    }
+    out.push_str(
+        "(`wharf credential show` lists the admin passwords again with the management token.)\n\n",
+    );
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(out.as_bytes());
+    let _ = stdout.flush();
 }
 
 /// Serves until `shutdown` completes, then stops gracefully: what `wharf serve` runs.

@@ -297,6 +297,7 @@ async fn a_webhook_aimed_at_this_registry_is_refused() {
     assert_eq!(r.status(), 400, "an update to ourselves");
     let v: Value = c
         .post(s.url("/wharf/v1/webhooks/finehook/getCallbackConfig"))
+        .header("content-type", "application/json")
         .send()
         .await
         .unwrap()
@@ -339,6 +340,7 @@ async fn a_ping_whose_client_disconnects_is_sent_and_recorded_once() {
         .unwrap();
     let r = impatient
         .post(s.url("/wharf/v1/webhooks/pinged/ping"))
+        .header("content-type", "application/json")
         .send()
         .await;
     assert!(r.is_err(), "the client gave up");
@@ -348,6 +350,7 @@ async fn a_ping_whose_client_disconnects_is_sent_and_recorded_once() {
     let history = || async {
         let v: Value = c
             .post(s.url("/wharf/v1/webhooks/pinged/listEvents"))
+            .header("content-type", "application/json")
             .send()
             .await
             .unwrap()

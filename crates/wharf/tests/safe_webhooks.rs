@@ -48,8 +48,9 @@ async fn patch(c: &reqwest::Client, s: &Server, name: &str, props: Value) -> (u1
     (st, r.json().await.unwrap_or(Value::Null))
 }
 
+/// A management POST: always JSON, which the open mode requires of every management call.
 async fn post(c: &reqwest::Client, url: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = c.post(url);
+    let mut req = c.post(url).header("content-type", "application/json");
     if let Some(b) = body {
         req = req.json(&b);
     }
@@ -74,6 +75,7 @@ async fn ping(c: &reqwest::Client, s: &Server, name: &str) -> String {
 async fn history(c: &reqwest::Client, s: &Server, name: &str) -> (String, Vec<Value>) {
     let r = c
         .post(format!("{}/listEvents", hook_url(s, name)))
+        .header("content-type", "application/json")
         .send()
         .await
         .unwrap();

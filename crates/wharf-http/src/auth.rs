@@ -1,0 +1,369 @@
+//! Authorization of every route, from one table: [`needs`] maps a request (method and path)
+//! to what it needs — an action on a repository, the catalog, the management API, any
+//! credential, or nothing (the token server) — and [`authorize`] checks the caller against it,
+//! answering ACR's challenge when it falls short.
+//!
+//! With access control off (the open development mode), nothing is checked except that the
+//! request was addressed to a loopback host: a browser page on another site cannot reach the
+//! registry through DNS rebinding.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde_json::json;
+use wharf_auth::{Credentials, Denied, Need, Principal, RepoAction};
+
+use crate::AppState;
+use crate::path::{OciEndpoint, parse};
+
+/// The peer address of a request's connection (inserted by the serve loop).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// Whether a request's connection is TLS (inserted by the serve loop).
+#[derive(Debug, Clone, Copy)]
+pub struct IsTls(pub bool);
+
+/// Who the caller is, for the handlers and the access log.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub identity: String,
+    /// Whether a mount without `from` may look in every repository (only callers that may
+    /// read every repository: otherwise it would reveal blobs of repositories they cannot
+    /// read).
+    pub may_mount_anywhere: bool,
+}
+
+/// What a route needs, by method and path: the route × permission table (acr-auth.md §3.8).
+/// `None`: the route authenticates itself (the token server).
+pub fn needs(method: &Method, path: &str, query: Option<&str>) -> Option<Vec<Need>> {
+    use RepoAction::*;
+    if path.starts_with("/oauth2/") {
+        return None;
+    }
+    if let Some(name) = path.strip_prefix("/acr/v1/") {
+        let name = decode(name);
+        return Some(match *method {
+            Method::DELETE => vec![Need::Repo(name, Delete)],
+            Method::PATCH => vec![Need::Repo(name, MetadataWrite)],
+            _ => vec![Need::Repo(name, MetadataRead)],
+        });
+    }
+    let Some(rest) = path.strip_prefix("/v2") else {
+        // The management API: webhooks, and the ARM routes of identities.
+        return Some(vec![Need::Management]);
+    };
+    let rest = decode(rest.strip_prefix('/').unwrap_or(rest));
+    let repo = |n: &wharf_core::RepoName, a| vec![Need::Repo(n.to_string(), a)];
+    Some(match parse(&rest) {
+        Ok(OciEndpoint::Base) => vec![Need::Authenticated],
+        Ok(OciEndpoint::Catalog) => vec![Need::Catalog],
+        Ok(OciEndpoint::Tags(n)) => repo(&n, MetadataRead),
+        Ok(OciEndpoint::Manifest(n, _) | OciEndpoint::InvalidTag(n, _)) => match *method {
+            Method::GET | Method::HEAD => repo(&n, Pull),
+            Method::DELETE => repo(&n, Delete),
+            _ => repo(&n, Push),
+        },
+        Ok(OciEndpoint::Blob(n, _)) => match *method {
+            Method::DELETE => repo(&n, Delete),
+            _ => repo(&n, Pull),
+        },
+        Ok(OciEndpoint::UploadStart(n)) => {
+            let mut v = repo(&n, Push);
+            // A mount also reads the source repository.
+            if let Some(from) = query_param(query, "from") {
+                v.push(Need::Repo(from.to_ascii_lowercase(), Pull));
+            }
+            v
+        }
+        Ok(OciEndpoint::Upload(n, _)) => repo(&n, Push),
+        Ok(OciEndpoint::Referrers(n, _)) => repo(&n, Pull),
+        // Not a valid endpoint: the handler answers with the spec's error, but only to a
+        // caller who could use the registry at all.
+        Err(_) => vec![Need::Authenticated],
+    })
+}
+
+/// Percent-decodes a path: the Azure SDK sends `a%2Fb` and `sha256%3A…`.
+pub fn decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+fn query_param(query: Option<&str>, key: &str) -> Option<String> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| decode(v))
+    })
+}
+
+/// The host the client addressed (HTTP/2 carries it in the URI's authority).
+pub fn request_host(req: &Request) -> String {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default()
+}
+
+/// Whether a Host names this machine's loopback: `localhost`, `*.localhost`, 127.0.0.0/8 or
+/// `[::1]`, with any port.
+pub fn is_loopback_host(host: &str) -> bool {
+    let h = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
+    };
+    let h = h.to_ascii_lowercase();
+    h == "localhost"
+        || h.ends_with(".localhost")
+        || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// An `Authorization` header that is present but not `<scheme> <credentials>`.
+#[derive(Debug)]
+pub struct MalformedAuthorization;
+
+/// Splits `Authorization` into its lower-cased scheme and its credentials. A header that is
+/// present but malformed is an error, never anonymous.
+pub fn parse_authorization(
+    headers: &HeaderMap,
+) -> Result<Option<(String, String)>, MalformedAuthorization> {
+    let Some(v) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let v = v.to_str().map_err(|_| MalformedAuthorization)?;
+    let (scheme, rest) = v.split_once(' ').ok_or(MalformedAuthorization)?;
+    Ok(Some((scheme.to_ascii_lowercase(), rest.trim().to_owned())))
+}
+
+/// Splits a Basic header's payload into user and password.
+pub fn basic_pair(b64: &str) -> Option<(String, String)> {
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    let s = String::from_utf8(raw).ok()?;
+    let (u, p) = s.split_once(':')?;
+    Some((u.to_owned(), p.to_owned()))
+}
+
+/// The middleware: checks every request against [`needs`].
+pub async fn authorize(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    let host = request_host(&req);
+    if !app.auth.enabled() {
+        if !is_loopback_host(&host) {
+            return forbidden_host();
+        }
+        if let Some(r) = refuse_cross_site(&req) {
+            return r;
+        }
+        req.extensions_mut().insert(Caller {
+            identity: "anonymous".into(),
+            may_mount_anywhere: true,
+        });
+        return next.run(req).await;
+    }
+    let Some(needs) = needs(req.method(), req.uri().path(), req.uri().query()) else {
+        return next.run(req).await;
+    };
+    let management = needs.contains(&Need::Management);
+    let service = app.auth.service(&host);
+    let client = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+    let tls = req.extensions().get::<IsTls>().is_some_and(|t| t.0);
+    let challenge = Challenge {
+        realm: format!(
+            "{}://{}/oauth2/token",
+            if tls { "https" } else { "http" },
+            host
+        ),
+        service: service.clone(),
+        need: needs
+            .iter()
+            .find(|n| n.challenge_scope().is_some())
+            .cloned()
+            .unwrap_or(Need::Authenticated),
+        management,
+    };
+    let pair = match parse_authorization(req.headers()) {
+        Ok(p) => p,
+        Err(MalformedAuthorization) => return challenge.refuse(Denied::Unauthenticated),
+    };
+    let basic;
+    let creds = match &pair {
+        None => Credentials::None,
+        Some((scheme, rest)) if scheme == "basic" => {
+            basic = basic_pair(rest);
+            match &basic {
+                Some((u, p)) => Credentials::Basic {
+                    user: u,
+                    password: p,
+                },
+                None => return challenge.refuse(Denied::Unauthenticated),
+            }
+        }
+        Some((scheme, rest)) if scheme == "bearer" => Credentials::Bearer(rest),
+        Some(_) => return challenge.refuse(Denied::Unauthenticated),
+    };
+    let principal = match app.auth.authenticate(creds, &service, client).await {
+        Ok(p) => p,
+        Err(wharf_auth::AuthError::Denied(d)) => return challenge.refuse(d),
+        Err(e) => {
+            tracing::error!(error = %e, "authentication failed internally");
+            return crate::error::internal(&e).into_response();
+        }
+    };
+    if let Err(d) = app.auth.check(&principal, &needs) {
+        tracing::debug!(identity = %principal.identity(), "request refused: insufficient scope");
+        return challenge.refuse(d);
+    }
+    req.extensions_mut().insert(Caller {
+        identity: principal.identity(),
+        may_mount_anywhere: app.auth.catalog_allowed(&principal)
+            && !matches!(principal, Principal::Anonymous),
+    });
+    next.run(req).await
+}
+
+/// In the open mode, a management call that may change something (POST, PUT, PATCH) must say
+/// `application/json`: a page on another site can make a browser send a form post or a
+/// body-less `fetch` POST without a CORS preflight, but not a JSON one (which needs a
+/// preflight this server never grants). DELETE always needs a preflight.
+fn refuse_cross_site(req: &Request) -> Option<Response> {
+    let path = req.uri().path();
+    let management =
+        !path.starts_with("/v2") && !path.starts_with("/oauth2/") && !path.starts_with("/acr/");
+    if !management || !matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
+        return None;
+    }
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    (!json).then(|| {
+        crate::mgmt::arm_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            "management calls must be sent with Content-Type: application/json",
+        )
+    })
+}
+
+fn forbidden_host() -> Response {
+    let body = json!({"errors": [{
+        "code": "DENIED",
+        "message": "this registry runs without access control and answers only requests addressed to a loopback host (localhost, 127.0.0.1, [::1]); turn access control on to serve other hosts",
+        "detail": null,
+    }]});
+    (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
+}
+
+struct Challenge {
+    realm: String,
+    service: String,
+    need: Need,
+    management: bool,
+}
+
+impl Challenge {
+    /// ACR's answer to a refused request (acr-auth.md §4.1, §4.9).
+    fn refuse(&self, d: Denied) -> Response {
+        if d == Denied::TooManyAttempts {
+            let body = json!({"errors": [{"code": "TOOMANYREQUESTS", "message": "too many failed logins from this address; try again in a minute", "detail": null}]});
+            let mut r = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            return r;
+        }
+        let mut www = format!(
+            "Bearer realm=\"{}\",service=\"{}\"",
+            self.realm, self.service
+        );
+        if let Some(scope) = self.need.challenge_scope() {
+            www.push_str(&format!(",scope=\"{scope}\""));
+        }
+        if d == Denied::InsufficientScope {
+            www.push_str(",error=\"insufficient_scope\"");
+        }
+        let mut r = if self.management {
+            crate::mgmt::arm_error(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                "the management API needs the management credential (Bearer) or the admin user",
+            )
+        } else {
+            let detail = match &self.need {
+                Need::Repo(name, action) => {
+                    json!([{"Type": "repository", "Name": name, "Action": action.as_str()}])
+                }
+                Need::Catalog => json!([{"Type": "registry", "Name": "catalog", "Action": "*"}]),
+                _ => json!(null),
+            };
+            let body = json!({"errors": [{
+                "code": "UNAUTHORIZED",
+                "message": "authentication required, visit https://aka.ms/acr/authorization for more information.",
+                "detail": detail,
+            }]});
+            (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
+        };
+        if let Ok(v) = HeaderValue::from_str(&www) {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "a.localhost:1",
+            "127.0.0.1",
+            "127.1.2.3:80",
+            "[::1]:5000",
+            "[::1]",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in [
+            "",
+            "example.com",
+            "10.0.0.1:5000",
+            "localhost.evil.com",
+            "[::2]:1",
+            "127.0.0.1.nip.io",
+        ] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn paths_are_percent_decoded_before_they_are_authorized() {
+        let n = needs(
+            &Method::GET,
+            "/v2/library%2Fhello/manifests/sha256%3Aabc",
+            None,
+        );
+        assert!(matches!(&n.unwrap()[0], Need::Repo(r, RepoAction::Pull) if r == "library/hello"));
+        let n = needs(&Method::DELETE, "/acr/v1/a%2Fb", None).unwrap();
+        assert_eq!(n, vec![Need::Repo("a/b".into(), RepoAction::Delete)]);
+        let n = needs(
+            &Method::POST,
+            "/v2/t/blobs/uploads/",
+            Some("mount=sha256:x&from=Src%2Fa"),
+        )
+        .unwrap();
+        assert_eq!(n[1], Need::Repo("src/a".into(), RepoAction::Pull));
+        assert_eq!(needs(&Method::POST, "/oauth2/token", None), None);
+    }
+}
