@@ -880,4 +880,100 @@ mod tests {
             );
         }
     }
+
+    /// Signing secrets are sealed at rest like the service URI, opened on every read path,
+    /// and a rotated-out secret is forgotten once its grace period is over.
+    #[tokio::test]
+    async fn signing_secrets_are_sealed_at_rest_and_forgotten_after_their_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path(),
+            &crate::StoreOptions {
+                region: "local".into(),
+                floor: crate::FreeSpaceFloor::Bytes(0),
+                secret_key: None,
+            },
+        )
+        .await
+        .unwrap();
+        let (old, new) = ("whsec_b2xkLXNlY3JldA==", "whsec_bmV3LXNlY3JldA==");
+        let rec = WebhookRecord {
+            name: "sealed1".into(),
+            service_uri: "http://127.0.0.1:9/h".into(),
+            custom_headers: BTreeMap::new(),
+            actions: vec![WebhookAction::Push],
+            status: WebhookStatus::Enabled,
+            scope: String::new(),
+            location: "local".into(),
+            tags: BTreeMap::new(),
+            signing: Signing {
+                enabled: true,
+                secret: Some(old.into()),
+                previous: None,
+            },
+            created_at: 0,
+            updated_at: 0,
+        };
+        store.create_webhook(&rec).await.unwrap();
+        let raw = || async {
+            let r = sqlx::query(
+                "SELECT signing_secret, signing_previous_secret FROM webhooks WHERE name = 'sealed1'",
+            )
+            .fetch_one(&store.meta.read)
+            .await
+            .unwrap();
+            (r.get::<Option<String>, _>(0), r.get::<Option<String>, _>(1))
+        };
+        let (cur, _) = raw().await;
+        assert!(crate::seal::Sealer::is_sealed(&cur.unwrap()));
+
+        // A day of grace: both secrets sign, both sealed, both read back in clear.
+        let got = store
+            .rotate_signing_secret("sealed1", new, now_ms() + 86_400_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.signing.secret.as_deref(), Some(new));
+        assert_eq!(
+            got.signing.previous.as_ref().map(|p| p.0.as_str()),
+            Some(old)
+        );
+        let (cur, prev) = raw().await;
+        assert!(crate::seal::Sealer::is_sealed(&cur.unwrap()));
+        assert!(crate::seal::Sealer::is_sealed(&prev.unwrap()));
+        let snap = store.hooks.snapshot();
+        assert_eq!(snap[0].signing.active_secrets(now_ms()), [new, old]);
+
+        // No grace: the replaced secret is not kept at all.
+        let got = store
+            .rotate_signing_secret("sealed1", old, 0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.signing.previous, None);
+        assert_eq!(raw().await.1, None);
+
+        // An expired grace period: ignored when read, then forgotten.
+        store
+            .rotate_signing_secret("sealed1", new, now_ms() + 1)
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let got = store.get_webhook("sealed1").await.unwrap().unwrap();
+        assert_eq!(got.signing.previous, None);
+        assert_eq!(store.forget_expired_signing_secrets().await.unwrap(), 1);
+        assert_eq!(raw().await.1, None);
+
+        // Signing off: rotation refuses.
+        let mut off = got.clone();
+        off.signing.enabled = false;
+        store.update_webhook(&off).await.unwrap();
+        assert!(
+            store
+                .rotate_signing_secret("sealed1", old, now_ms() + 1000)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
 }
