@@ -309,7 +309,13 @@ impl Challenge {
                 "message": "authentication required, visit https://aka.ms/acr/authorization for more information.",
                 "detail": detail,
             }]});
-            (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
+            let mut r = (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+            // Docker recognises a v2 registry by this header, on 401s too.
+            r.headers_mut().insert(
+                header::HeaderName::from_static("docker-distribution-api-version"),
+                HeaderValue::from_static("registry/2.0"),
+            );
+            r
         };
         if let Ok(v) = HeaderValue::from_str(&www) {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
@@ -349,11 +355,9 @@ mod tests {
 
     #[test]
     fn paths_are_percent_decoded_before_they_are_authorized() {
-        let n = needs(
-            &Method::GET,
-            "/v2/library%2Fhello/manifests/sha256%3Aabc",
-            None,
-        );
+        let d = "a".repeat(64);
+        let path = format!("/v2/library%2Fhello/manifests/sha256%3A{d}");
+        let n = needs(&Method::GET, &path, None);
         assert!(matches!(&n.unwrap()[0], Need::Repo(r, RepoAction::Pull) if r == "library/hello"));
         let n = needs(&Method::DELETE, "/acr/v1/a%2Fb", None).unwrap();
         assert_eq!(n, vec![Need::Repo("a/b".into(), RepoAction::Delete)]);
