@@ -1065,6 +1065,19 @@ async fn without_auth_wharf_refuses_a_non_loopback_listener_and_foreign_hosts() 
         err.contains("--auth") && err.contains("--insecure-open-registry"),
         "{err}"
     );
+    // The explicit opt-out starts, and serves every host.
+    let mut open = cfg.clone();
+    open.auth.insecure_open = true;
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let running = wharf::start(&open, listener).await.unwrap();
+    let r = plain()
+        .get(format!("http://127.0.0.1:{}/v2/", running.addr().port()))
+        .header("host", "registry.example:5000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    running.stop().await.unwrap();
     // The open mode answers loopback hosts only (DNS rebinding).
     let s = Server::start_config(cfg).await;
     let c = plain();
