@@ -1122,8 +1122,12 @@ t_auth_start() {
   port=$(free_port)
   put auth_reg "127.0.0.1:$port"
   mkdir -p "$WORK/authdata"
+  # With access control on, the SSRF guard refuses loopback webhook targets; the webhook of
+  # t_auth_no_secrets points at 127.0.0.1, which this operator opens.
+  printf '[webhooks]\nallow_networks = ["127.0.0.1/32"]\n' >"$WORK/cfg/auth-wharf.toml"
   # The most verbose log level: secrets must not appear in it either.
   WHARF_LOG=trace "$WHARF_BIN" serve --auth --listen "127.0.0.1:$port" \
+    --config "$WORK/cfg/auth-wharf.toml" \
     --data-dir "$WORK/authdata" >"$WORK/auth.out" 2>"$WORK/auth.log" &
   echo $! >"$WORK/state/auth_pid"
   local i
