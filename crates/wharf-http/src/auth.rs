@@ -274,8 +274,15 @@ impl Challenge {
     /// ACR's answer to a refused request (acr-auth.md §4.1, §4.9).
     fn refuse(&self, d: Denied) -> Response {
         if d == Denied::TooManyAttempts {
-            let body = json!({"errors": [{"code": "TOOMANYREQUESTS", "message": "too many failed logins from this address; try again in a minute", "detail": null}]});
-            let mut r = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+            const MESSAGE: &str = "too many failed logins from this address; try again in a minute";
+            // Management calls get ARM's error shape, which carries the `wharf-api` header the
+            // CLI needs to trust the answer.
+            let mut r = if self.management {
+                crate::mgmt::arm_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", MESSAGE)
+            } else {
+                let body = json!({"errors": [{"code": "TOOMANYREQUESTS", "message": MESSAGE, "detail": null}]});
+                (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response()
+            };
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
             return r;

@@ -27,6 +27,10 @@ impl std::ops::Deref for AuthServer {
 }
 
 async fn start(auth: bool) -> AuthServer {
+    start_limited(auth, 1000).await
+}
+
+async fn start_limited(auth: bool, max_failed_logins: u32) -> AuthServer {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = wharf::config::Config {
         data_dir: dir.path().to_owned(),
@@ -34,8 +38,8 @@ async fn start(auth: bool) -> AuthServer {
     };
     cfg.auth.enabled = auth;
     cfg.auth.management_token = MGMT.into();
-    // These tests make a few refused logins on purpose; the limiter is not what they test.
-    cfg.auth.max_failed_logins_per_minute = 1000;
+    // Most tests make a few refused logins on purpose; they get a limit they never reach.
+    cfg.auth.max_failed_logins_per_minute = max_failed_logins;
     AuthServer {
         server: Server::start_config(cfg).await,
         _dir: dir,
@@ -744,6 +748,26 @@ async fn management_commands_without_good_credentials_say_how_to_authenticate() 
     assert!(o.err().contains("no registry elsewhere"), "{}", o.stderr);
     let o = wharf(&s, &["token", "show", "-n", "../listCredentials"]).await;
     assert!(o.err().contains("letters, digits"), "{}", o.stderr);
+}
+
+/// The failed-login limiter's 429 on a management call comes from Wharf (with its marker), so
+/// the CLI passes on its message instead of calling the server a stranger.
+#[tokio::test]
+async fn too_many_failed_logins_are_reported_as_such() {
+    let s = start_limited(true, 1).await;
+    let o = wharf_env(
+        &s,
+        &[("WHARF_MANAGEMENT_TOKEN", "wharfm_wrong")],
+        &["token", "list"],
+    )
+    .await;
+    assert!(
+        o.err().contains("refused the management token"),
+        "{}",
+        o.stderr
+    );
+    let o = wharf(&s, &["token", "list"]).await;
+    assert!(o.err().contains("too many failed logins"), "{}", o.stderr);
 }
 
 /// In the open mode the server takes a management call that changes something only as JSON
