@@ -48,6 +48,9 @@ RECEIVER_PID=  # the webhook receiver (E2E_REGISTRY=wharf)
 cleanup() {
   local rc=$?
   set +e
+  if [[ -f $WORK/state/auth_pid ]]; then
+    kill "$(cat "$WORK/state/auth_pid")" 2>/dev/null
+  fi
   if [[ -n $RECEIVER_PID ]]; then
     kill "$RECEIVER_PID" 2>/dev/null
     wait "$RECEIVER_PID" 2>/dev/null
@@ -982,6 +985,131 @@ webhook_checks() {
 # main
 # ---------------------------------------------------------------------------
 ensure_deps
+# ---------------------------------------------------------------------------
+# access control: a second server with --auth
+# ---------------------------------------------------------------------------
+t_auth_start() {
+  local port
+  port=$(free_port)
+  put auth_reg "127.0.0.1:$port"
+  mkdir -p "$WORK/authdata"
+  # The most verbose log level: secrets must not appear in it either.
+  WHARF_LOG=trace "$WHARF_BIN" serve --auth --listen "127.0.0.1:$port" \
+    --data-dir "$WORK/authdata" >"$WORK/auth.out" 2>"$WORK/auth.log" &
+  echo $! >"$WORK/state/auth_pid"
+  local i
+  for i in $(seq 100); do
+    [[ $(http_code GET "http://127.0.0.1:$port/v2/") == 401 ]] && break
+    sleep 0.1
+  done
+  local pw mt
+  pw=$(awk '/^admin password:/ {print $3}' "$WORK/auth.out")
+  mt=$(awk '/^management token:/ {print $3}' "$WORK/auth.out")
+  [[ ${#pw} -eq 32 && $mt == wharfm_* ]] || die "credentials not printed: $(cat "$WORK/auth.out")"
+  put auth_pw "$pw"
+  put auth_mt "$mt"
+}
+
+t_auth_anonymous() {
+  local reg hdr
+  reg=$(get auth_reg)
+  hdr=$(curl -sS -D - -o /dev/null "http://$reg/v2/e2e/auth/manifests/v1")
+  grep -q '^HTTP/1.1 401' <<<"$hdr" || die "want 401: $hdr"
+  grep -qi "^www-authenticate: Bearer realm=\"http://$reg/oauth2/token\",service=\"$reg\",scope=\"repository:e2e/auth:pull\"" <<<"$hdr" ||
+    die "challenge: $hdr"
+}
+
+t_auth_admin_skopeo() {
+  local reg pw
+  reg=$(get auth_reg)
+  pw=$(get auth_pw)
+  sk copy --dest-tls-verify=false --dest-creds "wharf:$pw" "oci:$L:v1" "docker://$reg/e2e/auth:v1"
+  sk inspect --tls-verify=false --creds "wharf:$pw" "docker://$reg/e2e/auth:v1" >/dev/null
+  sk list-tags --tls-verify=false --creds "wharf:$pw" "docker://$reg/e2e/auth" | grep -q '"v1"'
+  if sk inspect --tls-verify=false --creds "wharf:wrong-password" "docker://$reg/e2e/auth:v1" 2>"$WORK/wrongpw.err"; then
+    die "a wrong admin password was accepted"
+  fi
+}
+
+ARM_R=/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/wharf/providers/Microsoft.ContainerRegistry/registries/wharf
+arm() { # arm METHOD PATH [JSON]
+  local reg mt
+  reg=$(get auth_reg)
+  mt=$(get auth_mt)
+  curl -sS -f -X "$1" -H "Authorization: Bearer $mt" -H 'Content-Type: application/json' \
+    ${3:+-d "$3"} "http://$reg$ARM_R$2"
+}
+
+t_auth_token() {
+  arm PUT /scopeMaps/team-app '{"properties":{"description":"e2e","actions":["repositories/team/app/content/read","repositories/team/app/content/write","repositories/team/app/metadata/read"]}}' >/dev/null
+  arm PUT /tokens/e2e-team "{\"properties\":{\"scopeMapId\":\"$ARM_R/scopeMaps/team-app\"}}" >/dev/null
+  arm POST /generateCredentials "{\"tokenId\":\"$ARM_R/tokens/e2e-team\"}" >"$WORK/tokencreds.json"
+  local tp
+  tp=$(pyj "$WORK/tokencreds.json" 'd["passwords"][0]["value"]')
+  [[ ${#tp} -eq 32 ]] || die "token password: $tp"
+  put token_pw "$tp"
+  # the listing never shows it again
+  arm GET /tokens/e2e-team >"$WORK/tokenshow.json"
+  if grep -qF -- "$tp" "$WORK/tokenshow.json"; then die "token show prints the password"; fi
+}
+
+t_auth_token_skopeo() {
+  local reg tp
+  reg=$(get auth_reg)
+  tp=$(get token_pw)
+  sk copy --dest-tls-verify=false --dest-creds "e2e-team:$tp" "oci:$L:v1" "docker://$reg/team/app:v1"
+  sk copy --src-tls-verify=false --src-creds "e2e-team:$tp" "docker://$reg/team/app:v1" "oci:$WORK/authpull:v1"
+  if sk copy --dest-tls-verify=false --dest-creds "e2e-team:$tp" "oci:$L:v1" "docker://$reg/other/app:v1" 2>"$WORK/other.err"; then
+    die "a push outside the token's scope was accepted"
+  fi
+  grep -qiE 'unauthorized|denied|authentication required' "$WORK/other.err" || die "refusal: $(cat "$WORK/other.err")"
+}
+
+t_auth_token_podman() {
+  local reg tp
+  reg=$(get auth_reg)
+  tp=$(get token_pw)
+  pm pull --tls-verify=false --creds "e2e-team:$tp" "$reg/team/app:v1" >/dev/null
+  pm tag "$reg/team/app:v1" "$reg/team/app:podman"
+  pm push --tls-verify=false --creds "e2e-team:$tp" "$reg/team/app:podman"
+  pm tag "$reg/team/app:v1" "$reg/other/app:podman"
+  if pm push --tls-verify=false --creds "e2e-team:$tp" "$reg/other/app:podman" 2>"$WORK/pmother.err"; then
+    die "podman pushed outside the token's scope"
+  fi
+}
+
+t_auth_token_oras() {
+  local reg tp
+  reg=$(get auth_reg)
+  tp=$(get token_pw)
+  cd "$O" # oras-py insists that pushed files sit under the current directory
+  ORAS_AUTH="e2e-team:$tp" orasx push --registry "$reg" --ref team/app:oras \
+    --file "note.txt:text/plain" --config "config.json:application/vnd.e2e.config+json" >/dev/null
+  ORAS_AUTH="e2e-team:$tp" orasx pull --registry "$reg" --ref team/app:oras --out "$WORK/orasauth" >/dev/null
+  cmp "$O/note.txt" "$WORK/orasauth/note.txt"
+  if ORAS_AUTH="e2e-team:$tp" orasx push --registry "$reg" --ref other/app:oras \
+    --file "note.txt:text/plain" --config "config.json:application/vnd.e2e.config+json" 2>/dev/null; then
+    die "oras pushed outside the token's scope"
+  fi
+}
+
+t_auth_no_secrets() {
+  # a webhook with secrets in its URI and a header, so they exist in the database
+  arm GET "" >/dev/null
+  local reg mt
+  reg=$(get auth_reg)
+  mt=$(get auth_mt)
+  curl -sS -f -X PUT -H "Authorization: Bearer $mt" -H 'Content-Type: application/json' \
+    -d '{"properties":{"serviceUri":"http://127.0.0.1:9/h?code=e2e-uri-s3cret","actions":["push"],"customHeaders":{"X-Key":"e2e-header-s3cret"}}}' \
+    "http://$reg/wharf/v1/webhooks/secrethook" >/dev/null
+  local s
+  for s in "$(get auth_pw)" "$(get auth_mt)" "$(get token_pw)" e2e-uri-s3cret e2e-header-s3cret; do
+    if grep -qF -- "$s" "$WORK/auth.log"; then die "a secret is in the server log"; fi
+    if cat "$WORK/authdata"/wharf.db* | grep -qaF -- "$s"; then die "a secret is in the database in clear"; fi
+  done
+  [[ $(wc -l <"$WORK/auth.log") -gt 10 ]] || die "the trace log is suspiciously short"
+}
+
 setup_clients
 start_registry
 webhook_setup
@@ -1037,6 +1165,18 @@ check "pull chart, manifest and config" t_helm_pull
 
 section "webhooks"
 webhook_checks
+
+if [[ $MODE == wharf ]]; then
+  section "access control"
+  step "start a second wharf with --auth; it prints the admin password and a management token" t_auth_start
+  check "anonymous: 401 with ACR's Bearer challenge" t_auth_anonymous
+  step "skopeo pushes and pulls as the admin user" t_auth_admin_skopeo
+  step "a token limited to team/app (scope map via the ARM API)" t_auth_token
+  check "skopeo with the token: team/app works, another repository is refused" t_auth_token_skopeo
+  check "podman with the token: push and pull team/app, refused elsewhere" t_auth_token_podman
+  check "oras with the token: push to team/app, refused elsewhere" t_auth_token_oras
+  check "no secret in the most verbose log or in the database files" t_auth_no_secrets
+fi
 
 if ((FAILED + SKIPPED)) && [[ -s $SERVER_LOG ]]; then
   echo "-- last lines of the $MODE server log ($SERVER_LOG; E2E_KEEP=1 keeps it):"

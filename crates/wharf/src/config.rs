@@ -241,6 +241,17 @@ mod tests {
             d.webhooks.retry_schedule_secs
         );
         assert_eq!(c.webhooks.timeout_secs, 5);
+        assert_eq!(c.limits.min_free_space, d.limits.min_free_space);
+        assert_eq!(c.auth.enabled, d.auth.enabled);
+        assert_eq!(c.auth.registry_name, d.auth.registry_name);
+        assert_eq!(
+            c.auth.access_token_lifetime_secs,
+            d.auth.access_token_lifetime_secs
+        );
+        assert_eq!(
+            c.auth.max_failed_logins_per_minute,
+            d.auth.max_failed_logins_per_minute
+        );
     }
 
     #[test]
