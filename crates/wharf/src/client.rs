@@ -105,7 +105,17 @@ impl Client {
             non_empty(&conn.username),
             conn.password.clone(),
         ) {
-            (Some(t), _, _) => Credentials::Bearer(t),
+            (Some(t), _, _) => {
+                // It goes into a header as it is; reqwest would refuse it only at send time,
+                // with a bare "builder error".
+                if t.chars().any(char::is_control) {
+                    return Err("the management token given with --token (or \
+                         WHARF_MANAGEMENT_TOKEN) contains a line break or another control \
+                         character: check how it was copied"
+                        .into());
+                }
+                Credentials::Bearer(t)
+            }
             (None, Some(u), Some(p)) => Credentials::Basic(u, p),
             (None, Some(_), None) => {
                 return Err(
