@@ -104,11 +104,17 @@ fn query_param(query: Option<&str>, key: &str) -> Option<String> {
 
 /// The host the client addressed (HTTP/2 carries it in the URI's authority).
 pub fn request_host(req: &Request) -> String {
-    req.headers()
+    host_of(req.headers(), req.uri())
+}
+
+/// [`request_host`] for a handler that has the headers and URI but not the request (its body
+/// goes to another extractor).
+pub fn host_of(headers: &HeaderMap, uri: &axum::http::Uri) -> String {
+    headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .or_else(|| uri.authority().map(|a| a.to_string()))
         .unwrap_or_default()
 }
 

@@ -650,6 +650,7 @@ async fn admin_credentials_and_registry_settings_through_the_cli() {
     .ok();
     assert_eq!(r["adminUserEnabled"], false);
     assert_eq!(r["anonymousPullEnabled"], true);
+    assert_eq!(r["loginServer"], s.addr.to_string(), "as a GET says");
     assert_eq!(get_as(&s, "wharf", &n1, "/v2/_catalog").await.0, 401);
     assert_eq!(
         common::client()
@@ -721,6 +722,14 @@ async fn management_commands_without_good_credentials_say_how_to_authenticate() 
         o.stderr
     );
     assert!(!o.stderr.contains("not-the-password"));
+    let o = wharf_env(
+        &s,
+        &[("WHARF_MANAGEMENT_TOKEN", &format!("{MGMT}\nmore"))],
+        &["token", "list"],
+    )
+    .await;
+    assert!(o.err().contains("line break"), "{}", o.stderr);
+    assert!(!o.stderr.contains(MGMT));
     let o = wharf_env(&s, &[("WHARF_USERNAME", "wharf")], &["token", "list"]).await;
     assert!(o.err().contains("WHARF_PASSWORD"), "{}", o.stderr);
 
