@@ -933,7 +933,10 @@ async fn failed_logins_are_rate_limited_per_address() {
 #[tokio::test]
 async fn secrets_stay_secret_at_rest_and_in_listings() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start_config(config(tmp.path())).await;
+    let mut cfg = config(tmp.path());
+    // With access control on, the SSRF guard refuses loopback targets unless opened.
+    cfg.webhooks.allow_networks = vec!["127.0.0.1/32".into()];
+    let s = Server::start_config(cfg).await;
     let c = plain();
     let pw = token(&c, &s, "secretive", "_repositories_pull", None).await;
     let (_, creds) = mgmt(&c, &s, Method::POST, "/listCredentials", None).await;
