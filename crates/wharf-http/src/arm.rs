@@ -16,7 +16,7 @@ use wharf_auth::AuthError;
 use wharf_auth::model::{RESOURCE_GROUP, SUBSCRIPTION};
 
 use crate::AppState;
-use crate::auth::request_host;
+use crate::auth::{host_of, request_host};
 use crate::mgmt::{JsonBody, OptionalBody, arm_error, bad_body};
 
 pub const PREFIX: &str = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerRegistry/registries/{registry}";
@@ -175,6 +175,8 @@ async fn show_registry(
 async fn update_registry(
     State(app): State<AppState>,
     Path(ids): Path<Ids>,
+    headers: axum::http::HeaderMap,
+    uri: axum::http::Uri,
     JsonBody(b): JsonBody,
 ) -> Response {
     checked!(ids, app);
@@ -182,10 +184,10 @@ async fn update_registry(
         Ok(u) => u,
         Err(r) => return *r,
     };
+    // The same login server as a GET names: ARM answers a PATCH with the whole resource.
+    let login = app.auth.service(&host_of(&headers, &uri));
     match app.auth.update_registry(u).await {
-        Ok(()) => ok(app
-            .auth
-            .registry_resource(app.auth.config().login_server.as_deref().unwrap_or(""))),
+        Ok(()) => ok(app.auth.registry_resource(&login)),
         Err(e) => err(e),
     }
 }

@@ -104,11 +104,17 @@ fn query_param(query: Option<&str>, key: &str) -> Option<String> {
 
 /// The host the client addressed (HTTP/2 carries it in the URI's authority).
 pub fn request_host(req: &Request) -> String {
-    req.headers()
+    host_of(req.headers(), req.uri())
+}
+
+/// [`request_host`] for a handler that has the headers and URI but not the request (its body
+/// goes to another extractor).
+pub fn host_of(headers: &HeaderMap, uri: &axum::http::Uri) -> String {
+    headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .or_else(|| uri.authority().map(|a| a.to_string()))
         .unwrap_or_default()
 }
 
@@ -282,8 +288,15 @@ impl Challenge {
     /// ACR's answer to a refused request (acr-auth.md §4.1, §4.9).
     fn refuse(&self, d: Denied) -> Response {
         if d == Denied::TooManyAttempts {
-            let body = json!({"errors": [{"code": "TOOMANYREQUESTS", "message": "too many failed logins from this address; try again in a minute", "detail": null}]});
-            let mut r = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+            const MESSAGE: &str = "too many failed logins from this address; try again in a minute";
+            // Management calls get ARM's error shape, which carries the `wharf-api` header the
+            // CLI needs to trust the answer.
+            let mut r = if self.management {
+                crate::mgmt::arm_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", MESSAGE)
+            } else {
+                let body = json!({"errors": [{"code": "TOOMANYREQUESTS", "message": MESSAGE, "detail": null}]});
+                (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response()
+            };
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
             return r;

@@ -1,7 +1,10 @@
-//! The `wharf` binary: `wharf serve` runs the registry; `wharf webhook …` manages webhooks
-//! through the management API, mirroring `az acr webhook`.
+//! The `wharf` binary: `wharf serve` runs the registry; `wharf webhook …`, `wharf token …`,
+//! `wharf scope-map …`, `wharf credential …` and `wharf registry …` manage it through the
+//! management API, mirroring `az acr webhook`, `az acr token` and their kin.
 
+mod access;
 mod cli;
+mod client;
 
 use wharf::config;
 
@@ -27,6 +30,15 @@ enum Command {
     Serve(ServeArgs),
     /// Manage webhooks, like `az acr webhook`.
     Webhook(cli::WebhookArgs),
+    /// Manage repository-scoped tokens and their passwords, like `az acr token`.
+    Token(access::TokenArgs),
+    /// Manage scope maps (what tokens may do to which repositories), like `az acr scope-map`.
+    ScopeMap(access::ScopeMapArgs),
+    /// Show or renew the admin user's passwords, like `az acr credential`.
+    Credential(access::CredentialArgs),
+    /// Show the registry or turn the admin user and anonymous pull on or off, like
+    /// `az acr show` and `az acr update`.
+    Registry(access::RegistryArgs),
 }
 
 #[derive(clap::Args)]
@@ -79,10 +91,11 @@ fn main() -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     match args.command {
         Command::Serve(s) => rt.block_on(serve(s)),
-        Command::Webhook(w) => {
-            let code = rt.block_on(cli::run(w));
-            std::process::exit(code);
-        }
+        Command::Webhook(w) => std::process::exit(rt.block_on(cli::run(w))),
+        Command::Token(a) => std::process::exit(rt.block_on(access::token(a))),
+        Command::ScopeMap(a) => std::process::exit(rt.block_on(access::scope_map(a))),
+        Command::Credential(a) => std::process::exit(rt.block_on(access::credential(a))),
+        Command::Registry(a) => std::process::exit(rt.block_on(access::registry(a))),
     }
 }
 
@@ -207,6 +220,14 @@ mod tests {
         // The walk saw the commands that matter.
         let webhook = cmd.find_subcommand("webhook").expect("the webhook command");
         assert!(webhook.find_subcommand("create").is_some());
+        let token = cmd.find_subcommand("token").expect("the token command");
+        let credential = token
+            .find_subcommand("credential")
+            .expect("token credential");
+        assert!(credential.find_subcommand("generate").is_some());
+        for c in ["scope-map", "credential", "registry"] {
+            assert!(cmd.find_subcommand(c).is_some(), "{c}");
+        }
         assert!(cmd.find_subcommand("serve").is_some());
     }
 }
