@@ -462,6 +462,30 @@ mod proptests {
             prop_assert_eq!(needs(&Method::PATCH, &acr, None), want(RepoAction::MetadataWrite));
         }
 
+        /// The Host guard of the open mode: loopback in every spelling, and nothing that only
+        /// starts like loopback.
+        #[test]
+        fn loopback_hosts_are_recognised(
+            host in prop_oneof![
+                "localhost|LocalHost|[a-z0-9-]{1,8}\\.localhost".prop_map(String::from),
+                (0..=255u8, 0..=255u8, 0..=255u8).prop_map(|(a, b, c)| format!("127.{a}.{b}.{c}")),
+            ],
+            port in proptest::option::of(any::<u16>()),
+            v6_port in proptest::option::of(any::<u16>()),
+            domain in "[a-z]{1,8}\\.(com|io|nip\\.io)",
+            junk in any::<String>(),
+        ) {
+            let with_port = |h: &str, p: Option<u16>| match p {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_owned(),
+            };
+            prop_assert!(is_loopback_host(&with_port(&host, port)));
+            prop_assert!(is_loopback_host(&with_port("[::1]", v6_port)));
+            let lookalike = format!("{host}.{domain}");
+            prop_assert!(!is_loopback_host(&with_port(&lookalike, port)));
+            let _ = is_loopback_host(&junk);
+        }
+
         #[test]
         fn arbitrary_routes_never_panic(
             path in prop_oneof![any::<String>(), r"/(v2|acr/v1|oauth2)/[a-z%0-9/:._-]{0,30}"],
