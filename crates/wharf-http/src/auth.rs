@@ -390,10 +390,10 @@ mod proptests {
 
         #[test]
         fn arbitrary_authorization_headers_never_panic(v in prop::collection::vec(any::<u8>(), 0..64)) {
-            if let Some(h) = authorization(&v) {
-                if let Ok(Some((_, rest))) = parse_authorization(&h) {
-                    let _ = basic_pair(&rest);
-                }
+            if let Some(h) = authorization(&v)
+                && let Ok(Some((_, rest))) = parse_authorization(&h)
+            {
+                let _ = basic_pair(&rest);
             }
         }
 

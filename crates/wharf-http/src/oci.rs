@@ -743,10 +743,10 @@ mod proptests {
             v in prop::collection::vec(any::<u8>(), 0..48),
             size in blob_size(),
         ) {
-            if let Some(h) = with(header::RANGE, &v) {
-                if let ByteRange::Part(a, b) = byte_range(&h, size) {
-                    prop_assert!(a <= b && b < size);
-                }
+            if let Some(h) = with(header::RANGE, &v)
+                && let ByteRange::Part(a, b) = byte_range(&h, size)
+            {
+                prop_assert!(a <= b && b < size);
             }
         }
 
