@@ -16,7 +16,9 @@
 #   E2E_KEEP=1                 keep the work directory (server log, per-check logs) after the run
 #   E2E_NO_INSTALL=1           do not try to install missing tools
 #
-# Missing tools are installed on Debian (apt-get, as root or via sudo; `pip install oras`).
+# Missing tools are installed on Debian (apt-get, as root or via sudo; `pip install oras`, and
+# for Wharf's signed webhooks `pip install standardwebhooks`; versions: E2E_ORAS_VERSION,
+# E2E_STANDARDWEBHOOKS_VERSION).
 # Output: one PASS/FAIL/SKIP line per check, then a final line `e2e: N passed, M failed`.
 # The exit status is non-zero if any check failed or was skipped.
 set -euo pipefail
@@ -26,6 +28,8 @@ LIB=$ROOT/scripts/lib
 MODE=${E2E_REGISTRY:-wharf}
 CMD_TIMEOUT=${E2E_CMD_TIMEOUT:-60}
 ORAS_VERSION=${E2E_ORAS_VERSION:-0.2.43}
+# The Standard Webhooks reference library verifies Wharf's signed deliveries.
+SWH_VERSION=${E2E_STANDARDWEBHOOKS_VERSION:-1.1.0}
 RUN_ID="$(date +%s)-$$"
 START_SECONDS=$SECONDS
 
@@ -48,6 +52,9 @@ RECEIVER_PID=  # the webhook receiver (E2E_REGISTRY=wharf)
 cleanup() {
   local rc=$?
   set +e
+  if [[ -f $WORK/state/auth_pid ]]; then
+    kill "$(cat "$WORK/state/auth_pid")" 2>/dev/null
+  fi
   if [[ -n $RECEIVER_PID ]]; then
     kill "$RECEIVER_PID" 2>/dev/null
     wait "$RECEIVER_PID" 2>/dev/null
@@ -84,7 +91,8 @@ as_root() {
 
 ensure_deps() {
   local -a pkgs=()
-  local need_oras=0 pair
+  local -a pips=()
+  local pair
   for pair in skopeo:skopeo podman:podman buildah:buildah umoci:umoci curl:curl \
     python3:python3 tar:tar gzip:gzip timeout:coreutils sha256sum:coreutils; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || pkgs+=("${pair#*:}")
@@ -92,8 +100,11 @@ ensure_deps() {
   if [[ $MODE == distribution ]] && ! command -v docker-registry >/dev/null 2>&1; then
     pkgs+=(docker-registry)
   fi
-  if ! python3 -c 'import oras.provider' >/dev/null 2>&1; then
-    need_oras=1
+  python3 -c 'import oras.provider' >/dev/null 2>&1 || pips+=("oras==$ORAS_VERSION")
+  if [[ $MODE == wharf ]] && ! python3 -c 'import standardwebhooks.webhooks' >/dev/null 2>&1; then
+    pips+=("standardwebhooks==$SWH_VERSION")
+  fi
+  if ((${#pips[@]})); then
     python3 -m pip --version >/dev/null 2>&1 || pkgs+=(python3-pip)
   fi
   if ((${#pkgs[@]})) && [[ ${E2E_NO_INSTALL:-0} != 1 ]]; then
@@ -107,8 +118,8 @@ ensure_deps() {
       exit 1
     fi
   fi
-  if ((need_oras)) && [[ ${E2E_NO_INSTALL:-0} != 1 ]]; then
-    echo "e2e: installing oras==$ORAS_VERSION (pip)"
+  if ((${#pips[@]})) && [[ ${E2E_NO_INSTALL:-0} != 1 ]]; then
+    echo "e2e: installing ${pips[*]} (pip)"
     local -a pipflags=(-q --disable-pip-version-check)
     # Debian bookworm's pip refuses system-wide installs (PEP 668) without this flag.
     local piphelp
@@ -117,9 +128,9 @@ ensure_deps() {
       pipflags+=(--break-system-packages)
     fi
     if ! as_root env PIP_ROOT_USER_ACTION=ignore python3 -m pip install "${pipflags[@]}" \
-      "oras==$ORAS_VERSION" >"$WORK/logs/pip.log" 2>&1; then
+      "${pips[@]}" >"$WORK/logs/pip.log" 2>&1; then
       tail -n 30 "$WORK/logs/pip.log" >&2
-      echo "e2e: pip install oras failed" >&2
+      echo "e2e: pip install ${pips[*]} failed" >&2
       exit 1
     fi
   fi
@@ -129,6 +140,8 @@ ensure_deps() {
   done
   [[ $MODE != distribution ]] || command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
   python3 -c 'import oras.provider' >/dev/null 2>&1 || missing+=("python oras")
+  [[ $MODE != wharf ]] || python3 -c 'import standardwebhooks.webhooks' >/dev/null 2>&1 ||
+    missing+=("python standardwebhooks")
   if ((${#missing[@]})); then
     echo "e2e: missing tools: ${missing[*]}" >&2
     exit 1
@@ -758,7 +771,8 @@ t_helm_pull() {
 # 5. webhooks
 # ---------------------------------------------------------------------------
 # Wharf only. Right after the registry starts, webhook_setup starts a receiver (a small
-# Python HTTP server appending each POST body as a JSON line to $WORK/hooks/events.jsonl) and
+# Python HTTP server appending each POST body as a JSON line to $WORK/hooks/events.jsonl, and
+# its path, headers and exact bytes to $WORK/hooks/requests.jsonl) and
 # creates a webhook for push and delete with the `wharf webhook` CLI. webhook_checks runs after
 # all pushes: $WORK/pushes.tsv has one line per successful push
 # (repository<TAB>tag<TAB>manifest digest<TAB>client).
@@ -771,14 +785,16 @@ wh() { timeout "$CMD_TIMEOUT" "$WHARF_BIN" webhook --server "http://$REG" "$@"; 
 start_receiver() {
   mkdir -p "$HOOKS"
   cat >"$HOOKS/receiver.py" <<'EOF'
-import http.server, json, sys, threading
+import base64, http.server, json, sys, threading
 events, requests, portfile = sys.argv[1:4]
 lock = threading.Lock()
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        meta = {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}}
+        # The exact bytes too: a signature covers the body as sent.
+        meta = {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                "body_b64": base64.b64encode(body).decode()}
         with lock:
             with open(events, "ab") as f:
                 f.write(body.replace(b"\n", b" ") + b"\n")
@@ -892,7 +908,7 @@ elif mode == "ping":  # EVENTS ID
     assert found[0]["action"] == "ping", found
     print("ok", json.dumps(found[0]))
 elif mode == "headers":  # REQUESTS SECRET
-    reqs = events
+    reqs = [q for q in events if q["path"].startswith("/hooks/e2e")]
     assert reqs, "no requests"
     for q in reqs:
         h = q["headers"]
@@ -900,7 +916,37 @@ elif mode == "headers":  # REQUESTS SECRET
         assert h.get("content-type") == "application/json", h
         assert h.get("user-agent", "").startswith("Wharf/"), h
         assert h.get("authorization") == args[1], "custom header not sent"
+        assert "webhook-signature" not in h, f"signed although signing is off: {h}"
     print(f"ok {len(reqs)} requests")
+elif mode == "signed":  # REQUESTS TAG NSIGS SECRET... : the push of e2e/signed:TAG
+    import base64
+    from standardwebhooks.webhooks import Webhook
+    tag, nsigs, secrets = args[1], int(args[2]), args[3:]
+    found = []
+    for q in events:
+        if q["path"] != "/hooks/signed":
+            continue
+        body = base64.b64decode(q["body_b64"])
+        e = json.loads(body)
+        if e.get("action") == "push" and e["target"].get("tag") == tag:
+            found.append((q, body, e))
+    if not found:
+        sys.exit(f"no signed delivery (yet) for e2e/signed:{tag}")
+    q, body, e = found[-1]
+    h = q["headers"]
+    assert h.get("webhook-id") == e["id"], f"webhook-id is not the event id: {h}"
+    sigs = h.get("webhook-signature", "").split(" ")
+    assert len(sigs) == nsigs and all(s.startswith("v1,") for s in sigs), f"want {nsigs} v1 signatures: {sigs}"
+    for i, secret in enumerate(secrets):
+        # The reference library: HMAC over the exact bytes, timestamp within 5 minutes.
+        Webhook(secret).verify(body, h)
+        print(f"ok signature {i + 1}/{len(secrets)} verifies (standardwebhooks), id={e['id']}")
+    try:
+        Webhook("whsec_" + base64.b64encode(b"e2e-not-the-secret-000000").decode()).verify(body, h)
+    except Exception:
+        pass
+    else:
+        sys.exit("a wrong secret verified")
 elif mode == "history":  # LIST-EVENTS-JSON PING-ID EVENTS
     hist = json.load(open(args[0]))
     received = {e["id"] for e in jsonl(args[2])}
@@ -965,6 +1011,86 @@ t_hook_list_events() {
   grep -qE " push +e2e/umoci:v1 +200 OK" "$WORK/hook-events.txt" || die "push of e2e/umoci:v1 missing from the table"
 }
 
+# Signed webhook (Wharf's Standard Webhooks extension): its own path and scope, pushes by curl
+# so these checks build on nothing else in this script.
+SIGN_HOOK=e2esigned
+
+# curl_push REPO TAG SALT: a one-layer image, uploaded monolithically with curl.
+curl_push() {
+  local repo=$1 tag=$2 salt=$3 dir=$WORK/curl-push/$2 code f d
+  mkdir -p "$dir"
+  printf '{"architecture":"amd64","os":"linux","salt":"%s"}' "$salt" >"$dir/config"
+  printf 'layer %s\n' "$salt" | gzip -n >"$dir/layer"
+  for f in config layer; do
+    d=$(sha256_of "$dir/$f")
+    code=$(http_code POST "http://$REG/v2/$repo/blobs/uploads/?digest=$d" \
+      -H 'Content-Type: application/octet-stream' --data-binary "@$dir/$f")
+    assert_eq "$code" 201 "upload of $f"
+  done
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":%s}]}' \
+    "$(sha256_of "$dir/config")" "$(stat -c %s "$dir/config")" \
+    "$(sha256_of "$dir/layer")" "$(stat -c %s "$dir/layer")" >"$dir/manifest"
+  code=$(http_code PUT "http://$REG/v2/$repo/manifests/$tag" \
+    -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data-binary "@$dir/manifest")
+  assert_eq "$code" 201 "manifest push"
+}
+
+t_sign_create() {
+  local out=$WORK/sign-create.json secret
+  wh create -n "$SIGN_HOOK" --uri "http://127.0.0.1:$(cat "$HOOKS/port")/hooks/signed" \
+    --actions push --scope 'e2e/signed:*' --signing enabled >"$out"
+  cat "$out"
+  assert_eq "$(pyj "$out" 'd["signing"]["enabled"]')" True "signing.enabled"
+  wh get-config -n "$SIGN_HOOK" >"$WORK/sign-config.json"
+  secret=$(pyj "$WORK/sign-config.json" 'd["signingSecret"]')
+  [[ $secret == whsec_* ]] || die "get-config shows no whsec_ secret"
+  wh show -n "$SIGN_HOOK" >"$WORK/sign-show.json"
+  ! grep -q whsec_ "$out" "$WORK/sign-show.json" || die "create or show printed the secret"
+  put sign_secret_old "$secret"
+}
+
+t_sign_verify() {
+  curl_push e2e/signed v1 "signed-1-$RUN_ID"
+  until_ok 30 hookcheck signed "$HOOKS/requests.jsonl" v1 1 "$(get sign_secret_old)"
+}
+
+t_sign_rotate() {
+  local out=$WORK/sign-rotate.json old new
+  old=$(get sign_secret_old)
+  wh rotate-secret -n "$SIGN_HOOK" --grace-period 600 >"$out"
+  cat "$out"
+  [[ -n $(pyj "$out" 'd["signing"].get("previousSecretExpiresAt") or ""') ]] ||
+    die "no previousSecretExpiresAt after rotation"
+  ! grep -q whsec_ "$out" || die "rotate-secret printed a secret"
+  wh get-config -n "$SIGN_HOOK" >"$WORK/sign-config2.json"
+  new=$(pyj "$WORK/sign-config2.json" 'd["signingSecret"]')
+  [[ $new == whsec_* && $new != "$old" ]] || die "get-config shows no new secret"
+  put sign_secret_new "$new"
+  curl_push e2e/signed v2 "signed-2-$RUN_ID"
+  # Within the grace period both secrets sign: each verifies the same delivery.
+  until_ok 30 hookcheck signed "$HOOKS/requests.jsonl" v2 2 "$new" "$old"
+}
+
+t_sign_history() {
+  local out=$WORK/sign-events.json
+  until_ok 15 eval 'wh list-events -n "$SIGN_HOOK" >"$out" &&
+    [[ $(pyj "$out" "len(d)") -ge 2 ]]'
+  [[ $(pyj "$out" '{h["eventRequestMessage"]["headers"].get("webhook-signature") for h in d} == {"******"}') == True ]] ||
+    die "list-events does not mask webhook-signature"
+  ! grep -q "$(get sign_secret_old)" "$out" || die "list-events printed a secret"
+  ! grep -q "$(get sign_secret_new)" "$out" || die "list-events printed a secret"
+}
+
+t_ssrf_metadata() {
+  if wh create -n e2essrf --uri "http://169.254.169.254/latest/meta-data/" --actions push \
+    >"$WORK/ssrf.out" 2>"$WORK/ssrf.err"; then
+    die "a webhook aimed at the cloud metadata endpoint was accepted"
+  fi
+  cat "$WORK/ssrf.err"
+  grep -q "cloud metadata" "$WORK/ssrf.err" || die "the refusal does not name the rule"
+  ! grep -q "meta-data" "$WORK/ssrf.err" || die "the refusal echoes the URI"
+}
+
 webhook_checks() {
   if [[ $MODE != wharf ]]; then
     echo "INFO webhook checks run against Wharf only (E2E_REGISTRY=$MODE)"
@@ -976,12 +1102,147 @@ webhook_checks() {
   check "deliveries: Content-Type, User-Agent, custom header" t_hook_headers
   step "wharf webhook ping, and the ping arrives" t_hook_ping
   check "wharf webhook list-events shows the ping and the pushes" t_hook_list_events
+  section "webhook signing and SSRF guard"
+  step "wharf webhook create --signing enabled; get-config shows the whsec_ secret" t_sign_create
+  step "signed push delivery verifies with standardwebhooks" t_sign_verify
+  step "rotate-secret: the next delivery verifies with the old and the new secret" t_sign_rotate
+  check "list-events masks webhook-signature and shows no secret" t_sign_history
+  check "a cloud metadata service URI is refused, naming the rule" t_ssrf_metadata
 }
 
 # ---------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------
 ensure_deps
+# ---------------------------------------------------------------------------
+# access control: a second server with --auth
+# ---------------------------------------------------------------------------
+t_auth_start() {
+  local port
+  port=$(free_port)
+  put auth_reg "127.0.0.1:$port"
+  mkdir -p "$WORK/authdata"
+  # With access control on, the SSRF guard refuses loopback webhook targets; the webhook of
+  # t_auth_no_secrets points at 127.0.0.1, which this operator opens.
+  printf '[webhooks]\nallow_networks = ["127.0.0.1/32"]\n' >"$WORK/cfg/auth-wharf.toml"
+  # The most verbose log level: secrets must not appear in it either.
+  WHARF_LOG=trace "$WHARF_BIN" serve --auth --listen "127.0.0.1:$port" \
+    --config "$WORK/cfg/auth-wharf.toml" \
+    --data-dir "$WORK/authdata" >"$WORK/auth.out" 2>"$WORK/auth.log" &
+  echo $! >"$WORK/state/auth_pid"
+  local i
+  for i in $(seq 100); do
+    [[ $(http_code GET "http://127.0.0.1:$port/v2/") == 401 ]] && break
+    sleep 0.1
+  done
+  local pw mt
+  pw=$(awk '/^admin password:/ {print $3}' "$WORK/auth.out")
+  mt=$(awk '/^management token:/ {print $3}' "$WORK/auth.out")
+  [[ ${#pw} -eq 32 && $mt == wharfm_* ]] || die "credentials not printed: $(cat "$WORK/auth.out")"
+  put auth_pw "$pw"
+  put auth_mt "$mt"
+}
+
+t_auth_anonymous() {
+  local reg hdr
+  reg=$(get auth_reg)
+  hdr=$(curl -sS -D - -o /dev/null "http://$reg/v2/e2e/auth/manifests/v1")
+  grep -q '^HTTP/1.1 401' <<<"$hdr" || die "want 401: $hdr"
+  grep -qi "^www-authenticate: Bearer realm=\"http://$reg/oauth2/token\",service=\"$reg\",scope=\"repository:e2e/auth:pull\"" <<<"$hdr" ||
+    die "challenge: $hdr"
+}
+
+t_auth_admin_skopeo() {
+  local reg pw
+  reg=$(get auth_reg)
+  pw=$(get auth_pw)
+  sk copy --dest-tls-verify=false --dest-creds "wharf:$pw" "oci:$L:v1" "docker://$reg/e2e/auth:v1"
+  sk inspect --tls-verify=false --creds "wharf:$pw" "docker://$reg/e2e/auth:v1" >/dev/null
+  sk list-tags --tls-verify=false --creds "wharf:$pw" "docker://$reg/e2e/auth" | grep -q '"v1"'
+  if sk inspect --tls-verify=false --creds "wharf:wrong-password" "docker://$reg/e2e/auth:v1" 2>"$WORK/wrongpw.err"; then
+    die "a wrong admin password was accepted"
+  fi
+}
+
+ARM_R=/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/wharf/providers/Microsoft.ContainerRegistry/registries/wharf
+arm() { # arm METHOD PATH [JSON]
+  local reg mt
+  reg=$(get auth_reg)
+  mt=$(get auth_mt)
+  curl -sS -f -X "$1" -H "Authorization: Bearer $mt" -H 'Content-Type: application/json' \
+    ${3:+-d "$3"} "http://$reg$ARM_R$2"
+}
+
+t_auth_token() {
+  arm PUT /scopeMaps/team-app '{"properties":{"description":"e2e","actions":["repositories/team/app/content/read","repositories/team/app/content/write","repositories/team/app/metadata/read"]}}' >/dev/null
+  arm PUT /tokens/e2e-team "{\"properties\":{\"scopeMapId\":\"$ARM_R/scopeMaps/team-app\"}}" >/dev/null
+  arm POST /generateCredentials "{\"tokenId\":\"$ARM_R/tokens/e2e-team\"}" >"$WORK/tokencreds.json"
+  local tp
+  tp=$(pyj "$WORK/tokencreds.json" 'd["passwords"][0]["value"]')
+  [[ ${#tp} -eq 32 ]] || die "token password: $tp"
+  put token_pw "$tp"
+  # the listing never shows it again
+  arm GET /tokens/e2e-team >"$WORK/tokenshow.json"
+  if grep -qF -- "$tp" "$WORK/tokenshow.json"; then die "token show prints the password"; fi
+}
+
+t_auth_token_skopeo() {
+  local reg tp
+  reg=$(get auth_reg)
+  tp=$(get token_pw)
+  sk copy --dest-tls-verify=false --dest-creds "e2e-team:$tp" "oci:$L:v1" "docker://$reg/team/app:v1"
+  sk copy --src-tls-verify=false --src-creds "e2e-team:$tp" "docker://$reg/team/app:v1" "oci:$WORK/authpull:v1"
+  if sk copy --dest-tls-verify=false --dest-creds "e2e-team:$tp" "oci:$L:v1" "docker://$reg/other/app:v1" 2>"$WORK/other.err"; then
+    die "a push outside the token's scope was accepted"
+  fi
+  grep -qiE 'unauthorized|denied|authentication required' "$WORK/other.err" || die "refusal: $(cat "$WORK/other.err")"
+}
+
+t_auth_token_podman() {
+  local reg tp
+  reg=$(get auth_reg)
+  tp=$(get token_pw)
+  pm pull --tls-verify=false --creds "e2e-team:$tp" "$reg/team/app:v1" >/dev/null
+  pm tag "$reg/team/app:v1" "$reg/team/app:podman"
+  pm push --tls-verify=false --creds "e2e-team:$tp" "$reg/team/app:podman"
+  pm tag "$reg/team/app:v1" "$reg/other/app:podman"
+  if pm push --tls-verify=false --creds "e2e-team:$tp" "$reg/other/app:podman" 2>"$WORK/pmother.err"; then
+    die "podman pushed outside the token's scope"
+  fi
+}
+
+t_auth_token_oras() {
+  local reg tp
+  reg=$(get auth_reg)
+  tp=$(get token_pw)
+  cd "$O" # oras-py insists that pushed files sit under the current directory
+  ORAS_AUTH="e2e-team:$tp" orasx push --registry "$reg" --ref team/app:oras \
+    --file "note.txt:text/plain" --config "config.json:application/vnd.e2e.config+json" >/dev/null
+  ORAS_AUTH="e2e-team:$tp" orasx pull --registry "$reg" --ref team/app:oras --out "$WORK/orasauth" >/dev/null
+  cmp "$O/note.txt" "$WORK/orasauth/note.txt"
+  if ORAS_AUTH="e2e-team:$tp" orasx push --registry "$reg" --ref other/app:oras \
+    --file "note.txt:text/plain" --config "config.json:application/vnd.e2e.config+json" 2>/dev/null; then
+    die "oras pushed outside the token's scope"
+  fi
+}
+
+t_auth_no_secrets() {
+  # a webhook with secrets in its URI and a header, so they exist in the database
+  arm GET "" >/dev/null
+  local reg mt
+  reg=$(get auth_reg)
+  mt=$(get auth_mt)
+  curl -sS -f -X PUT -H "Authorization: Bearer $mt" -H 'Content-Type: application/json' \
+    -d '{"properties":{"serviceUri":"http://127.0.0.1:9/h?code=e2e-uri-s3cret","actions":["push"],"customHeaders":{"X-Key":"e2e-header-s3cret"}}}' \
+    "http://$reg/wharf/v1/webhooks/secrethook" >/dev/null
+  local s
+  for s in "$(get auth_pw)" "$(get auth_mt)" "$(get token_pw)" e2e-uri-s3cret e2e-header-s3cret; do
+    if grep -qF -- "$s" "$WORK/auth.log"; then die "a secret is in the server log"; fi
+    if cat "$WORK/authdata"/wharf.db* | grep -qaF -- "$s"; then die "a secret is in the database in clear"; fi
+  done
+  [[ $(wc -l <"$WORK/auth.log") -gt 10 ]] || die "the trace log is suspiciously short"
+}
+
 setup_clients
 start_registry
 webhook_setup
@@ -1037,6 +1298,18 @@ check "pull chart, manifest and config" t_helm_pull
 
 section "webhooks"
 webhook_checks
+
+if [[ $MODE == wharf ]]; then
+  section "access control"
+  step "start a second wharf with --auth; it prints the admin password and a management token" t_auth_start
+  check "anonymous: 401 with ACR's Bearer challenge" t_auth_anonymous
+  step "skopeo pushes and pulls as the admin user" t_auth_admin_skopeo
+  step "a token limited to team/app (scope map via the ARM API)" t_auth_token
+  check "skopeo with the token: team/app works, another repository is refused" t_auth_token_skopeo
+  check "podman with the token: push and pull team/app, refused elsewhere" t_auth_token_podman
+  check "oras with the token: push to team/app, refused elsewhere" t_auth_token_oras
+  check "no secret in the most verbose log or in the database files" t_auth_no_secrets
+fi
 
 if ((FAILED + SKIPPED)) && [[ -s $SERVER_LOG ]]; then
   echo "-- last lines of the $MODE server log ($SERVER_LOG; E2E_KEEP=1 keeps it):"

@@ -32,7 +32,17 @@ oras.decorator.time = types.SimpleNamespace(sleep=lambda _s: None)
 
 
 def client(registry):
-    return oras.client.OrasClient(hostname=registry, insecure=True)
+    # ORAS_AUTH=user:password: send Basic credentials on every request, which ACR (and Wharf)
+    # accept on every data-plane route. (oras-py 0.2.43's token backend keeps the first token
+    # it gets, pull-scoped from a HEAD, and never asks again for push: it cannot push to any
+    # registry that grants only what the challenge asked for.) No credentials file is written.
+    creds = os.environ.get("ORAS_AUTH")
+    if not creds:
+        return oras.client.OrasClient(hostname=registry, insecure=True)
+    c = oras.client.OrasClient(hostname=registry, insecure=True, auth_backend="basic")
+    user, _, password = creds.partition(":")
+    c.auth.set_basic_auth(user, password)
+    return c
 
 
 def cmd_push(a):

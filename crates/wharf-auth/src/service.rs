@@ -388,8 +388,8 @@ impl Auth {
             return Ok(ok.then_some(Principal::Admin));
         }
         let key = secret::fast_hash(&format!("{user}\u{0}{password}"));
-        if let Some((p, at)) = lock(&self.inner.cache).map.get(&key)
-            && at.elapsed() < BASIC_CACHE_TTL
+        if let Some((p, until)) = lock(&self.inner.cache).map.get(&key)
+            && Instant::now() < *until
         {
             return Ok(Some(p.clone()));
         }
@@ -400,28 +400,36 @@ impl Auth {
             return Ok(None);
         }
         let now = chrono::Utc::now().timestamp_millis();
-        let hashes: Vec<String> = t
+        let live: Vec<(String, Option<i64>)> = t
             .passwords
             .iter()
             .filter(|p| p.expiry.is_none_or(|e| e > now))
-            .map(|p| p.hash.clone())
+            .map(|p| (p.hash.clone(), p.expiry))
             .collect();
         let pw = password.to_owned();
         // argon2 costs tens of milliseconds of CPU: off the async runtime.
         let matched = tokio::task::spawn_blocking(move || {
-            hashes.iter().any(|h| secret::verify_password(&pw, h))
+            live.into_iter()
+                .find(|(h, _)| secret::verify_password(&pw, h))
+                .map(|(_, expiry)| expiry)
         })
         .await
-        .unwrap_or(false);
-        if !matched {
+        .unwrap_or(None);
+        let Some(expiry) = matched else {
             return Ok(None);
-        }
+        };
         let p = self.token_principal(&t).await?;
+        // Cached no longer than the password lives.
+        let mut until = Instant::now() + BASIC_CACHE_TTL;
+        if let Some(e) = expiry {
+            let left = Duration::from_millis(u64::try_from(e - now).unwrap_or(0));
+            until = until.min(Instant::now() + left);
+        }
         let mut cache = lock(&self.inner.cache);
         if cache.map.len() >= BASIC_CACHE_MAX {
             cache.map.clear();
         }
-        cache.map.insert(key, (p.clone(), Instant::now()));
+        cache.map.insert(key, (p.clone(), until));
         Ok(Some(p))
     }
 

@@ -155,17 +155,21 @@ pub fn basic_pair(b64: &str) -> Option<(String, String)> {
 pub async fn authorize(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
     let host = request_host(&req);
     if !app.auth.enabled() {
-        if !is_loopback_host(&host) {
+        // The operator's explicit --insecure-open-registry serves every host.
+        if !app.open_to_network && !is_loopback_host(&host) {
             return forbidden_host();
         }
         if let Some(r) = refuse_cross_site(&req) {
             return r;
         }
-        req.extensions_mut().insert(Caller {
+        let caller = Caller {
             identity: "anonymous".into(),
             may_mount_anywhere: true,
-        });
-        return next.run(req).await;
+        };
+        req.extensions_mut().insert(caller.clone());
+        let mut resp = next.run(req).await;
+        resp.extensions_mut().insert(caller);
+        return resp;
     }
     let Some(needs) = needs(req.method(), req.uri().path(), req.uri().query()) else {
         return next.run(req).await;
@@ -220,12 +224,16 @@ pub async fn authorize(State(app): State<AppState>, mut req: Request, next: Next
         tracing::debug!(identity = %principal.identity(), "request refused: insufficient scope");
         return challenge.refuse(d);
     }
-    req.extensions_mut().insert(Caller {
+    let caller = Caller {
         identity: principal.identity(),
         may_mount_anywhere: app.auth.catalog_allowed(&principal)
             && !matches!(principal, Principal::Anonymous),
-    });
-    next.run(req).await
+    };
+    req.extensions_mut().insert(caller.clone());
+    let mut resp = next.run(req).await;
+    // For the access log, which wraps this layer.
+    resp.extensions_mut().insert(caller);
+    resp
 }
 
 /// In the open mode, a management call that may change something (POST, PUT, PATCH) must say
@@ -309,7 +317,13 @@ impl Challenge {
                 "message": "authentication required, visit https://aka.ms/acr/authorization for more information.",
                 "detail": detail,
             }]});
-            (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
+            let mut r = (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+            // Docker recognises a v2 registry by this header, on 401s too.
+            r.headers_mut().insert(
+                header::HeaderName::from_static("docker-distribution-api-version"),
+                HeaderValue::from_static("registry/2.0"),
+            );
+            r
         };
         if let Ok(v) = HeaderValue::from_str(&www) {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, v);

@@ -73,7 +73,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// One line per request at debug level (`WHARF_LOG=wharf_http=debug`): method, path (never the
-/// query, which may carry secrets), status and duration. Server errors are logged at warn.
+/// query, which may carry secrets), status, duration and the caller's identity. Server errors are logged at warn.
 async fn access_log(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -81,10 +81,16 @@ async fn access_log(req: axum::extract::Request, next: axum::middleware::Next) -
     let resp = next.run(req).await;
     let status = resp.status().as_u16();
     let ms = start.elapsed().as_secs_f64() * 1000.0;
+    // The caller as the auth layer named it (never a credential).
+    let identity = resp
+        .extensions()
+        .get::<Caller>()
+        .map(|c| c.identity.as_str())
+        .unwrap_or("-");
     if status >= 500 {
-        tracing::warn!(%method, %path, status, ms, "request failed");
+        tracing::warn!(%method, %path, status, ms, identity, "request failed");
     } else {
-        tracing::debug!(%method, %path, status, ms, "request");
+        tracing::debug!(%method, %path, status, ms, identity, "request");
     }
     resp
 }

@@ -54,10 +54,27 @@ enum WebhookCommand {
     Ping(NameArg),
     /// List a webhook's recent delivery attempts, newest first.
     ListEvents(ListEventsArgs),
-    /// Show a webhook's service URI and custom headers (the only command that shows them).
+    /// Show a webhook's service URI, custom headers and signing secret (the only command that
+    /// shows them).
     GetConfig(NameArg),
     /// Queue deliveries again: one event, or every failed delivery of the webhook.
     Redeliver(RedeliverArgs),
+    /// Replace a signing webhook's secret; the old one keeps signing beside the new one for
+    /// the grace period. get-config shows the new secret.
+    RotateSecret(RotateArgs),
+}
+
+/// `--signing`: whether deliveries carry Standard Webhooks signatures.
+#[derive(Clone, Copy, ValueEnum)]
+enum Toggle {
+    Enabled,
+    Disabled,
+}
+
+impl Toggle {
+    fn json(self) -> Value {
+        json!({ "enabled": matches!(self, Toggle::Enabled) })
+    }
 }
 
 #[derive(Args)]
@@ -90,6 +107,11 @@ struct CreateArgs {
     /// Region; defaults to the server's.
     #[arg(long, short = 'l')]
     location: Option<String>,
+    /// Sign deliveries the Standard Webhooks way (webhook-id, webhook-timestamp,
+    /// webhook-signature headers; a Wharf extension). The server makes the secret; get-config
+    /// shows it. Default: disabled, requests identical to ACR's.
+    #[arg(long, value_enum)]
+    signing: Option<Toggle>,
     /// Space-separated tags in key[=value] format.
     #[arg(long, num_args = 0..)]
     tags: Option<Vec<String>>,
@@ -119,6 +141,21 @@ struct UpdateArgs {
     /// Space-separated tags in key[=value] format, replacing the current ones.
     #[arg(long, num_args = 0..)]
     tags: Option<Vec<String>>,
+    /// Sign deliveries the Standard Webhooks way, or stop signing. Enabling it the first time
+    /// makes a secret (see get-config); disabling keeps it for a later enable.
+    #[arg(long, value_enum)]
+    signing: Option<Toggle>,
+}
+
+#[derive(Args)]
+struct RotateArgs {
+    /// Name of the webhook.
+    #[arg(long, short = 'n')]
+    name: String,
+    /// How long the old secret keeps signing beside the new one, in seconds (at most 604800,
+    /// 7 days; 0 stops it at once). Default: 86400 (one day).
+    #[arg(long)]
+    grace_period: Option<u64>,
 }
 
 #[derive(Args)]
@@ -339,6 +376,9 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<Strin
             if let Some(h) = a.headers {
                 props["customHeaders"] = json!(kv(&h));
             }
+            if let Some(t) = a.signing {
+                props["signing"] = t.json();
+            }
             let mut body = json!({ "properties": props, "tags": kv(&a.tags.unwrap_or_default()) });
             if let Some(l) = a.location {
                 body["location"] = json!(l);
@@ -364,6 +404,9 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<Strin
             }
             if let Some(s) = a.status {
                 props.insert("status".into(), json!(s));
+            }
+            if let Some(t) = a.signing {
+                props.insert("signing".into(), t.json());
             }
             let mut body = json!({ "properties": props });
             if let Some(t) = a.tags {
@@ -411,10 +454,30 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<Strin
             render_rows(
                 &v,
                 out,
-                &["SERVICE URI", "HEADERS"],
-                |v| vec![s(&v["serviceUri"]), v["customHeaders"].to_string()],
+                &["SERVICE URI", "HEADERS", "SIGNING SECRET"],
+                |v| {
+                    vec![
+                        s(&v["serviceUri"]),
+                        v["customHeaders"].to_string(),
+                        s(&v["signingSecret"]),
+                    ]
+                },
                 false,
             )
+        }
+        WebhookCommand::RotateSecret(a) => {
+            let body = match a.grace_period {
+                Some(g) => json!({ "gracePeriodSeconds": g }),
+                None => json!({}),
+            };
+            let w = c
+                .call(
+                    Method::POST,
+                    &format!("/{}/rotateSigningSecret", a.name),
+                    Some(body),
+                )
+                .await?;
+            render_webhooks(&[flatten(&c.object(w, "a webhook")?)], out, false)
         }
         WebhookCommand::ListEvents(a) => {
             let mut all = Vec::new();

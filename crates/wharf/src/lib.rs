@@ -45,6 +45,11 @@ pub async fn start(cfg: &Config, listener: TcpListener) -> anyhow::Result<Server
              [auth] enabled = true), or pass --insecure-open-registry to run open anyway"
         );
     }
+    // Settings are checked before anything is opened.
+    let hooks_cfg = cfg.hooks(addr)?;
+    if hooks_cfg.allow_loopback {
+        tracing::info!("webhooks may target loopback addresses (webhooks.allow_loopback)");
+    }
     let store = wharf_store::Store::open(
         &cfg.data_dir,
         &wharf_store::StoreOptions {
@@ -81,8 +86,8 @@ pub async fn start(cfg: &Config, listener: TcpListener) -> anyhow::Result<Server
             max_tags_per_put: cfg.limits.max_tags_per_put,
         },
     );
-    let hooks = wharf_hooks::Hooks::new(store.clone(), cfg.hooks(addr))
-        .context("building the webhook sender")?;
+    let hooks =
+        wharf_hooks::Hooks::new(store.clone(), hooks_cfg).context("building the webhook sender")?;
     let dispatcher = hooks.start();
 
     let expiry_ms =

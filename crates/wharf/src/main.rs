@@ -53,6 +53,15 @@ struct ServeArgs {
     /// GiB or a percentage of the volume, e.g. 512MiB or 1% (0 turns the floor off) [default: 1%]
     #[arg(long, env = "WHARF_MIN_FREE_SPACE")]
     min_free_space: Option<String>,
+    /// Turn access control on: the admin user, tokens and scope maps, the token server. The
+    /// first start prints the admin password and a management token once [default: off]
+    #[arg(long, env = "WHARF_AUTH")]
+    auth: bool,
+    /// Run WITHOUT access control on a non-loopback address: anyone who can reach the
+    /// registry can push, delete and read webhook secrets. Without --auth, Wharf refuses to
+    /// listen beyond loopback unless this is given
+    #[arg(long, env = "WHARF_INSECURE_OPEN_REGISTRY")]
+    insecure_open_registry: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -89,6 +98,22 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = a.min_free_space {
         cfg.limits.min_free_space = v;
+    }
+    if a.auth {
+        cfg.auth.enabled = true;
+    }
+    if a.insecure_open_registry {
+        cfg.auth.insecure_open = true;
+    }
+    if let Ok(v) = std::env::var("WHARF_MANAGEMENT_TOKEN")
+        && !v.is_empty()
+    {
+        cfg.auth.management_token = v;
+    }
+    if let Ok(v) = std::env::var("WHARF_SECRET_KEY")
+        && !v.is_empty()
+    {
+        cfg.auth.secret_key = v;
     }
     init_logging(&cfg)?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
