@@ -2,8 +2,9 @@
 """Small oras-py (PyPI `oras`, tested with 0.2.43) driver for scripts/e2e.sh.
 
 Every subcommand talks plain HTTP to the registry given with --registry
-(host:port) and prints machine-readable output on stdout; diagnostics go to
-stderr. Exit status is non-zero on any failure.
+(host:port), or HTTPS verified against a CA bundle with --ca-file PATH (given
+before the subcommand), and prints machine-readable output on stdout;
+diagnostics go to stderr. Exit status is non-zero on any failure.
 
   push     --registry R --ref REPO:TAG --file PATH:MEDIATYPE... --config PATH:MEDIATYPE
            [--annotation K=V]... [--chunk-size BYTES]
@@ -31,15 +32,24 @@ import oras.provider
 oras.decorator.time = types.SimpleNamespace(sleep=lambda _s: None)
 
 
+CA_FILE = None  # set by --ca-file: HTTPS, verified against this bundle
+
+
 def client(registry):
+    # --ca-file: HTTPS, verified against that bundle (tls_verify takes a CA bundle path as
+    # well as a bool, as requests' `verify` does). Otherwise plain HTTP.
+    insecure = not CA_FILE
+    verify = CA_FILE or True
     # ORAS_AUTH=user:password: send Basic credentials on every request, which ACR (and Wharf)
     # accept on every data-plane route. (oras-py 0.2.43's token backend keeps the first token
     # it gets, pull-scoped from a HEAD, and never asks again for push: it cannot push to any
     # registry that grants only what the challenge asked for.) No credentials file is written.
     creds = os.environ.get("ORAS_AUTH")
     if not creds:
-        return oras.client.OrasClient(hostname=registry, insecure=True)
-    c = oras.client.OrasClient(hostname=registry, insecure=True, auth_backend="basic")
+        return oras.client.OrasClient(hostname=registry, insecure=insecure, tls_verify=verify)
+    c = oras.client.OrasClient(
+        hostname=registry, insecure=insecure, tls_verify=verify, auth_backend="basic"
+    )
     user, _, password = creds.partition(":")
     c.auth.set_basic_auth(user, password)
     return c
@@ -119,6 +129,7 @@ def cmd_tags(a):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--ca-file", help="use HTTPS, trusting the CA certificates in this PEM file")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("push")
@@ -155,6 +166,8 @@ def main():
     s.set_defaults(fn=cmd_tags)
 
     a = p.parse_args()
+    global CA_FILE
+    CA_FILE = a.ca_file
     a.fn(a)
 
 

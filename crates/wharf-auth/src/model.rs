@@ -65,12 +65,22 @@ fn valid_name(kind: &str, name: &str, extra: &[char]) -> Result<(), AuthError> {
     }
 }
 
+/// What follows `prefix` in the ARM id `id` (compared ignoring ASCII case, as ARM ids are),
+/// if anything does. `get` rather than slicing: the id comes from a request body, and
+/// `prefix.len()` may fall inside one of its multi-byte characters (slicing there panicked;
+/// found by the property tests below).
+fn child_of<'a>(id: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = id.get(..prefix.len())?;
+    let rest = &id[prefix.len()..];
+    (head.eq_ignore_ascii_case(prefix) && !rest.is_empty()).then_some(rest)
+}
+
 /// The scope map a `scopeMapId` (full ARM id or bare name) names, if it belongs to this
 /// registry.
 fn scope_map_name(registry: &str, id: &str) -> Result<String, AuthError> {
     let prefix = format!("{}/scopeMaps/", registry_id(registry));
-    let name = if id.len() > prefix.len() && id[..prefix.len()].eq_ignore_ascii_case(&prefix) {
-        &id[prefix.len()..]
+    let name = if let Some(name) = child_of(id, &prefix) {
+        name
     } else if !id.contains('/') {
         id
     } else {
@@ -510,8 +520,8 @@ impl Auth {
             .token_id
             .ok_or_else(|| AuthError::Invalid("tokenId: required".into()))?;
         let prefix = format!("{}/tokens/", registry_id(self.registry()));
-        let name = if id.len() > prefix.len() && id[..prefix.len()].eq_ignore_ascii_case(&prefix) {
-            id[prefix.len()..].to_owned()
+        let name = if let Some(name) = child_of(&id, &prefix) {
+            name.to_owned()
         } else if !id.contains('/') {
             id.clone()
         } else {
@@ -576,5 +586,77 @@ fn lower_repo(action: &str) -> String {
     }) {
         Some(s) => s,
         None => action.to_owned(),
+    }
+}
+
+/// Property tests of the ARM ids that name a scope map or a token in a request body.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The start of `full` cut at a random point, often within a few bytes of its end, so that
+    /// what the client appends straddles the place where the prefix would end.
+    fn cut(full: String) -> impl Strategy<Value = String> {
+        let n = full.len();
+        prop_oneof![0..=n, n.saturating_sub(3)..=n].prop_map(move |k| full[..k].to_owned())
+    }
+
+    /// The case the properties found: a multi-byte character across the prefix's end.
+    #[test]
+    fn a_character_across_the_prefix_end_is_refused_not_a_panic() {
+        let prefix = format!("{}/scopeMaps/", registry_id("myreg"));
+        let id = format!("{}é/x", &prefix[..prefix.len() - 1]);
+        assert!(scope_map_name("myreg", &id).is_err());
+        assert_eq!(child_of(&id, &prefix), None);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn scope_map_ids_never_panic(
+            (registry, head) in "[a-z0-9]{5,12}".prop_flat_map(|r| {
+                let prefix = format!("{}/scopeMaps/", registry_id(&r));
+                (Just(r), cut(prefix))
+            }),
+            tail in any::<String>(),
+        ) {
+            let _ = scope_map_name(&registry, &format!("{head}{tail}"));
+        }
+
+        /// The helper `generateCredentials` reads its `tokenId` with, too.
+        #[test]
+        fn children_of_arm_ids_never_panic(
+            (prefix, head) in "[a-z0-9]{5,12}".prop_flat_map(|r| {
+                let prefix = format!("{}/tokens/", registry_id(&r));
+                (Just(prefix.clone()), cut(prefix))
+            }),
+            tail in any::<String>(),
+        ) {
+            let id = format!("{head}{tail}");
+            let got = child_of(&id, &prefix);
+            if head.len() == prefix.len() {
+                prop_assert_eq!(got, Some(tail.as_str()).filter(|t| !t.is_empty()));
+            }
+        }
+
+        #[test]
+        fn scope_map_ids_name_their_scope_map(
+            registry in "[a-z0-9]{5,12}",
+            name in "[a-zA-Z0-9_-]{5,50}",
+            upper in any::<bool>(),
+        ) {
+            let mut id = format!("{}/scopeMaps/{name}", registry_id(&registry));
+            if upper {
+                id = id.to_ascii_uppercase();
+            }
+            let want = if upper { name.to_ascii_uppercase() } else { name.clone() };
+            prop_assert_eq!(scope_map_name(&registry, &id).ok(), Some(want));
+            prop_assert_eq!(scope_map_name(&registry, &name).ok(), Some(name));
+            let other = format!("{}/scopeMaps/x", registry_id(&format!("{registry}x")));
+            prop_assert!(scope_map_name(&registry, &other).is_err());
+        }
     }
 }

@@ -359,3 +359,144 @@ mod tests {
         assert_eq!(admin.allowed("x").len(), 5);
     }
 }
+
+/// Property tests of both vocabularies: no input panics, a well-formed requested scope reads
+/// back unchanged, and scope-map rules parse and cover what ACR says they cover.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const NAME: &str = r"[a-z0-9]{1,6}((\.|_|__|-{1,2})[a-z0-9]{1,6}){0,2}(/[a-z0-9]{1,6}((\.|_|__|-{1,2})[a-z0-9]{1,6}){0,2}){0,2}";
+    /// One path component of a repository name.
+    const COMPONENT: &str = r"[a-z0-9]{1,6}((\.|_|-)[a-z0-9]{1,6}){0,2}";
+
+    fn action() -> impl Strategy<Value = RepoAction> {
+        prop::sample::select(RepoAction::ALL.to_vec())
+    }
+
+    /// `type:name:actions` as clients write it; the name may carry a `host:port`.
+    fn requested() -> impl Strategy<Value = ResourceScope> {
+        (
+            prop_oneof![
+                "repository|registry".prop_map(String::from),
+                "[a-z_-]{1,10}"
+            ],
+            prop_oneof![
+                NAME,
+                "[a-z.]{1,8}:[0-9]{1,5}/[a-z0-9/]{1,10}",
+                "[a-zA-Z0-9:/._@-]{1,16}"
+            ],
+            prop::collection::vec(r"\*|pull|push|delete|metadata_read|[a-z_*]{1,10}", 0..4),
+        )
+            .prop_map(|(kind, name, actions)| ResourceScope {
+                kind,
+                name,
+                actions,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_requested_scopes_never_panic(values in prop::collection::vec(any::<String>(), 0..4)) {
+            let got = parse_requested(values.iter().map(String::as_str));
+            prop_assert!(got.len() <= MAX_SCOPES);
+            for s in &got {
+                prop_assert!(!s.kind.is_empty() && !s.name.is_empty());
+                prop_assert!(!s.kind.contains([':', '(', ' ']));
+                prop_assert!(s.actions.iter().all(|a| !a.is_empty() && !a.contains([':', ',', ' '])));
+            }
+        }
+
+        /// Near the grammar: colons, commas, spaces and a class in parentheses, in any order.
+        #[test]
+        fn requested_scopes_near_the_grammar_never_panic(v in r"[a-z():, *]{0,24}") {
+            let got = parse_requested([v.as_str()]);
+            for s in &got {
+                prop_assert!(!s.kind.is_empty() && !s.name.is_empty());
+            }
+        }
+
+        #[test]
+        fn requested_scopes_round_trip_through_display(scopes in prop::collection::vec(requested(), 1..4), joined in any::<bool>()) {
+            let shown: Vec<String> = scopes.iter().map(ToString::to_string).collect();
+            let got = if joined {
+                parse_requested([shown.join(" ").as_str()])
+            } else {
+                parse_requested(shown.iter().map(String::as_str))
+            };
+            prop_assert_eq!(&got, &scopes);
+            let again: Vec<String> = got.iter().map(ToString::to_string).collect();
+            prop_assert_eq!(again, shown);
+        }
+
+        #[test]
+        fn the_class_of_a_type_is_dropped(scope in requested(), class in "[a-z]{1,8}") {
+            let s = scope.to_string();
+            let with_class = s.replacen(':', &format!("({class}):"), 1);
+            prop_assert_eq!(parse_requested([with_class.as_str()]), vec![scope]);
+        }
+
+        #[test]
+        fn too_many_scopes_are_cut_at_the_cap(n in 0usize..100) {
+            let v = vec!["repository:a:pull"; n];
+            prop_assert_eq!(parse_requested(v).len(), n.min(MAX_SCOPES));
+        }
+
+        #[test]
+        fn arbitrary_rules_never_panic(rules in prop::collection::vec(any::<String>(), 0..3), repo in any::<String>()) {
+            for r in &rules {
+                let _ = Rule::parse(r);
+            }
+            if let Ok(set) = RuleSet::parse(&rules) {
+                let _ = set.allowed(&repo);
+            }
+        }
+
+        /// Near the grammar: wildcards anywhere, empty segments, other areas and verbs.
+        #[test]
+        fn rules_near_the_grammar_never_panic(
+            repo in r"[a-zA-Z*/_.-]{0,10}",
+            area in "content|metadata|[a-z]{0,4}|",
+            verb in "read|write|delete|[a-z]{0,4}",
+            probe in r"[a-z/]{0,8}",
+        ) {
+            let s = format!("repositories/{repo}/{area}/{verb}");
+            if let Ok(rule) = Rule::parse(&s) {
+                let _ = RuleSet(vec![rule]).allowed(&probe);
+            }
+        }
+
+        #[test]
+        fn generated_rules_parse_and_cover_their_repository(name in NAME, a in action(), upper in any::<bool>()) {
+            let written = if upper { name.to_ascii_uppercase() } else { name.clone() };
+            let rules = RuleSet::parse(&[format!("repositories/{written}/{}", a.map_action())]).unwrap();
+            prop_assert_eq!(rules.allowed(&name), BTreeSet::from([a]));
+            let (below, sibling) = (format!("{name}/x"), format!("{name}x"));
+            prop_assert!(rules.allowed(&below).is_empty());
+            prop_assert!(rules.allowed(&sibling).is_empty());
+            let all = RuleSet::parse(&[format!("repositories/*/{}", a.map_action())]).unwrap();
+            prop_assert_eq!(all.allowed(&name), BTreeSet::from([a]));
+        }
+
+        /// `p/*` covers everything under `p/`, at any depth, but never `p` itself nor a sibling
+        /// that merely starts with the same characters.
+        #[test]
+        fn prefix_rules_cover_below_and_not_the_prefix(
+            p in NAME,
+            below in prop::collection::vec(COMPONENT, 1..3),
+            a in action(),
+        ) {
+            let rules = RuleSet::parse(&[format!("repositories/{p}/*/{}", a.map_action())]).unwrap();
+            prop_assert!(rules.allowed(&p).is_empty());
+            let under = format!("{p}/{}", below.join("/"));
+            prop_assert_eq!(rules.allowed(&under), BTreeSet::from([a]));
+            for sibling in [format!("{p}{}", below[0]), format!("{p}-{}", below[0])] {
+                prop_assert!(rules.allowed(&sibling).is_empty());
+            }
+        }
+    }
+}

@@ -203,3 +203,59 @@ mod tests {
         }
     }
 }
+
+/// Property tests: only `sha256:`/`sha512:` with lower-case hex of the right length parse
+/// (checked against a regex as an independent oracle), and what parses prints back unchanged.
+#[cfg(test)]
+mod proptests {
+    use std::sync::LazyLock;
+
+    use proptest::prelude::*;
+    use regex::Regex;
+
+    use super::*;
+
+    fn spec_digest(s: &str) -> bool {
+        static RE: LazyLock<Regex> =
+            LazyLock::new(|| Regex::new(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$").unwrap());
+        RE.is_match(s)
+    }
+
+    fn valid_digest() -> impl Strategy<Value = String> {
+        prop_oneof!["sha256:[a-f0-9]{64}", "sha512:[a-f0-9]{128}"]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn valid_digests_parse_and_round_trip(s in valid_digest()) {
+            let d = Digest::parse(&s).unwrap();
+            prop_assert_eq!(d.to_string(), s.clone());
+            prop_assert_eq!(Digest::parse(&d.to_string()).unwrap(), d.clone());
+            let json = serde_json::to_string(&d).unwrap();
+            prop_assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), d);
+        }
+
+        #[test]
+        fn computed_digests_round_trip(data in prop::collection::vec(any::<u8>(), 0..64), sha512 in any::<bool>()) {
+            let alg = if sha512 { Algorithm::Sha512 } else { Algorithm::Sha256 };
+            let d = Digest::of(alg, &data);
+            prop_assert_eq!(Digest::parse(&d.to_string()).unwrap(), d);
+        }
+
+        /// Near the grammar: other algorithm names, upper-case or non-hex digits, lengths
+        /// around the right ones, missing or doubled colons.
+        #[test]
+        fn digests_are_accepted_exactly_by_the_spec_grammar(
+            s in r"(sha256|sha512|SHA256|sha|md5|)(:|::|)[a-fA-F0-9g:]{0,3}|(sha256|sha512):[a-f0-9A]{62,66}|sha512:[a-f0-9]{126,130}"
+        ) {
+            prop_assert_eq!(Digest::parse(&s).is_ok(), spec_digest(&s), "{:?}", s);
+        }
+
+        #[test]
+        fn arbitrary_strings_never_panic(s in any::<String>()) {
+            prop_assert_eq!(Digest::parse(&s).is_ok(), spec_digest(&s));
+        }
+    }
+}

@@ -671,3 +671,404 @@ mod tests {
         assert!(parse_manifest(in_string.as_bytes(), None).is_ok());
     }
 }
+
+/// Property tests: no body panics the parser (arbitrary bytes, arbitrary JSON built from the
+/// manifest vocabulary, valid manifests with one byte changed), whatever it accepts keeps the
+/// descriptor rules, and a valid generated manifest yields exactly the descriptors it holds.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    const KEYS: &[&str] = &[
+        "schemaVersion",
+        "mediaType",
+        "artifactType",
+        "config",
+        "layers",
+        "manifests",
+        "subject",
+        "annotations",
+        "digest",
+        "size",
+        "urls",
+        "platform",
+    ];
+
+    fn content_type() -> impl Strategy<Value = Option<&'static str>> {
+        prop::sample::select(vec![
+            None,
+            Some(media::OCI_MANIFEST),
+            Some(media::OCI_INDEX),
+            Some(media::DOCKER_MANIFEST),
+            Some(media::DOCKER_MANIFEST_LIST),
+            Some("application/json"),
+            Some(" "),
+            Some("text/plain"),
+        ])
+    }
+
+    fn digest() -> impl Strategy<Value = String> {
+        prop_oneof!["sha256:[a-f0-9]{64}", "sha512:[a-f0-9]{128}"]
+    }
+
+    fn media_type() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                media::OCI_MANIFEST,
+                media::OCI_INDEX,
+                media::DOCKER_MANIFEST,
+                media::DOCKER_MANIFEST_LIST,
+                media::OCI_EMPTY,
+                "application/vnd.oci.image.layer.nondistributable.v1.tar",
+            ])
+            .prop_map(str::to_owned),
+            "[a-z]{1,8}/[a-z0-9.+-]{1,16}",
+        ]
+    }
+
+    /// Leaves that a manifest's fields take (and near misses: negative, fractional and huge
+    /// numbers, empty strings, other types).
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            Just(json!(2)),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            digest().prop_map(Value::String),
+            media_type().prop_map(Value::String),
+            ".{0,8}".prop_map(Value::String),
+        ]
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => prop::sample::select(KEYS).prop_map(str::to_owned),
+            1 => ".{0,6}",
+        ]
+    }
+
+    /// JSON of bounded depth and size, with the manifest's keys in its objects.
+    fn value() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(key(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Usually a map of strings, as annotations must be.
+    fn annotations() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            3 => prop::collection::btree_map(".{0,4}", ".{0,4}", 0..3).prop_map(|m| json!(m)),
+            1 => value(),
+        ]
+    }
+
+    /// A descriptor-shaped object whose required fields are each often right, sometimes
+    /// missing or wrong, so that every descriptor rule is reached.
+    fn near_descriptor() -> impl Strategy<Value = Value> {
+        let field = |right: BoxedStrategy<Value>| prop_oneof![6 => right.prop_map(Some), 1 => Just(None), 1 => leaf().prop_map(Some)];
+        (
+            field(media_type().prop_map(Value::String).boxed()),
+            field(digest().prop_map(Value::String).boxed()),
+            field((0..=i64::MAX).prop_map(Value::from).boxed()),
+            proptest::option::of(prop_oneof![
+                3 => prop::collection::vec(".{0,8}", 0..3).prop_map(|u| json!(u)),
+                1 => value(),
+            ]),
+            proptest::option::of(annotations()),
+        )
+            .prop_map(|(m, d, size, urls, annotations)| {
+                let mut o = Map::new();
+                let fields = [("mediaType", m), ("digest", d), ("size", size)];
+                for (k, v) in fields
+                    .into_iter()
+                    .chain([("urls", urls), ("annotations", annotations)])
+                {
+                    if let Some(v) = v {
+                        o.insert(k.into(), v);
+                    }
+                }
+                Value::Object(o)
+            })
+    }
+
+    /// A top-level object with a manifest's fields, each present or not, usually of the
+    /// right shape, plus stray keys.
+    fn manifest_like() -> impl Strategy<Value = Value> {
+        let descriptors = || {
+            prop_oneof![
+                4 => prop::collection::vec(near_descriptor(), 0..4).prop_map(Value::Array),
+                1 => value(),
+            ]
+        };
+        (
+            prop_oneof![
+                8 => Just(Some(json!(2))),
+                1 => Just(None),
+                1 => leaf().prop_map(Some),
+            ],
+            proptest::option::of(prop_oneof![
+                4 => media_type().prop_map(Value::String),
+                1 => leaf(),
+            ]),
+            proptest::option::of(prop_oneof![4 => near_descriptor(), 1 => value()]),
+            proptest::option::of(descriptors()),
+            proptest::option::of(descriptors()),
+            proptest::option::of(prop_oneof![4 => near_descriptor(), 1 => value()]),
+            proptest::option::of(annotations()),
+            prop::collection::btree_map(".{0,6}", value(), 0..3),
+        )
+            .prop_map(
+                |(sv, mt, config, layers, manifests, subject, annotations, extra)| {
+                    let mut o: Map<String, Value> = extra.into_iter().collect();
+                    let fields = [
+                        ("schemaVersion", sv),
+                        ("mediaType", mt),
+                        ("config", config),
+                        ("layers", layers),
+                        ("manifests", manifests),
+                        ("subject", subject),
+                        ("annotations", annotations),
+                    ];
+                    for (k, v) in fields {
+                        if let Some(v) = v {
+                            o.insert(k.into(), v);
+                        }
+                    }
+                    Value::Object(o)
+                },
+            )
+    }
+
+    fn check_descriptor(d: &Descriptor) -> Result<(), TestCaseError> {
+        prop_assert!(!d.media_type.is_empty());
+        prop_assert!(d.size >= 0);
+        prop_assert_eq!(Digest::parse(&d.digest.to_string()), Ok(d.digest.clone()));
+        Ok(())
+    }
+
+    /// What every accepted manifest satisfies, whatever the input was.
+    fn check_accepted(m: &ParsedManifest) -> Result<(), TestCaseError> {
+        match m.kind {
+            ManifestKind::Image => {
+                prop_assert!(is_image_type(&m.media_type));
+                prop_assert!(m.config.is_some());
+            }
+            ManifestKind::Index => {
+                prop_assert!(is_index_type(&m.media_type));
+                prop_assert!(m.config.is_none());
+            }
+        }
+        for d in m.config.iter().chain(&m.references).chain(&m.subject) {
+            check_descriptor(d)?;
+        }
+        Ok(())
+    }
+
+    #[derive(Debug, Clone)]
+    struct Desc {
+        media_type: String,
+        digest: String,
+        size: i64,
+        artifact_type: Option<String>,
+        annotations: Option<BTreeMap<String, String>>,
+        urls: Option<Vec<String>>,
+    }
+
+    impl Desc {
+        fn to_json(&self) -> Value {
+            let mut o = json!({
+                "mediaType": self.media_type,
+                "digest": self.digest,
+                "size": self.size,
+            });
+            if let Some(a) = &self.artifact_type {
+                o["artifactType"] = json!(a);
+            }
+            if let Some(a) = &self.annotations {
+                o["annotations"] = json!(a);
+            }
+            if let Some(u) = &self.urls {
+                o["urls"] = json!(u);
+            }
+            o
+        }
+
+        fn expected(&self) -> Descriptor {
+            Descriptor {
+                media_type: self.media_type.clone(),
+                digest: Digest::parse(&self.digest).unwrap(),
+                size: self.size,
+                artifact_type: self.artifact_type.clone(),
+                annotations: self.annotations.clone(),
+                urls: self.urls.clone(),
+            }
+        }
+    }
+
+    fn descriptor() -> impl Strategy<Value = Desc> {
+        (
+            media_type(),
+            digest(),
+            prop_oneof![0..1024i64, Just(i64::MAX), 0..=i64::MAX],
+            proptest::option::of(media_type()),
+            proptest::option::of(prop::collection::btree_map(".{0,8}", ".{0,8}", 0..3)),
+            proptest::option::of(prop::collection::vec("https://[a-z]{1,8}/.{0,8}", 0..3)),
+        )
+            .prop_map(
+                |(media_type, digest, size, artifact_type, annotations, urls)| Desc {
+                    media_type,
+                    digest,
+                    size,
+                    artifact_type,
+                    annotations,
+                    urls,
+                },
+            )
+    }
+
+    fn valid_body() -> impl Strategy<Value = Vec<u8>> {
+        (descriptor(), prop::collection::vec(descriptor(), 0..4)).prop_map(|(c, l)| {
+            let layers: Vec<Value> = l.iter().map(Desc::to_json).collect();
+            serde_json::to_vec(
+                &json!({"schemaVersion": 2, "config": c.to_json(), "layers": layers}),
+            )
+            .unwrap()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            body in prop::collection::vec(any::<u8>(), 0..256),
+            ct in content_type(),
+        ) {
+            if let Ok(m) = parse_manifest(&body, ct) {
+                check_accepted(&m)?;
+            }
+        }
+
+        /// Byte soup from JSON's own alphabet, so that the depth scanner's string and escape
+        /// states are entered and left in every order.
+        #[test]
+        fn json_alphabet_soup_never_panics(body in r#"[\[\]{}"\\:,0-9a-z ]{0,128}"#) {
+            if let Ok(m) = parse_manifest(body.as_bytes(), None) {
+                check_accepted(&m)?;
+            }
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics(doc in manifest_like(), ct in content_type()) {
+            let body = serde_json::to_vec(&doc).unwrap();
+            if let Ok(m) = parse_manifest(&body, ct) {
+                check_accepted(&m)?;
+            }
+        }
+
+        #[test]
+        fn valid_manifests_with_one_byte_changed_never_panic(
+            body in valid_body(),
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let mut body = body;
+            let i = at.index(body.len());
+            body[i] = byte;
+            if let Ok(m) = parse_manifest(&body, None) {
+                check_accepted(&m)?;
+            }
+        }
+
+        #[test]
+        fn valid_image_manifests_expose_their_descriptors(
+            config in descriptor(),
+            layers in prop::collection::vec(descriptor(), 0..5),
+            subject in proptest::option::of(descriptor()),
+            artifact_type in proptest::option::of(media_type()),
+            annotations in proptest::option::of(prop::collection::btree_map(".{0,8}", ".{0,8}", 0..3)),
+            declared in prop::sample::select(vec![None, Some(media::OCI_MANIFEST), Some(media::DOCKER_MANIFEST)]),
+            send_content_type in any::<bool>(),
+        ) {
+            let mut doc = json!({
+                "schemaVersion": 2,
+                "config": config.to_json(),
+                "layers": layers.iter().map(Desc::to_json).collect::<Vec<_>>(),
+            });
+            if let Some(t) = declared {
+                doc["mediaType"] = json!(t);
+            }
+            if let Some(s) = &subject {
+                doc["subject"] = s.to_json();
+            }
+            if let Some(a) = &artifact_type {
+                doc["artifactType"] = json!(a);
+            }
+            if let Some(a) = &annotations {
+                doc["annotations"] = json!(a);
+            }
+            let ct = declared.filter(|_| send_content_type);
+            let m = parse_manifest(&serde_json::to_vec(&doc).unwrap(), ct).unwrap();
+            prop_assert_eq!(m.kind, ManifestKind::Image);
+            prop_assert_eq!(m.media_type.as_str(), declared.unwrap_or(media::OCI_MANIFEST));
+            prop_assert_eq!(m.config.as_ref(), Some(&config.expected()));
+            let want: Vec<Descriptor> = layers.iter().map(Desc::expected).collect();
+            prop_assert_eq!(&m.references, &want);
+            prop_assert_eq!(&m.subject, &subject.as_ref().map(Desc::expected));
+            prop_assert_eq!(&m.annotations, &annotations);
+            let want_artifact = artifact_type.unwrap_or(config.media_type.clone());
+            prop_assert_eq!(m.artifact_type.as_ref(), Some(&want_artifact));
+            prop_assert!(m.required_manifests().is_empty());
+            let required: Vec<&Descriptor> = m.required_blobs().collect();
+            let want_required: Vec<&Descriptor> = m.config.iter()
+                .chain(want.iter().filter(|d| !is_non_distributable(d)))
+                .collect();
+            prop_assert_eq!(required, want_required);
+        }
+
+        #[test]
+        fn valid_indexes_expose_their_manifests(
+            manifests in prop::collection::vec(descriptor(), 0..5),
+            declared in prop::sample::select(vec![None, Some(media::OCI_INDEX), Some(media::DOCKER_MANIFEST_LIST)]),
+        ) {
+            let mut doc = json!({
+                "schemaVersion": 2,
+                "manifests": manifests.iter().map(Desc::to_json).collect::<Vec<_>>(),
+            });
+            if let Some(t) = declared {
+                doc["mediaType"] = json!(t);
+            }
+            let m = parse_manifest(&serde_json::to_vec(&doc).unwrap(), None).unwrap();
+            prop_assert_eq!(m.kind, ManifestKind::Index);
+            let want: Vec<Descriptor> = manifests.iter().map(Desc::expected).collect();
+            prop_assert_eq!(m.required_manifests(), &want[..]);
+            prop_assert_eq!(m.required_blobs().count(), 0);
+        }
+
+        /// Nesting is refused exactly past [`MAX_DEPTH`], however the brackets are mixed.
+        #[test]
+        fn nesting_is_refused_exactly_past_the_limit(open in r"[\[{]{1,100}") {
+            let depth = open.len();
+            let mut body = String::new();
+            for c in open.chars() {
+                // An object's member needs a key.
+                body.push_str(if c == '{' { "{\"k\":" } else { "[" });
+            }
+            body.push('0');
+            for c in open.chars().rev() {
+                body.push(if c == '{' { '}' } else { ']' });
+            }
+            let r = parse_manifest(body.as_bytes(), None);
+            prop_assert_eq!(r == Err(ManifestError::TooDeep), depth > MAX_DEPTH, "{:?}", r);
+        }
+    }
+}

@@ -203,3 +203,110 @@ mod tests {
         assert!(Reference::parse("a b").is_err());
     }
 }
+
+/// Property tests: the scanners accept exactly the spec's regular expressions (checked against
+/// the `regex` crate as an independent oracle), never panic, and round-trip what they accept.
+#[cfg(test)]
+mod proptests {
+    use std::sync::LazyLock;
+
+    use proptest::prelude::*;
+    use regex::Regex;
+
+    use super::*;
+
+    /// One path component of the spec's name grammar. Runs are bounded so that four
+    /// components stay below [`MAX_NAME_LEN`]; longer names are generated separately.
+    const COMPONENT: &str = r"[a-z0-9]{1,8}((\.|_|__|-{1,3})[a-z0-9]{1,8}){0,3}";
+    const NAME_RE: &str =
+        r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$";
+    const TAG: &str = r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}";
+    const TAG_RE: &str = r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$";
+
+    fn valid_name() -> impl Strategy<Value = String> {
+        prop::collection::vec(COMPONENT, 1..=4).prop_map(|c| c.join("/"))
+    }
+
+    fn spec_name(s: &str) -> bool {
+        static RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(NAME_RE).unwrap());
+        s.len() <= MAX_NAME_LEN && RE.is_match(s)
+    }
+
+    fn spec_tag(s: &str) -> bool {
+        static RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(TAG_RE).unwrap());
+        RE.is_match(s)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn valid_names_parse_and_round_trip(s in valid_name()) {
+            let n = RepoName::parse(&s).unwrap();
+            prop_assert_eq!(n.as_str(), s.as_str());
+            prop_assert_eq!(RepoName::parse(&n.to_string()).unwrap(), n);
+        }
+
+        /// Near the grammar (its alphabet, separators in every arrangement, a few foreign
+        /// characters) so that every branch of the scanner is taken, with the regex as oracle.
+        #[test]
+        fn names_are_accepted_exactly_by_the_spec_grammar(s in r"[a-z0-9._/-]{0,24}|[a-zA-Z0-9._/:@ -]{0,12}") {
+            prop_assert_eq!(RepoName::parse(&s).is_ok(), spec_name(&s), "{:?}", s);
+        }
+
+        /// One edit away from a valid name (a separator doubled, tripled or moved to an edge,
+        /// an upper-case letter, a `:`), where an off-by-one in the scanner would show.
+        #[test]
+        fn names_one_edit_from_valid_are_judged_by_the_spec_grammar(
+            s in valid_name(),
+            at in any::<prop::sample::Index>(),
+            c in prop::sample::select(vec!['.', '_', '-', '/', 'A', ':', '0']),
+            delete in any::<bool>(),
+        ) {
+            let mut s = s;
+            let i = at.index(s.len() + 1);
+            if delete && i < s.len() {
+                s.remove(i);
+            } else {
+                s.insert(i, c);
+            }
+            prop_assert_eq!(RepoName::parse(&s).is_ok(), spec_name(&s), "{:?}", s);
+        }
+
+        /// Around the length cap: as many components as it takes to cross 255 characters.
+        #[test]
+        fn long_names_are_capped_at_255(c in prop::collection::vec(COMPONENT, 1..=16)) {
+            let s = c.join("/");
+            prop_assert_eq!(RepoName::parse(&s).is_ok(), s.len() <= MAX_NAME_LEN);
+        }
+
+        #[test]
+        fn arbitrary_strings_never_panic_and_only_spec_names_pass(s in any::<String>()) {
+            prop_assert_eq!(RepoName::parse(&s).is_ok(), spec_name(&s));
+            prop_assert_eq!(Tag::parse(&s).is_ok(), spec_tag(&s));
+            let _ = Reference::parse(&s);
+        }
+
+        #[test]
+        fn valid_tags_parse_and_round_trip(s in TAG) {
+            let t = Tag::parse(&s).unwrap();
+            prop_assert_eq!(t.to_string(), s.clone());
+            let r = Reference::parse(&s).unwrap();
+            prop_assert_eq!(&r, &Reference::Tag(t));
+            prop_assert_eq!(r.to_string(), s);
+        }
+
+        #[test]
+        fn tags_are_accepted_exactly_by_the_spec_grammar(s in r"[a-zA-Z0-9._/:+-]{0,4}|[a-z_.-]{126,130}") {
+            prop_assert_eq!(Tag::parse(&s).is_ok(), spec_tag(&s), "{:?}", s);
+        }
+
+        #[test]
+        fn digest_references_round_trip(hex in "[a-f0-9]{64}") {
+            let s = format!("sha256:{hex}");
+            let r = Reference::parse(&s).unwrap();
+            prop_assert!(matches!(r, Reference::Digest(_)));
+            prop_assert_eq!(r.to_string(), s);
+        }
+    }
+}

@@ -645,3 +645,112 @@ mod tests {
         assert!(err.to_string().starts_with("status: "));
     }
 }
+
+/// Property tests of the scope grammar and its matching: no input panics either, what parses
+/// reads back as typed, and the backtracking glob agrees with a naive recursive one.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const NAME: &str = r"[a-z0-9]{1,6}((\.|_|__|-{1,2})[a-z0-9]{1,6}){0,2}(/[a-z0-9]{1,6}((\.|_|__|-{1,2})[a-z0-9]{1,6}){0,2}){0,2}";
+    const TAG: &str = r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,40}";
+
+    /// The obvious exponential definition of the glob, as the oracle for [`glob_match`].
+    fn naive_glob(p: &[u8], t: &[u8]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some((b'*', rest)) => (0..=t.len()).any(|i| naive_glob(rest, &t[i..])),
+            Some((c, rest)) => t.first() == Some(c) && naive_glob(rest, &t[1..]),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_scopes_never_panic(
+            s in any::<String>(),
+            repo in any::<String>(),
+            tag in any::<Option<String>>(),
+        ) {
+            if let Ok(scope) = Scope::parse(&s) {
+                prop_assert_eq!(scope.as_str(), s.as_str());
+                let _ = scope.matches(&repo, tag.as_deref());
+                let _ = scope.is_everything();
+            }
+        }
+
+        /// Near the grammar: colons anywhere, stars, upper case, the characters each part
+        /// allows and the other does not.
+        #[test]
+        fn scopes_near_the_grammar_never_panic_and_read_back(
+            s in r"[a-zA-Z0-9*:/._ -]{0,12}",
+            repo in r"[a-z/*]{0,6}",
+            tag in proptest::option::of(r"[a-zA-Z*]{0,4}"),
+        ) {
+            if let Ok(scope) = Scope::parse(&s) {
+                prop_assert_eq!(scope.as_str(), s.as_str());
+                let _ = scope.matches(&repo, tag.as_deref());
+            }
+        }
+
+        #[test]
+        fn generated_valid_scopes_parse_and_round_trip(
+            repo in r"[a-z0-9._/*-]{1,40}",
+            tag in proptest::option::of(r"[a-zA-Z0-9._*-]{1,40}"),
+        ) {
+            let s = match &tag {
+                Some(t) => format!("{repo}:{t}"),
+                None => repo.clone(),
+            };
+            let scope = Scope::parse(&s).unwrap();
+            prop_assert_eq!(scope.as_str(), s.as_str());
+            let json = serde_json::to_string(&scope).unwrap();
+            prop_assert_eq!(serde_json::from_str::<Scope>(&json).unwrap(), scope);
+        }
+
+        #[test]
+        fn repo_star_matches_every_tag_of_repo_and_only_repo(
+            repo in NAME,
+            other in NAME,
+            tag in TAG,
+        ) {
+            let scope = Scope::parse(&format!("{repo}:*")).unwrap();
+            prop_assert!(scope.matches(&repo, Some(&tag)));
+            prop_assert!(scope.matches(&repo, None));
+            prop_assert_eq!(scope.matches(&other, Some(&tag)), other == repo);
+        }
+
+        #[test]
+        fn exact_scopes_match_exactly(repo in NAME, tag in TAG, other in TAG) {
+            let scope = Scope::parse(&format!("{repo}:{tag}")).unwrap();
+            prop_assert!(scope.matches(&repo, Some(&tag)));
+            prop_assert_eq!(scope.matches(&repo, Some(&other)), other == tag);
+            prop_assert!(!scope.matches(&repo, None));
+            // A bare repository is `repo:latest`.
+            let bare = Scope::parse(&repo).unwrap();
+            prop_assert_eq!(bare.matches(&repo, Some(&tag)), tag == DEFAULT_TAG);
+        }
+
+        #[test]
+        fn everything_matches_everything(repo in any::<String>(), tag in any::<Option<String>>()) {
+            for s in ["", "*:*", "**:**"] {
+                let scope = Scope::parse(s).unwrap();
+                prop_assert!(scope.is_everything());
+                prop_assert!(scope.matches(&repo, tag.as_deref()));
+            }
+        }
+
+        /// Small alphabets so that stars, matches and near-misses are all common.
+        #[test]
+        fn glob_agrees_with_the_naive_definition(p in r"[ab*]{0,8}", t in r"[ab]{0,12}") {
+            prop_assert_eq!(
+                glob_match(p.as_bytes(), t.as_bytes()),
+                naive_glob(p.as_bytes(), t.as_bytes()),
+                "{:?} vs {:?}", p, t
+            );
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! Wharf's webhooks: definitions and their validation, the ACR management operations and their
-//! ARM JSON shapes, the delivery dispatcher with its retry policy, the HTTP sender, ping,
-//! history and redelivery.
+//! ARM JSON shapes, the delivery dispatcher with its retry policy, the HTTP sender with its
+//! SSRF guard, Standard Webhooks signing, ping, history and redelivery.
 //!
 //! It reads and writes webhook state only through `wharf-store`, and must not call
 //! `wharf-registry` (registry changes reach it through the store's outbox) or name axum.
@@ -10,6 +10,7 @@ pub mod guard;
 pub mod model;
 pub mod retry;
 pub mod sender;
+pub mod signing;
 pub mod validate;
 
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use wharf_core::{Event, Scope, WebhookAction, WebhookError, WebhookName, WebhookStatus};
-use wharf_store::hooks::{Claimed, Outcome, WebhookRecord};
+use wharf_store::hooks::{Claimed, Outcome, Signing, WebhookRecord};
 use wharf_store::{Store, StoreError};
 
 use crate::model::{CallbackConfig, WebhookCreate, WebhookUpdate};
@@ -35,6 +36,10 @@ pub enum HooksError {
     Conflict(String),
     #[error("status: webhook {0} is disabled; enable it before redelivering")]
     Disabled(String),
+    #[error(
+        "signing: webhook {0} does not sign its deliveries; enable signing before rotating its secret"
+    )]
+    SigningDisabled(String),
     /// The data volume is full or below its free-space floor; nothing was stored.
     #[error("out of storage space")]
     OutOfSpace,
@@ -72,6 +77,14 @@ pub struct HooksConfig {
     pub response_body_cap: usize,
     /// This server's listening address: service URIs that reach it are refused (a loop).
     pub own_addr: Option<std::net::SocketAddr>,
+    /// Whether webhooks may target loopback addresses (127.0.0.0/8, ::1), which the SSRF
+    /// guard blocks otherwise. Off by default; the server turns it on in its open
+    /// development mode (no authentication, listening on loopback), where only local users
+    /// can create webhooks and local receivers are the common case.
+    pub allow_loopback: bool,
+    /// Networks the SSRF guard lets webhooks reach although they are in a blocked range
+    /// (a cloud metadata address only through an entry naming exactly that address).
+    pub allow_networks: Vec<ipnet::IpNet>,
 }
 
 impl Default for HooksConfig {
@@ -86,6 +99,8 @@ impl Default for HooksConfig {
             history_retention: Duration::from_secs(30 * 24 * 3600),
             response_body_cap: 4096,
             own_addr: None,
+            allow_loopback: false,
+            allow_networks: Vec::new(),
         }
     }
 }
@@ -120,6 +135,46 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+fn guard_of(config: &HooksConfig) -> guard::TargetGuard {
+    guard::TargetGuard::new(
+        config.own_addr,
+        config.allow_loopback,
+        config.allow_networks.clone(),
+    )
+}
+
+/// Longest grace period of a rotated signing secret: a week is room for any receiver's
+/// deployment cycle, and an old secret must not sign forever.
+pub const MAX_GRACE_PERIOD_SECS: u64 = 7 * 24 * 3600;
+/// Grace period of a rotated secret when the caller names none (Svix's default too).
+pub const DEFAULT_GRACE_PERIOD_SECS: u64 = 24 * 3600;
+
+fn new_secret() -> Result<String> {
+    signing::generate_secret().map_err(|_| {
+        HooksError::Internal(StoreError::Unavailable(
+            "the random source failed to give a signing secret".into(),
+        ))
+    })
+}
+
+/// While a webhook signs, the Standard Webhooks headers are Wharf's to set: a custom header
+/// with one of their names would be replaced, so it is refused rather than silently dropped.
+fn check_signing_headers(rec: &WebhookRecord) -> Result<()> {
+    if !rec.signing.enabled {
+        return Ok(());
+    }
+    match rec.custom_headers.keys().find(|k| {
+        signing::SIGNING_HEADERS
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(k))
+    }) {
+        Some(k) => Err(HooksError::Invalid(format!(
+            "customHeaders: {k:?} cannot be set while signing is enabled: Wharf sets it"
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn validate_actions(actions: &[String]) -> Result<Vec<WebhookAction>> {
     if actions.is_empty() {
         return Err(HooksError::Invalid(
@@ -142,7 +197,7 @@ impl Hooks {
             config.timeout,
             config.user_agent.clone(),
             config.response_body_cap,
-            guard::SelfGuard::new(config.own_addr),
+            guard_of(&config),
         )?;
         Ok(Hooks {
             store,
@@ -178,6 +233,9 @@ impl Hooks {
                 if let Err(e) = store.prune_history(cutoff).await {
                     tracing::warn!(error = %e, "pruning webhook history failed");
                 }
+                if let Err(e) = store.forget_expired_signing_secrets().await {
+                    tracing::warn!(error = %e, "forgetting expired signing secrets failed");
+                }
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }
         });
@@ -200,7 +258,7 @@ impl Hooks {
             .service_uri
             .ok_or_else(|| HooksError::Invalid("serviceUri: required".into()))?;
         validate_uri(&uri)?;
-        self.refuse_self(&uri).await?;
+        self.check_target(&uri).await?;
         self.store.check_space()?;
         let actions = validate_actions(&props.actions.unwrap_or_default())?;
         let headers = props.custom_headers.unwrap_or_default();
@@ -222,6 +280,14 @@ impl Hooks {
                 "location: must be 1 to 64 letters, digits or '-'".into(),
             ));
         }
+        let signing = match props.signing.and_then(|s| s.enabled) {
+            Some(true) => Signing {
+                enabled: true,
+                secret: Some(new_secret()?),
+                previous: None,
+            },
+            _ => Signing::default(),
+        };
         let now = now_ms();
         let rec = WebhookRecord {
             name: name.as_str().to_owned(),
@@ -232,9 +298,11 @@ impl Hooks {
             scope,
             location,
             tags: p.tags.unwrap_or_default(),
+            signing,
             created_at: now,
             updated_at: now,
         };
+        check_signing_headers(&rec)?;
         match self.store.create_webhook(&rec).await {
             Ok(()) => Ok(rec),
             Err(StoreError::Conflict) => Err(HooksError::Conflict(rec.name)),
@@ -256,7 +324,7 @@ impl Hooks {
         if let Some(props) = p.properties {
             if let Some(u) = props.service_uri {
                 validate_uri(&u)?;
-                self.refuse_self(&u).await?;
+                self.check_target(&u).await?;
                 rec.service_uri = u;
             }
             if let Some(h) = props.custom_headers {
@@ -273,7 +341,16 @@ impl Hooks {
             if let Some(s) = props.status {
                 rec.status = s.parse()?;
             }
+            if let Some(enabled) = props.signing.and_then(|s| s.enabled) {
+                rec.signing.enabled = enabled;
+                // A secret is made the first time signing is enabled, and kept from then on
+                // (the store keeps an existing one even if this update raced another).
+                if enabled && rec.signing.secret.is_none() {
+                    rec.signing.secret = Some(new_secret()?);
+                }
+            }
         }
+        check_signing_headers(&rec)?;
         rec.updated_at = now_ms();
         match self.store.update_webhook(&rec).await {
             Ok(()) => Ok(rec),
@@ -282,12 +359,48 @@ impl Hooks {
         }
     }
 
-    /// A service URI that reaches this server's own listener is refused (a loop).
-    async fn refuse_self(&self, uri: &str) -> Result<()> {
-        guard::SelfGuard::new(self.config.own_addr)
+    /// A service URI whose literal address the SSRF guard blocks, or that reaches this
+    /// server's own listener (a loop), is refused. Names are checked again at every send.
+    async fn check_target(&self, uri: &str) -> Result<()> {
+        guard_of(&self.config)
             .check_uri(uri)
             .await
             .map_err(|why| HooksError::Invalid(format!("serviceUri: {why}")))
+    }
+
+    /// Replaces a signing webhook's secret with a new one; the old one keeps signing beside
+    /// it for `grace_period_secs` (default a day, at most a week; 0 drops it at once), so
+    /// receivers can switch without rejecting a delivery. One old secret at most: rotating
+    /// again within a grace period drops the older one.
+    pub async fn rotate_signing_secret(
+        &self,
+        name: &str,
+        grace_period_secs: Option<u64>,
+    ) -> Result<WebhookRecord> {
+        let grace = grace_period_secs.unwrap_or(DEFAULT_GRACE_PERIOD_SECS);
+        if grace > MAX_GRACE_PERIOD_SECS {
+            return Err(HooksError::Invalid(format!(
+                "gracePeriodSeconds: must be at most {MAX_GRACE_PERIOD_SECS} (7 days)"
+            )));
+        }
+        let rec = self.get(name).await?;
+        if !rec.signing.enabled {
+            return Err(HooksError::SigningDisabled(rec.name));
+        }
+        self.store.check_space()?;
+        let until = now_ms() + (grace as i64) * 1000;
+        match self
+            .store
+            .rotate_signing_secret(&rec.name, &new_secret()?, until)
+            .await?
+        {
+            Some(rec) => Ok(rec),
+            // Deleted or its signing disabled since we read it.
+            None => match self.store.get_webhook(name).await? {
+                Some(rec) => Err(HooksError::SigningDisabled(rec.name)),
+                None => Err(HooksError::NotFound(name.to_owned())),
+            },
+        }
     }
 
     pub async fn get(&self, name: &str) -> Result<WebhookRecord> {
@@ -311,6 +424,7 @@ impl Hooks {
         Ok(CallbackConfig {
             service_uri: rec.service_uri,
             custom_headers: rec.custom_headers,
+            signing_secret: rec.signing.secret.filter(|_| rec.signing.enabled),
         })
     }
 
@@ -337,6 +451,7 @@ impl Hooks {
             body,
             service_uri: rec.service_uri,
             custom_headers: rec.custom_headers,
+            signing: rec.signing,
         };
         let (sender, store) = (self.sender.clone(), self.store.clone());
         let task = tokio::spawn(async move {

@@ -1,6 +1,11 @@
 //! The management API's bodies, in ACR's ARM shapes (Webhook, WebhookCreateParameters,
 //! WebhookUpdateParameters, EventInfo, Event with eventRequestMessage/eventResponseMessage,
 //! CallbackConfig), so an ARM-compatible surface can be added without reshaping anything.
+//!
+//! Wharf's extension: `properties.signing` (`{"enabled": bool}` in create and update; the
+//! Webhook adds `previousSecretExpiresAt` while a rotated secret still signs) turns on
+//! Standard Webhooks signatures. The secret is the server's: no request can set it, and only
+//! CallbackConfig carries it (`signingSecret`), like the service URI.
 
 use std::collections::BTreeMap;
 
@@ -34,14 +39,51 @@ pub struct WebhookProps {
     pub status: Option<String>,
     pub scope: Option<String>,
     pub actions: Option<Vec<String>>,
+    /// Wharf's extension: Standard Webhooks signing.
+    pub signing: Option<SigningProps>,
 }
 
-/// `CallbackConfig`: the only shape that carries the secrets.
-#[derive(Debug, Clone, Serialize)]
+/// `properties.signing` of create and update: only whether to sign (absent: unchanged).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SigningProps {
+    pub enabled: Option<bool>,
+}
+
+/// The body of Wharf's rotateSigningSecret action.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RotateSigningSecret {
+    /// How long the replaced secret keeps signing beside the new one (default a day).
+    pub grace_period_seconds: Option<u64>,
+}
+
+/// `CallbackConfig`: the only shape that carries the secrets. Wharf adds `signingSecret`
+/// (the current secret) while the webhook signs.
+#[derive(Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CallbackConfig {
     pub service_uri: String,
     pub custom_headers: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_secret: Option<String>,
+}
+
+// Everything here is secret; a `{:?}` of it in a log line must show none of it.
+impl std::fmt::Debug for CallbackConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallbackConfig")
+            .field("service_uri", &"******")
+            .field(
+                "custom_headers",
+                &self.custom_headers.keys().collect::<Vec<_>>(),
+            )
+            .field(
+                "signing_secret",
+                &self.signing_secret.as_ref().map(|_| "******"),
+            )
+            .finish()
+    }
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -58,9 +100,17 @@ pub fn webhook_id(name: &str) -> String {
     )
 }
 
-/// `Webhook`: never carries `serviceUri` or `customHeaders`.
+/// `Webhook`: never carries `serviceUri`, `customHeaders` or a signing secret.
 pub fn webhook_json(w: &WebhookRecord) -> Value {
     let actions: Vec<&str> = w.actions.iter().map(|a| a.as_str()).collect();
+    let mut signing = json!({ "enabled": w.signing.enabled });
+    if let Some(until) = w
+        .signing
+        .previous_until(chrono::Utc::now().timestamp_millis())
+        .filter(|_| w.signing.enabled)
+    {
+        signing["previousSecretExpiresAt"] = json!(rfc3339(until));
+    }
     json!({
         "id": webhook_id(&w.name),
         "name": w.name,
@@ -72,6 +122,7 @@ pub fn webhook_json(w: &WebhookRecord) -> Value {
             "scope": w.scope,
             "actions": actions,
             "provisioningState": "Succeeded",
+            "signing": signing,
         },
         "systemData": {
             "createdAt": rfc3339(w.created_at),
@@ -142,9 +193,9 @@ pub fn check_body(v: &Value, allowed: &[(&str, JsonType)]) -> Result<(), String>
             ));
         };
         ty.check(k, val)?;
-        if *ty == JsonType::Properties && !val.is_null() {
-            check_body(val, PROPERTIES)
-                .map_err(|e| format!("properties.{}", e.trim_start_matches("request body: ")))?;
+        if let (JsonType::Object(fields), false) = (ty, val.is_null()) {
+            // The value is an object (checked just above), so the error names a field.
+            check_body(val, fields).map_err(|e| format!("{k}.{e}"))?;
         }
     }
     Ok(())
@@ -156,7 +207,11 @@ pub enum JsonType {
     String,
     StringMap,
     StringArray,
-    Properties,
+    Bool,
+    /// A whole number from 0 to 2^64-1.
+    Count,
+    /// An object with these fields (each optional).
+    Object(&'static [(&'static str, JsonType)]),
 }
 
 impl JsonType {
@@ -166,7 +221,9 @@ impl JsonType {
             (JsonType::String, Value::String(_)) => true,
             (JsonType::StringMap, Value::Object(m)) => m.values().all(Value::is_string),
             (JsonType::StringArray, Value::Array(a)) => a.iter().all(Value::is_string),
-            (JsonType::Properties, Value::Object(_)) => true,
+            (JsonType::Bool, Value::Bool(_)) => true,
+            (JsonType::Count, Value::Number(n)) => n.is_u64(),
+            (JsonType::Object(_), Value::Object(_)) => true,
             _ => false,
         };
         if ok {
@@ -176,7 +233,9 @@ impl JsonType {
             JsonType::String => "must be a string",
             JsonType::StringMap => "must be an object whose values are strings",
             JsonType::StringArray => "must be an array of strings",
-            JsonType::Properties => "must be an object",
+            JsonType::Bool => "must be true or false",
+            JsonType::Count => "must be a whole number, at least 0",
+            JsonType::Object(_) => "must be an object",
         };
         Err(format!("{field}: {rule}"))
     }
@@ -187,7 +246,7 @@ impl JsonType {
 pub const WEBHOOK_PARAMETERS: &[(&str, JsonType)] = &[
     ("location", JsonType::String),
     ("tags", JsonType::StringMap),
-    ("properties", JsonType::Properties),
+    ("properties", JsonType::Object(PROPERTIES)),
 ];
 
 const PROPERTIES: &[(&str, JsonType)] = &[
@@ -196,10 +255,17 @@ const PROPERTIES: &[(&str, JsonType)] = &[
     ("status", JsonType::String),
     ("scope", JsonType::String),
     ("actions", JsonType::StringArray),
+    ("signing", JsonType::Object(SIGNING)),
 ];
+
+/// Only `enabled`: the secret is generated by the server, never accepted from a client.
+const SIGNING: &[(&str, JsonType)] = &[("enabled", JsonType::Bool)];
 
 /// The body of Wharf's redeliver action.
 pub const REDELIVER_PARAMETERS: &[(&str, JsonType)] = &[("eventId", JsonType::String)];
+
+/// The body of Wharf's rotateSigningSecret action.
+pub const ROTATE_PARAMETERS: &[(&str, JsonType)] = &[("gracePeriodSeconds", JsonType::Count)];
 
 #[cfg(test)]
 mod tests {
@@ -236,7 +302,19 @@ mod tests {
             (json!({"properties": []}), "properties: must be an object"),
             (
                 json!({"properties": {"x": 1}}),
-                "properties.x: unknown property, expected one of serviceUri, customHeaders, status, scope, actions",
+                "properties.x: unknown property, expected one of serviceUri, customHeaders, status, scope, actions, signing",
+            ),
+            (
+                json!({"properties": {"signing": true}}),
+                "properties.signing: must be an object",
+            ),
+            (
+                json!({"properties": {"signing": {"enabled": "yes"}}}),
+                "properties.signing.enabled: must be true or false",
+            ),
+            (
+                json!({"properties": {"signing": {"secret": "whsec_bXktb3du"}}}),
+                "properties.signing.secret: unknown property, expected one of enabled",
             ),
         ];
         for (v, want) in cases {
@@ -247,7 +325,26 @@ mod tests {
             );
         }
         let ok = json!({"location": null, "tags": {"a": "b"}, "properties": {"serviceUri": "http://x",
-            "customHeaders": {}, "status": "enabled", "scope": "", "actions": ["push"]}});
+            "customHeaders": {}, "status": "enabled", "scope": "", "actions": ["push"],
+            "signing": {"enabled": true}}});
         assert_eq!(check_body(&ok, WEBHOOK_PARAMETERS), Ok(()));
+        for (v, want) in [
+            (
+                json!({"gracePeriodSeconds": -1}),
+                Err("gracePeriodSeconds: must be a whole number, at least 0".to_owned()),
+            ),
+            (
+                json!({"gracePeriodSeconds": 1.5}),
+                Err("gracePeriodSeconds: must be a whole number, at least 0".to_owned()),
+            ),
+            (
+                json!({"gracePeriodSeconds": "60"}),
+                Err("gracePeriodSeconds: must be a whole number, at least 0".to_owned()),
+            ),
+            (json!({"gracePeriodSeconds": 60}), Ok(())),
+            (json!({}), Ok(())),
+        ] {
+            assert_eq!(check_body(&v, ROTATE_PARAMETERS), want, "{v}");
+        }
     }
 }

@@ -1,4 +1,9 @@
 //! Sends one delivery attempt and describes it for the history, with secrets masked.
+//!
+//! Every attempt goes through the target guard (`guard.rs`): IP literals are checked here,
+//! names by the client's only resolver, so the connection goes to an address that was
+//! checked. A refused attempt is a failed attempt like any other (the history's `error` says
+//! why) and is retried on the schedule: DNS or the operator's allow-list may change.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -7,8 +12,9 @@ use futures_util::StreamExt;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use wharf_store::hooks::{AttemptRecord, Claimed};
 
-use crate::guard::SelfGuard;
+use crate::guard::{GuardedResolver, TargetGuard, refusal_in};
 use crate::retry::parse_retry_after;
+use crate::signing;
 
 /// The mask shown in place of secret values.
 pub const MASK: &str = "******";
@@ -24,7 +30,7 @@ pub struct SendResult {
 #[derive(Debug, Clone)]
 pub struct Sender {
     client: reqwest::Client,
-    guard: SelfGuard,
+    guard: TargetGuard,
     user_agent: String,
     response_body_cap: usize,
 }
@@ -34,14 +40,20 @@ impl Sender {
         timeout: Duration,
         user_agent: String,
         response_body_cap: usize,
-        guard: SelfGuard,
+        guard: TargetGuard,
     ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
             // A redirect is a failure (Standard Webhooks): following one could send the event,
-            // and its custom headers, somewhere the operator never configured.
+            // and its custom headers, somewhere the operator never configured, and past the
+            // guard, which vets only the configured target.
             .redirect(reqwest::redirect::Policy::none())
+            // Names resolve only through the guard, so what is connected to was checked.
+            .dns_resolver(std::sync::Arc::new(GuardedResolver::new(guard.clone())))
+            // A proxy from the environment (HTTP_PROXY) would resolve and connect on our
+            // behalf, out of the guard's sight.
+            .no_proxy()
             .pool_max_idle_per_host(64)
             .build()?;
         Ok(Sender {
@@ -53,8 +65,11 @@ impl Sender {
     }
 
     /// The headers of an attempt: JSON content type and our agent, then the custom headers,
-    /// which may override both (ACR lets a custom `Content-Type` replace the default).
-    fn headers(&self, c: &Claimed) -> (HeaderMap, BTreeMap<String, String>) {
+    /// which may override both (ACR lets a custom `Content-Type` replace the default), then,
+    /// when the webhook signs, the Standard Webhooks headers for an attempt made at `now_ms`.
+    /// The signature is masked in what the history shows: it is no secret, but it proves
+    /// nothing to a reader and nothing about a key should sit in the history.
+    fn headers(&self, c: &Claimed, now_ms: i64) -> (HeaderMap, BTreeMap<String, String>) {
         let mut h = HeaderMap::new();
         let mut shown = BTreeMap::new();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -73,13 +88,31 @@ impl Sender {
                 shown.insert(k.clone(), MASK.to_owned());
             }
         }
+        let timestamp = now_ms.div_euclid(1000);
+        let secrets = c.signing.active_secrets(now_ms);
+        if let Some(sig) = signing::signature_header(&secrets, &c.event_id, timestamp, &c.body) {
+            let ts = timestamp.to_string();
+            for (name, value, show) in [
+                (signing::HEADER_ID, c.event_id.as_str(), c.event_id.as_str()),
+                (signing::HEADER_TIMESTAMP, ts.as_str(), ts.as_str()),
+                (signing::HEADER_SIGNATURE, sig.as_str(), MASK),
+            ] {
+                if let Ok(v) = HeaderValue::from_str(value) {
+                    // Validation keeps custom headers off these names while signing is on;
+                    // should one be stored anyway, the signature's header wins.
+                    h.insert(HeaderName::from_static(name), v);
+                    shown.retain(|sk, _| !sk.eq_ignore_ascii_case(name));
+                    shown.insert(name.to_owned(), show.to_owned());
+                }
+            }
+        }
         shown.insert("Content-Length".to_owned(), c.body.len().to_string());
         (h, shown)
     }
 
     pub async fn send(&self, c: &Claimed) -> SendResult {
-        let (headers, shown) = self.headers(c);
         let started_at = chrono::Utc::now().timestamp_millis();
+        let (headers, shown) = self.headers(c, started_at);
         let t0 = Instant::now();
         let mut record = AttemptRecord {
             delivery_id: c.delivery_id,
@@ -91,9 +124,9 @@ impl Sender {
             request_headers: shown,
             ..Default::default()
         };
-        if let Err(refused) = self.guard.check_uri(&c.service_uri).await {
-            // A loop back into this server: never sent; the history says why.
-            record.error = Some(refused.to_owned());
+        if let Err(refused) = self.guard.check_literal(&c.service_uri) {
+            // Never sent; the history says why.
+            record.error = Some(refused.to_string());
             record.duration_ms = t0.elapsed().as_millis() as i64;
             return SendResult {
                 record,
@@ -101,13 +134,20 @@ impl Sender {
                 retry_after: None,
             };
         }
-        let res = self
+        let port = reqwest::Url::parse(&c.service_uri)
+            .ok()
+            .and_then(|u| u.port_or_known_default());
+        let send = self
             .client
             .post(&c.service_uri)
             .headers(headers)
             .body(c.body.clone())
-            .send()
-            .await;
+            .send();
+        let res = match port {
+            Some(p) => TargetGuard::with_port(p, send).await,
+            // No port: reqwest refuses such a URI before resolving anything.
+            None => send.await,
+        };
         let mut success = false;
         let mut retry_after = None;
         match res {
@@ -163,7 +203,10 @@ impl Sender {
 
 /// An error in words that never include the URI (reqwest's Display does).
 fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
+    if let Some(why) = refusal_in(e) {
+        // The guard refused every address the name resolved to, or it did not resolve.
+        why
+    } else if e.is_timeout() {
         "timed out".to_owned()
     } else if e.is_connect() {
         "connection failed".to_owned()

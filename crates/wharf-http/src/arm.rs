@@ -16,7 +16,7 @@ use wharf_auth::AuthError;
 use wharf_auth::model::{RESOURCE_GROUP, SUBSCRIPTION};
 
 use crate::AppState;
-use crate::auth::request_host;
+use crate::auth::{host_of, request_host};
 use crate::mgmt::{JsonBody, OptionalBody, arm_error, bad_body};
 
 pub const PREFIX: &str = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerRegistry/registries/{registry}";
@@ -126,6 +126,19 @@ fn ok(v: Value) -> Response {
     (StatusCode::OK, axum::Json(v)).into_response()
 }
 
+fn answer(r: Result<Value, AuthError>) -> Response {
+    r.map_or_else(err, ok)
+}
+
+/// DELETE: 200 if it was there, 204 if not (ARM).
+fn deleted(r: Result<bool, AuthError>) -> Response {
+    match r {
+        Ok(true) => StatusCode::OK.into_response(),
+        Ok(false) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => err(e),
+    }
+}
+
 fn put_answer(r: Result<(Value, bool), AuthError>) -> Response {
     match r {
         Ok((v, true)) => (StatusCode::CREATED, axum::Json(v)).into_response(),
@@ -162,6 +175,8 @@ async fn show_registry(
 async fn update_registry(
     State(app): State<AppState>,
     Path(ids): Path<Ids>,
+    headers: axum::http::HeaderMap,
+    uri: axum::http::Uri,
     JsonBody(b): JsonBody,
 ) -> Response {
     checked!(ids, app);
@@ -169,10 +184,10 @@ async fn update_registry(
         Ok(u) => u,
         Err(r) => return *r,
     };
+    // The same login server as a GET names: ARM answers a PATCH with the whole resource.
+    let login = app.auth.service(&host_of(&headers, &uri));
     match app.auth.update_registry(u).await {
-        Ok(()) => ok(app
-            .auth
-            .registry_resource(app.auth.config().login_server.as_deref().unwrap_or(""))),
+        Ok(()) => ok(app.auth.registry_resource(&login)),
         Err(e) => err(e),
     }
 }
@@ -183,10 +198,7 @@ async fn list_credentials(
     _: OptionalBody,
 ) -> Response {
     checked!(ids, app);
-    match app.auth.list_credentials().await {
-        Ok(v) => ok(v),
-        Err(e) => err(e),
-    }
+    answer(app.auth.list_credentials().await)
 }
 
 async fn regenerate_credential(
@@ -196,10 +208,7 @@ async fn regenerate_credential(
 ) -> Response {
     checked!(ids, app);
     match parse(&b) {
-        Ok(r) => match app.auth.regenerate_credential(r).await {
-            Ok(v) => ok(v),
-            Err(e) => err(e),
-        },
+        Ok(r) => answer(app.auth.regenerate_credential(r).await),
         Err(r) => *r,
     }
 }
@@ -211,10 +220,7 @@ async fn generate_credentials(
 ) -> Response {
     checked!(ids, app);
     match parse(&b) {
-        Ok(g) => match app.auth.generate_credentials(g).await {
-            Ok(v) => ok(v),
-            Err(e) => err(e),
-        },
+        Ok(g) => answer(app.auth.generate_credentials(g).await),
         Err(r) => *r,
     }
 }
@@ -226,10 +232,7 @@ async fn list_tokens(State(app): State<AppState>, Path(ids): Path<Ids>) -> Respo
 
 async fn show_token(State(app): State<AppState>, Path(ids): Path<Ids>) -> Response {
     checked!(ids, app);
-    match app.auth.get_token(ids.name()).await {
-        Ok(v) => ok(v),
-        Err(e) => err(e),
-    }
+    answer(app.auth.get_token(ids.name()).await)
 }
 
 async fn put_token(
@@ -251,21 +254,19 @@ async fn patch_token(
 ) -> Response {
     checked!(ids, app);
     match parse(&b) {
-        Ok(t) => match app.auth.put_token(ids.name(), t, true).await {
-            Ok((v, _)) => ok(v),
-            Err(e) => err(e),
-        },
+        Ok(t) => answer(
+            app.auth
+                .put_token(ids.name(), t, true)
+                .await
+                .map(|(v, _)| v),
+        ),
         Err(r) => *r,
     }
 }
 
 async fn delete_token(State(app): State<AppState>, Path(ids): Path<Ids>) -> Response {
     checked!(ids, app);
-    match app.auth.delete_token(ids.name()).await {
-        Ok(true) => StatusCode::OK.into_response(),
-        Ok(false) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => err(e),
-    }
+    deleted(app.auth.delete_token(ids.name()).await)
 }
 
 async fn list_scope_maps(State(app): State<AppState>, Path(ids): Path<Ids>) -> Response {
@@ -275,10 +276,7 @@ async fn list_scope_maps(State(app): State<AppState>, Path(ids): Path<Ids>) -> R
 
 async fn show_scope_map(State(app): State<AppState>, Path(ids): Path<Ids>) -> Response {
     checked!(ids, app);
-    match app.auth.get_scope_map(ids.name()).await {
-        Ok(v) => ok(v),
-        Err(e) => err(e),
-    }
+    answer(app.auth.get_scope_map(ids.name()).await)
 }
 
 async fn put_scope_map(
@@ -300,19 +298,17 @@ async fn patch_scope_map(
 ) -> Response {
     checked!(ids, app);
     match parse(&b) {
-        Ok(m) => match app.auth.put_scope_map(ids.name(), m, true).await {
-            Ok((v, _)) => ok(v),
-            Err(e) => err(e),
-        },
+        Ok(m) => answer(
+            app.auth
+                .put_scope_map(ids.name(), m, true)
+                .await
+                .map(|(v, _)| v),
+        ),
         Err(r) => *r,
     }
 }
 
 async fn delete_scope_map(State(app): State<AppState>, Path(ids): Path<Ids>) -> Response {
     checked!(ids, app);
-    match app.auth.delete_scope_map(ids.name()).await {
-        Ok(true) => StatusCode::OK.into_response(),
-        Ok(false) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => err(e),
-    }
+    deleted(app.auth.delete_scope_map(ids.name()).await)
 }

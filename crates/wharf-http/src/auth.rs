@@ -104,11 +104,17 @@ fn query_param(query: Option<&str>, key: &str) -> Option<String> {
 
 /// The host the client addressed (HTTP/2 carries it in the URI's authority).
 pub fn request_host(req: &Request) -> String {
-    req.headers()
+    host_of(req.headers(), req.uri())
+}
+
+/// [`request_host`] for a handler that has the headers and URI but not the request (its body
+/// goes to another extractor).
+pub fn host_of(headers: &HeaderMap, uri: &axum::http::Uri) -> String {
+    headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .or_else(|| uri.authority().map(|a| a.to_string()))
         .unwrap_or_default()
 }
 
@@ -155,17 +161,21 @@ pub fn basic_pair(b64: &str) -> Option<(String, String)> {
 pub async fn authorize(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
     let host = request_host(&req);
     if !app.auth.enabled() {
-        if !is_loopback_host(&host) {
+        // The operator's explicit --insecure-open-registry serves every host.
+        if !app.open_to_network && !is_loopback_host(&host) {
             return forbidden_host();
         }
         if let Some(r) = refuse_cross_site(&req) {
             return r;
         }
-        req.extensions_mut().insert(Caller {
+        let caller = Caller {
             identity: "anonymous".into(),
             may_mount_anywhere: true,
-        });
-        return next.run(req).await;
+        };
+        req.extensions_mut().insert(caller.clone());
+        let mut resp = next.run(req).await;
+        resp.extensions_mut().insert(caller);
+        return resp;
     }
     let Some(needs) = needs(req.method(), req.uri().path(), req.uri().query()) else {
         return next.run(req).await;
@@ -220,12 +230,16 @@ pub async fn authorize(State(app): State<AppState>, mut req: Request, next: Next
         tracing::debug!(identity = %principal.identity(), "request refused: insufficient scope");
         return challenge.refuse(d);
     }
-    req.extensions_mut().insert(Caller {
+    let caller = Caller {
         identity: principal.identity(),
         may_mount_anywhere: app.auth.catalog_allowed(&principal)
             && !matches!(principal, Principal::Anonymous),
-    });
-    next.run(req).await
+    };
+    req.extensions_mut().insert(caller.clone());
+    let mut resp = next.run(req).await;
+    // For the access log, which wraps this layer.
+    resp.extensions_mut().insert(caller);
+    resp
 }
 
 /// In the open mode, a management call that may change something (POST, PUT, PATCH) must say
@@ -274,8 +288,15 @@ impl Challenge {
     /// ACR's answer to a refused request (acr-auth.md §4.1, §4.9).
     fn refuse(&self, d: Denied) -> Response {
         if d == Denied::TooManyAttempts {
-            let body = json!({"errors": [{"code": "TOOMANYREQUESTS", "message": "too many failed logins from this address; try again in a minute", "detail": null}]});
-            let mut r = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+            const MESSAGE: &str = "too many failed logins from this address; try again in a minute";
+            // Management calls get ARM's error shape, which carries the `wharf-api` header the
+            // CLI needs to trust the answer.
+            let mut r = if self.management {
+                crate::mgmt::arm_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", MESSAGE)
+            } else {
+                let body = json!({"errors": [{"code": "TOOMANYREQUESTS", "message": MESSAGE, "detail": null}]});
+                (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response()
+            };
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
             return r;
@@ -369,5 +390,136 @@ mod tests {
         .unwrap();
         assert_eq!(n[1], Need::Repo("src/a".into(), RepoAction::Pull));
         assert_eq!(needs(&Method::POST, "/oauth2/token", None), None);
+    }
+}
+
+/// Property tests of what the middleware reads from a request before anything is checked: the
+/// `Authorization` header, Basic credentials and percent-encoded paths.
+#[cfg(test)]
+mod proptests {
+    use base64::engine::general_purpose::STANDARD;
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const NAME: &str = r"[a-z0-9]{1,6}((\.|_|__|-{1,2})[a-z0-9]{1,6}){0,2}(/[a-z0-9]{1,6}((\.|_|__|-{1,2})[a-z0-9]{1,6}){0,2}){0,2}";
+
+    fn authorization(value: &[u8]) -> Option<HeaderMap> {
+        let v = HeaderValue::from_bytes(value).ok()?;
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, v);
+        Some(h)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_authorization_headers_never_panic(v in prop::collection::vec(any::<u8>(), 0..64)) {
+            if let Some(h) = authorization(&v)
+                && let Ok(Some((_, rest))) = parse_authorization(&h)
+            {
+                let _ = basic_pair(&rest);
+            }
+        }
+
+        #[test]
+        fn schemes_are_split_off_and_lower_cased(
+            scheme in "[A-Za-z]{1,10}",
+            credentials in "[!-~]([ !-~]{0,30}[!-~])?|",
+            gap in " {1,3}",
+            tail in " {0,2}",
+        ) {
+            let h = authorization(format!("{scheme}{gap}{credentials}{tail}").as_bytes()).unwrap();
+            let got = parse_authorization(&h).unwrap();
+            prop_assert_eq!(got, Some((scheme.to_ascii_lowercase(), credentials)));
+        }
+
+        #[test]
+        fn headers_without_a_space_are_malformed(v in "[!-~]{0,40}") {
+            let h = authorization(v.as_bytes()).unwrap();
+            prop_assert!(parse_authorization(&h).is_err());
+        }
+
+        #[test]
+        fn arbitrary_basic_payloads_never_panic(s in any::<String>(), b64 in "[A-Za-z0-9+/=]{0,24}") {
+            let _ = basic_pair(&s);
+            let _ = basic_pair(&b64);
+        }
+
+        /// The user cannot contain `:` (the first one ends it); the password can.
+        #[test]
+        fn basic_credentials_round_trip(user in "[^:]{0,16}", password in any::<String>()) {
+            let b64 = STANDARD.encode(format!("{user}:{password}"));
+            let h = authorization(format!("Basic {b64}").as_bytes()).unwrap();
+            let (scheme, rest) = parse_authorization(&h).unwrap().unwrap();
+            prop_assert_eq!(scheme, "basic");
+            prop_assert_eq!(basic_pair(&rest), Some((user, password)));
+        }
+
+        #[test]
+        fn decode_never_panics(s in any::<String>(), near in r"(%[0-9a-fA-F]{0,2}|%|[a-z/:]|é){0,12}") {
+            let _ = decode(&s);
+            let _ = decode(&near);
+        }
+
+        #[test]
+        fn decode_inverts_percent_encoding(s in any::<String>()) {
+            let encoded = utf8_percent_encode(&s, NON_ALPHANUMERIC).to_string();
+            prop_assert_eq!(decode(&encoded), s);
+        }
+
+        /// The Azure SDK's `a%2Fb` and `sha256%3A…` name the same repository as the plain path.
+        #[test]
+        fn encoded_paths_need_what_plain_paths_need(
+            name in NAME,
+            hex in "[a-f0-9]{64}",
+            tag in r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,20}",
+        ) {
+            let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
+            let digest = format!("sha256:{hex}");
+            let want = |a| Some(vec![Need::Repo(name.clone(), a)]);
+            let manifest = format!("/v2/{}/manifests/{}", enc(&name), enc(&tag));
+            prop_assert_eq!(needs(&Method::GET, &manifest, None), want(RepoAction::Pull));
+            prop_assert_eq!(needs(&Method::PUT, &manifest, None), want(RepoAction::Push));
+            let blob = format!("/v2/{}/blobs/{}", enc(&name), enc(&digest));
+            prop_assert_eq!(needs(&Method::DELETE, &blob, None), want(RepoAction::Delete));
+            let acr = format!("/acr/v1/{}", enc(&name));
+            prop_assert_eq!(needs(&Method::PATCH, &acr, None), want(RepoAction::MetadataWrite));
+        }
+
+        /// The Host guard of the open mode: loopback in every spelling, and nothing that only
+        /// starts like loopback.
+        #[test]
+        fn loopback_hosts_are_recognised(
+            host in prop_oneof![
+                "localhost|LocalHost|[a-z0-9-]{1,8}\\.localhost".prop_map(String::from),
+                (0..=255u8, 0..=255u8, 0..=255u8).prop_map(|(a, b, c)| format!("127.{a}.{b}.{c}")),
+            ],
+            port in proptest::option::of(any::<u16>()),
+            v6_port in proptest::option::of(any::<u16>()),
+            domain in "[a-z]{1,8}\\.(com|io|nip\\.io)",
+            junk in any::<String>(),
+        ) {
+            let with_port = |h: &str, p: Option<u16>| match p {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_owned(),
+            };
+            prop_assert!(is_loopback_host(&with_port(&host, port)));
+            prop_assert!(is_loopback_host(&with_port("[::1]", v6_port)));
+            let lookalike = format!("{host}.{domain}");
+            prop_assert!(!is_loopback_host(&with_port(&lookalike, port)));
+            let _ = is_loopback_host(&junk);
+        }
+
+        #[test]
+        fn arbitrary_routes_never_panic(
+            path in prop_oneof![any::<String>(), r"/(v2|acr/v1|oauth2)/[a-z%0-9/:._-]{0,30}"],
+            query in proptest::option::of(prop_oneof![any::<String>(), r"(from|mount)=[a-zA-Z%0-9/]{0,12}(&[a-z]{0,4}=?[a-z%]{0,4}){0,2}"]),
+            method in prop::sample::select(vec![Method::GET, Method::HEAD, Method::PUT, Method::POST, Method::PATCH, Method::DELETE]),
+        ) {
+            let _ = needs(&method, &path, query.as_deref());
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! Wharf's HTTP surface: the OCI distribution API under `/v2/`, the ACR-style repository
 //! delete under `/acr/v1/`, and the webhook management API under `/wharf/v1/`; error mapping
-//! to the spec's bodies; and the connection loop with timeouts and graceful shutdown.
+//! to the spec's bodies; and the connection loop — plain HTTP/1.1, or TLS with HTTP/2 and
+//! HTTP/1.1 by ALPN and a certificate that can be reloaded (`tls`) — with timeouts, graceful
+//! shutdown and the per-request `ClientAddr` and `IsTls` extensions.
 //!
 //! Handlers parse requests into typed values at the edge (DESIGN invariant 7) and call
 //! `wharf-registry` and `wharf-hooks`. This crate must not touch the store's tables directly
@@ -12,12 +14,16 @@ pub mod error;
 mod mgmt;
 mod oci;
 pub mod path;
+pub mod tls;
 mod token;
 
 pub use auth::{Caller, ClientAddr, IsTls};
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -25,9 +31,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tower::ServiceExt;
 use wharf_core::{ErrorCode, RepoName};
 use wharf_hooks::Hooks;
 use wharf_registry::{Registry, RequestInfo};
@@ -73,7 +82,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// One line per request at debug level (`WHARF_LOG=wharf_http=debug`): method, path (never the
-/// query, which may carry secrets), status and duration. Server errors are logged at warn.
+/// query, which may carry secrets), status, duration and the caller's identity. Server errors are logged at warn.
 async fn access_log(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -81,10 +90,16 @@ async fn access_log(req: axum::extract::Request, next: axum::middleware::Next) -
     let resp = next.run(req).await;
     let status = resp.status().as_u16();
     let ms = start.elapsed().as_secs_f64() * 1000.0;
+    // The caller as the auth layer named it (never a credential).
+    let identity = resp
+        .extensions()
+        .get::<Caller>()
+        .map(|c| c.identity.as_str())
+        .unwrap_or("-");
     if status >= 500 {
-        tracing::warn!(%method, %path, status, ms, "request failed");
+        tracing::warn!(%method, %path, status, ms, identity, "request failed");
     } else {
-        tracing::debug!(%method, %path, status, ms, "request");
+        tracing::debug!(%method, %path, status, ms, identity, "request");
     }
     resp
 }
@@ -95,16 +110,17 @@ async fn delete_repository(
     State(app): State<AppState>,
     Path(name): Path<String>,
     caller: Option<axum::Extension<Caller>>,
-    headers: HeaderMap,
+    req: axum::extract::Request,
 ) -> Response {
+    let headers = req.headers();
     let repo = match RepoName::parse(&name) {
         Ok(r) => r,
         Err(e) => return OciError::code(ErrorCode::NameInvalid, e.to_string()).into_response(),
     };
     let info = RequestInfo {
         id: uuid::Uuid::new_v4().to_string(),
-        host: header_str(&headers, axum::http::header::HOST),
-        useragent: Some(header_str(&headers, axum::http::header::USER_AGENT))
+        host: auth::request_host(&req),
+        useragent: Some(header_str(headers, axum::http::header::USER_AGENT))
             .filter(|s| !s.is_empty()),
     };
     let started = std::time::Instant::now();
@@ -132,10 +148,16 @@ fn header_str(h: &HeaderMap, name: axum::http::header::HeaderName) -> String {
 /// Connection settings.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// How long a client may take to send its request headers.
+    /// How long a client may take to send its request headers. Over HTTP/2, where requests
+    /// share a connection, how long a connection may go without a request in flight.
     pub header_timeout: Duration,
     /// How long in-flight requests get to finish after shutdown is asked for.
     pub shutdown_grace: Duration,
+    /// Serve HTTPS with this configuration (see [`tls::server_config`]); plain HTTP/1.1
+    /// without it.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// How long a client may take to complete the TLS handshake.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for ServeOptions {
@@ -143,6 +165,8 @@ impl Default for ServeOptions {
         ServeOptions {
             header_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
+            tls: None,
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -151,14 +175,26 @@ impl Default for ServeOptions {
 /// in-flight requests finish (up to the grace period) and returns.
 ///
 /// A hand-written loop over hyper rather than `axum::serve`, because axum's server cannot set
-/// a header-read timeout, which is what protects the registry from slow-loris clients.
+/// a header-read timeout, which is what protects the registry from slow-loris clients. With
+/// TLS, the protocol is the one ALPN chose: HTTP/2 for `h2`, HTTP/1.1 otherwise (hyper-util's
+/// auto builder would sniff the first bytes instead, which TLS makes unnecessary). Plain
+/// HTTP stays HTTP/1.1 only.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     opts: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Every connection task holds a receiver: `true` asks it to close gracefully, and the
+    // sender's `closed()` tells when the last one has ended. Hand-rolled rather than hyper-util's
+    // GracefulShutdown because a connection still in its TLS handshake has no hyper connection
+    // to watch yet, and must not start serving after shutdown began.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let acceptor = opts.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let timeouts = Timeouts {
+        header: opts.header_timeout,
+        handshake: opts.tls_handshake_timeout,
+    };
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
@@ -173,35 +209,229 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                // The peer address and transport reach the auth layer as request extensions.
-                let svc = TowerToHyperService::new(tower::ServiceExt::map_request(
+                tokio::spawn(connection(
+                    stream,
+                    peer,
                     app.clone(),
-                    move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                        req.extensions_mut().insert(ClientAddr(peer));
-                        req.extensions_mut().insert(IsTls(false));
-                        req
-                    },
+                    acceptor.clone(),
+                    timeouts,
+                    stop_rx.clone(),
                 ));
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(opts.header_timeout)
-                    .serve_connection(TokioIo::new(stream), svc);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
             }
             _ = &mut shutdown => break,
         }
     }
     drop(listener);
+    drop(stop_rx);
+    let _ = stop_tx.send(true);
     tokio::select! {
-        _ = graceful.shutdown() => {}
+        _ = stop_tx.closed() => {}
         _ = tokio::time::sleep(opts.shutdown_grace) => {
             tracing::warn!("shutdown grace period over; closing remaining connections");
         }
     }
     Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    header: Duration,
+    handshake: Duration,
+}
+
+/// One accepted connection, from the TLS handshake (if any) to its end.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    timeouts: Timeouts,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Some(acceptor) = tls else {
+        let svc = per_connection(app, peer, IsTls(false), None);
+        serve_http1(TokioIo::new(stream), svc, peer, timeouts, stop).await;
+        return;
+    };
+    // Bounded: a client that opens a connection and trickles (or never sends) its hello
+    // would otherwise hold a socket and a task forever.
+    let handshake = tokio::time::timeout(timeouts.handshake, acceptor.accept(stream));
+    let stream = tokio::select! {
+        r = handshake => match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+        _ = stopping(&mut stop) => return,
+    };
+    if stream.get_ref().1.alpn_protocol() == Some(tls::ALPN_H2) {
+        serve_http2(TokioIo::new(stream), app, peer, timeouts, stop).await;
+    } else {
+        let svc = per_connection(app, peer, IsTls(true), None);
+        serve_http1(TokioIo::new(stream), svc, peer, timeouts, stop).await;
+    }
+}
+
+/// The router as one connection's service: every request gets the connection's
+/// [`ClientAddr`] and [`IsTls`] (what the auth layer reads), and, if `in_flight` is given, counts as in flight until its
+/// response body has been sent or dropped.
+fn per_connection(
+    app: Router,
+    peer: SocketAddr,
+    tls: IsTls,
+    in_flight: Option<Arc<watch::Sender<usize>>>,
+) -> TowerToHyperService<
+    impl tower::Service<
+        hyper::Request<hyper::body::Incoming>,
+        Response = Response,
+        Error = Infallible,
+        Future = impl Future<Output = Result<Response, Infallible>> + Send,
+    > + Clone
+    + Send
+    + 'static,
+> {
+    TowerToHyperService::new(tower::service_fn(
+        move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ClientAddr(peer));
+            req.extensions_mut().insert(tls);
+            let guard = in_flight.clone().map(InFlight::begin);
+            let call = app.clone().oneshot(req);
+            async move {
+                let resp = match call.await {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                };
+                Ok(match guard {
+                    None => resp,
+                    // The guard rides in the body, so a long download counts as in flight
+                    // until its last byte, not just until its headers.
+                    Some(guard) => resp.map(|body| {
+                        axum::body::Body::new(body.map_frame(move |frame| {
+                            let _in_flight = &guard;
+                            frame
+                        }))
+                    }),
+                })
+            }
+        },
+    ))
+}
+
+/// One request in flight on an HTTP/2 connection (see [`idle`]).
+struct InFlight(Arc<watch::Sender<usize>>);
+
+impl InFlight {
+    fn begin(count: Arc<watch::Sender<usize>>) -> InFlight {
+        count.send_modify(|n| *n += 1);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+async fn serve_http1<I, S>(
+    io: I,
+    svc: S,
+    peer: SocketAddr,
+    timeouts: Timeouts,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = axum::body::Body>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // hyper's header-read timeout also runs while a keep-alive connection waits for its next
+    // request, so idle connections are bounded too.
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header)
+        .serve_connection(io, svc);
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stopping(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+async fn serve_http2<I>(
+    io: I,
+    app: Router,
+    peer: SocketAddr,
+    timeouts: Timeouts,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    // hyper has no header-read timeout for HTTP/2, where requests are multiplexed and a
+    // stream's headers arrive in one frame. What slow-loris costs there is an idle connection,
+    // so a connection with no request in flight for the header timeout is closed: GOAWAY,
+    // then dropped if it does not end by itself (a client that never sent its preface).
+    let (count, mut in_flight) = watch::channel(0usize);
+    let svc = per_connection(app, peer, IsTls(true), Some(Arc::new(count)));
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .serve_connection(io, svc);
+    let mut conn = std::pin::pin!(conn);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = idle(&mut in_flight, timeouts.header) => {
+                if closing {
+                    tracing::debug!(%peer, "dropping an HTTP/2 connection that did not close");
+                    return;
+                }
+                tracing::debug!(%peer, "closing an idle HTTP/2 connection");
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = stopping(&mut stop), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+}
+
+/// Completes once the server is shutting down (or gone).
+async fn stopping(stop: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not Send: drop it here rather than hold it in a select.
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Completes once `in_flight` has stayed at zero for `period`.
+async fn idle(in_flight: &mut watch::Receiver<usize>, period: Duration) {
+    loop {
+        if in_flight.wait_for(|n| *n == 0).await.is_err() {
+            return;
+        }
+        // Any change (a request beginning, even one that also ended) restarts the wait.
+        if tokio::time::timeout(period, in_flight.changed())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
 }

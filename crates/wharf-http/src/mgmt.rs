@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde_json::json;
 use wharf_hooks::HooksError;
 use wharf_hooks::model::{
-    JsonType, REDELIVER_PARAMETERS, WEBHOOK_PARAMETERS, WebhookCreate, WebhookUpdate, check_body,
-    event_json, webhook_json,
+    JsonType, REDELIVER_PARAMETERS, ROTATE_PARAMETERS, RotateSigningSecret, WEBHOOK_PARAMETERS,
+    WebhookCreate, WebhookUpdate, check_body, event_json, webhook_json,
 };
 
 use crate::AppState;
@@ -45,6 +45,10 @@ pub fn router() -> Router<AppState> {
         )
         .route("/webhooks/{name}/getCallbackConfig", post(get_config))
         .route("/webhooks/{name}/redeliver", post(redeliver))
+        .route(
+            "/webhooks/{name}/rotateSigningSecret",
+            post(rotate_signing_secret),
+        )
         .fallback(not_found)
         .layer(axum::middleware::from_fn(arm_responses))
 }
@@ -144,6 +148,9 @@ fn err(e: HooksError) -> Response {
         HooksError::Conflict(_) => arm_error(StatusCode::CONFLICT, "Conflict", &e.to_string()),
         HooksError::Disabled(_) => {
             arm_error(StatusCode::CONFLICT, "WebhookDisabled", &e.to_string())
+        }
+        HooksError::SigningDisabled(_) => {
+            arm_error(StatusCode::CONFLICT, "SigningDisabled", &e.to_string())
         }
         HooksError::OutOfSpace => arm_error(
             StatusCode::INSUFFICIENT_STORAGE,
@@ -247,8 +254,8 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     }
 }
 
-/// The body of an operation that may have one (redeliver), or should have none (the rest):
-/// empty, or JSON within the size bound.
+/// The body of an operation that may have one (redeliver, rotateSigningSecret), or should have
+/// none (the rest): empty, or JSON within the size bound.
 pub(crate) struct OptionalBody(pub(crate) Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for OptionalBody {
@@ -445,6 +452,28 @@ async fn redeliver(
     };
     match app.hooks.redeliver(&name, r.event_id.as_deref()).await {
         Ok(n) => axum::Json(json!({ "redelivered": n })).into_response(),
+        Err(e) => err(e),
+    }
+}
+
+/// Wharf's rotateSigningSecret action: a new secret, the old one signing beside it for
+/// `gracePeriodSeconds` (default a day). Answers with the Webhook, which says until when the
+/// old secret signs; the new secret itself comes only from getCallbackConfig.
+async fn rotate_signing_secret(
+    State(app): State<AppState>,
+    Name(name): Name,
+    OptionalBody(b): OptionalBody,
+) -> Response {
+    let r: RotateSigningSecret = match body(&b, ROTATE_PARAMETERS) {
+        Ok(r) => r,
+        Err(m) => return bad_body(&m),
+    };
+    match app
+        .hooks
+        .rotate_signing_secret(&name, r.grace_period_seconds)
+        .await
+    {
+        Ok(w) => axum::Json(webhook_json(&w)).into_response(),
         Err(e) => err(e),
     }
 }

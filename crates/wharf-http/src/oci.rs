@@ -113,7 +113,7 @@ async fn dispatch(app: &AppState, rest: &str, req: Request) -> Result<Response> 
         (E::Manifest(repo, r), Method::HEAD) => get_manifest(app, &repo, &r, false).await,
         (E::Manifest(repo, r), Method::PUT) => put_manifest(app, &repo, &r, &query, req).await,
         (E::Manifest(repo, r), Method::DELETE) => {
-            let info = request_info(req.headers());
+            let info = request_info(&req);
             app.registry.delete_manifest(&repo, &r, &info).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
@@ -222,11 +222,12 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn request_info(h: &HeaderMap) -> RequestInfo {
+fn request_info(req: &Request) -> RequestInfo {
+    let h = req.headers();
     let get = |n: header::HeaderName| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
     RequestInfo {
         id: uuid::Uuid::new_v4().to_string(),
-        host: get(header::HOST).unwrap_or_default(),
+        host: crate::auth::request_host(req),
         useragent: get(header::USER_AGENT),
     }
 }
@@ -354,6 +355,7 @@ async fn start_upload(
 }
 
 /// A parsed `Range: bytes=...` request header (one range only).
+#[derive(Debug, PartialEq, Eq)]
 enum ByteRange {
     /// No usable range header: serve the whole blob.
     Whole,
@@ -492,7 +494,7 @@ async fn put_manifest(
     q: &Query,
     req: Request,
 ) -> Result<Response> {
-    let info = request_info(req.headers());
+    let info = request_info(&req);
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -661,4 +663,158 @@ async fn referrers(app: &AppState, repo: &RepoName, d: &Digest, q: &Query) -> Re
             .insert(FILTERS_APPLIED, HeaderValue::from_static("artifactType"));
     }
     Ok(resp)
+}
+
+/// Property tests of the header and query parsers: no client input panics them, valid ranges
+/// parse to their bounds, and numbers past `u64` are refusals rather than overflows.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn with(name: HeaderName, value: &[u8]) -> Option<HeaderMap> {
+        let v = HeaderValue::from_bytes(value).ok()?;
+        let mut h = HeaderMap::new();
+        h.insert(name, v);
+        Some(h)
+    }
+
+    fn header(name: HeaderName, value: &str) -> HeaderMap {
+        with(name, value.as_bytes()).unwrap()
+    }
+
+    /// Offsets from both ends of the `u64` range, where off-by-ones and overflows live.
+    fn offset() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            0..1024u64,
+            any::<u64>(),
+            (0..1024u64).prop_map(|d| u64::MAX - d)
+        ]
+    }
+
+    /// A decimal number above `u64::MAX`.
+    fn too_big() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (1..=u64::MAX as u128).prop_map(|x| (u64::MAX as u128 + x).to_string()),
+            "[1-9][0-9]{20,40}",
+        ]
+    }
+
+    fn blob_size() -> impl Strategy<Value = u64> {
+        prop_oneof![0..4u64, offset()]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn content_range_never_panics(v in prop::collection::vec(any::<u8>(), 0..48)) {
+            if let Some(h) = with(header::CONTENT_RANGE, &v) {
+                let _ = content_range(&h);
+            }
+        }
+
+        #[test]
+        fn content_range_near_the_grammar_never_panics(v in r"(bytes=|bytes |)[ 0-9+-]{0,24}(/[0-9*]{0,4}|)") {
+            let _ = content_range(&header(header::CONTENT_RANGE, &v));
+        }
+
+        #[test]
+        fn valid_content_ranges_parse_to_their_bounds(
+            x in offset(),
+            y in offset(),
+            prefix in "|bytes=|bytes ",
+            total in "|/[0-9]{1,6}|/\\*",
+            pad in "| ",
+        ) {
+            let (a, b) = (x.min(y), x.max(y));
+            let h = header(header::CONTENT_RANGE, &format!("{prefix}{a}{pad}-{pad}{b}{total}"));
+            prop_assert_eq!(content_range(&h).ok(), Some(Some((a, b))));
+        }
+
+        #[test]
+        fn overflowing_content_ranges_are_errors(n in too_big(), x in offset(), first in any::<bool>()) {
+            let v = if first { format!("{n}-{x}") } else { format!("{x}-{n}") };
+            prop_assert!(content_range(&header(header::CONTENT_RANGE, &v)).is_err());
+        }
+
+        #[test]
+        fn byte_ranges_never_panic_and_stay_inside_the_blob(
+            v in prop::collection::vec(any::<u8>(), 0..48),
+            size in blob_size(),
+        ) {
+            if let Some(h) = with(header::RANGE, &v)
+                && let ByteRange::Part(a, b) = byte_range(&h, size)
+            {
+                prop_assert!(a <= b && b < size);
+            }
+        }
+
+        #[test]
+        fn byte_ranges_near_the_grammar_stay_inside_the_blob(
+            v in r"bytes=[ 0-9,+-]{0,12}|bytes=[0-9]{18,22}-[0-9]{0,22}|bytes=-[0-9]{18,22}",
+            size in blob_size(),
+        ) {
+            if let ByteRange::Part(a, b) = byte_range(&header(header::RANGE, &v), size) {
+                prop_assert!(a <= b && b < size, "{} of {}: {}-{}", v, size, a, b);
+            }
+        }
+
+        #[test]
+        fn valid_byte_ranges_are_served(x in offset(), y in offset(), size in blob_size()) {
+            let (a, b) = (x.min(y), x.max(y));
+            let want = if a < size {
+                ByteRange::Part(a, b.min(size - 1))
+            } else {
+                ByteRange::Unsatisfiable
+            };
+            prop_assert_eq!(byte_range(&header(header::RANGE, &format!("bytes={a}-{b}")), size), want);
+            if a < b {
+                let backwards = byte_range(&header(header::RANGE, &format!("bytes={b}-{a}")), size);
+                prop_assert_eq!(backwards, ByteRange::Unsatisfiable);
+            }
+        }
+
+        #[test]
+        fn open_and_suffix_byte_ranges_are_served(n in offset(), size in blob_size()) {
+            let open = byte_range(&header(header::RANGE, &format!("bytes={n}-")), size);
+            let want = if n < size { ByteRange::Part(n, size - 1) } else { ByteRange::Unsatisfiable };
+            prop_assert_eq!(open, want);
+            let suffix = byte_range(&header(header::RANGE, &format!("bytes=-{n}")), size);
+            let want = if n == 0 || size == 0 {
+                ByteRange::Unsatisfiable
+            } else {
+                ByteRange::Part(size - n.min(size), size - 1)
+            };
+            prop_assert_eq!(suffix, want);
+        }
+
+        #[test]
+        fn overflowing_byte_ranges_are_unsatisfiable(n in too_big(), size in blob_size()) {
+            for v in [format!("bytes={n}-"), format!("bytes=-{n}"), format!("bytes=0-{n}"), format!("bytes={n}-1")] {
+                prop_assert_eq!(byte_range(&header(header::RANGE, &v), size), ByteRange::Unsatisfiable);
+            }
+        }
+
+        #[test]
+        fn query_decoding_never_panics(q in any::<String>()) {
+            let _ = url_pairs(&q);
+            let _ = Query::parse(Some(&q));
+        }
+
+        /// `%` next to partial or non-hex escapes and multi-byte characters.
+        #[test]
+        fn query_decoding_near_escapes_never_panics(q in r"([%+=&]|%[0-9a-fA-F]{0,2}|[a-z]|é|\x{1F600}){0,12}") {
+            let _ = url_pairs(&q);
+        }
+
+        #[test]
+        fn form_encoded_pairs_round_trip(pairs in prop::collection::vec((any::<String>(), any::<String>()), 0..4)) {
+            let q = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&pairs)
+                .finish();
+            prop_assert_eq!(url_pairs(&q), pairs);
+        }
+    }
 }

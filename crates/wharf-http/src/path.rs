@@ -173,3 +173,114 @@ mod tests {
         assert_eq!(parse("a/b/c").unwrap_err().status, 404);
     }
 }
+
+/// Property tests: no path panics the parser, and the path of every endpoint parses back to
+/// that endpoint, including names made of the words the grammar uses as fixed segments.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A name component: generated, or one of the fixed words of the endpoint grammar, which
+    /// are valid components too and are what a right-to-left parser could trip on.
+    fn component() -> impl Strategy<Value = String> {
+        prop_oneof![
+            r"[a-z0-9]{1,6}((\.|_|__|-{1,2})[a-z0-9]{1,6}){0,2}",
+            prop::sample::select(vec![
+                "blobs",
+                "uploads",
+                "manifests",
+                "tags",
+                "list",
+                "referrers",
+                "v2",
+            ])
+            .prop_map(str::to_owned),
+        ]
+    }
+
+    fn repo() -> impl Strategy<Value = RepoName> {
+        prop::collection::vec(component(), 1..=4)
+            .prop_map(|c| RepoName::parse(&c.join("/")).unwrap())
+    }
+
+    fn digest() -> impl Strategy<Value = Digest> {
+        prop_oneof!["sha256:[a-f0-9]{64}", "sha512:[a-f0-9]{128}"]
+            .prop_map(|s| Digest::parse(&s).unwrap())
+    }
+
+    fn reference() -> impl Strategy<Value = Reference> {
+        prop_oneof![
+            r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,20}"
+                .prop_map(|t| Reference::Tag(wharf_core::Tag::parse(&t).unwrap())),
+            digest().prop_map(Reference::Digest),
+        ]
+    }
+
+    /// Every endpoint, with the path that names it.
+    fn endpoint() -> impl Strategy<Value = (String, OciEndpoint)> {
+        prop_oneof![
+            Just((String::new(), OciEndpoint::Base)),
+            Just(("_catalog".to_owned(), OciEndpoint::Catalog)),
+            repo().prop_map(|n| (format!("{n}/tags/list"), OciEndpoint::Tags(n))),
+            (repo(), reference())
+                .prop_map(|(n, r)| (format!("{n}/manifests/{r}"), OciEndpoint::Manifest(n, r))),
+            (
+                repo(),
+                r"[.-][a-zA-Z0-9._-]{0,8}|[a-zA-Z0-9_][a-zA-Z0-9._-]{128,130}|[a-z]{1,4}[+@!~][a-z]{0,4}"
+            )
+                .prop_map(|(n, t)| (format!("{n}/manifests/{t}"), OciEndpoint::InvalidTag(n, t))),
+            (repo(), digest())
+                .prop_map(|(n, d)| (format!("{n}/blobs/{d}"), OciEndpoint::Blob(n, d))),
+            (repo(), any::<bool>()).prop_map(|(n, slash)| {
+                let path = format!("{n}/blobs/uploads{}", if slash { "/" } else { "" });
+                (path, OciEndpoint::UploadStart(n))
+            }),
+            (repo(), "[a-zA-Z0-9_=-]{1,40}").prop_map(|(n, id)| {
+                (
+                    format!("{n}/blobs/uploads/{id}"),
+                    OciEndpoint::Upload(n, id),
+                )
+            }),
+            (repo(), digest())
+                .prop_map(|(n, d)| (format!("{n}/referrers/{d}"), OciEndpoint::Referrers(n, d))),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_paths_never_panic(s in any::<String>()) {
+            let _ = parse(&s);
+        }
+
+        /// Paths made of the grammar's own pieces in any order, with stray slashes.
+        #[test]
+        fn paths_of_grammar_words_never_panic(
+            parts in prop::collection::vec(
+                r"blobs|uploads|manifests|tags|list|referrers|_catalog|sha256:[a-f0-9]{0,65}|[a-zA-Z:.-]{0,3}",
+                0..7,
+            ),
+        ) {
+            let _ = parse(&parts.join("/"));
+        }
+
+        #[test]
+        fn every_endpoint_parses_back((path, want) in endpoint()) {
+            prop_assert_eq!(parse(&path), Ok(want), "{}", path);
+        }
+
+        /// A malformed digest is the spec's DIGEST_INVALID, not a 404 or a tag.
+        #[test]
+        fn malformed_digests_are_digest_invalid(
+            n in repo(),
+            kind in "blobs|referrers|manifests",
+            d in "sha256:[a-f0-9]{0,63}|sha512:[a-f0-9]{64}|md5:[a-f0-9]{32}|sha256:[A-F]{64}",
+        ) {
+            let got = parse(&format!("{n}/{kind}/{d}"));
+            prop_assert_eq!(got.map_err(|e| e.code), Err(ErrorCode::DigestInvalid));
+        }
+    }
+}

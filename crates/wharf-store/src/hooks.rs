@@ -34,8 +34,63 @@ pub struct WebhookRecord {
     pub scope: String,
     pub location: String,
     pub tags: BTreeMap<String, String>,
+    /// Standard Webhooks signing (Wharf's extension; off by default, so deliveries stay
+    /// ACR-identical).
+    pub signing: Signing,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// A webhook's Standard Webhooks signing state. Secrets are `whsec_` + base64 strings, as
+/// write-only as the service URI.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Signing {
+    pub enabled: bool,
+    /// The current secret. Kept while signing is disabled, so enabling it again keeps the
+    /// secret the receiver already has.
+    pub secret: Option<String>,
+    /// The secret the last rotation replaced and until when (unix ms) it signs beside the
+    /// current one, so receivers can switch secrets without dropping a delivery.
+    pub previous: Option<(String, i64)>,
+}
+
+impl Signing {
+    /// The secrets an attempt made at `now_ms` is signed with: the current one, then the
+    /// previous one while its grace period lasts. Empty when signing is off.
+    pub fn active_secrets(&self, now_ms: i64) -> Vec<&str> {
+        if !self.enabled {
+            return Vec::new();
+        }
+        let mut out: Vec<&str> = self.secret.iter().map(String::as_str).collect();
+        if let Some((old, until)) = &self.previous
+            && now_ms < *until
+        {
+            out.push(old);
+        }
+        out
+    }
+
+    /// When the previous secret stops signing, if it still does at `now_ms`.
+    pub fn previous_until(&self, now_ms: i64) -> Option<i64> {
+        self.previous
+            .as_ref()
+            .map(|(_, until)| *until)
+            .filter(|until| now_ms < *until)
+    }
+}
+
+// Never the secrets, whoever logs a record with `{:?}` (DESIGN invariant 6).
+impl std::fmt::Debug for Signing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signing")
+            .field("enabled", &self.enabled)
+            .field("secret", &self.secret.as_ref().map(|_| "******"))
+            .field(
+                "previous_until",
+                &self.previous.as_ref().map(|(_, until)| until),
+            )
+            .finish()
+    }
 }
 
 /// A delivery claimed for sending.
@@ -54,6 +109,8 @@ pub struct Claimed {
     pub body: Vec<u8>,
     pub service_uri: String,
     pub custom_headers: BTreeMap<String, String>,
+    /// The webhook's signing state when the delivery was claimed.
+    pub signing: Signing,
 }
 
 /// Header names with their values masked: what Debug output may show of custom headers.
@@ -73,6 +130,7 @@ impl std::fmt::Debug for WebhookRecord {
             .field("status", &self.status)
             .field("scope", &self.scope)
             .field("location", &self.location)
+            .field("signing", &self.signing)
             .finish_non_exhaustive()
     }
 }
@@ -86,6 +144,7 @@ impl std::fmt::Debug for Claimed {
             .field("attempt", &self.attempt)
             .field("service_uri", &"******")
             .field("custom_headers", &masked_headers(&self.custom_headers))
+            .field("signing", &self.signing)
             .finish_non_exhaustive()
     }
 }
@@ -173,8 +232,30 @@ fn row_to_record(
         scope: r.get("scope"),
         location: r.get("location"),
         tags: from_json(r.get("tags")),
+        signing: row_to_signing(r, sealer)?,
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
+    })
+}
+
+/// The signing columns of a webhook row, secrets opened. A previous secret whose grace period
+/// is over is dropped here already (and never opened).
+fn row_to_signing(
+    r: &sqlx::sqlite::SqliteRow,
+    sealer: &crate::seal::Sealer,
+) -> Result<Signing, StoreError> {
+    let secret: Option<String> = r.get("signing_secret");
+    let previous: Option<String> = r.get("signing_previous_secret");
+    let until: Option<i64> = r.get("signing_previous_until");
+    let now = now_ms();
+    let previous = match previous.zip(until).filter(|(_, until)| now < *until) {
+        Some((p, until)) => Some((sealer.open(&p)?, until)),
+        None => None,
+    };
+    Ok(Signing {
+        enabled: r.get("signing_enabled"),
+        secret: secret.map(|s| sealer.open(&s)).transpose()?,
+        previous,
     })
 }
 
@@ -194,6 +275,7 @@ impl Store {
                     location: w.location,
                     service_uri: w.service_uri,
                     custom_headers: w.custom_headers,
+                    signing: w.signing,
                 })
             })
             .collect();
@@ -229,8 +311,8 @@ impl Store {
         let actions: Vec<&str> = w.actions.iter().map(|a| a.as_str()).collect();
         let res = sqlx::query(
             "INSERT INTO webhooks (name, service_uri, custom_headers, actions, status, scope, \
-             location, tags, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?) \
-             ON CONFLICT (name) DO NOTHING",
+             location, tags, created_at, updated_at, signing_enabled, signing_secret) \
+             VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (name) DO NOTHING",
         )
         .bind(&w.name)
         .bind(self.sealer.seal(&w.service_uri)?)
@@ -242,6 +324,8 @@ impl Store {
         .bind(json(&w.tags))
         .bind(w.created_at)
         .bind(w.updated_at)
+        .bind(w.signing.enabled)
+        .bind(self.seal_opt(w.signing.secret.as_deref())?)
         .execute(&self.meta.write)
         .await?;
         if res.rows_affected() == 0 {
@@ -252,12 +336,17 @@ impl Store {
 
     /// Replaces a webhook's mutable fields. Disabling it cancels its pending deliveries in the
     /// same transaction.
+    ///
+    /// Of the signing state only `enabled` is replaced; `w.signing.secret` is stored only if the
+    /// webhook has no secret yet (signing enabled for the first time), so an update racing a
+    /// rotation can never put the replaced secret back. Rotation has its own statement.
     pub async fn update_webhook(&self, w: &WebhookRecord) -> Result<(), StoreError> {
         let actions: Vec<&str> = w.actions.iter().map(|a| a.as_str()).collect();
         let mut tx = WriteTx::begin(&self.meta.write).await?;
         let res = sqlx::query(
             "UPDATE webhooks SET service_uri = ?, custom_headers = ?, actions = ?, status = ?, \
-             scope = ?, tags = ?, updated_at = ? WHERE name = ?",
+             scope = ?, tags = ?, updated_at = ?, signing_enabled = ?, \
+             signing_secret = COALESCE(signing_secret, ?) WHERE name = ?",
         )
         .bind(self.sealer.seal(&w.service_uri)?)
         .bind(self.sealer.seal(&json(&w.custom_headers))?)
@@ -266,6 +355,8 @@ impl Store {
         .bind(&w.scope)
         .bind(json(&w.tags))
         .bind(w.updated_at)
+        .bind(w.signing.enabled)
+        .bind(self.seal_opt(w.signing.secret.as_deref())?)
         .bind(&w.name)
         .execute(&mut *tx)
         .await?;
@@ -297,6 +388,62 @@ impl Store {
         rows.iter()
             .map(|r| row_to_record(r, &self.sealer))
             .collect()
+    }
+
+    /// Replaces the signing secret of a webhook whose signing is enabled with `new_secret`, in
+    /// one statement (no update can interleave). The replaced secret keeps signing until
+    /// `previous_until` (unix ms); with a time not in the future it is dropped at once. A
+    /// secret replaced earlier and still in its grace period is dropped: one previous secret
+    /// at most. Returns the webhook as stored, or None if it does not exist or does not sign.
+    pub async fn rotate_signing_secret(
+        &self,
+        name: &str,
+        new_secret: &str,
+        previous_until: i64,
+    ) -> Result<Option<WebhookRecord>, StoreError> {
+        let now = now_ms();
+        let keep_previous = previous_until > now;
+        let row = sqlx::query(
+            "UPDATE webhooks SET \
+             signing_previous_secret = CASE WHEN ? THEN signing_secret END, \
+             signing_previous_until = CASE WHEN ? THEN ? END, \
+             signing_secret = ?, updated_at = ? \
+             WHERE name = ? AND signing_enabled AND signing_secret IS NOT NULL RETURNING *",
+        )
+        .bind(keep_previous)
+        .bind(keep_previous)
+        .bind(previous_until)
+        // The replaced secret moves over as it is stored: sealed.
+        .bind(self.sealer.seal(new_secret)?)
+        .bind(now)
+        .bind(name)
+        .fetch_optional(&self.meta.write)
+        .await?;
+        let rec = row
+            .as_ref()
+            .map(|r| row_to_record(r, &self.sealer))
+            .transpose()?;
+        if rec.is_some() {
+            self.reload_hooks().await?;
+        }
+        Ok(rec)
+    }
+
+    fn seal_opt(&self, secret: Option<&str>) -> Result<Option<String>, StoreError> {
+        secret.map(|s| self.sealer.seal(s)).transpose()
+    }
+
+    /// Forgets replaced signing secrets whose grace period is over (they no longer sign
+    /// anything; a secret not kept cannot leak).
+    pub async fn forget_expired_signing_secrets(&self) -> Result<u64, StoreError> {
+        let res = sqlx::query(
+            "UPDATE webhooks SET signing_previous_secret = NULL, signing_previous_until = NULL \
+             WHERE signing_previous_until IS NOT NULL AND signing_previous_until <= ?",
+        )
+        .bind(now_ms())
+        .execute(&self.meta.write)
+        .await?;
+        Ok(res.rows_affected())
     }
 
     /// Deletes a webhook with its queue and history. Returns false if it did not exist.
@@ -338,7 +485,9 @@ impl Store {
         let now = now_ms();
         let mut tx = WriteTx::begin_relaxed(&self.meta.write).await?;
         let hooks = sqlx::query(
-            "SELECT name, service_uri, custom_headers FROM webhooks WHERE status = 'enabled'",
+            "SELECT name, service_uri, custom_headers, signing_enabled, signing_secret, \
+             signing_previous_secret, signing_previous_until FROM webhooks \
+             WHERE status = 'enabled'",
         )
         .fetch_all(&mut *tx)
         .await?;
@@ -352,6 +501,7 @@ impl Store {
             let service_uri = self.sealer.open(h.get(1))?;
             let custom_headers: BTreeMap<String, String> =
                 from_json(Some(self.sealer.open(h.get(2))?));
+            let signing = row_to_signing(&h, &self.sealer)?;
             let rows = sqlx::query(
                 "SELECT d.id, d.event_id, d.attempts, d.round_start, d.max_attempts, \
                  d.next_attempt_at, e.body \
@@ -381,6 +531,7 @@ impl Store {
                         body: r.get(6),
                         service_uri: service_uri.clone(),
                         custom_headers: custom_headers.clone(),
+                        signing: signing.clone(),
                     },
                 ));
             }
@@ -699,6 +850,11 @@ mod tests {
             scope: String::new(),
             location: "local".into(),
             tags: BTreeMap::new(),
+            signing: Signing {
+                enabled: true,
+                secret: Some("whsec_c2VjcmV0LXMzY3JldA==".into()),
+                previous: Some(("whsec_b2xkLXMzY3JldA==".into(), 1)),
+            },
             created_at: 0,
             updated_at: 0,
         };
@@ -712,13 +868,112 @@ mod tests {
             body: Vec::new(),
             service_uri: rec.service_uri.clone(),
             custom_headers: headers,
+            signing: rec.signing.clone(),
         };
         for shown in [format!("{rec:?}"), format!("{claimed:?}")] {
             assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(!shown.contains("whsec_"), "{shown}");
+            assert!(shown.contains("enabled: true"), "{shown}");
             assert!(
                 shown.contains("Authorization"),
                 "header names may show: {shown}"
             );
         }
+    }
+
+    /// Signing secrets are sealed at rest like the service URI, opened on every read path,
+    /// and a rotated-out secret is forgotten once its grace period is over.
+    #[tokio::test]
+    async fn signing_secrets_are_sealed_at_rest_and_forgotten_after_their_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path(),
+            &crate::StoreOptions {
+                region: "local".into(),
+                floor: crate::FreeSpaceFloor::Bytes(0),
+                secret_key: None,
+            },
+        )
+        .await
+        .unwrap();
+        let (old, new) = ("whsec_b2xkLXNlY3JldA==", "whsec_bmV3LXNlY3JldA==");
+        let rec = WebhookRecord {
+            name: "sealed1".into(),
+            service_uri: "http://127.0.0.1:9/h".into(),
+            custom_headers: BTreeMap::new(),
+            actions: vec![WebhookAction::Push],
+            status: WebhookStatus::Enabled,
+            scope: String::new(),
+            location: "local".into(),
+            tags: BTreeMap::new(),
+            signing: Signing {
+                enabled: true,
+                secret: Some(old.into()),
+                previous: None,
+            },
+            created_at: 0,
+            updated_at: 0,
+        };
+        store.create_webhook(&rec).await.unwrap();
+        let raw = || async {
+            let r = sqlx::query(
+                "SELECT signing_secret, signing_previous_secret FROM webhooks WHERE name = 'sealed1'",
+            )
+            .fetch_one(&store.meta.read)
+            .await
+            .unwrap();
+            (r.get::<Option<String>, _>(0), r.get::<Option<String>, _>(1))
+        };
+        let (cur, _) = raw().await;
+        assert!(crate::seal::Sealer::is_sealed(&cur.unwrap()));
+
+        // A day of grace: both secrets sign, both sealed, both read back in clear.
+        let got = store
+            .rotate_signing_secret("sealed1", new, now_ms() + 86_400_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.signing.secret.as_deref(), Some(new));
+        assert_eq!(
+            got.signing.previous.as_ref().map(|p| p.0.as_str()),
+            Some(old)
+        );
+        let (cur, prev) = raw().await;
+        assert!(crate::seal::Sealer::is_sealed(&cur.unwrap()));
+        assert!(crate::seal::Sealer::is_sealed(&prev.unwrap()));
+        let snap = store.hooks.snapshot();
+        assert_eq!(snap[0].signing.active_secrets(now_ms()), [new, old]);
+
+        // No grace: the replaced secret is not kept at all.
+        let got = store
+            .rotate_signing_secret("sealed1", old, 0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.signing.previous, None);
+        assert_eq!(raw().await.1, None);
+
+        // An expired grace period: ignored when read, then forgotten.
+        store
+            .rotate_signing_secret("sealed1", new, now_ms() + 1)
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let got = store.get_webhook("sealed1").await.unwrap().unwrap();
+        assert_eq!(got.signing.previous, None);
+        assert_eq!(store.forget_expired_signing_secrets().await.unwrap(), 1);
+        assert_eq!(raw().await.1, None);
+
+        // Signing off: rotation refuses.
+        let mut off = got.clone();
+        off.signing.enabled = false;
+        store.update_webhook(&off).await.unwrap();
+        assert!(
+            store
+                .rotate_signing_secret("sealed1", old, now_ms() + 1000)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 }

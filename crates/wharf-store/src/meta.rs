@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_registry.sql"),
     include_str!("../migrations/0002_webhooks.sql"),
     include_str!("../migrations/0003_auth.sql"),
+    include_str!("../migrations/0004_signing.sql"),
 ];
 
 pub(crate) fn now_ms() -> i64 {

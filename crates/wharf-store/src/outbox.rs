@@ -39,6 +39,7 @@ pub struct HookSnapshot {
     /// Where and how to send (secrets, kept in memory only for sending).
     pub service_uri: String,
     pub custom_headers: std::collections::BTreeMap<String, String>,
+    pub signing: crate::hooks::Signing,
 }
 
 impl std::fmt::Debug for HookSnapshot {
@@ -53,6 +54,7 @@ impl std::fmt::Debug for HookSnapshot {
                 "custom_headers",
                 &crate::hooks::masked_headers(&self.custom_headers),
             )
+            .field("signing", &self.signing)
             .finish_non_exhaustive()
     }
 }
@@ -174,6 +176,7 @@ pub async fn enqueue(
                 body: ev.body.clone(),
                 service_uri: h.service_uri.clone(),
                 custom_headers: h.custom_headers.clone(),
+                signing: h.signing.clone(),
             });
         }
     }

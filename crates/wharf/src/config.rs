@@ -24,6 +24,7 @@ pub struct Config {
     pub automatic_mount: bool,
     pub limits: Limits,
     pub webhooks: Webhooks,
+    pub tls: Tls,
     pub auth: Auth,
 }
 
@@ -128,6 +129,50 @@ pub struct Webhooks {
     pub history_retention_days: u64,
     /// How much of a response body is kept in history, in bytes.
     pub response_body_cap: usize,
+    /// Whether webhooks may target loopback addresses (127.0.0.0/8, ::1), which the SSRF
+    /// guard blocks otherwise: "auto" allows them only in the open development mode (no
+    /// authentication, listening on a loopback address, as `wharf serve` does by default),
+    /// "allow" always, "refuse" never.
+    pub allow_loopback: LoopbackTargets,
+    /// Networks webhooks may reach although the SSRF guard blocks them (private, link-local,
+    /// CGNAT, ...), in CIDR notation ("10.0.0.0/8", "fd00::/8") or as single addresses. A
+    /// cloud metadata address (169.254.169.254, ...) opens only for an entry naming exactly it.
+    pub allow_networks: Vec<String>,
+}
+
+/// `webhooks.allow_loopback`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoopbackTargets {
+    Auto,
+    Allow,
+    Refuse,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// PEM file with the server's certificate chain, leaf first. With `key`, the listener
+    /// serves HTTPS (HTTP/2 and HTTP/1.1 by ALPN); without both, plain HTTP.
+    pub cert: Option<PathBuf>,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1; not encrypted).
+    pub key: Option<PathBuf>,
+    /// How often the two files are checked for changes, in seconds; a change is loaded for
+    /// new connections. 0 turns the check off (SIGHUP still reloads).
+    pub reload_interval_secs: u64,
+    /// How long a client may take to complete the TLS handshake, in seconds.
+    pub handshake_timeout_secs: u64,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            cert: None,
+            key: None,
+            reload_interval_secs: 5,
+            handshake_timeout_secs: 10,
+        }
+    }
 }
 
 impl Default for Config {
@@ -141,6 +186,7 @@ impl Default for Config {
             automatic_mount: false,
             limits: Limits::default(),
             webhooks: Webhooks::default(),
+            tls: Tls::default(),
             auth: Auth::default(),
         }
     }
@@ -178,8 +224,32 @@ impl Webhooks {
             per_webhook_concurrency: d.per_webhook_concurrency,
             history_retention_days: d.history_retention.as_secs() / 86400,
             response_body_cap: d.response_body_cap,
+            // The delivery settings' flag is derived from the listener (see `Config::hooks`);
+            // the file's default leaves that decision to the server.
+            allow_loopback: LoopbackTargets::Auto,
+            allow_networks: d.allow_networks.iter().map(|n| n.to_string()).collect(),
         }
     }
+}
+
+/// Parses `webhooks.allow_networks` entries: CIDR, or a bare address for that one address.
+fn parse_networks(entries: &[String]) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    entries
+        .iter()
+        .map(|e| {
+            let e = e.trim();
+            e.parse::<ipnet::IpNet>()
+                .or_else(|_| e.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                // Host bits set ("10.1.2.3/8") mean the network they are in.
+                .map(|n| n.trunc())
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "webhooks.allow_networks: {e:?} is not a network (like \"10.0.0.0/8\") \
+                         or an IP address"
+                    )
+                })
+        })
+        .collect()
 }
 
 impl Config {
@@ -200,10 +270,39 @@ impl Config {
             .map_err(|e: String| anyhow::anyhow!("limits.min_free_space: {e}"))
     }
 
+    /// The certificate and key files, if TLS is configured; an error if only one is given.
+    pub fn tls_files(&self) -> anyhow::Result<Option<wharf_http::tls::CertFiles>> {
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(cert), Some(key)) => Ok(Some(wharf_http::tls::CertFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })),
+            (None, None) => Ok(None),
+            (Some(_), None) => anyhow::bail!("tls.cert (--tls-cert) is set but tls.key is not"),
+            (None, Some(_)) => anyhow::bail!("tls.key (--tls-key) is set but tls.cert is not"),
+        }
+    }
+
+    /// Whether the server runs in its open development mode: access control off and
+    /// listening on loopback (the default `wharf serve`), so only this machine's users can
+    /// create webhooks. There, loopback webhook targets are allowed by default: local
+    /// receivers are what they test with. Open beyond loopback (`insecure_open`) is not
+    /// development mode: anyone reachable could aim webhooks at this machine's services.
+    pub fn open_development_mode(&self, listen: std::net::SocketAddr) -> bool {
+        !self.auth.enabled && listen.ip().is_loopback()
+    }
+
     /// Delivery settings for a server listening on `listen`.
-    pub fn hooks(&self, listen: std::net::SocketAddr) -> wharf_hooks::HooksConfig {
+    pub fn hooks(&self, listen: std::net::SocketAddr) -> anyhow::Result<wharf_hooks::HooksConfig> {
         let w = &self.webhooks;
-        wharf_hooks::HooksConfig {
+        let allow_loopback = match w.allow_loopback {
+            LoopbackTargets::Auto => self.open_development_mode(listen),
+            LoopbackTargets::Allow => true,
+            LoopbackTargets::Refuse => false,
+        };
+        Ok(wharf_hooks::HooksConfig {
+            allow_loopback,
+            allow_networks: parse_networks(&w.allow_networks)?,
             own_addr: Some(listen),
             region: self.region.clone(),
             user_agent: w.user_agent.clone(),
@@ -220,7 +319,7 @@ impl Config {
             per_webhook_concurrency: w.per_webhook_concurrency.max(1),
             history_retention: Duration::from_secs(w.history_retention_days * 86400),
             response_body_cap: w.response_body_cap,
-        }
+        })
     }
 }
 
@@ -252,6 +351,68 @@ mod tests {
             c.auth.max_failed_logins_per_minute,
             d.auth.max_failed_logins_per_minute
         );
+        assert_eq!(c.webhooks.allow_loopback, d.webhooks.allow_loopback);
+        assert_eq!(c.webhooks.allow_networks, d.webhooks.allow_networks);
+        assert_eq!(c.tls.cert, None, "plain HTTP unless asked for");
+        assert_eq!(c.tls.reload_interval_secs, d.tls.reload_interval_secs);
+        assert_eq!(c.tls.handshake_timeout_secs, d.tls.handshake_timeout_secs);
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let c: Config = toml::from_str("[tls]\ncert = \"/etc/wharf/cert.pem\"\n").unwrap();
+        let e = c.tls_files().unwrap_err().to_string();
+        assert!(e.contains("tls.key"), "{e}");
+        let c: Config = toml::from_str("[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n").unwrap();
+        let f = c.tls_files().unwrap().unwrap();
+        assert_eq!(f.cert, PathBuf::from("/c.pem"));
+        assert_eq!(f.key, PathBuf::from("/k.pem"));
+    }
+
+    #[test]
+    fn loopback_targets_follow_the_development_mode_unless_set() {
+        let local: std::net::SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let public: std::net::SocketAddr = "0.0.0.0:5000".parse().unwrap();
+        let mut c = Config::default();
+        assert!(c.hooks(local).unwrap().allow_loopback);
+        assert!(!c.hooks(public).unwrap().allow_loopback);
+        c.auth.enabled = true;
+        assert!(
+            !c.hooks(local).unwrap().allow_loopback,
+            "with access control on, webhook managers need not be local users"
+        );
+        c.webhooks.allow_loopback = LoopbackTargets::Refuse;
+        c.auth.enabled = false;
+        assert!(!c.hooks(local).unwrap().allow_loopback);
+        c.webhooks.allow_loopback = LoopbackTargets::Allow;
+        assert!(c.hooks(public).unwrap().allow_loopback);
+    }
+
+    #[test]
+    fn allow_networks_take_cidrs_and_addresses_and_refuse_the_rest() {
+        let mut c = Config::default();
+        c.webhooks.allow_networks = vec![
+            "10.0.0.0/8".into(),
+            "127.0.0.1".into(),
+            "fd00::/8".into(),
+            "192.168.7.9/16".into(),
+        ];
+        let nets: Vec<String> = c
+            .hooks("127.0.0.1:0".parse().unwrap())
+            .unwrap()
+            .allow_networks
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(
+            nets,
+            ["10.0.0.0/8", "127.0.0.1/32", "fd00::/8", "192.168.0.0/16"]
+        );
+        c.webhooks.allow_networks = vec!["10.0.0.0/33".into()];
+        let e = c.hooks("127.0.0.1:0".parse().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("webhooks.allow_networks"), "{e}");
+        let t: Result<Config, _> = toml::from_str("[webhooks]\nallow_loopback = \"sometimes\"");
+        assert!(t.is_err());
     }
 
     #[test]

@@ -27,13 +27,20 @@ pub struct Server {
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
     dispatcher: tokio::task::JoinHandle<()>,
     expirer: tokio::task::JoinHandle<()>,
+    /// Reloads the TLS certificate when its files change (or on SIGHUP); None without TLS.
+    tls_reloader: Option<tokio::task::JoinHandle<()>>,
     delivery_timeout: Duration,
 }
 
 /// Opens the data directory, starts the webhook dispatcher and the upload expirer, and
-/// serves on `listener` until [`Server::stop`].
+/// serves on `listener` (HTTPS if `cfg.tls` names a certificate) until [`Server::stop`].
 pub async fn start(cfg: &Config, listener: TcpListener) -> anyhow::Result<Server> {
     let floor = cfg.free_space_floor()?;
+    // Before the data directory is touched: a bad certificate is a configuration error.
+    let tls = match cfg.tls_files()? {
+        Some(files) => Some(wharf_http::tls::CertResolver::load(files)?),
+        None => None,
+    };
     let addr = listener
         .local_addr()
         .context("reading the listener's address")?;
@@ -44,6 +51,11 @@ pub async fn start(cfg: &Config, listener: TcpListener) -> anyhow::Result<Server
              push, delete and read webhook secrets. Turn access control on with --auth (or \
              [auth] enabled = true), or pass --insecure-open-registry to run open anyway"
         );
+    }
+    // Settings are checked before anything is opened.
+    let hooks_cfg = cfg.hooks(addr)?;
+    if hooks_cfg.allow_loopback {
+        tracing::info!("webhooks may target loopback addresses (webhooks.allow_loopback)");
     }
     let store = wharf_store::Store::open(
         &cfg.data_dir,
@@ -81,8 +93,8 @@ pub async fn start(cfg: &Config, listener: TcpListener) -> anyhow::Result<Server
             max_tags_per_put: cfg.limits.max_tags_per_put,
         },
     );
-    let hooks = wharf_hooks::Hooks::new(store.clone(), cfg.hooks(addr))
-        .context("building the webhook sender")?;
+    let hooks =
+        wharf_hooks::Hooks::new(store.clone(), hooks_cfg).context("building the webhook sender")?;
     let dispatcher = hooks.start();
 
     let expiry_ms =
@@ -106,15 +118,28 @@ pub async fn start(cfg: &Config, listener: TcpListener) -> anyhow::Result<Server
         automatic_mount: cfg.automatic_mount,
         open_to_network,
     });
+    let tls_reloader = match &tls {
+        Some(resolver) => Some(spawn_tls_reloader(
+            resolver.clone(),
+            Duration::from_secs(cfg.tls.reload_interval_secs),
+        )?),
+        None => None,
+    };
     let opts = wharf_http::ServeOptions {
         header_timeout: Duration::from_secs(cfg.limits.header_timeout_secs.max(1)),
         shutdown_grace: Duration::from_secs(cfg.limits.shutdown_grace_secs),
+        tls: match tls {
+            Some(resolver) => Some(wharf_http::tls::server_config(resolver)?),
+            None => None,
+        },
+        tls_handshake_timeout: Duration::from_secs(cfg.tls.handshake_timeout_secs.max(1)),
     };
+    let scheme = if opts.tls.is_some() { "https" } else { "http" };
     let (stop, stopped) = oneshot::channel::<()>();
     let serving = tokio::spawn(wharf_http::serve(listener, app, opts, async {
         let _ = stopped.await;
     }));
-    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "wharf listening");
+    tracing::info!(%addr, scheme, data_dir = %cfg.data_dir.display(), "wharf listening");
     Ok(Server {
         addr,
         store,
@@ -123,8 +148,72 @@ pub async fn start(cfg: &Config, listener: TcpListener) -> anyhow::Result<Server
         serving,
         dispatcher,
         expirer,
+        tls_reloader,
         delivery_timeout: Duration::from_secs(cfg.webhooks.timeout_secs.max(1)),
     })
+}
+
+/// Starts the task that keeps the served certificate in step with its files: checked every
+/// `interval` (zero: never) and on SIGHUP. A pair that does not load is logged and the
+/// previous certificate stays in use.
+fn spawn_tls_reloader(
+    resolver: std::sync::Arc<wharf_http::tls::CertResolver>,
+    interval: Duration,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    // Registered now, not inside the task: SIGHUP's default action ends the process, so a
+    // reload asked for right after start-up must find the handler in place.
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("listening for SIGHUP")?;
+    #[cfg(unix)]
+    let mut hangup_open = true;
+    Ok(tokio::spawn(async move {
+        loop {
+            let tick = async {
+                if interval.is_zero() {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(interval).await;
+            };
+            #[cfg(unix)]
+            let forced = tokio::select! {
+                _ = tick => false,
+                got = hangup.recv(), if hangup_open => {
+                    if got.is_none() {
+                        // The signal driver is gone; polling it again would spin.
+                        hangup_open = false;
+                        continue;
+                    }
+                    true
+                }
+            };
+            #[cfg(not(unix))]
+            let forced = {
+                tick.await;
+                false
+            };
+            let r = resolver.clone();
+            // File reads and PEM parsing: off the async workers.
+            let outcome = tokio::task::spawn_blocking(move || {
+                if forced {
+                    r.reload().map(|()| true)
+                } else {
+                    r.reload_if_changed()
+                }
+            })
+            .await;
+            let cert = resolver.files().cert.display();
+            match outcome {
+                Ok(Ok(true)) => tracing::info!(%cert, "TLS certificate reloaded"),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::warn!(
+                    error = %e,
+                    "TLS certificate not reloaded; still serving the previous one"
+                ),
+                Err(e) => tracing::warn!(error = %e, "TLS certificate reload failed"),
+            }
+        }
+    }))
 }
 
 /// The credentials created at the first start with access control on, printed once on
@@ -177,6 +266,9 @@ impl Server {
         let served = (&mut self.serving).await;
         tracing::info!("shutting down: finishing in-flight deliveries");
         self.expirer.abort();
+        if let Some(r) = &self.tls_reloader {
+            r.abort();
+        }
         self.hooks.shutdown();
         let _ = tokio::time::timeout(
             self.delivery_timeout + Duration::from_secs(5),

@@ -1,7 +1,10 @@
-//! The `wharf` binary: `wharf serve` runs the registry; `wharf webhook …` manages webhooks
-//! through the management API, mirroring `az acr webhook`.
+//! The `wharf` binary: `wharf serve` runs the registry; `wharf webhook …`, `wharf token …`,
+//! `wharf scope-map …`, `wharf credential …` and `wharf registry …` manage it through the
+//! management API, mirroring `az acr webhook`, `az acr token` and their kin.
 
+mod access;
 mod cli;
+mod client;
 
 use wharf::config;
 
@@ -27,6 +30,15 @@ enum Command {
     Serve(ServeArgs),
     /// Manage webhooks, like `az acr webhook`.
     Webhook(cli::WebhookArgs),
+    /// Manage repository-scoped tokens and their passwords, like `az acr token`.
+    Token(access::TokenArgs),
+    /// Manage scope maps (what tokens may do to which repositories), like `az acr scope-map`.
+    ScopeMap(access::ScopeMapArgs),
+    /// Show or renew the admin user's passwords, like `az acr credential`.
+    Credential(access::CredentialArgs),
+    /// Show the registry or turn the admin user and anonymous pull on or off, like
+    /// `az acr show` and `az acr update`.
+    Registry(access::RegistryArgs),
 }
 
 #[derive(clap::Args)]
@@ -53,6 +65,13 @@ struct ServeArgs {
     /// GiB or a percentage of the volume, e.g. 512MiB or 1% (0 turns the floor off) [default: 1%]
     #[arg(long, env = "WHARF_MIN_FREE_SPACE")]
     min_free_space: Option<String>,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain, leaf first; needs
+    /// --tls-key. Reloaded when the file changes or on SIGHUP [default: plain HTTP]
+    #[arg(long, env = "WHARF_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1; not encrypted)
+    #[arg(long, env = "WHARF_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     /// Turn access control on: the admin user, tokens and scope maps, the token server. The
     /// first start prints the admin password and a management token once [default: off]
     #[arg(long, env = "WHARF_AUTH")]
@@ -72,10 +91,11 @@ fn main() -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     match args.command {
         Command::Serve(s) => rt.block_on(serve(s)),
-        Command::Webhook(w) => {
-            let code = rt.block_on(cli::run(w));
-            std::process::exit(code);
-        }
+        Command::Webhook(w) => std::process::exit(rt.block_on(cli::run(w))),
+        Command::Token(a) => std::process::exit(rt.block_on(access::token(a))),
+        Command::ScopeMap(a) => std::process::exit(rt.block_on(access::scope_map(a))),
+        Command::Credential(a) => std::process::exit(rt.block_on(access::credential(a))),
+        Command::Registry(a) => std::process::exit(rt.block_on(access::registry(a))),
     }
 }
 
@@ -114,6 +134,12 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         && !v.is_empty()
     {
         cfg.auth.secret_key = v;
+    }
+    if let Some(v) = a.tls_cert {
+        cfg.tls.cert = Some(v);
+    }
+    if let Some(v) = a.tls_key {
+        cfg.tls.key = Some(v);
     }
     init_logging(&cfg)?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
@@ -194,6 +220,14 @@ mod tests {
         // The walk saw the commands that matter.
         let webhook = cmd.find_subcommand("webhook").expect("the webhook command");
         assert!(webhook.find_subcommand("create").is_some());
+        let token = cmd.find_subcommand("token").expect("the token command");
+        let credential = token
+            .find_subcommand("credential")
+            .expect("token credential");
+        assert!(credential.find_subcommand("generate").is_some());
+        for c in ["scope-map", "credential", "registry"] {
+            assert!(cmd.find_subcommand(c).is_some(), "{c}");
+        }
         assert!(cmd.find_subcommand("serve").is_some());
     }
 }

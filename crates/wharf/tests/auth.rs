@@ -933,7 +933,10 @@ async fn failed_logins_are_rate_limited_per_address() {
 #[tokio::test]
 async fn secrets_stay_secret_at_rest_and_in_listings() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start_config(config(tmp.path())).await;
+    let mut cfg = config(tmp.path());
+    // With access control on, the SSRF guard refuses loopback targets unless opened.
+    cfg.webhooks.allow_networks = vec!["127.0.0.1/32".into()];
+    let s = Server::start_config(cfg).await;
     let c = plain();
     let pw = token(&c, &s, "secretive", "_repositories_pull", None).await;
     let (_, creds) = mgmt(&c, &s, Method::POST, "/listCredentials", None).await;
@@ -1062,6 +1065,19 @@ async fn without_auth_wharf_refuses_a_non_loopback_listener_and_foreign_hosts() 
         err.contains("--auth") && err.contains("--insecure-open-registry"),
         "{err}"
     );
+    // The explicit opt-out starts, and serves every host.
+    let mut open = cfg.clone();
+    open.auth.insecure_open = true;
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let running = wharf::start(&open, listener).await.unwrap();
+    let r = plain()
+        .get(format!("http://127.0.0.1:{}/v2/", running.addr().port()))
+        .header("host", "registry.example:5000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    running.stop().await.unwrap();
     // The open mode answers loopback hosts only (DNS rebinding).
     let s = Server::start_config(cfg).await;
     let c = plain();

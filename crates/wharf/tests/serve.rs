@@ -1,5 +1,7 @@
-//! The real `wharf` binary: flags, environment, config file, JSON logs, and graceful shutdown
-//! on SIGTERM with a request in flight.
+//! The real `wharf` binary: flags, environment, config file, JSON logs, graceful shutdown
+//! on SIGTERM with a request in flight, and HTTPS with a certificate reloaded on SIGHUP.
+
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -123,7 +125,14 @@ fn bad_configuration_is_a_clear_error() {
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--listen", "--data-dir", "--config", "--log-format"] {
+    for flag in [
+        "--listen",
+        "--data-dir",
+        "--config",
+        "--log-format",
+        "--tls-cert",
+        "--tls-key",
+    ] {
         assert!(help.contains(flag), "{flag} in --help");
     }
 }
@@ -185,6 +194,68 @@ async fn sigterm_lets_an_inflight_upload_finish() {
         .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(r.headers()["range"], "0-1999");
+}
+
+#[tokio::test]
+async fn serve_https_from_flags_and_reload_the_certificate_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_a, ca_b) = (common::TestCa::new("CA A"), common::TestCa::new("CA B"));
+    let (a, b) = (ca_a.leaf(), ca_b.leaf());
+    let (cert, key) = a.install(dir.path());
+    // No polling: only SIGHUP can make the server look at the files again.
+    let cfg = dir.path().join("wharf.toml");
+    std::fs::write(&cfg, "[tls]\nreload_interval_secs = 0\n").unwrap();
+    let data = dir.path().join("data");
+    let p = start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--tls-cert",
+            cert.to_str().unwrap(),
+        ],
+        &[("WHARF_TLS_KEY", key.to_str().unwrap())],
+    );
+    let url = format!("https://{}/v2/", p.addr);
+    let presented = || async {
+        let c = ca_a
+            .client()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca_b.pem().as_bytes()).unwrap())
+            .tls_info(true)
+            .build()
+            .unwrap();
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|i| i.peer_certificate())
+            .map(<[u8]>::to_vec)
+    };
+    assert_eq!(presented().await, Some(a.der.clone()));
+
+    b.install(dir.path());
+    let pid = p.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while presented().await != Some(b.der.clone()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not load the new certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // SIGHUP reloaded; it did not end the process.
+    let mut p = p;
+    assert!(p.child.try_wait().unwrap().is_none());
 }
 
 fn tokio_stream(

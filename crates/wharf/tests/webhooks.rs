@@ -281,7 +281,8 @@ async fn management_crud_in_arm_shapes() {
     assert_eq!(w["tags"], json!({"team": "platform"}));
     assert_eq!(
         w["properties"],
-        json!({"status": "enabled", "scope": "payments/ledger:*", "actions": ["push", "delete"], "provisioningState": "Succeeded"})
+        json!({"status": "enabled", "scope": "payments/ledger:*", "actions": ["push", "delete"],
+            "provisioningState": "Succeeded", "signing": {"enabled": false}})
     );
 
     // get

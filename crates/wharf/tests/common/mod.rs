@@ -79,9 +79,14 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let running = wharf::start(&cfg, listener).await.unwrap();
         let addr = running.addr();
+        let scheme = if cfg.tls.cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         Server {
             addr,
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
             data_dir: cfg.data_dir.clone(),
             store: running.store().clone(),
             running: Some(running),
@@ -365,6 +370,78 @@ pub async fn push_image(
         .unwrap();
     assert_eq!(r.status(), 201, "manifest push: {:?}", r.text().await);
     (sha256(&body), body)
+}
+
+/// A throwaway certificate authority for TLS tests.
+pub struct TestCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+/// A server certificate and its key, in PEM.
+pub struct Leaf {
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// The certificate itself (DER), to compare with what a server presents.
+    pub der: Vec<u8>,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, name.to_owned());
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = p.self_signed(&key).unwrap();
+        TestCa { cert, key }
+    }
+
+    pub fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// A server certificate for `localhost` and 127.0.0.1 signed by this CA.
+    pub fn leaf(&self) -> Leaf {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        p.subject_alt_names.push(rcgen::SanType::IpAddress(
+            std::net::Ipv4Addr::LOCALHOST.into(),
+        ));
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
+        }
+    }
+
+    /// A reqwest client that trusts this CA (and only the built-in roots besides).
+    pub fn client(&self) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .add_root_certificate(reqwest::Certificate::from_pem(self.pem().as_bytes()).unwrap())
+    }
+}
+
+impl Leaf {
+    /// Writes the certificate and key as `cert.pem` and `key.pem` in `dir`, each replaced
+    /// atomically (written beside, then renamed), as certificate tools do.
+    pub fn install(&self, dir: &Path) -> (PathBuf, PathBuf) {
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        for (path, text) in [(&key, &self.key_pem), (&cert, &self.cert_pem)] {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, path).unwrap();
+        }
+        (cert, key)
+    }
 }
 
 /// The requests in `list` that went to `path`.

@@ -1,0 +1,576 @@
+//! What every management command shares: the global flags (server, registry name,
+//! credentials, output format), the HTTP client that talks to Wharf's management API, and the
+//! output helpers.
+//!
+//! Output is written through [`finish`], never `println!`, which panics when stdout is closed
+//! (`wharf webhook list | head -1`) or full. Every answer must come from Wharf's management
+//! API (it carries the `wharf-api` header, refusals of the auth layer included), so a
+//! `--server` that points elsewhere is a clear error rather than garbage on stdout.
+//!
+//! Secrets: the credentials given here are only ever put in the `Authorization` header (marked
+//! sensitive, so no debug output shows them); no message quotes them. Conn deliberately has no
+//! `Debug`, and the environment values of the secret flags are hidden from `--help`.
+
+use std::io::{self, Write};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde_json::Value;
+
+/// The flags every management command takes, wherever they appear on the command line (listed
+/// apart in `--help`, as az lists its global arguments).
+#[derive(Args)]
+#[command(next_help_heading = "Global Options")]
+pub struct Conn {
+    /// Wharf server to talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "WHARF_SERVER",
+        default_value = "http://127.0.0.1:5000"
+    )]
+    pub server: String,
+    /// The registry's name, as in the server's `[auth] registry_name`: the `{registry}` of the
+    /// ARM paths of tokens, scope maps and credentials (webhook commands do not use it).
+    #[arg(
+        long,
+        short = 'r',
+        global = true,
+        env = "WHARF_REGISTRY_NAME",
+        default_value = "wharf"
+    )]
+    pub registry_name: String,
+    /// The management token (printed by the server at its first start with access control
+    /// on), sent as `Authorization: Bearer`. Used in preference to --username/--password.
+    /// Prefer the environment variable: a command line is visible to other local users.
+    #[arg(
+        long,
+        visible_alias = "management-token",
+        global = true,
+        env = "WHARF_MANAGEMENT_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// User name for Basic authentication: the admin user, whose name is the registry's.
+    #[arg(long, short = 'u', global = true, env = "WHARF_USERNAME")]
+    pub username: Option<String>,
+    /// Password for --username. Prefer the environment variable: a command line is visible to
+    /// other local users.
+    #[arg(
+        long,
+        short = 'p',
+        global = true,
+        env = "WHARF_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+    /// PEM file of CA certificates to trust for an https --server, besides the built-in
+    /// public roots (a private CA's ca.crt)
+    #[arg(long, global = true, env = "WHARF_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value = "json")]
+    pub output: Output,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Output {
+    Json,
+    Table,
+    Tsv,
+}
+
+/// How requests authenticate.
+enum Credentials {
+    None,
+    Bearer(String),
+    Basic(String, String),
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    registry: String,
+    creds: Credentials,
+}
+
+/// The management API version this CLI speaks, as the server states it in `wharf-api`.
+const API_VERSION: &str = "v1";
+
+/// The certificates of a `--ca-cert` file, for a server whose certificate a private CA issued.
+fn ca_certificates(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| {
+        format!(
+            "cannot read the CA certificate file {}: {e}",
+            path.display()
+        )
+    })?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no CERTIFICATE block found", path.display()));
+    }
+    Ok(certs)
+}
+
+/// How to authenticate, for the message of a 401 without credentials.
+const AUTH_HINT: &str = "give the management token with --token (or WHARF_MANAGEMENT_TOKEN), \
+    or the admin user with --username and --password (or WHARF_USERNAME and WHARF_PASSWORD)";
+
+impl Client {
+    pub fn new(conn: &Conn) -> Result<Self, String> {
+        let non_empty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        let creds = match (
+            non_empty(&conn.token),
+            non_empty(&conn.username),
+            conn.password.clone(),
+        ) {
+            (Some(t), _, _) => {
+                // It goes into a header as it is; reqwest would refuse it only at send time,
+                // with a bare "builder error".
+                if t.chars().any(char::is_control) {
+                    return Err("the management token given with --token (or \
+                         WHARF_MANAGEMENT_TOKEN) contains a line break or another control \
+                         character: check how it was copied"
+                        .into());
+                }
+                Credentials::Bearer(t)
+            }
+            (None, Some(u), Some(p)) => Credentials::Basic(u, p),
+            (None, Some(_), None) => {
+                return Err(
+                    "--username needs a password: give it with --password or WHARF_PASSWORD".into(),
+                );
+            }
+            (None, None, Some(p)) if !p.is_empty() => {
+                return Err("--password needs a user name: give it with --username or \
+                     WHARF_USERNAME (the admin user's name is the registry's)"
+                    .into());
+            }
+            (None, None, _) => Credentials::None,
+        };
+        if !matches!(creds, Credentials::None) && plain_http_beyond_loopback(&conn.server) {
+            // Not refused: a trusted network may be the user's choice. But they should know.
+            report_warning(&format!(
+                "sending credentials to {} over plain HTTP: anyone on the network path can \
+                 read them",
+                conn.server
+            ));
+        }
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = &conn.ca_cert {
+            for c in ca_certificates(path)? {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder
+            // A redirect is not something the management API sends; following one would take
+            // the request, credentials and body included, to a server the user did not name.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            // Generous: a webhook ping waits for the endpoint (5 s by default) before answering.
+            .timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| format!("cannot start the HTTP client: {e}"))?;
+        Ok(Client {
+            http,
+            base: conn.server.trim_end_matches('/').to_owned(),
+            registry: conn.registry_name.clone(),
+            creds,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// `{R}`: the ARM id of the registry these commands manage.
+    pub fn registry_id(&self) -> String {
+        wharf_auth::model::registry_id(&self.registry)
+    }
+
+    /// The path of an ARM operation under `{R}` (`rest` is "" or starts with `/`), with the
+    /// `api-version` the Azure SDK sends (Wharf accepts any).
+    pub fn arm_path(&self, rest: &str) -> String {
+        format!(
+            "{}{rest}?api-version={}",
+            self.registry_id(),
+            wharf_auth::model::API_VERSION
+        )
+    }
+
+    /// One management call; `path` is from the server's root. The answer's JSON (Null for an
+    /// empty body) on success, the message to print otherwise.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
+        let (status, v) = self.send(method, path, body).await?;
+        if status.is_success() {
+            Ok(v)
+        } else {
+            Err(error_message(status, &v))
+        }
+    }
+
+    /// A GET of something that may not exist: None for a 404.
+    pub async fn get_opt(&self, path: &str) -> Result<Option<Value>, String> {
+        let (status, v) = self.send(reqwest::Method::GET, path, None).await?;
+        if status == reqwest::StatusCode::NOT_FOUND {
+            Ok(None)
+        } else if status.is_success() {
+            Ok(Some(v))
+        } else {
+            Err(error_message(status, &v))
+        }
+    }
+
+    /// Sends a call and returns the status and JSON of an answer that came from Wharf's
+    /// management API; a 401 is already an error with the way to authenticate.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(reqwest::StatusCode, Value), String> {
+        let url = format!("{}{path}", self.base);
+        let changes = method != reqwest::Method::GET;
+        let mut req = self.http.request(method, &url);
+        req = match &self.creds {
+            Credentials::None => req,
+            Credentials::Bearer(t) => req.bearer_auth(t),
+            Credentials::Basic(u, p) => req.basic_auth(u, Some(p)),
+        };
+        if let Some(b) = body {
+            req = req.json(&b);
+        } else if changes {
+            // Every management call that changes something says JSON, body or not (the
+            // server refuses others: that is what keeps cross-site form posts out).
+            req = req.header(reqwest::header::CONTENT_TYPE, "application/json");
+        }
+        let resp = req.send().await.map_err(|e| {
+            // reqwest's own message ("error sending request") hides the cause, such as an
+            // untrusted certificate; the chain below it names it.
+            let e = e.without_url();
+            let mut msg = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                msg = format!("{msg}: {c}");
+                cause = c.source();
+            }
+            format!("cannot reach the Wharf server at {}: {msg}", self.base)
+        })?;
+        let status = resp.status();
+        // Checked before the body is read: whatever else answered (a web server's HTML page,
+        // another API's 404) is not worth reading, let alone printing.
+        match resp.headers().get("wharf-api").map(|v| v.as_bytes()) {
+            Some(v) if v == API_VERSION.as_bytes() => {}
+            Some(v) => {
+                return Err(format!(
+                    "the Wharf server at {} speaks management API {:?}, this CLI speaks {API_VERSION}",
+                    self.base,
+                    String::from_utf8_lossy(v)
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "{} does not answer like a Wharf server (HTTP {status}, without Wharf's \
+                     management API marker); check --server or WHARF_SERVER",
+                    self.base
+                ));
+            }
+        }
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(self.unauthorized());
+        }
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("reading the answer of {}: {}", self.base, e.without_url()))?;
+        let v: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).map_err(|_| {
+                format!(
+                    "the server at {} answered HTTP {status} with a body that is not JSON",
+                    self.base
+                )
+            })?
+        };
+        Ok((status, v))
+    }
+
+    /// The message for a 401: what was (or was not) sent and how to authenticate. The server's
+    /// own message is generic; the CLI knows which flag the credential came from.
+    fn unauthorized(&self) -> String {
+        match &self.creds {
+            Credentials::None => format!(
+                "authentication required: the server at {} has access control on; {AUTH_HINT}",
+                self.base
+            ),
+            Credentials::Bearer(_) => format!(
+                "the server at {} refused the management token given with --token \
+                 (or WHARF_MANAGEMENT_TOKEN): it is not the server's management token",
+                self.base
+            ),
+            Credentials::Basic(..) => format!(
+                "the server at {} refused the user name and password given with --username and \
+                 --password (or WHARF_USERNAME and WHARF_PASSWORD): the management API takes the \
+                 admin user (its name is the registry's, and it must be enabled) or the \
+                 management token (--token)",
+                self.base
+            ),
+        }
+    }
+
+    /// An answer that must be a JSON object.
+    pub fn object(&self, v: Value, what: &str) -> Result<Value, String> {
+        if v.is_object() {
+            Ok(v)
+        } else {
+            Err(self.shape_error(what))
+        }
+    }
+
+    /// The `value` array of a list answer.
+    pub fn list(&self, v: &Value, what: &str) -> Result<Vec<Value>, String> {
+        v["value"]
+            .as_array()
+            .cloned()
+            .ok_or_else(|| self.shape_error(what))
+    }
+
+    pub fn shape_error(&self, what: &str) -> String {
+        format!(
+            "the server at {} sent an unexpected answer: not {what}",
+            self.base
+        )
+    }
+}
+
+/// The message of a failed call: the server's (ARM's `error.message`, or the registry API's
+/// `errors[0].message`), or the status.
+fn error_message(status: reqwest::StatusCode, v: &Value) -> String {
+    v["error"]["message"]
+        .as_str()
+        .or_else(|| v["errors"][0]["message"].as_str())
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("HTTP {status}"))
+}
+
+/// Whether `server` is a plain `http://` URL whose host is not this machine's loopback.
+fn plain_http_beyond_loopback(server: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(server) else {
+        return false;
+    };
+    if u.scheme() != "http" {
+        return false;
+    }
+    let Some(host) = u.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => !ip.is_loopback(),
+        Err(_) => {
+            let d = host.to_ascii_lowercase();
+            d != "localhost" && !d.ends_with(".localhost")
+        }
+    }
+}
+
+/// A token or scope-map name as a path segment. ARM names are letters, digits, `-` and `_`
+/// (the server checks the exact rules); anything else is refused here, so that no name (`..`,
+/// `a/b`, `x?y`) can change which operation is called.
+pub fn name_seg(kind: &str, name: &str) -> Result<String, String> {
+    if !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "{kind} {name:?}: a name is made of letters, digits, '-' and '_'"
+        ))
+    }
+}
+
+/// Prints a command's output (or its error) and returns the process's exit status.
+pub fn finish(res: Result<String, String>) -> i32 {
+    match res.map(|text| emit(&text)) {
+        Ok(Ok(())) => 0,
+        // The reader went away (`| head -1`): it has what it wanted; nothing to report.
+        Ok(Err(e)) if e.kind() == io::ErrorKind::BrokenPipe => 0,
+        Ok(Err(e)) => {
+            report(&format!("cannot write the output: {e}"));
+            1
+        }
+        Err(e) => {
+            report(&e);
+            1
+        }
+    }
+}
+
+/// Writes the whole output to stdout, returning errors instead of panicking as `println!`
+/// does. Rust ignores SIGPIPE, so a closed pipe arrives here as `BrokenPipe`.
+fn emit(text: &str) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
+/// An error on stderr; if even stderr is closed there is no one left to tell.
+pub fn report(message: &str) {
+    let _ = writeln!(io::stderr().lock(), "ERROR: {message}");
+}
+
+/// A warning on stderr (az prints its hints and warnings there too).
+pub fn report_warning(message: &str) {
+    let _ = writeln!(io::stderr().lock(), "WARNING: {message}");
+}
+
+/// az prints ARM resources with their properties flattened into the top level. A property
+/// whose name is also a top-level one (a scope map's `type`) gets autorest's name for it
+/// (`typePropertiesType`), as in az's output.
+pub fn flatten(w: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    let Some(o) = w.as_object() else {
+        return Value::Object(out);
+    };
+    for (k, v) in o {
+        if k != "properties" {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    if let Some(p) = o.get("properties").and_then(Value::as_object) {
+        for (pk, pv) in p {
+            let key = if o.contains_key(pk) {
+                let mut c = pk.chars();
+                let cap: String = c
+                    .next()
+                    .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                    .unwrap_or_default();
+                format!("{pk}Properties{cap}")
+            } else {
+                pk.clone()
+            };
+            out.insert(key, pv.clone());
+        }
+    }
+    Value::Object(out)
+}
+
+/// A JSON value as a table cell: strings bare, null empty.
+pub fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// The output text of a command: pretty JSON, or one row per item as tsv or an aligned table.
+pub fn render_rows(
+    v: &Value,
+    out: Output,
+    headers: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+    is_list: bool,
+) -> String {
+    let mut text = String::new();
+    let mut line = |l: &str| {
+        text.push_str(l);
+        text.push('\n');
+    };
+    match out {
+        Output::Json => line(&serde_json::to_string_pretty(v).unwrap_or_default()),
+        Output::Tsv | Output::Table => {
+            let items: Vec<&Value> = if is_list {
+                v.as_array().map(|a| a.iter().collect()).unwrap_or_default()
+            } else {
+                vec![v]
+            };
+            let rows: Vec<Vec<String>> = items.iter().map(|i| row(i)).collect();
+            if matches!(out, Output::Tsv) {
+                for r in rows {
+                    line(&r.join("\t"));
+                }
+                return text;
+            }
+            let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+            for r in &rows {
+                for (i, c) in r.iter().enumerate() {
+                    if let Some(w) = widths.get_mut(i) {
+                        *w = (*w).max(c.chars().count());
+                    }
+                }
+            }
+            let cells = |cells: Vec<String>| {
+                cells
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("{:<w$}", c, w = widths.get(i).copied().unwrap_or(0)))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+                    .trim_end()
+                    .to_owned()
+            };
+            line(&cells(headers.iter().map(|h| h.to_string()).collect()));
+            line(&cells(widths.iter().map(|w| "-".repeat(*w)).collect()));
+            for r in rows {
+                line(&cells(r));
+            }
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn flatten_renames_a_property_that_shadows_a_top_level_field() {
+        let m = json!({"name": "m", "type": "Microsoft.ContainerRegistry/registries/scopeMaps",
+                       "properties": {"type": "UserDefined", "actions": ["a"]}});
+        let f = flatten(&m);
+        assert_eq!(
+            f["type"],
+            "Microsoft.ContainerRegistry/registries/scopeMaps"
+        );
+        assert_eq!(f["typePropertiesType"], "UserDefined");
+        assert_eq!(f["actions"], json!(["a"]));
+        assert!(f.get("properties").is_none());
+    }
+
+    #[test]
+    fn names_cannot_change_the_operation_called() {
+        assert_eq!(name_seg("token", "ci-pull_1").unwrap(), "ci-pull_1");
+        for bad in ["", "..", "a/b", "x?y", "a%2Fb", "caf\u{e9}"] {
+            assert!(name_seg("token", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn plain_http_is_noticed_only_beyond_loopback() {
+        assert!(plain_http_beyond_loopback("http://registry.example:5000"));
+        assert!(plain_http_beyond_loopback("http://10.0.0.1"));
+        for s in [
+            "http://127.0.0.1:5000",
+            "http://localhost:5000",
+            "http://[::1]:5000",
+            "https://registry.example",
+        ] {
+            assert!(!plain_http_beyond_loopback(s), "{s}");
+        }
+    }
+}
