@@ -205,7 +205,13 @@ struct Inner {
     snapshot: RwLock<Snapshot>,
     cache: Mutex<BasicCache>,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// argon2 verifications running at once: each takes 19 MiB and a core for tens of
+    /// milliseconds, so a burst of logins (or of guesses) must queue rather than pile up.
+    verifying: tokio::sync::Semaphore,
 }
+
+/// argon2 verifications at once (about the cores of a small machine).
+const MAX_VERIFYING: usize = 2;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -258,6 +264,7 @@ impl Auth {
                 snapshot: RwLock::default(),
                 cache: Mutex::default(),
                 failures: Mutex::default(),
+                verifying: tokio::sync::Semaphore::new(MAX_VERIFYING),
             }),
         };
         auth.reload().await?;
@@ -388,10 +395,19 @@ impl Auth {
             return Ok(ok.then_some(Principal::Admin));
         }
         let key = secret::fast_hash(&format!("{user}\u{0}{password}"));
-        if let Some((p, until)) = lock(&self.inner.cache).map.get(&key)
-            && Instant::now() < *until
-        {
-            return Ok(Some(p.clone()));
+        if let Some(p) = self.cached(&key) {
+            return Ok(Some(p));
+        }
+        // Queue for a verification slot, then look again: concurrent first requests with the
+        // same credential verify it once, the others find it cached.
+        let _slot = self
+            .inner
+            .verifying
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable("the verifier is shut down".into()))?;
+        if let Some(p) = self.cached(&key) {
+            return Ok(Some(p));
         }
         let Some(t) = self.inner.store.token(user).await? else {
             return Ok(None);
@@ -431,6 +447,13 @@ impl Auth {
         }
         cache.map.insert(key, (p.clone(), until));
         Ok(Some(p))
+    }
+
+    fn cached(&self, key: &str) -> Option<Principal> {
+        match lock(&self.inner.cache).map.get(key) {
+            Some((p, until)) if Instant::now() < *until => Some(p.clone()),
+            _ => None,
+        }
     }
 
     async fn token_principal(&self, t: &TokenRow) -> Result<Principal, AuthError> {

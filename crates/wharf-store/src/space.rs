@@ -9,29 +9,42 @@ use std::str::FromStr;
 use crate::StoreError;
 
 /// How much free space writes must leave on the data volume.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum FreeSpaceFloor {
     /// An absolute number of bytes (0: no floor; real ENOSPC is still answered cleanly).
     Bytes(u64),
     /// A percentage of the volume's size.
     Percent(f64),
+    /// `auto`: 1 % of the volume, at most 256 MiB. Scales down to a small test volume, and on a
+    /// large (or thinly provisioned) disk does not hold back gigabytes a registry could use.
+    #[default]
+    Auto,
 }
 
-impl Default for FreeSpaceFloor {
-    /// 1 % of the volume: scales from a small test volume to a large disk.
-    fn default() -> Self {
-        FreeSpaceFloor::Percent(1.0)
+const AUTO_CAP: u64 = 256 << 20;
+
+impl FreeSpaceFloor {
+    /// The floor in bytes on a volume of `total` bytes.
+    pub fn bytes(self, total: u64) -> u64 {
+        match self {
+            FreeSpaceFloor::Bytes(b) => b,
+            FreeSpaceFloor::Percent(p) => (total as f64 * p / 100.0) as u64,
+            FreeSpaceFloor::Auto => (total / 100).min(AUTO_CAP),
+        }
     }
 }
 
 impl FromStr for FreeSpaceFloor {
     type Err = String;
 
-    /// `"0"`, `"1048576"`, `"512MiB"`, `"2GiB"`, `"10%"` (binary units; `MB`/`GB` are taken as
+    /// `"auto"`, `"0"`, `"1048576"`, `"512MiB"`, `"2GiB"`, `"10%"` (binary units; `MB`/`GB` are taken as
     /// the same, since the floor is a margin, not an accounting figure).
     fn from_str(s: &str) -> Result<Self, String> {
         let t = s.trim();
-        let bad = || format!("{s:?} is not a size: use bytes, KiB, MiB, GiB or a percentage");
+        let bad = || format!("{s:?} is not a size: use auto, bytes, KiB, MiB, GiB or a percentage");
+        if t.eq_ignore_ascii_case("auto") {
+            return Ok(FreeSpaceFloor::Auto);
+        }
         if let Some(p) = t.strip_suffix('%') {
             let v: f64 = p.trim().parse().map_err(|_| bad())?;
             if !(0.0..=100.0).contains(&v) {
@@ -87,10 +100,7 @@ impl SpaceGuard {
         let Ok((free, total)) = self.free_and_total() else {
             return Ok(());
         };
-        let floor = match self.floor {
-            FreeSpaceFloor::Bytes(b) => b,
-            FreeSpaceFloor::Percent(p) => (total as f64 * p / 100.0) as u64,
-        };
+        let floor = self.floor.bytes(total);
         if floor > 0 && free < floor {
             return Err(StoreError::OutOfSpace);
         }
@@ -124,12 +134,23 @@ mod tests {
             ("1g", Bytes(1 << 30)),
             ("10%", Percent(10.0)),
             ("0.5%", Percent(0.5)),
+            ("auto", Auto),
         ] {
             assert_eq!(s.parse::<FreeSpaceFloor>(), Ok(want), "{s}");
         }
         for s in ["", "x", "-1", "10 parsecs", "101%", "99999999999999TiB"] {
             assert!(s.parse::<FreeSpaceFloor>().is_err(), "{s}");
         }
+    }
+
+    #[test]
+    fn the_automatic_floor_is_one_percent_at_most_256_mib() {
+        let gib = 1u64 << 30;
+        assert_eq!(FreeSpaceFloor::Auto.bytes(64 << 20), (64 << 20) / 100);
+        assert_eq!(FreeSpaceFloor::Auto.bytes(10 * gib), 10 * gib / 100);
+        assert_eq!(FreeSpaceFloor::Auto.bytes(252 * gib), 256 << 20);
+        assert_eq!(FreeSpaceFloor::Percent(10.0).bytes(1000), 100);
+        assert_eq!(FreeSpaceFloor::Bytes(7).bytes(1000), 7);
     }
 
     #[test]

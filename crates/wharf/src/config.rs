@@ -104,8 +104,9 @@ pub struct Limits {
     pub header_timeout_secs: u64,
     /// How long in-flight requests get to finish on shutdown.
     pub shutdown_grace_secs: u64,
-    /// Writes are refused (507) while the data volume has less free space than this: bytes,
-    /// "512MiB", "2GiB", or a percentage of the volume such as "1%"; "0" turns the floor off.
+    /// Writes are refused (507) while the data volume has less free space than this: "auto"
+    /// (1 % of the volume, at most 256 MiB), bytes, "512MiB", "2GiB", or a percentage of the
+    /// volume such as "1%"; "0" turns the floor off.
     pub min_free_space: String,
 }
 
@@ -200,7 +201,7 @@ impl Default for Limits {
             upload_expiry_secs: 24 * 3600,
             header_timeout_secs: 30,
             shutdown_grace_secs: 30,
-            min_free_space: "1%".into(),
+            min_free_space: "auto".into(),
         }
     }
 }

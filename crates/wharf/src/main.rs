@@ -61,8 +61,9 @@ struct ServeArgs {
     /// Region of this server [default: local]
     #[arg(long, env = "WHARF_REGION")]
     region: Option<String>,
-    /// Refuse writes while the data volume has less free space than this: bytes, KiB, MiB,
-    /// GiB or a percentage of the volume, e.g. 512MiB or 1% (0 turns the floor off) [default: 1%]
+    /// Refuse writes while the data volume has less free space than this: auto (1% of the
+    /// volume, at most 256 MiB), bytes, KiB, MiB, GiB or a percentage of the volume, e.g.
+    /// 512MiB or 2% (0 turns the floor off) [default: auto]
     #[arg(long, env = "WHARF_MIN_FREE_SPACE")]
     min_free_space: Option<String>,
     /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain, leaf first; needs
