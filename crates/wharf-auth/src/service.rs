@@ -208,6 +208,8 @@ struct Inner {
     /// argon2 verifications running at once: each takes 19 MiB and a core for tens of
     /// milliseconds, so a burst of logins (or of guesses) must queue rather than pile up.
     verifying: tokio::sync::Semaphore,
+    /// The memory of finished verifications, reused by the next (at most one per slot).
+    argon2_memory: Mutex<Vec<Vec<argon2::Block>>>,
 }
 
 /// argon2 verifications at once (about the cores of a small machine).
@@ -265,6 +267,7 @@ impl Auth {
                 cache: Mutex::default(),
                 failures: Mutex::default(),
                 verifying: tokio::sync::Semaphore::new(MAX_VERIFYING),
+                argon2_memory: Mutex::default(),
             }),
         };
         auth.reload().await?;
@@ -423,14 +426,18 @@ impl Auth {
             .map(|p| (p.hash.clone(), p.expiry))
             .collect();
         let pw = password.to_owned();
+        let mut memory = lock(&self.inner.argon2_memory).pop().unwrap_or_default();
         // argon2 costs tens of milliseconds of CPU: off the async runtime.
-        let matched = tokio::task::spawn_blocking(move || {
-            live.into_iter()
-                .find(|(h, _)| secret::verify_password(&pw, h))
-                .map(|(_, expiry)| expiry)
+        let (matched, memory) = tokio::task::spawn_blocking(move || {
+            let found = live
+                .into_iter()
+                .find(|(h, _)| secret::verify_password_with(&pw, h, &mut memory))
+                .map(|(_, expiry)| expiry);
+            (found, memory)
         })
         .await
-        .unwrap_or(None);
+        .unwrap_or((None, Vec::new()));
+        lock(&self.inner.argon2_memory).push(memory);
         let Some(expiry) = matched else {
             return Ok(None);
         };
