@@ -93,7 +93,8 @@ pub fn verify_password_with(p: &str, hash: &str, memory: &mut Vec<Block>) -> boo
 }
 
 /// [`verify_password_with`] on fresh memory.
-pub fn verify_password(p: &str, hash: &str) -> bool {
+#[cfg(test)]
+fn verify_password(p: &str, hash: &str) -> bool {
     verify_password_with(p, hash, &mut Vec::new())
 }
 
