@@ -9,7 +9,7 @@
 use std::fmt;
 
 use chrono::{DateTime, Timelike, Utc};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::webhook::WebhookAction;
 
@@ -87,8 +87,9 @@ impl From<ChartAction> for EventAction {
     }
 }
 
-/// `target`: what the event is about. Field order is the wire key order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// `target`: what the event is about. Field order is the wire key order. Deserialize reads
+/// a stored body back for the other payload formats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventTarget {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -110,7 +111,7 @@ pub struct EventTarget {
 
 /// `request`: the registry request that caused the event. Field order is the wire key order;
 /// `useragent` is lower-case on the wire, as in Docker Distribution's notifications.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventRequest {
     pub id: String,
     pub host: String,

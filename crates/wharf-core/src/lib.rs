@@ -9,6 +9,7 @@ pub mod error;
 pub mod event;
 pub mod manifest;
 pub mod name;
+pub mod payload;
 pub mod webhook;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
@@ -16,4 +17,5 @@ pub use error::ErrorCode;
 pub use event::{ChartAction, Event, EventAction, EventRequest, EventTarget, format_timestamp};
 pub use manifest::{Descriptor, ManifestError, ManifestKind, ParsedManifest, parse_manifest};
 pub use name::{NameError, Reference, RepoName, Tag};
+pub use payload::{PayloadFormat, REGISTRY_ID, Rendered};
 pub use webhook::{Scope, WebhookAction, WebhookError, WebhookName, WebhookStatus};

@@ -4,8 +4,10 @@
 //! no webhooks pays nothing. Per ACR: one `push` (and one `quarantine`) per tag, a push by
 //! digest carries no tag; `delete` carries no tag and fires only when a manifest goes, never
 //! for an untag. Helm charts (config media type `application/vnd.cncf.helm.config.v1+json`)
-//! also raise `chart_push` / `chart_delete` with `name` and `version` from the chart's config;
-//! their `tag` is the OCI tag (ACR's legacy charts used the package file name there).
+//! also raise `chart_push` / `chart_delete` in the shape of ACR's legacy chart events: media
+//! type `application/vnd.acr.helm.chart`, `name` and `version` from the chart's config, and
+//! `tag` the package file name `<name>-<version>.tgz` (the OCI tag only selects webhooks by
+//! scope).
 
 use chrono::Utc;
 use wharf_core::event::ChartAction;
@@ -36,6 +38,16 @@ impl RequestInfo {
 pub struct ChartMeta {
     pub name: String,
     pub version: String,
+}
+
+/// The media type ACR's chart events carry, whatever the manifest's own.
+const ACR_HELM_CHART: &str = "application/vnd.acr.helm.chart";
+
+impl ChartMeta {
+    /// The chart package file name, which ACR's chart events carry as `tag`.
+    fn package_file(&self) -> String {
+        format!("{}-{}.tgz", self.name, self.version)
+    }
 }
 
 fn new_id() -> String {
@@ -114,9 +126,9 @@ pub(crate) fn push_events(
                 ChartAction::Push,
                 repo.as_str(),
                 digest.to_string(),
-                parsed.media_type.clone(),
+                ACR_HELM_CHART,
                 size,
-                t.unwrap_or(&c.version),
+                c.package_file(),
                 c.name.clone(),
                 c.version.clone(),
             );
@@ -149,20 +161,15 @@ pub(crate) fn delete_events(
         out.push(o);
     }
     if let Some(c) = chart.filter(|_| hooks.any_wants(WebhookAction::ChartDelete)) {
-        let tag = del
-            .tags
-            .first()
-            .cloned()
-            .unwrap_or_else(|| c.version.clone());
         let ev = Event::chart(
             new_id(),
             now,
             ChartAction::Delete,
             repo.as_str(),
             del.digest.to_string(),
-            del.media_type.clone(),
+            ACR_HELM_CHART,
             del.size,
-            tag,
+            c.package_file(),
             c.name.clone(),
             c.version.clone(),
         );

@@ -1295,7 +1295,9 @@ async fn helm_chart_raises_push_and_chart_push_then_delete_and_chart_delete() {
     assert_eq!(t["digest"], digest.as_str());
     assert_eq!(t["size"].as_i64(), Some(m.len() as i64));
     assert_eq!(t["repository"], "charts/webapp");
-    assert_eq!(t["tag"], "1.4.0");
+    // ACR's legacy chart shape: the package file name as tag, ACR's chart media type.
+    assert_eq!(t["tag"], "webapp-1.4.0.tgz");
+    assert_eq!(t["mediaType"], "application/vnd.acr.helm.chart");
 
     assert_eq!(
         delete(&c, &s.url(&format!("/v2/charts/webapp/manifests/{digest}"))).await,
@@ -1314,6 +1316,11 @@ async fn helm_chart_raises_push_and_chart_push_then_delete_and_chart_delete() {
     assert!(cdel.get("request").is_none(), "{cdel}");
     assert_eq!(cdel["target"]["name"], "webapp");
     assert_eq!(cdel["target"]["version"], "1.4.0");
+    assert_eq!(cdel["target"]["tag"], "webapp-1.4.0.tgz");
+    assert_eq!(
+        cdel["target"]["mediaType"],
+        "application/vnd.acr.helm.chart"
+    );
     assert_eq!(cdel["target"]["digest"], digest.as_str());
     assert_eq!(
         by_action["delete"]["target"],
