@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use wharf_core::{Event, Scope, WebhookAction, WebhookError, WebhookName, WebhookStatus};
+use wharf_core::{
+    Event, PayloadFormat, Scope, WebhookAction, WebhookError, WebhookName, WebhookStatus,
+};
 use wharf_store::hooks::{Claimed, Outcome, Signing, WebhookRecord};
 use wharf_store::{Store, StoreError};
 
@@ -175,6 +177,15 @@ fn check_signing_headers(rec: &WebhookRecord) -> Result<()> {
     }
 }
 
+/// `properties.payloadFormat`, when given.
+fn parse_payload_format(f: Option<&str>) -> Result<Option<PayloadFormat>> {
+    f.map(|f| {
+        f.parse()
+            .map_err(|e| HooksError::Invalid(format!("payloadFormat: {e}")))
+    })
+    .transpose()
+}
+
 fn validate_actions(actions: &[String]) -> Result<Vec<WebhookAction>> {
     if actions.is_empty() {
         return Err(HooksError::Invalid(
@@ -288,6 +299,7 @@ impl Hooks {
             },
             _ => Signing::default(),
         };
+        let payload_format = parse_payload_format(props.payload_format.as_deref())?;
         let now = now_ms();
         let rec = WebhookRecord {
             name: name.as_str().to_owned(),
@@ -299,6 +311,7 @@ impl Hooks {
             location,
             tags: p.tags.unwrap_or_default(),
             signing,
+            payload_format: payload_format.unwrap_or_default(),
             created_at: now,
             updated_at: now,
         };
@@ -348,6 +361,9 @@ impl Hooks {
                 if enabled && rec.signing.secret.is_none() {
                     rec.signing.secret = Some(new_secret()?);
                 }
+            }
+            if let Some(f) = parse_payload_format(props.payload_format.as_deref())? {
+                rec.payload_format = f;
             }
         }
         check_signing_headers(&rec)?;
@@ -449,10 +465,13 @@ impl Hooks {
             round_attempt: 1,
             max_attempts: Some(1),
             body,
+            content_type: "application/json",
+            format_headers: Vec::new(),
             service_uri: rec.service_uri,
             custom_headers: rec.custom_headers,
             signing: rec.signing,
-        };
+        }
+        .render(rec.payload_format, &rec.location);
         let (sender, store) = (self.sender.clone(), self.store.clone());
         let task = tokio::spawn(async move {
             let res = sender.send(&claimed).await;

@@ -64,16 +64,18 @@ impl Sender {
         })
     }
 
-    /// The headers of an attempt: JSON content type and our agent, then the custom headers,
-    /// which may override both (ACR lets a custom `Content-Type` replace the default), then,
+    /// The headers of an attempt: the payload format's content type (JSON for ACR's) and our
+    /// agent, then the custom headers, which may override both (ACR lets a custom
+    /// `Content-Type` replace the default), then the format's own headers (CloudEvents binary
+    /// mode's `ce-*`: they are the event, so no custom header may replace them), then,
     /// when the webhook signs, the Standard Webhooks headers for an attempt made at `now_ms`.
     /// The signature is masked in what the history shows: it is no secret, but it proves
     /// nothing to a reader and nothing about a key should sit in the history.
     fn headers(&self, c: &Claimed, now_ms: i64) -> (HeaderMap, BTreeMap<String, String>) {
         let mut h = HeaderMap::new();
         let mut shown = BTreeMap::new();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        shown.insert("Content-Type".to_owned(), "application/json".to_owned());
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(c.content_type));
+        shown.insert("Content-Type".to_owned(), c.content_type.to_owned());
         if let Ok(v) = HeaderValue::from_str(&self.user_agent) {
             h.insert(USER_AGENT, v);
             shown.insert("User-Agent".to_owned(), self.user_agent.clone());
@@ -86,6 +88,13 @@ impl Sender {
                 h.insert(name, val);
                 shown.retain(|sk, _| !sk.eq_ignore_ascii_case(k));
                 shown.insert(k.clone(), MASK.to_owned());
+            }
+        }
+        for (name, value) in &c.format_headers {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                h.insert(HeaderName::from_static(name), v);
+                shown.retain(|sk, _| !sk.eq_ignore_ascii_case(name));
+                shown.insert((*name).to_owned(), value.clone());
             }
         }
         let timestamp = now_ms.div_euclid(1000);

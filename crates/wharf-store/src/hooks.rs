@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use sqlx::Row;
-use wharf_core::{Scope, WebhookAction, WebhookStatus};
+use wharf_core::{PayloadFormat, Scope, WebhookAction, WebhookStatus};
 
 use crate::db::WriteTx;
 use crate::meta::now_ms;
@@ -37,6 +37,8 @@ pub struct WebhookRecord {
     /// Standard Webhooks signing (Wharf's extension; off by default, so deliveries stay
     /// ACR-identical).
     pub signing: Signing,
+    /// How deliveries are shaped (Wharf's extension; ACR's body by default).
+    pub payload_format: PayloadFormat,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -106,11 +108,29 @@ pub struct Claimed {
     pub round_attempt: i64,
     /// Attempts allowed per round (1 for a ping); `None`: the retry schedule decides.
     pub max_attempts: Option<i64>,
+    /// The bytes to send, already in the delivery's payload format.
     pub body: Vec<u8>,
+    /// `Content-Type` of `body`, and the headers its payload format adds (CloudEvents'
+    /// binary mode `ce-*` attributes).
+    pub content_type: &'static str,
+    pub format_headers: Vec<(&'static str, String)>,
     pub service_uri: String,
     pub custom_headers: BTreeMap<String, String>,
     /// The webhook's signing state when the delivery was claimed.
     pub signing: Signing,
+}
+
+impl Claimed {
+    /// Turns the stored ACR body into the delivery's format. Deterministic (see
+    /// `wharf_core::payload`), so the queue and the fast lane send the same bytes, and every
+    /// attempt does; for ACR's format it only moves the body.
+    pub fn render(mut self, format: PayloadFormat, location: &str) -> Self {
+        let r = wharf_core::payload::render(format, std::mem::take(&mut self.body), location);
+        self.body = r.body;
+        self.content_type = r.content_type;
+        self.format_headers = r.headers;
+        self
+    }
 }
 
 /// Header names with their values masked: what Debug output may show of custom headers.
@@ -233,9 +253,15 @@ fn row_to_record(
         location: r.get("location"),
         tags: from_json(r.get("tags")),
         signing: row_to_signing(r, sealer)?,
+        payload_format: payload_format(r.get("payload_format"))?,
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
     })
+}
+
+fn payload_format(s: String) -> Result<PayloadFormat, StoreError> {
+    s.parse()
+        .map_err(|_| StoreError::Corrupt("bad payload format in database".into()))
 }
 
 /// The signing columns of a webhook row, secrets opened. A previous secret whose grace period
@@ -276,6 +302,7 @@ impl Store {
                     service_uri: w.service_uri,
                     custom_headers: w.custom_headers,
                     signing: w.signing,
+                    payload_format: w.payload_format,
                 })
             })
             .collect();
@@ -311,8 +338,9 @@ impl Store {
         let actions: Vec<&str> = w.actions.iter().map(|a| a.as_str()).collect();
         let res = sqlx::query(
             "INSERT INTO webhooks (name, service_uri, custom_headers, actions, status, scope, \
-             location, tags, created_at, updated_at, signing_enabled, signing_secret) \
-             VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (name) DO NOTHING",
+             location, tags, created_at, updated_at, signing_enabled, signing_secret, \
+             payload_format) \
+             VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (name) DO NOTHING",
         )
         .bind(&w.name)
         .bind(self.sealer.seal(&w.service_uri)?)
@@ -326,6 +354,7 @@ impl Store {
         .bind(w.updated_at)
         .bind(w.signing.enabled)
         .bind(self.seal_opt(w.signing.secret.as_deref())?)
+        .bind(w.payload_format.as_str())
         .execute(&self.meta.write)
         .await?;
         if res.rows_affected() == 0 {
@@ -346,7 +375,7 @@ impl Store {
         let res = sqlx::query(
             "UPDATE webhooks SET service_uri = ?, custom_headers = ?, actions = ?, status = ?, \
              scope = ?, tags = ?, updated_at = ?, signing_enabled = ?, \
-             signing_secret = COALESCE(signing_secret, ?) WHERE name = ?",
+             signing_secret = COALESCE(signing_secret, ?), payload_format = ? WHERE name = ?",
         )
         .bind(self.sealer.seal(&w.service_uri)?)
         .bind(self.sealer.seal(&json(&w.custom_headers))?)
@@ -357,6 +386,7 @@ impl Store {
         .bind(w.updated_at)
         .bind(w.signing.enabled)
         .bind(self.seal_opt(w.signing.secret.as_deref())?)
+        .bind(w.payload_format.as_str())
         .bind(&w.name)
         .execute(&mut *tx)
         .await?;
@@ -486,7 +516,7 @@ impl Store {
         let mut tx = WriteTx::begin_relaxed(&self.meta.write).await?;
         let hooks = sqlx::query(
             "SELECT name, service_uri, custom_headers, signing_enabled, signing_secret, \
-             signing_previous_secret, signing_previous_until FROM webhooks \
+             signing_previous_secret, signing_previous_until, location FROM webhooks \
              WHERE status = 'enabled'",
         )
         .fetch_all(&mut *tx)
@@ -502,9 +532,10 @@ impl Store {
             let custom_headers: BTreeMap<String, String> =
                 from_json(Some(self.sealer.open(h.get(2))?));
             let signing = row_to_signing(&h, &self.sealer)?;
+            let location: String = h.get("location");
             let rows = sqlx::query(
                 "SELECT d.id, d.event_id, d.attempts, d.round_start, d.max_attempts, \
-                 d.next_attempt_at, e.body \
+                 d.next_attempt_at, e.body, d.payload_format \
                  FROM deliveries d JOIN events e ON e.id = d.event_id \
                  WHERE d.webhook = ? AND d.state = 'pending' AND d.next_attempt_at <= ? \
                  AND (d.lease_until IS NULL OR d.lease_until < ?) \
@@ -519,6 +550,7 @@ impl Store {
             for r in rows {
                 let attempts: i64 = r.get(2);
                 let round_start: i64 = r.get(3);
+                let format = payload_format(r.get(7))?;
                 out.push((
                     r.get::<i64, _>(5),
                     Claimed {
@@ -529,10 +561,13 @@ impl Store {
                         round_attempt: attempts - round_start + 1,
                         max_attempts: r.get(4),
                         body: r.get(6),
+                        content_type: "application/json",
+                        format_headers: Vec::new(),
                         service_uri: service_uri.clone(),
                         custom_headers: custom_headers.clone(),
                         signing: signing.clone(),
-                    },
+                    }
+                    .render(format, &location),
                 ));
             }
         }
@@ -711,7 +746,10 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
         let rows = sqlx::query(
-            "SELECT a.*, e.body, e.action FROM attempts a JOIN events e ON e.id = a.event_id \
+            "SELECT a.*, e.body, e.action, d.payload_format, w.location AS hook_location \
+             FROM attempts a JOIN events e ON e.id = a.event_id \
+             JOIN deliveries d ON d.id = a.delivery_id \
+             LEFT JOIN webhooks w ON w.name = a.webhook \
              WHERE a.webhook = ? AND a.id < ? ORDER BY a.id DESC LIMIT ?",
         )
         .bind(webhook)
@@ -719,30 +757,39 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.meta.read)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| HistoryEntry {
-                id: r.get("id"),
-                attempt: AttemptRecord {
-                    delivery_id: r.get("delivery_id"),
-                    webhook: r.get("webhook"),
-                    event_id: r.get("event_id"),
-                    attempt: r.get("attempt"),
-                    started_at: r.get("started_at"),
-                    duration_ms: r.get("duration_ms"),
-                    request_uri: r.get("request_uri"),
-                    request_headers: from_json(r.get("request_headers")),
-                    status_code: r.get("status_code"),
-                    reason: r.get("reason"),
-                    response_headers: from_json(r.get("response_headers")),
-                    response_body: r.get("response_body"),
-                    error: r.get("error"),
-                },
-                outcome: r.get("outcome"),
-                body: r.get("body"),
-                action: r.get("action"),
+        rows.iter()
+            .map(|r| {
+                // The content shown is what was sent: the stored body in the delivery's format.
+                let location: Option<String> = r.get("hook_location");
+                let body = wharf_core::payload::render(
+                    payload_format(r.get("payload_format"))?,
+                    r.get("body"),
+                    location.as_deref().unwrap_or_default(),
+                )
+                .body;
+                Ok(HistoryEntry {
+                    id: r.get("id"),
+                    attempt: AttemptRecord {
+                        delivery_id: r.get("delivery_id"),
+                        webhook: r.get("webhook"),
+                        event_id: r.get("event_id"),
+                        attempt: r.get("attempt"),
+                        started_at: r.get("started_at"),
+                        duration_ms: r.get("duration_ms"),
+                        request_uri: r.get("request_uri"),
+                        request_headers: from_json(r.get("request_headers")),
+                        status_code: r.get("status_code"),
+                        reason: r.get("reason"),
+                        response_headers: from_json(r.get("response_headers")),
+                        response_body: r.get("response_body"),
+                        error: r.get("error"),
+                    },
+                    outcome: r.get("outcome"),
+                    body,
+                    action: r.get("action"),
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Puts deliveries of a webhook back in the queue, due now: one event's (unless it is
@@ -855,6 +902,7 @@ mod tests {
                 secret: Some("whsec_c2VjcmV0LXMzY3JldA==".into()),
                 previous: Some(("whsec_b2xkLXMzY3JldA==".into(), 1)),
             },
+            payload_format: PayloadFormat::Acr,
             created_at: 0,
             updated_at: 0,
         };
@@ -866,6 +914,8 @@ mod tests {
             round_attempt: 1,
             max_attempts: None,
             body: Vec::new(),
+            content_type: "application/json",
+            format_headers: Vec::new(),
             service_uri: rec.service_uri.clone(),
             custom_headers: headers,
             signing: rec.signing.clone(),
@@ -911,6 +961,7 @@ mod tests {
                 secret: Some(old.into()),
                 previous: None,
             },
+            payload_format: PayloadFormat::Acr,
             created_at: 0,
             updated_at: 0,
         };

@@ -40,6 +40,7 @@ pub struct HookSnapshot {
     pub service_uri: String,
     pub custom_headers: std::collections::BTreeMap<String, String>,
     pub signing: crate::hooks::Signing,
+    pub payload_format: wharf_core::PayloadFormat,
 }
 
 impl std::fmt::Debug for HookSnapshot {
@@ -142,9 +143,10 @@ pub async fn enqueue(
         let marks = vec!["?"; targets.len()].join(",");
         let sql = format!(
             "INSERT INTO deliveries (webhook, event_id, state, attempts, round_start, \
-             max_attempts, next_attempt_at, lease_until, lease_owner, created_at, updated_at) \
-             SELECT name, ?, 'pending', 0, 0, NULL, ?, ?, ?, ?, ? FROM webhooks \
-             WHERE status = 'enabled' AND name IN ({marks}) RETURNING id, webhook"
+             max_attempts, next_attempt_at, lease_until, lease_owner, created_at, updated_at, \
+             payload_format) \
+             SELECT name, ?, 'pending', 0, 0, NULL, ?, ?, ?, ?, ?, payload_format FROM webhooks \
+             WHERE status = 'enabled' AND name IN ({marks}) RETURNING id, webhook, payload_format"
         );
         let mut q = sqlx::query(&sql)
             .bind(&ev.id)
@@ -166,18 +168,27 @@ pub async fn enqueue(
             let Some(h) = targets.iter().find(|h| h.name.eq_ignore_ascii_case(&name)) else {
                 continue;
             };
-            out.fast.push(Claimed {
-                delivery_id: r.get(0),
-                webhook: h.name.clone(),
-                event_id: ev.id.clone(),
-                attempt: 1,
-                round_attempt: 1,
-                max_attempts: None,
-                body: ev.body.clone(),
-                service_uri: h.service_uri.clone(),
-                custom_headers: h.custom_headers.clone(),
-                signing: h.signing.clone(),
-            });
+            // The format the row recorded (this transaction's view of the webhook), as the
+            // queue's claim would read it, so both paths render the same bytes.
+            let format: String = r.get(2);
+            let format = format.parse().unwrap_or(h.payload_format);
+            out.fast.push(
+                Claimed {
+                    delivery_id: r.get(0),
+                    webhook: h.name.clone(),
+                    event_id: ev.id.clone(),
+                    attempt: 1,
+                    round_attempt: 1,
+                    max_attempts: None,
+                    body: ev.body.clone(),
+                    content_type: "application/json",
+                    format_headers: Vec::new(),
+                    service_uri: h.service_uri.clone(),
+                    custom_headers: h.custom_headers.clone(),
+                    signing: h.signing.clone(),
+                }
+                .render(format, &h.location),
+            );
         }
     }
     Ok(out)
@@ -251,8 +262,9 @@ pub(crate) async fn insert_delivery(
 ) -> Result<Option<i64>, StoreError> {
     let row = sqlx::query(
         "INSERT INTO deliveries (webhook, event_id, state, attempts, round_start, max_attempts, \
-         next_attempt_at, created_at, updated_at) \
-         SELECT ?, ?, 'pending', 0, 0, ?, ?, ?, ? \
+         next_attempt_at, created_at, updated_at, payload_format) \
+         SELECT ?, ?, 'pending', 0, 0, ?, ?, ?, ?, \
+         COALESCE((SELECT payload_format FROM webhooks WHERE name = ?), 'acr') \
          WHERE NOT ? OR EXISTS (SELECT 1 FROM webhooks WHERE name = ? AND status = 'enabled') \
          RETURNING id",
     )
@@ -262,6 +274,7 @@ pub(crate) async fn insert_delivery(
     .bind(now)
     .bind(now)
     .bind(now)
+    .bind(webhook)
     .bind(require_enabled)
     .bind(webhook)
     .fetch_optional(conn)

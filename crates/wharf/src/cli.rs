@@ -57,6 +57,26 @@ impl Toggle {
     }
 }
 
+/// `--payload-format`: the shape of the deliveries (`properties.payloadFormat`).
+#[derive(Clone, Copy, ValueEnum)]
+enum PayloadFormatArg {
+    /// ACR's webhook body, unchanged (the default).
+    Acr,
+    /// An Event Grid schema event (a one-element array), data as Event Grid's for ACR.
+    Eventgrid,
+    /// CloudEvents 1.0, structured mode (Content-Type: application/cloudevents+json).
+    Cloudevents,
+    /// CloudEvents 1.0, binary mode (ce-* headers, the event data as the body).
+    CloudeventsBinary,
+}
+
+impl PayloadFormatArg {
+    fn json(self) -> Value {
+        // clap's names for the variants are the API's names.
+        json!(self.to_possible_value().map(|v| v.get_name().to_owned()))
+    }
+}
+
 #[derive(Args)]
 struct NameArg {
     /// Name of the webhook.
@@ -92,6 +112,11 @@ struct CreateArgs {
     /// shows it. Default: disabled, requests identical to ACR's.
     #[arg(long, value_enum)]
     signing: Option<Toggle>,
+    /// Shape of the deliveries (a Wharf extension): acr (ACR's body, the default), eventgrid
+    /// (Event Grid schema), cloudevents (CloudEvents 1.0 structured JSON) or
+    /// cloudevents-binary (CloudEvents binary mode: ce-* headers, data as the body).
+    #[arg(long, value_enum)]
+    payload_format: Option<PayloadFormatArg>,
     /// Space-separated tags in key[=value] format.
     #[arg(long, num_args = 0..)]
     tags: Option<Vec<String>>,
@@ -125,6 +150,10 @@ struct UpdateArgs {
     /// makes a secret (see get-config); disabling keeps it for a later enable.
     #[arg(long, value_enum)]
     signing: Option<Toggle>,
+    /// New shape of the deliveries: acr, eventgrid, cloudevents or cloudevents-binary.
+    /// Deliveries already queued keep the format they were written with.
+    #[arg(long, value_enum)]
+    payload_format: Option<PayloadFormatArg>,
 }
 
 #[derive(Args)]
@@ -220,6 +249,9 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<Strin
             if let Some(t) = a.signing {
                 props["signing"] = t.json();
             }
+            if let Some(f) = a.payload_format {
+                props["payloadFormat"] = f.json();
+            }
             let mut body = json!({ "properties": props, "tags": kv(&a.tags.unwrap_or_default()) });
             if let Some(l) = a.location {
                 body["location"] = json!(l);
@@ -248,6 +280,9 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<Strin
             }
             if let Some(t) = a.signing {
                 props.insert("signing".into(), t.json());
+            }
+            if let Some(f) = a.payload_format {
+                props.insert("payloadFormat".into(), f.json());
             }
             let mut body = json!({ "properties": props });
             if let Some(t) = a.tags {

@@ -2563,3 +2563,201 @@ async fn cli_refuses_a_server_that_is_not_wharf() {
         }
     }
 }
+
+// ---- payload formats ----------------------------------------------------------------------
+
+const TOPIC: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/wharf/providers/Microsoft.ContainerRegistry/registries/wharf";
+
+/// ACR's Event Grid data for an event whose ACR body is `acr`: ACR's fields, `location` after
+/// `action`, `target.url` for image events.
+fn event_data(acr: &Value, location: &str, host: &str) -> Value {
+    let mut data = json!({
+        "id": acr["id"], "timestamp": acr["timestamp"], "action": acr["action"],
+        "location": location,
+    });
+    let mut target = acr["target"].clone();
+    target["url"] = json!(format!(
+        "https://{host}/v2/{}/manifests/{}",
+        str_of(&target["repository"]),
+        str_of(&target["digest"])
+    ));
+    data["target"] = target;
+    data["request"] = acr["request"].clone();
+    data
+}
+
+fn str_of(v: &Value) -> String {
+    v.as_str().unwrap().to_owned()
+}
+
+fn header<'a>(r: &'a Received, name: &str) -> &'a str {
+    r.headers[name].to_str().unwrap()
+}
+
+#[tokio::test]
+async fn payload_formats_render_push_and_delete_per_webhook() {
+    let s_ = Server::start().await;
+    let rcv = Receiver::start().await;
+    let c = ua_client();
+    for (name, format) in [
+        ("fmtacr", None),
+        ("fmteventgrid", Some("eventgrid")),
+        ("fmtcloud", Some("cloudevents")),
+        ("fmtbinary", Some("cloudevents-binary")),
+    ] {
+        let mut props =
+            json!({"serviceUri": rcv.url(&format!("/{name}")), "actions": ["push", "delete"]});
+        if let Some(f) = format {
+            props["payloadFormat"] = json!(f);
+        }
+        let w = create_hook_with(&c, &s_, name, props).await;
+        assert_eq!(w["properties"]["payloadFormat"], format.unwrap_or("acr"));
+    }
+    let (digest, _) = push_image(&c, &s_, "payments/ledger", "2.7.1", "fmt").await;
+    assert_eq!(
+        delete(
+            &c,
+            &s_.url(&format!("/v2/payments/ledger/manifests/{digest}"))
+        )
+        .await,
+        202
+    );
+    let host = format!("127.0.0.1:{}", port_of(&s_));
+    let acr = expect_events(&rcv, "/fmtacr", 2).await;
+    let eg = expect_events(&rcv, "/fmteventgrid", 2).await;
+    let ce = expect_events(&rcv, "/fmtcloud", 2).await;
+    let bin = expect_events(&rcv, "/fmtbinary", 2).await;
+    for (i, (ty, subject)) in [
+        (
+            "Microsoft.ContainerRegistry.ImagePushed",
+            "payments/ledger:2.7.1",
+        ),
+        (
+            "Microsoft.ContainerRegistry.ImageDeleted",
+            "payments/ledger",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let a = &acr[i].body;
+        assert_eq!(a["action"], ["push", "delete"][i]);
+        // ACR's format is unchanged: no location, no url.
+        assert!(a.get("location").is_none() && a["target"].get("url").is_none());
+        assert_eq!(header(&acr[i], "content-type"), "application/json");
+        let data = event_data(a, "local", &host);
+
+        // Event Grid: a one-element array, ids and times from the ACR event.
+        assert_eq!(header(&eg[i], "content-type"), "application/json");
+        assert_eq!(
+            eg[i].body,
+            json!([{
+                "id": a["id"], "topic": TOPIC, "subject": subject, "eventType": ty,
+                "eventTime": a["timestamp"], "data": data, "dataVersion": "2.0",
+                "metadataVersion": "1",
+            }])
+        );
+        assert!(
+            std::str::from_utf8(&eg[i].raw)
+                .unwrap()
+                .starts_with("[{\"id\":")
+        );
+
+        // CloudEvents, structured.
+        assert_eq!(
+            header(&ce[i], "content-type"),
+            "application/cloudevents+json"
+        );
+        assert_eq!(
+            ce[i].body,
+            json!({
+                "specversion": "1.0", "id": a["id"], "source": TOPIC, "type": ty,
+                "subject": subject, "time": a["timestamp"],
+                "datacontenttype": "application/json", "data": data,
+            })
+        );
+
+        // CloudEvents, binary: attributes in ce-* headers, the data as the body.
+        let b = &bin[i];
+        assert_eq!(header(b, "content-type"), "application/json");
+        assert_eq!(header(b, "ce-specversion"), "1.0");
+        assert_eq!(header(b, "ce-id"), str_of(&a["id"]));
+        assert_eq!(header(b, "ce-source"), TOPIC);
+        assert_eq!(header(b, "ce-type"), ty);
+        assert_eq!(header(b, "ce-subject"), subject);
+        assert_eq!(header(b, "ce-time"), str_of(&a["timestamp"]));
+        assert!(b.headers.get("ce-datacontenttype").is_none());
+        assert_eq!(b.body, data);
+        assert_eq!(
+            header(b, "content-length"),
+            b.raw.len().to_string().as_str()
+        );
+    }
+    // list-events shows what was sent, in the webhook's format.
+    let hist = wait_history(&c, &s_, "fmtcloud", |e| e.len() >= 2).await;
+    let sent: Vec<Value> = hist
+        .iter()
+        .map(|h| h["eventRequestMessage"]["content"].clone())
+        .collect();
+    assert!(sent.contains(&ce[0].body), "{sent:?}");
+    let hist = wait_history(&c, &s_, "fmtbinary", |e| e.len() >= 2).await;
+    let h = &hist[0]["eventRequestMessage"]["headers"];
+    assert!(h["ce-type"].as_str().is_some(), "{h}");
+}
+
+#[tokio::test]
+async fn payload_format_is_validated_shown_and_updated() {
+    let s_ = Server::start().await;
+    let rcv = Receiver::start().await;
+    let c = ua_client();
+    let r = put_hook(
+        &c,
+        &s_,
+        "fmtbad1",
+        json!({"properties": {"serviceUri": rcv.url("/x"), "actions": ["push"], "payloadFormat": "xml"}}),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(v.to_string().contains("payloadFormat"), "{v}");
+    create_hook(&c, &s_, "fmtupd1", &rcv.url("/u"), &["push"], "").await;
+    let (code, v) = patch_hook(
+        &c,
+        &s_,
+        "fmtupd1",
+        json!({"properties": {"payloadFormat": "CloudEvents"}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["properties"]["payloadFormat"], "cloudevents");
+    let (code, v) = patch_hook(
+        &c,
+        &s_,
+        "fmtupd1",
+        json!({"properties": {"payloadFormat": 7}}),
+    )
+    .await;
+    assert_eq!(code, 400, "{v}");
+    assert!(v.to_string().contains("properties.payloadFormat"), "{v}");
+    let listed: Value = c
+        .get(s_.url("/wharf/v1/webhooks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        listed
+            .to_string()
+            .contains("\"payloadFormat\":\"cloudevents\""),
+        "{listed}"
+    );
+    push_image(&c, &s_, "fmt/app", "v1", "u").await;
+    let got = expect_events(&rcv, "/u", 1).await;
+    assert_eq!(
+        got[0].body["type"],
+        "Microsoft.ContainerRegistry.ImagePushed"
+    );
+    assert_eq!(got[0].body["subject"], "fmt/app:v1");
+}
