@@ -19,8 +19,9 @@
 #   E2E_NO_INSTALL=1           do not try to install missing tools
 #
 # Missing tools are installed on Debian (apt-get, as root or via sudo; `pip install oras`, and
-# for Wharf's signed webhooks `pip install standardwebhooks`; versions: E2E_ORAS_VERSION,
-# E2E_STANDARDWEBHOOKS_VERSION).
+# for Wharf's signed webhooks `pip install standardwebhooks`, for its payload formats
+# `pip install cloudevents azure-eventgrid`; versions: E2E_ORAS_VERSION,
+# E2E_STANDARDWEBHOOKS_VERSION, E2E_CLOUDEVENTS_VERSION, E2E_AZURE_EVENTGRID_VERSION).
 # Output: one PASS/FAIL/SKIP line per check, then a final line `e2e: N passed, M failed`.
 # The exit status is non-zero if any check failed or was skipped.
 set -euo pipefail
@@ -32,6 +33,10 @@ CMD_TIMEOUT=${E2E_CMD_TIMEOUT:-60}
 ORAS_VERSION=${E2E_ORAS_VERSION:-0.2.43}
 # The Standard Webhooks reference library verifies Wharf's signed deliveries.
 SWH_VERSION=${E2E_STANDARDWEBHOOKS_VERSION:-1.1.0}
+# The CloudEvents and Event Grid SDKs parse Wharf's deliveries in those formats. cloudevents
+# stays on 1.x: 2.x moved `cloudevents.http.from_http` to `cloudevents.v1.http`.
+CE_VERSION=${E2E_CLOUDEVENTS_VERSION:-1.12.1}
+EG_VERSION=${E2E_AZURE_EVENTGRID_VERSION:-4.22.1}
 RUN_ID="$(date +%s)-$$"
 START_SECONDS=$SECONDS
 
@@ -111,6 +116,12 @@ ensure_deps() {
   if [[ $MODE == wharf ]] && ! python3 -c 'import standardwebhooks.webhooks' >/dev/null 2>&1; then
     pips+=("standardwebhooks==$SWH_VERSION")
   fi
+  if [[ $MODE == wharf ]] && ! python3 -c 'import cloudevents.http' >/dev/null 2>&1; then
+    pips+=("cloudevents==$CE_VERSION")
+  fi
+  if [[ $MODE == wharf ]] && ! python3 -c 'import azure.eventgrid' >/dev/null 2>&1; then
+    pips+=("azure-eventgrid==$EG_VERSION")
+  fi
   if ((${#pips[@]})); then
     python3 -m pip --version >/dev/null 2>&1 || pkgs+=(python3-pip)
   fi
@@ -149,6 +160,10 @@ ensure_deps() {
   python3 -c 'import oras.provider' >/dev/null 2>&1 || missing+=("python oras")
   [[ $MODE != wharf ]] || python3 -c 'import standardwebhooks.webhooks' >/dev/null 2>&1 ||
     missing+=("python standardwebhooks")
+  [[ $MODE != wharf ]] || python3 -c 'import cloudevents.http' >/dev/null 2>&1 ||
+    missing+=("python cloudevents (1.x)")
+  [[ $MODE != wharf ]] || python3 -c 'import azure.eventgrid' >/dev/null 2>&1 ||
+    missing+=("python azure-eventgrid")
   if ((${#missing[@]})); then
     echo "e2e: missing tools: ${missing[*]}" >&2
     exit 1
@@ -803,8 +818,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         meta = {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
                 "body_b64": base64.b64encode(body).decode()}
         with lock:
-            with open(events, "ab") as f:
-                f.write(body.replace(b"\n", b" ") + b"\n")
+            # Payload-format deliveries (/hooks/fmt-*) are not ACR bodies: requests.jsonl only.
+            if not self.path.startswith("/hooks/fmt-"):
+                with open(events, "ab") as f:
+                    f.write(body.replace(b"\n", b" ") + b"\n")
             with open(requests, "a") as f:
                 f.write(json.dumps(meta) + "\n")
         self.send_response(200)
@@ -954,6 +971,50 @@ elif mode == "signed":  # REQUESTS TAG NSIGS SECRET... : the push of e2e/signed:
         pass
     else:
         sys.exit("a wrong secret verified")
+elif mode == "formats":  # REQUESTS DIGEST: e2e/formats:fmt1 pushed, then deleted by digest
+    import base64
+    from cloudevents.http import from_http
+    from azure.eventgrid import EventGridEvent
+    digest = args[1]
+    want = {"push": ("Microsoft.ContainerRegistry.ImagePushed", "e2e/formats:fmt1"),
+            "delete": ("Microsoft.ContainerRegistry.ImageDeleted", "e2e/formats")}
+    for path in ("/hooks/fmt-eg", "/hooks/fmt-ce", "/hooks/fmt-bin"):
+        got = {}
+        for q in events:
+            if q["path"] != path:
+                continue
+            body, h = base64.b64decode(q["body_b64"]), q["headers"]
+            if path == "/hooks/fmt-eg":
+                arr = json.loads(body)
+                assert isinstance(arr, list) and len(arr) == 1, f"not a one-event array: {arr}"
+                ev = EventGridEvent.from_dict(arr[0])
+                assert ev.data_version == "2.0" and h["content-type"] == "application/json", arr
+                got[ev.data["action"]] = (ev.event_type, ev.subject, ev.data, ev.id, ev.topic)
+            else:
+                binary = path == "/hooks/fmt-bin"
+                ct = "application/json" if binary else "application/cloudevents+json"
+                assert h["content-type"] == ct, f"{path}: content-type {h['content-type']}"
+                assert ("ce-id" in h) == binary, f"{path}: ce-* headers {h}"
+                ev = from_http(h, body)
+                assert ev["specversion"] == "1.0", ev
+                got[ev.data["action"]] = (ev["type"], ev["subject"], ev.data, ev["id"], ev["source"])
+        for action, (ty, subject) in want.items():
+            if action not in got:
+                sys.exit(f"{path}: no {action} delivery (yet)")
+            gty, gsubject, data, eid, topic = got[action]
+            assert (gty, gsubject) == (ty, subject), f"{path} {action}: {gty} {gsubject}"
+            assert eid == data["id"] and GUID.match(eid), (eid, data)
+            assert topic.endswith("/providers/Microsoft.ContainerRegistry/registries/wharf"), topic
+            assert TS.match(data["timestamp"]) and data["location"], data
+            t = data["target"]
+            assert t["digest"] == digest and t["repository"] == "e2e/formats", data
+            assert t["url"].endswith(f"/v2/e2e/formats/manifests/{digest}"), data
+            assert data["request"]["method"] == ("PUT" if action == "push" else "DELETE"), data
+            if action == "push":
+                assert t["tag"] == "fmt1" and t["size"] == t["length"] > 0, data
+            else:
+                assert "tag" not in t and "size" not in t, data
+        print(f"ok {path}: {sorted(got)} parsed, id={got['push'][3]}")
 elif mode == "history":  # LIST-EVENTS-JSON PING-ID EVENTS
     hist = json.load(open(args[0]))
     received = {e["id"] for e in jsonl(args[2])}
@@ -1098,6 +1159,27 @@ t_ssrf_metadata() {
   ! grep -q "meta-data" "$WORK/ssrf.err" || die "the refusal echoes the URI"
 }
 
+# Payload formats (Wharf's extension): one webhook per format on its own path and scope; a
+# curl push and a delete by digest, each parsed by the format's own SDK.
+t_formats_create() {
+  local port f out
+  port=$(cat "$HOOKS/port")
+  for f in eg:eventgrid ce:cloudevents bin:cloudevents-binary; do
+    out=$WORK/fmt-${f%%:*}.json
+    wh create -n "e2efmt${f%%:*}" --uri "http://127.0.0.1:$port/hooks/fmt-${f%%:*}" \
+      --actions push delete --scope 'e2e/formats:*' --payload-format "${f#*:}" >"$out"
+    assert_eq "$(pyj "$out" 'd["payloadFormat"]')" "${f#*:}" "payloadFormat"
+  done
+}
+
+t_formats_deliver() {
+  local digest
+  curl_push e2e/formats fmt1 "formats-$RUN_ID"
+  digest=$(sha256_of "$WORK/curl-push/fmt1/manifest")
+  assert_eq "$(http_code DELETE "http://$REG/v2/e2e/formats/manifests/$digest")" 202 "delete"
+  until_ok 30 hookcheck formats "$HOOKS/requests.jsonl" "$digest"
+}
+
 webhook_checks() {
   if [[ $MODE != wharf ]]; then
     echo "INFO webhook checks run against Wharf only (E2E_REGISTRY=$MODE)"
@@ -1115,6 +1197,9 @@ webhook_checks() {
   step "rotate-secret: the next delivery verifies with the old and the new secret" t_sign_rotate
   check "list-events masks webhook-signature and shows no secret" t_sign_history
   check "a cloud metadata service URI is refused, naming the rule" t_ssrf_metadata
+  section "webhook payload formats"
+  step "wharf webhook create --payload-format eventgrid|cloudevents|cloudevents-binary" t_formats_create
+  check "push and delete parse with azure-eventgrid and cloudevents (structured, binary)" t_formats_deliver
 }
 
 # ---------------------------------------------------------------------------
