@@ -2706,7 +2706,7 @@ async fn payload_formats_render_push_and_delete_per_webhook() {
 }
 
 #[tokio::test]
-async fn payload_format_is_validated_shown_and_updated() {
+async fn payload_format_is_validated_shown_updated_and_kept_per_delivery() {
     let s_ = Server::start().await;
     let rcv = Receiver::start().await;
     let c = ua_client();
@@ -2760,4 +2760,31 @@ async fn payload_format_is_validated_shown_and_updated() {
         "Microsoft.ContainerRegistry.ImagePushed"
     );
     assert_eq!(got[0].body["subject"], "fmt/app:v1");
+
+    // A delivery keeps the format it was queued with: after a switch to eventgrid, a
+    // redelivery of that event sends the same CloudEvents bytes; new events use eventgrid.
+    let (code, v) = patch_hook(
+        &c,
+        &s_,
+        "fmtupd1",
+        json!({"properties": {"payloadFormat": "eventgrid"}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    let (st, v) = post_json(
+        &c,
+        &format!("{}/redeliver", hook_url(&s_, "fmtupd1")),
+        Some(json!({"eventId": got[0].body["id"]})),
+    )
+    .await;
+    assert_eq!((st, &v["redelivered"]), (200, &json!(1)), "{v}");
+    let again = expect_events(&rcv, "/u", 2).await;
+    assert_eq!(again[1].raw, got[0].raw);
+    push_image(&c, &s_, "fmt/app", "v2", "u2").await;
+    let later = expect_events(&rcv, "/u", 3).await;
+    assert_eq!(
+        later[2].body[0]["eventType"],
+        "Microsoft.ContainerRegistry.ImagePushed"
+    );
+    assert_eq!(later[2].body[0]["subject"], "fmt/app:v2");
 }
