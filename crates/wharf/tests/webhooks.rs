@@ -2764,7 +2764,7 @@ async fn payload_format_is_validated_shown_updated_and_kept_per_delivery() {
     // A delivery keeps the format it was queued with: after a switch to eventgrid, a
     // redelivery of that event sends the same CloudEvents bytes; new events use eventgrid.
     // (The attempt is recorded first: a delivery still in flight is not redelivered.)
-    wait_history(&c, &s_, "fmtupd1", |e| e.len() >= 1).await;
+    wait_history(&c, &s_, "fmtupd1", |e| !e.is_empty()).await;
     let (code, v) = patch_hook(
         &c,
         &s_,
