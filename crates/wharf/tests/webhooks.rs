@@ -282,7 +282,8 @@ async fn management_crud_in_arm_shapes() {
     assert_eq!(
         w["properties"],
         json!({"status": "enabled", "scope": "payments/ledger:*", "actions": ["push", "delete"],
-            "provisioningState": "Succeeded", "signing": {"enabled": false}})
+            "provisioningState": "Succeeded", "signing": {"enabled": false},
+            "payloadFormat": "acr"})
     );
 
     // get
