@@ -819,3 +819,64 @@ async fn a_redirect_from_an_allowed_receiver_is_not_followed() {
         "the redirect was followed"
     );
 }
+
+/// The signature covers the bytes sent: in a non-ACR payload format, the rendered body.
+#[tokio::test]
+async fn cli_sets_the_payload_format_and_signatures_cover_the_rendered_body() {
+    let s = Server::start().await;
+    let rcv = Receiver::start().await;
+    let uri = rcv.url("/fmt");
+    let w = wharf_cli(
+        &s.base,
+        &[
+            "create",
+            "-n",
+            "clifmt1",
+            "--uri",
+            &uri,
+            "--actions",
+            "push",
+            "--signing",
+            "enabled",
+            "--payload-format",
+            "cloudevents-binary",
+        ],
+    )
+    .await;
+    assert_eq!(w["payloadFormat"], "cloudevents-binary", "{w}");
+    let w = wharf_cli(
+        &s.base,
+        &["update", "-n", "clifmt1", "--payload-format", "eventgrid"],
+    )
+    .await;
+    assert_eq!(w["payloadFormat"], "eventgrid", "{w}");
+    let w = wharf_cli(&s.base, &["show", "-n", "clifmt1"]).await;
+    assert_eq!(w["payloadFormat"], "eventgrid", "{w}");
+    let secret = wharf_cli(&s.base, &["get-config", "-n", "clifmt1"]).await["signingSecret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let c = client();
+    push_image(&c, &s, "fmt/signed", "v1", "f").await;
+    let got = rcv.wait_for("/fmt", 1, WAIT).await;
+    assert_eq!(got.len(), 1);
+    let r = &got[0];
+    assert_eq!(
+        r.body[0]["eventType"],
+        "Microsoft.ContainerRegistry.ImagePushed"
+    );
+    assert_eq!(header(r, "webhook-id"), r.body[0]["id"].as_str());
+    // (`verifies` expects an object body; Event Grid's is an array.)
+    let want = expected_signature(
+        &secret,
+        header(r, "webhook-id").unwrap(),
+        header(r, "webhook-timestamp").unwrap(),
+        &r.raw,
+    );
+    assert_eq!(
+        header(r, "webhook-signature"),
+        Some(want.as_str()),
+        "signature over the Event Grid body"
+    );
+}
