@@ -456,7 +456,10 @@ impl Hooks {
         self.store.check_space()?;
         let id = uuid::Uuid::new_v4().to_string();
         let body = Event::ping(id.clone(), chrono::Utc::now()).to_bytes();
-        let delivery_id = self.store.create_ping(&rec.name, &id, &body).await?;
+        let delivery_id = self
+            .store
+            .create_ping(&rec.name, &id, &body, rec.payload_format)
+            .await?;
         let claimed = Claimed {
             delivery_id,
             webhook: rec.name.clone(),

@@ -715,6 +715,7 @@ impl Store {
         webhook: &str,
         event_id: &str,
         body: &[u8],
+        format: PayloadFormat,
     ) -> Result<i64, StoreError> {
         let now = now_ms();
         let mut tx = WriteTx::begin(&self.meta.write).await?;
@@ -725,7 +726,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         // A disabled webhook can be pinged, so no status check.
-        let id = insert_delivery(&mut tx, webhook, event_id, Some(1), now, false)
+        let id = insert_delivery(&mut tx, webhook, event_id, Some(1), now, false, format)
             .await?
             .ok_or_else(|| StoreError::Corrupt("ping delivery not written".into()))?;
         sqlx::query("UPDATE deliveries SET state = 'sending' WHERE id = ?")

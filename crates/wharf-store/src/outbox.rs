@@ -251,7 +251,8 @@ impl FastLane {
 
 /// Inserts a pending delivery, due now. `max_attempts` is per round (`None`: the retry schedule
 /// decides). With `require_enabled`, nothing is written unless the webhook exists and is
-/// enabled, and `None` is returned.
+/// enabled, and `None` is returned. `format` is recorded as given: the caller renders the
+/// delivery itself and the history must show what it sent.
 pub(crate) async fn insert_delivery(
     conn: &mut SqliteConnection,
     webhook: &str,
@@ -259,12 +260,12 @@ pub(crate) async fn insert_delivery(
     max_attempts: Option<i64>,
     now: i64,
     require_enabled: bool,
+    format: wharf_core::PayloadFormat,
 ) -> Result<Option<i64>, StoreError> {
     let row = sqlx::query(
         "INSERT INTO deliveries (webhook, event_id, state, attempts, round_start, max_attempts, \
          next_attempt_at, created_at, updated_at, payload_format) \
-         SELECT ?, ?, 'pending', 0, 0, ?, ?, ?, ?, \
-         COALESCE((SELECT payload_format FROM webhooks WHERE name = ?), 'acr') \
+         SELECT ?, ?, 'pending', 0, 0, ?, ?, ?, ?, ? \
          WHERE NOT ? OR EXISTS (SELECT 1 FROM webhooks WHERE name = ? AND status = 'enabled') \
          RETURNING id",
     )
@@ -274,7 +275,7 @@ pub(crate) async fn insert_delivery(
     .bind(now)
     .bind(now)
     .bind(now)
-    .bind(webhook)
+    .bind(format.as_str())
     .bind(require_enabled)
     .bind(webhook)
     .fetch_optional(conn)

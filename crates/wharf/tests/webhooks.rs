@@ -2790,4 +2790,18 @@ async fn payload_format_is_validated_shown_updated_and_kept_per_delivery() {
         "Microsoft.ContainerRegistry.ImagePushed"
     );
     assert_eq!(later[2].body[0]["subject"], "fmt/app:v2");
+
+    // A ping in a non-ACR format: Wharf's own event type, no subject, ACR's fields as data.
+    let (st, v) = post_json(&c, &format!("{}/ping", hook_url(&s_, "fmtupd1")), None).await;
+    assert_eq!(st, 200, "{v}");
+    let pinged = expect_events(&rcv, "/u", 4).await;
+    let p = &pinged[3].body[0];
+    assert_eq!(p["eventType"], "Wharf.ContainerRegistry.Ping");
+    assert_eq!(p["subject"], "");
+    assert_eq!(p["id"], v["id"]);
+    assert_eq!(
+        keys(&p["data"]),
+        sorted(&["id", "timestamp", "action", "location"])
+    );
+    assert_eq!(p["data"]["action"], "ping");
 }
