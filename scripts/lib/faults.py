@@ -1090,19 +1090,23 @@ def act_manifests(sc, ctx):
 
 
 def act_group(sc, ctx):
-    """Eight PUTs at once: the server commits waiting puts together in one transaction, so
-    one fault hits a whole group; each must still get an answer that matches the store."""
-    results = [None] * 8
+    """Rounds of eight PUTs at once: the server commits waiting puts together in one
+    transaction, so one fault hits a whole group; each must still get an answer that matches
+    the store. How the eight are grouped depends on timing (all in one commit, or the first
+    alone and the rest together), so three rounds make sure the counted fsync or pwrite64 is
+    reached: every round commits at least once."""
+    results = [None] * 24
 
     def put(i):
         results[i] = sc.put_manifest(f"group-{i}")[1]
 
-    threads = [threading.Thread(target=put, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return f"8 concurrent PUTs: {acked(results)} acked"
+    for r in range(3):
+        threads = [threading.Thread(target=put, args=(i,)) for i in range(8 * r, 8 * r + 8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    return f"3 x 8 concurrent PUTs: {acked(results)} acked"
 
 
 def prep_deletes(sc):
@@ -1264,8 +1268,9 @@ def strace_scenario(sc, step_key, syscalls, target, action, when):
 #     write buffer); the chunk is 2 MiB.
 #   manifest commit / delete: SQLite appends frames with pwrite64 (a 24-byte header and a
 #     4 KiB page each, 6-8 calls per commit) and fsyncs the WAL once (synchronous=FULL).
-#   manifest group commit: the first of eight concurrent PUTs commits alone, the others
-#     wait and commit together: fsync #2 and pwrite64 #12 land in that second, shared commit.
+#   manifest group commit: three rounds of eight concurrent PUTs, each round one commit or
+#     more (the first put may commit alone, the others together): fsync #2 and pwrite64 #12
+#     land in a shared commit of the first or second round.
 #   repository delete: one transaction for every manifest and its delete event.
 #   WAL checkpoint: once the WAL passes 1000 pages, SQLite copies it into wharf.db
 #     (pwrite64 on wharf.db, then fsync of it) at the end of a commit.

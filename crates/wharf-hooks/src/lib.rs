@@ -123,12 +123,14 @@ pub type Result<T, E = HooksError> = std::result::Result<T, E>;
 /// One info line per delivery outcome, so an operator sees events leave: webhook, event,
 /// attempt, status and duration (never the URI or header values, which are secrets).
 pub(crate) fn log_outcome(c: &Claimed, record: &wharf_store::hooks::AttemptRecord, success: bool) {
+    // No status: the request got no answer (refused, timed out); `error` says why.
+    let status = record.status_code.unwrap_or(0);
     if success {
         tracing::info!(webhook = %c.webhook, event = %c.event_id, attempt = c.attempt,
-            status = ?record.status_code, ms = record.duration_ms, "delivered");
+            status, ms = record.duration_ms, "delivered");
     } else {
         tracing::info!(webhook = %c.webhook, event = %c.event_id, attempt = c.attempt,
-            status = ?record.status_code, error = ?record.error, ms = record.duration_ms,
+            status, error = record.error.as_deref().unwrap_or(""), ms = record.duration_ms,
             "delivery attempt failed");
     }
 }
