@@ -182,6 +182,9 @@ impl Rule {
             if p.is_empty() || p.contains('*') {
                 return Err(bad("may hold one wildcard, as a trailing /* or a bare *"));
             }
+            // What comes before `/*` must itself be a repository name (or a leading part of
+            // one), or the rule could never cover anything.
+            wharf_core::RepoName::parse(p).map_err(|_| bad("names an invalid repository"))?;
             RepoPattern::Prefix(format!("{p}/"))
         } else if repo.contains('*') || repo.is_empty() {
             return Err(bad("may hold one wildcard, as a trailing /* or a bare *"));
@@ -344,6 +347,8 @@ mod tests {
             "repositories/sample/teama*/content/read",
             "repositories/a/*/b/*/content/read",
             "repositories//content/read",
+            "repositories/a b/*/content/read",
+            "repositories/-a/*/content/read",
         ] {
             let e = Rule::parse(bad).unwrap_err();
             assert!(e.starts_with("actions: ") && e.contains(bad), "{e}");
