@@ -184,18 +184,13 @@ pub async fn authorize(State(app): State<AppState>, mut req: Request, next: Next
     let service = app.auth.service(&host);
     let client = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
     let tls = req.extensions().get::<IsTls>().is_some_and(|t| t.0);
+    // Borrowed, and the header text built only on a refusal: the hot path (an allowed blob
+    // HEAD) pays for none of it.
     let challenge = Challenge {
-        realm: format!(
-            "{}://{}/oauth2/token",
-            if tls { "https" } else { "http" },
-            host
-        ),
-        service: service.clone(),
-        need: needs
-            .iter()
-            .find(|n| n.challenge_scope().is_some())
-            .cloned()
-            .unwrap_or(Need::Authenticated),
+        host: &host,
+        tls,
+        service: &service,
+        needs: &needs,
         management,
     };
     let pair = match parse_authorization(req.headers()) {
@@ -277,16 +272,28 @@ fn forbidden_host() -> Response {
     (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
 }
 
-struct Challenge {
-    realm: String,
-    service: String,
-    need: Need,
+struct Challenge<'a> {
+    host: &'a str,
+    tls: bool,
+    service: &'a str,
+    needs: &'a [Need],
     management: bool,
 }
 
-impl Challenge {
+impl Challenge<'_> {
     /// ACR's answer to a refused request (acr-auth.md §4.1, §4.9).
     fn refuse(&self, d: Denied) -> Response {
+        let realm = format!(
+            "{}://{}/oauth2/token",
+            if self.tls { "https" } else { "http" },
+            self.host
+        );
+        // The first need that names a scope; `GET /v2/` names none.
+        let need = self
+            .needs
+            .iter()
+            .find(|n| n.challenge_scope().is_some())
+            .unwrap_or(&Need::Authenticated);
         if d == Denied::TooManyAttempts {
             const MESSAGE: &str = "too many failed logins from this address; try again in a minute";
             // Management calls get ARM's error shape, which carries the `wharf-api` header the
@@ -301,11 +308,8 @@ impl Challenge {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
             return r;
         }
-        let mut www = format!(
-            "Bearer realm=\"{}\",service=\"{}\"",
-            self.realm, self.service
-        );
-        if let Some(scope) = self.need.challenge_scope() {
+        let mut www = format!("Bearer realm=\"{}\",service=\"{}\"", realm, self.service);
+        if let Some(scope) = need.challenge_scope() {
             www.push_str(&format!(",scope=\"{scope}\""));
         }
         if d == Denied::InsufficientScope {
@@ -318,7 +322,7 @@ impl Challenge {
                 "the management API needs the management credential (Bearer) or the admin user",
             )
         } else {
-            let detail = match &self.need {
+            let detail = match need {
                 Need::Repo(name, action) => {
                     json!([{"Type": "repository", "Name": name, "Action": action.as_str()}])
                 }
