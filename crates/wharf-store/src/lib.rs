@@ -11,6 +11,7 @@ pub mod hooks;
 pub mod identities;
 pub mod meta;
 pub mod outbox;
+pub mod policies;
 pub mod seal;
 pub mod space;
 
@@ -23,6 +24,7 @@ pub use meta::{
     DeletedManifest, ManifestConfig, ManifestRow, Meta, NewManifest, Referrer, UploadRow,
 };
 pub use outbox::{FastLane, HookSnapshot, OutboxEvent, WebhookCache};
+pub use policies::{Policies, PoliciesPatch, RegistryPolicies};
 pub use seal::Sealer;
 pub use space::{FreeSpaceFloor, SpaceGuard};
 use tokio::sync::Notify;
@@ -101,6 +103,8 @@ pub struct Store {
     pub space: SpaceGuard,
     /// Seals secrets at rest (webhook URIs and headers, admin passwords).
     pub sealer: Sealer,
+    /// The registry policies as last read or written (see [`Policies`]).
+    policy_cache: policies::PolicyCache,
 }
 
 /// How to open a data directory.
@@ -129,6 +133,7 @@ impl Store {
             region: opts.region.clone(),
             space: SpaceGuard::new(data_dir, opts.floor),
             sealer,
+            policy_cache: Default::default(),
         };
         let sealed = store.seal_plaintext_webhooks().await?;
         if sealed > 0 {

@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_auth.sql"),
     include_str!("../migrations/0004_signing.sql"),
     include_str!("../migrations/0005_payload_format.sql"),
+    include_str!("../migrations/0006_policies.sql"),
 ];
 
 pub(crate) fn now_ms() -> i64 {
