@@ -500,6 +500,9 @@ impl Registry {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<u8>> {
+        if !self.store.attributes().repo_readable(repo).await? {
+            return Err(RegistryError::Disallowed);
+        }
         let rows = self.store.meta.referrers(repo, subject).await?;
         let manifests: Vec<serde_json::Value> = rows
             .into_iter()

@@ -406,39 +406,38 @@ impl Meta {
         with_body: bool,
     ) -> Result<Option<ManifestRow>, StoreError> {
         // The locks and the quarantine state come with the row: checking them costs nothing.
-        let cols = if with_body {
-            "m.digest, m.media_type, m.size, m.body, r.read_enabled AND m.read_enabled, \
-             m.quarantine_state"
-        } else {
-            "m.digest, m.media_type, m.size, NULL, r.read_enabled AND m.read_enabled, \
-             m.quarantine_state"
-        };
+        let body = if with_body { "m.body" } else { "NULL" };
         let tag_read = match reference {
             Reference::Tag(_) => " AND t.read_enabled",
             Reference::Digest(_) => "",
         };
-        let row =
-            match reference {
-                Reference::Digest(d) => {
-                    sqlx::query(&format!(
-                        "SELECT {cols} FROM manifests m JOIN repositories r ON r.id = m.repo_id \
+        let cols = format!(
+            "m.digest, m.media_type, m.size, {body}, \
+             r.read_enabled AND m.read_enabled{tag_read}, m.quarantine_state"
+        );
+        let row = match reference {
+            Reference::Digest(d) => {
+                sqlx::query(&format!(
+                    "SELECT {cols} FROM manifests m JOIN repositories r ON r.id = m.repo_id \
                      WHERE r.name = ? AND m.digest = ?"
-                    ))
-                    .bind(repo.as_str())
-                    .bind(d.to_string())
-                    .fetch_optional(&self.read)
-                    .await?
-                }
-                Reference::Tag(t) => sqlx::query(&format!(
-                    "SELECT {cols}{tag_read} FROM tags t JOIN repositories r ON r.id = t.repo_id \
+                ))
+                .bind(repo.as_str())
+                .bind(d.to_string())
+                .fetch_optional(&self.read)
+                .await?
+            }
+            Reference::Tag(t) => {
+                sqlx::query(&format!(
+                    "SELECT {cols} FROM tags t JOIN repositories r ON r.id = t.repo_id \
                      JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest \
                      WHERE r.name = ? AND t.name = ?"
                 ))
                 .bind(repo.as_str())
                 .bind(t.as_str())
                 .fetch_optional(&self.read)
-                .await?,
-            };
+                .await?
+            }
+        };
         row.map(|r| {
             let quarantine: Option<String> = r.get(5);
             let blocked = if matches!(

@@ -515,6 +515,87 @@ async fn every_route_for_every_caller() {
             Need::Team(Delete),
             404,
         ),
+        // The /acr/v1 data plane (acr-auth.md §3.8).
+        (
+            Method::GET,
+            "/acr/v1/_catalog".into(),
+            None,
+            Need::Catalog,
+            200,
+        ),
+        (
+            Method::GET,
+            "/acr/v1/team%2Fapp?api-version=2021-07-01".into(),
+            None,
+            Need::Team(MetaRead),
+            200,
+        ),
+        (
+            Method::PATCH,
+            "/acr/v1/team%2Fapp".into(),
+            None,
+            Need::Team(MetaWrite),
+            200,
+        ),
+        (
+            Method::GET,
+            "/acr/v1/team/app/_tags".into(),
+            None,
+            Need::Team(MetaRead),
+            200,
+        ),
+        (
+            Method::GET,
+            "/acr/v1/team%2Fapp/_tags/v1".into(),
+            None,
+            Need::Team(MetaRead),
+            200,
+        ),
+        (
+            Method::PATCH,
+            "/acr/v1/team%2Fapp/_tags/v1".into(),
+            None,
+            Need::Team(MetaWrite),
+            200,
+        ),
+        (
+            Method::DELETE,
+            "/acr/v1/team%2Fapp/_tags/nope".into(),
+            None,
+            Need::Team(Delete),
+            404,
+        ),
+        (
+            Method::GET,
+            "/acr/v1/team%2Fapp/_manifests".into(),
+            None,
+            Need::Team(MetaRead),
+            200,
+        ),
+        (
+            Method::GET,
+            format!(
+                "/acr/v1/team%2Fapp/_manifests/{}",
+                team_digest.replace(':', "%3A")
+            ),
+            None,
+            Need::Team(MetaRead),
+            200,
+        ),
+        (
+            Method::PATCH,
+            format!("/acr/v1/team%2Fapp/_manifests/{team_digest}"),
+            None,
+            Need::Team(MetaWrite),
+            200,
+        ),
+        (
+            Method::GET,
+            "/acr/v1/other%2Fx/_tags".into(),
+            None,
+            Need::Other(MetaRead),
+            200,
+        ),
         (
             Method::GET,
             "/v2/other/x/manifests/v1".into(),
@@ -605,7 +686,7 @@ async fn every_route_for_every_caller() {
                         MetaRead => "metadata_read",
                         MetaWrite => "metadata_write",
                     };
-                    let repo = if path.starts_with("/acr/v1/") {
+                    let repo = if path.starts_with("/acr/v1/team/gone") {
                         "team/gone"
                     } else {
                         repo
