@@ -7,6 +7,7 @@
 
 pub mod acr;
 mod events;
+pub mod retention;
 mod uploads;
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ use wharf_core::{
 use wharf_store::{NewManifest, Store, StoreError};
 
 pub use events::RequestInfo;
+pub use retention::{Clock, SystemClock};
 pub use uploads::UploadState;
 
 /// A stream of request body bytes.

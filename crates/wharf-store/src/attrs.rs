@@ -282,7 +282,37 @@ fn set_clauses(p: &FlagsPatch) -> (Vec<&'static str>, Vec<bool>) {
     (cols, vals)
 }
 
+/// A retention candidate: an untagged manifest with no lock.
+#[derive(Debug, Clone)]
+pub struct StaleManifest {
+    pub repo: String,
+    pub digest: String,
+}
+
 impl Attributes {
+    /// Untagged manifests last updated (pushed, untagged, patched) before `cutoff_ms`, that
+    /// no lock keeps (`writeEnabled`/`deleteEnabled` on the manifest or its repository) and
+    /// that are not attached to another manifest (`subject`: signatures, SBOMs).
+    pub async fn stale_untagged(&self, cutoff_ms: i64) -> Result<Vec<StaleManifest>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.name, m.digest FROM manifests m JOIN repositories r ON r.id = m.repo_id \
+             WHERE COALESCE(m.updated_at, m.created_at) < ? AND m.subject IS NULL \
+             AND m.write_enabled AND m.delete_enabled AND r.write_enabled AND r.delete_enabled \
+             AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest) \
+             ORDER BY m.id",
+        )
+        .bind(cutoff_ms)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| StaleManifest {
+                repo: r.get(0),
+                digest: r.get(1),
+            })
+            .collect())
+    }
+
     /// Whether any lock exists at all (the fast paths' test).
     pub fn any_locks(&self) -> bool {
         self.locks.any()

@@ -501,6 +501,39 @@ impl Meta {
     where
         F: FnOnce(&DeletedManifest) -> Vec<OutboxEvent>,
     {
+        self.delete_manifest_when(repo, digest, None, hooks, events)
+            .await
+    }
+
+    /// The retention policy's delete: as [`Meta::delete_manifest`], but only if, inside the
+    /// transaction, the manifest is still untagged and last updated before `cutoff_ms` (a tag
+    /// pushed since the candidates were chosen saves it). None if it was not deleted.
+    pub async fn delete_stale_manifest<F>(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        cutoff_ms: i64,
+        hooks: &WebhookCache,
+        events: F,
+    ) -> Result<Option<(DeletedManifest, usize)>, StoreError>
+    where
+        F: FnOnce(&DeletedManifest) -> Vec<OutboxEvent>,
+    {
+        self.delete_manifest_when(repo, digest, Some(cutoff_ms), hooks, events)
+            .await
+    }
+
+    async fn delete_manifest_when<F>(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        stale_before: Option<i64>,
+        hooks: &WebhookCache,
+        events: F,
+    ) -> Result<Option<(DeletedManifest, usize)>, StoreError>
+    where
+        F: FnOnce(&DeletedManifest) -> Vec<OutboxEvent>,
+    {
         let mut tx = WriteTx::begin(&self.write).await?;
         let Some(repo_id) = repo_id(&mut tx, repo).await? else {
             tx.rollback().await;
@@ -509,6 +542,24 @@ impl Meta {
         if crate::attrs::delete_manifest_refused(&mut tx, repo_id, &digest.to_string()).await? {
             tx.rollback().await;
             return Err(StoreError::Disallowed);
+        }
+        if let Some(cutoff) = stale_before {
+            let stale = sqlx::query(
+                "SELECT 1 FROM manifests m WHERE m.repo_id = ? AND m.digest = ? \
+                 AND COALESCE(m.updated_at, m.created_at) < ? \
+                 AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id \
+                 AND t.digest = m.digest)",
+            )
+            .bind(repo_id)
+            .bind(digest.to_string())
+            .bind(cutoff)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+            if !stale {
+                tx.rollback().await;
+                return Ok(None);
+            }
         }
         let row = sqlx::query(
             "DELETE FROM manifests WHERE repo_id = ? AND digest = ? \

@@ -27,6 +27,10 @@ pub struct Server {
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
     dispatcher: tokio::task::JoinHandle<()>,
     expirer: tokio::task::JoinHandle<()>,
+    /// Applies the retention policy for untagged manifests every [`RETENTION_INTERVAL`].
+    retention: tokio::task::JoinHandle<()>,
+    registry: wharf_registry::Registry,
+    clock: std::sync::Arc<dyn wharf_registry::Clock>,
     /// Reloads the TLS certificate when its files change (or on SIGHUP); None without TLS.
     tls_reloader: Option<tokio::task::JoinHandle<()>>,
     delivery_timeout: Duration,
@@ -35,6 +39,24 @@ pub struct Server {
 /// Opens the data directory, starts the webhook dispatcher and the upload expirer, and
 /// serves on `listener` (HTTPS if `cfg.tls` names a certificate) until [`Server::stop`].
 pub async fn start(cfg: &Config, listener: TcpListener) -> anyhow::Result<Server> {
+    start_with_clock(
+        cfg,
+        listener,
+        std::sync::Arc::new(wharf_registry::SystemClock),
+    )
+    .await
+}
+
+/// How often the retention policy runs (ACR runs it in the background too; a manifest may
+/// outlive its retention by up to this long).
+pub const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// [`start`] with the clock the retention policy reads (tests inject one).
+pub async fn start_with_clock(
+    cfg: &Config,
+    listener: TcpListener,
+    clock: std::sync::Arc<dyn wharf_registry::Clock>,
+) -> anyhow::Result<Server> {
     let floor = cfg.free_space_floor()?;
     // Before the data directory is touched: a bad certificate is a configuration error.
     let tls = match cfg.tls_files()? {
@@ -111,8 +133,16 @@ pub async fn start(cfg: &Config, listener: TcpListener) -> anyhow::Result<Server
         }
     });
 
+    let (reg3, clock2) = (registry.clone(), clock.clone());
+    let retention = tokio::spawn(async move {
+        loop {
+            run_retention(&reg3, clock2.as_ref()).await;
+            tokio::time::sleep(RETENTION_INTERVAL).await;
+        }
+    });
+
     let app = wharf_http::router(wharf_http::AppState {
-        registry,
+        registry: registry.clone(),
         hooks: hooks.clone(),
         auth,
         automatic_mount: cfg.automatic_mount,
@@ -148,9 +178,34 @@ pub async fn start(cfg: &Config, listener: TcpListener) -> anyhow::Result<Server
         serving,
         dispatcher,
         expirer,
+        retention,
+        registry,
+        clock,
         tls_reloader,
         delivery_timeout: Duration::from_secs(cfg.webhooks.timeout_secs.max(1)),
     })
+}
+
+/// One retention pass; failures are logged (the next pass tries again).
+async fn run_retention(
+    registry: &wharf_registry::Registry,
+    clock: &dyn wharf_registry::Clock,
+) -> usize {
+    match registry.apply_retention(clock.now_ms()).await {
+        Ok(d) => {
+            if !d.is_empty() {
+                tracing::info!(
+                    count = d.len(),
+                    "retention policy deleted untagged manifests"
+                );
+            }
+            d.len()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "retention pass failed");
+            0
+        }
+    }
 }
 
 /// Starts the task that keeps the served certificate in step with its files: checked every
@@ -257,6 +312,12 @@ impl Server {
         &self.store
     }
 
+    /// Runs one pass of the retention policy now, at the server's clock, as the periodic task
+    /// does. Returns how many manifests it deleted.
+    pub async fn run_retention(&self) -> usize {
+        run_retention(&self.registry, self.clock.as_ref()).await
+    }
+
     /// Stops the way SIGTERM does: no new connections, in-flight requests finish (within
     /// the grace period), in-flight deliveries finish and are recorded, the database closes.
     pub async fn stop(mut self) -> anyhow::Result<()> {
@@ -266,6 +327,7 @@ impl Server {
         let served = (&mut self.serving).await;
         tracing::info!("shutting down: finishing in-flight deliveries");
         self.expirer.abort();
+        self.retention.abort();
         if let Some(r) = &self.tls_reloader {
             r.abort();
         }

@@ -76,8 +76,18 @@ impl Server {
 
     /// A server with this exact configuration (its `data_dir` must exist or be creatable).
     pub async fn start_config(cfg: wharf::config::Config) -> Server {
+        Server::start_clock(cfg, std::sync::Arc::new(wharf_registry::SystemClock)).await
+    }
+
+    /// [`Server::start_config`] with the clock the retention policy reads.
+    pub async fn start_clock(
+        cfg: wharf::config::Config,
+        clock: std::sync::Arc<dyn wharf_registry::Clock>,
+    ) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let running = wharf::start(&cfg, listener).await.unwrap();
+        let running = wharf::start_with_clock(&cfg, listener, clock)
+            .await
+            .unwrap();
         let addr = running.addr();
         let scheme = if cfg.tls.cert.is_some() {
             "https"
@@ -91,6 +101,14 @@ impl Server {
             store: running.store().clone(),
             running: Some(running),
             tmp: None,
+        }
+    }
+
+    /// Runs one retention pass now at the server's clock (see `wharf::start_with_clock`).
+    pub async fn run_retention(&self) -> usize {
+        match &self.running {
+            Some(r) => r.run_retention().await,
+            None => 0,
         }
     }
 
