@@ -36,6 +36,10 @@ pub struct Caller {
     /// read every repository: otherwise it would reveal blobs of repositories they cannot
     /// read).
     pub may_mount_anywhere: bool,
+    /// Whether the caller may pull quarantined images (ACR's AcrQuarantineReader): the
+    /// registry's owners only, the admin user and the management credential, so a scanner
+    /// running as either can read what it scans. Nobody else, and nobody in the open mode.
+    pub quarantine_reader: bool,
 }
 
 /// What a route needs, by method and path: the route × permission table (acr-auth.md §3.8).
@@ -180,6 +184,7 @@ pub async fn authorize(State(app): State<AppState>, mut req: Request, next: Next
         let caller = Caller {
             identity: "anonymous".into(),
             may_mount_anywhere: true,
+            quarantine_reader: false,
         };
         req.extensions_mut().insert(caller.clone());
         let mut resp = next.run(req).await;
@@ -234,8 +239,11 @@ pub async fn authorize(State(app): State<AppState>, mut req: Request, next: Next
         tracing::debug!(identity = %principal.identity(), "request refused: insufficient scope");
         return challenge.refuse(d);
     }
+    let identity = principal.identity();
     let caller = Caller {
-        identity: principal.identity(),
+        // Admin and management, whether by Basic or by a bearer token issued to them.
+        quarantine_reader: identity == "admin" || identity == "management",
+        identity,
         may_mount_anywhere: app.auth.catalog_allowed(&principal)
             && !matches!(principal, Principal::Anonymous),
     };

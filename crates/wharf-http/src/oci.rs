@@ -102,6 +102,11 @@ async fn dispatch(app: &AppState, rest: &str, req: Request) -> Result<Response> 
     let endpoint = parse(rest)?;
     let method = req.method().clone();
     let query = Query::parse(req.uri().query());
+    // Whether the caller may pull quarantined images (see `Caller`).
+    let qr = req
+        .extensions()
+        .get::<crate::Caller>()
+        .is_some_and(|c| c.quarantine_reader);
     use OciEndpoint as E;
     match (endpoint, method) {
         (E::Base, Method::GET | Method::HEAD) => {
@@ -109,8 +114,8 @@ async fn dispatch(app: &AppState, rest: &str, req: Request) -> Result<Response> 
         }
         (E::Catalog, Method::GET) => catalog(app, &query).await,
         (E::Tags(repo), Method::GET) => tags(app, &repo, &query).await,
-        (E::Manifest(repo, r), Method::GET) => get_manifest(app, &repo, &r, true).await,
-        (E::Manifest(repo, r), Method::HEAD) => get_manifest(app, &repo, &r, false).await,
+        (E::Manifest(repo, r), Method::GET) => get_manifest(app, &repo, &r, true, qr).await,
+        (E::Manifest(repo, r), Method::HEAD) => get_manifest(app, &repo, &r, false, qr).await,
         (E::Manifest(repo, r), Method::PUT) => put_manifest(app, &repo, &r, &query, req).await,
         (E::Manifest(repo, r), Method::DELETE) => {
             let info = request_info(&req);
@@ -467,8 +472,12 @@ async fn get_manifest(
     repo: &RepoName,
     r: &Reference,
     body: bool,
+    quarantine_reader: bool,
 ) -> Result<Response> {
-    let m = app.registry.get_manifest(repo, r, body).await?;
+    let m = app
+        .registry
+        .get_manifest_as(repo, r, body, quarantine_reader)
+        .await?;
     let headers = [
         (header::CONTENT_TYPE, m.media_type.clone()),
         (header::CONTENT_LENGTH, m.size.to_string()),

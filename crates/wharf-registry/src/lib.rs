@@ -344,18 +344,38 @@ impl Registry {
         reference: &Reference,
         with_body: bool,
     ) -> Result<ManifestOut> {
+        self.get_manifest_as(repo, reference, with_body, false)
+            .await
+    }
+
+    /// A pull by a caller that may (`quarantine_reader`) or may not read quarantined images.
+    /// A quarantined image pulled by tag is "not found", by digest disallowed (ACR's answers);
+    /// a read lock is disallowed for everyone.
+    pub async fn get_manifest_as(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        with_body: bool,
+        quarantine_reader: bool,
+    ) -> Result<ManifestOut> {
         match self
             .store
             .meta
             .get_manifest(repo, reference, with_body)
             .await?
         {
-            Some(m) if m.blocked.is_some() => Err(match (m.blocked, reference) {
-                (Some(wharf_store::PullBlock::Quarantined), Reference::Tag(t)) => {
-                    RegistryError::ManifestNotFound(t.to_string())
-                }
-                _ => RegistryError::Disallowed,
-            }),
+            Some(m)
+                if m.blocked.is_some()
+                    && !(quarantine_reader
+                        && m.blocked == Some(wharf_store::PullBlock::Quarantined)) =>
+            {
+                Err(match (m.blocked, reference) {
+                    (Some(wharf_store::PullBlock::Quarantined), Reference::Tag(t)) => {
+                        RegistryError::ManifestNotFound(t.to_string())
+                    }
+                    _ => RegistryError::Disallowed,
+                })
+            }
             Some(m) => Ok(ManifestOut {
                 digest: m.digest,
                 media_type: m.media_type,

@@ -25,3 +25,17 @@ ALTER TABLE tags ADD COLUMN write_enabled INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE tags ADD COLUMN delete_enabled INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE tags ADD COLUMN read_enabled INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE tags ADD COLUMN list_enabled INTEGER NOT NULL DEFAULT 1;
+
+-- A manifest's last-update time moves when it loses a tag (an untag, or the tag pushed onto
+-- another manifest): the retention policy counts from when a manifest became untagged.
+-- Triggers, so the push path pays nothing unless a tag really moves.
+CREATE TRIGGER tags_moved AFTER UPDATE OF digest ON tags WHEN OLD.digest <> NEW.digest
+BEGIN
+    UPDATE manifests SET updated_at = NEW.updated_at
+    WHERE repo_id = OLD.repo_id AND digest = OLD.digest;
+END;
+CREATE TRIGGER tags_removed AFTER DELETE ON tags
+BEGIN
+    UPDATE manifests SET updated_at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)
+    WHERE repo_id = OLD.repo_id AND digest = OLD.digest;
+END;

@@ -440,13 +440,14 @@ impl Meta {
         };
         row.map(|r| {
             let quarantine: Option<String> = r.get(5);
-            let blocked = if matches!(
+            // A read lock first: it binds even those who may read quarantined images.
+            let blocked = if !r.get::<bool, _>(4) {
+                Some(PullBlock::ReadLocked)
+            } else if matches!(
                 quarantine.as_deref(),
                 Some(crate::attrs::QUARANTINED | crate::attrs::FAILED)
             ) {
                 Some(PullBlock::Quarantined)
-            } else if !r.get::<bool, _>(4) {
-                Some(PullBlock::ReadLocked)
             } else {
                 None
             };
@@ -699,8 +700,7 @@ impl Meta {
     }
 
     /// Removes one tag (the manifest stays). Returns false if the tag did not exist.
-    /// Refused (`Disallowed`) if the repository or the tag is write- or delete-locked. The
-    /// manifest's last-update time becomes the untag time (what retention counts from).
+    /// Refused (`Disallowed`) if the repository or the tag is write- or delete-locked.
     pub async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, StoreError> {
         let mut tx = WriteTx::begin(&self.write).await?;
         let Some(id) = repo_id(&mut tx, repo).await? else {
@@ -711,23 +711,18 @@ impl Meta {
             tx.rollback().await;
             return Err(StoreError::Disallowed);
         }
-        let digest: Option<String> =
-            sqlx::query("DELETE FROM tags WHERE repo_id = ? AND name = ? RETURNING digest")
-                .bind(id)
-                .bind(tag.as_str())
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| r.get(0));
-        let Some(digest) = digest else {
+        // The manifest's last-update time becomes the untag time (trigger `tags_removed`).
+        let gone = sqlx::query("DELETE FROM tags WHERE repo_id = ? AND name = ?")
+            .bind(id)
+            .bind(tag.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if !gone {
             tx.rollback().await;
             return Ok(false);
-        };
-        sqlx::query("UPDATE manifests SET updated_at = ? WHERE repo_id = ? AND digest = ?")
-            .bind(now_ms())
-            .bind(id)
-            .bind(digest)
-            .execute(&mut *tx)
-            .await?;
+        }
         tx.commit().await?;
         Ok(true)
     }

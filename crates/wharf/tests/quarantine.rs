@@ -258,3 +258,121 @@ async fn every_tag_pushed_while_quarantined_is_released() {
     tags.sort();
     assert_eq!(tags, ["a", "b"]);
 }
+
+const MGMT: &str = "wharfm_test-management-token-0123456789abcdefghijkl";
+const R: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/wharf/providers/Microsoft.ContainerRegistry/registries/wharf";
+
+async fn arm(
+    c: &reqwest::Client,
+    s: &Server,
+    m: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let mut r = c
+        .request(m, s.url(&format!("{R}{path}")))
+        .bearer_auth(MGMT)
+        .header("content-type", "application/json");
+    if let Some(b) = body {
+        r = r.body(b.to_string());
+    }
+    let r = r.send().await.unwrap();
+    assert!(r.status().is_success(), "{path}: {}", r.status());
+    r.json().await.unwrap()
+}
+
+/// Only the registry's owners (the admin user, the management credential) pull quarantined
+/// images, so a scanner running as one can read what it scans; a token cannot, even one with
+/// every repository action.
+#[tokio::test]
+async fn only_the_registrys_owners_pull_quarantined_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = wharf::config::Config {
+        data_dir: dir.path().to_owned(),
+        ..Default::default()
+    };
+    cfg.auth.enabled = true;
+    cfg.auth.management_token = MGMT.into();
+    let s = Server::start_config(cfg).await;
+    let c = client();
+    let creds = arm(&c, &s, reqwest::Method::POST, "/listCredentials", None).await;
+    let admin_pw = creds["passwords"][0]["value"].as_str().unwrap().to_owned();
+    arm(
+        &c,
+        &s,
+        reqwest::Method::PUT,
+        "/tokens/scanner",
+        Some(json!({"properties": {"scopeMapId": format!("{R}/scopeMaps/_repositories_admin")}})),
+    )
+    .await;
+    let v = arm(
+        &c,
+        &s,
+        reqwest::Method::POST,
+        "/generateCredentials",
+        Some(json!({"tokenId": format!("{R}/tokens/scanner"), "name": "password1"})),
+    )
+    .await;
+    let token_pw = v["passwords"][0]["value"].as_str().unwrap().to_owned();
+    let as_user = |user: &str, pw: &str| {
+        let mut h = reqwest::header::HeaderMap::new();
+        let b = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{user}:{pw}"),
+        );
+        h.insert("authorization", format!("Basic {b}").parse().unwrap());
+        reqwest::Client::builder()
+            .default_headers(h)
+            .build()
+            .unwrap()
+    };
+    let admin = as_user("wharf", &admin_pw);
+    let token = as_user("scanner", &token_pw);
+    s.store
+        .policies()
+        .update(PoliciesPatch {
+            quarantine_enabled: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (d, _) = push_image(&admin, &s, "held/img", "v1", "h").await;
+    for path in [
+        "/v2/held/img/manifests/v1".to_owned(),
+        format!("/v2/held/img/manifests/{d}"),
+    ] {
+        let r = admin.get(s.url(&path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "admin {path}");
+        let r = c.get(s.url(&path)).bearer_auth(MGMT).send().await.unwrap();
+        assert_eq!(r.status(), 200, "management {path}");
+        let r = token.get(s.url(&path)).send().await.unwrap();
+        assert!(
+            matches!(r.status().as_u16(), 404 | 405),
+            "token {path}: {}",
+            r.status()
+        );
+    }
+    // The token, with metadata rights, sees the state through /acr/v1 and can release it.
+    let url = s.url(&format!(
+        "/acr/v1/held%2Fimg/_manifests/{}",
+        d.replace(':', "%3A")
+    ));
+    let v: Value = token.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        v["manifest"]["changeableAttributes"]["quarantineState"],
+        "Quarantined"
+    );
+    let r = token
+        .patch(&url)
+        .json(&json!({"quarantineState": "Passed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = token
+        .get(s.url("/v2/held/img/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
