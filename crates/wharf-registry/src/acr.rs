@@ -285,7 +285,7 @@ impl Registry {
         let mut rows = self
             .store
             .attributes()
-            .manifests(repo, true)
+            .manifests(repo, true, &[])
             .await?
             .ok_or_else(not_found_repo)?;
         rows.sort_by(|a, b| a.digest.cmp(&b.digest));
@@ -293,7 +293,13 @@ impl Registry {
         let p = page(rows, |m| m.digest.as_str(), last, n);
         let mut items = Vec::with_capacity(p.items.len());
         for m in p.items {
-            items.push(self.manifest_shape(m).await);
+            // The page's bodies only (for sizes, platforms and references).
+            let full = match Digest::parse(&m.digest) {
+                Ok(d) => self.store.attributes().manifest(repo, &d).await?.flatten(),
+                Err(_) => None,
+            };
+            // Gone since the listing was read: listed as it was.
+            items.push(self.manifest_shape(full.unwrap_or(m)).await);
         }
         Ok(Page {
             items,

@@ -75,7 +75,7 @@ impl Registry {
         let all = self
             .store
             .attributes()
-            .manifests(repo, false)
+            .manifests(repo, false, &INDEXES)
             .await?
             .unwrap_or_default();
         let mut out = HashSet::new();

@@ -397,11 +397,14 @@ impl Attributes {
     }
 
     /// Every manifest of `repo` (`listing`: only those with `listEnabled`), oldest first, with
-    /// its tags. None: no such repository.
+    /// its tags. Bodies are read only for those whose media type is in `bodies_of` (a listing
+    /// reads the bodies of its one page afterwards, not of the whole repository); the others
+    /// come with an empty body. None: no such repository.
     pub async fn manifests(
         &self,
         repo: &RepoName,
         listing: bool,
+        bodies_of: &[&str],
     ) -> Result<Option<Vec<ManifestAttrs>>, StoreError> {
         let mut conn = self.read.acquire().await?;
         let Some(id) = repo_id_of(&mut conn, repo).await? else {
@@ -412,12 +415,22 @@ impl Attributes {
         } else {
             ""
         };
-        let rows = sqlx::query(&format!(
-            "SELECT {MANIFEST_COLS} FROM manifests m WHERE m.repo_id = ?{filter} ORDER BY m.id"
-        ))
-        .bind(id)
-        .fetch_all(&mut *conn)
-        .await?;
+        let marks = if bodies_of.is_empty() {
+            "NULL".to_owned()
+        } else {
+            vec!["?"; bodies_of.len()].join(",")
+        };
+        let cols = MANIFEST_COLS.replace(
+            "m.body,",
+            &format!("CASE WHEN m.media_type IN ({marks}) THEN m.body ELSE x'' END,"),
+        );
+        let sql =
+            format!("SELECT {cols} FROM manifests m WHERE m.repo_id = ?{filter} ORDER BY m.id");
+        let mut q = sqlx::query(&sql);
+        for t in bodies_of {
+            q = q.bind(*t);
+        }
+        let rows = q.bind(id).fetch_all(&mut *conn).await?;
         let tags = sqlx::query("SELECT digest, name FROM tags WHERE repo_id = ? ORDER BY name")
             .bind(id)
             .fetch_all(&mut *conn)
