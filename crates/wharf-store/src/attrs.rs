@@ -878,3 +878,65 @@ pub(crate) fn merge_held(old: Option<String>, new: Option<&str>) -> Option<Strin
     old_v["tags"] = serde_json::Value::Array(tags);
     Some(old_v.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The push path's flag: up while any lock exists, down again once the last one is
+    /// lifted, and right after a reopen.
+    #[tokio::test]
+    async fn the_lock_flag_follows_the_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::StoreOptions::default();
+        let repo = RepoName::parse("a/b").unwrap();
+        let patch = |v| RepoPatch {
+            flags: FlagsPatch {
+                delete_enabled: Some(v),
+                ..Default::default()
+            },
+            teleport_enabled: None,
+        };
+        {
+            let store = crate::Store::open(dir.path(), &opts).await.unwrap();
+            let a = store.attributes();
+            assert!(!a.any_locks());
+            // No such repository: nothing changes.
+            assert!(
+                a.update_repository(&repo, patch(false))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            assert!(!a.any_locks());
+            store
+                .meta
+                .link_blob(&repo, &Digest::sha256_of(b"x"), 1)
+                .await
+                .unwrap();
+            let r = a
+                .update_repository(&repo, patch(false))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(!r.flags.delete_enabled && r.flags.write_enabled);
+            assert!(a.any_locks());
+            a.update_repository(&repo, patch(true)).await.unwrap();
+            assert!(!a.any_locks());
+            a.update_repository(&repo, patch(false)).await.unwrap();
+        }
+        let store = crate::Store::open(dir.path(), &opts).await.unwrap();
+        assert!(store.attributes().any_locks(), "recomputed at open");
+    }
+
+    #[test]
+    fn held_pushes_merge_their_tags() {
+        let a = r#"{"tags":["a"],"id":"1","host":"h","useragent":null}"#;
+        let b = r#"{"tags":["b","a"],"id":"2","host":"h2","useragent":"x"}"#;
+        let m: serde_json::Value =
+            serde_json::from_str(&merge_held(Some(a.into()), Some(b)).unwrap()).unwrap();
+        assert_eq!(m["tags"], serde_json::json!(["a", "b"]));
+        assert_eq!(m["id"], "1");
+        assert_eq!(merge_held(None, Some(b)).as_deref(), Some(b));
+    }
+}
