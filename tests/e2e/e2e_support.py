@@ -343,6 +343,10 @@ LISTENING = re.compile(r"wharf listening addr=(\S+)")
 DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 DEFAULT_RESOURCE_GROUP = "wharf"
 DEFAULT_REGISTRY_NAME = "wharf"
+# The api-version azure-mgmt-containerregistry (pinned in requirements.txt) sends, and the one
+# of azure-mgmt-resource's SubscriptionClient for `GET /subscriptions`.
+ARM_API_VERSION = "2025-11-01"
+SUBSCRIPTIONS_API_VERSION = "2022-12-01"
 
 
 class ServerError(Exception):
@@ -492,7 +496,7 @@ class WharfServer:
         (`GET /subscriptions`, then the registries of that subscription). A server without
         those routes (404) has the built-in defaults, which are kept."""
         h = {"Authorization": f"Bearer {self.mgmt_token}"}
-        r = requests.get(f"{self.url}/subscriptions", params={"api-version": "2022-12-01"},
+        r = requests.get(f"{self.url}/subscriptions", params={"api-version": SUBSCRIPTIONS_API_VERSION},
                          headers=h, timeout=10, verify=self.verify)
         if r.status_code == 404:
             return
@@ -503,7 +507,7 @@ class WharfServer:
         r = requests.get(
             f"{self.url}/subscriptions/{self.subscription}/providers/"
             "Microsoft.ContainerRegistry/registries",
-            params={"api-version": "2023-07-01"}, headers=h, timeout=10, verify=self.verify,
+            params={"api-version": ARM_API_VERSION}, headers=h, timeout=10, verify=self.verify,
         )
         assert r.status_code == 200, f"list registries: {r.status_code} {r.text}"
         regs = r.json()["value"]
@@ -531,6 +535,19 @@ class WharfServer:
 
     def cli_json(self, *args):
         return json.loads(self.cli(*args).stdout)
+
+    def arm(self, method: str, path: str, body=None, *, check=True) -> requests.Response:
+        """A request to the registry's ARM resource (`registry_id` + path) with the
+        management token and ARM_API_VERSION."""
+        r = requests.request(
+            method, f"{self.url}{self.registry_id}{path}", json=body,
+            params={"api-version": ARM_API_VERSION},
+            headers={"Authorization": f"Bearer {self.mgmt_token}"} if self.mgmt_token else {},
+            timeout=30, verify=self.verify,
+        )
+        if check:
+            assert r.status_code < 300, f"{method} {path}: {r.status_code} {r.text}"
+        return r
 
 
 class DistributionServer:
