@@ -70,6 +70,12 @@ def pytest_collection_modifyitems(config, items):
         items[:] = keep
 
 
+def pytest_terminal_summary(terminalreporter):
+    n = len(terminalreporter.stats.get("skipped", []))
+    if n:
+        terminalreporter.write_line(f"e2e: {n} skipped test(s): a skip fails the run", red=True)
+
+
 def pytest_sessionfinish(session, exitstatus):
     # A skip is a defect here: a test that did not run proves nothing.
     tr = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -122,7 +128,7 @@ def start_wharf(wharf_bin, tmp_path):
         try:
             if s.proc is not None:
                 s.check_healthy()
-        except AssertionError as e:  # reported after every server is stopped
+        except Exception as e:  # reported after every server is stopped
             errors.append(str(e))
         finally:
             s.stop()

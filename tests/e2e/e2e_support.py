@@ -197,8 +197,8 @@ class Clients:
     def podman(self, *args, **kw):
         w = self.work / "podman"
         return run(
-            ["podman", "--root", w / "root", "--runroot", self.runroot / "p", "--tmpdir", w / "tmp",
-             "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs",
+            ["podman", "--root", w / "root", "--runroot", self.runroot / "p",
+             "--tmpdir", w / "tmp", "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs",
              "--events-backend", "file", *args],
             env=self.env,
             **kw,
@@ -207,8 +207,8 @@ class Clients:
     def buildah(self, *args, **kw):
         w = self.work / "buildah"
         return run(
-            ["buildah", "--root", w / "root", "--runroot", self.runroot / "b", "--storage-driver", "vfs",
-             *args],
+            ["buildah", "--root", w / "root", "--runroot", self.runroot / "b",
+             "--storage-driver", "vfs", *args],
             env=self.env,
             **kw,
         )
@@ -382,6 +382,7 @@ class WharfServer:
         self.subscription = DEFAULT_SUBSCRIPTION
         self.resource_group = DEFAULT_RESOURCE_GROUP
         self.registry_name = DEFAULT_REGISTRY_NAME
+        self._named = False
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self):
@@ -430,7 +431,9 @@ class WharfServer:
             time.sleep(0.1)
         if self.auth and self.mgmt_token is None:
             self._read_credentials()
+        if not self._named:
             self._discover_names()
+            self._named = True
         return self
 
     def stop(self):
@@ -495,8 +498,9 @@ class WharfServer:
         """The subscription, resource group and registry name, from the server's ARM API
         (`GET /subscriptions`, then the registries of that subscription). A server without
         those routes (404) has the built-in defaults, which are kept."""
-        h = {"Authorization": f"Bearer {self.mgmt_token}"}
-        r = requests.get(f"{self.url}/subscriptions", params={"api-version": SUBSCRIPTIONS_API_VERSION},
+        h = {"Authorization": f"Bearer {self.mgmt_token}"} if self.mgmt_token else {}
+        r = requests.get(f"{self.url}/subscriptions",
+                         params={"api-version": SUBSCRIPTIONS_API_VERSION},
                          headers=h, timeout=10, verify=self.verify)
         if r.status_code == 404:
             return
