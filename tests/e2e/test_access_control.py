@@ -104,11 +104,21 @@ def test_oras_with_the_token_works_on_its_repository_only(wharf, clients, oras_f
 
 
 def test_no_secret_in_the_most_verbose_log_or_in_the_database_files(start_wharf, clients,
-                                                                    test_image):
+                                                                    test_image, oras_files):
     # the most verbose log level: secrets must not appear in it either
     srv = start_wharf(log_level="trace")
+    admin = f"{srv.admin_user}:{srv.admin_password}"
     tp = make_team_token(srv)
+    # every secret used as clients use it: the token server (skopeo), Basic on every request
+    # (oras), a refused password
     skopeo_push(clients, srv, test_image, "v1", "team/app:v1", creds=f"e2e-team:{tp}")
+    clients.skopeo("inspect", "--tls-verify=false", "--creds", admin,
+                   f"docker://{srv.host}/team/app:v1")
+    clients.skopeo("inspect", "--tls-verify=false", "--creds", f"{srv.admin_user}:wrong-s3cret",
+                   f"docker://{srv.host}/team/app:v1", check=False)
+    clients.oras("push", "--registry", srv.host, "--file", "note.txt:text/plain",
+                 "--config", "config.json:application/vnd.e2e.config+json",
+                 "--ref", "team/app:oras", cwd=oras_files, auth=f"e2e-team:{tp}")
     # a webhook with secrets in its URI and a header, so they exist in the database
     srv.cli("webhook", "create", "-n", "secrethook",
             "--uri", "http://127.0.0.1:9/h?code=e2e-uri-s3cret", "--actions", "push",
@@ -117,7 +127,8 @@ def test_no_secret_in_the_most_verbose_log_or_in_the_database_files(start_wharf,
     log = srv.log()
     db = b"".join(p.read_bytes() for p in srv.data_dir.glob("wharf.db*"))
     assert db, f"no database files in {srv.data_dir}"
-    for s in (srv.admin_password, srv.mgmt_token, tp, "e2e-uri-s3cret", "e2e-header-s3cret"):
+    for s in (srv.admin_password, srv.mgmt_token, tp, "wrong-s3cret", "e2e-uri-s3cret",
+              "e2e-header-s3cret"):
         assert s not in log, "a secret is in the server log"
         assert s.encode() not in db, "a secret is in the database in clear"
     assert len(log.splitlines()) > 10, "the trace log is suspiciously short"

@@ -4,7 +4,6 @@ rotation with a grace period, and the SSRF guard's refusal of cloud metadata end
 import base64
 import json
 
-import requests
 from standardwebhooks.webhooks import Webhook
 
 from e2e_support import eventually, push_small_image
@@ -102,6 +101,4 @@ def test_a_cloud_metadata_uri_is_refused_naming_the_rule(open_wharf):
     assert "cloud metadata" in p.stderr, p.stderr
     assert "meta-data" not in p.stderr, "the refusal echoes the URI"
     # and nothing was created
-    r = requests.get(f"{open_wharf.url}/v2/", timeout=10)
-    assert r.status_code == 200
     assert "e2essrf" not in open_wharf.cli("webhook", "list").stdout
