@@ -5,7 +5,6 @@ from here (`from e2e_support import ...`).
 
 from __future__ import annotations
 
-import base64
 import gzip
 import hashlib
 import http.server
@@ -82,13 +81,6 @@ def run(argv, *, env=None, cwd=None, timeout=CMD_TIMEOUT, check=True, input=None
             f"exit {p.returncode}: {' '.join(argv)}\n--- stdout\n{_tail(p.stdout)}"
             f"\n--- stderr\n{_tail(p.stderr)}"
         )
-    return p
-
-
-def fails(argv, **kw):
-    """Runs a command that must fail; returns its result (for asserting on the message)."""
-    p = run(argv, check=False, **kw)
-    assert p.returncode != 0, f"succeeded, but must fail: {' '.join(map(str, argv))}\n{p.stdout}"
     return p
 
 
@@ -662,10 +654,6 @@ class Receiver:
     def close(self):
         self._srv.shutdown()
         self._srv.server_close()
-
-
-def b64(s: bytes) -> str:
-    return base64.b64encode(s).decode()
 
 
 # ---------------------------------------------------------------------------------------------
