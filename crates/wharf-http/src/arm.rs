@@ -900,31 +900,39 @@ fn read_change(
             continue;
         }
         let cur = &current[k.as_str()];
+        // A writable value equal to the current one is no change: nothing is written (and the
+        // retention policy's lastUpdatedTime stays).
+        let unchanged = match (v, cur) {
+            (Value::String(a), Value::String(b)) => a.eq_ignore_ascii_case(b),
+            _ => v == cur,
+        };
         match path.as_str() {
             "properties.adminUserEnabled" => {
-                change.admin = Some(
-                    v.as_bool()
-                        .ok_or(format!("{path}: must be true or false"))?,
-                );
+                let b = v
+                    .as_bool()
+                    .ok_or(format!("{path}: must be true or false"))?;
+                change.admin = (!unchanged).then_some(b);
             }
             "properties.anonymousPullEnabled" => {
-                change.anonymous = Some(
-                    v.as_bool()
-                        .ok_or(format!("{path}: must be true or false"))?,
-                );
+                let b = v
+                    .as_bool()
+                    .ok_or(format!("{path}: must be true or false"))?;
+                change.anonymous = (!unchanged).then_some(b);
             }
             "properties.policies.quarantinePolicy.status" => {
-                change.policies.quarantine_enabled = Some(enabled_or_disabled(&path, v)?);
+                let on = enabled_or_disabled(&path, v)?;
+                change.policies.quarantine_enabled = (!unchanged).then_some(on);
             }
             "properties.policies.retentionPolicy.status" => {
-                change.policies.retention_enabled = Some(enabled_or_disabled(&path, v)?);
+                let on = enabled_or_disabled(&path, v)?;
+                change.policies.retention_enabled = (!unchanged).then_some(on);
             }
             "properties.policies.retentionPolicy.days" => {
                 let days = v
                     .as_u64()
                     .filter(|d| *d <= 365)
                     .ok_or(format!("{path}: must be a whole number from 0 to 365"))?;
-                change.policies.retention_days = Some(days as u32);
+                change.policies.retention_days = (!unchanged).then_some(days as u32);
             }
             _ => match v.as_object() {
                 Some(inner) if cur.is_object() || cur.is_null() => {
@@ -934,12 +942,8 @@ fn read_change(
                     read_change(inner, &path, cur, change)?;
                 }
                 _ => {
-                    let same = match (v, cur) {
-                        // ARM's enums are compared ignoring case (`Premium`, `premium`).
-                        (Value::String(a), Value::String(b)) => a.eq_ignore_ascii_case(b),
-                        _ => v == cur,
-                    };
-                    if !same {
+                    // ARM's enums are compared ignoring case (`Premium`, `premium`).
+                    if !unchanged {
                         return Err(if cur.is_null() {
                             format!("{path}: not supported by Wharf")
                         } else {
