@@ -733,7 +733,7 @@ async fn webhooks_at_arm_paths_fire_and_page() {
     for _ in 0..3 {
         let (st, p) = arm(&c, &s, Method::POST, "/webhooks/deployhook/ping", None).await;
         assert_eq!(st, 200, "{p}");
-        assert!(p["id"].as_str().is_some_and(|id| uuid_like(id)), "{p}");
+        assert!(p["id"].as_str().is_some_and(uuid_like), "{p}");
     }
     rcv.wait_arrived("/deploy", 4, Duration::from_secs(10))
         .await;
