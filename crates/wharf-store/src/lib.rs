@@ -58,6 +58,17 @@ pub enum StoreError {
     Unavailable(String),
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// Another process holds the data directory (its lock file is locked).
+    #[error(
+        "the data directory {dir} is in use by another Wharf process{holder}; \
+         one process owns a data directory (stop the other one, or give this one another --data-dir)",
+        dir = .dir.display(),
+        holder = .pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked {
+        dir: std::path::PathBuf,
+        pid: Option<u32>,
+    },
 }
 
 impl From<std::io::Error> for StoreError {
@@ -105,6 +116,9 @@ pub struct Store {
     pub sealer: Sealer,
     /// The registry policies as last read or written (see [`Policies`]).
     policy_cache: policies::PolicyCache,
+    /// The locked `wharf.lock`: held as long as any clone of the store lives, released by the
+    /// kernel when the process ends (even by kill -9).
+    _dir_lock: Arc<std::fs::File>,
 }
 
 /// How to open a data directory.
@@ -125,6 +139,7 @@ impl Store {
     pub async fn open(data_dir: &Path, opts: &StoreOptions) -> Result<Self, StoreError> {
         let db = data_dir.join("wharf.db");
         private_files(data_dir, &db)?;
+        let dir_lock = lock_data_dir(data_dir)?;
         let sealer = Sealer::load_or_create(data_dir, opts.secret_key.as_deref())?;
         let meta = Meta::open(&db).await?;
         let blobs = BlobStore::open(data_dir).await?;
@@ -141,6 +156,7 @@ impl Store {
             space: SpaceGuard::new(data_dir, opts.floor),
             sealer,
             policy_cache: Default::default(),
+            _dir_lock: Arc::new(dir_lock),
         };
         let sealed = store.seal_plaintext_webhooks().await?;
         if sealed > 0 {
@@ -188,6 +204,40 @@ impl Store {
 
 /// The data directory holds secrets (webhook URIs and headers in the database): it is made
 /// 0700, and the database with its WAL and shared-memory files 0600, whatever the umask.
+/// Takes the data directory's lock, so that a second process on the same directory is refused
+/// with a clear error instead of silently sharing it: the caches in this process (webhook
+/// snapshot, policies, blob links) and the start-up recovery of uploads and delivery leases all
+/// assume that nothing else writes. An advisory `flock` on `wharf.lock`; the holder's pid is
+/// written into the file only to name it in the error.
+fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StoreError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("wharf.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(StoreError::Locked {
+                dir: data_dir.to_path_buf(),
+                pid: text.trim().parse().ok(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())?;
+    Ok(file)
+}
+
 fn private_files(data_dir: &Path, db: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
     std::fs::DirBuilder::new()
@@ -212,4 +262,27 @@ fn private_files(data_dir: &Path, db: &Path) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod lock_tests {
+    #[tokio::test]
+    async fn a_second_open_of_a_data_directory_in_use_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::StoreOptions::default();
+        let first = crate::Store::open(dir.path(), &opts).await.unwrap();
+        let err = crate::Store::open(dir.path(), &opts).await.unwrap_err();
+        assert!(
+            matches!(err, crate::StoreError::Locked { pid: Some(p), .. } if p == std::process::id())
+        );
+        let msg = err.to_string();
+        assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+        assert!(msg.contains("in use by another Wharf process"), "{msg}");
+        // A clone keeps the lock; dropping every clone releases it.
+        let clone = first.clone();
+        drop(first);
+        assert!(crate::Store::open(dir.path(), &opts).await.is_err());
+        drop(clone);
+        crate::Store::open(dir.path(), &opts).await.unwrap();
+    }
 }

@@ -267,9 +267,14 @@ impl Server {
         }
         let served = (&mut self.serving).await;
         tracing::info!("shutting down: finishing in-flight deliveries");
+        // Aborted tasks are awaited so that their clones of the store are dropped before this
+        // returns: the store's lock on the data directory lasts as long as any clone does, and
+        // a restart in the same process must find it free.
         self.expirer.abort();
-        if let Some(r) = &self.tls_reloader {
+        let _ = (&mut self.expirer).await;
+        if let Some(r) = self.tls_reloader.take() {
             r.abort();
+            let _ = r.await;
         }
         self.hooks.shutdown();
         let _ = tokio::time::timeout(

@@ -4,8 +4,9 @@
 //! resolutions refused at send time and recorded, redirects not followed, the allow-list).
 //!
 //! Signatures are checked here with `ring` directly, independently of the server's signing
-//! code, and with the reference test vector in the unit tests; `scripts/e2e.sh` checks them
-//! with the Python `standardwebhooks` library. No test asserts how long something took.
+//! code, and with the reference test vector in the unit tests; tests/e2e/test_webhook_signing.py
+//! checks them with the Python `standardwebhooks` library. No test asserts how long something
+//! took.
 
 mod common;
 

@@ -263,3 +263,31 @@ fn tokio_stream(
 ) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+#[tokio::test]
+async fn a_second_process_on_the_same_data_directory_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let first = start(&["--listen", "127.0.0.1:0", "--data-dir", data], &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a second server started");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("in use by another Wharf process")
+            && err.contains(&format!("pid {}", first.child.id())),
+        "{err}"
+    );
+    // The first one still serves.
+    let r = reqwest::get(format!("http://{}/v2/", first.addr)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Once it is gone (even by SIGKILL), the directory is free again.
+    drop(first);
+    let again = start(&["--listen", "127.0.0.1:0", "--data-dir", data], &[]);
+    let r = reqwest::get(format!("http://{}/v2/", again.addr)).await.unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Small oras-py (PyPI `oras`, tested with 0.2.43) driver for scripts/e2e.sh.
+"""Small oras-py (PyPI `oras`, pinned in requirements.txt) driver for the end-to-end suite:
+the tests run it through subprocess, as a client command like skopeo or podman.
 
 Every subcommand talks plain HTTP to the registry given with --registry
 (host:port), or HTTPS verified against a CA bundle with --ca-file PATH (given
