@@ -104,7 +104,7 @@ class Receiver:
 
 
 @pytest.fixture
-def receiver():
+def hook_receiver():
     r = Receiver()
     yield r
     r.close()
@@ -242,7 +242,8 @@ def test_refusals_arrive_as_the_sdk_s_exceptions(wharf):
     assert reg.name == wharf.registry_name
 
 
-def test_webhooks_through_the_sdk_fire_and_page(wharf, receiver):
+def test_webhooks_through_the_sdk_fire_and_page(wharf, hook_receiver):
+    receiver = hook_receiver
     client = mgmt_client(wharf)
     rg, name = wharf.resource_group, wharf.registry_name
 
