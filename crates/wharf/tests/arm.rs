@@ -957,3 +957,99 @@ async fn tokens_scope_maps_and_credentials_page_and_answer_as_arm_does() {
         assert_eq!(resp.status(), want, "{path}");
     }
 }
+
+/// `wharf …` against this server: the management token in the environment, nothing else.
+fn wharf_cli(s: &Server, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"));
+    cmd.args(args)
+        .env("WHARF_SERVER", &s.base)
+        .env("WHARF_MANAGEMENT_TOKEN", MGMT);
+    for v in ["WHARF_USERNAME", "WHARF_PASSWORD", "WHARF_REGISTRY_NAME"] {
+        cmd.env_remove(v);
+    }
+    cmd.output().unwrap()
+}
+
+/// The CLI needs no subscription or resource group: it learns the registry's ARM path from the
+/// server, and shows whole lists however many pages they take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_finds_a_configured_registry_and_reads_every_page() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = start(tmp.path()).await;
+    let c = client();
+    for i in 0..25 {
+        let (st, _) = arm(
+            &c,
+            &s,
+            Method::PUT,
+            &format!("/scopeMaps/clipage-{i:02}"),
+            Some(json!({"properties": {"actions": [format!("repositories/r{i}/content/read")]}})),
+        )
+        .await;
+        assert_eq!(st, 201);
+    }
+    let run = |args: Vec<String>| {
+        // The CLI is a blocking child process; the server runs on the other worker.
+        let out = tokio::task::block_in_place(|| {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            wharf_cli(&s, &a)
+        });
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (code, out, err) = run(vec!["scope-map".into(), "list".into()]);
+    assert_eq!(code, 0, "{err}");
+    let maps: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        maps.as_array().unwrap().len(),
+        30,
+        "5 system maps and 25, over two pages"
+    );
+    assert!(
+        maps[0]["id"].as_str().unwrap().starts_with(&r_path()),
+        "{}",
+        maps[0]
+    );
+
+    let (code, out, err) = run(vec!["registry".into(), "show".into()]);
+    assert_eq!(code, 0, "{err}");
+    let reg: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(reg["id"], r_path());
+
+    let (code, _, err) = run(vec![
+        "webhook".into(),
+        "create".into(),
+        "-n".into(),
+        "clihook1".into(),
+        "--uri".into(),
+        "http://127.0.0.1:9/x".into(),
+        "--actions".into(),
+        "push".into(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (_, w) = arm(&c, &s, Method::GET, "/webhooks/clihook1", None).await;
+    assert_eq!(w["id"], format!("{}/webhooks/clihook1", r_path()));
+
+    // the name, when given, must be the server's (any letter case)
+    let (code, _, err) = run(vec![
+        "token".into(),
+        "list".into(),
+        "--registry-name".into(),
+        "FABRIKAM".into(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(vec![
+        "token".into(),
+        "list".into(),
+        "--registry-name".into(),
+        "contoso".into(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("no registry contoso") && err.contains(REG),
+        "{err}"
+    );
+}
