@@ -7,10 +7,6 @@ ones through their pollers (`begin_*`), lists across more than one page (Wharf's
 is 20 items), each asserting the returned models and the effect on the registry.
 """
 
-import hashlib
-import http.server
-import json
-import threading
 import time
 
 import pytest
@@ -36,6 +32,7 @@ from azure.mgmt.containerregistry.models import (
     WebhookCreateParameters,
     WebhookUpdateParameters,
 )
+from e2e_support import eventually, push_small_image
 
 PAGE = 20  # Wharf's default page size of ARM lists
 
@@ -68,76 +65,13 @@ def registry_id(wharf):
     )
 
 
-class Receiver:
-    """A webhook endpoint on loopback that records what it is sent."""
-
-    def __init__(self):
-        received = self.received = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                received.append((self.path, {k.lower(): v for k, v in self.headers.items()},
-                                 json.loads(body or b"null")))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def wait(self, path, n, timeout=15):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = [r for r in self.received if r[0] == path]
-            if len(got) >= n:
-                return got
-            time.sleep(0.05)
-        raise AssertionError(f"{path}: {len(got)} of {n} deliveries arrived")
-
-    def close(self):
-        self.server.shutdown()
-
-
-@pytest.fixture
-def hook_receiver():
-    r = Receiver()
-    yield r
-    r.close()
-
-
-def push_image(wharf, repo, tag, auth):
-    """Pushes a one-layer image with plain OCI calls."""
-
-    def blob(data):
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        r = requests.post(f"{wharf.url}/v2/{repo}/blobs/uploads/", auth=auth)
-        assert r.status_code == 202, r.text
-        loc = r.headers["Location"]
-        loc = loc if loc.startswith("http") else wharf.url + loc
-        sep = "&" if "?" in loc else "?"
-        r = requests.put(f"{loc}{sep}digest={digest}", data=data, auth=auth,
-                         headers={"Content-Type": "application/octet-stream"})
-        assert r.status_code == 201, r.text
-        return digest, len(data)
-
-    cfg = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
-    cd, cl = blob(cfg)
-    ld, ll = blob(b"layer of " + repo.encode())
-    manifest = json.dumps({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cl},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": ll}],
-    }).encode()
-    r = requests.put(f"{wharf.url}/v2/{repo}/manifests/{tag}", data=manifest, auth=auth,
-                     headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
-    assert r.status_code == 201, r.text
-    return "sha256:" + hashlib.sha256(manifest).hexdigest()
+def deliveries(receiver, path, n):
+    """The deliveries to `path` once at least `n` have arrived."""
+    def check():
+        got = receiver.requests(path)
+        assert len(got) >= n, f"{path}: {len(got)} of {n} deliveries arrived"
+        return got
+    return eventually(check)
 
 
 def test_registry_is_discovered_read_updated_and_keeps_its_policies(wharf):
@@ -242,15 +176,14 @@ def test_refusals_arrive_as_the_sdk_s_exceptions(wharf):
     assert reg.name == wharf.registry_name
 
 
-def test_webhooks_through_the_sdk_fire_and_page(wharf, hook_receiver):
-    receiver = hook_receiver
+def test_webhooks_through_the_sdk_fire_and_page(wharf, receiver):
     client = mgmt_client(wharf)
     rg, name = wharf.resource_group, wharf.registry_name
 
     poller = client.webhooks.begin_create(rg, name, "deployhook", WebhookCreateParameters(
         location="local",
         tags={"team": "platform"},
-        service_uri=receiver.url + "/deploy",
+        service_uri=receiver.url("/deploy"),
         custom_headers={"Authorization": "Bearer s3cret"},
         status="enabled",
         scope="app:*",
@@ -270,16 +203,17 @@ def test_webhooks_through_the_sdk_fire_and_page(wharf, hook_receiver):
 
     # the effect: a push to the scope fires it, with the custom header
     auth = (wharf.admin_user, wharf.admin_password)
-    digest = push_image(wharf, "app", "v1", auth)
-    (path, headers, body), = receiver.wait("/deploy", 1)
+    digest = push_small_image(wharf.url, "app", "v1", "arm-sdk", auth=auth)
+    delivery, = deliveries(receiver, "/deploy", 1)
+    body = delivery.json()
     assert body["action"] == "push"
     assert body["target"]["repository"] == "app"
     assert body["target"]["digest"] == digest
     assert body["target"]["tag"] == "v1"
-    assert headers["authorization"] == "Bearer s3cret"
+    assert delivery.headers["authorization"] == "Bearer s3cret"
 
     config = client.webhooks.get_callback_config(rg, name, "deployhook")
-    assert config.service_uri == receiver.url + "/deploy"
+    assert config.service_uri == receiver.url("/deploy")
     assert config.custom_headers == {"Authorization": "Bearer s3cret"}
 
     updated = client.webhooks.begin_update(rg, name, "deployhook", WebhookUpdateParameters(
@@ -290,14 +224,14 @@ def test_webhooks_through_the_sdk_fire_and_page(wharf, hook_receiver):
     got = client.webhooks.get(rg, name, "deployhook")
     assert got.properties.status == "disabled"
     # disabled: the next push is not delivered
-    push_image(wharf, "app", "v2", auth)
+    push_small_image(wharf.url, "app", "v2", "arm-sdk-2", auth=auth)
     client.webhooks.begin_update(rg, name, "deployhook",
                                  WebhookUpdateParameters(status="enabled")).result()
 
     # ping answers an EventInfo and delivers; listEvents pages past the default page size
     ids = [client.webhooks.ping(rg, name, "deployhook").id for _ in range(PAGE + 1)]
     assert len(set(ids)) == PAGE + 1
-    receiver.wait("/deploy", PAGE + 2)
+    deliveries(receiver, "/deploy", PAGE + 2)
     deadline = time.monotonic() + 15
     while True:
         events = list(client.webhooks.list_events(rg, name, "deployhook"))
@@ -311,13 +245,13 @@ def test_webhooks_through_the_sdk_fire_and_page(wharf, hook_receiver):
     assert all(e.event_response_message.status_code == "200" for e in events)
     push = next(e for e in events if e.event_request_message.content.action == "push")
     # the service URI is secret: history shows its origin, the path masked
-    assert push.event_request_message.request_uri == receiver.url + "/******"
+    assert push.event_request_message.request_uri == receiver.url("/******")
     assert push.event_request_message.content.target.repository == "app"
 
     # the list pages too
     for i in range(PAGE):
         client.webhooks.begin_create(rg, name, f"pagehook{i:02}", WebhookCreateParameters(
-            location="local", service_uri=receiver.url + "/p", actions=["push"])).result()
+            location="local", service_uri=receiver.url("/p"), actions=["push"])).result()
     hooks = list(client.webhooks.list(rg, name))
     assert len(hooks) == PAGE + 1
     assert len({h.name for h in hooks}) == PAGE + 1
@@ -325,7 +259,7 @@ def test_webhooks_through_the_sdk_fire_and_page(wharf, hook_receiver):
 
     # a PUT on an existing webhook replaces it
     replaced = client.webhooks.begin_create(rg, name, "pagehook00", WebhookCreateParameters(
-        location="local", service_uri=receiver.url + "/q", actions=["delete"])).result()
+        location="local", service_uri=receiver.url("/q"), actions=["delete"])).result()
     assert replaced.properties.actions == ["delete"]
 
     poller = client.webhooks.begin_delete(rg, name, "deployhook")
@@ -392,7 +326,7 @@ def test_scope_maps_and_tokens_through_the_sdk(wharf):
 
     # the effect: the token pushes to what its scope map allows, and nothing else
     auth = ("ci-push", password)
-    push_image(wharf, "team-a/app", "v1", auth)
+    push_small_image(wharf.url, "team-a/app", "v1", "arm-sdk-token", auth=auth)
     r = requests.get(f"{wharf.url}/v2/other/manifests/v1", auth=auth)
     assert r.status_code == 401
 
