@@ -31,7 +31,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_signing.sql"),
     include_str!("../migrations/0005_payload_format.sql"),
     include_str!("../migrations/0006_policies.sql"),
-    // 0007 is the `arm` branch's migration: on merge it goes before this line.
+    // No 0007: the number was kept for the management plane, which needed none. Migrations
+    // run by position (PRAGMA user_version), so a new one only ever goes at the end.
     include_str!("../migrations/0008_attributes.sql"),
 ];
 

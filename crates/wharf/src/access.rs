@@ -409,7 +409,7 @@ where
     F: FnOnce(Client, Output) -> Fut,
     Fut: std::future::Future<Output = Result<String, String>>,
 {
-    let res = match Client::new(conn) {
+    let res = match Client::connect(conn).await {
         Ok(c) => f(c, conn.output).await,
         Err(e) => Err(e),
     };

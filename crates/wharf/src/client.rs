@@ -30,16 +30,10 @@ pub struct Conn {
         default_value = "http://127.0.0.1:5000"
     )]
     pub server: String,
-    /// The registry's name, as in the server's `[auth] registry_name`: the `{registry}` of the
-    /// ARM paths of tokens, scope maps and credentials (webhook commands do not use it).
-    #[arg(
-        long,
-        short = 'r',
-        global = true,
-        env = "WHARF_REGISTRY_NAME",
-        default_value = "wharf"
-    )]
-    pub registry_name: String,
+    /// The registry's name, as the server is configured (`[registry] name`). The CLI learns
+    /// the registry's ARM path from the server; given, this must name that registry.
+    #[arg(long, short = 'r', global = true, env = "WHARF_REGISTRY_NAME")]
+    pub registry_name: Option<String>,
     /// The management token (printed by the server at its first start with access control
     /// on), sent as `Authorization: Bearer`. Used in preference to --username/--password.
     /// Prefer the environment variable: a command line is visible to other local users.
@@ -90,9 +84,22 @@ enum Credentials {
 pub struct Client {
     http: reqwest::Client,
     base: String,
-    registry: String,
+    /// The registry's name as given (--registry-name), to check against the server's.
+    wanted: Option<String>,
+    /// The registry's ARM identity, as the server names it (see [`Client::connect`]).
+    arm: Arm,
     creds: Credentials,
 }
+
+/// Where the server's registry sits in ARM.
+#[derive(Default)]
+struct Arm {
+    id: String,
+    name: String,
+}
+
+/// The api-version of `GET /subscriptions` (Microsoft.Resources).
+const SUBSCRIPTIONS_API_VERSION: &str = "2022-12-01";
 
 /// The management API version this CLI speaks, as the server states it in `wharf-api`.
 const API_VERSION: &str = "v1";
@@ -175,48 +182,139 @@ impl Client {
         Ok(Client {
             http,
             base: conn.server.trim_end_matches('/').to_owned(),
-            registry: conn.registry_name.clone(),
+            wanted: conn.registry_name.clone().filter(|s| !s.is_empty()),
+            arm: Arm::default(),
             creds,
         })
+    }
+
+    /// A client that knows the server's registry: [`Client::new`], then the registry's ARM
+    /// path learnt from the server as any ARM client would (`GET /subscriptions`, then the
+    /// registries of that subscription), so the CLI needs no subscription or resource group.
+    pub async fn connect(conn: &Conn) -> Result<Self, String> {
+        let mut c = Client::new(conn)?;
+        let subs = c
+            .call(
+                reqwest::Method::GET,
+                &format!("/subscriptions?api-version={SUBSCRIPTIONS_API_VERSION}"),
+                None,
+            )
+            .await?;
+        let sub = subs["value"][0]["subscriptionId"]
+            .as_str()
+            .ok_or_else(|| c.shape_error("a list of subscriptions"))?
+            .to_owned();
+        let regs = c
+            .call(
+                reqwest::Method::GET,
+                &format!(
+                    "/subscriptions/{sub}/providers/Microsoft.ContainerRegistry/registries?api-version={}",
+                    wharf_auth::model::API_VERSION
+                ),
+                None,
+            )
+            .await?;
+        let regs = c.list(&regs, "a list of registries")?;
+        let reg = match &c.wanted {
+            None => regs.first(),
+            Some(w) => regs.iter().find(|r| {
+                r["name"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(w))
+            }),
+        };
+        let Some(reg) = reg else {
+            let names: Vec<&str> = regs.iter().filter_map(|r| r["name"].as_str()).collect();
+            return Err(format!(
+                "the server at {} has no registry {} (it serves {}); check --registry-name \
+                 or WHARF_REGISTRY_NAME",
+                c.base,
+                c.wanted.as_deref().unwrap_or_default(),
+                names.join(", ")
+            ));
+        };
+        let id = reg["id"]
+            .as_str()
+            .ok_or_else(|| c.shape_error("a registry"))?;
+        c.arm = Arm {
+            id: id.to_owned(),
+            name: reg["name"].as_str().unwrap_or_default().to_owned(),
+        };
+        Ok(c)
     }
 
     pub fn base(&self) -> &str {
         &self.base
     }
 
+    /// The registry's name, as the server names it.
     pub fn registry(&self) -> &str {
-        &self.registry
+        &self.arm.name
     }
 
     /// `{R}`: the ARM id of the registry these commands manage.
     pub fn registry_id(&self) -> String {
-        wharf_auth::model::registry_id(&self.registry)
+        self.arm.id.clone()
     }
 
-    /// The path of an ARM operation under `{R}` (`rest` is "" or starts with `/`), with the
-    /// `api-version` the Azure SDK sends (Wharf accepts any).
+    /// The path of an ARM operation under `{R}` (`rest` is "" or starts with `/`, and may
+    /// have a query), with the `api-version` the Azure SDK sends.
     pub fn arm_path(&self, rest: &str) -> String {
+        let sep = if rest.contains('?') { '&' } else { '?' };
         format!(
-            "{}{rest}?api-version={}",
+            "{}{rest}{sep}api-version={}",
             self.registry_id(),
             wharf_auth::model::API_VERSION
         )
     }
 
+    /// The path and query of a `nextLink`, to fetch from the server this client talks to
+    /// (never from the host the link names: the credentials go only to --server).
+    pub fn link_path(&self, link: &str) -> String {
+        match link.split_once("://") {
+            Some((_, rest)) => match rest.find('/') {
+                Some(i) => rest[i..].to_owned(),
+                None => "/".to_owned(),
+            },
+            None => link.to_owned(),
+        }
+    }
+
     /// One management call; `path` is from the server's root. The answer's JSON (Null for an
-    /// empty body) on success, the message to print otherwise.
+    /// empty body) on success, the message to print otherwise. A GET of a list follows its
+    /// `nextLink`s and answers with every item, as az shows whole lists.
     pub async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
     ) -> Result<Value, String> {
-        let (status, v) = self.send(method, path, body).await?;
-        if status.is_success() {
-            Ok(v)
-        } else {
-            Err(error_message(status, &v))
+        let get = method == reqwest::Method::GET;
+        let (status, mut v) = self.send(method, path, body).await?;
+        if !status.is_success() {
+            return Err(error_message(status, &v));
         }
+        // Bounded, against a server that links pages in a circle.
+        for _ in 0..10_000 {
+            let Some(next) = v["nextLink"].as_str().filter(|_| get).map(str::to_owned) else {
+                break;
+            };
+            let (status, page) = self
+                .send(reqwest::Method::GET, &self.link_path(&next), None)
+                .await?;
+            if !status.is_success() {
+                return Err(error_message(status, &page));
+            }
+            let more = self.list(&page, "a page of a list")?;
+            if let Some(all) = v["value"].as_array_mut() {
+                all.extend(more);
+            }
+            v["nextLink"] = page["nextLink"].clone();
+        }
+        if let Some(o) = v.as_object_mut().filter(|_| get) {
+            o.remove("nextLink");
+        }
+        Ok(v)
     }
 
     /// A GET of something that may not exist: None for a 404.

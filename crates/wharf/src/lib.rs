@@ -57,6 +57,7 @@ pub async fn start_with_clock(
     listener: TcpListener,
     clock: std::sync::Arc<dyn wharf_registry::Clock>,
 ) -> anyhow::Result<Server> {
+    cfg.validate()?;
     let floor = cfg.free_space_floor()?;
     // Before the data directory is touched: a bad certificate is a configuration error.
     let tls = match cfg.tls_files()? {
@@ -85,6 +86,7 @@ pub async fn start_with_clock(
             region: cfg.region.clone(),
             floor,
             secret_key: (!cfg.auth.secret_key.is_empty()).then(|| cfg.auth.secret_key.clone()),
+            registry_id: cfg.registry.arm().registry_id(),
         },
     )
     .await
@@ -92,7 +94,7 @@ pub async fn start_with_clock(
     let (auth, initial) = wharf_auth::Auth::open(
         store.identities(),
         store.sealer.clone(),
-        cfg.auth.service_config(),
+        cfg.auth.service_config(&cfg.registry),
     )
     .await
     .context("loading identities")?;

@@ -270,7 +270,7 @@ async fn arm(
     body: Option<Value>,
 ) -> Value {
     let mut r = c
-        .request(m, s.url(&format!("{R}{path}")))
+        .request(m, s.url(&format!("{R}{path}?api-version=2025-11-01")))
         .bearer_auth(MGMT)
         .header("content-type", "application/json");
     if let Some(b) = body {
@@ -375,4 +375,48 @@ async fn only_the_registrys_owners_pull_quarantined_images() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+/// The policies as a management client turns them on: ARM's registry PATCH.
+#[tokio::test]
+async fn the_arm_registry_patch_turns_quarantine_on_and_off() {
+    let s = Server::start().await;
+    let c = client();
+    let patch = |status: &'static str| {
+        let c = c.clone();
+        let url = s.url(&format!("{R}?api-version=2025-11-01"));
+        async move {
+            let r = c
+                .patch(url)
+                .json(
+                    &json!({"properties": {"policies": {"quarantinePolicy": {"status": status}}}}),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{:?}", r.text().await);
+        }
+    };
+    patch("enabled").await;
+    let (d, _) = push_image(&c, &s, "arm/q", "v1", "a").await;
+    let r = c
+        .get(s.url(&format!("/v2/arm/q/manifests/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    patch("disabled").await;
+    let (d2, _) = push_image(&c, &s, "arm/q", "v2", "b").await;
+    let r = c
+        .get(s.url(&format!("/v2/arm/q/manifests/{d2}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "pushed with the policy off");
+    let r = c
+        .get(s.url(&format!("/v2/arm/q/manifests/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405, "still quarantined until a scanner decides");
 }

@@ -283,11 +283,15 @@ async fn a_second_process_on_the_same_data_directory_is_refused_with_a_clear_err
         "{err}"
     );
     // The first one still serves.
-    let r = reqwest::get(format!("http://{}/v2/", first.addr)).await.unwrap();
+    let r = reqwest::get(format!("http://{}/v2/", first.addr))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     // Once it is gone (even by SIGKILL), the directory is free again.
     drop(first);
     let again = start(&["--listen", "127.0.0.1:0", "--data-dir", data], &[]);
-    let r = reqwest::get(format!("http://{}/v2/", again.addr)).await.unwrap();
+    let r = reqwest::get(format!("http://{}/v2/", again.addr))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
