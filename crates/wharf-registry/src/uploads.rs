@@ -128,6 +128,7 @@ impl Registry {
         range: Option<(u64, u64)>,
         body: impl ByteStream,
     ) -> Result<u64> {
+        self.check_writable(repo).await?;
         let (this, repo, id) = (self.clone(), repo.clone(), id.to_owned());
         detached(async move { this.patch_locked(&repo, &id, range, body).await }).await
     }
@@ -230,6 +231,8 @@ impl Registry {
         range: Option<(u64, u64)>,
         body: impl ByteStream,
     ) -> Result<()> {
+        // A session opened before the repository was write-locked cannot finish after.
+        self.check_writable(repo).await?;
         let (this, repo, id, digest) = (self.clone(), repo.clone(), id.to_owned(), digest.clone());
         detached(async move { this.finish_locked(&repo, &id, &digest, range, body).await }).await
     }

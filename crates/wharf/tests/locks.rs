@@ -48,6 +48,10 @@ enum Route {
     PutManifestOverTag,
     PutManifestSameDigest,
     StartUpload,
+    UploadChunk,
+    UploadFinish,
+    UploadStatus,
+    UploadCancel,
     MountBlob,
     DeleteManifestByDigest,
     DeleteManifestByTag,
@@ -67,7 +71,7 @@ enum Route {
     AcrCatalog,
 }
 
-const ROUTES: [Route; 27] = {
+const ROUTES: [Route; 31] = {
     use Route::*;
     [
         GetManifestByTag,
@@ -80,6 +84,10 @@ const ROUTES: [Route; 27] = {
         PutManifestOverTag,
         PutManifestSameDigest,
         StartUpload,
+        UploadChunk,
+        UploadFinish,
+        UploadStatus,
+        UploadCancel,
         MountBlob,
         DeleteManifestByDigest,
         DeleteManifestByTag,
@@ -120,7 +128,9 @@ fn want(route: Route, lock: Option<(Level, Attr)>) -> Want {
         GetManifestByTag | HeadManifestByTag | GetManifestByDigest | HeadManifestByDigest
         | GetBlob | HeadBlob | Referrers => Want::Ok(200),
         PutManifestOverTag | PutManifestSameDigest | MountBlob => Want::Ok(201),
-        StartUpload => Want::Ok(202),
+        StartUpload | UploadChunk => Want::Ok(202),
+        UploadFinish => Want::Ok(201),
+        UploadStatus | UploadCancel => Want::Ok(204),
         DeleteManifestByDigest | DeleteManifestByTag | DeleteBlob | AcrDeleteRepo | AcrUntag => {
             Want::Ok(202)
         }
@@ -139,6 +149,8 @@ fn want(route: Route, lock: Option<(Level, Attr)>) -> Want {
             PutManifestOverTag
                 | PutManifestSameDigest
                 | StartUpload
+                | UploadChunk
+                | UploadFinish
                 | MountBlob
                 | DeleteManifestByDigest
                 | DeleteManifestByTag
@@ -204,22 +216,32 @@ fn want(route: Route, lock: Option<(Level, Attr)>) -> Want {
     allowed
 }
 
-/// One repository with image `v1` (manifest `digest`, layer `layer`), and a referrer.
+/// One repository with image `v1` (manifest `digest`, layer `layer`) and an upload session
+/// opened before any lock (`upload`, its URL path).
 struct Fixture {
     repo: String,
     digest: String,
     layer: String,
     body: Vec<u8>,
+    upload: String,
 }
 
 async fn fixture(c: &reqwest::Client, s: &Server, repo: &str) -> Fixture {
     let (digest, body) = push_image(c, s, repo, "v1", repo).await;
     let m: Value = serde_json::from_slice(&body).unwrap();
+    let r = c
+        .post(s.url(&format!("/v2/{repo}/blobs/uploads/")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let upload = r.headers()["location"].to_str().unwrap().to_owned();
     Fixture {
         repo: repo.to_owned(),
         digest,
         layer: m["layers"][0]["digest"].as_str().unwrap().to_owned(),
         body,
+        upload,
     }
 }
 
@@ -300,6 +322,20 @@ async fn run(
             None,
             None,
         ),
+        UploadChunk => (
+            Method::PATCH,
+            f.upload.clone(),
+            Some(b"chunk".to_vec()),
+            Some("application/octet-stream"),
+        ),
+        UploadFinish => (
+            Method::PUT,
+            format!("{}?digest={}", f.upload, common::sha256(b"whole")),
+            Some(b"whole".to_vec()),
+            Some("application/octet-stream"),
+        ),
+        UploadStatus => (Method::GET, f.upload.clone(), None, None),
+        UploadCancel => (Method::DELETE, f.upload.clone(), None, None),
         MountBlob => {
             let b = push_blob(c, s, &other, b"mounted").await;
             (
@@ -463,7 +499,7 @@ async fn every_route_against_every_lock_at_every_level() {
             }
         }
     }
-    assert!(n >= 13 * 27);
+    assert!(n >= 13 * 31);
     assert!(
         failures.is_empty(),
         "{} failures:\n{}",
