@@ -227,7 +227,10 @@ impl std::ops::Deref for Client {
 /// Runs one `wharf webhook` command and returns the process's exit status.
 pub async fn run(a: WebhookArgs) -> i32 {
     let res = match client::Client::new(&a.conn) {
-        Ok(c) => run_inner(&Client(c), a.command, a.conn.output).await,
+        Ok(c) => match c.resolve().await {
+            Ok(_) => run_inner(&Client(c), a.command, a.conn.output).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     client::finish(res)
@@ -259,7 +262,7 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<Strin
             let w = c
                 .call(Method::PUT, &format!("/{}", a.name), Some(body))
                 .await?;
-            render_webhooks(&[flatten(&c.object(w, "a webhook")?)], out, false)
+            render_webhooks(&[flatten(&c.object(w, "a webhook")?)], out, false)?
         }
         WebhookCommand::Update(a) => {
             let mut props = serde_json::Map::new();
@@ -291,11 +294,11 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<Strin
             let w = c
                 .call(Method::PATCH, &format!("/{}", a.name), Some(body))
                 .await?;
-            render_webhooks(&[flatten(&c.object(w, "a webhook")?)], out, false)
+            render_webhooks(&[flatten(&c.object(w, "a webhook")?)], out, false)?
         }
         WebhookCommand::Show(a) => {
             let w = c.call(Method::GET, &format!("/{}", a.name), None).await?;
-            render_webhooks(&[flatten(&c.object(w, "a webhook")?)], out, false)
+            render_webhooks(&[flatten(&c.object(w, "a webhook")?)], out, false)?
         }
         WebhookCommand::List => {
             let v = c.call(Method::GET, "", None).await?;
@@ -304,7 +307,7 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<Strin
                 .iter()
                 .map(flatten)
                 .collect();
-            render_webhooks(&list, out, true)
+            render_webhooks(&list, out, true)?
         }
         WebhookCommand::Delete(a) => {
             c.call(Method::DELETE, &format!("/{}", a.name), None)
@@ -316,7 +319,7 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<Strin
                 .call(Method::POST, &format!("/{}/ping", a.name), None)
                 .await?;
             let v = c.object(v, "a ping id")?;
-            render_rows(&v, out, &["ID"], |v| vec![s(&v["id"])], false)
+            render_rows(&v, out, &["ID"], |v| vec![s(&v["id"])], false)?
         }
         WebhookCommand::GetConfig(a) => {
             let v = c
@@ -339,7 +342,7 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<Strin
                     ]
                 },
                 false,
-            )
+            )?
         }
         WebhookCommand::RotateSecret(a) => {
             let body = match a.grace_period {
@@ -353,7 +356,7 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<Strin
                     Some(body),
                 )
                 .await?;
-            render_webhooks(&[flatten(&c.object(w, "a webhook")?)], out, false)
+            render_webhooks(&[flatten(&c.object(w, "a webhook")?)], out, false)?
         }
         WebhookCommand::ListEvents(a) => {
             let mut all = Vec::new();
@@ -375,7 +378,7 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<Strin
                 &["ID", "ACTION", "IMAGE", "HTTP STATUS", "TIMESTAMP"],
                 event_row,
                 true,
-            )
+            )?
         }
         WebhookCommand::Redeliver(a) => {
             let body = match a.event_id {
@@ -392,7 +395,7 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<Strin
                 &["REDELIVERED"],
                 |v| vec![v["redelivered"].to_string()],
                 false,
-            )
+            )?
         }
     };
     Ok(text)
@@ -419,7 +422,7 @@ fn event_row(e: &Value) -> Vec<String> {
     ]
 }
 
-fn render_webhooks(list: &[Value], out: Output, as_list: bool) -> String {
+fn render_webhooks(list: &[Value], out: Output, as_list: bool) -> Result<String, String> {
     let v = if as_list {
         Value::Array(list.to_vec())
     } else {

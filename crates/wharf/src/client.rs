@@ -14,7 +14,7 @@
 use std::io::{self, Write};
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use serde_json::Value;
 
 /// The flags every management command takes, wherever they appear on the command line (listed
@@ -30,16 +30,20 @@ pub struct Conn {
         default_value = "http://127.0.0.1:5000"
     )]
     pub server: String,
-    /// The registry's name, as in the server's `[auth] registry_name`: the `{registry}` of the
-    /// ARM paths of tokens, scope maps and credentials (webhook commands do not use it).
+    /// Name of the registry. Wharf serves one: when given, it must be the server's (its
+    /// `[auth] registry_name`), or the command stops with an error naming both.
     #[arg(
         long,
         short = 'r',
+        visible_alias = "registry-name",
         global = true,
-        env = "WHARF_REGISTRY_NAME",
-        default_value = "wharf"
+        env = "WHARF_REGISTRY_NAME"
     )]
-    pub registry_name: String,
+    pub registry: Option<String>,
+    /// Name of the resource group. When given, it must be the one the server's registry is
+    /// in, or the command stops with an error naming both.
+    #[arg(long, short = 'g', global = true, env = "WHARF_RESOURCE_GROUP")]
+    pub resource_group: Option<String>,
     /// The management token (printed by the server at its first start with access control
     /// on), sent as `Authorization: Bearer`. Used in preference to --username/--password.
     /// Prefer the environment variable: a command line is visible to other local users.
@@ -68,16 +72,39 @@ pub struct Conn {
     /// public roots (a private CA's ca.crt)
     #[arg(long, global = true, env = "WHARF_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<std::path::PathBuf>,
-    /// Output format.
+    /// Output format: json, jsonc (coloured on a terminal), yaml, yamlc (coloured on a
+    /// terminal), table, tsv (values only, tab-separated, one line per item) or none.
     #[arg(long, short = 'o', global = true, value_enum, default_value = "json")]
     pub output: Output,
+    /// JMESPath query applied to the result before it is printed, e.g. "[].name" or
+    /// "[?status=='enabled'].{name:name, uri:scope}". See https://jmespath.org.
+    #[arg(long, global = true, value_parser = crate::output::parse_query)]
+    pub query: Option<String>,
+    /// Only show errors, suppressing warnings.
+    #[arg(long, global = true)]
+    pub only_show_errors: bool,
+    /// Print each request and response on stderr (credentials, passwords, tokens, webhook
+    /// URIs and header values are redacted).
+    #[arg(long, global = true)]
+    pub debug: bool,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Output {
-    Json,
-    Table,
-    Tsv,
+pub use crate::output::Output;
+
+/// The options that shape what this process prints, set once from the command line: the one
+/// command a process runs is the only user, and passing them down would touch every helper.
+struct Globals {
+    query: Option<String>,
+    only_show_errors: bool,
+}
+
+static GLOBALS: std::sync::OnceLock<Globals> = std::sync::OnceLock::new();
+
+fn set_globals(conn: &Conn) {
+    let _ = GLOBALS.set(Globals {
+        query: conn.query.clone(),
+        only_show_errors: conn.only_show_errors,
+    });
 }
 
 /// How requests authenticate.
@@ -90,8 +117,21 @@ enum Credentials {
 pub struct Client {
     http: reqwest::Client,
     base: String,
-    registry: String,
+    /// `-r` and `-g` as given, checked against the server's in [`Client::resolve`].
+    want_registry: Option<String>,
+    want_group: Option<String>,
+    /// The server's registry, once [`Client::resolve`] has found it.
+    target: std::sync::OnceLock<Target>,
     creds: Credentials,
+    debug: bool,
+}
+
+/// The registry a Wharf server serves, as its ARM listing names it.
+pub struct Target {
+    pub name: String,
+    pub resource_group: String,
+    /// The registry's ARM id, `{R}`.
+    pub id: String,
 }
 
 /// The management API version this CLI speaks, as the server states it in `wharf-api`.
@@ -119,6 +159,7 @@ const AUTH_HINT: &str = "give the management token with --token (or WHARF_MANAGE
 
 impl Client {
     pub fn new(conn: &Conn) -> Result<Self, String> {
+        set_globals(conn);
         let non_empty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
         let creds = match (
             non_empty(&conn.token),
@@ -175,8 +216,11 @@ impl Client {
         Ok(Client {
             http,
             base: conn.server.trim_end_matches('/').to_owned(),
-            registry: conn.registry_name.clone(),
+            want_registry: conn.registry.clone().filter(|r| !r.is_empty()),
+            want_group: conn.resource_group.clone().filter(|g| !g.is_empty()),
+            target: std::sync::OnceLock::new(),
             creds,
+            debug: conn.debug,
         })
     }
 
@@ -184,13 +228,99 @@ impl Client {
         &self.base
     }
 
+    /// The registry's name: the server's once [`Client::resolve`] found it, else `-r`'s.
     pub fn registry(&self) -> &str {
-        &self.registry
+        match self.target.get() {
+            Some(t) => &t.name,
+            None => self.want_registry.as_deref().unwrap_or("wharf"),
+        }
     }
 
     /// `{R}`: the ARM id of the registry these commands manage.
     pub fn registry_id(&self) -> String {
-        wharf_auth::model::registry_id(&self.registry)
+        match self.target.get() {
+            Some(t) => t.id.clone(),
+            None => wharf_auth::model::registry_id(self.registry()),
+        }
+    }
+
+    /// Finds the registry the server serves through ARM's listings (`GET /subscriptions`, then
+    /// the subscription's registries), as az finds a registry from its name, and checks `-r`
+    /// and `-g` against it: a mismatch is an error naming both values. A server without those
+    /// listings (before the ARM management plane) serves the fixed local ids.
+    pub async fn resolve(&self) -> Result<&Target, String> {
+        if let Some(t) = self.target.get() {
+            return Ok(t);
+        }
+        let found = match self.discover().await? {
+            Some(t) => t,
+            // A server from before the ARM listings serves the fixed local ids.
+            None => Target {
+                id: self.registry_id(),
+                resource_group: "wharf".to_owned(),
+                name: self.registry().to_owned(),
+            },
+        };
+        if let Some(want) = &self.want_registry {
+            // az strips a login-server suffix from --registry; names compare case-insensitively.
+            let want = want.split('.').next().unwrap_or(want);
+            if !want.eq_ignore_ascii_case(&found.name) {
+                return Err(format!(
+                    "registry {want:?} (given with --registry) is not the registry of the \
+                     server at {}, which is {:?}",
+                    self.base, found.name
+                ));
+            }
+        }
+        if let Some(want) = &self.want_group
+            && !want.eq_ignore_ascii_case(&found.resource_group)
+        {
+            return Err(format!(
+                "resource group {want:?} (given with --resource-group) is not the resource group \
+                 of the registry {:?} of the server at {}, which is {:?}",
+                found.name, self.base, found.resource_group
+            ));
+        }
+        Ok(self.target.get_or_init(|| found))
+    }
+
+    /// The registry of the server's ARM listings; None if the server has no such listings.
+    async fn discover(&self) -> Result<Option<Target>, String> {
+        let (status, subs) = self
+            .send_raw(
+                reqwest::Method::GET,
+                "/subscriptions?api-version=2022-12-01",
+                None,
+            )
+            .await?;
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let subs = self.checked(status, subs)?;
+        let sub = subs["value"][0]["subscriptionId"]
+            .as_str()
+            .ok_or_else(|| self.shape_error("a list of subscriptions"))?;
+        let path = format!(
+            "/subscriptions/{sub}/providers/Microsoft.ContainerRegistry/registries?api-version={}",
+            wharf_auth::model::API_VERSION
+        );
+        let regs = self.call(reqwest::Method::GET, &path, None).await?;
+        let reg = &regs["value"][0];
+        let (Some(name), Some(id)) = (reg["name"].as_str(), reg["id"].as_str()) else {
+            return Err(self.shape_error("a list of registries"));
+        };
+        // `/subscriptions/{sub}/resourceGroups/{rg}/providers/…`
+        let segs: Vec<&str> = id.split('/').collect();
+        let group = segs
+            .iter()
+            .position(|s| s.eq_ignore_ascii_case("resourceGroups"))
+            .and_then(|i| segs.get(i + 1))
+            .ok_or_else(|| self.shape_error("a registry with a resource id"))?;
+        Ok(Some(Target {
+            name: name.to_owned(),
+            resource_group: (*group).to_owned(),
+            id: id.to_owned(),
+        }))
     }
 
     /// The path of an ARM operation under `{R}` (`rest` is "" or starts with `/`), with the
@@ -212,6 +342,10 @@ impl Client {
         body: Option<Value>,
     ) -> Result<Value, String> {
         let (status, v) = self.send(method, path, body).await?;
+        self.checked(status, v)
+    }
+
+    fn checked(&self, status: reqwest::StatusCode, v: Value) -> Result<Value, String> {
         if status.is_success() {
             Ok(v)
         } else {
@@ -239,38 +373,47 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> Result<(reqwest::StatusCode, Value), String> {
+        self.send_inner(method, path, body, false).await
+    }
+
+    /// [`Client::send`] for a route an older server may lack: a 404, Wharf's or not, is an
+    /// answer (with a Null body) rather than an error.
+    async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(reqwest::StatusCode, Value), String> {
+        self.send_inner(method, path, body, true).await
+    }
+
+    async fn send_inner(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        missing_is_answer: bool,
+    ) -> Result<(reqwest::StatusCode, Value), String> {
         let url = format!("{}{path}", self.base);
         let changes = method != reqwest::Method::GET;
-        let mut req = self.http.request(method, &url);
-        req = match &self.creds {
-            Credentials::None => req,
-            Credentials::Bearer(t) => req.bearer_auth(t),
-            Credentials::Basic(u, p) => req.basic_auth(u, Some(p)),
-        };
-        if let Some(b) = body {
-            req = req.json(&b);
+        let mut req = self.http.request(method.clone(), &url);
+        req = self.authorize(req);
+        if let Some(b) = &body {
+            req = req.json(b);
         } else if changes {
             // Every management call that changes something says JSON, body or not (the
             // server refuses others: that is what keeps cross-site form posts out).
             req = req.header(reqwest::header::CONTENT_TYPE, "application/json");
         }
-        let resp = req.send().await.map_err(|e| {
-            // reqwest's own message ("error sending request") hides the cause, such as an
-            // untrusted certificate; the chain below it names it.
-            let e = e.without_url();
-            let mut msg = e.to_string();
-            let mut cause = std::error::Error::source(&e);
-            while let Some(c) = cause {
-                msg = format!("{msg}: {c}");
-                cause = c.source();
-            }
-            format!("cannot reach the Wharf server at {}: {msg}", self.base)
-        })?;
+        let resp = self.execute(req).await?;
         let status = resp.status();
         // Checked before the body is read: whatever else answered (a web server's HTML page,
         // another API's 404) is not worth reading, let alone printing.
         match resp.headers().get("wharf-api").map(|v| v.as_bytes()) {
             Some(v) if v == API_VERSION.as_bytes() => {}
+            _ if missing_is_answer && status == reqwest::StatusCode::NOT_FOUND => {
+                return Ok((status, Value::Null));
+            }
             Some(v) => {
                 return Err(format!(
                     "the Wharf server at {} speaks management API {:?}, this CLI speaks {API_VERSION}",
@@ -289,21 +432,97 @@ impl Client {
         if status == reqwest::StatusCode::UNAUTHORIZED {
             return Err(self.unauthorized());
         }
+        let (status, bytes) = self.read(resp).await?;
+        Ok((status, self.json_body(status, &bytes)?))
+    }
+
+    /// The request with this client's credentials.
+    pub(crate) fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.creds {
+            Credentials::None => req,
+            Credentials::Bearer(t) => req.bearer_auth(t),
+            Credentials::Basic(u, p) => req.basic_auth(u, Some(p)),
+        }
+    }
+
+    /// The user name and password given, for the data plane's token server.
+    pub(crate) fn basic(&self) -> Option<(&str, &str)> {
+        match &self.creds {
+            Credentials::Basic(u, p) => Some((u, p)),
+            _ => None,
+        }
+    }
+
+    /// The management token given, which the token server exchanges for a refresh token.
+    pub(crate) fn management_token(&self) -> Option<&str> {
+        match &self.creds {
+            Credentials::Bearer(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Sends a request (shown on stderr with --debug), naming the cause of a failure.
+    pub(crate) async fn execute(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, String> {
+        let req = req
+            .build()
+            .map_err(|e| format!("cannot build the request: {}", e.without_url()))?;
+        if self.debug {
+            crate::debug::request(&req);
+        }
+        self.http.execute(req).await.map_err(|e| {
+            // reqwest's own message ("error sending request") hides the cause, such as an
+            // untrusted certificate; the chain below it names it.
+            let e = e.without_url();
+            let mut msg = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                msg = format!("{msg}: {c}");
+                cause = c.source();
+            }
+            format!("cannot reach the Wharf server at {}: {msg}", self.base)
+        })
+    }
+
+    /// Reads an answer's body (shown on stderr with --debug).
+    pub(crate) async fn read(
+        &self,
+        resp: reqwest::Response,
+    ) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
+        let status = resp.status();
+        let headers = resp.headers().clone();
         let bytes = resp
             .bytes()
             .await
-            .map_err(|e| format!("reading the answer of {}: {}", self.base, e.without_url()))?;
-        let v: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).map_err(|_| {
-                format!(
-                    "the server at {} answered HTTP {status} with a body that is not JSON",
-                    self.base
-                )
-            })?
-        };
-        Ok((status, v))
+            .map_err(|e| format!("reading the answer of {}: {}", self.base, e.without_url()))?
+            .to_vec();
+        if self.debug {
+            crate::debug::response(status, &headers, &bytes);
+        }
+        Ok((status, bytes))
+    }
+
+    /// An answer's JSON; Null for an empty body.
+    pub(crate) fn json_body(
+        &self,
+        status: reqwest::StatusCode,
+        bytes: &[u8],
+    ) -> Result<Value, String> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(bytes).map_err(|_| {
+            format!(
+                "the server at {} answered HTTP {status} with a body that is not JSON",
+                self.base
+            )
+        })
     }
 
     /// The message for a 401: what was (or was not) sent and how to authenticate. The server's
@@ -356,7 +575,7 @@ impl Client {
 
 /// The message of a failed call: the server's (ARM's `error.message`, or the registry API's
 /// `errors[0].message`), or the status.
-fn error_message(status: reqwest::StatusCode, v: &Value) -> String {
+pub(crate) fn error_message(status: reqwest::StatusCode, v: &Value) -> String {
     v["error"]["message"]
         .as_str()
         .or_else(|| v["errors"][0]["message"].as_str())
@@ -434,6 +653,9 @@ pub fn report(message: &str) {
 
 /// A warning on stderr (az prints its hints and warnings there too).
 pub fn report_warning(message: &str) {
+    if GLOBALS.get().is_some_and(|g| g.only_show_errors) {
+        return;
+    }
     let _ = writeln!(io::stderr().lock(), "WARNING: {message}");
 }
 
@@ -477,60 +699,23 @@ pub fn s(v: &Value) -> String {
     }
 }
 
-/// The output text of a command: pretty JSON, or one row per item as tsv or an aligned table.
+/// Whether `--query` was given (a command's own table columns do not apply then).
+pub fn query_active() -> bool {
+    GLOBALS.get().is_some_and(|g| g.query.is_some())
+}
+
+/// The output text of a command: its result `v` after `--query`, in the `-o` format; `headers`
+/// and `row` are its own table (one row per item if `is_list`), as az's table transformers.
 pub fn render_rows(
     v: &Value,
     out: Output,
     headers: &[&str],
     row: impl Fn(&Value) -> Vec<String>,
     is_list: bool,
-) -> String {
-    let mut text = String::new();
-    let mut line = |l: &str| {
-        text.push_str(l);
-        text.push('\n');
-    };
-    match out {
-        Output::Json => line(&serde_json::to_string_pretty(v).unwrap_or_default()),
-        Output::Tsv | Output::Table => {
-            let items: Vec<&Value> = if is_list {
-                v.as_array().map(|a| a.iter().collect()).unwrap_or_default()
-            } else {
-                vec![v]
-            };
-            let rows: Vec<Vec<String>> = items.iter().map(|i| row(i)).collect();
-            if matches!(out, Output::Tsv) {
-                for r in rows {
-                    line(&r.join("\t"));
-                }
-                return text;
-            }
-            let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-            for r in &rows {
-                for (i, c) in r.iter().enumerate() {
-                    if let Some(w) = widths.get_mut(i) {
-                        *w = (*w).max(c.chars().count());
-                    }
-                }
-            }
-            let cells = |cells: Vec<String>| {
-                cells
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| format!("{:<w$}", c, w = widths.get(i).copied().unwrap_or(0)))
-                    .collect::<Vec<_>>()
-                    .join("  ")
-                    .trim_end()
-                    .to_owned()
-            };
-            line(&cells(headers.iter().map(|h| h.to_string()).collect()));
-            line(&cells(widths.iter().map(|w| "-".repeat(*w)).collect()));
-            for r in rows {
-                line(&cells(r));
-            }
-        }
-    }
-    text
+) -> Result<String, String> {
+    let query = GLOBALS.get().and_then(|g| g.query.as_deref());
+    let columns = (!headers.is_empty()).then_some(crate::output::Columns { headers, row: &row });
+    crate::output::render(v, out, query, columns, is_list)
 }
 
 #[cfg(test)]
