@@ -488,7 +488,7 @@ mod tests {
             lines[0].split_whitespace().collect::<Vec<_>>(),
             ["Name", "Ok", "Size"]
         );
-        assert!(lines[1].starts_with("----  --  ----"), "{t}");
+        assert_eq!(lines[1], "----  -----  ----", "{t}");
         assert_eq!(
             lines[2].split_whitespace().collect::<Vec<_>>(),
             ["a", "True", "1"]
