@@ -498,7 +498,7 @@ mod tests {
             ["b", "False", "22"]
         );
         let t = auto_table(&json!(["repo1", "repo2"]));
-        assert_eq!(t, "Result\n--------\nrepo1\nrepo2\n");
+        assert_eq!(t, "Result\n------\nrepo1\nrepo2\n");
     }
 
     #[test]
