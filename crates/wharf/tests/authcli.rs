@@ -240,7 +240,11 @@ async fn tokens_and_scope_maps_made_with_the_cli_work_on_the_registry_api() {
     )
     .await;
     assert!(o.err().contains("content/read"), "{}", o.stderr);
-    let o = wharf(&s, &["scope-map", "list", "--query", "[].name", "-o", "tsv"]).await;
+    let o = wharf(
+        &s,
+        &["scope-map", "list", "--query", "[].name", "-o", "tsv"],
+    )
+    .await;
     let names: Vec<&str> = o.stdout.lines().collect();
     assert!(
         names.contains(&"_repositories_pull") && names.contains(&"team-map"),
