@@ -476,7 +476,7 @@ impl Client {
         if self.debug {
             crate::debug::request(&req);
         }
-        self.http.execute(req).await.map_err(|e| {
+        let resp = self.http.execute(req).await.map_err(|e| {
             // reqwest's own message ("error sending request") hides the cause, such as an
             // untrusted certificate; the chain below it names it.
             let e = e.without_url();
@@ -487,7 +487,11 @@ impl Client {
                 cause = c.source();
             }
             format!("cannot reach the Wharf server at {}: {msg}", self.base)
-        })
+        })?;
+        if self.debug {
+            crate::debug::response_head(resp.status(), resp.headers());
+        }
+        Ok(resp)
     }
 
     /// Reads an answer's body (shown on stderr with --debug).
@@ -496,14 +500,13 @@ impl Client {
         resp: reqwest::Response,
     ) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
         let status = resp.status();
-        let headers = resp.headers().clone();
         let bytes = resp
             .bytes()
             .await
             .map_err(|e| format!("reading the answer of {}: {}", self.base, e.without_url()))?
             .to_vec();
         if self.debug {
-            crate::debug::response(status, &headers, &bytes);
+            crate::debug::response_body(&bytes);
         }
         Ok((status, bytes))
     }

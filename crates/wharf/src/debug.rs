@@ -113,12 +113,15 @@ pub fn request(req: &reqwest::Request) {
     }
 }
 
-pub fn response(status: reqwest::StatusCode, headers: &reqwest::header::HeaderMap, body: &[u8]) {
+pub fn response_head(status: reqwest::StatusCode, headers: &reqwest::header::HeaderMap) {
     line(&format!("Response status: {}", status.as_u16()));
     line("Response headers:");
     for (k, v) in headers {
         line(&format!("    '{k}': '{}'", header_value(k.as_str(), v)));
     }
+}
+
+pub fn response_body(body: &[u8]) {
     line(&format!("Response content: {}", redact_body(body)));
 }
 
