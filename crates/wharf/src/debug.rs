@@ -88,7 +88,7 @@ pub fn request(req: &reqwest::Request) {
     // The query of a URL may carry a secret too (none of Wharf's routes takes one, but the
     // token server's GET could be given `password=`); its secret fields are replaced as well.
     let mut url = req.url().clone();
-    if url.query().is_some() {
+    if url.query_pairs().any(|(k, _)| secret_key(&k)) {
         let pairs: Vec<(String, String)> = url
             .query_pairs()
             .map(|(k, v)| {
