@@ -50,8 +50,10 @@ enum RepositoryCommand {
 #[derive(Clone, Copy, ValueEnum)]
 enum OrderBy {
     /// Oldest first (by last update time).
+    #[value(name = "time_asc")]
     TimeAsc,
     /// Newest first (by last update time).
+    #[value(name = "time_desc")]
     TimeDesc,
 }
 
