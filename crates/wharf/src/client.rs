@@ -30,8 +30,8 @@ pub struct Conn {
         default_value = "http://127.0.0.1:5000"
     )]
     pub server: String,
-    /// Name of the registry. Wharf serves one: when given, it must be the server's (its
-    /// `[auth] registry_name`), or the command stops with an error naming both.
+    /// Name of the registry. Wharf serves one: when given, it must be the server's, or the
+    /// command stops with an error naming both.
     #[arg(
         long,
         short = 'r',
@@ -55,7 +55,8 @@ pub struct Conn {
         hide_env_values = true
     )]
     pub token: Option<String>,
-    /// User name for Basic authentication: the admin user, whose name is the registry's.
+    /// User name for Basic authentication: the admin user, whose name is the registry's (or,
+    /// for `wharf repository`, a token).
     #[arg(long, short = 'u', global = true, env = "WHARF_USERNAME")]
     pub username: Option<String>,
     /// Password for --username. Prefer the environment variable: a command line is visible to
@@ -77,7 +78,7 @@ pub struct Conn {
     #[arg(long, short = 'o', global = true, value_enum, default_value = "json")]
     pub output: Output,
     /// JMESPath query applied to the result before it is printed, e.g. "[].name" or
-    /// "[?status=='enabled'].{name:name, uri:scope}". See https://jmespath.org.
+    /// "[?status=='enabled'].{name: name, scope: scope}". See https://jmespath.org.
     #[arg(long, global = true, value_parser = crate::output::parse_query)]
     pub query: Option<String>,
     /// Only show errors, suppressing warnings.
