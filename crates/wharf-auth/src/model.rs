@@ -14,18 +14,8 @@ use crate::scope::{RuleSet, SYSTEM_SCOPE_MAPS, system_scope_map};
 use crate::secret;
 use crate::service::{Auth, AuthError, keys};
 
-/// The fixed subscription and resource group of this registry's ARM ids (as for webhooks).
-pub const SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000000";
-pub const RESOURCE_GROUP: &str = "wharf";
 /// The latest published api-version of the ACR management API (acr-auth.md §1).
 pub const API_VERSION: &str = "2025-11-01";
-
-/// `{R}`: the registry's ARM id.
-pub fn registry_id(registry: &str) -> String {
-    format!(
-        "/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.ContainerRegistry/registries/{registry}"
-    )
-}
 
 fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -75,10 +65,10 @@ fn child_of<'a>(id: &'a str, prefix: &str) -> Option<&'a str> {
     (head.eq_ignore_ascii_case(prefix) && !rest.is_empty()).then_some(rest)
 }
 
-/// The scope map a `scopeMapId` (full ARM id or bare name) names, if it belongs to this
-/// registry.
-fn scope_map_name(registry: &str, id: &str) -> Result<String, AuthError> {
-    let prefix = format!("{}/scopeMaps/", registry_id(registry));
+/// The scope map a `scopeMapId` (full ARM id or bare name) names, if it belongs to the
+/// registry whose ARM id is `registry_id`.
+fn scope_map_name(registry_id: &str, id: &str) -> Result<String, AuthError> {
+    let prefix = format!("{registry_id}/scopeMaps/");
     let name = if let Some(name) = child_of(id, &prefix) {
         name
     } else if !id.contains('/') {
@@ -162,25 +152,33 @@ pub struct RegenerateCredential {
 
 impl Auth {
     fn registry(&self) -> &str {
-        &self.config().registry_name
+        &self.config().arm.registry
     }
 
-    /// The registry resource (the parts access control owns).
-    pub fn registry_resource(&self, login_server: &str) -> Value {
-        let r = self.registry();
-        json!({
-            "id": registry_id(r),
-            "name": r,
-            "type": "Microsoft.ContainerRegistry/registries",
-            "location": "local",
-            "sku": {"name": "Premium", "tier": "Premium"},
-            "properties": {
-                "loginServer": login_server,
-                "adminUserEnabled": self.admin_enabled(),
-                "anonymousPullEnabled": self.anonymous_pull(),
-                "provisioningState": "Succeeded",
-            },
-        })
+    /// `{R}`: the registry's ARM id.
+    fn registry_id(&self) -> String {
+        self.config().arm.registry_id()
+    }
+
+    /// The registry's ARM `creationDate`, Unix ms: fixed the first time it is asked for, so
+    /// it stays the same across restarts.
+    pub async fn creation_date(&self) -> Result<i64, AuthError> {
+        if let Some(ms) = self.store().setting(keys::CREATED_AT).await?
+            && let Ok(ms) = ms.parse()
+        {
+            return Ok(ms);
+        }
+        let now = now_ms();
+        // Insert-if-absent: of two first readers, both end up with the one stored.
+        self.store()
+            .init_settings(&[(keys::CREATED_AT, &now.to_string())])
+            .await?;
+        Ok(self
+            .store()
+            .setting(keys::CREATED_AT)
+            .await?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(now))
     }
 
     pub async fn update_registry(&self, u: RegistryUpdate) -> Result<(), AuthError> {
@@ -265,7 +263,7 @@ impl Auth {
         created: i64,
     ) -> Value {
         json!({
-            "id": format!("{}/scopeMaps/{name}", registry_id(self.registry())),
+            "id": self.config().arm.child_id("scopeMaps", name),
             "name": name,
             "type": "Microsoft.ContainerRegistry/registries/scopeMaps",
             "properties": {
@@ -406,12 +404,12 @@ impl Auth {
             })
             .collect();
         json!({
-            "id": format!("{}/tokens/{}", registry_id(self.registry()), t.name),
+            "id": self.config().arm.child_id("tokens", &t.name),
             "name": t.name,
             "type": "Microsoft.ContainerRegistry/registries/tokens",
             "properties": {
                 "creationDate": rfc3339(t.created_at),
-                "scopeMapId": format!("{}/scopeMaps/{}", registry_id(self.registry()), t.scope_map),
+                "scopeMapId": self.config().arm.child_id("scopeMaps", &t.scope_map),
                 "provisioningState": "Succeeded",
                 "status": if t.enabled { "enabled" } else { "disabled" },
                 "credentials": {"passwords": passwords, "certificates": []},
@@ -454,7 +452,7 @@ impl Auth {
         }
         let scope_map = match (props.scope_map_id, &existing) {
             (Some(id), _) => {
-                let n = scope_map_name(self.registry(), &id)?;
+                let n = scope_map_name(&self.registry_id(), &id)?;
                 let known =
                     system_scope_map(&n).is_some() || self.store().scope_map(&n).await?.is_some();
                 if !known {
@@ -519,7 +517,7 @@ impl Auth {
         let id = g
             .token_id
             .ok_or_else(|| AuthError::Invalid("tokenId: required".into()))?;
-        let prefix = format!("{}/tokens/", registry_id(self.registry()));
+        let prefix = format!("{}/tokens/", self.registry_id());
         let name = if let Some(name) = child_of(&id, &prefix) {
             name.to_owned()
         } else if !id.contains('/') {
@@ -596,6 +594,14 @@ mod proptests {
 
     use super::*;
 
+    fn registry_id(registry: &str) -> String {
+        wharf_core::ArmIdentity {
+            registry: registry.to_owned(),
+            ..Default::default()
+        }
+        .registry_id()
+    }
+
     /// The start of `full` cut at a random point, often within a few bytes of its end, so that
     /// what the client appends straddles the place where the prefix would end.
     fn cut(full: String) -> impl Strategy<Value = String> {
@@ -608,7 +614,7 @@ mod proptests {
     fn a_character_across_the_prefix_end_is_refused_not_a_panic() {
         let prefix = format!("{}/scopeMaps/", registry_id("myreg"));
         let id = format!("{}é/x", &prefix[..prefix.len() - 1]);
-        assert!(scope_map_name("myreg", &id).is_err());
+        assert!(scope_map_name(&registry_id("myreg"), &id).is_err());
         assert_eq!(child_of(&id, &prefix), None);
     }
 
@@ -623,7 +629,7 @@ mod proptests {
             }),
             tail in any::<String>(),
         ) {
-            let _ = scope_map_name(&registry, &format!("{head}{tail}"));
+            let _ = scope_map_name(&registry_id(&registry), &format!("{head}{tail}"));
         }
 
         /// The helper `generateCredentials` reads its `tokenId` with, too.
@@ -653,10 +659,10 @@ mod proptests {
                 id = id.to_ascii_uppercase();
             }
             let want = if upper { name.to_ascii_uppercase() } else { name.clone() };
-            prop_assert_eq!(scope_map_name(&registry, &id).ok(), Some(want));
-            prop_assert_eq!(scope_map_name(&registry, &name).ok(), Some(name));
+            prop_assert_eq!(scope_map_name(&registry_id(&registry), &id).ok(), Some(want));
+            prop_assert_eq!(scope_map_name(&registry_id(&registry), &name).ok(), Some(name));
             let other = format!("{}/scopeMaps/x", registry_id(&format!("{registry}x")));
-            prop_assert!(scope_map_name(&registry, &other).is_err());
+            prop_assert!(scope_map_name(&registry_id(&registry), &other).is_err());
         }
     }
 }

@@ -26,14 +26,16 @@ pub(crate) mod keys {
     pub const ADMIN_PASSWORD: &str = "admin_password";
     pub const ADMIN_PASSWORD2: &str = "admin_password2";
     pub const MANAGEMENT_HASH: &str = "management_hash";
+    /// Unix ms of the registry's first `creationDate` read (ARM's registry resource).
+    pub const CREATED_AT: &str = "registry_created_at";
 }
 
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
     /// Whether credentials are checked at all (off: the open, loopback-only development mode).
     pub enabled: bool,
-    /// The registry's name: the admin user's name and the `{registry}` of ARM ids.
-    pub registry_name: String,
+    /// Where the registry sits in ARM: its name is also the admin user's name.
+    pub arm: wharf_core::ArmIdentity,
     /// The login server (`service`, JWT `aud`); None: the host the client addressed.
     pub login_server: Option<String>,
     pub access_token_lifetime: Duration,
@@ -51,7 +53,7 @@ impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             enabled: false,
-            registry_name: "wharf".into(),
+            arm: wharf_core::ArmIdentity::default(),
             login_server: None,
             access_token_lifetime: Duration::from_secs(1200),
             refresh_token_lifetime: Duration::from_secs(3 * 3600),
@@ -251,7 +253,7 @@ impl Auth {
             let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
             if store.init_settings(&refs).await? {
                 initial = Some(InitialCredentials {
-                    admin_user: cfg.registry_name.clone(),
+                    admin_user: cfg.arm.registry.clone(),
                     admin_password: p1,
                     management_token: mgmt,
                 });
@@ -387,7 +389,7 @@ impl Auth {
             // An ACR refresh token in place of a password.
             return Ok(self.refresh_principal(password, service).await?);
         }
-        if user.eq_ignore_ascii_case(&self.inner.cfg.registry_name) {
+        if user.eq_ignore_ascii_case(&self.inner.cfg.arm.registry) {
             let snap = self.snap();
             let ok = snap.admin_enabled
                 && snap
@@ -694,7 +696,7 @@ impl Auth {
     ) -> Result<(String, i64), AuthError> {
         let (kind, sub) = match p {
             Principal::Anonymous => ("anonymous".to_owned(), ANONYMOUS_SUB.to_owned()),
-            Principal::Admin => ("admin".to_owned(), self.inner.cfg.registry_name.clone()),
+            Principal::Admin => ("admin".to_owned(), self.inner.cfg.arm.registry.clone()),
             Principal::Management => ("management".to_owned(), "management".to_owned()),
             Principal::Token { name, .. } => ("token".to_owned(), name.clone()),
             Principal::Bearer(c) => (c.kind.clone(), c.sub.clone()),

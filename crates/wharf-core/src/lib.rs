@@ -4,6 +4,7 @@
 //! This crate does no I/O. It must not depend on tokio, axum, sqlx or any other crate of the
 //! workspace: every other crate depends on it, never the other way round.
 
+pub mod arm;
 pub mod digest;
 pub mod error;
 pub mod event;
@@ -12,10 +13,11 @@ pub mod name;
 pub mod payload;
 pub mod webhook;
 
+pub use arm::ArmIdentity;
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error::ErrorCode;
 pub use event::{ChartAction, Event, EventAction, EventRequest, EventTarget, format_timestamp};
 pub use manifest::{Descriptor, ManifestError, ManifestKind, ParsedManifest, parse_manifest};
 pub use name::{NameError, Reference, RepoName, Tag};
-pub use payload::{PayloadFormat, REGISTRY_ID, Rendered};
+pub use payload::{PayloadFormat, Rendered};
 pub use webhook::{Scope, WebhookAction, WebhookError, WebhookName, WebhookStatus};

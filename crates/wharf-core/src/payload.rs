@@ -20,11 +20,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{EventRequest, EventTarget};
 
-/// The registry's ARM resource id: the `topic` of Event Grid events and the `source` of
-/// CloudEvents. A fixed local subscription, resource group and registry name, the same prefix
-/// as a webhook's id.
-pub const REGISTRY_ID: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/wharf/providers/Microsoft.ContainerRegistry/registries/wharf";
-
 /// How a webhook's deliveries are shaped (`properties.payloadFormat`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum PayloadFormat {
@@ -198,9 +193,10 @@ fn subject(s: &Stored) -> String {
 }
 
 /// Renders one delivery of the stored ACR `body` in `format`, for a webhook of region
-/// `location`. `Acr` hands the body back untouched; so does any format if the body is not an
+/// `location` on the registry whose ARM id is `registry_id` (the Event Grid `topic` and the
+/// CloudEvents `source`: see [`crate::arm::ArmIdentity::registry_id`]). `Acr` hands the body back untouched; so does any format if the body is not an
 /// ACR event (it always is: only Wharf writes it), rather than sending nothing.
-pub fn render(format: PayloadFormat, body: Vec<u8>, location: &str) -> Rendered {
+pub fn render(format: PayloadFormat, body: Vec<u8>, location: &str, registry_id: &str) -> Rendered {
     if format == PayloadFormat::Acr {
         return acr(body);
     }
@@ -243,7 +239,7 @@ pub fn render(format: PayloadFormat, body: Vec<u8>, location: &str) -> Rendered 
         PayloadFormat::EventGrid => Rendered {
             body: serde_json::to_vec(&[EventGridEvent {
                 id: &stored.id,
-                topic: REGISTRY_ID,
+                topic: registry_id,
                 subject: &subject,
                 event_type: ty,
                 event_time: &stored.timestamp,
@@ -259,7 +255,7 @@ pub fn render(format: PayloadFormat, body: Vec<u8>, location: &str) -> Rendered 
             body: serde_json::to_vec(&CloudEvent {
                 specversion: "1.0",
                 id: &stored.id,
-                source: REGISTRY_ID,
+                source: registry_id,
                 ty,
                 subject: &subject,
                 time: &stored.timestamp,
@@ -274,7 +270,7 @@ pub fn render(format: PayloadFormat, body: Vec<u8>, location: &str) -> Rendered 
             let mut headers = vec![
                 ("ce-specversion", "1.0".to_owned()),
                 ("ce-id", ce_encode(&stored.id)),
-                ("ce-source", ce_encode(REGISTRY_ID)),
+                ("ce-source", ce_encode(registry_id)),
                 ("ce-type", ty.to_owned()),
             ];
             if !subject.is_empty() {
@@ -316,6 +312,9 @@ fn ce_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A registry id that is not the default one, so the tests see it is the one passed in.
+    const REGISTRY_ID: &str = "/subscriptions/6f1a2b3c-0000-4000-8000-00000000abcd/resourceGroups/rg-prod/providers/Microsoft.ContainerRegistry/registries/fabrikam";
     use crate::event::{ChartAction, Event};
     use chrono::{DateTime, Utc};
     use serde_json::{Value, json};
@@ -364,7 +363,7 @@ mod tests {
     #[test]
     fn acr_is_the_stored_body_untouched() {
         let body = push().to_bytes();
-        let r = render(PayloadFormat::Acr, body.clone(), "northeurope");
+        let r = render(PayloadFormat::Acr, body.clone(), "northeurope", REGISTRY_ID);
         assert_eq!(r.body, body);
         assert_eq!(r.content_type, "application/json");
         assert!(r.headers.is_empty());
@@ -372,7 +371,12 @@ mod tests {
 
     #[test]
     fn event_grid_push_follows_the_reference() {
-        let r = render(PayloadFormat::EventGrid, push().to_bytes(), "northeurope");
+        let r = render(
+            PayloadFormat::EventGrid,
+            push().to_bytes(),
+            "northeurope",
+            REGISTRY_ID,
+        );
         assert_eq!(r.content_type, "application/json");
         assert!(r.headers.is_empty());
         assert_eq!(
@@ -402,7 +406,12 @@ mod tests {
 
     #[test]
     fn cloudevents_structured_and_binary() {
-        let r = render(PayloadFormat::CloudEvents, push().to_bytes(), "northeurope");
+        let r = render(
+            PayloadFormat::CloudEvents,
+            push().to_bytes(),
+            "northeurope",
+            REGISTRY_ID,
+        );
         assert_eq!(r.content_type, "application/cloudevents+json");
         assert_eq!(
             parse(&r),
@@ -421,6 +430,7 @@ mod tests {
             PayloadFormat::CloudEventsBinary,
             push().to_bytes(),
             "northeurope",
+            REGISTRY_ID,
         );
         assert_eq!(b.content_type, "application/json");
         assert_eq!(parse(&b), push_data());
@@ -455,7 +465,12 @@ mod tests {
                 useragent: None,
             },
         );
-        let v = parse(&render(PayloadFormat::CloudEvents, ev.to_bytes(), "westus"));
+        let v = parse(&render(
+            PayloadFormat::CloudEvents,
+            ev.to_bytes(),
+            "westus",
+            REGISTRY_ID,
+        ));
         assert_eq!(v["type"], "Microsoft.ContainerRegistry.ImageDeleted");
         assert_eq!(v["subject"], "payments/ledger");
         assert_eq!(
@@ -481,7 +496,12 @@ mod tests {
             "ingress-proxy",
             "3.2.0",
         );
-        let v = parse(&render(PayloadFormat::EventGrid, ev.to_bytes(), "westus"));
+        let v = parse(&render(
+            PayloadFormat::EventGrid,
+            ev.to_bytes(),
+            "westus",
+            REGISTRY_ID,
+        ));
         assert_eq!(
             v[0]["eventType"],
             "Microsoft.ContainerRegistry.ChartDeleted"
@@ -501,7 +521,12 @@ mod tests {
     #[test]
     fn ping_has_a_wharf_type_and_no_subject() {
         let ev = Event::ping("p1", ts("2026-03-04T12:00:00Z"));
-        let b = render(PayloadFormat::CloudEventsBinary, ev.to_bytes(), "local");
+        let b = render(
+            PayloadFormat::CloudEventsBinary,
+            ev.to_bytes(),
+            "local",
+            REGISTRY_ID,
+        );
         assert!(b.headers.iter().all(|(k, _)| *k != "ce-subject"));
         assert!(
             b.headers
@@ -518,8 +543,8 @@ mod tests {
     fn rendering_is_deterministic() {
         for f in PayloadFormat::ALL {
             assert_eq!(
-                render(f, push().to_bytes(), "x"),
-                render(f, push().to_bytes(), "x")
+                render(f, push().to_bytes(), "x", REGISTRY_ID),
+                render(f, push().to_bytes(), "x", REGISTRY_ID)
             );
         }
     }

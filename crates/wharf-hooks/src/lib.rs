@@ -377,6 +377,60 @@ impl Hooks {
         }
     }
 
+    /// ARM's create-or-replace PUT: creates the webhook, or replaces an existing one whole
+    /// (what the body omits goes back to its default, as a PUT does; the location cannot
+    /// change). Returns the webhook and whether it was created.
+    pub async fn create_or_replace(
+        &self,
+        name: &str,
+        p: WebhookCreate,
+    ) -> Result<(WebhookRecord, bool)> {
+        match self.create(name, p.clone()).await {
+            Ok(rec) => return Ok((rec, true)),
+            Err(HooksError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let existing = self.get(name).await?;
+        if p.location
+            .as_deref()
+            .is_some_and(|l| !l.eq_ignore_ascii_case(&existing.location))
+        {
+            return Err(HooksError::Invalid(
+                "location: cannot be changed after creation".into(),
+            ));
+        }
+        let props = p
+            .properties
+            .ok_or_else(|| HooksError::Invalid("properties: required".into()))?;
+        if props.service_uri.is_none() {
+            return Err(HooksError::Invalid("serviceUri: required".into()));
+        }
+        if props.actions.is_none() {
+            return Err(HooksError::Invalid(
+                "actions: at least one of push, delete, quarantine, chart_push, chart_delete is required".into(),
+            ));
+        }
+        let whole = WebhookUpdate {
+            location: None,
+            tags: Some(p.tags.unwrap_or_default()),
+            properties: Some(model::WebhookProps {
+                custom_headers: Some(props.custom_headers.unwrap_or_default()),
+                status: Some(props.status.unwrap_or_else(|| "enabled".into())),
+                scope: Some(props.scope.unwrap_or_default()),
+                signing: Some(model::SigningProps {
+                    enabled: Some(props.signing.and_then(|s| s.enabled).unwrap_or(false)),
+                }),
+                payload_format: Some(
+                    props
+                        .payload_format
+                        .unwrap_or_else(|| PayloadFormat::Acr.as_str().to_owned()),
+                ),
+                ..props
+            }),
+        };
+        Ok((self.update(name, whole).await?, false))
+    }
+
     /// A service URI whose literal address the SSRF guard blocks, or that reaches this
     /// server's own listener (a loop), is refused. Names are checked again at every send.
     async fn check_target(&self, uri: &str) -> Result<()> {
@@ -476,7 +530,11 @@ impl Hooks {
             custom_headers: rec.custom_headers,
             signing: rec.signing,
         }
-        .render(rec.payload_format, &rec.location);
+        .render(
+            rec.payload_format,
+            &rec.location,
+            self.store.hooks.registry_id(),
+        );
         let (sender, store) = (self.sender.clone(), self.store.clone());
         let task = tokio::spawn(async move {
             let res = sender.send(&claimed).await;

@@ -98,16 +98,9 @@ fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// The resource id of a webhook: ARM's path with a fixed local subscription, resource group
-/// and registry, so ARM clients that parse ids keep working.
-pub fn webhook_id(name: &str) -> String {
-    format!(
-        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/wharf/providers/Microsoft.ContainerRegistry/registries/wharf/webhooks/{name}"
-    )
-}
-
-/// `Webhook`: never carries `serviceUri`, `customHeaders` or a signing secret.
-pub fn webhook_json(w: &WebhookRecord) -> Value {
+/// `Webhook`: never carries `serviceUri`, `customHeaders` or a signing secret. Its `id` is
+/// under the registry's (`arm`).
+pub fn webhook_json(arm: &wharf_core::ArmIdentity, w: &WebhookRecord) -> Value {
     let actions: Vec<&str> = w.actions.iter().map(|a| a.as_str()).collect();
     let mut signing = json!({ "enabled": w.signing.enabled });
     if let Some(until) = w
@@ -118,7 +111,7 @@ pub fn webhook_json(w: &WebhookRecord) -> Value {
         signing["previousSecretExpiresAt"] = json!(rfc3339(until));
     }
     json!({
-        "id": webhook_id(&w.name),
+        "id": arm.child_id("webhooks", &w.name),
         "name": w.name,
         "type": "Microsoft.ContainerRegistry/registries/webhooks",
         "location": w.location,

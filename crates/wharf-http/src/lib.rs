@@ -1,5 +1,7 @@
 //! Wharf's HTTP surface: the OCI distribution API under `/v2/`, ACR's data plane under
-//! `/acr/v1/` (attributes, listings, locks, quarantine release), and the webhook management API under `/wharf/v1/`; error mapping
+//! `/acr/v1/` (attributes, listings, locks, quarantine release), and the management API at
+//! ARM's paths under `/subscriptions/` (with `/wharf/v1/webhooks` as an alias of its webhook
+//! operations); error mapping
 //! to the spec's bodies; and the connection loop — plain HTTP/1.1, or TLS with HTTP/2 and
 //! HTTP/1.1 by ALPN and a certificate that can be reloaded (`tls`) — with timeouts, graceful
 //! shutdown and the per-request `ClientAddr` and `IsTls` extensions.
@@ -65,16 +67,29 @@ pub fn router(state: AppState) -> Router {
             get(token::get_token).post(token::post_token),
         )
         .route("/oauth2/exchange", post(token::exchange))
-        .nest("/wharf/v1", mgmt::router())
-        // The nested router sees `/wharf/v1` but not `/wharf/v1/`.
-        .route("/wharf/v1/", any(mgmt::not_found))
-        .nest(arm::PREFIX, arm::router())
+        .merge(management())
+        // ARM's paths ignore case, `/Subscriptions/…` included.
+        .fallback(arm::fallback)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authorize,
         ))
         .layer(axum::middleware::from_fn(access_log))
         .with_state(state)
+}
+
+/// The management API: ARM's paths (routed by `arm` itself, which ignores the case of their
+/// literal segments as ARM does) and the `/wharf/v1` alias; every answer carries the
+/// `wharf-api` header and ARM's error shape.
+fn management() -> Router<AppState> {
+    Router::new()
+        .route("/subscriptions", any(arm::handle))
+        .route("/subscriptions/", any(arm::handle))
+        .route("/subscriptions/{*rest}", any(arm::handle))
+        .route("/wharf/v1", any(arm::handle_alias))
+        .route("/wharf/v1/", any(arm::handle_alias))
+        .route("/wharf/v1/{*rest}", any(arm::handle_alias))
+        .layer(axum::middleware::from_fn(mgmt::arm_responses))
 }
 
 /// One line per request at debug level (`WHARF_LOG=wharf_http=debug`): method, path (never the

@@ -1,18 +1,17 @@
-//! The webhook management API under `/wharf/v1/webhooks`, with ACR's ARM bodies and ARM's
-//! `{"error":{"code","message"}}` error shape. Secrets leave only through getCallbackConfig.
+//! What the management API shares: ARM's `{"error":{"code","message"}}` shape on every
+//! failure, the request-body rules (JSON, size bound), and the webhook operations with ACR's
+//! ARM bodies, which `arm` routes at ARM's paths (and at the `/wharf/v1/webhooks` alias).
+//! Secrets leave only through getCallbackConfig.
 
-use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
-use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
+use wharf_core::ArmIdentity;
 use wharf_hooks::HooksError;
 use wharf_hooks::model::{
     JsonType, REDELIVER_PARAMETERS, ROTATE_PARAMETERS, RotateSigningSecret, WEBHOOK_PARAMETERS,
@@ -30,28 +29,6 @@ pub const MAX_BODY_BYTES: usize = 128 * 1024;
 /// whatever else answers at the address it was given (another server, a proxy's error page).
 pub const API_HEADER: &str = "wharf-api";
 pub const API_VERSION: &str = "v1";
-
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/webhooks", get(list))
-        .route(
-            "/webhooks/{name}",
-            get(show).put(create).patch(update).delete(remove),
-        )
-        .route("/webhooks/{name}/ping", post(ping))
-        .route(
-            "/webhooks/{name}/listEvents",
-            post(list_events).get(list_events),
-        )
-        .route("/webhooks/{name}/getCallbackConfig", post(get_config))
-        .route("/webhooks/{name}/redeliver", post(redeliver))
-        .route(
-            "/webhooks/{name}/rotateSigningSecret",
-            post(rotate_signing_secret),
-        )
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn(arm_responses))
-}
 
 pub(crate) fn arm_error(status: StatusCode, code: &str, message: &str) -> Response {
     let mut r = (
@@ -120,26 +97,7 @@ pub(crate) async fn arm_responses(req: Request, next: Next) -> Response {
     resp
 }
 
-/// Paths under `/wharf/v1` that name no operation. ARM answers an unknown resource path with
-/// a 404 in its error shape, and so does Wharf. Also routed directly for `/wharf/v1/`, which
-/// the nested router does not see, hence the header set here too.
-pub(crate) async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
-    let mut resp = arm_error(
-        StatusCode::NOT_FOUND,
-        "NotFound",
-        &format!(
-            "no management operation {method} {}; see /wharf/v1/webhooks",
-            uri.path()
-        ),
-    );
-    resp.headers_mut().insert(
-        HeaderName::from_static(API_HEADER),
-        HeaderValue::from_static(API_VERSION),
-    );
-    resp
-}
-
-fn err(e: HooksError) -> Response {
+pub(crate) fn hooks_err(e: HooksError) -> Response {
     match e {
         HooksError::Invalid(m) => arm_error(StatusCode::BAD_REQUEST, "InvalidParameter", &m),
         HooksError::NotFound(_) => {
@@ -164,25 +122,6 @@ fn err(e: HooksError) -> Response {
                 "InternalServerError",
                 "internal error",
             )
-        }
-    }
-}
-
-/// The `{name}` path segment. axum's own `Path` rejection is plain text; this one is ARM's
-/// shape (it fails only for a segment that is not UTF-8 once percent-decoded).
-struct Name(String);
-
-impl<S: Send + Sync> FromRequestParts<S> for Name {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
-        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Path(n)) => Ok(Name(n)),
-            Err(_) => Err(arm_error(
-                StatusCode::BAD_REQUEST,
-                "InvalidParameter",
-                "name: must be UTF-8 text once percent-decoded",
-            )),
         }
     }
 }
@@ -216,7 +155,7 @@ fn too_large() -> Response {
 /// refused before reading), and only as JSON. `required` is for the operations that take a
 /// body (create and update), which need the JSON type even when the body is empty; the others
 /// accept a request without a body, but not a body of another type.
-async fn read_body(req: Request, required: bool) -> Result<Bytes, Response> {
+pub(crate) async fn read_body(req: Request, required: bool) -> Result<Bytes, Response> {
     let json = is_json(req.headers());
     if required && !json {
         return Err(unsupported_media_type());
@@ -241,29 +180,6 @@ async fn read_body(req: Request, required: bool) -> Result<Bytes, Response> {
         return Err(unsupported_media_type());
     }
     Ok(bytes)
-}
-
-/// The body of an operation that takes one (create, update).
-pub(crate) struct JsonBody(pub(crate) Bytes);
-
-impl<S: Send + Sync> FromRequest<S> for JsonBody {
-    type Rejection = Response;
-
-    async fn from_request(req: Request, _: &S) -> Result<Self, Response> {
-        read_body(req, true).await.map(JsonBody)
-    }
-}
-
-/// The body of an operation that may have one (redeliver, rotateSigningSecret), or should have
-/// none (the rest): empty, or JSON within the size bound.
-pub(crate) struct OptionalBody(pub(crate) Bytes);
-
-impl<S: Send + Sync> FromRequest<S> for OptionalBody {
-    type Rejection = Response;
-
-    async fn from_request(req: Request, _: &S) -> Result<Self, Response> {
-        read_body(req, false).await.map(OptionalBody)
-    }
 }
 
 /// Parses a JSON body whose fields have the types in `shape`; an empty body is the type's
@@ -295,185 +211,123 @@ pub(crate) fn bad_body(message: &str) -> Response {
     arm_error(StatusCode::BAD_REQUEST, "InvalidRequestContent", message)
 }
 
-async fn list(State(app): State<AppState>, _: OptionalBody) -> Response {
-    match app.hooks.list().await {
-        Ok(v) => axum::Json(json!({ "value": v.iter().map(webhook_json).collect::<Vec<_>>() }))
-            .into_response(),
-        Err(e) => err(e),
+fn ok(v: Value) -> Response {
+    (StatusCode::OK, axum::Json(v)).into_response()
+}
+
+/// One webhook operation (the path below the registry, `webhooks/{name}[/action]`, already
+/// matched by the router), with its body where it takes one.
+pub(crate) enum WebhookOp<'a> {
+    Get(&'a str),
+    Put(&'a str, Bytes),
+    Patch(&'a str, Bytes),
+    Delete(&'a str),
+    Ping(&'a str),
+    GetCallbackConfig(&'a str),
+    Redeliver(&'a str, Bytes),
+    RotateSigningSecret(&'a str, Bytes),
+}
+
+/// Every webhook, as ARM's `Webhook` (`arm` pages them).
+pub(crate) async fn list_webhooks(
+    app: &AppState,
+    arm: &ArmIdentity,
+) -> Result<Vec<Value>, Response> {
+    app.hooks
+        .list()
+        .await
+        .map(|v| v.iter().map(|w| webhook_json(arm, w)).collect())
+        .map_err(hooks_err)
+}
+
+/// Runs a webhook operation other than the two lists.
+pub(crate) async fn webhook(app: &AppState, arm: &ArmIdentity, op: WebhookOp<'_>) -> Response {
+    match webhook_op(app, arm, op).await {
+        Ok(r) | Err(r) => r,
     }
 }
 
-async fn show(State(app): State<AppState>, Name(name): Name, _: OptionalBody) -> Response {
-    match app.hooks.get(&name).await {
-        Ok(w) => axum::Json(webhook_json(&w)).into_response(),
-        Err(e) => err(e),
-    }
-}
-
-async fn create(State(app): State<AppState>, Name(name): Name, JsonBody(b): JsonBody) -> Response {
-    let p: WebhookCreate = match body(&b, WEBHOOK_PARAMETERS) {
-        Ok(p) => p,
-        Err(m) => return bad_body(&m),
-    };
-    match app.hooks.create(&name, p).await {
-        Ok(w) => (StatusCode::CREATED, axum::Json(webhook_json(&w))).into_response(),
-        Err(e) => err(e),
-    }
-}
-
-async fn update(State(app): State<AppState>, Name(name): Name, JsonBody(b): JsonBody) -> Response {
-    let p: WebhookUpdate = match body(&b, WEBHOOK_PARAMETERS) {
-        Ok(p) => p,
-        Err(m) => return bad_body(&m),
-    };
-    match app.hooks.update(&name, p).await {
-        Ok(w) => axum::Json(webhook_json(&w)).into_response(),
-        Err(e) => err(e),
-    }
-}
-
-async fn remove(State(app): State<AppState>, Name(name): Name, _: OptionalBody) -> Response {
-    match app.hooks.delete(&name).await {
-        Ok(true) => StatusCode::OK.into_response(),
-        Ok(false) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => err(e),
-    }
-}
-
-async fn ping(State(app): State<AppState>, Name(name): Name, _: OptionalBody) -> Response {
-    match app.hooks.ping(&name).await {
-        Ok(id) => axum::Json(json!({ "id": id })).into_response(),
-        Err(e) => err(e),
-    }
-}
-
-async fn get_config(State(app): State<AppState>, Name(name): Name, _: OptionalBody) -> Response {
-    match app.hooks.callback_config(&name).await {
-        Ok(c) => axum::Json(c).into_response(),
-        Err(e) => err(e),
-    }
-}
-
-/// List-events paging, ARM style: `$top` is the page size; `$skipToken` is opaque to clients
-/// (it is the id of the last attempt of the previous page, so pages stay stable while new
-/// attempts are recorded) and comes from `nextLink`. Both are read as text and checked here,
-/// so a bad value gets an ARM error naming the parameter; other parameters (`api-version`)
-/// are ignored.
-#[derive(Deserialize)]
-struct PageQuery {
-    #[serde(rename = "$top")]
-    top: Option<String>,
-    #[serde(rename = "$skipToken")]
-    skip: Option<String>,
-}
-
-const DEFAULT_PAGE: i64 = 50;
-/// Larger `$top` values are served as this many, as ARM list operations cap page sizes.
-const MAX_PAGE: i64 = 1000;
-
-fn bad_query(message: &str) -> Response {
-    arm_error(
-        StatusCode::BAD_REQUEST,
-        "InvalidQueryParameterValue",
-        message,
-    )
-}
-
-/// The page size and position of a list-events request; the error is the message for
-/// [`bad_query`].
-fn page(q: Result<Query<PageQuery>, QueryRejection>) -> Result<(i64, Option<i64>), String> {
-    // A rejection here means the query string itself is malformed (bad percent-encoding).
-    let Ok(Query(q)) = q else {
-        return Err("query string: not valid URL encoding".to_owned());
-    };
-    let top = match q.top.as_deref() {
-        None => DEFAULT_PAGE,
-        Some(t) => match t.trim().parse::<i64>() {
-            Ok(n) if n >= 1 => n.min(MAX_PAGE),
-            _ => return Err("$top: must be a whole number, at least 1".to_owned()),
-        },
-    };
-    let skip = match q.skip.as_deref() {
-        None => None,
-        Some(t) => match t.parse::<i64>() {
-            Ok(n) if n >= 0 => Some(n),
-            _ => {
-                return Err(
-                    "$skipToken: not a token from this server; use the nextLink it returned"
-                        .to_owned(),
-                );
-            }
-        },
-    };
-    Ok((top, skip))
-}
-
-async fn list_events(
-    State(app): State<AppState>,
-    Name(name): Name,
-    q: Result<Query<PageQuery>, QueryRejection>,
-    _: OptionalBody,
-) -> Response {
-    let (top, skip) = match page(q) {
-        Ok(p) => p,
-        Err(m) => return bad_query(&m),
-    };
-    match app.hooks.list_events(&name, skip, top + 1).await {
-        Ok(mut entries) => {
-            let more = entries.len() as i64 > top;
-            entries.truncate(top as usize);
-            let mut out = json!({ "value": entries.iter().map(event_json).collect::<Vec<_>>() });
-            if let Some(last) = entries.last().filter(|_| more) {
-                out["nextLink"] = json!(format!(
-                    "/wharf/v1/webhooks/{name}/listEvents?$top={top}&$skipToken={}",
-                    last.id
-                ));
-            }
-            axum::Json(out).into_response()
+async fn webhook_op(
+    app: &AppState,
+    arm: &ArmIdentity,
+    op: WebhookOp<'_>,
+) -> Result<Response, Response> {
+    let hooks = &app.hooks;
+    let one = |w: &_| webhook_json(arm, w);
+    let r = match op {
+        WebhookOp::Get(name) => hooks.get(name).await.map(|w| ok(one(&w))),
+        WebhookOp::Put(name, b) => {
+            let p: WebhookCreate = body(&b, WEBHOOK_PARAMETERS).map_err(|m| bad_body(&m))?;
+            hooks.create_or_replace(name, p).await.map(|(w, created)| {
+                // ARM: 201 for a new resource, 200 for a replaced one; both with the whole
+                // resource, provisioned, which ends the SDK's poller at once.
+                let status = if created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
+                (status, axum::Json(one(&w))).into_response()
+            })
         }
-        Err(e) => err(e),
-    }
+        WebhookOp::Patch(name, b) => {
+            let p: WebhookUpdate = body(&b, WEBHOOK_PARAMETERS).map_err(|m| bad_body(&m))?;
+            hooks.update(name, p).await.map(|w| ok(one(&w)))
+        }
+        WebhookOp::Delete(name) => hooks.delete(name).await.map(|gone| {
+            if gone {
+                StatusCode::OK.into_response()
+            } else {
+                StatusCode::NO_CONTENT.into_response()
+            }
+        }),
+        WebhookOp::Ping(name) => hooks.ping(name).await.map(|id| ok(json!({ "id": id }))),
+        WebhookOp::GetCallbackConfig(name) => hooks
+            .callback_config(name)
+            .await
+            .map(|c| axum::Json(c).into_response()),
+        WebhookOp::Redeliver(name, b) => {
+            let r: Redeliver = body(&b, REDELIVER_PARAMETERS).map_err(|m| bad_body(&m))?;
+            hooks
+                .redeliver(name, r.event_id.as_deref())
+                .await
+                .map(|n| ok(json!({ "redelivered": n })))
+        }
+        WebhookOp::RotateSigningSecret(name, b) => {
+            // Wharf's action: a new secret, the old one signing beside it for
+            // `gracePeriodSeconds` (default a day). Answers with the Webhook, which says until
+            // when the old secret signs; the new secret itself comes only from
+            // getCallbackConfig.
+            let r: RotateSigningSecret = body(&b, ROTATE_PARAMETERS).map_err(|m| bad_body(&m))?;
+            hooks
+                .rotate_signing_secret(name, r.grace_period_seconds)
+                .await
+                .map(|w| ok(one(&w)))
+        }
+    };
+    r.map_err(hooks_err)
+}
+
+/// One page of a webhook's delivery history, newest first: up to `top` attempts older than
+/// attempt `before`, and the id to continue from if there are more.
+pub(crate) async fn list_events(
+    app: &AppState,
+    name: &str,
+    before: Option<i64>,
+    top: usize,
+) -> Result<(Vec<Value>, Option<i64>), Response> {
+    let mut entries = app
+        .hooks
+        .list_events(name, before, top as i64 + 1)
+        .await
+        .map_err(hooks_err)?;
+    let more = entries.len() > top;
+    entries.truncate(top);
+    let next = entries.last().filter(|_| more).map(|e| e.id);
+    Ok((entries.iter().map(event_json).collect(), next))
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Redeliver {
     event_id: Option<String>,
-}
-
-async fn redeliver(
-    State(app): State<AppState>,
-    Name(name): Name,
-    OptionalBody(b): OptionalBody,
-) -> Response {
-    let r: Redeliver = match body(&b, REDELIVER_PARAMETERS) {
-        Ok(r) => r,
-        Err(m) => return bad_body(&m),
-    };
-    match app.hooks.redeliver(&name, r.event_id.as_deref()).await {
-        Ok(n) => axum::Json(json!({ "redelivered": n })).into_response(),
-        Err(e) => err(e),
-    }
-}
-
-/// Wharf's rotateSigningSecret action: a new secret, the old one signing beside it for
-/// `gracePeriodSeconds` (default a day). Answers with the Webhook, which says until when the
-/// old secret signs; the new secret itself comes only from getCallbackConfig.
-async fn rotate_signing_secret(
-    State(app): State<AppState>,
-    Name(name): Name,
-    OptionalBody(b): OptionalBody,
-) -> Response {
-    let r: RotateSigningSecret = match body(&b, ROTATE_PARAMETERS) {
-        Ok(r) => r,
-        Err(m) => return bad_body(&m),
-    };
-    match app
-        .hooks
-        .rotate_signing_secret(&name, r.grace_period_seconds)
-        .await
-    {
-        Ok(w) => axum::Json(webhook_json(&w)).into_response(),
-        Err(e) => err(e),
-    }
 }

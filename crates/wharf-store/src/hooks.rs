@@ -124,8 +124,13 @@ impl Claimed {
     /// Turns the stored ACR body into the delivery's format. Deterministic (see
     /// `wharf_core::payload`), so the queue and the fast lane send the same bytes, and every
     /// attempt does; for ACR's format it only moves the body.
-    pub fn render(mut self, format: PayloadFormat, location: &str) -> Self {
-        let r = wharf_core::payload::render(format, std::mem::take(&mut self.body), location);
+    pub fn render(mut self, format: PayloadFormat, location: &str, registry_id: &str) -> Self {
+        let r = wharf_core::payload::render(
+            format,
+            std::mem::take(&mut self.body),
+            location,
+            registry_id,
+        );
         self.body = r.body;
         self.content_type = r.content_type;
         self.format_headers = r.headers;
@@ -567,7 +572,7 @@ impl Store {
                         custom_headers: custom_headers.clone(),
                         signing: signing.clone(),
                     }
-                    .render(format, &location),
+                    .render(format, &location, self.hooks.registry_id()),
                 ));
             }
         }
@@ -766,6 +771,7 @@ impl Store {
                     payload_format(r.get("payload_format"))?,
                     r.get("body"),
                     location.as_deref().unwrap_or_default(),
+                    self.hooks.registry_id(),
                 )
                 .body;
                 Ok(HistoryEntry {
@@ -943,6 +949,7 @@ mod tests {
                 region: "local".into(),
                 floor: crate::FreeSpaceFloor::Bytes(0),
                 secret_key: None,
+                registry_id: String::new(),
             },
         )
         .await

@@ -122,6 +122,9 @@ pub struct StoreOptions {
     pub floor: FreeSpaceFloor,
     /// The master key for secrets at rest, base64; None: `wharf.key` in the data directory.
     pub secret_key: Option<String>,
+    /// The registry's ARM id, the `topic`/`source` of deliveries in the Event Grid and
+    /// CloudEvents formats (empty: the default identity's).
+    pub registry_id: String,
 }
 
 impl Store {
@@ -135,7 +138,11 @@ impl Store {
         let store = Store {
             meta,
             blobs,
-            hooks: WebhookCache::default(),
+            hooks: WebhookCache::new(if opts.registry_id.is_empty() {
+                wharf_core::ArmIdentity::default().registry_id()
+            } else {
+                opts.registry_id.clone()
+            }),
             outbox_signal: Arc::new(Notify::new()),
             region: opts.region.clone(),
             space: SpaceGuard::new(data_dir, opts.floor),

@@ -71,13 +71,27 @@ impl HookSnapshot {
     }
 }
 
-/// The enabled webhooks of this server's region, shared by every request.
+/// The enabled webhooks of this server's region, shared by every request, and the registry id
+/// their deliveries name.
 #[derive(Debug, Clone, Default)]
 pub struct WebhookCache {
     inner: Arc<RwLock<Arc<Vec<HookSnapshot>>>>,
+    registry_id: Arc<str>,
 }
 
 impl WebhookCache {
+    pub fn new(registry_id: String) -> Self {
+        WebhookCache {
+            inner: Default::default(),
+            registry_id: registry_id.into(),
+        }
+    }
+
+    /// The registry's ARM id (the Event Grid `topic`, the CloudEvents `source`).
+    pub fn registry_id(&self) -> &str {
+        &self.registry_id
+    }
+
     pub fn snapshot(&self) -> Arc<Vec<HookSnapshot>> {
         match self.inner.read() {
             Ok(g) => g.clone(),
@@ -123,6 +137,7 @@ pub async fn enqueue(
     if events.is_empty() {
         return Ok(out);
     }
+    let hooks_cache = hooks;
     let hooks = hooks.snapshot();
     let now = now_ms();
     let lease = lane.lease();
@@ -187,7 +202,7 @@ pub async fn enqueue(
                     custom_headers: h.custom_headers.clone(),
                     signing: h.signing.clone(),
                 }
-                .render(format, &h.location),
+                .render(format, &h.location, hooks_cache.registry_id()),
             );
         }
     }

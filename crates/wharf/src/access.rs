@@ -409,11 +409,8 @@ where
     F: FnOnce(Client, Output) -> Fut,
     Fut: std::future::Future<Output = Result<String, String>>,
 {
-    let res = match Client::new(conn) {
-        Ok(c) => match c.resolve().await {
-            Ok(_) => f(c, conn.output).await,
-            Err(e) => Err(e),
-        },
+    let res = match Client::connect(conn).await {
+        Ok(c) => f(c, conn.output).await,
         Err(e) => Err(e),
     };
     finish(res)

@@ -200,8 +200,8 @@ fn kv(items: &[String]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The webhook API, under `/wharf/v1/webhooks`, through the shared management client (whose
-/// `object` and `list` it exposes as they are).
+/// The webhook operations, under the registry's ARM path (`{R}/webhooks`), through the shared
+/// management client (whose `object` and `list` it exposes as they are).
 struct Client(client::Client);
 
 impl Client {
@@ -212,7 +212,7 @@ impl Client {
         body: Option<Value>,
     ) -> Result<Value, String> {
         self.0
-            .call(method, &format!("/wharf/v1/webhooks{path}"), body)
+            .call(method, &self.0.arm_path(&format!("/webhooks{path}")), body)
             .await
     }
 }
@@ -226,11 +226,8 @@ impl std::ops::Deref for Client {
 
 /// Runs one `wharf webhook` command and returns the process's exit status.
 pub async fn run(a: WebhookArgs) -> i32 {
-    let res = match client::Client::new(&a.conn) {
-        Ok(c) => match c.resolve().await {
-            Ok(_) => run_inner(&Client(c), a.command, a.conn.output).await,
-            Err(e) => Err(e),
-        },
+    let res = match client::Client::connect(&a.conn).await {
+        Ok(c) => run_inner(&Client(c), a.command, a.conn.output).await,
         Err(e) => Err(e),
     };
     client::finish(res)
@@ -258,6 +255,15 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<Strin
             let mut body = json!({ "properties": props, "tags": kv(&a.tags.unwrap_or_default()) });
             if let Some(l) = a.location {
                 body["location"] = json!(l);
+            }
+            // ARM's PUT replaces an existing webhook; `create` never overwrites one by mistake
+            // (`update` changes one).
+            let path = c.arm_path(&format!("/webhooks/{}", a.name));
+            if c.get_opt(&path).await?.is_some() {
+                return Err(format!(
+                    "webhook {} already exists: change it with `wharf webhook update`",
+                    a.name
+                ));
             }
             let w = c
                 .call(Method::PUT, &format!("/{}", a.name), Some(body))
@@ -360,13 +366,15 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<Strin
         }
         WebhookCommand::ListEvents(a) => {
             let mut all = Vec::new();
-            let mut path = format!("/{}/listEvents?$top={}", a.name, a.top.clamp(1, 1000));
+            let first = format!("/{}/listEvents?$top={}", a.name, a.top.clamp(1, 1000));
+            let mut v = c.call(Method::POST, &first, None).await?;
             loop {
-                let v = c.call(Method::POST, &path, None).await?;
                 all.extend(c.list(&v, "a list of events")?);
                 match v["nextLink"].as_str() {
                     Some(next) if all.len() < a.top => {
-                        path = next.trim_start_matches("/wharf/v1/webhooks").to_owned();
+                        // The link is the whole next request, api-version included.
+                        let path = c.link_path(next);
+                        v = c.0.call(Method::POST, &path, None).await?;
                     }
                     _ => break,
                 }

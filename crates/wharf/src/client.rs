@@ -118,22 +118,25 @@ enum Credentials {
 pub struct Client {
     http: reqwest::Client,
     base: String,
-    /// `-r` and `-g` as given, checked against the server's in [`Client::resolve`].
-    want_registry: Option<String>,
-    want_group: Option<String>,
-    /// The server's registry, once [`Client::resolve`] has found it.
-    target: std::sync::OnceLock<Target>,
+    /// The registry's name as given (-r), to check against the server's.
+    wanted: Option<String>,
+    /// The resource group as given (-g), to check against the server's.
+    wanted_group: Option<String>,
+    /// The registry's ARM identity, as the server names it (see [`Client::connect`]).
+    arm: Arm,
     creds: Credentials,
     debug: bool,
 }
 
-/// The registry a Wharf server serves, as its ARM listing names it.
-pub struct Target {
-    pub name: String,
-    pub resource_group: String,
-    /// The registry's ARM id, `{R}`.
-    pub id: String,
+/// Where the server's registry sits in ARM.
+#[derive(Default)]
+struct Arm {
+    id: String,
+    name: String,
 }
+
+/// The api-version of `GET /subscriptions` (Microsoft.Resources).
+const SUBSCRIPTIONS_API_VERSION: &str = "2022-12-01";
 
 /// The management API version this CLI speaks, as the server states it in `wharf-api`.
 const API_VERSION: &str = "v1";
@@ -217,141 +220,167 @@ impl Client {
         Ok(Client {
             http,
             base: conn.server.trim_end_matches('/').to_owned(),
-            want_registry: conn.registry.clone().filter(|r| !r.is_empty()),
-            want_group: conn.resource_group.clone().filter(|g| !g.is_empty()),
-            target: std::sync::OnceLock::new(),
+            wanted: conn.registry.clone().filter(|s| !s.is_empty()),
+            wanted_group: conn.resource_group.clone().filter(|s| !s.is_empty()),
+            arm: Arm::default(),
             creds,
             debug: conn.debug,
         })
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
-    /// The registry's name: the server's once [`Client::resolve`] found it, else `-r`'s.
-    pub fn registry(&self) -> &str {
-        match self.target.get() {
-            Some(t) => &t.name,
-            None => self.want_registry.as_deref().unwrap_or("wharf"),
-        }
-    }
-
-    /// `{R}`: the ARM id of the registry these commands manage.
-    pub fn registry_id(&self) -> String {
-        match self.target.get() {
-            Some(t) => t.id.clone(),
-            None => wharf_auth::model::registry_id(self.registry()),
-        }
-    }
-
-    /// Finds the registry the server serves through ARM's listings (`GET /subscriptions`, then
-    /// the subscription's registries), as az finds a registry from its name, and checks `-r`
-    /// and `-g` against it: a mismatch is an error naming both values. A server without those
-    /// listings (before the ARM management plane) serves the fixed local ids.
-    pub async fn resolve(&self) -> Result<&Target, String> {
-        if let Some(t) = self.target.get() {
-            return Ok(t);
-        }
-        let found = match self.discover().await? {
-            Some(t) => t,
-            // A server from before the ARM listings serves the fixed local ids.
-            None => Target {
-                id: self.registry_id(),
-                resource_group: "wharf".to_owned(),
-                name: self.registry().to_owned(),
-            },
-        };
-        if let Some(want) = &self.want_registry {
-            // az strips a login-server suffix from --registry; names compare case-insensitively.
-            let want = want.split('.').next().unwrap_or(want);
-            if !want.eq_ignore_ascii_case(&found.name) {
-                return Err(format!(
-                    "registry {want:?} (given with --registry) is not the registry of the \
-                     server at {}, which is {:?}",
-                    self.base, found.name
-                ));
-            }
-        }
-        if let Some(want) = &self.want_group
-            && !want.eq_ignore_ascii_case(&found.resource_group)
-        {
-            return Err(format!(
-                "resource group {want:?} (given with --resource-group) is not the resource group \
-                 of the registry {:?} of the server at {}, which is {:?}",
-                found.name, self.base, found.resource_group
-            ));
-        }
-        Ok(self.target.get_or_init(|| found))
-    }
-
-    /// The registry of the server's ARM listings; None if the server has no such listings.
-    async fn discover(&self) -> Result<Option<Target>, String> {
-        let (status, subs) = self
-            .send_raw(
+    /// A client that knows the server's registry: [`Client::new`], then the registry's ARM
+    /// path learnt from the server as any ARM client would (`GET /subscriptions`, then the
+    /// registries of that subscription), so the CLI needs no subscription or resource group.
+    pub async fn connect(conn: &Conn) -> Result<Self, String> {
+        let mut c = Client::new(conn)?;
+        let subs = c
+            .call(
                 reqwest::Method::GET,
-                "/subscriptions?api-version=2022-12-01",
+                &format!("/subscriptions?api-version={SUBSCRIPTIONS_API_VERSION}"),
                 None,
             )
             .await?;
-        if status == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        let subs = self.checked(status, subs)?;
         let sub = subs["value"][0]["subscriptionId"]
             .as_str()
-            .ok_or_else(|| self.shape_error("a list of subscriptions"))?;
-        let path = format!(
-            "/subscriptions/{sub}/providers/Microsoft.ContainerRegistry/registries?api-version={}",
-            wharf_auth::model::API_VERSION
-        );
-        let regs = self.call(reqwest::Method::GET, &path, None).await?;
-        let reg = &regs["value"][0];
-        let (Some(name), Some(id)) = (reg["name"].as_str(), reg["id"].as_str()) else {
-            return Err(self.shape_error("a list of registries"));
+            .ok_or_else(|| c.shape_error("a list of subscriptions"))?
+            .to_owned();
+        let regs = c
+            .call(
+                reqwest::Method::GET,
+                &format!(
+                    "/subscriptions/{sub}/providers/Microsoft.ContainerRegistry/registries?api-version={}",
+                    wharf_auth::model::API_VERSION
+                ),
+                None,
+            )
+            .await?;
+        let regs = c.list(&regs, "a list of registries")?;
+        // az strips a login-server suffix from --registry (`r.azurecr.io` names `r`).
+        let wanted = c
+            .wanted
+            .as_deref()
+            .map(|w| w.split('.').next().unwrap_or(w));
+        let reg = match wanted {
+            None => regs.first(),
+            Some(w) => regs.iter().find(|r| {
+                r["name"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(w))
+            }),
         };
+        let Some(reg) = reg else {
+            let names: Vec<String> = regs
+                .iter()
+                .filter_map(|r| r["name"].as_str())
+                .map(|n| format!("{n:?}"))
+                .collect();
+            return Err(format!(
+                "the server at {} has no registry {:?} (it serves {}); check --registry (-r) \
+                 or WHARF_REGISTRY_NAME",
+                c.base,
+                wanted.unwrap_or_default(),
+                names.join(", ")
+            ));
+        };
+        let id = reg["id"]
+            .as_str()
+            .ok_or_else(|| c.shape_error("a registry"))?;
+        let name = reg["name"].as_str().unwrap_or_default().to_owned();
         // `/subscriptions/{sub}/resourceGroups/{rg}/providers/…`
         let segs: Vec<&str> = id.split('/').collect();
         let group = segs
             .iter()
             .position(|s| s.eq_ignore_ascii_case("resourceGroups"))
             .and_then(|i| segs.get(i + 1))
-            .ok_or_else(|| self.shape_error("a registry with a resource id"))?;
-        Ok(Some(Target {
-            name: name.to_owned(),
-            resource_group: (*group).to_owned(),
+            .ok_or_else(|| c.shape_error("a registry with a resource id"))?;
+        if let Some(want) = &c.wanted_group
+            && !want.eq_ignore_ascii_case(group)
+        {
+            return Err(format!(
+                "the registry {name:?} of the server at {} is in resource group {group:?}, not \
+                 {want:?}; check --resource-group (-g) or WHARF_RESOURCE_GROUP",
+                c.base
+            ));
+        }
+        c.arm = Arm {
             id: id.to_owned(),
-        }))
+            name,
+        };
+        Ok(c)
     }
 
-    /// The path of an ARM operation under `{R}` (`rest` is "" or starts with `/`), with the
-    /// `api-version` the Azure SDK sends (Wharf accepts any).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The registry's name, as the server names it.
+    pub fn registry(&self) -> &str {
+        &self.arm.name
+    }
+
+    /// `{R}`: the ARM id of the registry these commands manage.
+    pub fn registry_id(&self) -> String {
+        self.arm.id.clone()
+    }
+
+    /// The path of an ARM operation under `{R}` (`rest` is "" or starts with `/`, and may
+    /// have a query), with the `api-version` the Azure SDK sends.
     pub fn arm_path(&self, rest: &str) -> String {
+        let sep = if rest.contains('?') { '&' } else { '?' };
         format!(
-            "{}{rest}?api-version={}",
+            "{}{rest}{sep}api-version={}",
             self.registry_id(),
             wharf_auth::model::API_VERSION
         )
     }
 
+    /// The path and query of a `nextLink`, to fetch from the server this client talks to
+    /// (never from the host the link names: the credentials go only to --server).
+    pub fn link_path(&self, link: &str) -> String {
+        match link.split_once("://") {
+            Some((_, rest)) => match rest.find('/') {
+                Some(i) => rest[i..].to_owned(),
+                None => "/".to_owned(),
+            },
+            None => link.to_owned(),
+        }
+    }
+
     /// One management call; `path` is from the server's root. The answer's JSON (Null for an
-    /// empty body) on success, the message to print otherwise.
+    /// empty body) on success, the message to print otherwise. A GET of a list follows its
+    /// `nextLink`s and answers with every item, as az shows whole lists.
     pub async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
     ) -> Result<Value, String> {
-        let (status, v) = self.send(method, path, body).await?;
-        self.checked(status, v)
-    }
-
-    fn checked(&self, status: reqwest::StatusCode, v: Value) -> Result<Value, String> {
-        if status.is_success() {
-            Ok(v)
-        } else {
-            Err(error_message(status, &v))
+        let get = method == reqwest::Method::GET;
+        let (status, mut v) = self.send(method, path, body).await?;
+        if !status.is_success() {
+            return Err(error_message(status, &v));
         }
+        // Bounded, against a server that links pages in a circle.
+        for _ in 0..10_000 {
+            let Some(next) = v["nextLink"].as_str().filter(|_| get).map(str::to_owned) else {
+                break;
+            };
+            let (status, page) = self
+                .send(reqwest::Method::GET, &self.link_path(&next), None)
+                .await?;
+            if !status.is_success() {
+                return Err(error_message(status, &page));
+            }
+            let more = self.list(&page, "a page of a list")?;
+            if let Some(all) = v["value"].as_array_mut() {
+                all.extend(more);
+            }
+            v["nextLink"] = page["nextLink"].clone();
+        }
+        if let Some(o) = v.as_object_mut().filter(|_| get) {
+            o.remove("nextLink");
+        }
+        Ok(v)
     }
 
     /// A GET of something that may not exist: None for a 404.
@@ -374,27 +403,6 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> Result<(reqwest::StatusCode, Value), String> {
-        self.send_inner(method, path, body, false).await
-    }
-
-    /// [`Client::send`] for a route an older server may lack: a 404, Wharf's or not, is an
-    /// answer (with a Null body) rather than an error.
-    async fn send_raw(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<(reqwest::StatusCode, Value), String> {
-        self.send_inner(method, path, body, true).await
-    }
-
-    async fn send_inner(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-        missing_is_answer: bool,
-    ) -> Result<(reqwest::StatusCode, Value), String> {
         let url = format!("{}{path}", self.base);
         let changes = method != reqwest::Method::GET;
         let mut req = self.http.request(method.clone(), &url);
@@ -412,9 +420,6 @@ impl Client {
         // another API's 404) is not worth reading, let alone printing.
         match resp.headers().get("wharf-api").map(|v| v.as_bytes()) {
             Some(v) if v == API_VERSION.as_bytes() => {}
-            _ if missing_is_answer && status == reqwest::StatusCode::NOT_FOUND => {
-                return Ok((status, Value::Null));
-            }
             Some(v) => {
                 return Err(format!(
                     "the Wharf server at {} speaks management API {:?}, this CLI speaks {API_VERSION}",

@@ -26,6 +26,37 @@ pub struct Config {
     pub webhooks: Webhooks,
     pub tls: Tls,
     pub auth: Auth,
+    pub registry: Registry,
+}
+
+/// Where the registry sits in ARM: the names in the management API's paths
+/// (`/subscriptions/{subscription_id}/resourceGroups/{resource_group}/providers/
+/// Microsoft.ContainerRegistry/registries/{name}`) and in every resource `id`, the Event Grid
+/// `topic` and the CloudEvents `source`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Registry {
+    /// The registry's name, 5 to 50 letters and digits: also the admin user's name.
+    pub name: String,
+    /// The subscription id, a GUID.
+    pub subscription_id: String,
+    /// The resource group: 1 to 90 letters, digits, '-', '_', '.', '(' or ')'.
+    pub resource_group: String,
+    /// The login server (the registry's `loginServer`, the token service name and the
+    /// audience of issued tokens), host[:port]. Empty: the host clients address.
+    pub login_server: String,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        let d = wharf_core::ArmIdentity::default();
+        Registry {
+            name: d.registry,
+            subscription_id: d.subscription,
+            resource_group: d.resource_group,
+            login_server: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -38,11 +69,12 @@ pub struct Auth {
     /// Listen on a non-loopback address with access control off. Anyone who can reach the
     /// registry can then push, delete and read webhook secrets.
     pub insecure_open: bool,
-    /// The registry's name: the admin user's name and the registry of ARM resource ids.
-    pub registry_name: String,
-    /// The login server: the token service name and the audience of issued tokens. Empty:
-    /// the host clients address.
-    pub login_server: String,
+    /// Moved to `registry.name`; refused here with a message saying so.
+    #[doc(hidden)]
+    pub registry_name: Option<String>,
+    /// Moved to `registry.login_server`; refused here with a message saying so.
+    #[doc(hidden)]
+    pub login_server: Option<String>,
     /// Lifetime of access tokens from the token server, in seconds.
     pub access_token_lifetime_secs: u64,
     /// ACR-faithful tag listing, which needs `metadata_read`; false lets `pull` list tags too
@@ -64,8 +96,8 @@ impl Default for Auth {
         Auth {
             enabled: d.enabled,
             insecure_open: false,
-            registry_name: d.registry_name,
-            login_server: String::new(),
+            registry_name: None,
+            login_server: None,
             access_token_lifetime_secs: d.access_token_lifetime.as_secs(),
             tags_list_needs_metadata_read: d.tags_list_needs_metadata_read,
             management_token: String::new(),
@@ -76,12 +108,12 @@ impl Default for Auth {
 }
 
 impl Auth {
-    pub fn service_config(&self) -> wharf_auth::AuthConfig {
+    pub fn service_config(&self, registry: &Registry) -> wharf_auth::AuthConfig {
         let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         wharf_auth::AuthConfig {
             enabled: self.enabled,
-            registry_name: self.registry_name.clone(),
-            login_server: non_empty(&self.login_server),
+            arm: registry.arm(),
+            login_server: non_empty(&registry.login_server),
             access_token_lifetime: Duration::from_secs(self.access_token_lifetime_secs.max(60)),
             tags_list_needs_metadata_read: self.tags_list_needs_metadata_read,
             management_token: non_empty(&self.management_token),
@@ -189,6 +221,7 @@ impl Default for Config {
             webhooks: Webhooks::default(),
             tls: Tls::default(),
             auth: Auth::default(),
+            registry: Registry::default(),
         }
     }
 }
@@ -253,7 +286,69 @@ fn parse_networks(entries: &[String]) -> anyhow::Result<Vec<ipnet::IpNet>> {
         .collect()
 }
 
+impl Registry {
+    /// The ARM identity these settings name.
+    pub fn arm(&self) -> wharf_core::ArmIdentity {
+        wharf_core::ArmIdentity {
+            subscription: self.subscription_id.clone(),
+            resource_group: self.resource_group.clone(),
+            registry: self.name.clone(),
+        }
+    }
+
+    /// Checks the names against ARM's rules; the message names the setting, its flag and its
+    /// variable.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use wharf_core::arm::ArmIdentityError as E;
+        if let Err(e) = self.arm().validate() {
+            let (key, flag, var, value) = match e {
+                E::Subscription => (
+                    "registry.subscription_id",
+                    "--subscription-id",
+                    "WHARF_SUBSCRIPTION_ID",
+                    &self.subscription_id,
+                ),
+                E::ResourceGroup => (
+                    "registry.resource_group",
+                    "--resource-group",
+                    "WHARF_RESOURCE_GROUP",
+                    &self.resource_group,
+                ),
+                E::Registry => (
+                    "registry.name",
+                    "--registry-name",
+                    "WHARF_REGISTRY_NAME",
+                    &self.name,
+                ),
+            };
+            anyhow::bail!("{key} ({flag}, {var}) is {value:?}: {e}");
+        }
+        let l = &self.login_server;
+        if l.contains("://")
+            || l.contains('/')
+            || l.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            anyhow::bail!(
+                "registry.login_server (--login-server, WHARF_LOGIN_SERVER) is {l:?}: must be \
+                 host[:port], without a scheme or a path"
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Config {
+    /// Checks what the parsers cannot: the registry's ARM names, and keys that moved.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.auth.registry_name.is_some() {
+            anyhow::bail!("auth.registry_name has moved: set registry.name instead");
+        }
+        if self.auth.login_server.is_some() {
+            anyhow::bail!("auth.login_server has moved: set registry.login_server instead");
+        }
+        self.registry.validate()
+    }
+
     pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         let Some(path) = path else {
             return Ok(Config::default());
@@ -343,7 +438,11 @@ mod tests {
         assert_eq!(c.webhooks.timeout_secs, 5);
         assert_eq!(c.limits.min_free_space, d.limits.min_free_space);
         assert_eq!(c.auth.enabled, d.auth.enabled);
-        assert_eq!(c.auth.registry_name, d.auth.registry_name);
+        assert_eq!(c.registry.name, d.registry.name);
+        assert_eq!(c.registry.subscription_id, d.registry.subscription_id);
+        assert_eq!(c.registry.resource_group, d.registry.resource_group);
+        assert_eq!(c.registry.login_server, d.registry.login_server);
+        c.validate().unwrap();
         assert_eq!(
             c.auth.access_token_lifetime_secs,
             d.auth.access_token_lifetime_secs
@@ -414,6 +513,40 @@ mod tests {
         assert!(e.to_string().contains("webhooks.allow_networks"), "{e}");
         let t: Result<Config, _> = toml::from_str("[webhooks]\nallow_loopback = \"sometimes\"");
         assert!(t.is_err());
+    }
+
+    #[test]
+    fn the_registry_identity_is_checked_with_the_setting_named() {
+        Config::default().validate().unwrap();
+        let c: Config = toml::from_str(
+            "[registry]\nname = \"fabrikam\"\nsubscription_id = \"6f1a2b3c-0000-4000-8000-00000000abcd\"\nresource_group = \"rg-prod\"\nlogin_server = \"fabrikam.example:5000\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.registry.arm().registry_id(),
+            "/subscriptions/6f1a2b3c-0000-4000-8000-00000000abcd/resourceGroups/rg-prod/providers/Microsoft.ContainerRegistry/registries/fabrikam"
+        );
+        for (toml, key) in [
+            (
+                "[registry]\nsubscription_id = \"nope\"",
+                "registry.subscription_id",
+            ),
+            (
+                "[registry]\nresource_group = \"a b\"",
+                "registry.resource_group",
+            ),
+            ("[registry]\nname = \"ab\"", "registry.name"),
+            (
+                "[registry]\nlogin_server = \"https://x\"",
+                "registry.login_server",
+            ),
+            ("[auth]\nregistry_name = \"wharf\"", "registry.name"),
+        ] {
+            let c: Config = toml::from_str(toml).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
     }
 
     #[test]

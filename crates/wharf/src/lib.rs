@@ -35,6 +35,7 @@ pub struct Server {
 /// Opens the data directory, starts the webhook dispatcher and the upload expirer, and
 /// serves on `listener` (HTTPS if `cfg.tls` names a certificate) until [`Server::stop`].
 pub async fn start(cfg: &Config, listener: TcpListener) -> anyhow::Result<Server> {
+    cfg.validate()?;
     let floor = cfg.free_space_floor()?;
     // Before the data directory is touched: a bad certificate is a configuration error.
     let tls = match cfg.tls_files()? {
@@ -63,6 +64,7 @@ pub async fn start(cfg: &Config, listener: TcpListener) -> anyhow::Result<Server
             region: cfg.region.clone(),
             floor,
             secret_key: (!cfg.auth.secret_key.is_empty()).then(|| cfg.auth.secret_key.clone()),
+            registry_id: cfg.registry.arm().registry_id(),
         },
     )
     .await
@@ -70,7 +72,7 @@ pub async fn start(cfg: &Config, listener: TcpListener) -> anyhow::Result<Server
     let (auth, initial) = wharf_auth::Auth::open(
         store.identities(),
         store.sealer.clone(),
-        cfg.auth.service_config(),
+        cfg.auth.service_config(&cfg.registry),
     )
     .await
     .context("loading identities")?;

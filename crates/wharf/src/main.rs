@@ -80,6 +80,21 @@ struct ServeArgs {
     /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1; not encrypted)
     #[arg(long, env = "WHARF_TLS_KEY", value_name = "FILE")]
     tls_key: Option<PathBuf>,
+    /// The registry's name (5 to 50 letters and digits): the `{registryName}` of the ARM
+    /// management paths and ids, and the admin user's name [default: wharf]
+    #[arg(long, env = "WHARF_REGISTRY_NAME")]
+    registry_name: Option<String>,
+    /// The subscription id (a GUID) of the ARM management paths and ids
+    /// [default: 00000000-0000-0000-0000-000000000000]
+    #[arg(long, env = "WHARF_SUBSCRIPTION_ID")]
+    subscription_id: Option<String>,
+    /// The resource group of the ARM management paths and ids [default: wharf]
+    #[arg(long, env = "WHARF_RESOURCE_GROUP")]
+    resource_group: Option<String>,
+    /// The login server (host[:port]): the registry's loginServer, the token service name and
+    /// the audience of issued tokens [default: the host clients address]
+    #[arg(long, env = "WHARF_LOGIN_SERVER")]
+    login_server: Option<String>,
     /// Turn access control on: the admin user, tokens and scope maps, the token server. The
     /// first start prints the admin password and a management token once [default: off]
     #[arg(long, env = "WHARF_AUTH")]
@@ -128,6 +143,20 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = a.min_free_space {
         cfg.limits.min_free_space = v;
     }
+    if let Some(v) = a.registry_name {
+        cfg.registry.name = v;
+    }
+    if let Some(v) = a.subscription_id {
+        cfg.registry.subscription_id = v;
+    }
+    if let Some(v) = a.resource_group {
+        cfg.registry.resource_group = v;
+    }
+    if let Some(v) = a.login_server {
+        cfg.registry.login_server = v;
+    }
+    // Before the listener is bound: a bad name is a configuration error.
+    cfg.validate()?;
     if a.auth {
         cfg.auth.enabled = true;
     }

@@ -482,11 +482,12 @@ pub async fn run(mut a: RepositoryArgs) -> i32 {
     // The data plane needs no ARM id: the server's names are looked up (through the
     // management API, which a token user may not call) only to check a -r or -g given.
     let check = a.conn.registry.is_some() || a.conn.resource_group.is_some();
-    let res = match Client::new(&a.conn) {
-        Ok(c) if check => match c.resolve().await {
-            Ok(_) => run_inner(&DataPlane::new(c), a.command, out).await,
-            Err(e) => Err(e),
-        },
+    let client = if check {
+        Client::connect(&a.conn).await
+    } else {
+        Client::new(&a.conn)
+    };
+    let res = match client {
         Ok(c) => run_inner(&DataPlane::new(c), a.command, out).await,
         Err(e) => Err(e),
     };

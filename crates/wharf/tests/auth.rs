@@ -44,7 +44,7 @@ async fn mgmt(
     body: Option<Value>,
 ) -> (u16, Value) {
     let mut r = c
-        .request(m, s.url(&format!("{R}{path}")))
+        .request(m, s.url(&format!("{R}{path}?api-version=2025-11-01")))
         .bearer_auth(MGMT)
         .header("content-type", "application/json");
     if let Some(b) = body {
@@ -536,10 +536,16 @@ async fn every_route_for_every_caller() {
             Need::Mgmt,
             200,
         ),
-        (Method::GET, format!("{R}/tokens"), None, Need::Mgmt, 200),
         (
             Method::GET,
-            format!("{R}/scopeMaps/_repositories_pull"),
+            format!("{R}/tokens?api-version=2025-11-01"),
+            None,
+            Need::Mgmt,
+            200,
+        ),
+        (
+            Method::GET,
+            format!("{R}/scopeMaps/_repositories_pull?api-version=2025-11-01"),
             None,
             Need::Mgmt,
             200,

@@ -616,8 +616,8 @@ async fn admin_credentials_and_registry_settings_through_the_cli() {
     assert_eq!(r["adminUserEnabled"], true);
     assert_eq!(r["anonymousPullEnabled"], false);
     assert_eq!(r["loginServer"], s.addr.to_string());
-    // tsv as az prints it: the values in key order, Python's spelling of booleans, a nested
-    // object as an empty cell
+    // tsv as az prints it: the values in key order, Python's spelling of booleans and null, a
+    // nested list as its length, a nested object as an empty cell
     let o = wharf(&s, &["registry", "show", "-o", "tsv"]).await;
     let cells: Vec<&str> = o.stdout.trim_end_matches('\n').split('\t').collect();
     let keys: Vec<&String> = r.as_object().unwrap().keys().collect();
@@ -628,6 +628,8 @@ async fn admin_credentials_and_registry_settings_through_the_cli() {
             Value::Bool(true) => "True".into(),
             Value::Bool(false) => "False".into(),
             Value::Object(_) => String::new(),
+            Value::Array(a) => a.len().to_string(),
+            Value::Null => "None".into(),
             other => other.to_string(),
         };
         assert_eq!(*c, want, "{k}: {}", o.stdout);
@@ -760,7 +762,11 @@ async fn management_commands_without_good_credentials_say_how_to_authenticate() 
     // with the token: webhook commands too; another registry's name is a clear error
     assert_eq!(wharf(&s, &["webhook", "list"]).await.ok(), json!([]));
     let o = wharf(&s, &["token", "list", "--registry-name", "elsewhere"]).await;
-    assert!(o.err().contains("no registry elsewhere"), "{}", o.stderr);
+    assert!(
+        o.err().contains("no registry \"elsewhere\""),
+        "{}",
+        o.stderr
+    );
     let o = wharf(&s, &["token", "show", "-n", "../listCredentials"]).await;
     assert!(o.err().contains("letters, digits"), "{}", o.stderr);
 }

@@ -371,7 +371,7 @@ async fn management_crud_in_arm_shapes() {
     let (st, _) = patch_hook(&c, &s, "deployHook1", json!({})).await;
     assert_eq!(st, 200);
 
-    // errors
+    // a PUT on an existing name replaces it whole (ARM's create-or-replace): 200
     let r = put_hook(
         &c,
         &s,
@@ -379,7 +379,21 @@ async fn management_crud_in_arm_shapes() {
         json!({"properties": {"serviceUri": uri, "actions": ["push"]}}),
     )
     .await;
-    assert_eq!(r.status(), 409);
+    assert_eq!(r.status(), 200);
+    let w: Value = r.json().await.unwrap();
+    assert_eq!(w["properties"]["actions"], json!(["push"]), "{w}");
+    assert_eq!(w["properties"]["scope"], "", "{w}");
+    assert_eq!(w["tags"], json!({}), "{w}");
+
+    // errors
+    let r = put_hook(
+        &c,
+        &s,
+        "deployHook1",
+        json!({"location": "elsewhere", "properties": {"serviceUri": uri, "actions": ["push"]}}),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
     let e: Value = r.json().await.unwrap();
     assert!(
         e["error"]["code"].is_string() && e["error"]["message"].is_string(),
