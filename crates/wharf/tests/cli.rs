@@ -399,6 +399,53 @@ async fn registry_and_resource_group_must_be_the_servers() {
     assert!(o.err().contains("\"other-rg\""), "{}", o.stderr);
 }
 
+/// A registry configured with its own names: the CLI finds them, and checks against them.
+#[tokio::test]
+async fn a_configured_registry_is_found_and_checked_by_its_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = wharf::config::Config {
+        data_dir: dir.path().to_owned(),
+        ..Default::default()
+    };
+    cfg.auth.enabled = true;
+    cfg.auth.management_token = MGMT.into();
+    cfg.registry.name = "fabrikam".into();
+    cfg.registry.resource_group = "rg-prod".into();
+    cfg.registry.subscription_id = "6f1a2b3c-0000-4000-8000-00000000abcd".into();
+    let s = Server::start_config(cfg).await;
+    let r = wharf(&s, &["registry", "show"]).await.ok();
+    assert_eq!(r["name"], "fabrikam");
+    let r = wharf(&s, &["registry", "show", "-r", "fabrikam", "-g", "rg-prod"])
+        .await
+        .ok();
+    assert_eq!(
+        r["id"],
+        "/subscriptions/6f1a2b3c-0000-4000-8000-00000000abcd/resourceGroups/rg-prod/providers/Microsoft.ContainerRegistry/registries/fabrikam"
+    );
+    // az's login-server form of the name
+    wharf(&s, &["token", "list", "-r", "fabrikam.azurecr.io"])
+        .await
+        .ok();
+    let e = wharf(&s, &["token", "list", "-r", "wharf"]).await;
+    assert!(
+        e.err().contains("\"wharf\"") && e.stderr.contains("\"fabrikam\""),
+        "{}",
+        e.stderr
+    );
+    let e = wharf(&s, &["repository", "list", "-g", "wharf"]).await;
+    assert!(
+        e.err().contains("\"wharf\"") && e.stderr.contains("\"rg-prod\""),
+        "{}",
+        e.stderr
+    );
+    wharf(
+        &s,
+        &["repository", "list", "-n", "fabrikam", "-g", "rg-prod"],
+    )
+    .await
+    .ok();
+}
+
 #[tokio::test]
 async fn debug_shows_the_traffic_without_secrets() {
     let s = start(true).await;
