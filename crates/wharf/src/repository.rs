@@ -72,7 +72,8 @@ struct ListArgs {
     /// Most repositories to list (all by default).
     #[arg(long)]
     top: Option<usize>,
-    /// Order by last update time: time_asc or time_desc.
+    /// Order by last update time: time_asc or time_desc. Sent as az sends it; the catalog of
+    /// the /acr/v1 API has no order parameter, so Wharf lists repositories by name.
     #[arg(long, value_enum)]
     orderby: Option<OrderBy>,
 }
