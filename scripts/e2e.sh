@@ -1407,7 +1407,7 @@ arm() { # arm METHOD PATH [JSON]
   reg=$(get auth_reg)
   mt=$(get auth_mt)
   curl -sS -f -X "$1" -H "Authorization: Bearer $mt" -H 'Content-Type: application/json' \
-    ${3:+-d "$3"} "http://$reg$ARM_R$2"
+    ${3:+-d "$3"} "http://$reg$ARM_R$2?api-version=2025-11-01"
 }
 
 t_auth_token() {
