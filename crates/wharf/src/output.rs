@@ -118,11 +118,27 @@ pub fn json(v: &Value) -> String {
 }
 
 /// YAML text of a JSON value, without the document marker (az prints none).
+///
+/// yaml-rust2's emitter leaves some strings bare that its own parser then reads as numbers
+/// (`0o17`, an octal 15), so every string that would resolve to something else as a plain
+/// scalar is emitted through a placeholder the emitter must quote, then written as a JSON
+/// string: JSON's double-quoted strings are YAML's.
 pub fn yaml(v: &Value) -> Result<String, String> {
+    let mut tag = "@wharf-quoted-".to_owned();
+    while any_string_contains(v, &tag) {
+        tag.push('-');
+    }
+    let mut forced = Vec::new();
+    let doc = to_yaml(v, &tag, &mut forced);
     let mut s = String::new();
     yaml_rust2::YamlEmitter::new(&mut s)
-        .dump(&to_yaml(v))
+        .dump(&doc)
         .map_err(|e| format!("cannot write YAML: {e}"))?;
+    for (i, original) in forced.iter().enumerate() {
+        // The quotes and the closing `@` keep `…-1@` from matching inside `…-10@`.
+        let quoted = serde_json::to_string(original).map_err(|e| e.to_string())?;
+        s = s.replace(&format!("\"{tag}{i}@\""), &quoted);
+    }
     let body = s
         .strip_prefix("---\n")
         .or_else(|| s.strip_prefix("--- "))
@@ -130,7 +146,29 @@ pub fn yaml(v: &Value) -> Result<String, String> {
     Ok(format!("{body}\n"))
 }
 
-fn to_yaml(v: &Value) -> yaml_rust2::Yaml {
+fn any_string_contains(v: &Value, needle: &str) -> bool {
+    match v {
+        Value::String(s) => s.contains(needle),
+        Value::Array(a) => a.iter().any(|x| any_string_contains(x, needle)),
+        Value::Object(o) => o
+            .iter()
+            .any(|(k, x)| k.contains(needle) || any_string_contains(x, needle)),
+        _ => false,
+    }
+}
+
+/// A string as a YAML node: itself, or a placeholder (see [`yaml`]).
+fn yaml_string(s: &str, tag: &str, forced: &mut Vec<String>) -> yaml_rust2::Yaml {
+    use yaml_rust2::Yaml;
+    if matches!(Yaml::from_str(s), Yaml::String(_)) {
+        Yaml::String(s.to_owned())
+    } else {
+        forced.push(s.to_owned());
+        Yaml::String(format!("{tag}{}@", forced.len() - 1))
+    }
+}
+
+fn to_yaml(v: &Value, tag: &str, forced: &mut Vec<String>) -> yaml_rust2::Yaml {
     use yaml_rust2::Yaml;
     match v {
         Value::Null => Yaml::Null,
@@ -140,11 +178,11 @@ fn to_yaml(v: &Value) -> yaml_rust2::Yaml {
             // A float, or an integer beyond i64: its JSON spelling is a valid YAML float.
             None => Yaml::Real(n.to_string()),
         },
-        Value::String(s) => Yaml::String(s.clone()),
-        Value::Array(a) => Yaml::Array(a.iter().map(to_yaml).collect()),
+        Value::String(s) => yaml_string(s, tag, forced),
+        Value::Array(a) => Yaml::Array(a.iter().map(|x| to_yaml(x, tag, forced)).collect()),
         Value::Object(o) => Yaml::Hash(
             o.iter()
-                .map(|(k, v)| (Yaml::String(k.clone()), to_yaml(v)))
+                .map(|(k, x)| (yaml_string(k, tag, forced), to_yaml(x, tag, forced)))
                 .collect(),
         ),
     }
@@ -383,7 +421,12 @@ mod tests {
             Yaml::Array(a) => Value::Array(a.iter().map(from_yaml).collect()),
             Yaml::Hash(h) => Value::Object(
                 h.iter()
-                    .map(|(k, v)| (k.as_str().expect("a string key").to_owned(), from_yaml(v)))
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().unwrap_or_else(|| panic!("key {k:?}")).to_owned(),
+                            from_yaml(v),
+                        )
+                    })
                     .collect(),
             ),
             other => panic!("unexpected YAML node {other:?}"),
@@ -404,6 +447,9 @@ mod tests {
             (-1e12f64..1e12).prop_map(|f| json!(f)),
             // Strings that look like other YAML scalars, keys, comments, documents.
             prop_oneof![
+                Just("0o17".to_owned()),
+                Just("-.inf".to_owned()),
+                Just("@wharf-quoted-0@".to_owned()),
                 Just("true".to_owned()),
                 Just("null".to_owned()),
                 Just("~".to_owned()),
@@ -459,6 +505,57 @@ mod tests {
             prop_assert_eq!(strip(&c) + "\n", json(&v));
             let y = yaml(&v).unwrap();
             prop_assert_eq!(strip(&yaml_coloured(&y)), y);
+        }
+    }
+
+    /// Strings YAML gives a meaning to, or that emitters get wrong: each reads back as itself.
+    #[test]
+    fn awkward_strings_survive_yaml() {
+        for s in [
+            "\u{feff}x",
+            "\u{85}",
+            "\u{2028}",
+            "\u{2029}",
+            "a\u{0}b",
+            "\t",
+            "\r\n",
+            "é",
+            "🙂",
+            "- ",
+            "? x",
+            ": x",
+            "x #y",
+            "x: ",
+            "@x",
+            "`x",
+            "%x",
+            "!x",
+            "*x",
+            "&x",
+            "|",
+            ">",
+            "'",
+            "\"",
+            "\\",
+            "0x1F",
+            "0o17",
+            "1e3",
+            ".inf",
+            "-.inf",
+            ".nan",
+            "+1",
+            "012",
+            "1_000",
+            "2026-12-01",
+            "=",
+            "<<",
+            "",
+            " ",
+            "~",
+        ] {
+            let v = json!({ s: [s, {"k": s}] });
+            let text = yaml(&v).unwrap();
+            assert_eq!(parse_yaml(&text), v, "{s:?}: {text}");
         }
     }
 
