@@ -44,6 +44,10 @@ pub struct Conn {
     /// in, or the command stops with an error naming both.
     #[arg(long, short = 'g', global = true, env = "WHARF_RESOURCE_GROUP")]
     pub resource_group: Option<String>,
+    /// ID of the subscription (az's --subscription). When given, it must be the one the
+    /// server's registry is in, or the command stops with an error naming both.
+    #[arg(long, global = true, env = "WHARF_SUBSCRIPTION_ID")]
+    pub subscription: Option<String>,
     /// The management token (printed by the server at its first start with access control
     /// on), sent as `Authorization: Bearer`. Used in preference to --username/--password.
     /// Prefer the environment variable: a command line is visible to other local users.
@@ -122,6 +126,8 @@ pub struct Client {
     wanted: Option<String>,
     /// The resource group as given (-g), to check against the server's.
     wanted_group: Option<String>,
+    /// The subscription as given (--subscription), to check against the server's.
+    wanted_subscription: Option<String>,
     /// The registry's ARM identity, as the server names it (see [`Client::connect`]).
     arm: Arm,
     creds: Credentials,
@@ -222,6 +228,7 @@ impl Client {
             base: conn.server.trim_end_matches('/').to_owned(),
             wanted: conn.registry.clone().filter(|s| !s.is_empty()),
             wanted_group: conn.resource_group.clone().filter(|s| !s.is_empty()),
+            wanted_subscription: conn.subscription.clone().filter(|s| !s.is_empty()),
             arm: Arm::default(),
             creds,
             debug: conn.debug,
@@ -244,6 +251,15 @@ impl Client {
             .as_str()
             .ok_or_else(|| c.shape_error("a list of subscriptions"))?
             .to_owned();
+        if let Some(want) = &c.wanted_subscription
+            && !want.eq_ignore_ascii_case(&sub)
+        {
+            return Err(format!(
+                "the server at {} serves subscription {sub:?}, not {want:?}; check \
+                 --subscription or WHARF_SUBSCRIPTION_ID",
+                c.base
+            ));
+        }
         let regs = c
             .call(
                 reqwest::Method::GET,

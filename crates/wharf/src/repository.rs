@@ -481,8 +481,11 @@ pub async fn run(mut a: RepositoryArgs) -> i32 {
     }
     let out = a.conn.output;
     // The data plane needs no ARM id: the server's names are looked up (through the
-    // management API, which a token user may not call) only to check a -r or -g given.
-    let check = a.conn.registry.is_some() || a.conn.resource_group.is_some();
+    // management API, which a token user may not call) only to check a -r, -g or
+    // --subscription given.
+    let check = a.conn.registry.is_some()
+        || a.conn.resource_group.is_some()
+        || a.conn.subscription.is_some();
     let client = if check {
         Client::connect(&a.conn).await
     } else {

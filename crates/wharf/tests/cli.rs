@@ -95,6 +95,7 @@ async fn wharf_env(s: &Server, env: &[(&str, &str)], args: &[&str]) -> Out {
         "WHARF_PASSWORD",
         "WHARF_REGISTRY_NAME",
         "WHARF_RESOURCE_GROUP",
+        "WHARF_SUBSCRIPTION_ID",
     ] {
         cmd.env_remove(v);
     }
@@ -444,6 +445,35 @@ async fn a_configured_registry_is_found_and_checked_by_its_names() {
     )
     .await
     .ok();
+    // az's --subscription, checked the same way
+    wharf(
+        &s,
+        &[
+            "token",
+            "list",
+            "--subscription",
+            "6F1A2B3C-0000-4000-8000-00000000ABCD",
+        ],
+    )
+    .await
+    .ok();
+    let e = wharf(
+        &s,
+        &[
+            "repository",
+            "list",
+            "--subscription",
+            "00000000-0000-0000-0000-000000000000",
+        ],
+    )
+    .await;
+    assert!(
+        e.err().contains("\"00000000-0000-0000-0000-000000000000\"")
+            && e.stderr
+                .contains("\"6f1a2b3c-0000-4000-8000-00000000abcd\""),
+        "{}",
+        e.stderr
+    );
 }
 
 #[tokio::test]
@@ -564,6 +594,7 @@ async fn help_lists_the_global_options() {
             "--debug",
             "--registry",
             "--resource-group",
+            "--subscription",
         ] {
             assert!(h.contains(flag), "{cmd:?} lacks {flag}: {h}");
         }
