@@ -22,6 +22,10 @@ pub enum ErrorCode {
     PaginationNumberInvalid,
     Unknown,
     Unavailable,
+    /// ACR's `/acr/v1` code for a tag that does not exist.
+    TagUnknown,
+    /// ACR's code for an operation a lock or the quarantine forbids.
+    RegistryDisallowedOperation,
 }
 
 impl ErrorCode {
@@ -47,6 +51,8 @@ impl ErrorCode {
             PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             Unknown => "UNKNOWN",
             Unavailable => "UNAVAILABLE",
+            TagUnknown => "TAG_UNKNOWN",
+            RegistryDisallowedOperation => "REGISTRY_DISALLOWED_OPERATION",
         }
     }
 
@@ -54,9 +60,8 @@ impl ErrorCode {
     pub fn default_status(self) -> u16 {
         use ErrorCode::*;
         match self {
-            BlobUnknown | BlobUploadInvalid | BlobUploadUnknown | ManifestUnknown | NameUnknown => {
-                404
-            }
+            BlobUnknown | BlobUploadInvalid | BlobUploadUnknown | ManifestUnknown | NameUnknown
+            | TagUnknown => 404,
             DigestInvalid
             | ManifestBlobUnknown
             | ManifestInvalid
@@ -66,7 +71,7 @@ impl ErrorCode {
             | PaginationNumberInvalid => 400,
             Unauthorized => 401,
             Denied => 403,
-            Unsupported => 405,
+            Unsupported | RegistryDisallowedOperation => 405,
             RangeInvalid => 416,
             TooManyRequests => 429,
             Unknown => 500,

@@ -45,12 +45,21 @@ pub fn needs(method: &Method, path: &str, query: Option<&str>) -> Option<Vec<Nee
     if path.starts_with("/oauth2/") {
         return None;
     }
-    if let Some(name) = path.strip_prefix("/acr/v1/") {
-        let name = decode(name);
+    if let Some(rest) = path.strip_prefix("/acr/v1/") {
+        use crate::path::AcrEndpoint as A;
+        let repo = match crate::path::parse_acr(&decode(rest)) {
+            Ok(A::Catalog) => return Some(vec![Need::Catalog]),
+            Ok(A::Repo(n) | A::Tags(n) | A::Tag(n, _) | A::Manifests(n) | A::Manifest(n, _)) => {
+                n.to_string()
+            }
+            // The handler answers with the spec's error, to a caller who could use the registry.
+            Err(_) => return Some(vec![Need::Authenticated]),
+        };
+        // acr-auth.md §3.8: metadata reads, attribute changes, and untag / repository delete.
         return Some(match *method {
-            Method::DELETE => vec![Need::Repo(name, Delete)],
-            Method::PATCH => vec![Need::Repo(name, MetadataWrite)],
-            _ => vec![Need::Repo(name, MetadataRead)],
+            Method::DELETE => vec![Need::Repo(repo, Delete)],
+            Method::PATCH => vec![Need::Repo(repo, MetadataWrite)],
+            _ => vec![Need::Repo(repo, MetadataRead)],
         });
     }
     let Some(rest) = path.strip_prefix("/v2") else {

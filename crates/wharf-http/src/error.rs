@@ -90,12 +90,30 @@ impl From<RegistryError> for OciError {
             RegistryError::NameUnknown => {
                 OciError::code(C::NameUnknown, "repository name not known to registry")
             }
+            RegistryError::TagUnknown => {
+                OciError::code(C::TagUnknown, "the specified tag does not exist")
+            }
+            RegistryError::ManifestNotFound(t) => OciError::code(
+                C::ManifestUnknown,
+                format!("manifest tagged by {t:?} is not found"),
+            ),
+            RegistryError::Disallowed => disallowed(),
+            RegistryError::Invalid(m) => OciError::new(400, C::Unsupported, m),
             RegistryError::TooManyTags => OciError::new(414, C::TagInvalid, "too many tags"),
             RegistryError::OutOfSpace => out_of_space(),
             RegistryError::Internal(e) => internal(&e),
             RegistryError::Io(e) => internal(&e),
         }
     }
+}
+
+/// ACR's answer to an operation a lock or the quarantine forbids (acr-auth.md §4.9).
+pub fn disallowed() -> OciError {
+    OciError::code(
+        ErrorCode::RegistryDisallowedOperation,
+        "The operation is disallowed on this registry, repository or image. View troubleshooting steps at https://aka.ms/acr/faq/#why-does-my-pull-or-push-request-fail-with-disallowed-operation",
+    )
+    .with_detail(json!({}))
 }
 
 /// The data volume is full (or below its free-space floor): 507 Insufficient Storage with

@@ -1,6 +1,7 @@
-//! Wharf's HTTP surface: the OCI distribution API under `/v2/`, the ACR-style repository
-//! delete under `/acr/v1/`, and the management API at ARM's paths under `/subscriptions/`
-//! (with `/wharf/v1/webhooks` as an alias of its webhook operations); error mapping
+//! Wharf's HTTP surface: the OCI distribution API under `/v2/`, ACR's data plane under
+//! `/acr/v1/` (attributes, listings, locks, quarantine release), and the management API at
+//! ARM's paths under `/subscriptions/` (with `/wharf/v1/webhooks` as an alias of its webhook
+//! operations); error mapping
 //! to the spec's bodies; and the connection loop — plain HTTP/1.1, or TLS with HTTP/2 and
 //! HTTP/1.1 by ALPN and a certificate that can be reloaded (`tls`) — with timeouts, graceful
 //! shutdown and the per-request `ClientAddr` and `IsTls` extensions.
@@ -9,6 +10,7 @@
 //! `wharf-registry` and `wharf-hooks`. This crate must not touch the store's tables directly
 //! for registry or webhook state: it goes through those two crates.
 
+mod acr;
 mod arm;
 pub mod auth;
 pub mod error;
@@ -28,21 +30,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete, get, post};
+use axum::response::Response;
+use axum::routing::{any, get, post};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt;
-use wharf_core::{ErrorCode, RepoName};
 use wharf_hooks::Hooks;
-use wharf_registry::{Registry, RequestInfo};
-
-use crate::error::OciError;
+use wharf_registry::Registry;
 
 /// Everything a handler needs.
 #[derive(Clone)]
@@ -64,7 +61,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2", any(oci::handle))
         .route("/v2/", any(oci::handle))
         .route("/v2/{*rest}", any(oci::handle))
-        .route("/acr/v1/{*name}", delete(delete_repository))
+        .route("/acr/v1/{*rest}", any(acr::handle))
         .route(
             "/oauth2/token",
             get(token::get_token).post(token::post_token),
@@ -116,47 +113,6 @@ async fn access_log(req: axum::extract::Request, next: axum::middleware::Next) -
         tracing::debug!(%method, %path, status, ms, identity, "request");
     }
     resp
-}
-
-/// `DELETE /acr/v1/{name}`: deletes a repository with all its manifests and tags, as ACR's
-/// data plane does, raising one `delete` event per manifest.
-async fn delete_repository(
-    State(app): State<AppState>,
-    Path(name): Path<String>,
-    caller: Option<axum::Extension<Caller>>,
-    req: axum::extract::Request,
-) -> Response {
-    let headers = req.headers();
-    let repo = match RepoName::parse(&name) {
-        Ok(r) => r,
-        Err(e) => return OciError::code(ErrorCode::NameInvalid, e.to_string()).into_response(),
-    };
-    let info = RequestInfo {
-        id: uuid::Uuid::new_v4().to_string(),
-        host: auth::request_host(&req),
-        useragent: Some(header_str(headers, axum::http::header::USER_AGENT))
-            .filter(|s| !s.is_empty()),
-    };
-    let started = std::time::Instant::now();
-    let resp = match app.registry.delete_repository(&repo, &info).await {
-        Ok(out) => (StatusCode::ACCEPTED, axum::Json(out)).into_response(),
-        Err(e) => OciError::from(e).into_response(),
-    };
-    tracing::info!(
-        identity = caller.map(|c| c.0.identity).unwrap_or_default(),
-        repository = %repo,
-        status = resp.status().as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1000.0,
-        "delete repository"
-    );
-    resp
-}
-
-fn header_str(h: &HeaderMap, name: axum::http::header::HeaderName) -> String {
-    h.get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// Connection settings.

@@ -167,14 +167,14 @@ async fn dispatch(app: &AppState, rest: &str, req: Request) -> Result<Response> 
 }
 
 /// Query parameters, kept as a list because `tag` may repeat.
-struct Query(Vec<(String, String)>);
+pub(crate) struct Query(Vec<(String, String)>);
 
 impl Query {
-    fn parse(q: Option<&str>) -> Self {
+    pub(crate) fn parse(q: Option<&str>) -> Self {
         Query(q.map(url_pairs).unwrap_or_default())
     }
 
-    fn get(&self, k: &str) -> Option<&str> {
+    pub(crate) fn get(&self, k: &str) -> Option<&str> {
         self.0.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
     }
 
@@ -222,7 +222,7 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn request_info(req: &Request) -> RequestInfo {
+pub(crate) fn request_info(req: &Request) -> RequestInfo {
     let h = req.headers();
     let get = |n: header::HeaderName| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
     RequestInfo {
@@ -577,7 +577,7 @@ fn too_large(limit: usize) -> OciError {
 }
 
 /// Parses `n` (a page size) and `last` for the paginated listings.
-fn pagination(q: &Query) -> Result<(Option<u32>, Option<String>)> {
+pub(crate) fn pagination(q: &Query) -> Result<(Option<u32>, Option<String>)> {
     let n = match q.get("n") {
         Some(s) => Some(s.parse::<u32>().map_err(|_| {
             OciError::code(

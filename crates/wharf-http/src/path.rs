@@ -1,7 +1,7 @@
 //! Parses `/v2/...` paths into a typed [`OciEndpoint`], reading from the right: repository
 //! names contain slashes, but the last segments of every endpoint are fixed words.
 
-use wharf_core::{Digest, ErrorCode, NameError, Reference, RepoName};
+use wharf_core::{Digest, ErrorCode, NameError, Reference, RepoName, Tag};
 
 /// An endpoint of the distribution spec, with the spec's ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +90,57 @@ pub fn parse(rest: &str) -> Result<OciEndpoint, PathError> {
     }
 }
 
+/// An endpoint of ACR's `/acr/v1` data plane (acr-auth.md §5.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcrEndpoint {
+    /// `/acr/v1/_catalog`
+    Catalog,
+    /// `/acr/v1/{name}`
+    Repo(RepoName),
+    /// `/acr/v1/{name}/_tags`
+    Tags(RepoName),
+    /// `/acr/v1/{name}/_tags/{reference}`
+    Tag(RepoName, Tag),
+    /// `/acr/v1/{name}/_manifests`
+    Manifests(RepoName),
+    /// `/acr/v1/{name}/_manifests/{digest}` (a tag is accepted and resolved)
+    Manifest(RepoName, Reference),
+}
+
+/// Parses the percent-decoded part of the path after `/acr/v1/`. No name component can
+/// start with `_`, so `_tags` and `_manifests` are unambiguous wherever they appear.
+pub fn parse_acr(rest: &str) -> Result<AcrEndpoint, PathError> {
+    if rest == "_catalog" {
+        return Ok(AcrEndpoint::Catalog);
+    }
+    if let Some(n) = rest.strip_suffix("/_tags") {
+        return Ok(AcrEndpoint::Tags(name(n)?));
+    }
+    if let Some(n) = rest.strip_suffix("/_manifests") {
+        return Ok(AcrEndpoint::Manifests(name(n)?));
+    }
+    if let Some((n, t)) = rest.rsplit_once("/_tags/") {
+        let repo = name(n)?;
+        let tag = Tag::parse(t).map_err(|_| {
+            err(
+                ErrorCode::TagUnknown,
+                404,
+                "the specified tag does not exist",
+            )
+        })?;
+        return Ok(AcrEndpoint::Tag(repo, tag));
+    }
+    if let Some((n, r)) = rest.rsplit_once("/_manifests/") {
+        let repo = name(n)?;
+        return match Reference::parse(r) {
+            Ok(reference) => Ok(AcrEndpoint::Manifest(repo, reference)),
+            Err(NameError::Digest(d)) => Err(err(ErrorCode::DigestInvalid, 400, d.to_string())),
+            Err(_) => Err(err(ErrorCode::ManifestUnknown, 404, "manifest unknown")),
+        };
+    }
+    Ok(AcrEndpoint::Repo(name(rest)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +192,41 @@ mod tests {
         for (path, want) in cases {
             assert_eq!(parse(&path), Ok(want), "{path}");
         }
+    }
+
+    #[test]
+    fn parses_acr_endpoints() {
+        let r = |s: &str| RepoName::parse(s).unwrap();
+        assert_eq!(parse_acr("_catalog"), Ok(AcrEndpoint::Catalog));
+        assert_eq!(parse_acr("a/b"), Ok(AcrEndpoint::Repo(r("a/b"))));
+        assert_eq!(parse_acr("a/b/_tags"), Ok(AcrEndpoint::Tags(r("a/b"))));
+        assert_eq!(
+            parse_acr("a/_tags/v1"),
+            Ok(AcrEndpoint::Tag(r("a"), Tag::parse("v1").unwrap()))
+        );
+        assert_eq!(
+            parse_acr("a/_manifests"),
+            Ok(AcrEndpoint::Manifests(r("a")))
+        );
+        let dg = Digest::parse(&d()).unwrap();
+        assert_eq!(
+            parse_acr(&format!("a/b/_manifests/{}", d())),
+            Ok(AcrEndpoint::Manifest(r("a/b"), Reference::Digest(dg)))
+        );
+        // Names may end in words other endpoints use.
+        assert_eq!(
+            parse_acr("tags/manifests"),
+            Ok(AcrEndpoint::Repo(r("tags/manifests")))
+        );
+        assert_eq!(parse_acr("A").unwrap_err().code, ErrorCode::NameInvalid);
+        assert_eq!(
+            parse_acr("a/_tags/-x").unwrap_err().code,
+            ErrorCode::TagUnknown
+        );
+        assert_eq!(
+            parse_acr("a/_manifests/sha256:12").unwrap_err().code,
+            ErrorCode::DigestInvalid
+        );
     }
 
     #[test]

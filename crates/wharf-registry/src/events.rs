@@ -82,6 +82,33 @@ pub(crate) fn push_events(
     chart: Option<&ChartMeta>,
     req: &RequestInfo,
 ) -> Vec<OutboxEvent> {
+    push_events_of(
+        hooks,
+        repo,
+        digest,
+        &parsed.media_type,
+        size,
+        tags,
+        chart,
+        req,
+        true,
+    )
+}
+
+/// The events of a push: `push` (and `chart_push`) per tag, and with `quarantine` also the
+/// `quarantine` events (a release raises only the held-back `push`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn push_events_of(
+    hooks: &WebhookCache,
+    repo: &RepoName,
+    digest: &Digest,
+    media_type: &str,
+    size: i64,
+    tags: &[Tag],
+    chart: Option<&ChartMeta>,
+    req: &RequestInfo,
+    quarantine: bool,
+) -> Vec<OutboxEvent> {
     let now = Utc::now();
     let tag_opts: Vec<Option<&str>> = if tags.is_empty() {
         vec![None]
@@ -96,7 +123,7 @@ pub(crate) fn push_events(
                 now,
                 repo.as_str(),
                 digest.to_string(),
-                parsed.media_type.clone(),
+                media_type.to_owned(),
                 size,
                 t.map(str::to_owned),
                 req.event_request("PUT"),
@@ -104,7 +131,7 @@ pub(crate) fn push_events(
             out.push(outbox(ev, WebhookAction::Push, repo, *t, t.is_none()));
         }
     }
-    if hooks.any_wants(WebhookAction::Quarantine) {
+    if quarantine && hooks.any_wants(WebhookAction::Quarantine) {
         for t in &tag_opts {
             let ev = Event::quarantine(
                 new_id(),

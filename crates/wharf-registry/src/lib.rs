@@ -5,6 +5,7 @@
 //! It takes typed values and byte streams, never HTTP types, and talks only to `wharf-store`.
 //! It must not call `wharf-hooks` (the two meet in the store's outbox) or name axum.
 
+pub mod acr;
 mod events;
 mod uploads;
 
@@ -52,6 +53,17 @@ pub enum RegistryError {
     ManifestUnknown,
     #[error("repository name not known to registry")]
     NameUnknown,
+    #[error("the specified tag does not exist")]
+    TagUnknown,
+    /// A pull by tag of a quarantined manifest: ACR answers as if it were not there.
+    #[error("manifest tagged by {0:?} is not found")]
+    ManifestNotFound(String),
+    /// A lock or the quarantine forbids the operation (ACR's 405).
+    #[error("the operation is disallowed")]
+    Disallowed,
+    /// A request value the registry cannot accept.
+    #[error("{0}")]
+    Invalid(String),
     #[error("too many tags")]
     TooManyTags,
     /// The data volume is full or below its configured free-space floor: nothing was
@@ -68,6 +80,7 @@ impl From<StoreError> for RegistryError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::OutOfSpace => RegistryError::OutOfSpace,
+            StoreError::Disallowed => RegistryError::Disallowed,
             e => RegistryError::Internal(e),
         }
     }
@@ -156,6 +169,9 @@ impl Registry {
 
     /// Size of a blob visible in `repo`.
     pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        if !self.store.attributes().repo_readable(repo).await? {
+            return Err(RegistryError::Disallowed);
+        }
         match self.store.meta.blob_size(repo, digest).await? {
             Some(s) => Ok(s as u64),
             None => Err(RegistryError::BlobUnknown),
@@ -203,12 +219,23 @@ impl Registry {
         let Some(size) = size else {
             return Ok(false);
         };
+        self.check_writable(repo).await?;
         if !self.store.blobs.blob_exists(digest).await {
             return Ok(false);
         }
         self.store.check_space()?;
         self.store.meta.link_blob(repo, digest, size).await?;
         Ok(true)
+    }
+
+    /// Refuses a blob push into a write-locked repository (manifest pushes check their locks
+    /// inside their transaction instead).
+    pub(crate) async fn check_writable(&self, repo: &RepoName) -> Result<()> {
+        if self.store.attributes().repo_writable(repo).await? {
+            Ok(())
+        } else {
+            Err(RegistryError::Disallowed)
+        }
     }
 
     // ---- manifests ----------------------------------------------------------------------
@@ -264,7 +291,11 @@ impl Registry {
             chart.as_ref(),
             req,
         );
-        let new = new_manifest(repo, &digest, &parsed, body, &tags);
+        let mut new = new_manifest(repo, &digest, &parsed, body, &tags);
+        // The policy is cached in memory: no round trip on the push path.
+        if self.store.policies().get().await?.quarantine_enabled {
+            new.quarantine = Some(acr::held_push(&tags, req));
+        }
         match self
             .store
             .meta
@@ -317,6 +348,12 @@ impl Registry {
             .get_manifest(repo, reference, with_body)
             .await?
         {
+            Some(m) if m.blocked.is_some() => Err(match (m.blocked, reference) {
+                (Some(wharf_store::PullBlock::Quarantined), Reference::Tag(t)) => {
+                    RegistryError::ManifestNotFound(t.to_string())
+                }
+                _ => RegistryError::Disallowed,
+            }),
             Some(m) => Ok(ManifestOut {
                 digest: m.digest,
                 media_type: m.media_type,
@@ -528,5 +565,6 @@ fn new_manifest(
             .map(|d| (d.digest.clone(), d.size))
             .collect(),
         tags: tags.to_vec(),
+        quarantine: None,
     }
 }

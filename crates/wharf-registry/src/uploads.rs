@@ -38,6 +38,7 @@ impl Registry {
     /// Opens a new upload session in `repo`. Returns its id.
     pub async fn start_upload(&self, repo: &RepoName, algorithm: Algorithm) -> Result<String> {
         self.store.check_space()?;
+        self.check_writable(repo).await?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         // Row first, file second: a failure (or a crash) in between leaves a row without a
         // file, which reads as an unknown upload and is removed at start-up; never a file that

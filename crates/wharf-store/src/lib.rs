@@ -5,6 +5,7 @@
 //! It owns durability and transactions. It knows nothing of HTTP, and must not call
 //! `wharf-registry`, `wharf-hooks` or `wharf-http`: they call it, and meet only here.
 
+pub mod attrs;
 pub mod blobs;
 mod db;
 pub mod hooks;
@@ -18,10 +19,13 @@ pub mod space;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use attrs::{
+    Attributes, Flags, FlagsPatch, ManifestAttrs, ManifestPatch, RepoAttrs, RepoPatch, TagAttrs,
+};
 pub use blobs::BlobStore;
 pub use identities::Identities;
 pub use meta::{
-    DeletedManifest, ManifestConfig, ManifestRow, Meta, NewManifest, Referrer, UploadRow,
+    DeletedManifest, ManifestConfig, ManifestRow, Meta, NewManifest, PullBlock, Referrer, UploadRow,
 };
 pub use outbox::{FastLane, HookSnapshot, OutboxEvent, WebhookCache};
 pub use policies::{Policies, PoliciesPatch, RegistryPolicies};
@@ -52,6 +56,9 @@ pub enum StoreError {
     },
     #[error("not found")]
     NotFound,
+    /// A lock (`writeEnabled`/`deleteEnabled` false) forbids the change; nothing was written.
+    #[error("the operation is disallowed by a lock")]
+    Disallowed,
     #[error("already exists")]
     Conflict,
     #[error("store unavailable: {0}")]

@@ -31,6 +31,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_signing.sql"),
     include_str!("../migrations/0005_payload_format.sql"),
     include_str!("../migrations/0006_policies.sql"),
+    // 0007 is the `arm` branch's migration: on merge it goes before this line.
+    include_str!("../migrations/0008_attributes.sql"),
 ];
 
 pub(crate) fn now_ms() -> i64 {
@@ -45,6 +47,8 @@ pub struct Meta {
     links: Arc<LinkCache>,
     /// Where committed deliveries are handed to this process's dispatcher.
     pub lane: Arc<FastLane>,
+    /// Whether any lock exists (see `attrs`): the push path checks locks only then.
+    pub(crate) locks: Arc<crate::attrs::LockFlag>,
 }
 
 /// Most blob links kept in memory; past it the cache starts again empty.
@@ -100,6 +104,15 @@ struct PutJob {
     reply: oneshot::Sender<Result<usize, StoreError>>,
 }
 
+/// Why a pull of a stored manifest is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullBlock {
+    /// `readEnabled` is false on the repository, the tag or the manifest.
+    ReadLocked,
+    /// The manifest is quarantined (or failed its scan).
+    Quarantined,
+}
+
 /// Most puts committed together.
 const MAX_GROUP: usize = 256;
 
@@ -110,6 +123,8 @@ pub struct ManifestRow {
     pub media_type: String,
     pub size: i64,
     pub body: Option<Vec<u8>>,
+    /// Set when the manifest may not be pulled.
+    pub blocked: Option<PullBlock>,
 }
 
 /// What a new manifest needs the store to know.
@@ -130,6 +145,10 @@ pub struct NewManifest {
     /// Child manifests that must exist in the repository, with their stated sizes.
     pub required_manifests: Vec<(Digest, i64)>,
     pub tags: Vec<Tag>,
+    /// Set when the quarantine policy is on: the push to hold back until release, as JSON
+    /// (`{"tags":[…],"host","useragent"}`). A new manifest is then stored `Quarantined`, and
+    /// only the events that are not `push`/`chart_push` are queued.
+    pub quarantine: Option<String>,
 }
 
 /// One entry of a referrers response.
@@ -188,13 +207,16 @@ impl Meta {
             .await?;
         let (puts, rx) = mpsc::channel(MAX_GROUP * 4);
         let lane = Arc::new(FastLane::default());
-        tokio::spawn(put_writer(write.clone(), rx, lane.clone()));
+        let locks = Arc::new(crate::attrs::LockFlag::default());
+        locks.recompute(&write).await?;
+        tokio::spawn(put_writer(write.clone(), rx, lane.clone(), locks.clone()));
         Ok(Meta {
             read,
             write,
             puts,
             links: Arc::default(),
             lane,
+            locks,
         })
     }
 
@@ -269,14 +291,21 @@ impl Meta {
 
     /// Removes a blob's link from a repository. Returns false if it was not linked.
     pub async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, StoreError> {
-        let res = sqlx::query(
-            "DELETE FROM repo_blobs WHERE digest = ? AND repo_id = \
-             (SELECT id FROM repositories WHERE name = ?)",
-        )
-        .bind(digest.to_string())
-        .bind(repo.as_str())
-        .execute(&self.write)
-        .await?;
+        let mut tx = WriteTx::begin(&self.write).await?;
+        let Some(id) = repo_id(&mut tx, repo).await? else {
+            tx.rollback().await;
+            return Ok(false);
+        };
+        if crate::attrs::delete_blob_refused(&mut tx, id).await? {
+            tx.rollback().await;
+            return Err(StoreError::Disallowed);
+        }
+        let res = sqlx::query("DELETE FROM repo_blobs WHERE digest = ? AND repo_id = ?")
+            .bind(digest.to_string())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         let key = link_key(repo, digest);
         self.links.remove_where(|k| k == key);
         Ok(res.rows_affected() > 0)
@@ -376,40 +405,58 @@ impl Meta {
         reference: &Reference,
         with_body: bool,
     ) -> Result<Option<ManifestRow>, StoreError> {
+        // The locks and the quarantine state come with the row: checking them costs nothing.
         let cols = if with_body {
-            "m.digest, m.media_type, m.size, m.body"
+            "m.digest, m.media_type, m.size, m.body, r.read_enabled AND m.read_enabled, \
+             m.quarantine_state"
         } else {
-            "m.digest, m.media_type, m.size, NULL"
+            "m.digest, m.media_type, m.size, NULL, r.read_enabled AND m.read_enabled, \
+             m.quarantine_state"
         };
-        let row = match reference {
-            Reference::Digest(d) => {
-                sqlx::query(&format!(
-                    "SELECT {cols} FROM manifests m JOIN repositories r ON r.id = m.repo_id \
+        let tag_read = match reference {
+            Reference::Tag(_) => " AND t.read_enabled",
+            Reference::Digest(_) => "",
+        };
+        let row =
+            match reference {
+                Reference::Digest(d) => {
+                    sqlx::query(&format!(
+                        "SELECT {cols} FROM manifests m JOIN repositories r ON r.id = m.repo_id \
                      WHERE r.name = ? AND m.digest = ?"
-                ))
-                .bind(repo.as_str())
-                .bind(d.to_string())
-                .fetch_optional(&self.read)
-                .await?
-            }
-            Reference::Tag(t) => {
-                sqlx::query(&format!(
-                    "SELECT {cols} FROM tags t JOIN repositories r ON r.id = t.repo_id \
+                    ))
+                    .bind(repo.as_str())
+                    .bind(d.to_string())
+                    .fetch_optional(&self.read)
+                    .await?
+                }
+                Reference::Tag(t) => sqlx::query(&format!(
+                    "SELECT {cols}{tag_read} FROM tags t JOIN repositories r ON r.id = t.repo_id \
                      JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest \
                      WHERE r.name = ? AND t.name = ?"
                 ))
                 .bind(repo.as_str())
                 .bind(t.as_str())
                 .fetch_optional(&self.read)
-                .await?
-            }
-        };
+                .await?,
+            };
         row.map(|r| {
+            let quarantine: Option<String> = r.get(5);
+            let blocked = if matches!(
+                quarantine.as_deref(),
+                Some(crate::attrs::QUARANTINED | crate::attrs::FAILED)
+            ) {
+                Some(PullBlock::Quarantined)
+            } else if !r.get::<bool, _>(4) {
+                Some(PullBlock::ReadLocked)
+            } else {
+                None
+            };
             Ok(ManifestRow {
                 digest: parse_digest(r.get::<String, _>(0))?,
                 media_type: r.get(1),
                 size: r.get(2),
                 body: r.get(3),
+                blocked,
             })
         })
         .transpose()
@@ -460,6 +507,10 @@ impl Meta {
             tx.rollback().await;
             return Ok(None);
         };
+        if crate::attrs::delete_manifest_refused(&mut tx, repo_id, &digest.to_string()).await? {
+            tx.rollback().await;
+            return Err(StoreError::Disallowed);
+        }
         let row = sqlx::query(
             "DELETE FROM manifests WHERE repo_id = ? AND digest = ? \
              RETURNING media_type, size, config_media_type",
@@ -513,6 +564,10 @@ impl Meta {
             tx.rollback().await;
             return Ok(None);
         };
+        if crate::attrs::delete_repo_refused(&mut tx, repo_id).await? {
+            tx.rollback().await;
+            return Err(StoreError::Disallowed);
+        }
         let rows = sqlx::query(
             "SELECT digest, media_type, size, config_media_type FROM manifests \
              WHERE repo_id = ? ORDER BY id DESC",
@@ -594,15 +649,37 @@ impl Meta {
     }
 
     /// Removes one tag (the manifest stays). Returns false if the tag did not exist.
+    /// Refused (`Disallowed`) if the repository or the tag is write- or delete-locked. The
+    /// manifest's last-update time becomes the untag time (what retention counts from).
     pub async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, StoreError> {
-        let res = sqlx::query(
-            "DELETE FROM tags WHERE name = ? AND repo_id = (SELECT id FROM repositories WHERE name = ?)",
-        )
-        .bind(tag.as_str())
-        .bind(repo.as_str())
-        .execute(&self.write)
-        .await?;
-        Ok(res.rows_affected() > 0)
+        let mut tx = WriteTx::begin(&self.write).await?;
+        let Some(id) = repo_id(&mut tx, repo).await? else {
+            tx.rollback().await;
+            return Ok(false);
+        };
+        if crate::attrs::untag_refused(&mut tx, id, tag.as_str()).await? {
+            tx.rollback().await;
+            return Err(StoreError::Disallowed);
+        }
+        let digest: Option<String> =
+            sqlx::query("DELETE FROM tags WHERE repo_id = ? AND name = ? RETURNING digest")
+                .bind(id)
+                .bind(tag.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.get(0));
+        let Some(digest) = digest else {
+            tx.rollback().await;
+            return Ok(false);
+        };
+        sqlx::query("UPDATE manifests SET updated_at = ? WHERE repo_id = ? AND digest = ?")
+            .bind(now_ms())
+            .bind(id)
+            .bind(digest)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Tags of a repository in lexical (byte) order, strictly after `last`, at most `n`.
@@ -623,7 +700,8 @@ impl Meta {
             return Ok(None);
         };
         let rows = sqlx::query(
-            "SELECT name FROM tags WHERE repo_id = ? AND name > ? ORDER BY name LIMIT ?",
+            "SELECT name FROM tags WHERE repo_id = ? AND name > ? AND list_enabled \
+             ORDER BY name LIMIT ?",
         )
         .bind(id)
         .bind(last.unwrap_or(""))
@@ -639,12 +717,14 @@ impl Meta {
         last: Option<&str>,
         n: Option<u32>,
     ) -> Result<Vec<String>, StoreError> {
-        let rows =
-            sqlx::query("SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?")
-                .bind(last.unwrap_or(""))
-                .bind(n.map(i64::from).unwrap_or(-1))
-                .fetch_all(&self.read)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT name FROM repositories WHERE name > ? AND list_enabled \
+                 ORDER BY name LIMIT ?",
+        )
+        .bind(last.unwrap_or(""))
+        .bind(n.map(i64::from).unwrap_or(-1))
+        .fetch_all(&self.read)
+        .await?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
@@ -722,7 +802,12 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
 }
 
 /// The group-commit writer of manifest puts (see [`Meta::put_manifest`]).
-async fn put_writer(pool: SqlitePool, mut rx: mpsc::Receiver<PutJob>, lane: Arc<FastLane>) {
+async fn put_writer(
+    pool: SqlitePool,
+    mut rx: mpsc::Receiver<PutJob>,
+    lane: Arc<FastLane>,
+    locks: Arc<crate::attrs::LockFlag>,
+) {
     let mut jobs = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.recv().await {
         jobs.push(first);
@@ -732,7 +817,7 @@ async fn put_writer(pool: SqlitePool, mut rx: mpsc::Receiver<PutJob>, lane: Arc<
                 Err(_) => break,
             }
         }
-        match run_group(&pool, &jobs, &lane).await {
+        match run_group(&pool, &jobs, &lane, &locks).await {
             Ok(results) => {
                 for (job, r) in jobs.drain(..).zip(results) {
                     let _ = job.reply.send(r);
@@ -761,6 +846,7 @@ async fn run_group(
     pool: &SqlitePool,
     jobs: &[PutJob],
     lane: &FastLane,
+    locks: &crate::attrs::LockFlag,
 ) -> Result<Vec<Result<usize, StoreError>>, StoreError> {
     let mut tx = WriteTx::begin(pool).await?;
     let mut results = Vec::with_capacity(jobs.len());
@@ -770,7 +856,7 @@ async fn run_group(
     // index may follow its children). A failing write is a database failure and fails the
     // whole group.
     for job in jobs {
-        match put_one(&mut tx, &job.m, &job.events, &job.hooks, lane).await? {
+        match put_one(&mut tx, &job.m, &job.events, &job.hooks, lane, locks).await? {
             Ok(enq) => {
                 fast.extend(enq.fast);
                 results.push(Ok(enq.queued));
@@ -790,6 +876,7 @@ async fn put_one(
     events: &[OutboxEvent],
     hooks: &WebhookCache,
     lane: &FastLane,
+    locks: &crate::attrs::LockFlag,
 ) -> Result<Result<Enqueued, StoreError>, StoreError> {
     // Validate with reads only. A repository that does not exist yet has no blobs.
     let existing = repo_id(&mut *conn, &m.repo).await?;
@@ -811,14 +898,23 @@ async fn put_one(
     if let Some(refused) = refused {
         return Ok(Err(refused));
     }
+    // Locks, checked on this transaction's connection (see `attrs`), and only when some
+    // lock exists: the flag is raised before a locking PATCH takes the write connection.
+    if let Some(id) = existing
+        && locks.any()
+        && crate::attrs::push_refused(&mut *conn, id, &m.digest.to_string(), &m.tags).await?
+    {
+        return Ok(Err(StoreError::Disallowed));
+    }
     let repo_id = match existing {
         Some(id) => id,
         None => ensure_repo(&mut *conn, &m.repo).await?,
     };
     let now = now_ms();
-    sqlx::query(
+    let inserted = sqlx::query(
         "INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, subject, \
-         annotations, config_media_type, config_digest, body, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) \
+         annotations, config_media_type, config_digest, body, created_at, quarantine_state, \
+         quarantine_push) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) \
          ON CONFLICT (repo_id, digest) DO NOTHING",
     )
     .bind(repo_id)
@@ -832,11 +928,15 @@ async fn put_one(
     .bind(m.config_digest.as_ref().map(|d| d.to_string()))
     .bind(&m.body)
     .bind(now)
+    .bind(m.quarantine.as_ref().map(|_| crate::attrs::QUARANTINED))
+    .bind(&m.quarantine)
     .execute(&mut *conn)
-    .await?;
+    .await?
+    .rows_affected()
+        > 0;
     for t in &m.tags {
         sqlx::query(
-            "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?, ?, ?, ?) \
+            "INSERT INTO tags (repo_id, name, digest, updated_at, created_at) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, \
              updated_at = excluded.updated_at",
         )
@@ -844,10 +944,58 @@ async fn put_one(
         .bind(t.as_str())
         .bind(m.digest.to_string())
         .bind(now)
+        .bind(now)
         .execute(&mut *conn)
         .await?;
     }
+    let held = match &m.quarantine {
+        None => false,
+        Some(_) if inserted => true,
+        // Pushed again: held back while the manifest is still quarantined (the new tags join
+        // the held push); a released manifest pushes as usual.
+        Some(_) => hold_again(&mut *conn, repo_id, m).await?,
+    };
+    if held {
+        use wharf_core::WebhookAction as A;
+        let kept: Vec<OutboxEvent> = events
+            .iter()
+            .filter(|e| !matches!(e.action, A::Push | A::ChartPush))
+            .cloned()
+            .collect();
+        return Ok(Ok(crate::outbox::enqueue(conn, &kept, hooks, lane).await?));
+    }
     Ok(Ok(crate::outbox::enqueue(conn, events, hooks, lane).await?))
+}
+
+/// A push of a manifest that already exists, with the quarantine policy on: whether it is
+/// still quarantined (then its tags join the held push, and the push is held back again).
+async fn hold_again(
+    conn: &mut SqliteConnection,
+    repo_id: i64,
+    m: &NewManifest,
+) -> Result<bool, StoreError> {
+    let row = sqlx::query(
+        "SELECT quarantine_state, quarantine_push FROM manifests WHERE repo_id = ? AND digest = ?",
+    )
+    .bind(repo_id)
+    .bind(m.digest.to_string())
+    .fetch_one(&mut *conn)
+    .await?;
+    let state: Option<String> = row.get(0);
+    if !matches!(
+        state.as_deref(),
+        Some(crate::attrs::QUARANTINED | crate::attrs::FAILED)
+    ) {
+        return Ok(false);
+    }
+    let merged = crate::attrs::merge_held(row.get(1), m.quarantine.as_deref());
+    sqlx::query("UPDATE manifests SET quarantine_push = ? WHERE repo_id = ? AND digest = ?")
+        .bind(merged)
+        .bind(repo_id)
+        .bind(m.digest.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(true)
 }
 
 /// Why the first of `wanted` cannot be referenced from `repo_id`: absent from `table`
