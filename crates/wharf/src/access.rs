@@ -15,7 +15,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::client::{
-    Client, Conn, Output, finish, flatten, name_seg, render_rows, report_warning, s,
+    Client, Conn, Output, finish, flatten, name_seg, query_active, render_rows, report_warning, s,
 };
 
 /// The actions a scope map may grant on a repository, as `az` accepts them (acr-auth.md §3.6).
@@ -491,7 +491,7 @@ fn expiry(days: Option<u32>, at: Option<String>) -> Result<Option<String>, Strin
 
 /// Asks before something permanent, as az does; `--yes` skips the question, and without a
 /// terminal to ask on the command needs it.
-fn confirm(question: &str, yes: bool) -> Result<(), String> {
+pub(crate) fn confirm(question: &str, yes: bool) -> Result<(), String> {
     if yes {
         return Ok(());
     }
@@ -551,11 +551,11 @@ async fn token_inner(c: Client, cmd: TokenCommand, out: Output) -> Result<String
                     Some(json!({ "properties": props })),
                 )
                 .await?;
-            render_tokens(&[flatten(&c.object(t, "a token")?)], out, false)
+            render_tokens(&[flatten(&c.object(t, "a token")?)], out, false)?
         }
         TokenCommand::Show(a) => {
             let t = c.call(Method::GET, &token_path(&c, &a.name)?, None).await?;
-            render_tokens(&[flatten(&c.object(t, "a token")?)], out, false)
+            render_tokens(&[flatten(&c.object(t, "a token")?)], out, false)?
         }
         TokenCommand::List => {
             let v = c.call(Method::GET, &c.arm_path("/tokens"), None).await?;
@@ -564,7 +564,7 @@ async fn token_inner(c: Client, cmd: TokenCommand, out: Output) -> Result<String
                 .iter()
                 .map(flatten)
                 .collect();
-            render_tokens(&list, out, true)
+            render_tokens(&list, out, true)?
         }
         TokenCommand::Delete(a) => {
             let path = token_path(&c, &a.name)?;
@@ -587,7 +587,7 @@ async fn token_inner(c: Client, cmd: TokenCommand, out: Output) -> Result<String
                     _ => None,
                 };
                 let v = generate(&c, &a.name, names, a.expiration_in_days, a.expiration).await?;
-                render_passwords(&v, out)
+                render_passwords(&v, out)?
             }
             TokenCredentialCommand::Delete(a) => {
                 let path = token_path(&c, &a.name)?;
@@ -622,7 +622,7 @@ async fn token_inner(c: Client, cmd: TokenCommand, out: Output) -> Result<String
                     .collect();
                 let body = json!({"properties": {"credentials": {"passwords": keep}}});
                 let t = c.call(Method::PATCH, &path, Some(body)).await?;
-                render_tokens(&[flatten(&c.object(t, "a token")?)], out, false)
+                render_tokens(&[flatten(&c.object(t, "a token")?)], out, false)?
             }
         },
     })
@@ -672,7 +672,7 @@ async fn token_create(c: &Client, a: TokenCreate, out: Output) -> Result<String,
     let t = c.call(Method::PUT, &path, Some(body)).await?;
     let mut t = flatten(&c.object(t, "a token")?);
     if a.no_passwords {
-        return Ok(render_tokens(&[t], out, false));
+        return render_tokens(&[t], out, false);
     }
     let creds = generate(c, &a.name, None, a.expiration_in_days, a.expiration).await?;
     // As az shows it: the token, its credentials holding the user name and password values.
@@ -692,16 +692,19 @@ async fn token_create(c: &Client, a: TokenCreate, out: Output) -> Result<String,
             s(&creds["username"]),
         ));
     }
-    Ok(match out {
-        Output::Json => render_tokens(&[t], out, false),
-        // The token's row, then the passwords' rows: the values must not be lost to a format.
-        Output::Table => format!(
+    if out == Output::Table && !query_active() {
+        // The token's row, then the passwords' rows: the values must not be lost to the
+        // table's one-line-per-token columns.
+        Ok(format!(
             "{}\n{}",
-            render_tokens(&[t], out, false),
-            render_passwords(&creds, out)
-        ),
-        Output::Tsv => render_tokens(&[t], out, false) + &render_passwords(&creds, out),
-    })
+            render_tokens(&[t], out, false)?,
+            render_passwords(&creds, out)?
+        ))
+    } else {
+        // az's output: the token, its credentials holding the password values (`--query
+        // credentials.passwords[0].value -o tsv` gets one).
+        render_tokens(&[t], out, false)
+    }
 }
 
 /// `<token>-scope-map` with these actions: created, or reused if it grants exactly them (as
@@ -760,7 +763,7 @@ fn password_expiry(t: &Value, name: &str) -> String {
         .unwrap_or_default()
 }
 
-fn render_tokens(list: &[Value], out: Output, as_list: bool) -> String {
+fn render_tokens(list: &[Value], out: Output, as_list: bool) -> Result<String, String> {
     let v = if as_list {
         Value::Array(list.to_vec())
     } else {
@@ -793,8 +796,8 @@ fn render_tokens(list: &[Value], out: Output, as_list: bool) -> String {
 }
 
 /// `generateCredentials`' answer: one row per password.
-fn render_passwords(v: &Value, out: Output) -> String {
-    if matches!(out, Output::Json) {
+fn render_passwords(v: &Value, out: Output) -> Result<String, String> {
+    if out != Output::Table || query_active() {
         return render_rows(v, out, &[], |_| Vec::new(), false);
     }
     let user = s(&v["username"]);
@@ -828,7 +831,7 @@ async fn scope_map_inner(c: Client, cmd: ScopeMapCommand, out: Output) -> Result
                     Some(json!({ "properties": props })),
                 )
                 .await?;
-            render_scope_maps(&[flatten(&c.object(m, "a scope map")?)], out, false)
+            render_scope_maps(&[flatten(&c.object(m, "a scope map")?)], out, false)?
         }
         ScopeMapCommand::Update(a) => {
             let path = scope_map_path(&c, &a.name)?;
@@ -881,13 +884,13 @@ async fn scope_map_inner(c: Client, cmd: ScopeMapCommand, out: Output) -> Result
             let m = c
                 .call(Method::PATCH, &path, Some(json!({ "properties": props })))
                 .await?;
-            render_scope_maps(&[flatten(&c.object(m, "a scope map")?)], out, false)
+            render_scope_maps(&[flatten(&c.object(m, "a scope map")?)], out, false)?
         }
         ScopeMapCommand::Show(a) => {
             let m = c
                 .call(Method::GET, &scope_map_path(&c, &a.name)?, None)
                 .await?;
-            render_scope_maps(&[flatten(&c.object(m, "a scope map")?)], out, false)
+            render_scope_maps(&[flatten(&c.object(m, "a scope map")?)], out, false)?
         }
         ScopeMapCommand::List => {
             let v = c.call(Method::GET, &c.arm_path("/scopeMaps"), None).await?;
@@ -896,7 +899,7 @@ async fn scope_map_inner(c: Client, cmd: ScopeMapCommand, out: Output) -> Result
                 .iter()
                 .map(flatten)
                 .collect();
-            render_scope_maps(&list, out, true)
+            render_scope_maps(&list, out, true)?
         }
         ScopeMapCommand::Delete(a) => {
             let path = scope_map_path(&c, &a.name)?;
@@ -910,7 +913,7 @@ async fn scope_map_inner(c: Client, cmd: ScopeMapCommand, out: Output) -> Result
     })
 }
 
-fn render_scope_maps(list: &[Value], out: Output, as_list: bool) -> String {
+fn render_scope_maps(list: &[Value], out: Output, as_list: bool) -> Result<String, String> {
     let v = if as_list {
         Value::Array(list.to_vec())
     } else {
@@ -973,13 +976,13 @@ async fn credential_inner(
             .unwrap_or_default()
     };
     let (p1, p2) = (value("password"), value("password2"));
-    Ok(render_rows(
+    render_rows(
         &v,
         out,
         &["USERNAME", "PASSWORD", "PASSWORD2"],
         |v| vec![s(&v["username"]), p1.clone(), p2.clone()],
         false,
-    ))
+    )
 }
 
 async fn registry_inner(c: Client, cmd: RegistryCommand, out: Output) -> Result<String, String> {
@@ -1008,7 +1011,7 @@ async fn registry_inner(c: Client, cmd: RegistryCommand, out: Output) -> Result<
         }
     };
     let r = flatten(&c.object(r, "a registry")?);
-    Ok(render_rows(
+    render_rows(
         &r,
         out,
         &[
@@ -1030,7 +1033,7 @@ async fn registry_inner(c: Client, cmd: RegistryCommand, out: Output) -> Result<
             ]
         },
         false,
-    ))
+    )
 }
 
 #[cfg(test)]

@@ -268,7 +268,7 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<Strin
             let w = c
                 .call(Method::PUT, &format!("/{}", a.name), Some(body))
                 .await?;
-            render_webhooks(&[flatten(&c.object(w, "a webhook")?)], out, false)
+            render_webhooks(&[flatten(&c.object(w, "a webhook")?)], out, false)?
         }
         WebhookCommand::Update(a) => {
             let mut props = serde_json::Map::new();
@@ -300,11 +300,11 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<Strin
             let w = c
                 .call(Method::PATCH, &format!("/{}", a.name), Some(body))
                 .await?;
-            render_webhooks(&[flatten(&c.object(w, "a webhook")?)], out, false)
+            render_webhooks(&[flatten(&c.object(w, "a webhook")?)], out, false)?
         }
         WebhookCommand::Show(a) => {
             let w = c.call(Method::GET, &format!("/{}", a.name), None).await?;
-            render_webhooks(&[flatten(&c.object(w, "a webhook")?)], out, false)
+            render_webhooks(&[flatten(&c.object(w, "a webhook")?)], out, false)?
         }
         WebhookCommand::List => {
             let v = c.call(Method::GET, "", None).await?;
@@ -313,7 +313,7 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<Strin
                 .iter()
                 .map(flatten)
                 .collect();
-            render_webhooks(&list, out, true)
+            render_webhooks(&list, out, true)?
         }
         WebhookCommand::Delete(a) => {
             c.call(Method::DELETE, &format!("/{}", a.name), None)
@@ -325,7 +325,7 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<Strin
                 .call(Method::POST, &format!("/{}/ping", a.name), None)
                 .await?;
             let v = c.object(v, "a ping id")?;
-            render_rows(&v, out, &["ID"], |v| vec![s(&v["id"])], false)
+            render_rows(&v, out, &["ID"], |v| vec![s(&v["id"])], false)?
         }
         WebhookCommand::GetConfig(a) => {
             let v = c
@@ -348,7 +348,7 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<Strin
                     ]
                 },
                 false,
-            )
+            )?
         }
         WebhookCommand::RotateSecret(a) => {
             let body = match a.grace_period {
@@ -362,7 +362,7 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<Strin
                     Some(body),
                 )
                 .await?;
-            render_webhooks(&[flatten(&c.object(w, "a webhook")?)], out, false)
+            render_webhooks(&[flatten(&c.object(w, "a webhook")?)], out, false)?
         }
         WebhookCommand::ListEvents(a) => {
             let mut all = Vec::new();
@@ -386,7 +386,7 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<Strin
                 &["ID", "ACTION", "IMAGE", "HTTP STATUS", "TIMESTAMP"],
                 event_row,
                 true,
-            )
+            )?
         }
         WebhookCommand::Redeliver(a) => {
             let body = match a.event_id {
@@ -403,7 +403,7 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<Strin
                 &["REDELIVERED"],
                 |v| vec![v["redelivered"].to_string()],
                 false,
-            )
+            )?
         }
     };
     Ok(text)
@@ -430,7 +430,7 @@ fn event_row(e: &Value) -> Vec<String> {
     ]
 }
 
-fn render_webhooks(list: &[Value], out: Output, as_list: bool) -> String {
+fn render_webhooks(list: &[Value], out: Output, as_list: bool) -> Result<String, String> {
     let v = if as_list {
         Value::Array(list.to_vec())
     } else {

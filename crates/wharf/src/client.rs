@@ -14,7 +14,7 @@
 use std::io::{self, Write};
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use serde_json::Value;
 
 /// The flags every management command takes, wherever they appear on the command line (listed
@@ -30,10 +30,24 @@ pub struct Conn {
         default_value = "http://127.0.0.1:5000"
     )]
     pub server: String,
-    /// The registry's name, as the server is configured (`[registry] name`). The CLI learns
-    /// the registry's ARM path from the server; given, this must name that registry.
-    #[arg(long, short = 'r', global = true, env = "WHARF_REGISTRY_NAME")]
-    pub registry_name: Option<String>,
+    /// Name of the registry. Wharf serves one: when given, it must be the server's, or the
+    /// command stops with an error naming both.
+    #[arg(
+        long,
+        short = 'r',
+        visible_alias = "registry-name",
+        global = true,
+        env = "WHARF_REGISTRY_NAME"
+    )]
+    pub registry: Option<String>,
+    /// Name of the resource group. When given, it must be the one the server's registry is
+    /// in, or the command stops with an error naming both.
+    #[arg(long, short = 'g', global = true, env = "WHARF_RESOURCE_GROUP")]
+    pub resource_group: Option<String>,
+    /// ID of the subscription (az's --subscription). When given, it must be the one the
+    /// server's registry is in, or the command stops with an error naming both.
+    #[arg(long, global = true, env = "WHARF_SUBSCRIPTION_ID")]
+    pub subscription: Option<String>,
     /// The management token (printed by the server at its first start with access control
     /// on), sent as `Authorization: Bearer`. Used in preference to --username/--password.
     /// Prefer the environment variable: a command line is visible to other local users.
@@ -45,7 +59,8 @@ pub struct Conn {
         hide_env_values = true
     )]
     pub token: Option<String>,
-    /// User name for Basic authentication: the admin user, whose name is the registry's.
+    /// User name for Basic authentication: the admin user, whose name is the registry's (or,
+    /// for `wharf repository`, a token).
     #[arg(long, short = 'u', global = true, env = "WHARF_USERNAME")]
     pub username: Option<String>,
     /// Password for --username. Prefer the environment variable: a command line is visible to
@@ -62,16 +77,39 @@ pub struct Conn {
     /// public roots (a private CA's ca.crt)
     #[arg(long, global = true, env = "WHARF_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<std::path::PathBuf>,
-    /// Output format.
+    /// Output format: json, jsonc (coloured on a terminal), yaml, yamlc (coloured on a
+    /// terminal), table, tsv (values only, tab-separated, one line per item) or none.
     #[arg(long, short = 'o', global = true, value_enum, default_value = "json")]
     pub output: Output,
+    /// JMESPath query applied to the result before it is printed, e.g. "[].name" or
+    /// "[?status=='enabled'].{name: name, scope: scope}". See https://jmespath.org.
+    #[arg(long, global = true, value_parser = crate::output::parse_query)]
+    pub query: Option<String>,
+    /// Only show errors, suppressing warnings.
+    #[arg(long, global = true)]
+    pub only_show_errors: bool,
+    /// Print each request and response on stderr (credentials, passwords, tokens, webhook
+    /// URIs and header values are redacted).
+    #[arg(long, global = true)]
+    pub debug: bool,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Output {
-    Json,
-    Table,
-    Tsv,
+pub use crate::output::Output;
+
+/// The options that shape what this process prints, set once from the command line: the one
+/// command a process runs is the only user, and passing them down would touch every helper.
+struct Globals {
+    query: Option<String>,
+    only_show_errors: bool,
+}
+
+static GLOBALS: std::sync::OnceLock<Globals> = std::sync::OnceLock::new();
+
+fn set_globals(conn: &Conn) {
+    let _ = GLOBALS.set(Globals {
+        query: conn.query.clone(),
+        only_show_errors: conn.only_show_errors,
+    });
 }
 
 /// How requests authenticate.
@@ -84,11 +122,16 @@ enum Credentials {
 pub struct Client {
     http: reqwest::Client,
     base: String,
-    /// The registry's name as given (--registry-name), to check against the server's.
+    /// The registry's name as given (-r), to check against the server's.
     wanted: Option<String>,
+    /// The resource group as given (-g), to check against the server's.
+    wanted_group: Option<String>,
+    /// The subscription as given (--subscription), to check against the server's.
+    wanted_subscription: Option<String>,
     /// The registry's ARM identity, as the server names it (see [`Client::connect`]).
     arm: Arm,
     creds: Credentials,
+    debug: bool,
 }
 
 /// Where the server's registry sits in ARM.
@@ -126,6 +169,7 @@ const AUTH_HINT: &str = "give the management token with --token (or WHARF_MANAGE
 
 impl Client {
     pub fn new(conn: &Conn) -> Result<Self, String> {
+        set_globals(conn);
         let non_empty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
         let creds = match (
             non_empty(&conn.token),
@@ -182,9 +226,12 @@ impl Client {
         Ok(Client {
             http,
             base: conn.server.trim_end_matches('/').to_owned(),
-            wanted: conn.registry_name.clone().filter(|s| !s.is_empty()),
+            wanted: conn.registry.clone().filter(|s| !s.is_empty()),
+            wanted_group: conn.resource_group.clone().filter(|s| !s.is_empty()),
+            wanted_subscription: conn.subscription.clone().filter(|s| !s.is_empty()),
             arm: Arm::default(),
             creds,
+            debug: conn.debug,
         })
     }
 
@@ -204,6 +251,15 @@ impl Client {
             .as_str()
             .ok_or_else(|| c.shape_error("a list of subscriptions"))?
             .to_owned();
+        if let Some(want) = &c.wanted_subscription
+            && !want.eq_ignore_ascii_case(&sub)
+        {
+            return Err(format!(
+                "the server at {} serves subscription {sub:?}, not {want:?}; check \
+                 --subscription or WHARF_SUBSCRIPTION_ID",
+                c.base
+            ));
+        }
         let regs = c
             .call(
                 reqwest::Method::GET,
@@ -215,7 +271,12 @@ impl Client {
             )
             .await?;
         let regs = c.list(&regs, "a list of registries")?;
-        let reg = match &c.wanted {
+        // az strips a login-server suffix from --registry (`r.azurecr.io` names `r`).
+        let wanted = c
+            .wanted
+            .as_deref()
+            .map(|w| w.split('.').next().unwrap_or(w));
+        let reg = match wanted {
             None => regs.first(),
             Some(w) => regs.iter().find(|r| {
                 r["name"]
@@ -224,21 +285,42 @@ impl Client {
             }),
         };
         let Some(reg) = reg else {
-            let names: Vec<&str> = regs.iter().filter_map(|r| r["name"].as_str()).collect();
+            let names: Vec<String> = regs
+                .iter()
+                .filter_map(|r| r["name"].as_str())
+                .map(|n| format!("{n:?}"))
+                .collect();
             return Err(format!(
-                "the server at {} has no registry {} (it serves {}); check --registry-name \
+                "the server at {} has no registry {:?} (it serves {}); check --registry (-r) \
                  or WHARF_REGISTRY_NAME",
                 c.base,
-                c.wanted.as_deref().unwrap_or_default(),
+                wanted.unwrap_or_default(),
                 names.join(", ")
             ));
         };
         let id = reg["id"]
             .as_str()
             .ok_or_else(|| c.shape_error("a registry"))?;
+        let name = reg["name"].as_str().unwrap_or_default().to_owned();
+        // `/subscriptions/{sub}/resourceGroups/{rg}/providers/…`
+        let segs: Vec<&str> = id.split('/').collect();
+        let group = segs
+            .iter()
+            .position(|s| s.eq_ignore_ascii_case("resourceGroups"))
+            .and_then(|i| segs.get(i + 1))
+            .ok_or_else(|| c.shape_error("a registry with a resource id"))?;
+        if let Some(want) = &c.wanted_group
+            && !want.eq_ignore_ascii_case(group)
+        {
+            return Err(format!(
+                "the registry {name:?} of the server at {} is in resource group {group:?}, not \
+                 {want:?}; check --resource-group (-g) or WHARF_RESOURCE_GROUP",
+                c.base
+            ));
+        }
         c.arm = Arm {
             id: id.to_owned(),
-            name: reg["name"].as_str().unwrap_or_default().to_owned(),
+            name,
         };
         Ok(c)
     }
@@ -339,31 +421,16 @@ impl Client {
     ) -> Result<(reqwest::StatusCode, Value), String> {
         let url = format!("{}{path}", self.base);
         let changes = method != reqwest::Method::GET;
-        let mut req = self.http.request(method, &url);
-        req = match &self.creds {
-            Credentials::None => req,
-            Credentials::Bearer(t) => req.bearer_auth(t),
-            Credentials::Basic(u, p) => req.basic_auth(u, Some(p)),
-        };
-        if let Some(b) = body {
-            req = req.json(&b);
+        let mut req = self.http.request(method.clone(), &url);
+        req = self.authorize(req);
+        if let Some(b) = &body {
+            req = req.json(b);
         } else if changes {
             // Every management call that changes something says JSON, body or not (the
             // server refuses others: that is what keeps cross-site form posts out).
             req = req.header(reqwest::header::CONTENT_TYPE, "application/json");
         }
-        let resp = req.send().await.map_err(|e| {
-            // reqwest's own message ("error sending request") hides the cause, such as an
-            // untrusted certificate; the chain below it names it.
-            let e = e.without_url();
-            let mut msg = e.to_string();
-            let mut cause = std::error::Error::source(&e);
-            while let Some(c) = cause {
-                msg = format!("{msg}: {c}");
-                cause = c.source();
-            }
-            format!("cannot reach the Wharf server at {}: {msg}", self.base)
-        })?;
+        let resp = self.execute(req).await?;
         let status = resp.status();
         // Checked before the body is read: whatever else answered (a web server's HTML page,
         // another API's 404) is not worth reading, let alone printing.
@@ -387,21 +454,100 @@ impl Client {
         if status == reqwest::StatusCode::UNAUTHORIZED {
             return Err(self.unauthorized());
         }
+        let (status, bytes) = self.read(resp).await?;
+        Ok((status, self.json_body(status, &bytes)?))
+    }
+
+    /// The request with this client's credentials.
+    pub(crate) fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.creds {
+            Credentials::None => req,
+            Credentials::Bearer(t) => req.bearer_auth(t),
+            Credentials::Basic(u, p) => req.basic_auth(u, Some(p)),
+        }
+    }
+
+    /// The user name and password given, for the data plane's token server.
+    pub(crate) fn basic(&self) -> Option<(&str, &str)> {
+        match &self.creds {
+            Credentials::Basic(u, p) => Some((u, p)),
+            _ => None,
+        }
+    }
+
+    /// The management token given, which the token server exchanges for a refresh token.
+    pub(crate) fn management_token(&self) -> Option<&str> {
+        match &self.creds {
+            Credentials::Bearer(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Sends a request (shown on stderr with --debug), naming the cause of a failure.
+    pub(crate) async fn execute(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, String> {
+        let req = req
+            .build()
+            .map_err(|e| format!("cannot build the request: {}", e.without_url()))?;
+        if self.debug {
+            crate::debug::request(&req);
+        }
+        let resp = self.http.execute(req).await.map_err(|e| {
+            // reqwest's own message ("error sending request") hides the cause, such as an
+            // untrusted certificate; the chain below it names it.
+            let e = e.without_url();
+            let mut msg = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                msg = format!("{msg}: {c}");
+                cause = c.source();
+            }
+            format!("cannot reach the Wharf server at {}: {msg}", self.base)
+        })?;
+        if self.debug {
+            crate::debug::response_head(resp.status(), resp.headers());
+        }
+        Ok(resp)
+    }
+
+    /// Reads an answer's body (shown on stderr with --debug).
+    pub(crate) async fn read(
+        &self,
+        resp: reqwest::Response,
+    ) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
+        let status = resp.status();
         let bytes = resp
             .bytes()
             .await
-            .map_err(|e| format!("reading the answer of {}: {}", self.base, e.without_url()))?;
-        let v: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).map_err(|_| {
-                format!(
-                    "the server at {} answered HTTP {status} with a body that is not JSON",
-                    self.base
-                )
-            })?
-        };
-        Ok((status, v))
+            .map_err(|e| format!("reading the answer of {}: {}", self.base, e.without_url()))?
+            .to_vec();
+        if self.debug {
+            crate::debug::response_body(&bytes);
+        }
+        Ok((status, bytes))
+    }
+
+    /// An answer's JSON; Null for an empty body.
+    pub(crate) fn json_body(
+        &self,
+        status: reqwest::StatusCode,
+        bytes: &[u8],
+    ) -> Result<Value, String> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(bytes).map_err(|_| {
+            format!(
+                "the server at {} answered HTTP {status} with a body that is not JSON",
+                self.base
+            )
+        })
     }
 
     /// The message for a 401: what was (or was not) sent and how to authenticate. The server's
@@ -454,7 +600,7 @@ impl Client {
 
 /// The message of a failed call: the server's (ARM's `error.message`, or the registry API's
 /// `errors[0].message`), or the status.
-fn error_message(status: reqwest::StatusCode, v: &Value) -> String {
+pub(crate) fn error_message(status: reqwest::StatusCode, v: &Value) -> String {
     v["error"]["message"]
         .as_str()
         .or_else(|| v["errors"][0]["message"].as_str())
@@ -532,6 +678,9 @@ pub fn report(message: &str) {
 
 /// A warning on stderr (az prints its hints and warnings there too).
 pub fn report_warning(message: &str) {
+    if GLOBALS.get().is_some_and(|g| g.only_show_errors) {
+        return;
+    }
     let _ = writeln!(io::stderr().lock(), "WARNING: {message}");
 }
 
@@ -575,60 +724,23 @@ pub fn s(v: &Value) -> String {
     }
 }
 
-/// The output text of a command: pretty JSON, or one row per item as tsv or an aligned table.
+/// Whether `--query` was given (a command's own table columns do not apply then).
+pub fn query_active() -> bool {
+    GLOBALS.get().is_some_and(|g| g.query.is_some())
+}
+
+/// The output text of a command: its result `v` after `--query`, in the `-o` format; `headers`
+/// and `row` are its own table (one row per item if `is_list`), as az's table transformers.
 pub fn render_rows(
     v: &Value,
     out: Output,
     headers: &[&str],
     row: impl Fn(&Value) -> Vec<String>,
     is_list: bool,
-) -> String {
-    let mut text = String::new();
-    let mut line = |l: &str| {
-        text.push_str(l);
-        text.push('\n');
-    };
-    match out {
-        Output::Json => line(&serde_json::to_string_pretty(v).unwrap_or_default()),
-        Output::Tsv | Output::Table => {
-            let items: Vec<&Value> = if is_list {
-                v.as_array().map(|a| a.iter().collect()).unwrap_or_default()
-            } else {
-                vec![v]
-            };
-            let rows: Vec<Vec<String>> = items.iter().map(|i| row(i)).collect();
-            if matches!(out, Output::Tsv) {
-                for r in rows {
-                    line(&r.join("\t"));
-                }
-                return text;
-            }
-            let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-            for r in &rows {
-                for (i, c) in r.iter().enumerate() {
-                    if let Some(w) = widths.get_mut(i) {
-                        *w = (*w).max(c.chars().count());
-                    }
-                }
-            }
-            let cells = |cells: Vec<String>| {
-                cells
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| format!("{:<w$}", c, w = widths.get(i).copied().unwrap_or(0)))
-                    .collect::<Vec<_>>()
-                    .join("  ")
-                    .trim_end()
-                    .to_owned()
-            };
-            line(&cells(headers.iter().map(|h| h.to_string()).collect()));
-            line(&cells(widths.iter().map(|w| "-".repeat(*w)).collect()));
-            for r in rows {
-                line(&cells(r));
-            }
-        }
-    }
-    text
+) -> Result<String, String> {
+    let query = GLOBALS.get().and_then(|g| g.query.as_deref());
+    let columns = (!headers.is_empty()).then_some(crate::output::Columns { headers, row: &row });
+    crate::output::render(v, out, query, columns, is_list)
 }
 
 #[cfg(test)]

@@ -1,10 +1,14 @@
 //! The `wharf` binary: `wharf serve` runs the registry; `wharf webhook …`, `wharf token …`,
 //! `wharf scope-map …`, `wharf credential …` and `wharf registry …` manage it through the
-//! management API, mirroring `az acr webhook`, `az acr token` and their kin.
+//! management API, mirroring `az acr webhook`, `az acr token` and their kin; `wharf repository
+//! …` mirrors `az acr repository` over the /acr/v1 data plane.
 
 mod access;
 mod cli;
 mod client;
+mod debug;
+mod output;
+mod repository;
 
 use wharf::config;
 
@@ -39,6 +43,9 @@ enum Command {
     /// Show the registry or turn the admin user and anonymous pull on or off, like
     /// `az acr show` and `az acr update`.
     Registry(access::RegistryArgs),
+    /// List, show, lock, untag and delete repositories and images, like `az acr repository`
+    /// (over the registry's /acr/v1 data plane).
+    Repository(repository::RepositoryArgs),
 }
 
 #[derive(clap::Args)]
@@ -112,6 +119,7 @@ fn main() -> anyhow::Result<()> {
         Command::ScopeMap(a) => std::process::exit(rt.block_on(access::scope_map(a))),
         Command::Credential(a) => std::process::exit(rt.block_on(access::credential(a))),
         Command::Registry(a) => std::process::exit(rt.block_on(access::registry(a))),
+        Command::Repository(a) => std::process::exit(rt.block_on(repository::run(a))),
     }
 }
 
@@ -255,7 +263,7 @@ mod tests {
             .find_subcommand("credential")
             .expect("token credential");
         assert!(credential.find_subcommand("generate").is_some());
-        for c in ["scope-map", "credential", "registry"] {
+        for c in ["scope-map", "credential", "registry", "repository"] {
             assert!(cmd.find_subcommand(c).is_some(), "{c}");
         }
         assert!(cmd.find_subcommand("serve").is_some());

@@ -1049,7 +1049,7 @@ async fn the_cli_finds_a_configured_registry_and_reads_every_page() {
     ]);
     assert_ne!(code, 0);
     assert!(
-        err.contains("no registry contoso") && err.contains(REG),
+        err.contains("has no registry \"contoso\"") && err.contains(REG),
         "{err}"
     );
 }

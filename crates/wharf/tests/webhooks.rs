@@ -2297,7 +2297,18 @@ async fn cli_mirrors_az_acr_webhook() {
         "{}",
         o.stdout
     );
-    let o = wharf_cli(&base, &["list", "-o", "tsv"]).await;
+    // tsv as az: values only; a query picks and orders them
+    let o = wharf_cli(
+        &base,
+        &[
+            "list",
+            "--query",
+            "[].[name, location, join(', ', actions), scope, status]",
+            "-o",
+            "tsv",
+        ],
+    )
+    .await;
     assert_eq!(
         o.stdout.trim_end().split('\t').collect::<Vec<_>>(),
         ["clihook1", "local", "push, delete", "cli/*:*", "enabled"]
