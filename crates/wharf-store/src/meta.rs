@@ -33,7 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_policies.sql"),
     // No 0007: the number was kept for the management plane, which needed none. Migrations
     // run by position (PRAGMA user_version), so a new one only ever goes at the end.
-    include_str!("../migrations/0008_attributes.sql"),
+    include_str!("../migrations/0007_attributes.sql"),
 ];
 
 pub(crate) fn now_ms() -> i64 {
