@@ -9,9 +9,12 @@
 //!
 //! The `data` of the other formats is ACR's Event Grid data: `ContainerRegistryEventData`
 //! (push, delete, and Wharf's quarantine) or `ContainerRegistryArtifactEventData` (chart
-//! events), with `location` added and `target.url` for image events. `actor` and `source` are
-//! left out: Wharf records neither with the event, and the reference marks them unverified
-//! in ACR's own deliveries.
+//! events), with `location` added, and for image events `target.url`, `request.addr`,
+//! `actor` and `source`. Those four are in ACR's model but, per the reference, unverified in
+//! ACR's own webhook bodies, so the ACR body leaves them out. They are stored after it: the
+//! stored body is the ACR body, a newline, and a small JSON object of [`Extras`]. Compact JSON
+//! never contains a raw newline, so the ACR format is the stored body cut at the first one
+//! (a truncation, no copy) and no receiver ever sees the extras line.
 
 use std::fmt;
 use std::str::FromStr;
@@ -84,6 +87,68 @@ pub struct Rendered {
     pub headers: Vec<(&'static str, String)>,
 }
 
+/// What the Event Grid and CloudEvents data carry beyond ACR's body: who made the change,
+/// from where, on which registry node, and over which scheme (for `target.url`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extras {
+    /// The client's address, `ip:port` (`request.addr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    /// The identity behind the request (`actor.name`); None: anonymous or the registry itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// The registry node that took the request (`source`).
+    #[serde(default)]
+    pub source: Source,
+    /// Whether the client's connection was TLS: `target.url`'s scheme.
+    #[serde(default)]
+    pub tls: bool,
+}
+
+/// `source` of ACR's event data: the node's `host:port` and its instance id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub addr: String,
+    #[serde(rename = "instanceID")]
+    pub instance_id: String,
+}
+
+/// The body the outbox stores for an event: ACR's body, then (if there are any) the extras
+/// on a line of their own.
+pub fn stored_body(mut acr_body: Vec<u8>, extras: Option<&Extras>) -> Vec<u8> {
+    if let Some(x) = extras {
+        acr_body.push(b'\n');
+        // Strings and booleans only: serialising cannot fail.
+        let _ = serde_json::to_writer(&mut acr_body, x);
+    }
+    acr_body
+}
+
+/// Splits a stored body into ACR's body and the extras (if any, and if they parse).
+fn split_stored(body: &[u8]) -> (&[u8], Option<Extras>) {
+    match body.iter().position(|&b| b == b'\n') {
+        Some(i) => (&body[..i], serde_json::from_slice(&body[i + 1..]).ok()),
+        None => (body, None),
+    }
+}
+
+/// `request` of the Event Grid data: ACR's request plus `addr`, in the schema's order.
+#[derive(Serialize)]
+struct DataRequest<'a> {
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    addr: Option<&'a str>,
+    host: &'a str,
+    method: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    useragent: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct DataActor<'a> {
+    name: &'a str,
+}
+
 /// The stored ACR body, read back. The timestamp stays the string ACR's body carries, already
 /// RFC 3339, so the rendered times are the stored ones to the character.
 #[derive(Deserialize)]
@@ -129,7 +194,11 @@ struct Data<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     target: Option<DataTarget<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    request: Option<&'a EventRequest>,
+    request: Option<DataRequest<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor: Option<DataActor<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'a Source>,
 }
 
 #[derive(Serialize)]
@@ -197,12 +266,20 @@ fn subject(s: &Stored) -> String {
 /// CloudEvents `source`: see [`crate::arm::ArmIdentity::registry_id`]). `Acr` hands the body back untouched; so does any format if the body is not an
 /// ACR event (it always is: only Wharf writes it), rather than sending nothing.
 pub fn render(format: PayloadFormat, body: Vec<u8>, location: &str, registry_id: &str) -> Rendered {
+    let (acr_body, extras) = split_stored(&body);
     if format == PayloadFormat::Acr {
+        let len = acr_body.len();
+        let mut body = body;
+        body.truncate(len);
         return acr(body);
     }
-    let Ok(stored) = serde_json::from_slice::<Stored>(&body) else {
+    let Ok(stored) = serde_json::from_slice::<Stored>(acr_body) else {
+        let len = acr_body.len();
+        let mut body = body;
+        body.truncate(len);
         return acr(body);
     };
+    let extras = extras.unwrap_or_default();
     let is_chart = matches!(stored.action.as_str(), "chart_push" | "chart_delete");
     let target = stored.target.as_ref().map(|t| DataTarget {
         media_type: t.media_type.as_deref(),
@@ -213,9 +290,12 @@ pub fn render(format: PayloadFormat, body: Vec<u8>, location: &str, registry_id:
         // The manifest's address on the registry the client used (ACR's listEvents sample);
         // chart events' schema has no url.
         url: match (&stored.request, is_chart) {
-            (Some(r), false) => Some(format!(
-                "https://{}/v2/{}/manifests/{}",
-                r.host, t.repository, t.digest
+            (Some(r), false) if !r.host.is_empty() => Some(format!(
+                "{}://{}/v2/{}/manifests/{}",
+                if extras.tls { "https" } else { "http" },
+                r.host,
+                t.repository,
+                t.digest
             )),
             _ => None,
         },
@@ -229,7 +309,19 @@ pub fn render(format: PayloadFormat, body: Vec<u8>, location: &str, registry_id:
         action: &stored.action,
         location,
         target,
-        request: stored.request.as_ref(),
+        request: stored.request.as_ref().map(|r| DataRequest {
+            id: &r.id,
+            addr: extras.addr.as_deref(),
+            host: &r.host,
+            method: &r.method,
+            useragent: r.useragent.as_deref(),
+        }),
+        // The artifact (chart) schema has no actor or source.
+        actor: match (is_chart, &extras.actor) {
+            (false, Some(name)) => Some(DataActor { name }),
+            _ => None,
+        },
+        source: (!is_chart && !extras.source.addr.is_empty()).then_some(&extras.source),
     };
     let subject = subject(&stored);
     let ty = event_type(&stored.action);
@@ -341,6 +433,23 @@ mod tests {
         )
     }
 
+    fn extras() -> Extras {
+        Extras {
+            addr: Some("203.0.113.40:51122".to_owned()),
+            actor: Some("ci-bot".to_owned()),
+            source: Source {
+                addr: "registry-node-3:5000".to_owned(),
+                instance_id: "0b6f".to_owned(),
+            },
+            tls: true,
+        }
+    }
+
+    /// A push as the outbox stores it: ACR's body and the extras line.
+    fn stored_push() -> Vec<u8> {
+        stored_body(push().to_bytes(), Some(&extras()))
+    }
+
     fn push_data() -> Value {
         json!({
             "id": "9d0a3c55-7e21-4b8f-a6d2-1f0e9c8b7a65",
@@ -351,8 +460,10 @@ mod tests {
                 "digest": "sha256:d4f6", "length": 1204, "repository": "payments/ledger",
                 "url": "https://fabrikam.azurecr.io/v2/payments/ledger/manifests/sha256:d4f6",
                 "tag": "2.7.1"},
-            "request": {"id": "r1", "host": "fabrikam.azurecr.io", "method": "PUT",
-                "useragent": "containerd/1.7.13"},
+            "request": {"id": "r1", "addr": "203.0.113.40:51122", "host": "fabrikam.azurecr.io",
+                "method": "PUT", "useragent": "containerd/1.7.13"},
+            "actor": {"name": "ci-bot"},
+            "source": {"addr": "registry-node-3:5000", "instanceID": "0b6f"},
         })
     }
 
@@ -361,8 +472,17 @@ mod tests {
     }
 
     #[test]
-    fn acr_is_the_stored_body_untouched() {
+    fn acr_is_the_stored_body_without_the_extras_line() {
         let body = push().to_bytes();
+        let r = render(
+            PayloadFormat::Acr,
+            stored_push(),
+            "northeurope",
+            REGISTRY_ID,
+        );
+        assert_eq!(r.body, body);
+        assert!(!r.body.contains(&b'\n'));
+        // A body stored without extras is sent as it is.
         let r = render(PayloadFormat::Acr, body.clone(), "northeurope", REGISTRY_ID);
         assert_eq!(r.body, body);
         assert_eq!(r.content_type, "application/json");
@@ -373,7 +493,7 @@ mod tests {
     fn event_grid_push_follows_the_reference() {
         let r = render(
             PayloadFormat::EventGrid,
-            push().to_bytes(),
+            stored_push(),
             "northeurope",
             REGISTRY_ID,
         );
@@ -408,7 +528,7 @@ mod tests {
     fn cloudevents_structured_and_binary() {
         let r = render(
             PayloadFormat::CloudEvents,
-            push().to_bytes(),
+            stored_push(),
             "northeurope",
             REGISTRY_ID,
         );
@@ -428,7 +548,7 @@ mod tests {
         );
         let b = render(
             PayloadFormat::CloudEventsBinary,
-            push().to_bytes(),
+            stored_push(),
             "northeurope",
             REGISTRY_ID,
         );
@@ -451,6 +571,22 @@ mod tests {
     }
 
     #[test]
+    fn without_extras_the_data_has_no_actor_or_source_and_the_url_is_http() {
+        let v = parse(&render(
+            PayloadFormat::CloudEventsBinary,
+            push().to_bytes(),
+            "northeurope",
+            REGISTRY_ID,
+        ));
+        assert_eq!(
+            v["target"]["url"],
+            "http://fabrikam.azurecr.io/v2/payments/ledger/manifests/sha256:d4f6"
+        );
+        assert!(v.get("actor").is_none() && v.get("source").is_none());
+        assert!(v["request"].get("addr").is_none());
+    }
+
+    #[test]
     fn delete_subject_is_the_repository() {
         let ev = Event::delete(
             "c91e",
@@ -467,7 +603,7 @@ mod tests {
         );
         let v = parse(&render(
             PayloadFormat::CloudEvents,
-            ev.to_bytes(),
+            stored_body(ev.to_bytes(), Some(&extras())),
             "westus",
             REGISTRY_ID,
         ));

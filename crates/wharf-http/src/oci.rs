@@ -230,10 +230,21 @@ fn percent_decode(s: &str) -> String {
 pub(crate) fn request_info(req: &Request) -> RequestInfo {
     let h = req.headers();
     let get = |n: header::HeaderName| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let ext = req.extensions();
     RequestInfo {
         id: uuid::Uuid::new_v4().to_string(),
         host: crate::auth::request_host(req),
         useragent: get(header::USER_AGENT),
+        addr: ext
+            .get::<crate::auth::ClientAddr>()
+            .map(|a| a.0.to_string()),
+        // ACR's actor is the user or token name; an anonymous caller has none.
+        actor: ext
+            .get::<crate::auth::Caller>()
+            .map(|c| c.identity.strip_prefix("token:").unwrap_or(&c.identity))
+            .filter(|i| !i.is_empty() && *i != "anonymous")
+            .map(str::to_owned),
+        tls: ext.get::<crate::auth::IsTls>().is_some_and(|t| t.0),
     }
 }
 

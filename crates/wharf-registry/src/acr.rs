@@ -476,6 +476,9 @@ fn release_events(
         id: s("id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         host: s("host").unwrap_or_default(),
         useragent: s("useragent"),
+        addr: s("addr"),
+        actor: s("actor"),
+        tls: held.get("tls").and_then(|x| x.as_bool()).unwrap_or(false),
     };
     events::push_events_of(
         hooks,
@@ -497,6 +500,9 @@ pub(crate) fn held_push(tags: &[Tag], req: &RequestInfo) -> String {
         "id": req.id,
         "host": req.host,
         "useragent": req.useragent,
+        "addr": req.addr,
+        "actor": req.actor,
+        "tls": req.tls,
     })
     .to_string()
 }

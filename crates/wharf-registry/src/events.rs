@@ -11,6 +11,7 @@
 
 use chrono::Utc;
 use wharf_core::event::ChartAction;
+use wharf_core::payload::{self, Extras};
 use wharf_core::{Digest, Event, EventRequest, ParsedManifest, RepoName, Tag, WebhookAction};
 use wharf_store::{DeletedManifest, OutboxEvent, WebhookCache};
 
@@ -21,9 +22,25 @@ pub struct RequestInfo {
     /// The host the client addressed (its `Host` header).
     pub host: String,
     pub useragent: Option<String>,
+    /// The client's address, `ip:port`.
+    pub addr: Option<String>,
+    /// The identity that made the request; None: anonymous, or the registry itself.
+    pub actor: Option<String>,
+    /// Whether the request came over TLS.
+    pub tls: bool,
 }
 
 impl RequestInfo {
+    /// The extras line the outbox stores after ACR's body (see `wharf_core::payload`).
+    fn extras(&self, hooks: &WebhookCache) -> Extras {
+        Extras {
+            addr: self.addr.clone(),
+            actor: self.actor.clone(),
+            source: hooks.source().clone(),
+            tls: self.tls,
+        }
+    }
+
     fn event_request(&self, method: &str) -> EventRequest {
         EventRequest {
             id: self.id.clone(),
@@ -56,6 +73,7 @@ fn new_id() -> String {
 
 fn outbox(
     ev: Event,
+    extras: &Extras,
     action: WebhookAction,
     repo: &RepoName,
     tag: Option<&str>,
@@ -64,7 +82,7 @@ fn outbox(
     OutboxEvent {
         id: ev.id.clone(),
         action,
-        body: ev.to_bytes(),
+        body: payload::stored_body(ev.to_bytes(), Some(extras)),
         repository: repo.to_string(),
         match_tags: tag.map(|t| vec![t.to_owned()]).unwrap_or_default(),
         tagless,
@@ -110,6 +128,7 @@ pub(crate) fn push_events_of(
     quarantine: bool,
 ) -> Vec<OutboxEvent> {
     let now = Utc::now();
+    let extras = req.extras(hooks);
     let tag_opts: Vec<Option<&str>> = if tags.is_empty() {
         vec![None]
     } else {
@@ -128,7 +147,14 @@ pub(crate) fn push_events_of(
                 t.map(str::to_owned),
                 req.event_request("PUT"),
             );
-            out.push(outbox(ev, WebhookAction::Push, repo, *t, t.is_none()));
+            out.push(outbox(
+                ev,
+                &extras,
+                WebhookAction::Push,
+                repo,
+                *t,
+                t.is_none(),
+            ));
         }
     }
     if quarantine && hooks.any_wants(WebhookAction::Quarantine) {
@@ -142,7 +168,14 @@ pub(crate) fn push_events_of(
                 t.map(str::to_owned),
                 req.event_request("PUT"),
             );
-            out.push(outbox(ev, WebhookAction::Quarantine, repo, *t, t.is_none()));
+            out.push(outbox(
+                ev,
+                &extras,
+                WebhookAction::Quarantine,
+                repo,
+                *t,
+                t.is_none(),
+            ));
         }
     }
     if let Some(c) = chart.filter(|_| hooks.any_wants(WebhookAction::ChartPush)) {
@@ -159,7 +192,14 @@ pub(crate) fn push_events_of(
                 c.name.clone(),
                 c.version.clone(),
             );
-            out.push(outbox(ev, WebhookAction::ChartPush, repo, *t, t.is_none()));
+            out.push(outbox(
+                ev,
+                &extras,
+                WebhookAction::ChartPush,
+                repo,
+                *t,
+                t.is_none(),
+            ));
         }
     }
     out
@@ -173,6 +213,7 @@ pub(crate) fn delete_events(
     req: &RequestInfo,
 ) -> Vec<OutboxEvent> {
     let now = Utc::now();
+    let extras = req.extras(hooks);
     let mut out = Vec::new();
     if hooks.any_wants(WebhookAction::Delete) {
         let ev = Event::delete(
@@ -183,7 +224,7 @@ pub(crate) fn delete_events(
             del.media_type.clone(),
             req.event_request("DELETE"),
         );
-        let mut o = outbox(ev, WebhookAction::Delete, repo, None, true);
+        let mut o = outbox(ev, &extras, WebhookAction::Delete, repo, None, true);
         o.match_tags = del.tags.clone();
         out.push(o);
     }
@@ -200,7 +241,7 @@ pub(crate) fn delete_events(
             c.name.clone(),
             c.version.clone(),
         );
-        let mut o = outbox(ev, WebhookAction::ChartDelete, repo, None, true);
+        let mut o = outbox(ev, &extras, WebhookAction::ChartDelete, repo, None, true);
         o.match_tags = del.tags.clone();
         out.push(o);
     }

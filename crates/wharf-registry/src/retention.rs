@@ -113,7 +113,7 @@ impl Registry {
         let req = RequestInfo {
             id: uuid::Uuid::new_v4().to_string(),
             host: String::new(),
-            useragent: None,
+            ..Default::default()
         };
         let hooks = self.store.hooks.clone();
         let res = self

@@ -950,6 +950,7 @@ mod tests {
                 floor: crate::FreeSpaceFloor::Bytes(0),
                 secret_key: None,
                 registry_id: String::new(),
+                source_addr: String::new(),
             },
         )
         .await

@@ -139,6 +139,8 @@ pub struct StoreOptions {
     /// The registry's ARM id, the `topic`/`source` of deliveries in the Event Grid and
     /// CloudEvents formats (empty: the default identity's).
     pub registry_id: String,
+    /// This node's `host:port`, the `source.addr` of event data (empty: none is shown).
+    pub source_addr: String,
 }
 
 impl Store {
@@ -153,11 +155,18 @@ impl Store {
         let store = Store {
             meta,
             blobs,
-            hooks: WebhookCache::new(if opts.registry_id.is_empty() {
-                wharf_core::ArmIdentity::default().registry_id()
-            } else {
-                opts.registry_id.clone()
-            }),
+            hooks: WebhookCache::new(
+                if opts.registry_id.is_empty() {
+                    wharf_core::ArmIdentity::default().registry_id()
+                } else {
+                    opts.registry_id.clone()
+                },
+                // A new instance id per process: ACR's `instanceID` names a running node.
+                wharf_core::payload::Source {
+                    addr: opts.source_addr.clone(),
+                    instance_id: uuid::Uuid::new_v4().to_string(),
+                },
+            ),
             outbox_signal: Arc::new(Notify::new()),
             region: opts.region.clone(),
             space: SpaceGuard::new(data_dir, opts.floor),

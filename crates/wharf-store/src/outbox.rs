@@ -77,14 +77,21 @@ impl HookSnapshot {
 pub struct WebhookCache {
     inner: Arc<RwLock<Arc<Vec<HookSnapshot>>>>,
     registry_id: Arc<str>,
+    source: Arc<wharf_core::payload::Source>,
 }
 
 impl WebhookCache {
-    pub fn new(registry_id: String) -> Self {
+    pub fn new(registry_id: String, source: wharf_core::payload::Source) -> Self {
         WebhookCache {
             inner: Default::default(),
             registry_id: registry_id.into(),
+            source: Arc::new(source),
         }
+    }
+
+    /// This registry node (`source` of the Event Grid and CloudEvents data).
+    pub fn source(&self) -> &wharf_core::payload::Source {
+        &self.source
     }
 
     /// The registry's ARM id (the Event Grid `topic`, the CloudEvents `source`).

@@ -87,6 +87,7 @@ pub async fn start_with_clock(
             floor,
             secret_key: (!cfg.auth.secret_key.is_empty()).then(|| cfg.auth.secret_key.clone()),
             registry_id: cfg.registry.arm().registry_id(),
+            source_addr: addr.to_string(),
         },
     )
     .await

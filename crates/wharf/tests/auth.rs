@@ -1193,3 +1193,64 @@ async fn without_auth_wharf_refuses_a_non_loopback_listener_and_foreign_hosts() 
     let _ = sha256(b"");
     s.stop().await;
 }
+
+/// The Event Grid and CloudEvents data name who pushed (`actor.name`: the token's name), from
+/// where (`request.addr`) and on which node (`source`); ACR's own body names none of them.
+#[tokio::test]
+async fn event_data_names_the_actor_the_client_and_the_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    cfg.webhooks.allow_networks = vec!["127.0.0.1/32".into()];
+    let s = Server::start_config(cfg).await;
+    let rcv = common::Receiver::start().await;
+    let c = plain();
+    for (name, format) in [("ceactor", "cloudevents-binary"), ("acractor", "acr")] {
+        let (st, v) = mgmt(
+            &c,
+            &s,
+            Method::PUT,
+            &format!("/webhooks/{name}"),
+            Some(json!({"location": "local", "properties": {
+                "serviceUri": rcv.url(&format!("/{name}")), "actions": ["push"],
+                "payloadFormat": format}})),
+        )
+        .await;
+        assert_eq!(st, 201, "{v}");
+    }
+    let pw = token(&c, &s, "ci-bot", "_repositories_push", None).await;
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        reqwest::header::AUTHORIZATION,
+        basic("ci-bot", &pw).unwrap().parse().unwrap(),
+    );
+    let bot = reqwest::Client::builder()
+        .default_headers(h)
+        .build()
+        .unwrap();
+    push_image(&bot, &s, "team/app", "v1", "actor").await;
+    let data = &rcv
+        .wait_for("/ceactor", 1, std::time::Duration::from_secs(10))
+        .await[0]
+        .body;
+    assert_eq!(data["actor"], json!({"name": "ci-bot"}), "{data}");
+    let addr = data["request"]["addr"].as_str().unwrap();
+    assert!(addr.starts_with("127.0.0.1:"), "{data}");
+    assert_eq!(data["source"]["addr"], s.addr.to_string(), "{data}");
+    assert!(data["source"]["instanceID"].as_str().unwrap().len() == 36);
+    assert_eq!(
+        data["target"]["url"],
+        format!(
+            "http://{}/v2/team/app/manifests/{}",
+            s.addr,
+            data["target"]["digest"].as_str().unwrap()
+        )
+    );
+    let acr = &rcv
+        .wait_for("/acractor", 1, std::time::Duration::from_secs(10))
+        .await[0];
+    assert!(acr.body.get("actor").is_none() && acr.body.get("source").is_none());
+    assert!(
+        !acr.raw.contains(&b'\n'),
+        "the extras line reached a receiver"
+    );
+}

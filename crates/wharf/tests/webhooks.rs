@@ -2596,19 +2596,33 @@ const TOPIC: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourc
 
 /// ACR's Event Grid data for an event whose ACR body is `acr`: ACR's fields, `location` after
 /// `action`, `target.url` for image events.
-fn event_data(acr: &Value, location: &str, host: &str) -> Value {
+/// The Event Grid data expected for an ACR event received by a server at `host` in the open
+/// mode over plain HTTP. `got` is a received data object: the client's port and the node's
+/// instance id are taken from it once they are checked to be of the right kind.
+fn event_data(acr: &Value, location: &str, host: &str, got: &Value) -> Value {
     let mut data = json!({
         "id": acr["id"], "timestamp": acr["timestamp"], "action": acr["action"],
         "location": location,
     });
     let mut target = acr["target"].clone();
     target["url"] = json!(format!(
-        "https://{host}/v2/{}/manifests/{}",
+        "http://{host}/v2/{}/manifests/{}",
         str_of(&target["repository"]),
         str_of(&target["digest"])
     ));
     data["target"] = target;
-    data["request"] = acr["request"].clone();
+    let mut request = json!({"id": acr["request"]["id"]});
+    let addr = str_of(&got["request"]["addr"]);
+    assert!(addr.starts_with("127.0.0.1:"), "request.addr {addr}");
+    request["addr"] = json!(addr);
+    for k in ["host", "method", "useragent"] {
+        request[k] = acr["request"][k].clone();
+    }
+    data["request"] = request;
+    // The open mode has no actor.
+    let instance = str_of(&got["source"]["instanceID"]);
+    assert_eq!(instance.len(), 36, "instanceID {instance}");
+    data["source"] = json!({"addr": host, "instanceID": instance});
     data
 }
 
@@ -2671,7 +2685,7 @@ async fn payload_formats_render_push_and_delete_per_webhook() {
         // ACR's format is unchanged: no location, no url.
         assert!(a.get("location").is_none() && a["target"].get("url").is_none());
         assert_eq!(header(&acr[i], "content-type"), "application/json");
-        let data = event_data(a, "local", &host);
+        let data = event_data(a, "local", &host, &bin[i].body);
 
         // Event Grid: a one-element array, ids and times from the ACR event.
         assert_eq!(header(&eg[i], "content-type"), "application/json");
