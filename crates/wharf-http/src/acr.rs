@@ -177,7 +177,18 @@ async fn dispatch(app: &AppState, rest: &str, req: Request) -> Result<Response> 
         }
         (E::Manifest(repo, r), Method::PATCH) => {
             let d = resolve(app, &repo, r).await?;
+            // Only a quarantine writer changes the quarantine state (see `quarantine_writer`);
+            // read before the body consumes the request.
+            let writer = quarantine_writer(app, &req);
             let body = patch_body(req).await?;
+            if !writer
+                && (body.contains_key("quarantineState") || body.contains_key("quarantineDetails"))
+            {
+                return Err(OciError::code(
+                    ErrorCode::Denied,
+                    "requested access to the resource is denied: changing the quarantine state needs the admin user or the management credential (ACR's AcrQuarantineWriter)",
+                ));
+            }
             let patch = ManifestPatch {
                 flags: flags_patch(&body)?,
                 quarantine_state: string_field(&body, "quarantineState")?,
@@ -198,6 +209,23 @@ async fn dispatch(app: &AppState, rest: &str, req: Request) -> Result<Response> 
             "method not allowed on this endpoint",
         )),
     }
+}
+
+/// Whether the caller may release or fail a quarantined image (ACR's AcrQuarantineWriter):
+/// the same owners who may read quarantined images, the admin user and the management
+/// credential, by Basic or by a token issued to them. A push or metadata right is not enough:
+/// otherwise whoever can push could release their own image unscanned. In the open mode
+/// (no access control) everything is open, this too.
+///
+/// Refused with 403 `DENIED`, not ACR's 401 challenge for a token that lacks an action
+/// (acr-auth.md §4.9): no token scope grants this right, so a client that fetched a new token
+/// on the challenge would only be refused again.
+fn quarantine_writer(app: &AppState, req: &Request) -> bool {
+    !app.auth.enabled()
+        || req
+            .extensions()
+            .get::<crate::Caller>()
+            .is_some_and(|c| c.quarantine_reader)
 }
 
 /// A registry error, with ACR's `detail` for an unknown repository.

@@ -352,18 +352,74 @@ async fn only_the_registrys_owners_pull_quarantined_images() {
             r.status()
         );
     }
-    // The token, with metadata rights, sees the state through /acr/v1 and can release it.
+    // The token, with metadata rights, sees the state through /acr/v1 but cannot change it
+    // (ACR's AcrQuarantineWriter): whoever can push must not release their own image.
     let url = s.url(&format!(
         "/acr/v1/held%2Fimg/_manifests/{}",
         d.replace(':', "%3A")
     ));
+    let state = |v: Value| v["manifest"]["changeableAttributes"]["quarantineState"].clone();
     let v: Value = token.get(&url).send().await.unwrap().json().await.unwrap();
-    assert_eq!(
-        v["manifest"]["changeableAttributes"]["quarantineState"],
-        "Quarantined"
+    assert_eq!(state(v), "Quarantined");
+    for body in [
+        json!({"quarantineState": "Passed"}),
+        json!({"quarantineDetails": "{\"clean\":true}"}),
+        json!({"quarantineState": "Failed", "readEnabled": true}),
+    ] {
+        let r = token.patch(&url).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 403, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["errors"][0]["code"], "DENIED", "{v}");
+    }
+    let v: Value = token.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(state(v.clone()), "Quarantined", "nothing changed");
+    assert!(
+        v["manifest"]["changeableAttributes"]
+            .get("quarantineDetails")
+            .is_none_or(Value::is_null),
+        "{v}"
     );
+    // Its other attributes it may still change.
     let r = token
         .patch(&url)
+        .json(&json!({"listEnabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = token
+        .get(s.url("/v2/held/img/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "still quarantined");
+
+    // The admin user, with a bearer token issued to it, and the management credential can.
+    let v: Value = admin
+        .get(s.url(&format!(
+            "/oauth2/token?service={}&scope=repository:held/img:pull,metadata_read,metadata_write",
+            s.addr
+        )))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let admin_jwt = v["access_token"].as_str().unwrap().to_owned();
+    let r = c
+        .patch(&url)
+        .bearer_auth(&admin_jwt)
+        .json(&json!({"quarantineState": "Failed", "quarantineDetails": "{}"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let v: Value = admin.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(state(v), "Failed");
+    let r = c
+        .patch(&url)
+        .bearer_auth(MGMT)
         .json(&json!({"quarantineState": "Passed"}))
         .send()
         .await
