@@ -560,7 +560,7 @@ impl Attributes {
     }
 
     /// Applies a manifest patch. A change of quarantine state from `Quarantined` (or
-    /// `Failed`) to `Passed` releases the manifest: `release` builds the push events that were
+    /// `Failed`) to `Passed` of a manifest with a held-back push releases the manifest: `release` builds the push events that were
     /// held back, and they are written to the outbox in the same transaction. Returns the
     /// manifest and how many deliveries were queued. Outer None: no such repository; inner:
     /// no such manifest.
@@ -624,7 +624,11 @@ impl Attributes {
             cols.push("quarantine_details = ?");
             texts.push(Some(d.clone()));
         }
+        // Only a manifest whose push is still held back is released: one that was passed
+        // once, then failed, then passed again had its push announced already (a push made
+        // while it was failed holds a new one, `hold_again`).
         let releasing = patch.quarantine_state.as_deref() == Some(PASSED)
+            && held.is_some()
             && matches!(
                 before.quarantine_state.as_deref(),
                 Some(QUARANTINED) | Some(FAILED)

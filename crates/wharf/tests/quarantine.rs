@@ -189,6 +189,77 @@ async fn a_quarantined_push_is_held_until_a_scanner_passes_it() {
     assert_eq!(rx.received("/deploy").len(), 1);
 }
 
+/// A verdict revised after the release (Passed → Failed → Passed) raises no second `push`:
+/// only a manifest whose push is still held back is released.
+#[tokio::test]
+async fn a_repeated_release_raises_no_second_push() {
+    let s = Server::start().await;
+    let rx = Receiver::start().await;
+    let c = client();
+    hook(&c, &s, "deploy", &rx.url("/deploy"), &["push"]).await;
+    s.store
+        .policies()
+        .update(PoliciesPatch {
+            quarantine_enabled: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let repo = "again/app";
+    let (d, body) = push_image(&c, &s, repo, "v1", "r").await;
+    assert_eq!(scan(&c, &s, repo, &d, "Passed", "{}").await.0, 200);
+    assert_eq!(deliveries(&s).await, 1);
+    assert_eq!(scan(&c, &s, repo, &d, "Failed", "{}").await.0, 200);
+    let r = c
+        .get(s.url(&format!("/v2/{repo}/manifests/v1")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "failed again: blocked");
+    let (st, v) = scan(&c, &s, repo, &d, "Passed", "{}").await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        v["manifest"]["changeableAttributes"]["quarantineState"],
+        "Passed"
+    );
+    assert_eq!(deliveries(&s).await, 1, "no second push");
+    let r = c
+        .get(s.url(&format!("/v2/{repo}/manifests/v1")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // A push made while it was failed is held back, and the next release announces it, once.
+    assert_eq!(scan(&c, &s, repo, &d, "Failed", "{}").await.0, 200);
+    let r = c
+        .put(s.url(&format!("/v2/{repo}/manifests/v2")))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(deliveries(&s).await, 1, "held back");
+    assert_eq!(scan(&c, &s, repo, &d, "Passed", "{}").await.0, 200);
+    assert_eq!(scan(&c, &s, repo, &d, "Passed", "{}").await.0, 200);
+    assert_eq!(deliveries(&s).await, 2);
+    let got = rx.wait_for("/deploy", 2, WAIT).await;
+    let mut tags: Vec<&str> = got
+        .iter()
+        .map(|r| r.body["target"]["tag"].as_str().unwrap_or(""))
+        .collect();
+    tags.sort();
+    assert_eq!(tags, ["v1", "v2"]);
+    for r in &got {
+        assert!(
+            !r.body["request"]["host"].as_str().unwrap_or("").is_empty(),
+            "{}",
+            r.body
+        );
+    }
+}
+
 #[tokio::test]
 async fn without_the_policy_a_push_raises_both_events_and_pulls_work() {
     let s = Server::start().await;
