@@ -122,8 +122,10 @@ async fn dispatch(app: &AppState, rest: &str, req: Request) -> Result<Response> 
             app.registry.delete_manifest(&repo, &r, &info).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
-        (E::Blob(repo, d), Method::GET) => get_blob(app, &repo, &d, req.headers(), true).await,
-        (E::Blob(repo, d), Method::HEAD) => get_blob(app, &repo, &d, req.headers(), false).await,
+        (E::Blob(repo, d), Method::GET) => get_blob(app, &repo, &d, req.headers(), true, qr).await,
+        (E::Blob(repo, d), Method::HEAD) => {
+            get_blob(app, &repo, &d, req.headers(), false, qr).await
+        }
         (E::Blob(repo, d), Method::DELETE) => {
             app.registry.delete_blob(&repo, &d).await?;
             Ok((StatusCode::ACCEPTED, [(CONTENT_DIGEST, d.to_string())]).into_response())
@@ -427,8 +429,12 @@ async fn get_blob(
     d: &Digest,
     h: &HeaderMap,
     body: bool,
+    quarantine_reader: bool,
 ) -> Result<Response> {
-    let size = app.registry.blob_size(repo, d).await?;
+    let size = app
+        .registry
+        .blob_size_as(repo, d, quarantine_reader)
+        .await?;
     let range = byte_range(h, size);
     let (status, start, len, content_range) = match range {
         ByteRange::Whole => (StatusCode::OK, 0, size, None),

@@ -169,7 +169,31 @@ impl Registry {
 
     // ---- blobs ------------------------------------------------------------------------
 
-    /// Size of a blob visible in `repo`.
+    /// Size of a blob visible in `repo`, for a caller that may (`quarantine_reader`) or may
+    /// not read quarantined images: a blob that, in `repo`, belongs only to quarantined images
+    /// is disallowed as a pull of them by digest is (ACR's 405). The check costs nothing
+    /// unless some manifest anywhere is quarantined.
+    pub async fn blob_size_as(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        quarantine_reader: bool,
+    ) -> Result<u64> {
+        let size = self.blob_size(repo, digest).await?;
+        if !quarantine_reader
+            && self
+                .store
+                .attributes()
+                .blob_quarantined(repo, digest)
+                .await?
+        {
+            return Err(RegistryError::Disallowed);
+        }
+        Ok(size)
+    }
+
+    /// Size of a blob visible in `repo` (read locks checked; quarantine not: see
+    /// [`Registry::blob_size_as`]).
     pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
         if !self.store.attributes().repo_readable(repo).await? {
             return Err(RegistryError::Disallowed);

@@ -35,6 +35,58 @@ pub struct LockFlag {
     any: AtomicBool,
     /// Serializes attribute changes and the recomputation that follows each.
     changes: tokio::sync::Mutex<()>,
+    /// Whether any manifest is quarantined (or failed), kept with the locks.
+    pub(crate) quarantine: QuarantineFlag,
+}
+
+/// Whether any manifest anywhere is `Quarantined` or `Failed`: blob GET and HEAD, the
+/// registry's hottest reads, look for quarantined references only then.
+///
+/// Raised by a quarantined push inside its transaction, on the single write connection, and
+/// by a PATCH that fails a manifest before its transaction begins; so once such a change has
+/// committed the flag is up. It is lowered only by [`QuarantineFlag::recompute`] (after an
+/// attribute change, and at open), and only if nothing raised it while the recomputation's
+/// query ran: the query runs on the write connection, so a push that raised the flag before
+/// it has committed before it, and one after it bumps the generation.
+#[derive(Debug, Default)]
+pub struct QuarantineFlag {
+    any: AtomicBool,
+    /// How often the flag was raised; guards the lowering (see above).
+    raised: std::sync::Mutex<u64>,
+}
+
+impl QuarantineFlag {
+    pub fn any(&self) -> bool {
+        self.any.load(Ordering::Acquire)
+    }
+
+    fn generation(&self) -> std::sync::MutexGuard<'_, u64> {
+        // A panic elsewhere while holding it cannot leave the counter inconsistent.
+        self.raised.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn raise(&self) {
+        let mut g = self.generation();
+        *g = g.wrapping_add(1);
+        self.any.store(true, Ordering::Release);
+    }
+
+    pub(crate) async fn recompute(&self, write: &SqlitePool) -> Result<(), StoreError> {
+        let before = *self.generation();
+        let row = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM manifests \
+             WHERE quarantine_state IN ('Quarantined', 'Failed'))",
+        )
+        .fetch_one(write)
+        .await?;
+        let g = self.generation();
+        if row.get::<bool, _>(0) {
+            self.any.store(true, Ordering::Release);
+        } else if *g == before {
+            self.any.store(false, Ordering::Release);
+        }
+        Ok(())
+    }
 }
 
 impl LockFlag {
@@ -43,6 +95,7 @@ impl LockFlag {
     }
 
     pub(crate) async fn recompute(&self, pool: &SqlitePool) -> Result<(), StoreError> {
+        self.quarantine.recompute(pool).await?;
         let row = sqlx::query(
             "SELECT EXISTS (SELECT 1 FROM repositories WHERE write_enabled = 0 OR \
              delete_enabled = 0 OR read_enabled = 0 OR list_enabled = 0) \
@@ -318,6 +371,47 @@ impl Attributes {
         self.locks.any()
     }
 
+    /// Whether any manifest is quarantined or failed (the blob reads' test).
+    pub fn any_quarantined(&self) -> bool {
+        self.locks.quarantine.any()
+    }
+
+    /// Whether, in `repo`, the blob `digest` belongs only to quarantined (or failed) images:
+    /// referenced (as config, layer or artifact blob) by some quarantined manifest and by no
+    /// other. Such a blob is as blocked as its manifest for whoever may not read quarantined
+    /// images. A blob no manifest references (an upload whose manifest is yet to come) is not.
+    /// Free unless some manifest anywhere is quarantined.
+    pub async fn blob_quarantined(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool, StoreError> {
+        if !self.locks.quarantine.any() {
+            return Ok(false);
+        }
+        // References are read from the stored bodies (JSON stored as a BLOB, hence the
+        // CAST: SQLite reads a BLOB as its binary JSONB). The quarantined manifests, few, are
+        // looked at first; the others only if one of them references the blob.
+        const REFS: &str = "(m.config_digest = ?2 OR (json_valid(CAST(m.body AS TEXT)) AND (\
+             EXISTS (SELECT 1 FROM json_each(CAST(m.body AS TEXT), '$.layers') l \
+                     WHERE json_extract(l.value, '$.digest') = ?2) \
+             OR EXISTS (SELECT 1 FROM json_each(CAST(m.body AS TEXT), '$.blobs') b \
+                     WHERE json_extract(b.value, '$.digest') = ?2))))";
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM manifests m JOIN repositories r ON r.id = m.repo_id \
+             WHERE r.name = ?1 AND m.quarantine_state IN ('Quarantined', 'Failed') AND {REFS}) \
+             AND NOT EXISTS (SELECT 1 FROM manifests m JOIN repositories r ON r.id = m.repo_id \
+             WHERE r.name = ?1 AND COALESCE(m.quarantine_state, '') NOT IN ('Quarantined', 'Failed') \
+             AND {REFS})"
+        );
+        let row = sqlx::query(&sql)
+            .bind(repo.as_str())
+            .bind(digest.to_string())
+            .fetch_one(&self.read)
+            .await?;
+        Ok(row.get::<bool, _>(0))
+    }
+
     pub async fn repository(&self, repo: &RepoName) -> Result<Option<RepoAttrs>, StoreError> {
         let row = sqlx::query(REPO_SELECT)
             .bind(repo.as_str())
@@ -578,6 +672,14 @@ impl Attributes {
         let _serial = self.locks.changes.lock().await;
         if patch.flags.sets_a_lock() {
             self.locks.any.store(true, Ordering::Release);
+        }
+        // Failing a manifest blocks its blobs: the flag goes up before the change commits.
+        if patch
+            .quarantine_state
+            .as_deref()
+            .is_some_and(|s| s != PASSED)
+        {
+            self.locks.quarantine.raise();
         }
         let out = self
             .update_manifest_tx(repo, digest, patch, hooks, release)

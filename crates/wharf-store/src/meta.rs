@@ -924,6 +924,11 @@ async fn put_one(
     lane: &FastLane,
     locks: &crate::attrs::LockFlag,
 ) -> Result<Result<Enqueued, StoreError>, StoreError> {
+    // A quarantined push raises the blob reads' flag inside its transaction (see
+    // `attrs::QuarantineFlag`): up before the manifest is visible.
+    if m.quarantine.is_some() {
+        locks.quarantine.raise();
+    }
     // Validate with reads only. A repository that does not exist yet has no blobs.
     let existing = repo_id(&mut *conn, &m.repo).await?;
     let refused = match existing {

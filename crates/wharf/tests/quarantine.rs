@@ -411,6 +411,7 @@ async fn only_the_registrys_owners_pull_quarantined_images() {
     for path in [
         "/v2/held/img/manifests/v1".to_owned(),
         format!("/v2/held/img/manifests/{d}"),
+        format!("/v2/held/img/blobs/{}", common::sha256(b"layer-h")),
     ] {
         let r = admin.get(s.url(&path)).send().await.unwrap();
         assert_eq!(r.status(), 200, "admin {path}");
@@ -546,4 +547,93 @@ async fn the_arm_registry_patch_turns_quarantine_on_and_off() {
         .await
         .unwrap();
     assert_eq!(r.status(), 405, "still quarantined until a scanner decides");
+}
+
+/// The blobs of a quarantined image are as blocked as its manifest by digest: a blob that, in
+/// that repository, only quarantined (or failed) manifests reference answers 405 to GET and
+/// HEAD; one another manifest references too, or none yet (an upload in progress), is served.
+#[tokio::test]
+async fn blobs_of_a_quarantined_image_are_not_served() {
+    let s = Server::start().await;
+    let c = client();
+    let policy = |on| {
+        let store = s.store.clone();
+        async move {
+            store
+                .policies()
+                .update(PoliciesPatch {
+                    quarantine_enabled: Some(on),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+    };
+    let blob_status = |repo: &'static str, d: String, head: bool| {
+        let c = c.clone();
+        let url = s.url(&format!("/v2/{repo}/blobs/{d}"));
+        async move {
+            let r = if head { c.head(url) } else { c.get(url) }
+                .send()
+                .await
+                .unwrap();
+            let st = r.status().as_u16();
+            if !head && st == 405 {
+                let v: Value = r.json().await.unwrap();
+                assert_eq!(v["errors"][0]["code"], "REGISTRY_DISALLOWED_OPERATION");
+            }
+            st
+        }
+    };
+    let config = |salt: &str| {
+        format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"salt\":\"{salt}\"}}").into_bytes()
+    };
+    let layer_x = common::sha256(b"layer-x");
+    let config_x = common::sha256(&config("x"));
+
+    // A blob no manifest references yet is served, with the policy on.
+    policy(true).await;
+    let lone = common::push_blob(&c, &s, "q/img", b"not yet referenced").await;
+    assert_eq!(blob_status("q/img", lone.clone(), false).await, 200);
+
+    let (d, _) = push_image(&c, &s, "q/img", "v1", "x").await;
+    for head in [false, true] {
+        assert_eq!(blob_status("q/img", layer_x.clone(), head).await, 405);
+        assert_eq!(blob_status("q/img", config_x.clone(), head).await, 405);
+    }
+    assert_eq!(blob_status("q/img", lone.clone(), false).await, 200);
+
+    // Another, released manifest in the repository references the layer: it is served; the
+    // config only the quarantined image has stays blocked.
+    policy(false).await;
+    let other = config("other");
+    let other_d = common::push_blob(&c, &s, "q/img", &other).await;
+    let m = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": other_d, "size": other.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_x, "size": 7}],
+    });
+    let r = c
+        .put(s.url("/v2/q/img/manifests/other"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(serde_json::to_vec(&m).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(blob_status("q/img", layer_x.clone(), false).await, 200);
+    assert_eq!(blob_status("q/img", config_x.clone(), false).await, 405);
+
+    // Failed keeps it blocked; Passed serves it.
+    assert_eq!(scan(&c, &s, "q/img", &d, "Failed", "{}").await.0, 200);
+    assert_eq!(blob_status("q/img", config_x.clone(), true).await, 405);
+    assert_eq!(scan(&c, &s, "q/img", &d, "Passed", "{}").await.0, 200);
+    for head in [false, true] {
+        assert_eq!(blob_status("q/img", config_x.clone(), head).await, 200);
+        assert_eq!(blob_status("q/img", layer_x.clone(), head).await, 200);
+    }
+    // Failed again after the release: blocked again.
+    assert_eq!(scan(&c, &s, "q/img", &d, "Failed", "{}").await.0, 200);
+    assert_eq!(blob_status("q/img", config_x.clone(), false).await, 405);
 }
