@@ -350,6 +350,9 @@ async fn start_upload(
                         .extensions()
                         .get::<crate::Caller>()
                         .is_some_and(|c| c.may_mount_anywhere),
+                req.extensions()
+                    .get::<crate::Caller>()
+                    .is_some_and(|c| c.quarantine_reader),
             )
             .await?
         {

@@ -230,16 +230,31 @@ impl Registry {
 
     /// Cross-repository mount. Without `from`, the blob is looked for in every repository
     /// only when automatic mounting is on. Returns false when nothing was mounted.
+    ///
+    /// A mount reads the source: a blob the caller could not pull from there (a read-locked
+    /// repository, or a blob only quarantined images reference, for a caller who is not a
+    /// quarantine reader) is not mounted. The caller then gets what the OCI spec prescribes
+    /// when a mount is not possible, a plain upload session (202), rather than ACR's 405: the
+    /// client goes on to upload the bytes itself, which proves it has them, so nothing is
+    /// read through the mount; and a 405 would tell it that the blob is there, behind a
+    /// lock or a quarantine, which a 202 does not.
     pub async fn mount_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         from: Option<&RepoName>,
         automatic: bool,
+        quarantine_reader: bool,
     ) -> Result<bool> {
         let size = match from {
-            Some(src) => self.store.meta.blob_size(src, digest).await?,
-            None if automatic => self.store.meta.blob_size_anywhere(digest).await?,
+            Some(src) => {
+                if self.mountable_from(src, digest, quarantine_reader).await? {
+                    self.store.meta.blob_size(src, digest).await?
+                } else {
+                    None
+                }
+            }
+            None if automatic => self.mountable_anywhere(digest, quarantine_reader).await?,
             None => None,
         };
         let Some(size) = size else {
@@ -252,6 +267,37 @@ impl Registry {
         self.store.check_space()?;
         self.store.meta.link_blob(repo, digest, size).await?;
         Ok(true)
+    }
+
+    /// Whether a mount may read `digest` from `src` (see [`Registry::mount_blob`]).
+    async fn mountable_from(
+        &self,
+        src: &RepoName,
+        digest: &Digest,
+        quarantine_reader: bool,
+    ) -> Result<bool> {
+        let attrs = self.store.attributes();
+        Ok(attrs.repo_readable(src).await?
+            && (quarantine_reader || !attrs.blob_quarantined(src, digest).await?))
+    }
+
+    /// The size of `digest` in some repository a mount may read it from. With no lock and no
+    /// quarantined manifest anywhere, any repository holding it will do (one query).
+    async fn mountable_anywhere(
+        &self,
+        digest: &Digest,
+        quarantine_reader: bool,
+    ) -> Result<Option<i64>> {
+        let attrs = self.store.attributes();
+        if !attrs.any_locks() && !attrs.any_quarantined() {
+            return Ok(self.store.meta.blob_size_anywhere(digest).await?);
+        }
+        for (src, size) in self.store.meta.blob_holders(digest).await? {
+            if self.mountable_from(&src, digest, quarantine_reader).await? {
+                return Ok(Some(size));
+            }
+        }
+        Ok(None)
     }
 
     /// Refuses a blob push into a write-locked repository (manifest pushes check their locks

@@ -271,6 +271,25 @@ impl Meta {
         Ok(row.map(|r| r.get::<i64, _>(0)))
     }
 
+    /// The repositories a blob is linked in, with its size (at most 100: for an automatic
+    /// mount, which needs one it may read from).
+    pub async fn blob_holders(&self, digest: &Digest) -> Result<Vec<(RepoName, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.name, b.size FROM repo_blobs b JOIN repositories r ON r.id = b.repo_id \
+             WHERE b.digest = ? ORDER BY r.name LIMIT 100",
+        )
+        .bind(digest.to_string())
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let name: String = r.get(0);
+                Some((RepoName::parse(&name).ok()?, r.get::<i64, _>(1)))
+            })
+            .collect())
+    }
+
     /// Links a published blob into a repository, creating the repository if needed.
     pub async fn link_blob(
         &self,

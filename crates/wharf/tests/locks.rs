@@ -53,6 +53,7 @@ enum Route {
     UploadStatus,
     UploadCancel,
     MountBlob,
+    MountFromLocked,
     DeleteManifestByDigest,
     DeleteManifestByTag,
     DeleteBlob,
@@ -71,7 +72,7 @@ enum Route {
     AcrCatalog,
 }
 
-const ROUTES: [Route; 31] = {
+const ROUTES: [Route; 32] = {
     use Route::*;
     [
         GetManifestByTag,
@@ -89,6 +90,7 @@ const ROUTES: [Route; 31] = {
         UploadStatus,
         UploadCancel,
         MountBlob,
+        MountFromLocked,
         DeleteManifestByDigest,
         DeleteManifestByTag,
         DeleteBlob,
@@ -127,7 +129,7 @@ fn want(route: Route, lock: Option<(Level, Attr)>) -> Want {
     let allowed = match route {
         GetManifestByTag | HeadManifestByTag | GetManifestByDigest | HeadManifestByDigest
         | GetBlob | HeadBlob | Referrers => Want::Ok(200),
-        PutManifestOverTag | PutManifestSameDigest | MountBlob => Want::Ok(201),
+        PutManifestOverTag | PutManifestSameDigest | MountBlob | MountFromLocked => Want::Ok(201),
         StartUpload | UploadChunk => Want::Ok(202),
         UploadFinish => Want::Ok(201),
         UploadStatus | UploadCancel => Want::Ok(204),
@@ -142,6 +144,15 @@ fn want(route: Route, lock: Option<(Level, Attr)>) -> Want {
     let Some((level, attr)) = lock else {
         return allowed;
     };
+    // A mount reads its source: from a read-locked repository nothing is mounted, and the
+    // client gets the plain upload session the OCI spec prescribes then (see `mount_blob`).
+    if route == MountFromLocked {
+        return if (level, attr) == (Repo, Read) {
+            Want::Ok(202)
+        } else {
+            allowed
+        };
+    }
     let blocked = match (level, attr) {
         // A write lock forbids changes and deletes; a delete lock, deletes.
         (Repo, Write) => matches!(
@@ -345,6 +356,16 @@ async fn run(
                 None,
             )
         }
+        // The fixture's layer, from the (locked) repository into another.
+        MountFromLocked => (
+            Method::POST,
+            format!(
+                "/v2/{repo}-dst/blobs/uploads/?mount={}&from={repo}",
+                f.layer
+            ),
+            None,
+            None,
+        ),
         DeleteManifestByDigest => (
             Method::DELETE,
             format!("/v2/{enc}/manifests/{ed}"),
@@ -485,6 +506,21 @@ async fn every_route_against_every_lock_at_every_level() {
                     "{case:?} {route:?}: want {want:?}, got {status} {code:?} listed={listed:?}"
                 ));
             }
+            // A mount that fell back to an upload mounted nothing: the blob cannot be read
+            // through the target.
+            if *route == Route::MountFromLocked && status == 202 {
+                let r = c
+                    .get(s.url(&format!("/v2/{}-dst/blobs/{}", f.repo, f.layer)))
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status() != 404 {
+                    failures.push(format!(
+                        "{case:?} {route:?}: not mounted, but the target serves it: {}",
+                        r.status()
+                    ));
+                }
+            }
             // A refused change changed nothing: the tag still points at the manifest.
             if want == Want::Blocked {
                 let r = c
@@ -499,7 +535,7 @@ async fn every_route_against_every_lock_at_every_level() {
             }
         }
     }
-    assert!(n >= 13 * 31);
+    assert!(n >= 13 * 32);
     assert!(
         failures.is_empty(),
         "{} failures:\n{}",
@@ -547,4 +583,53 @@ async fn unlocking_restores_the_operation() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
+}
+
+/// A mount reads its source: from a read-locked repository nothing is mounted, with `from` or
+/// by automatic mounting (no `from`), and the client gets a plain upload session (202).
+#[tokio::test]
+async fn a_read_lock_is_not_bypassed_by_mounting() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = wharf::config::Config {
+        data_dir: dir.path().to_owned(),
+        ..Default::default()
+    };
+    cfg.automatic_mount = true;
+    let s = Server::start_config(cfg).await;
+    let c = client();
+    let f = fixture(&c, &s, "lib/hello").await;
+    lock(&c, &s, &f, Level::Repo, Attr::Read, false).await;
+    for q in [
+        format!("mount={}&from=lib/hello", f.layer),
+        format!("mount={}", f.layer),
+    ] {
+        let r = c
+            .post(s.url(&format!("/v2/lk/blobs/uploads/?{q}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{q}");
+        let r = c
+            .get(s.url(&format!("/v2/lk/blobs/{}", f.layer)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{q}");
+    }
+    // Unlocked, both mount.
+    lock(&c, &s, &f, Level::Repo, Attr::Read, true).await;
+    for (i, q) in [
+        format!("mount={}&from=lib/hello", f.layer),
+        format!("mount={}", f.layer),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = c
+            .post(s.url(&format!("/v2/lk{i}/blobs/uploads/?{q}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{q}");
+    }
 }

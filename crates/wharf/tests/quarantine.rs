@@ -602,6 +602,15 @@ async fn blobs_of_a_quarantined_image_are_not_served() {
         assert_eq!(blob_status("q/img", config_x.clone(), head).await, 405);
     }
     assert_eq!(blob_status("q/img", lone.clone(), false).await, 200);
+    // Nor can it be mounted elsewhere: the mount falls back to a plain upload session.
+    let mount = |d: String| {
+        let c = c.clone();
+        let url = s.url(&format!("/v2/q/dst/blobs/uploads/?mount={d}&from=q/img"));
+        async move { c.post(url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(mount(config_x.clone()).await, 202);
+    assert_eq!(blob_status("q/dst", config_x.clone(), false).await, 404);
+    assert_eq!(mount(lone.clone()).await, 201);
 
     // Another, released manifest in the repository references the layer: it is served; the
     // config only the quarantined image has stays blocked.
@@ -633,6 +642,8 @@ async fn blobs_of_a_quarantined_image_are_not_served() {
         assert_eq!(blob_status("q/img", config_x.clone(), head).await, 200);
         assert_eq!(blob_status("q/img", layer_x.clone(), head).await, 200);
     }
+    assert_eq!(mount(config_x.clone()).await, 201);
+    assert_eq!(blob_status("q/dst", config_x.clone(), false).await, 200);
     // Failed again after the release: blocked again.
     assert_eq!(scan(&c, &s, "q/img", &d, "Failed", "{}").await.0, 200);
     assert_eq!(blob_status("q/img", config_x.clone(), false).await, 405);
