@@ -67,6 +67,11 @@ async fn dispatch(app: &AppState, rest: &str, req: Request) -> Result<Response> 
     let registry = app.auth.service(&crate::auth::request_host(&req));
     let method = req.method().clone();
     let reg = &app.registry;
+    // Whether the caller may see quarantined images (see `Caller`).
+    let qr = req
+        .extensions()
+        .get::<crate::Caller>()
+        .is_some_and(|c| c.quarantine_reader);
     use AcrEndpoint as E;
     match (endpoint, method) {
         (E::Catalog, Method::GET) => catalog(app, &q).await,
@@ -108,7 +113,7 @@ async fn dispatch(app: &AppState, rest: &str, req: Request) -> Result<Response> 
                 None => None,
             };
             let page = reg
-                .tag_list(&repo, last.as_deref(), n, order, digest.as_ref())
+                .tag_list(&repo, last.as_deref(), n, order, digest.as_ref(), qr)
                 .await
                 .map_err(repo_err(&repo))?;
             let mut extra = String::new();

@@ -113,7 +113,7 @@ async fn dispatch(app: &AppState, rest: &str, req: Request) -> Result<Response> 
             Ok((StatusCode::OK, axum::Json(serde_json::json!({}))).into_response())
         }
         (E::Catalog, Method::GET) => catalog(app, &query).await,
-        (E::Tags(repo), Method::GET) => tags(app, &repo, &query).await,
+        (E::Tags(repo), Method::GET) => tags(app, &repo, &query, qr).await,
         (E::Manifest(repo, r), Method::GET) => get_manifest(app, &repo, &r, true, qr).await,
         (E::Manifest(repo, r), Method::HEAD) => get_manifest(app, &repo, &r, false, qr).await,
         (E::Manifest(repo, r), Method::PUT) => put_manifest(app, &repo, &r, &query, req).await,
@@ -157,7 +157,7 @@ async fn dispatch(app: &AppState, rest: &str, req: Request) -> Result<Response> 
             app.registry.cancel_upload(&repo, &id).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
-        (E::Referrers(repo, d), Method::GET) => referrers(app, &repo, &d, &query).await,
+        (E::Referrers(repo, d), Method::GET) => referrers(app, &repo, &d, &query, qr).await,
         (E::InvalidTag(_, _), Method::GET | Method::HEAD | Method::DELETE) => Err(OciError::code(
             ErrorCode::ManifestUnknown,
             "manifest unknown",
@@ -630,7 +630,7 @@ fn next_link(base: &str, items: &mut Vec<String>, n: Option<u32>) -> Option<Stri
     Some(format!("<{base}?n={n}&last={last}>; rel=\"next\""))
 }
 
-async fn tags(app: &AppState, repo: &RepoName, q: &Query) -> Result<Response> {
+async fn tags(app: &AppState, repo: &RepoName, q: &Query, qr: bool) -> Result<Response> {
     let (n, last) = pagination(q)?;
     let mut list = if n == Some(0) {
         if !app
@@ -649,7 +649,7 @@ async fn tags(app: &AppState, repo: &RepoName, q: &Query) -> Result<Response> {
         Vec::new()
     } else {
         app.registry
-            .list_tags(repo, last.as_deref(), n.map(|n| n.saturating_add(1)))
+            .list_tags(repo, last.as_deref(), n.map(|n| n.saturating_add(1)), qr)
             .await?
     };
     let link = next_link(&format!("/v2/{repo}/tags/list"), &mut list, n);
@@ -679,9 +679,15 @@ async fn catalog(app: &AppState, q: &Query) -> Result<Response> {
     Ok(resp)
 }
 
-async fn referrers(app: &AppState, repo: &RepoName, d: &Digest, q: &Query) -> Result<Response> {
+async fn referrers(
+    app: &AppState,
+    repo: &RepoName,
+    d: &Digest,
+    q: &Query,
+    qr: bool,
+) -> Result<Response> {
     let filter = q.get("artifactType").filter(|s| !s.is_empty());
-    let body = app.registry.referrers(repo, d, filter).await?;
+    let body = app.registry.referrers(repo, d, filter, qr).await?;
     let mut resp = Response::new(Body::from(body));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -236,11 +236,12 @@ impl Registry {
         n: Option<u32>,
         order: OrderBy,
         digest: Option<&Digest>,
+        quarantine_reader: bool,
     ) -> Result<Page<TagAttributes>> {
         let tags = self
             .store
             .attributes()
-            .tags(repo, true)
+            .tags(repo, true, quarantine_reader)
             .await?
             .ok_or_else(not_found_repo)?;
         let digest = digest.map(|d| d.to_string());

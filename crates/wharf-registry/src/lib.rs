@@ -572,10 +572,11 @@ impl Registry {
         repo: &RepoName,
         last: Option<&str>,
         n: Option<u32>,
+        quarantine_reader: bool,
     ) -> Result<Vec<String>> {
         self.store
             .meta
-            .list_tags(repo, last, n)
+            .list_tags(repo, last, n, quarantine_reader)
             .await?
             .ok_or(RegistryError::NameUnknown)
     }
@@ -591,11 +592,16 @@ impl Registry {
         repo: &RepoName,
         subject: &Digest,
         artifact_type: Option<&str>,
+        quarantine_reader: bool,
     ) -> Result<Vec<u8>> {
         if !self.store.attributes().repo_readable(repo).await? {
             return Err(RegistryError::Disallowed);
         }
-        let rows = self.store.meta.referrers(repo, subject).await?;
+        let rows = self
+            .store
+            .meta
+            .referrers(repo, subject, quarantine_reader)
+            .await?;
         let manifests: Vec<serde_json::Value> = rows
             .into_iter()
             .filter(|r| artifact_type.is_none() || r.artifact_type.as_deref() == artifact_type)

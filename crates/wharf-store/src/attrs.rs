@@ -447,19 +447,28 @@ impl Attributes {
 
     /// Every tag of `repo` (`listing`: only those with `listEnabled`), by name. None: no such
     /// repository.
+    /// With `listing`, unless `quarantine_reader`, tags of quarantined (or failed) manifests
+    /// are left out too (see `Meta::list_tags`).
     pub async fn tags(
         &self,
         repo: &RepoName,
         listing: bool,
+        quarantine_reader: bool,
     ) -> Result<Option<Vec<TagAttrs>>, StoreError> {
         let mut conn = self.read.acquire().await?;
         let Some(id) = repo_id_of(&mut conn, repo).await? else {
             return Ok(None);
         };
         let filter = if listing {
-            " AND t.list_enabled = 1"
+            let q = if quarantine_reader || !self.locks.quarantine.any() {
+                ""
+            } else {
+                " AND NOT EXISTS (SELECT 1 FROM manifests qm WHERE qm.repo_id = t.repo_id \
+                 AND qm.digest = t.digest AND qm.quarantine_state IN ('Quarantined', 'Failed'))"
+            };
+            format!(" AND t.list_enabled = 1{q}")
         } else {
-            ""
+            String::new()
         };
         let rows = sqlx::query(&format!(
             "SELECT {TAG_COLS} FROM tags t WHERE t.repo_id = ?{filter} ORDER BY t.name"

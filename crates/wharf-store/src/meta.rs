@@ -748,12 +748,15 @@ impl Meta {
     }
 
     /// Tags of a repository in lexical (byte) order, strictly after `last`, at most `n`.
-    /// None if the repository does not exist.
+    /// None if the repository does not exist. Unless `quarantine_reader`, tags of quarantined
+    /// (or failed) manifests are left out: a pull by such a tag answers "not found", so the
+    /// listing must not show it either.
     pub async fn list_tags(
         &self,
         repo: &RepoName,
         last: Option<&str>,
         n: Option<u32>,
+        quarantine_reader: bool,
     ) -> Result<Option<Vec<String>>, StoreError> {
         let mut conn = self.read.acquire().await?;
         let Some(id) = sqlx::query("SELECT id FROM repositories WHERE name = ?")
@@ -764,10 +767,11 @@ impl Meta {
         else {
             return Ok(None);
         };
-        let rows = sqlx::query(
-            "SELECT name FROM tags WHERE repo_id = ? AND name > ? AND list_enabled \
-             ORDER BY name LIMIT ?",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT t.name FROM tags t WHERE t.repo_id = ? AND t.name > ? AND t.list_enabled{} \
+             ORDER BY t.name LIMIT ?",
+            self.hide_quarantined(quarantine_reader, "t")
+        ))
         .bind(id)
         .bind(last.unwrap_or(""))
         .bind(n.map(i64::from).unwrap_or(-1))
@@ -793,17 +797,24 @@ impl Meta {
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
-    /// Manifests in `repo` whose subject is `subject`, oldest first.
+    /// Manifests in `repo` whose subject is `subject`, oldest first: those with
+    /// `listEnabled`, and, unless `quarantine_reader`, not quarantined (or failed).
     pub async fn referrers(
         &self,
         repo: &RepoName,
         subject: &Digest,
+        quarantine_reader: bool,
     ) -> Result<Vec<Referrer>, StoreError> {
-        let rows = sqlx::query(
+        let quarantined = if quarantine_reader || !self.locks.quarantine.any() {
+            ""
+        } else {
+            " AND COALESCE(m.quarantine_state, '') NOT IN ('Quarantined', 'Failed')"
+        };
+        let rows = sqlx::query(&format!(
             "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations \
              FROM manifests m JOIN repositories r ON r.id = m.repo_id \
-             WHERE r.name = ? AND m.subject = ? ORDER BY m.id",
-        )
+             WHERE r.name = ? AND m.subject = ? AND m.list_enabled{quarantined} ORDER BY m.id",
+        ))
         .bind(repo.as_str())
         .bind(subject.to_string())
         .fetch_all(&self.read)
@@ -819,6 +830,20 @@ impl Meta {
                 })
             })
             .collect()
+    }
+}
+
+impl Meta {
+    /// The SQL condition that leaves out tags (alias `t`) of quarantined or failed manifests,
+    /// for a caller who may not read them; empty when nothing anywhere is quarantined.
+    pub(crate) fn hide_quarantined(&self, quarantine_reader: bool, t: &str) -> String {
+        if quarantine_reader || !self.locks.quarantine.any() {
+            return String::new();
+        }
+        format!(
+            " AND NOT EXISTS (SELECT 1 FROM manifests qm WHERE qm.repo_id = {t}.repo_id \
+             AND qm.digest = {t}.digest AND qm.quarantine_state IN ('Quarantined', 'Failed'))"
+        )
     }
 }
 

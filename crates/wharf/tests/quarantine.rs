@@ -424,6 +424,27 @@ async fn only_the_registrys_owners_pull_quarantined_images() {
             r.status()
         );
     }
+    // Listings: the owners see the quarantined tag, the token does not.
+    for path in ["/v2/held/img/tags/list", "/acr/v1/held%2Fimg/_tags"] {
+        let listed = |v: Value| {
+            v["tags"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|t| t == "v1" || t["name"] == "v1"))
+        };
+        let v: Value = admin
+            .get(s.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(listed(v.clone()), "admin {path}: {v}");
+        let r = token.get(s.url(path)).send().await.unwrap();
+        let st = r.status();
+        let v: Value = r.json().await.unwrap();
+        assert!(st == 200 && !listed(v.clone()), "token {path}: {st} {v}");
+    }
     // The token, with metadata rights, sees the state through /acr/v1 but cannot change it
     // (ACR's AcrQuarantineWriter): whoever can push must not release their own image.
     let url = s.url(&format!(
@@ -647,4 +668,122 @@ async fn blobs_of_a_quarantined_image_are_not_served() {
     // Failed again after the release: blocked again.
     assert_eq!(scan(&c, &s, "q/img", &d, "Failed", "{}").await.0, 200);
     assert_eq!(blob_status("q/img", config_x.clone(), false).await, 405);
+}
+
+/// Listings show no quarantined content to those who may not pull it: `tags/list` and
+/// `_tags` leave out tags of quarantined manifests (a pull by them answers "not found"), and
+/// the referrers API leaves out quarantined referrers, and those with `listEnabled` false.
+#[tokio::test]
+async fn listings_hide_quarantined_tags_and_referrers() {
+    const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    let s = Server::start().await;
+    let c = client();
+    let policy = |on| {
+        let store = s.store.clone();
+        async move {
+            store
+                .policies()
+                .update(PoliciesPatch {
+                    quarantine_enabled: Some(on),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+    };
+    let repo = "list/app";
+    let (subject, body) = push_image(&c, &s, repo, "v0", "l0").await;
+    let empty = common::push_blob(&c, &s, repo, b"{}").await;
+    let mk = |at: &str| {
+        serde_json::to_vec(
+            &json!({"schemaVersion":2,"mediaType":OCI_MANIFEST,"artifactType":at,
+            "config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":empty,"size":2},
+            "layers":[],"subject":{"mediaType":OCI_MANIFEST,"digest":subject,"size":body.len()}}),
+        )
+        .unwrap()
+    };
+    let put = |m: Vec<u8>| {
+        let c = c.clone();
+        let url = s.url(&format!("/v2/{repo}/manifests/{}", common::sha256(&m)));
+        async move {
+            let r = c
+                .put(url)
+                .header("content-type", OCI_MANIFEST)
+                .body(m.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            common::sha256(&m)
+        }
+    };
+    let unlisted = put(mk("application/vnd.example.unlisted")).await;
+    let r = c
+        .patch(s.url(&format!(
+            "/acr/v1/list%2Fapp/_manifests/{}",
+            unlisted.replace(':', "%3A")
+        )))
+        .json(&json!({"listEnabled": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    policy(true).await;
+    let (held, _) = push_image(&c, &s, repo, "v1", "l1").await;
+    let held_ref = put(mk("application/vnd.example.signature")).await;
+
+    let tags = |path: String, key: &'static str| {
+        let c = c.clone();
+        let url = s.url(&path);
+        async move {
+            let v: Value = c.get(url).send().await.unwrap().json().await.unwrap();
+            v[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| {
+                    t.as_str()
+                        .unwrap_or_else(|| t["name"].as_str().unwrap())
+                        .to_owned()
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let referrers = || {
+        let c = c.clone();
+        let url = s.url(&format!("/v2/{repo}/referrers/{subject}"));
+        async move {
+            let r = c.get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let v: Value = r.json().await.unwrap();
+            v["manifests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["digest"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(tags(format!("/v2/{repo}/tags/list"), "tags").await, ["v0"]);
+    assert_eq!(
+        tags("/acr/v1/list%2Fapp/_tags".into(), "tags").await,
+        ["v0"]
+    );
+    assert_eq!(referrers().await, Vec::<String>::new());
+
+    // Released, they are listed; the unlisted referrer stays hidden.
+    assert_eq!(scan(&c, &s, repo, &held, "Passed", "{}").await.0, 200);
+    assert_eq!(scan(&c, &s, repo, &held_ref, "Passed", "{}").await.0, 200);
+    assert_eq!(
+        tags(format!("/v2/{repo}/tags/list"), "tags").await,
+        ["v0", "v1"]
+    );
+    assert_eq!(
+        tags("/acr/v1/list%2Fapp/_tags".into(), "tags").await,
+        ["v0", "v1"]
+    );
+    assert_eq!(referrers().await, vec![held_ref.clone()]);
+    // Failed again: hidden again.
+    assert_eq!(scan(&c, &s, repo, &held_ref, "Failed", "{}").await.0, 200);
+    assert_eq!(referrers().await, Vec::<String>::new());
 }
