@@ -1,12 +1,13 @@
 //! The retention policy for untagged manifests (ARM's `policies.retentionPolicy`): a pass
 //! deletes every untagged manifest last updated more than `days` ago, raising `delete` events
 //! in each deletion's transaction, as ACR does. Manifests a lock keeps (`writeEnabled` or
-//! `deleteEnabled` false), children of an index in the same repository, and manifests attached
-//! to a subject (signatures, SBOMs) stay.
+//! `deleteEnabled` false), children of an index in the same repository, subjects of a referrer,
+//! manifests attached to a subject (signatures, SBOMs), and quarantined or failed manifests
+//! (whose push was never announced) stay. Whether an index or a referrer references a
+//! candidate is decided inside the delete's transaction, so one pushed while the pass runs
+//! saves it.
 //!
 //! The clock is injected ([`Clock`]), so the policy is testable without waiting days.
-
-use std::collections::{HashMap, HashSet};
 
 use wharf_core::{Digest, RepoName};
 
@@ -31,12 +32,6 @@ impl Clock for SystemClock {
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
-/// Media types of manifests that list other manifests.
-const INDEXES: [&str; 2] = [
-    wharf_core::manifest::media::OCI_INDEX,
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-];
-
 impl Registry {
     /// One retention pass at `now_ms`: returns the digests deleted. Nothing when the policy is
     /// off.
@@ -47,20 +42,12 @@ impl Registry {
         }
         let cutoff = now_ms.saturating_sub(i64::from(p.retention_days).saturating_mul(DAY_MS));
         let candidates = self.store.attributes().stale_untagged(cutoff).await?;
-        let mut children: HashMap<String, HashSet<String>> = HashMap::new();
         let mut deleted = Vec::new();
         for c in candidates {
             let (Ok(repo), Ok(digest)) = (RepoName::parse(&c.repo), Digest::parse(&c.digest))
             else {
                 continue;
             };
-            if !children.contains_key(&c.repo) {
-                let set = self.index_children(&repo).await?;
-                children.insert(c.repo.clone(), set);
-            }
-            if children.get(&c.repo).is_some_and(|s| s.contains(&c.digest)) {
-                continue;
-            }
             match self.delete_stale(&repo, &digest, cutoff).await {
                 Ok(true) => deleted.push((repo, digest)),
                 Ok(false) | Err(RegistryError::Disallowed) => {}
@@ -68,35 +55,6 @@ impl Registry {
             }
         }
         Ok(deleted)
-    }
-
-    /// Digests every index in `repo` lists.
-    async fn index_children(&self, repo: &RepoName) -> Result<HashSet<String>> {
-        let all = self
-            .store
-            .attributes()
-            .manifests(repo, false, &INDEXES)
-            .await?
-            .unwrap_or_default();
-        let mut out = HashSet::new();
-        for m in all
-            .iter()
-            .filter(|m| INDEXES.contains(&m.media_type.as_str()))
-        {
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&m.body) {
-                for d in v
-                    .get("manifests")
-                    .and_then(|x| x.as_array())
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(d) = d.get("digest").and_then(|x| x.as_str()) {
-                        out.insert(d.to_owned());
-                    }
-                }
-            }
-        }
-        Ok(out)
     }
 
     async fn delete_stale(&self, repo: &RepoName, digest: &Digest, cutoff: i64) -> Result<bool> {

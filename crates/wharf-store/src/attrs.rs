@@ -344,12 +344,16 @@ pub struct StaleManifest {
 
 impl Attributes {
     /// Untagged manifests last updated (pushed, untagged, patched) before `cutoff_ms`, that
-    /// no lock keeps (`writeEnabled`/`deleteEnabled` on the manifest or its repository) and
-    /// that are not attached to another manifest (`subject`: signatures, SBOMs).
+    /// no lock keeps (`writeEnabled`/`deleteEnabled` on the manifest or its repository), that
+    /// are not attached to another manifest (`subject`: signatures, SBOMs), and that are not
+    /// quarantined or failed (their push was never announced: a `delete` for them would be
+    /// the first anyone hears of them). Whether another manifest references one (an index's
+    /// child, a referrer's subject) is checked by the delete's own transaction.
     pub async fn stale_untagged(&self, cutoff_ms: i64) -> Result<Vec<StaleManifest>, StoreError> {
         let rows = sqlx::query(
             "SELECT r.name, m.digest FROM manifests m JOIN repositories r ON r.id = m.repo_id \
              WHERE COALESCE(m.updated_at, m.created_at) < ? AND m.subject IS NULL \
+             AND COALESCE(m.quarantine_state, '') NOT IN ('Quarantined', 'Failed') \
              AND m.write_enabled AND m.delete_enabled AND r.write_enabled AND r.delete_enabled \
              AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest) \
              ORDER BY m.id",

@@ -527,8 +527,11 @@ impl Meta {
     }
 
     /// The retention policy's delete: as [`Meta::delete_manifest`], but only if, inside the
-    /// transaction, the manifest is still untagged and last updated before `cutoff_ms` (a tag
-    /// pushed since the candidates were chosen saves it). None if it was not deleted.
+    /// transaction, the manifest is still untagged, last updated before `cutoff_ms`, not
+    /// quarantined or failed (its push was never announced, so its delete must not be), and
+    /// referenced by no other manifest of the repository (as an index's child or as a
+    /// referrer's subject): a tag, an index or a referrer pushed since the candidates were
+    /// chosen saves it. None if it was not deleted.
     pub async fn delete_stale_manifest<F>(
         &self,
         repo: &RepoName,
@@ -565,15 +568,27 @@ impl Meta {
             return Err(StoreError::Disallowed);
         }
         if let Some(cutoff) = stale_before {
+            // Index children are read from the stored bodies of the repository's indexes
+            // (JSON stored as a BLOB, hence the CAST: SQLite reads a BLOB as JSONB).
             let stale = sqlx::query(
-                "SELECT 1 FROM manifests m WHERE m.repo_id = ? AND m.digest = ? \
-                 AND COALESCE(m.updated_at, m.created_at) < ? \
+                "SELECT 1 FROM manifests m WHERE m.repo_id = ?1 AND m.digest = ?2 \
+                 AND COALESCE(m.updated_at, m.created_at) < ?3 \
+                 AND COALESCE(m.quarantine_state, '') NOT IN ('Quarantined', 'Failed') \
                  AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id \
-                 AND t.digest = m.digest)",
+                 AND t.digest = m.digest) \
+                 AND NOT EXISTS (SELECT 1 FROM manifests o WHERE o.repo_id = ?1 \
+                 AND o.subject = ?2) \
+                 AND NOT EXISTS (SELECT 1 FROM manifests o WHERE o.repo_id = ?1 \
+                 AND o.media_type IN (?4, ?5) \
+                 AND EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(CAST(o.body AS TEXT)) \
+                 THEN CAST(o.body AS TEXT) ELSE '{}' END, '$.manifests') c \
+                 WHERE json_extract(c.value, '$.digest') = ?2))",
             )
             .bind(repo_id)
             .bind(digest.to_string())
             .bind(cutoff)
+            .bind(wharf_core::manifest::media::OCI_INDEX)
+            .bind(wharf_core::manifest::media::DOCKER_MANIFEST_LIST)
             .fetch_optional(&mut *tx)
             .await?
             .is_some();

@@ -166,3 +166,125 @@ async fn untagged_manifests_past_retention_are_deleted_with_events() {
     // A second pass finds nothing more.
     assert_eq!(s.run_retention().await, 0);
 }
+
+async fn scan(c: &reqwest::Client, s: &Server, repo: &str, d: &str, state: &str) {
+    lock(c, s, repo, d, json!({"quarantineState": state})).await;
+}
+
+/// What retention must leave alone besides locks: quarantined and failed manifests (their
+/// push was never announced, so a `delete` for them would be wrong), the subject of a
+/// referrer, and the child of an index, with the index pushed after the child went stale
+/// (the delete's own transaction decides).
+#[tokio::test]
+async fn retention_spares_quarantined_referenced_and_index_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(Later::default());
+    let cfg = wharf::config::Config {
+        data_dir: dir.path().to_owned(),
+        webhooks: wharf::config::Webhooks::from_hooks(&common::fast_hooks()),
+        ..Default::default()
+    };
+    let s = Server::start_clock(cfg, clock.clone()).await;
+    let rx = Receiver::start().await;
+    let c = client();
+    let r = c
+        .put(s.url("/wharf/v1/webhooks/retained"))
+        .json(&json!({"properties": {"serviceUri": rx.url("/del"), "actions": ["delete"], "scope": ""}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let policies = |patch: PoliciesPatch| {
+        let store = s.store.clone();
+        async move { store.policies().update(patch).await.unwrap() }
+    };
+    let repo = "ret/q";
+
+    // Subject of a referrer (both untagged; the referrer itself is attached, so it stays).
+    let (subject, subject_body) = push_image(&c, &s, repo, "s", "s").await;
+    untag(&c, &s, repo, "s").await;
+    let empty = common::push_blob(&c, &s, repo, b"{}").await;
+    let sig = serde_json::to_vec(&json!({"schemaVersion":2,
+        "mediaType":"application/vnd.oci.image.manifest.v1+json",
+        "artifactType":"application/vnd.example.signature",
+        "config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":empty,"size":2},
+        "layers":[],"subject":{"mediaType":"application/vnd.oci.image.manifest.v1+json",
+        "digest":subject,"size":subject_body.len()}}))
+    .unwrap();
+    let r = c
+        .put(s.url(&format!("/v2/{repo}/manifests/{}", common::sha256(&sig))))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(sig)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // A child whose index comes later.
+    let (child, child_body) = push_image(&c, &s, repo, "c", "c").await;
+    untag(&c, &s, repo, "c").await;
+
+    // Quarantined, failed, and passed (released: its push was announced, so it may go).
+    policies(PoliciesPatch {
+        quarantine_enabled: Some(true),
+        ..Default::default()
+    })
+    .await;
+    let (quarantined, _) = push_image(&c, &s, repo, "q", "q").await;
+    untag(&c, &s, repo, "q").await;
+    let (failed, _) = push_image(&c, &s, repo, "f", "f").await;
+    untag(&c, &s, repo, "f").await;
+    scan(&c, &s, repo, &failed, "Failed").await;
+    let (passed, _) = push_image(&c, &s, repo, "p", "p").await;
+    untag(&c, &s, repo, "p").await;
+    scan(&c, &s, repo, &passed, "Passed").await;
+    policies(PoliciesPatch {
+        quarantine_enabled: Some(false),
+        retention_enabled: Some(true),
+        retention_days: Some(1),
+    })
+    .await;
+
+    // All of them are stale now; then the index arrives.
+    clock.0.store(3 * DAY_MS, Ordering::SeqCst);
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": child, "size": child_body.len()}],
+    }))
+    .unwrap();
+    let r = c
+        .put(s.url(&format!("/v2/{repo}/manifests/multi")))
+        .header("content-type", "application/vnd.oci.image.index.v1+json")
+        .body(index)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let before: i64 = s.store.delivery_counts().await.unwrap().values().sum();
+
+    assert_eq!(s.run_retention().await, 1, "only the passed one goes");
+    let after: i64 = s.store.delivery_counts().await.unwrap().values().sum();
+    assert_eq!(after - before, 1, "one delete event");
+    let got = rx.wait_for("/del", 1, WAIT).await;
+    assert_eq!(got[0].body["target"]["digest"], json!(passed));
+    assert!(!exists(&c, &s, repo, &passed).await);
+    for kept in [&subject, &child] {
+        assert!(exists(&c, &s, repo, kept).await, "{kept} stays");
+    }
+    // Quarantined ones answer 405 to a pull; their attributes show they are still there.
+    for kept in [&quarantined, &failed] {
+        let r = c
+            .get(s.url(&format!(
+                "/acr/v1/ret%2Fq/_manifests/{}",
+                kept.replace(':', "%3A")
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{kept} stays");
+    }
+    assert_eq!(s.run_retention().await, 0);
+    assert_eq!(rx.received("/del").len(), 1);
+}
