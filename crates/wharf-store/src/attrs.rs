@@ -1048,6 +1048,67 @@ mod tests {
         assert!(store.attributes().any_locks(), "recomputed at open");
     }
 
+    /// The blob reads' flag: up while some manifest is quarantined or failed (also after a
+    /// reopen), and lowered by a recomputation once none is.
+    #[tokio::test]
+    async fn the_quarantine_flag_follows_the_quarantined_manifests() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::StoreOptions::default();
+        let repo = RepoName::parse("q/flag").unwrap();
+        let layer = Digest::sha256_of(b"layer");
+        let body = format!(r#"{{"schemaVersion":2,"layers":[{{"digest":"{layer}","size":5}}]}}"#);
+        {
+            let store = crate::Store::open(dir.path(), &opts).await.unwrap();
+            let a = store.attributes();
+            let flag = &store.meta.locks.quarantine;
+            assert!(!a.any_quarantined());
+            // Raised for a change that then stored nothing: the next recomputation lowers it.
+            flag.raise();
+            assert!(a.any_quarantined());
+            flag.recompute(&store.meta.write).await.unwrap();
+            assert!(!a.any_quarantined());
+
+            store.meta.link_blob(&repo, &layer, 5).await.unwrap();
+            assert!(!a.blob_quarantined(&repo, &layer).await.unwrap());
+            sqlx::query(
+                "INSERT INTO manifests (repo_id, digest, media_type, size, body, created_at, \
+                 quarantine_state) SELECT id, 'sha256:m', 'application/vnd.oci.image.manifest.v1+json', \
+                 1, CAST(? AS BLOB), 0, 'Failed' FROM repositories WHERE name = 'q/flag'",
+            )
+            .bind(&body)
+            .execute(&store.meta.write)
+            .await
+            .unwrap();
+            flag.recompute(&store.meta.write).await.unwrap();
+            assert!(a.any_quarantined());
+            assert!(a.blob_quarantined(&repo, &layer).await.unwrap());
+            let other = RepoName::parse("q/other").unwrap();
+            assert!(!a.blob_quarantined(&other, &layer).await.unwrap());
+        }
+        let store = crate::Store::open(dir.path(), &opts).await.unwrap();
+        assert!(store.attributes().any_quarantined(), "recomputed at open");
+        sqlx::query("UPDATE manifests SET quarantine_state = 'Passed'")
+            .execute(&store.meta.write)
+            .await
+            .unwrap();
+        store
+            .meta
+            .locks
+            .quarantine
+            .recompute(&store.meta.write)
+            .await
+            .unwrap();
+        assert!(!store.attributes().any_quarantined());
+        let layer_repo = RepoName::parse("q/flag").unwrap();
+        assert!(
+            !store
+                .attributes()
+                .blob_quarantined(&layer_repo, &layer)
+                .await
+                .unwrap()
+        );
+    }
+
     #[test]
     fn held_pushes_merge_their_tags() {
         let a = r#"{"tags":["a"],"id":"1","host":"h","useragent":null}"#;
