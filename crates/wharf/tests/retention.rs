@@ -1,7 +1,8 @@
 //! The retention policy for untagged manifests through the real server, with an injected
 //! clock: untagged manifests older than `retention_days` go, with a `delete` event each;
-//! tagged ones, locked ones (`writeEnabled`/`deleteEnabled` false) and children of an index
-//! stay; nothing happens with the policy off.
+//! tagged ones, locked ones (`writeEnabled`/`deleteEnabled` false), children of an index,
+//! subjects of a referrer and quarantined or failed ones stay; nothing happens with the policy
+//! off.
 
 mod common;
 
