@@ -1053,3 +1053,121 @@ async fn the_cli_finds_a_configured_registry_and_reads_every_page() {
         "{err}"
     );
 }
+
+/// In the open mode (no access control), ARM's parameterless actions come as the management
+/// SDK sends them: POST, no body, no Content-Type. They work; what a cross-site page can make a
+/// browser send (a form's types, or a body-less POST naming another origin) stays refused.
+#[tokio::test]
+async fn open_mode_takes_bodyless_actions_and_refuses_cross_site_posts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    cfg.auth.enabled = false;
+    cfg.auth.management_token = String::new();
+    let s = Server::start_config(cfg).await;
+    let c = client();
+    let receiver = Receiver::start().await;
+    let r = r_path();
+    // as the SDK sends them: no Authorization in the open mode, no body, no Content-Type
+    let bare = |path: &str| c.post(s.url(&format!("{r}{path}?{V}")));
+
+    let (st, v) = call(&c, &s, Method::PUT, &format!("{r}/webhooks/openhook?{V}"), Some(json!({
+        "location": "westeurope",
+        "properties": {"serviceUri": receiver.url("/open"), "customHeaders": {"X-Team": "a"}, "actions": ["push"]},
+    })))
+    .await;
+    assert_eq!(st, 201, "{v}");
+
+    let resp = bare("/listCredentials").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["username"], REG);
+    assert_eq!(v["passwords"][0]["name"], "password");
+    assert_eq!(v["passwords"][1]["name"], "password2");
+
+    let resp = bare("/webhooks/openhook/getCallbackConfig")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["serviceUri"], receiver.url("/open"));
+    assert_eq!(v["customHeaders"], json!({"X-Team": "a"}));
+
+    let resp = bare("/webhooks/openhook/ping").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    let ping_id = v["id"].as_str().unwrap().to_owned();
+    let got = receiver
+        .wait_arrived("/open", 1, Duration::from_secs(10))
+        .await;
+    let body = &got[0].body;
+    assert_eq!(body["action"], "ping");
+    assert_eq!(body["id"], ping_id);
+
+    // the attempt is recorded once the delivery's answer is in
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let resp = bare("/webhooks/openhook/listEvents").send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let v: Value = resp.json().await.unwrap();
+        if v["value"].as_array().is_some_and(|a| !a.is_empty())
+            || tokio::time::Instant::now() > deadline
+        {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        events["value"].as_array().map(Vec::len),
+        Some(1),
+        "{events}"
+    );
+    assert_eq!(events["value"][0]["id"], ping_id);
+
+    // cross-site: a form's types, with a body or without, and a body-less POST with the
+    // Origin of another site; nothing was regenerated or delivered by any of them
+    let before: Value = bare("/listCredentials")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ping = format!("{r}/webhooks/openhook/ping?{V}");
+    let regen = format!("{r}/regenerateCredential?{V}");
+    for (path, ct, origin, body) in [
+        (&ping, Some("application/x-www-form-urlencoded"), None, ""),
+        (
+            &ping,
+            Some("multipart/form-data; boundary=x"),
+            None,
+            "--x--\r\n",
+        ),
+        (&ping, Some("text/plain"), None, ""),
+        (&regen, Some("text/plain"), None, r#"{"name":"password"}"#),
+        (&ping, None, Some("https://evil.example"), ""),
+        (&ping, None, Some("null"), ""),
+        (&regen, None, None, r#"{"name":"password"}"#),
+    ] {
+        let mut req = c.post(s.url(path)).body(body);
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 415, "{path} {ct:?} {origin:?}");
+        assert_arm_error(&resp.json().await.unwrap(), "UnsupportedMediaType");
+    }
+    let after: Value = bare("/listCredentials")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(before, after);
+    assert_eq!(receiver.arrived("/open").len(), 1);
+    s.stop().await;
+}
