@@ -392,6 +392,15 @@ async fn untag_repository_delete_and_encoded_digest_delete() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["errors"][0]["code"], "TAG_UNKNOWN", "{v}");
+    // an untag in a repository that does not exist: the repository is what is unknown
+    for path in ["/acr/v1/nope/_tags/x", "/acr/v1/ns%2Fnope/_tags/v2"] {
+        let r = c.delete(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["errors"][0]["code"], "NAME_UNKNOWN", "{path}: {v}");
+    }
 
     // DELETE /v2/{name}/manifests/sha256%3A… deletes for real.
     let r = c
