@@ -144,7 +144,25 @@ pub async fn fallback(State(app): State<AppState>, req: Request) -> Response {
         );
         return r;
     }
-    StatusCode::NOT_FOUND.into_response()
+    // The registry's own families (`/v2` and `/acr/v1` are routed; what reaches here under
+    // them is no endpoint) answer in the OCI shape; anything else is taken for a management
+    // path, as the auth layer takes it, and answers in ARM's.
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    if matches!(first, "v2" | "acr" | "oauth2") {
+        return crate::error::OciError::code(
+            wharf_core::ErrorCode::NotFound,
+            format!("no such endpoint: {}", req.uri().path()),
+        )
+        .into_response();
+    }
+    arm_error(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        &format!(
+            "no such path: {}; the management API is under /subscriptions",
+            req.uri().path()
+        ),
+    )
 }
 
 /// `/wharf/v1/…`: the webhook operations of the earlier management API, the same handlers.

@@ -66,6 +66,11 @@ pub fn needs(method: &Method, path: &str, query: Option<&str>) -> Option<Vec<Nee
             _ => vec![Need::Repo(repo, MetadataRead)],
         });
     }
+    if path == "/acr" || path.starts_with("/acr/") {
+        // No data-plane endpoint (those are under `/acr/v1/`, above): the handler's OCI-shaped
+        // 404, to a caller who could use the registry.
+        return Some(vec![Need::Authenticated]);
+    }
     let Some(rest) = path.strip_prefix("/v2") else {
         // The management API: webhooks, and the ARM routes of identities.
         return Some(vec![Need::Management]);

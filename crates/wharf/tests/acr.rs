@@ -439,3 +439,39 @@ async fn untag_repository_delete_and_encoded_digest_delete() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["errors"][0]["code"], "NAME_UNKNOWN");
 }
+
+/// Paths that are no endpoint still answer with an error body in their family's shape: the
+/// OCI one under `/v2`, `/acr` and `/oauth2`, ARM's elsewhere (the auth layer takes such paths
+/// for management ones).
+#[tokio::test]
+async fn paths_that_are_no_endpoint_answer_with_an_error_body() {
+    let s = Server::start().await;
+    let c = client();
+    for path in [
+        "/acr/v1",
+        "/acr/v1/",
+        "/acr",
+        "/acr/v2/x",
+        "/acrx",
+        "/oauth2/nope",
+    ] {
+        for m in [reqwest::Method::GET, reqwest::Method::DELETE] {
+            let r = c.request(m.clone(), s.url(path)).send().await.unwrap();
+            assert_eq!(r.status(), 404, "{m} {path}");
+            let v: Value = r.json().await.unwrap();
+            if path == "/acrx" {
+                assert_eq!(v["error"]["code"], "NotFound", "{m} {path}: {v}");
+            } else {
+                assert_eq!(v["errors"][0]["code"], "NOT_FOUND", "{m} {path}: {v}");
+                assert!(v["errors"][0]["message"].as_str().unwrap().contains(path));
+            }
+        }
+    }
+    for path in ["/", "/nope", "/nope/deeper", "/favicon.ico"] {
+        let r = c.get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "NotFound", "{path}: {v}");
+        assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+    }
+}
