@@ -647,7 +647,11 @@ async fn registry_op(ctx: &Ctx, rest: &[String], req: Request) -> Response {
         [a, name] if lit(a, "webhooks") => {
             let op = match m {
                 Method::GET => WebhookOp::Get(name),
-                Method::PUT => WebhookOp::Put(name, body),
+                Method::PUT => WebhookOp::Put {
+                    name,
+                    body,
+                    location_required: !ctx.alias,
+                },
                 Method::PATCH => WebhookOp::Patch(name, body),
                 Method::DELETE => WebhookOp::Delete(name),
                 _ => return method_not_allowed(ctx, "GET, PUT, PATCH, DELETE"),

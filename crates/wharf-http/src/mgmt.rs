@@ -219,7 +219,14 @@ fn ok(v: Value) -> Response {
 /// matched by the router), with its body where it takes one.
 pub(crate) enum WebhookOp<'a> {
     Get(&'a str),
-    Put(&'a str, Bytes),
+    /// Create or replace; `location_required` at ARM's paths, where
+    /// `WebhookCreateParameters.location` is required (the `/wharf/v1` alias keeps defaulting
+    /// it to the server's region).
+    Put {
+        name: &'a str,
+        body: Bytes,
+        location_required: bool,
+    },
     Patch(&'a str, Bytes),
     Delete(&'a str),
     Ping(&'a str),
@@ -256,8 +263,24 @@ async fn webhook_op(
     let one = |w: &_| webhook_json(arm, w);
     let r = match op {
         WebhookOp::Get(name) => hooks.get(name).await.map(|w| ok(one(&w))),
-        WebhookOp::Put(name, b) => {
+        WebhookOp::Put {
+            name,
+            body: b,
+            location_required,
+        } => {
             let p: WebhookCreate = body(&b, WEBHOOK_PARAMETERS).map_err(|m| bad_body(&m))?;
+            if location_required && p.location.is_none() {
+                // ARM's own refusal of a tracked resource without one (az sends the registry's
+                // location when --location is not given).
+                return Err(arm_error(
+                    StatusCode::BAD_REQUEST,
+                    "LocationRequired",
+                    &format!(
+                        "location: required. The location property is required for this definition (this registry's location is '{}').",
+                        app.hooks.config().region
+                    ),
+                ));
+            }
             hooks.create_or_replace(name, p).await.map(|(w, created)| {
                 // ARM: 201 for a new resource, 200 for a replaced one; both with the whole
                 // resource, provisioned, which ends the SDK's poller at once.

@@ -426,6 +426,53 @@ async fn every_failure_is_arm_shaped() {
         assert_eq!(st, 400, "{q}: {v}");
         assert_arm_error(&v, "InvalidQueryParameterValue");
     }
+    // WebhookCreateParameters.location is required at ARM's paths, on create and on replace;
+    // the /wharf/v1 alias still defaults it to the server's region
+    let rcv = Receiver::start().await;
+    let props = json!({"serviceUri": rcv.url("/loc"), "actions": ["push"]});
+    for body in [
+        json!({"properties": props}),
+        json!({"location": null, "properties": props}),
+    ] {
+        let (st, v) = arm(&c, &s, Method::PUT, "/webhooks/nolocation", Some(body)).await;
+        assert_eq!(st, 400, "{v}");
+        assert_arm_error(&v, "LocationRequired");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.starts_with("location: required"), "{m}");
+        assert!(m.contains("westeurope"), "{m}");
+    }
+    let (st, _) = arm(&c, &s, Method::GET, "/webhooks/nolocation", None).await;
+    assert_eq!(st, 404, "nothing was created");
+    let resp = c
+        .put(s.url("/wharf/v1/webhooks/nolocation"))
+        .bearer_auth(MGMT)
+        .json(&json!({"properties": props}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["location"], "westeurope");
+    let (st, v) = arm(
+        &c,
+        &s,
+        Method::PUT,
+        "/webhooks/nolocation",
+        Some(json!({"properties": props})),
+    )
+    .await;
+    assert_eq!(st, 400, "a replace needs it too: {v}");
+    assert_arm_error(&v, "LocationRequired");
+    let (st, v) = arm(
+        &c,
+        &s,
+        Method::PUT,
+        "/webhooks/nolocation",
+        Some(json!({"location": "westeurope", "properties": props})),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+
     // invalid values in bodies
     let (st, v) = arm(&c, &s, Method::PUT, "/webhooks/ab", Some(json!({"location": "westeurope", "properties": {"serviceUri": "http://127.0.0.1:9/x", "actions": ["push"]}}))).await;
     assert_eq!(st, 400, "{v}");
@@ -1032,6 +1079,8 @@ async fn the_cli_finds_a_configured_registry_and_reads_every_page() {
     assert_eq!(code, 0, "{err}");
     let (_, w) = arm(&c, &s, Method::GET, "/webhooks/clihook1", None).await;
     assert_eq!(w["id"], format!("{}/webhooks/clihook1", r_path()));
+    // without --location the CLI sends the registry's, as az does (ARM requires one)
+    assert_eq!(w["location"], "westeurope");
 
     // the name, when given, must be the server's (any letter case)
     let (code, _, err) = run(vec![
