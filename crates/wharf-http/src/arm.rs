@@ -563,11 +563,19 @@ fn parse<T: DeserializeOwned + Default>(b: &[u8]) -> Result<T, Response> {
     }
     // serde's messages may quote values; the position is all a client needs.
     serde_json::from_slice(b).map_err(|e| {
-        bad_body(&format!(
-            "request body: not the expected JSON (line {}, column {})",
-            e.line(),
-            e.column()
-        ))
+        let at = format!("(line {}, column {})", e.line(), e.column());
+        let object = serde_json::from_slice::<Value>(b).is_ok_and(|v| v.is_object());
+        if e.classify() == serde_json::error::Category::Data && object {
+            // A property of the wrong type: a bad parameter, as a bad value is (and as the
+            // webhook bodies answer it), not an unreadable body.
+            arm_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidParameter",
+                &format!("request body: a property has a value of the wrong type {at}"),
+            )
+        } else {
+            bad_body(&format!("request body: not the expected JSON {at}"))
+        }
     })
 }
 

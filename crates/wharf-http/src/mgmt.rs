@@ -183,28 +183,37 @@ pub(crate) async fn read_body(req: Request, required: bool) -> Result<Bytes, Res
 }
 
 /// Parses a JSON body whose fields have the types in `shape`; an empty body is the type's
-/// default.
+/// default. The error is the 400 to answer.
 ///
 /// serde's data errors quote the offending value (`invalid type: string "Bearer …"`), and
 /// the value may be a secret, so types are checked first by [`check_body`], whose messages
 /// name the field and the rule only. Syntax errors give a position, never content.
-/// The error is the message for [`bad_body`].
+///
+/// Codes, as for every management body: `InvalidRequestContent` when the body cannot be read
+/// as a JSON object at all; `InvalidParameter` for anything wrong with a named field — its
+/// type, its value (the handlers' checks), or a field that does not exist — so a client sees
+/// one code for `"scope": 5` and `"scope": "a b"` alike (the registry PATCH answers the same).
 fn body<T: for<'de> Deserialize<'de> + Default>(
     b: &Bytes,
     shape: &[(&str, JsonType)],
-) -> Result<T, String> {
+) -> Result<T, Response> {
     if b.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
     let v: serde_json::Value = serde_json::from_slice(b).map_err(|e| {
-        format!(
+        bad_body(&format!(
             "request body: not valid JSON (line {}, column {})",
             e.line(),
             e.column()
-        )
+        ))
     })?;
-    check_body(&v, shape)?;
-    serde_json::from_value(v).map_err(|_| "request body: does not match the expected shape".into())
+    if !v.is_object() {
+        return Err(bad_body("request body: must be a JSON object"));
+    }
+    check_body(&v, shape)
+        .map_err(|m| arm_error(StatusCode::BAD_REQUEST, "InvalidParameter", &m))?;
+    serde_json::from_value(v)
+        .map_err(|_| bad_body("request body: does not match the expected shape"))
 }
 
 pub(crate) fn bad_body(message: &str) -> Response {
@@ -268,7 +277,7 @@ async fn webhook_op(
             body: b,
             location_required,
         } => {
-            let p: WebhookCreate = body(&b, WEBHOOK_PARAMETERS).map_err(|m| bad_body(&m))?;
+            let p: WebhookCreate = body(&b, WEBHOOK_PARAMETERS)?;
             if location_required && p.location.is_none() {
                 // ARM's own refusal of a tracked resource without one (az sends the registry's
                 // location when --location is not given).
@@ -293,7 +302,7 @@ async fn webhook_op(
             })
         }
         WebhookOp::Patch(name, b) => {
-            let p: WebhookUpdate = body(&b, WEBHOOK_PARAMETERS).map_err(|m| bad_body(&m))?;
+            let p: WebhookUpdate = body(&b, WEBHOOK_PARAMETERS)?;
             hooks.update(name, p).await.map(|w| ok(one(&w)))
         }
         WebhookOp::Delete(name) => hooks.delete(name).await.map(|gone| {
@@ -309,7 +318,7 @@ async fn webhook_op(
             .await
             .map(|c| axum::Json(c).into_response()),
         WebhookOp::Redeliver(name, b) => {
-            let r: Redeliver = body(&b, REDELIVER_PARAMETERS).map_err(|m| bad_body(&m))?;
+            let r: Redeliver = body(&b, REDELIVER_PARAMETERS)?;
             hooks
                 .redeliver(name, r.event_id.as_deref())
                 .await
@@ -320,7 +329,7 @@ async fn webhook_op(
             // `gracePeriodSeconds` (default a day). Answers with the Webhook, which says until
             // when the old secret signs; the new secret itself comes only from
             // getCallbackConfig.
-            let r: RotateSigningSecret = body(&b, ROTATE_PARAMETERS).map_err(|m| bad_body(&m))?;
+            let r: RotateSigningSecret = body(&b, ROTATE_PARAMETERS)?;
             hooks
                 .rotate_signing_secret(name, r.grace_period_seconds)
                 .await

@@ -473,6 +473,119 @@ async fn every_failure_is_arm_shaped() {
     .await;
     assert_eq!(st, 200, "{v}");
 
+    // a named property that is wrong, by its type or by its value, is InvalidParameter alike,
+    // on every resource; only a body that is no JSON object is InvalidRequestContent
+    let hook = |p: Value| {
+        let mut props = json!({"serviceUri": rcv.url("/loc"), "actions": ["push"]});
+        for (k, v) in p.as_object().unwrap() {
+            props[k] = v.clone();
+        }
+        json!({"location": "westeurope", "properties": props})
+    };
+    for (m, rest, body, field) in [
+        (
+            Method::PUT,
+            "/webhooks/typed",
+            hook(json!({"scope": 5})),
+            "properties.scope",
+        ),
+        (
+            Method::PUT,
+            "/webhooks/typed",
+            hook(json!({"scope": "a:b:c"})),
+            "scope",
+        ),
+        (
+            Method::PUT,
+            "/webhooks/typed",
+            hook(json!({"actions": "push"})),
+            "properties.actions",
+        ),
+        (
+            Method::PUT,
+            "/webhooks/typed",
+            hook(json!({"actions": ["nope"]})),
+            "actions",
+        ),
+        (
+            Method::PUT,
+            "/webhooks/typed",
+            hook(json!({"status": true})),
+            "properties.status",
+        ),
+        (
+            Method::PUT,
+            "/webhooks/typed",
+            hook(json!({"status": "sometimes"})),
+            "status",
+        ),
+        (
+            Method::PUT,
+            "/webhooks/typed",
+            json!({"location": 1, "properties": {}}),
+            "location",
+        ),
+        (
+            Method::PUT,
+            "/webhooks/typed",
+            hook(json!({"nosuch": 1})),
+            "properties.nosuch",
+        ),
+        (
+            Method::PATCH,
+            "/webhooks/nolocation",
+            json!({"properties": {"scope": []}}),
+            "properties.scope",
+        ),
+        (
+            Method::PATCH,
+            "",
+            json!({"properties": {"adminUserEnabled": "yes"}}),
+            "properties.adminUserEnabled",
+        ),
+        (
+            Method::PATCH,
+            "",
+            json!({"properties": {"policies": {"retentionPolicy": {"days": 999}}}}),
+            "properties.policies.retentionPolicy.days",
+        ),
+        (
+            Method::PUT,
+            "/tokens/typedtoken",
+            json!({"properties": {"status": 5}}),
+            "request body",
+        ),
+        (
+            Method::PUT,
+            "/scopeMaps/typedmap",
+            json!({"properties": {"actions": "repositories/a/content/read"}}),
+            "request body",
+        ),
+    ] {
+        let (st, v) = arm(&c, &s, m.clone(), rest, Some(body.clone())).await;
+        assert_eq!(st, 400, "{m} {rest} {body}: {v}");
+        assert_arm_error(&v, "InvalidParameter");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.starts_with(field), "{m} {rest} {body}: {msg}");
+    }
+    for (m, rest, body) in [
+        (Method::PUT, "/webhooks/typed", "[]"),
+        (Method::PUT, "/webhooks/typed", "5"),
+        (Method::PUT, "/tokens/typedtoken", "[]"),
+        (Method::PATCH, "", "\"x\""),
+    ] {
+        let resp = c
+            .request(m.clone(), s.url(&format!("{r}{rest}?{V}")))
+            .bearer_auth(MGMT)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{m} {rest} {body}");
+        assert_arm_error(&resp.json().await.unwrap(), "InvalidRequestContent");
+    }
+
     // invalid values in bodies
     let (st, v) = arm(&c, &s, Method::PUT, "/webhooks/ab", Some(json!({"location": "westeurope", "properties": {"serviceUri": "http://127.0.0.1:9/x", "actions": ["push"]}}))).await;
     assert_eq!(st, 400, "{v}");
