@@ -193,6 +193,9 @@ pub(crate) async fn read_body(req: Request, required: bool) -> Result<Bytes, Res
 /// as a JSON object at all; `InvalidParameter` for anything wrong with a named field — its
 /// type, its value (the handlers' checks), or a field that does not exist — so a client sees
 /// one code for `"scope": 5` and `"scope": "a b"` alike (the registry PATCH answers the same).
+// The error is a finished response, made once per refused request and moved straight out
+// (as in `arm`): boxing it would only add noise.
+#[allow(clippy::result_large_err)]
 fn body<T: for<'de> Deserialize<'de> + Default>(
     b: &Bytes,
     shape: &[(&str, JsonType)],
