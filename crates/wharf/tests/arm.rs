@@ -350,6 +350,21 @@ async fn every_failure_is_arm_shaped() {
     let c = client();
     let r = r_path();
 
+    // paths that are no endpoint, with access control on: the data plane's family answers in
+    // the OCI shape (its challenge too), anything else in ARM's
+    for path in ["/acr/v1", "/acr/v1/"] {
+        let (st, v) = call(&c, &s, Method::GET, path, None).await;
+        assert_eq!(st, 404, "{path}: {v}");
+        assert_eq!(v["errors"][0]["code"], "NOT_FOUND", "{path}: {v}");
+        let resp = c.get(s.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 401, "{path}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["errors"][0]["code"], "UNAUTHORIZED", "{path}: {v}");
+    }
+    let (st, v) = call(&c, &s, Method::GET, "/nope", None).await;
+    assert_eq!(st, 404, "{v}");
+    assert_arm_error(&v, "NotFound");
+
     // unknown routes under /subscriptions
     for path in [
         format!("{r}/nosuch?{V}"),
