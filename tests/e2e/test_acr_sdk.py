@@ -24,7 +24,7 @@ from azure.containerregistry import (
     ContainerRegistryClient,
 )
 from azure.core.credentials import AccessToken
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
 REPO = "library/hello-sdk"
@@ -89,7 +89,6 @@ def test_every_container_registry_client_operation(wharf):
     stream = client.download_blob(REPO, sha(layer))
     assert b"".join(stream) == layer
     d1 = client.set_manifest(REPO, manifest, tag="v1", media_type=OCI_MANIFEST)
-    body = json.dumps(manifest).encode()
     got = client.get_manifest(REPO, "v1")
     assert got.digest == d1
     assert got.media_type == OCI_MANIFEST
@@ -117,7 +116,7 @@ def test_every_container_registry_client_operation(wharf):
     assert rp.created_on is not None and rp.last_updated_on is not None
     rp = client.update_repository_properties(REPO, can_list=False)
     assert rp.can_list is False and rp.can_write is True
-    assert client.list_repository_names() and list(client.list_repository_names()) == ["other/app"]
+    assert list(client.list_repository_names()) == ["other/app"]
     client.update_repository_properties(REPO, can_list=True)
 
     # list_tag_properties: ordering and paging
@@ -129,8 +128,6 @@ def test_every_container_registry_client_operation(wharf):
     assert all(t.can_delete and t.can_write for t in tags)
     paged = list(client.list_tag_properties(REPO, results_per_page=1))
     assert [t.name for t in paged] == ["latest", "v1", "v2"]
-    newest = list(client.list_tag_properties(REPO, order_by=ArtifactTagOrder.LAST_UPDATED_ON_DESCENDING))
-    assert newest[0].name == "latest"
 
     # list_manifest_properties: architecture/os from the config, tags, paging, order
     ms = list(client.list_manifest_properties(REPO, results_per_page=1))
@@ -145,8 +142,6 @@ def test_every_container_registry_client_operation(wharf):
     # The SDK builds it from the response's `registry` and strips the algorithm itself.
     assert by[d1].fully_qualified_reference == f"{registry_host}/{REPO}@{d1.split(':')[1]}"
     assert by[d1].created_on is not None and by[d1].last_updated_on is not None
-    newest = list(client.list_manifest_properties(REPO, order_by=ArtifactManifestOrder.LAST_UPDATED_ON_DESCENDING))
-    assert newest[0].digest == d2
 
     # get/update_tag_properties
     tp = client.get_tag_properties(REPO, "v1")
@@ -154,9 +149,11 @@ def test_every_container_registry_client_operation(wharf):
     tp = client.update_tag_properties(REPO, "v1", can_delete=False)
     assert tp.can_delete is False and tp.can_write is True
     # The lock holds: the SDK's delete_tag fails with 405.
-    with pytest.raises(Exception) as e:
+    with pytest.raises(HttpResponseError) as e:
         client.delete_tag(REPO, "v1")
-    assert "405" in str(e.value) or "DISALLOWED" in str(e.value)
+    assert e.value.status_code == 405
+    assert "DISALLOWED" in str(e.value)
+    assert client.get_tag_properties(REPO, "v1").digest == d1
     client.update_tag_properties(REPO, "v1", can_delete=True)
 
     # get/update_manifest_properties, by digest and by tag
@@ -165,6 +162,19 @@ def test_every_container_registry_client_operation(wharf):
     assert client.get_manifest_properties(REPO, "v2").digest == d2
     mp = client.update_manifest_properties(REPO, "v2", can_write=False)
     assert mp.can_write is False and mp.digest == d2
+    assert client.get_manifest_properties(REPO, d2).can_write is False
+    # The lock holds: neither a push of that manifest (to another tag, or again to its own) nor
+    # its delete gets through, and it stays as it was.
+    for tag in ("v2", "locked-copy"):
+        with pytest.raises(HttpResponseError) as e:
+            client.set_manifest(REPO, manifest2, tag=tag, media_type=OCI_MANIFEST)
+        assert e.value.status_code == 405, tag
+        assert "DISALLOWED" in str(e.value)
+    with pytest.raises(HttpResponseError) as e:
+        client.delete_manifest(REPO, d2)
+    assert e.value.status_code == 405
+    assert sorted(client.get_manifest_properties(REPO, d2).tags) == ["latest", "v2"]
+    assert [t.name for t in client.list_tag_properties(REPO)] == ["latest", "v1", "v2"]
     mp = client.update_manifest_properties(REPO, d2, can_write=True)
     assert mp.can_write is True
 
@@ -184,6 +194,22 @@ def test_every_container_registry_client_operation(wharf):
                       auth=(wharf.admin_user, wharf.admin_password))
     assert r.status_code == 404
 
+    # delete_blob: the blob leaves that repository (ACR's 202), the SDK raises nothing for one
+    # that is not there (its 404), and other repositories keep theirs
+    orphan = b"a blob no manifest references"
+    od, _ = client.upload_blob(REPO, io.BytesIO(orphan))
+    client.upload_blob(other, io.BytesIO(orphan))
+    auth = (wharf.admin_user, wharf.admin_password)
+    assert requests.get(f"{wharf.url}/v2/{REPO}/blobs/{od}", auth=auth).content == orphan
+    assert client.delete_blob(REPO, od) is None
+    r = requests.get(f"{wharf.url}/v2/{REPO}/blobs/{od}", auth=auth)
+    assert r.status_code == 404
+    assert [e["code"] for e in r.json()["errors"]] == ["BLOB_UNKNOWN"]
+    with pytest.raises(ResourceNotFoundError):
+        b"".join(client.download_blob(REPO, od))
+    client.delete_blob(REPO, od)
+    assert b"".join(client.download_blob(other, od)) == orphan
+
     # delete_repository
     client.delete_repository(other)
     assert list(client.list_repository_names()) == ["library/hello-sdk"]
@@ -191,3 +217,49 @@ def test_every_container_registry_client_operation(wharf):
         client.get_repository_properties(other)
     # 404 is not an error for delete_repository
     client.delete_repository("no/such")
+
+
+def test_time_order_is_not_name_order(wharf):
+    """Tags pushed as b, then a, then c (each a manifest of its own): the listings by time
+    must follow the pushes, not the names (a, b, c) nor the digests."""
+    client = sdk(wharf)
+    pushed = {}
+    for name in ("b", "a", "c"):
+        manifest, _, _ = upload_image(client, f"order-{name}")
+        pushed[name] = client.set_manifest(REPO, manifest, tag=name, media_type=OCI_MANIFEST)
+        # Times are kept to the millisecond: the next push must not share this one's.
+        time.sleep(0.01)
+    tags = {t.name: t for t in client.list_tag_properties(REPO)}
+    times = [tags[n].last_updated_on for n in ("b", "a", "c")]
+    assert times[0] < times[1] < times[2], times
+    manifests = {m.digest: m for m in client.list_manifest_properties(REPO)}
+    mtimes = [manifests[pushed[n]].last_updated_on for n in ("b", "a", "c")]
+    assert mtimes[0] < mtimes[1] < mtimes[2], mtimes
+
+    # the default orders: tags by name, manifests by digest; neither is the time order
+    assert [t.name for t in client.list_tag_properties(REPO)] == ["a", "b", "c"]
+    by_digest = sorted(pushed.values())
+    assert [m.digest for m in client.list_manifest_properties(REPO)] == by_digest
+    oldest_first = [pushed[n] for n in ("b", "a", "c")]
+    assert by_digest not in (oldest_first, oldest_first[::-1])
+
+    for per_page in (None, 1):
+        kw = {"results_per_page": per_page} if per_page else {}
+        newest = client.list_tag_properties(
+            REPO, order_by=ArtifactTagOrder.LAST_UPDATED_ON_DESCENDING, **kw)
+        assert [t.name for t in newest] == ["c", "a", "b"]
+        oldest = client.list_tag_properties(
+            REPO, order_by=ArtifactTagOrder.LAST_UPDATED_ON_ASCENDING, **kw)
+        assert [t.name for t in oldest] == ["b", "a", "c"]
+        newest = client.list_manifest_properties(
+            REPO, order_by=ArtifactManifestOrder.LAST_UPDATED_ON_DESCENDING, **kw)
+        assert [m.digest for m in newest] == oldest_first[::-1]
+        oldest = client.list_manifest_properties(
+            REPO, order_by=ArtifactManifestOrder.LAST_UPDATED_ON_ASCENDING, **kw)
+        assert [m.digest for m in oldest] == oldest_first
+
+    # moving a tag makes it the newest
+    client.set_manifest(REPO, upload_image(client, "order-b2")[0], tag="b",
+                        media_type=OCI_MANIFEST)
+    newest = client.list_tag_properties(REPO, order_by=ArtifactTagOrder.LAST_UPDATED_ON_DESCENDING)
+    assert [t.name for t in newest] == ["b", "c", "a"]

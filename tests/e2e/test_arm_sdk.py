@@ -32,7 +32,7 @@ from azure.mgmt.containerregistry.models import (
     WebhookCreateParameters,
     WebhookUpdateParameters,
 )
-from e2e_support import eventually, push_small_image
+from e2e_support import ARM_API_VERSION, eventually, push_small_image
 
 PAGE = 20  # Wharf's default page size of ARM lists
 
@@ -243,7 +243,11 @@ def test_webhooks_through_the_sdk_fire_and_page(wharf, receiver):
     assert actions == ["ping"] * (PAGE + 1) + ["push"]
     assert {e.id for e in events} >= set(ids)
     assert all(e.event_response_message.status_code == "200" for e in events)
-    push = next(e for e in events if e.event_request_message.content.action == "push")
+    push, = [e for e in events if e.event_request_message.content.action == "push"]
+    # the push made while the webhook was disabled was never sent
+    assert push.event_request_message.content.target.tag == "v1"
+    sent = [d.json() for d in receiver.requests("/deploy")]
+    assert [b["target"]["tag"] for b in sent if b["action"] == "push"] == ["v1"]
     # the service URI is secret: history shows its origin, the path masked
     assert push.event_request_message.request_uri == receiver.url("/******")
     assert push.event_request_message.content.target.repository == "app"
@@ -254,6 +258,11 @@ def test_webhooks_through_the_sdk_fire_and_page(wharf, receiver):
             location="local", service_uri=receiver.url("/p"), actions=["push"])).result()
     hooks = list(client.webhooks.list(rg, name))
     assert len(hooks) == PAGE + 1
+    # (the server did page: its first page is full and links the next)
+    first = requests.get(f"{wharf.url}{registry_id(wharf)}/webhooks",
+                         params={"api-version": ARM_API_VERSION},
+                         headers={"Authorization": "Bearer " + wharf.mgmt_token}).json()
+    assert len(first["value"]) == PAGE and "nextLink" in first
     assert len({h.name for h in hooks}) == PAGE + 1
     assert all(h.id.startswith(registry_id(wharf) + "/webhooks/") for h in hooks)
 
@@ -261,6 +270,9 @@ def test_webhooks_through_the_sdk_fire_and_page(wharf, receiver):
     replaced = client.webhooks.begin_create(rg, name, "pagehook00", WebhookCreateParameters(
         location="local", service_uri=receiver.url("/q"), actions=["delete"])).result()
     assert replaced.properties.actions == ["delete"]
+    assert client.webhooks.get(rg, name, "pagehook00").properties.actions == ["delete"]
+    assert client.webhooks.get_callback_config(rg, name, "pagehook00").service_uri == \
+        receiver.url("/q")
 
     poller = client.webhooks.begin_delete(rg, name, "deployhook")
     assert poller.result() is None
@@ -305,7 +317,8 @@ def test_scope_maps_and_tokens_through_the_sdk(wharf):
         actions=["repositories/team-a/app/content/read", "repositories/team-a/app/content/write"],
     )).result()
     assert updated.properties.description == "team A, pushing"
-    assert "repositories/team-a/app/content/write" in updated.properties.actions
+    assert updated.properties.actions == [
+        "repositories/team-a/app/content/read", "repositories/team-a/app/content/write"]
     assert client.scope_maps.get(rg, name, "team-a").properties.description == "team A, pushing"
 
     token = client.tokens.begin_create(rg, name, "ci-push", Token(
@@ -326,8 +339,15 @@ def test_scope_maps_and_tokens_through_the_sdk(wharf):
 
     # the effect: the token pushes to what its scope map allows, and nothing else
     auth = ("ci-push", password)
-    push_small_image(wharf.url, "team-a/app", "v1", "arm-sdk-token", auth=auth)
-    r = requests.get(f"{wharf.url}/v2/other/manifests/v1", auth=auth)
+    digest = push_small_image(wharf.url, "team-a/app", "v1", "arm-sdk-token", auth=auth)
+    r = requests.get(f"{wharf.url}/v2/team-a/app/manifests/v1", auth=auth,
+                     headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == digest
+    admin = (wharf.admin_user, wharf.admin_password)
+    push_small_image(wharf.url, "other", "v1", "arm-sdk-other", auth=admin)
+    assert requests.get(f"{wharf.url}/v2/other/manifests/v1", auth=admin).status_code == 200
+    assert requests.get(f"{wharf.url}/v2/other/manifests/v1", auth=auth).status_code == 401
+    r = requests.post(f"{wharf.url}/v2/other/blobs/uploads/", auth=auth)
     assert r.status_code == 401
 
     shown = client.tokens.get(rg, name, "ci-push")
@@ -344,7 +364,7 @@ def test_scope_maps_and_tokens_through_the_sdk(wharf):
             scope_map_id=rid + "/scopeMaps/_repositories_pull")).result()
     tokens = list(client.tokens.list(rg, name))
     assert len(tokens) == PAGE + 1
-    assert {t.name for t in tokens} >= {"ci-push", "bulk-00", f"bulk-{PAGE - 1:02}"}
+    assert {t.name for t in tokens} == {"ci-push"} | {f"bulk-{i:02}" for i in range(PAGE)}
 
     # a scope map in use cannot be deleted; once its token is gone, it can
     with pytest.raises(HttpResponseError) as e:

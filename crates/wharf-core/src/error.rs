@@ -26,6 +26,9 @@ pub enum ErrorCode {
     TagUnknown,
     /// ACR's code for an operation a lock or the quarantine forbids.
     RegistryDisallowedOperation,
+    /// A path that is no endpoint at all (`/acr/v1`, `/oauth2/nope`): Distribution answers
+    /// those with a bare 404, but a client deserves a body it can parse.
+    NotFound,
 }
 
 impl ErrorCode {
@@ -53,6 +56,7 @@ impl ErrorCode {
             Unavailable => "UNAVAILABLE",
             TagUnknown => "TAG_UNKNOWN",
             RegistryDisallowedOperation => "REGISTRY_DISALLOWED_OPERATION",
+            NotFound => "NOT_FOUND",
         }
     }
 
@@ -61,7 +65,7 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             BlobUnknown | BlobUploadInvalid | BlobUploadUnknown | ManifestUnknown | NameUnknown
-            | TagUnknown => 404,
+            | TagUnknown | NotFound => 404,
             DigestInvalid
             | ManifestBlobUnknown
             | ManifestInvalid

@@ -149,15 +149,24 @@ async fn dispatch(app: &AppState, rest: &str, req: Request) -> Result<Response> 
             // Untag: the manifest and its layers stay, and no event fires (ACR's `delete`
             // fires only when a manifest goes; acr-webhooks.md §2.3).
             let info = request_info(&req);
-            reg.delete_manifest(&repo, &Reference::Tag(tag), &info)
+            match reg
+                .delete_manifest(&repo, &Reference::Tag(tag.clone()), &info)
                 .await
-                .map_err(|e| match e {
-                    wharf_registry::RegistryError::ManifestUnknown => {
-                        OciError::code(ErrorCode::TagUnknown, "the specified tag does not exist")
-                    }
-                    e => OciError::from(e),
-                })?;
-            Ok(StatusCode::ACCEPTED.into_response())
+            {
+                Ok(()) => Ok(StatusCode::ACCEPTED.into_response()),
+                // No such tag, or no such repository: ACR names the repository when it is the
+                // repository that is missing.
+                Err(wharf_registry::RegistryError::ManifestUnknown) => {
+                    Err(match reg.tag_attributes(&repo, &tag).await {
+                        Err(e @ wharf_registry::RegistryError::NameUnknown) => repo_err(&repo)(e),
+                        _ => OciError::code(
+                            ErrorCode::TagUnknown,
+                            "the specified tag does not exist",
+                        ),
+                    })
+                }
+                Err(e) => Err(repo_err(&repo)(e)),
+            }
         }
         (E::Manifests(repo), Method::GET) => {
             let (n, last) = pagination(&q)?;

@@ -144,7 +144,25 @@ pub async fn fallback(State(app): State<AppState>, req: Request) -> Response {
         );
         return r;
     }
-    StatusCode::NOT_FOUND.into_response()
+    // The registry's own families (`/v2` and `/acr/v1` are routed; what reaches here under
+    // them is no endpoint) answer in the OCI shape; anything else is taken for a management
+    // path, as the auth layer takes it, and answers in ARM's.
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    if matches!(first, "v2" | "acr" | "oauth2") {
+        return crate::error::OciError::code(
+            wharf_core::ErrorCode::NotFound,
+            format!("no such endpoint: {}", req.uri().path()),
+        )
+        .into_response();
+    }
+    arm_error(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        &format!(
+            "no such path: {}; the management API is under /subscriptions",
+            req.uri().path()
+        ),
+    )
 }
 
 /// `/wharf/v1/…`: the webhook operations of the earlier management API, the same handlers.
@@ -545,11 +563,19 @@ fn parse<T: DeserializeOwned + Default>(b: &[u8]) -> Result<T, Response> {
     }
     // serde's messages may quote values; the position is all a client needs.
     serde_json::from_slice(b).map_err(|e| {
-        bad_body(&format!(
-            "request body: not the expected JSON (line {}, column {})",
-            e.line(),
-            e.column()
-        ))
+        let at = format!("(line {}, column {})", e.line(), e.column());
+        let object = serde_json::from_slice::<Value>(b).is_ok_and(|v| v.is_object());
+        if e.classify() == serde_json::error::Category::Data && object {
+            // A property of the wrong type: a bad parameter, as a bad value is (and as the
+            // webhook bodies answer it), not an unreadable body.
+            arm_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidParameter",
+                &format!("request body: a property has a value of the wrong type {at}"),
+            )
+        } else {
+            bad_body(&format!("request body: not the expected JSON {at}"))
+        }
     })
 }
 
@@ -629,7 +655,11 @@ async fn registry_op(ctx: &Ctx, rest: &[String], req: Request) -> Response {
         [a, name] if lit(a, "webhooks") => {
             let op = match m {
                 Method::GET => WebhookOp::Get(name),
-                Method::PUT => WebhookOp::Put(name, body),
+                Method::PUT => WebhookOp::Put {
+                    name,
+                    body,
+                    location_required: !ctx.alias,
+                },
                 Method::PATCH => WebhookOp::Patch(name, body),
                 Method::DELETE => WebhookOp::Delete(name),
                 _ => return method_not_allowed(ctx, "GET, PUT, PATCH, DELETE"),

@@ -66,6 +66,11 @@ pub fn needs(method: &Method, path: &str, query: Option<&str>) -> Option<Vec<Nee
             _ => vec![Need::Repo(repo, MetadataRead)],
         });
     }
+    if path == "/acr" || path.starts_with("/acr/") {
+        // No data-plane endpoint (those are under `/acr/v1/`, above): the handler's OCI-shaped
+        // 404, to a caller who could use the registry.
+        return Some(vec![Need::Authenticated]);
+    }
     let Some(rest) = path.strip_prefix("/v2") else {
         // The management API: webhooks, and the ARM routes of identities.
         return Some(vec![Need::Management]);
@@ -255,9 +260,16 @@ pub async fn authorize(State(app): State<AppState>, mut req: Request, next: Next
 }
 
 /// In the open mode, a management call that may change something (POST, PUT, PATCH) must say
-/// `application/json`: a page on another site can make a browser send a form post or a
-/// body-less `fetch` POST without a CORS preflight, but not a JSON one (which needs a
-/// preflight this server never grants). DELETE always needs a preflight.
+/// `application/json`: a page on another site can make a browser send a form post
+/// (`application/x-www-form-urlencoded`, `multipart/form-data`, `text/plain`) without a CORS
+/// preflight, but not a JSON one (which needs a preflight this server never grants). DELETE
+/// always needs a preflight.
+///
+/// One exception: ARM's parameterless actions (ping, listEvents, listCredentials,
+/// getCallbackConfig…), which the Azure SDK POSTs with no body and no Content-Type. Such a
+/// POST is accepted when it carries no `Origin` of another site: a browser can also send a
+/// body-less POST without a preflight, but it always names the page's origin on a cross-origin
+/// POST, while the SDK, curl and Wharf's CLI send no `Origin` at all.
 fn refuse_cross_site(req: &Request) -> Option<Response> {
     let path = req.uri().path();
     let management =
@@ -265,19 +277,39 @@ fn refuse_cross_site(req: &Request) -> Option<Response> {
     if !management || !matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
         return None;
     }
-    let json = req
-        .headers()
-        .get(header::CONTENT_TYPE)
+    let content_type = req.headers().get(header::CONTENT_TYPE);
+    let json = content_type
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    (!json).then(|| {
+    if json {
+        return None;
+    }
+    let bodyless_action = *req.method() == Method::POST
+        && content_type.is_none()
+        && axum::body::HttpBody::size_hint(req.body()).exact() == Some(0)
+        && same_origin_or_none(req);
+    (!bodyless_action).then(|| {
         crate::mgmt::arm_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UnsupportedMediaType",
-            "management calls must be sent with Content-Type: application/json",
+            "management calls must be sent with Content-Type: application/json (an action without parameters may instead be a POST with no body and no Content-Type)",
         )
     })
+}
+
+/// Whether a request names no `Origin`, or the origin of the host it was sent to.
+fn same_origin_or_none(req: &Request) -> bool {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return true;
+    };
+    // `Origin: null` (a sandboxed or opaque origin) is another site.
+    let host = request_host(req);
+    origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .is_some_and(|(_, authority)| !host.is_empty() && authority.eq_ignore_ascii_case(&host))
 }
 
 fn forbidden_host() -> Response {

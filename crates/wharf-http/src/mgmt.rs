@@ -183,28 +183,40 @@ pub(crate) async fn read_body(req: Request, required: bool) -> Result<Bytes, Res
 }
 
 /// Parses a JSON body whose fields have the types in `shape`; an empty body is the type's
-/// default.
+/// default. The error is the 400 to answer.
 ///
 /// serde's data errors quote the offending value (`invalid type: string "Bearer …"`), and
 /// the value may be a secret, so types are checked first by [`check_body`], whose messages
 /// name the field and the rule only. Syntax errors give a position, never content.
-/// The error is the message for [`bad_body`].
+///
+/// Codes, as for every management body: `InvalidRequestContent` when the body cannot be read
+/// as a JSON object at all; `InvalidParameter` for anything wrong with a named field — its
+/// type, its value (the handlers' checks), or a field that does not exist — so a client sees
+/// one code for `"scope": 5` and `"scope": "a b"` alike (the registry PATCH answers the same).
+// The error is a finished response, made once per refused request and moved straight out
+// (as in `arm`): boxing it would only add noise.
+#[allow(clippy::result_large_err)]
 fn body<T: for<'de> Deserialize<'de> + Default>(
     b: &Bytes,
     shape: &[(&str, JsonType)],
-) -> Result<T, String> {
+) -> Result<T, Response> {
     if b.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
     let v: serde_json::Value = serde_json::from_slice(b).map_err(|e| {
-        format!(
+        bad_body(&format!(
             "request body: not valid JSON (line {}, column {})",
             e.line(),
             e.column()
-        )
+        ))
     })?;
-    check_body(&v, shape)?;
-    serde_json::from_value(v).map_err(|_| "request body: does not match the expected shape".into())
+    if !v.is_object() {
+        return Err(bad_body("request body: must be a JSON object"));
+    }
+    check_body(&v, shape)
+        .map_err(|m| arm_error(StatusCode::BAD_REQUEST, "InvalidParameter", &m))?;
+    serde_json::from_value(v)
+        .map_err(|_| bad_body("request body: does not match the expected shape"))
 }
 
 pub(crate) fn bad_body(message: &str) -> Response {
@@ -219,7 +231,14 @@ fn ok(v: Value) -> Response {
 /// matched by the router), with its body where it takes one.
 pub(crate) enum WebhookOp<'a> {
     Get(&'a str),
-    Put(&'a str, Bytes),
+    /// Create or replace; `location_required` at ARM's paths, where
+    /// `WebhookCreateParameters.location` is required (the `/wharf/v1` alias keeps defaulting
+    /// it to the server's region).
+    Put {
+        name: &'a str,
+        body: Bytes,
+        location_required: bool,
+    },
     Patch(&'a str, Bytes),
     Delete(&'a str),
     Ping(&'a str),
@@ -256,8 +275,24 @@ async fn webhook_op(
     let one = |w: &_| webhook_json(arm, w);
     let r = match op {
         WebhookOp::Get(name) => hooks.get(name).await.map(|w| ok(one(&w))),
-        WebhookOp::Put(name, b) => {
-            let p: WebhookCreate = body(&b, WEBHOOK_PARAMETERS).map_err(|m| bad_body(&m))?;
+        WebhookOp::Put {
+            name,
+            body: b,
+            location_required,
+        } => {
+            let p: WebhookCreate = body(&b, WEBHOOK_PARAMETERS)?;
+            if location_required && p.location.is_none() {
+                // ARM's own refusal of a tracked resource without one (az sends the registry's
+                // location when --location is not given).
+                return Err(arm_error(
+                    StatusCode::BAD_REQUEST,
+                    "LocationRequired",
+                    &format!(
+                        "location: required. The location property is required for this definition (this registry's location is '{}').",
+                        app.hooks.config().region
+                    ),
+                ));
+            }
             hooks.create_or_replace(name, p).await.map(|(w, created)| {
                 // ARM: 201 for a new resource, 200 for a replaced one; both with the whole
                 // resource, provisioned, which ends the SDK's poller at once.
@@ -270,7 +305,7 @@ async fn webhook_op(
             })
         }
         WebhookOp::Patch(name, b) => {
-            let p: WebhookUpdate = body(&b, WEBHOOK_PARAMETERS).map_err(|m| bad_body(&m))?;
+            let p: WebhookUpdate = body(&b, WEBHOOK_PARAMETERS)?;
             hooks.update(name, p).await.map(|w| ok(one(&w)))
         }
         WebhookOp::Delete(name) => hooks.delete(name).await.map(|gone| {
@@ -286,7 +321,7 @@ async fn webhook_op(
             .await
             .map(|c| axum::Json(c).into_response()),
         WebhookOp::Redeliver(name, b) => {
-            let r: Redeliver = body(&b, REDELIVER_PARAMETERS).map_err(|m| bad_body(&m))?;
+            let r: Redeliver = body(&b, REDELIVER_PARAMETERS)?;
             hooks
                 .redeliver(name, r.event_id.as_deref())
                 .await
@@ -297,7 +332,7 @@ async fn webhook_op(
             // `gracePeriodSeconds` (default a day). Answers with the Webhook, which says until
             // when the old secret signs; the new secret itself comes only from
             // getCallbackConfig.
-            let r: RotateSigningSecret = body(&b, ROTATE_PARAMETERS).map_err(|m| bad_body(&m))?;
+            let r: RotateSigningSecret = body(&b, ROTATE_PARAMETERS)?;
             hooks
                 .rotate_signing_secret(name, r.grace_period_seconds)
                 .await

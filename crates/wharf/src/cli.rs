@@ -104,7 +104,7 @@ struct CreateArgs {
     /// enabled or disabled.
     #[arg(long, default_value = "enabled")]
     status: String,
-    /// Region; defaults to the server's.
+    /// Region; defaults to the registry's (the server's region).
     #[arg(long, short = 'l')]
     location: Option<String>,
     /// Sign deliveries the Standard Webhooks way (webhook-id, webhook-timestamp,
@@ -252,10 +252,13 @@ async fn run_inner(c: &Client, cmd: WebhookCommand, out: Output) -> Result<Strin
             if let Some(f) = a.payload_format {
                 props["payloadFormat"] = f.json();
             }
-            let mut body = json!({ "properties": props, "tags": kv(&a.tags.unwrap_or_default()) });
-            if let Some(l) = a.location {
-                body["location"] = json!(l);
-            }
+            // ARM requires a location; without --location, the registry's, as az sends.
+            let location = a.location.unwrap_or_else(|| c.location().to_owned());
+            let body = json!({
+                "location": location,
+                "properties": props,
+                "tags": kv(&a.tags.unwrap_or_default()),
+            });
             // ARM's PUT replaces an existing webhook; `create` never overwrites one by mistake
             // (`update` changes one).
             let path = c.arm_path(&format!("/webhooks/{}", a.name));

@@ -139,6 +139,8 @@ pub struct Client {
 struct Arm {
     id: String,
     name: String,
+    /// The registry's `location` (the server's region).
+    location: String,
 }
 
 /// The api-version of `GET /subscriptions` (Microsoft.Resources).
@@ -318,9 +320,11 @@ impl Client {
                 c.base
             ));
         }
+        let location = reg["location"].as_str().unwrap_or_default().to_owned();
         c.arm = Arm {
             id: id.to_owned(),
             name,
+            location,
         };
         Ok(c)
     }
@@ -332,6 +336,12 @@ impl Client {
     /// The registry's name, as the server names it.
     pub fn registry(&self) -> &str {
         &self.arm.name
+    }
+
+    /// The registry's location, which ARM requires of a webhook created without `--location`
+    /// (az sends the same).
+    pub fn location(&self) -> &str {
+        &self.arm.location
     }
 
     /// `{R}`: the ARM id of the registry these commands manage.

@@ -392,6 +392,15 @@ async fn untag_repository_delete_and_encoded_digest_delete() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["errors"][0]["code"], "TAG_UNKNOWN", "{v}");
+    // an untag in a repository that does not exist: the repository is what is unknown
+    for path in ["/acr/v1/nope/_tags/x", "/acr/v1/ns%2Fnope/_tags/v2"] {
+        let r = c.delete(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["errors"][0]["code"], "NAME_UNKNOWN", "{path}: {v}");
+    }
 
     // DELETE /v2/{name}/manifests/sha256%3A… deletes for real.
     let r = c
@@ -429,4 +438,40 @@ async fn untag_repository_delete_and_encoded_digest_delete() {
     assert_eq!(r.status(), 404);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["errors"][0]["code"], "NAME_UNKNOWN");
+}
+
+/// Paths that are no endpoint still answer with an error body in their family's shape: the
+/// OCI one under `/v2`, `/acr` and `/oauth2`, ARM's elsewhere (the auth layer takes such paths
+/// for management ones).
+#[tokio::test]
+async fn paths_that_are_no_endpoint_answer_with_an_error_body() {
+    let s = Server::start().await;
+    let c = client();
+    for path in [
+        "/acr/v1",
+        "/acr/v1/",
+        "/acr",
+        "/acr/v2/x",
+        "/acrx",
+        "/oauth2/nope",
+    ] {
+        for m in [reqwest::Method::GET, reqwest::Method::DELETE] {
+            let r = c.request(m.clone(), s.url(path)).send().await.unwrap();
+            assert_eq!(r.status(), 404, "{m} {path}");
+            let v: Value = r.json().await.unwrap();
+            if path == "/acrx" {
+                assert_eq!(v["error"]["code"], "NotFound", "{m} {path}: {v}");
+            } else {
+                assert_eq!(v["errors"][0]["code"], "NOT_FOUND", "{m} {path}: {v}");
+                assert!(v["errors"][0]["message"].as_str().unwrap().contains(path));
+            }
+        }
+    }
+    for path in ["/", "/nope", "/nope/deeper", "/favicon.ico"] {
+        let r = c.get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "NotFound", "{path}: {v}");
+        assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+    }
 }

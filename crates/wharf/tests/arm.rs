@@ -350,6 +350,21 @@ async fn every_failure_is_arm_shaped() {
     let c = client();
     let r = r_path();
 
+    // paths that are no endpoint, with access control on: the data plane's family answers in
+    // the OCI shape (its challenge too), anything else in ARM's
+    for path in ["/acr/v1", "/acr/v1/"] {
+        let (st, v) = call(&c, &s, Method::GET, path, None).await;
+        assert_eq!(st, 404, "{path}: {v}");
+        assert_eq!(v["errors"][0]["code"], "NOT_FOUND", "{path}: {v}");
+        let resp = c.get(s.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 401, "{path}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["errors"][0]["code"], "UNAUTHORIZED", "{path}: {v}");
+    }
+    let (st, v) = call(&c, &s, Method::GET, "/nope", None).await;
+    assert_eq!(st, 404, "{v}");
+    assert_arm_error(&v, "NotFound");
+
     // unknown routes under /subscriptions
     for path in [
         format!("{r}/nosuch?{V}"),
@@ -426,6 +441,166 @@ async fn every_failure_is_arm_shaped() {
         assert_eq!(st, 400, "{q}: {v}");
         assert_arm_error(&v, "InvalidQueryParameterValue");
     }
+    // WebhookCreateParameters.location is required at ARM's paths, on create and on replace;
+    // the /wharf/v1 alias still defaults it to the server's region
+    let rcv = Receiver::start().await;
+    let props = json!({"serviceUri": rcv.url("/loc"), "actions": ["push"]});
+    for body in [
+        json!({"properties": props}),
+        json!({"location": null, "properties": props}),
+    ] {
+        let (st, v) = arm(&c, &s, Method::PUT, "/webhooks/nolocation", Some(body)).await;
+        assert_eq!(st, 400, "{v}");
+        assert_arm_error(&v, "LocationRequired");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.starts_with("location: required"), "{m}");
+        assert!(m.contains("westeurope"), "{m}");
+    }
+    let (st, _) = arm(&c, &s, Method::GET, "/webhooks/nolocation", None).await;
+    assert_eq!(st, 404, "nothing was created");
+    let resp = c
+        .put(s.url("/wharf/v1/webhooks/nolocation"))
+        .bearer_auth(MGMT)
+        .json(&json!({"properties": props}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["location"], "westeurope");
+    let (st, v) = arm(
+        &c,
+        &s,
+        Method::PUT,
+        "/webhooks/nolocation",
+        Some(json!({"properties": props})),
+    )
+    .await;
+    assert_eq!(st, 400, "a replace needs it too: {v}");
+    assert_arm_error(&v, "LocationRequired");
+    let (st, v) = arm(
+        &c,
+        &s,
+        Method::PUT,
+        "/webhooks/nolocation",
+        Some(json!({"location": "westeurope", "properties": props})),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+
+    // a named property that is wrong, by its type or by its value, is InvalidParameter alike,
+    // on every resource; only a body that is no JSON object is InvalidRequestContent
+    let hook = |p: Value| {
+        let mut props = json!({"serviceUri": rcv.url("/loc"), "actions": ["push"]});
+        for (k, v) in p.as_object().unwrap() {
+            props[k] = v.clone();
+        }
+        json!({"location": "westeurope", "properties": props})
+    };
+    for (m, rest, body, field) in [
+        (
+            Method::PUT,
+            "/webhooks/typed",
+            hook(json!({"scope": 5})),
+            "properties.scope",
+        ),
+        (
+            Method::PUT,
+            "/webhooks/typed",
+            hook(json!({"scope": "a:b:c"})),
+            "scope",
+        ),
+        (
+            Method::PUT,
+            "/webhooks/typed",
+            hook(json!({"actions": "push"})),
+            "properties.actions",
+        ),
+        (
+            Method::PUT,
+            "/webhooks/typed",
+            hook(json!({"actions": ["nope"]})),
+            "actions",
+        ),
+        (
+            Method::PUT,
+            "/webhooks/typed",
+            hook(json!({"status": true})),
+            "properties.status",
+        ),
+        (
+            Method::PUT,
+            "/webhooks/typed",
+            hook(json!({"status": "sometimes"})),
+            "status",
+        ),
+        (
+            Method::PUT,
+            "/webhooks/typed",
+            json!({"location": 1, "properties": {}}),
+            "location",
+        ),
+        (
+            Method::PUT,
+            "/webhooks/typed",
+            hook(json!({"nosuch": 1})),
+            "properties.nosuch",
+        ),
+        (
+            Method::PATCH,
+            "/webhooks/nolocation",
+            json!({"properties": {"scope": []}}),
+            "properties.scope",
+        ),
+        (
+            Method::PATCH,
+            "",
+            json!({"properties": {"adminUserEnabled": "yes"}}),
+            "properties.adminUserEnabled",
+        ),
+        (
+            Method::PATCH,
+            "",
+            json!({"properties": {"policies": {"retentionPolicy": {"days": 999}}}}),
+            "properties.policies.retentionPolicy.days",
+        ),
+        (
+            Method::PUT,
+            "/tokens/typedtoken",
+            json!({"properties": {"status": 5}}),
+            "request body",
+        ),
+        (
+            Method::PUT,
+            "/scopeMaps/typedmap",
+            json!({"properties": {"actions": "repositories/a/content/read"}}),
+            "request body",
+        ),
+    ] {
+        let (st, v) = arm(&c, &s, m.clone(), rest, Some(body.clone())).await;
+        assert_eq!(st, 400, "{m} {rest} {body}: {v}");
+        assert_arm_error(&v, "InvalidParameter");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.starts_with(field), "{m} {rest} {body}: {msg}");
+    }
+    for (m, rest, body) in [
+        (Method::PUT, "/webhooks/typed", "[]"),
+        (Method::PUT, "/webhooks/typed", "5"),
+        (Method::PUT, "/tokens/typedtoken", "[]"),
+        (Method::PATCH, "", "\"x\""),
+    ] {
+        let resp = c
+            .request(m.clone(), s.url(&format!("{r}{rest}?{V}")))
+            .bearer_auth(MGMT)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{m} {rest} {body}");
+        assert_arm_error(&resp.json().await.unwrap(), "InvalidRequestContent");
+    }
+
     // invalid values in bodies
     let (st, v) = arm(&c, &s, Method::PUT, "/webhooks/ab", Some(json!({"location": "westeurope", "properties": {"serviceUri": "http://127.0.0.1:9/x", "actions": ["push"]}}))).await;
     assert_eq!(st, 400, "{v}");
@@ -1032,6 +1207,8 @@ async fn the_cli_finds_a_configured_registry_and_reads_every_page() {
     assert_eq!(code, 0, "{err}");
     let (_, w) = arm(&c, &s, Method::GET, "/webhooks/clihook1", None).await;
     assert_eq!(w["id"], format!("{}/webhooks/clihook1", r_path()));
+    // without --location the CLI sends the registry's, as az does (ARM requires one)
+    assert_eq!(w["location"], "westeurope");
 
     // the name, when given, must be the server's (any letter case)
     let (code, _, err) = run(vec![
@@ -1052,4 +1229,122 @@ async fn the_cli_finds_a_configured_registry_and_reads_every_page() {
         err.contains("has no registry \"contoso\"") && err.contains(REG),
         "{err}"
     );
+}
+
+/// In the open mode (no access control), ARM's parameterless actions come as the management
+/// SDK sends them: POST, no body, no Content-Type. They work; what a cross-site page can make a
+/// browser send (a form's types, or a body-less POST naming another origin) stays refused.
+#[tokio::test]
+async fn open_mode_takes_bodyless_actions_and_refuses_cross_site_posts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    cfg.auth.enabled = false;
+    cfg.auth.management_token = String::new();
+    let s = Server::start_config(cfg).await;
+    let c = client();
+    let receiver = Receiver::start().await;
+    let r = r_path();
+    // as the SDK sends them: no Authorization in the open mode, no body, no Content-Type
+    let bare = |path: &str| c.post(s.url(&format!("{r}{path}?{V}")));
+
+    let (st, v) = call(&c, &s, Method::PUT, &format!("{r}/webhooks/openhook?{V}"), Some(json!({
+        "location": "westeurope",
+        "properties": {"serviceUri": receiver.url("/open"), "customHeaders": {"X-Team": "a"}, "actions": ["push"]},
+    })))
+    .await;
+    assert_eq!(st, 201, "{v}");
+
+    let resp = bare("/listCredentials").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["username"], REG);
+    assert_eq!(v["passwords"][0]["name"], "password");
+    assert_eq!(v["passwords"][1]["name"], "password2");
+
+    let resp = bare("/webhooks/openhook/getCallbackConfig")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["serviceUri"], receiver.url("/open"));
+    assert_eq!(v["customHeaders"], json!({"X-Team": "a"}));
+
+    let resp = bare("/webhooks/openhook/ping").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    let ping_id = v["id"].as_str().unwrap().to_owned();
+    let got = receiver
+        .wait_arrived("/open", 1, Duration::from_secs(10))
+        .await;
+    let body = &got[0].body;
+    assert_eq!(body["action"], "ping");
+    assert_eq!(body["id"], ping_id);
+
+    // the attempt is recorded once the delivery's answer is in
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let resp = bare("/webhooks/openhook/listEvents").send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let v: Value = resp.json().await.unwrap();
+        if v["value"].as_array().is_some_and(|a| !a.is_empty())
+            || tokio::time::Instant::now() > deadline
+        {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        events["value"].as_array().map(Vec::len),
+        Some(1),
+        "{events}"
+    );
+    assert_eq!(events["value"][0]["id"], ping_id);
+
+    // cross-site: a form's types, with a body or without, and a body-less POST with the
+    // Origin of another site; nothing was regenerated or delivered by any of them
+    let before: Value = bare("/listCredentials")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ping = format!("{r}/webhooks/openhook/ping?{V}");
+    let regen = format!("{r}/regenerateCredential?{V}");
+    for (path, ct, origin, body) in [
+        (&ping, Some("application/x-www-form-urlencoded"), None, ""),
+        (
+            &ping,
+            Some("multipart/form-data; boundary=x"),
+            None,
+            "--x--\r\n",
+        ),
+        (&ping, Some("text/plain"), None, ""),
+        (&regen, Some("text/plain"), None, r#"{"name":"password"}"#),
+        (&ping, None, Some("https://evil.example"), ""),
+        (&ping, None, Some("null"), ""),
+        (&regen, None, None, r#"{"name":"password"}"#),
+    ] {
+        let mut req = c.post(s.url(path)).body(body);
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 415, "{path} {ct:?} {origin:?}");
+        assert_arm_error(&resp.json().await.unwrap(), "UnsupportedMediaType");
+    }
+    let after: Value = bare("/listCredentials")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(before, after);
+    assert_eq!(receiver.arrived("/open").len(), 1);
+    s.stop().await;
 }

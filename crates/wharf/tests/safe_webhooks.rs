@@ -385,12 +385,12 @@ async fn rotation_needs_signing_and_a_valid_grace_period() {
     for (body, code, field) in [
         (
             json!({"gracePeriodSeconds": -1}),
-            "InvalidRequestContent",
+            "InvalidParameter",
             "gracePeriodSeconds",
         ),
         (
             json!({"gracePeriodSeconds": "1h"}),
-            "InvalidRequestContent",
+            "InvalidParameter",
             "gracePeriodSeconds",
         ),
         (
@@ -400,7 +400,7 @@ async fn rotation_needs_signing_and_a_valid_grace_period() {
         ),
         (
             json!({"secret": "whsec_bWluZQ=="}),
-            "InvalidRequestContent",
+            "InvalidParameter",
             "secret",
         ),
     ] {

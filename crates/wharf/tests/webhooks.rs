@@ -862,14 +862,50 @@ async fn every_management_failure_is_arm_shaped() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    // In the open mode even body-less actions need the JSON type: a cross-site page can make a
-    // browser send a form post or a body-less POST without a CORS preflight, not a JSON one.
+    // In the open mode a cross-site page can make a browser send a form post or a body-less
+    // POST without a CORS preflight (not a JSON one): what a form can send is refused, and a
+    // body-less POST without a Content-Type (the Azure SDK's parameterless actions) only
+    // without an Origin of another site.
+    let callback = format!("{}/getCallbackConfig", hook_url(&s, "armhook"));
+    for (ct, body) in [
+        ("application/x-www-form-urlencoded", ""),
+        ("application/x-www-form-urlencoded", "a=b"),
+        ("multipart/form-data; boundary=x", "--x--\r\n"),
+        ("text/plain", ""),
+        ("text/plain", "{}"),
+    ] {
+        let r = c
+            .post(&callback)
+            .header("content-type", ct)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        arm_error(r, 415, "UnsupportedMediaType").await;
+    }
+    for origin in ["http://evil.example", "null", "http://127.0.0.1:1"] {
+        let r = c
+            .post(&callback)
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap();
+        arm_error(r, 415, "UnsupportedMediaType").await;
+    }
+    // a body without a type is not body-less
+    let r = c.post(&callback).body("{}").send().await.unwrap();
+    arm_error(r, 415, "UnsupportedMediaType").await;
+    let r = c.post(&callback).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["serviceUri"], "http://127.0.0.1:9/h");
     let r = c
-        .post(format!("{}/getCallbackConfig", hook_url(&s, "armhook")))
+        .post(&callback)
+        .header("origin", format!("http://{}", s.addr))
         .send()
         .await
         .unwrap();
-    arm_error(r, 415, "UnsupportedMediaType").await;
+    assert_eq!(r.status(), 200);
     let r = c
         .post(format!("{}/getCallbackConfig", hook_url(&s, "armhook")))
         .header("content-type", "application/json")
