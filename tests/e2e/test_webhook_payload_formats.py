@@ -72,8 +72,15 @@ def test_push_and_delete_parse_with_azure_eventgrid_and_cloudevents(open_wharf, 
             assert TS.match(data["timestamp"]) and data["location"], data
             t = data["target"]
             assert t["digest"] == digest and t["repository"] == "e2e/formats", data
-            assert t["url"].endswith(f"/v2/e2e/formats/manifests/{digest}"), data
+            # The scheme and host the client used; plain HTTP here.
+            assert t["url"] == f"http://{open_wharf.host}/v2/e2e/formats/manifests/{digest}", data
             assert data["request"]["method"] == ("PUT" if action == "push" else "DELETE"), data
+            # ContainerRegistryEventData's request.addr and source; an anonymous caller (the
+            # open mode) has no actor.
+            assert data["request"]["addr"].startswith("127.0.0.1:"), data
+            assert data["source"]["addr"] == open_wharf.host, data
+            assert GUID.match(data["source"]["instanceID"]), data
+            assert "actor" not in data, data
             if action == "push":
                 assert t["tag"] == "fmt1" and t["size"] == t["length"] > 0, data
             else:
