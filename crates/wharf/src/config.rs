@@ -1,13 +1,17 @@
-//! Configuration: one struct with a doc comment on every field, defaults in code, a TOML file
-//! on top, then `WHARF_*` environment variables and flags (applied in `main`).
+//! Configuration: one struct with a doc comment on every field, defaults in code (the one
+//! source of every default), a TOML file on top, then `WHARF_*` environment variables (every
+//! key has one: `WHARF_<KEY>` at the top level, `WHARF_<SECTION>_<KEY>` in a section; see
+//! [`Config::load_layered`]), then flags (applied in `main`). [`Config::validate`] refuses a
+//! bad value naming the key and where it came from.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address to listen on.
@@ -27,13 +31,17 @@ pub struct Config {
     pub tls: Tls,
     pub auth: Auth,
     pub registry: Registry,
+    /// Where each key that is not a default came from ("config file …", a variable's name, a
+    /// flag), by dotted key ("webhooks.timeout_secs"), for error messages.
+    #[serde(skip)]
+    pub sources: BTreeMap<String, String>,
 }
 
 /// Where the registry sits in ARM: the names in the management API's paths
 /// (`/subscriptions/{subscription_id}/resourceGroups/{resource_group}/providers/
 /// Microsoft.ContainerRegistry/registries/{name}`) and in every resource `id`, the Event Grid
 /// `topic` and the CloudEvents `source`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Registry {
     /// The registry's name, 5 to 50 letters and digits: also the admin user's name.
@@ -59,7 +67,7 @@ impl Default for Registry {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Auth {
     /// Check credentials on every request: the admin user, tokens with scope maps, the token
@@ -71,9 +79,11 @@ pub struct Auth {
     pub insecure_open: bool,
     /// Moved to `registry.name`; refused here with a message saying so.
     #[doc(hidden)]
+    #[serde(skip_serializing)]
     pub registry_name: Option<String>,
     /// Moved to `registry.login_server`; refused here with a message saying so.
     #[doc(hidden)]
+    #[serde(skip_serializing)]
     pub login_server: Option<String>,
     /// Lifetime of access tokens from the token server, in seconds.
     pub access_token_lifetime_secs: u64,
@@ -114,16 +124,16 @@ impl Auth {
             enabled: self.enabled,
             arm: registry.arm(),
             login_server: non_empty(&registry.login_server),
-            access_token_lifetime: Duration::from_secs(self.access_token_lifetime_secs.max(60)),
+            access_token_lifetime: Duration::from_secs(self.access_token_lifetime_secs),
             tags_list_needs_metadata_read: self.tags_list_needs_metadata_read,
             management_token: non_empty(&self.management_token),
-            max_failed_logins_per_minute: self.max_failed_logins_per_minute.max(1),
+            max_failed_logins_per_minute: self.max_failed_logins_per_minute,
             ..Default::default()
         }
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest manifest accepted, in bytes (larger ones get 413).
@@ -142,7 +152,7 @@ pub struct Limits {
     pub min_free_space: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Webhooks {
     /// User-Agent of deliveries. Receivers that recognise ACR by its agent can be given
@@ -174,7 +184,7 @@ pub struct Webhooks {
 }
 
 /// `webhooks.allow_loopback`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LoopbackTargets {
     Auto,
@@ -182,7 +192,7 @@ pub enum LoopbackTargets {
     Refuse,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Tls {
     /// PEM file with the server's certificate chain, leaf first. With `key`, the listener
@@ -222,6 +232,7 @@ impl Default for Config {
             tls: Tls::default(),
             auth: Auth::default(),
             registry: Registry::default(),
+            sources: BTreeMap::new(),
         }
     }
 }
@@ -295,50 +306,28 @@ impl Registry {
             registry: self.name.clone(),
         }
     }
-
-    /// Checks the names against ARM's rules; the message names the setting, its flag and its
-    /// variable.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        use wharf_core::arm::ArmIdentityError as E;
-        if let Err(e) = self.arm().validate() {
-            let (key, flag, var, value) = match e {
-                E::Subscription => (
-                    "registry.subscription_id",
-                    "--subscription-id",
-                    "WHARF_SUBSCRIPTION_ID",
-                    &self.subscription_id,
-                ),
-                E::ResourceGroup => (
-                    "registry.resource_group",
-                    "--resource-group",
-                    "WHARF_RESOURCE_GROUP",
-                    &self.resource_group,
-                ),
-                E::Registry => (
-                    "registry.name",
-                    "--registry-name",
-                    "WHARF_REGISTRY_NAME",
-                    &self.name,
-                ),
-            };
-            anyhow::bail!("{key} ({flag}, {var}) is {value:?}: {e}");
-        }
-        let l = &self.login_server;
-        if l.contains("://")
-            || l.contains('/')
-            || l.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
-            anyhow::bail!(
-                "registry.login_server (--login-server, WHARF_LOGIN_SERVER) is {l:?}: must be \
-                 host[:port], without a scheme or a path"
-            );
-        }
-        Ok(())
-    }
 }
 
 impl Config {
-    /// Checks what the parsers cannot: the registry's ARM names, and keys that moved.
+    /// Where `key` (dotted, "webhooks.timeout_secs") got its value: a flag, a variable, the
+    /// config file, or the default.
+    pub fn source(&self, key: &str) -> &str {
+        self.sources.get(key).map_or("the default", String::as_str)
+    }
+
+    /// Records that a flag set `key`.
+    pub fn set_by(&mut self, key: &str, source: &str) {
+        self.sources.insert(key.to_owned(), source.to_owned());
+    }
+
+    /// An error naming the key, its value (unless secret) and where the value came from.
+    fn bad(&self, key: &str, value: &dyn std::fmt::Debug, why: &str) -> anyhow::Error {
+        anyhow::anyhow!("{key} (from {}) is {value:?}: {why}", self.source(key))
+    }
+
+    /// Checks what the parsers cannot, before anything starts: ranges, required values, the
+    /// registry's ARM names, keys that moved. Nothing is clamped or replaced: a value that
+    /// does not fit is refused with its key and where it came from.
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.auth.registry_name.is_some() {
             anyhow::bail!("auth.registry_name has moved: set registry.name instead");
@@ -346,16 +335,250 @@ impl Config {
         if self.auth.login_server.is_some() {
             anyhow::bail!("auth.login_server has moved: set registry.login_server instead");
         }
-        self.registry.validate()
+        let required = [
+            ("listen", &self.listen),
+            ("region", &self.region),
+            ("log_level", &self.log_level),
+            ("webhooks.user_agent", &self.webhooks.user_agent),
+        ];
+        for (key, v) in required {
+            if v.trim().is_empty() {
+                return Err(self.bad(key, v, "a value is required"));
+            }
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(self.bad("data_dir", &self.data_dir, "a value is required"));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(self.bad("log_format", &self.log_format, "must be text or json"));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return Err(self.bad("log_level", &self.log_level, &e.to_string()));
+        }
+        let at_least_one = [
+            (
+                "limits.max_manifest_bytes",
+                self.limits.max_manifest_bytes as u64,
+            ),
+            (
+                "limits.max_tags_per_put",
+                self.limits.max_tags_per_put as u64,
+            ),
+            ("limits.upload_expiry_secs", self.limits.upload_expiry_secs),
+            (
+                "limits.header_timeout_secs",
+                self.limits.header_timeout_secs,
+            ),
+            (
+                "tls.handshake_timeout_secs",
+                self.tls.handshake_timeout_secs,
+            ),
+            ("webhooks.timeout_secs", self.webhooks.timeout_secs),
+            (
+                "webhooks.max_concurrency",
+                self.webhooks.max_concurrency as u64,
+            ),
+            (
+                "webhooks.per_webhook_concurrency",
+                self.webhooks.per_webhook_concurrency as u64,
+            ),
+            (
+                "webhooks.history_retention_days",
+                self.webhooks.history_retention_days,
+            ),
+            (
+                "auth.max_failed_logins_per_minute",
+                u64::from(self.auth.max_failed_logins_per_minute),
+            ),
+        ];
+        for (key, v) in at_least_one {
+            if v == 0 {
+                return Err(self.bad(key, &v, "must be at least 1"));
+            }
+        }
+        // Beyond these, a duration no longer fits the timers and clocks it feeds.
+        let at_most = [
+            (
+                "limits.upload_expiry_secs",
+                self.limits.upload_expiry_secs,
+                MAX_SECS,
+            ),
+            (
+                "limits.header_timeout_secs",
+                self.limits.header_timeout_secs,
+                MAX_SECS,
+            ),
+            (
+                "limits.shutdown_grace_secs",
+                self.limits.shutdown_grace_secs,
+                MAX_SECS,
+            ),
+            (
+                "tls.handshake_timeout_secs",
+                self.tls.handshake_timeout_secs,
+                MAX_SECS,
+            ),
+            (
+                "tls.reload_interval_secs",
+                self.tls.reload_interval_secs,
+                MAX_SECS,
+            ),
+            (
+                "webhooks.timeout_secs",
+                self.webhooks.timeout_secs,
+                MAX_SECS,
+            ),
+            (
+                "webhooks.history_retention_days",
+                self.webhooks.history_retention_days,
+                MAX_SECS / 86400,
+            ),
+            (
+                "auth.access_token_lifetime_secs",
+                self.auth.access_token_lifetime_secs,
+                MAX_SECS,
+            ),
+        ];
+        for (key, v, max) in at_most {
+            if v > max {
+                return Err(self.bad(key, &v, &format!("must be at most {max}")));
+            }
+        }
+        if self.auth.access_token_lifetime_secs < 60 {
+            return Err(self.bad(
+                "auth.access_token_lifetime_secs",
+                &self.auth.access_token_lifetime_secs,
+                "must be at least 60 (clients need time to use a token)",
+            ));
+        }
+        let w = &self.webhooks;
+        if w.retry_schedule_secs.is_empty() {
+            return Err(self.bad(
+                "webhooks.retry_schedule_secs",
+                &w.retry_schedule_secs,
+                "needs at least one attempt, e.g. [0]",
+            ));
+        }
+        if let Some(d) = w.retry_schedule_secs.iter().find(|d| **d > MAX_SECS) {
+            return Err(self.bad(
+                "webhooks.retry_schedule_secs",
+                &w.retry_schedule_secs,
+                &format!("the delay {d} is more than {MAX_SECS}"),
+            ));
+        }
+        if !(0.0..=1.0).contains(&w.retry_jitter) {
+            return Err(self.bad(
+                "webhooks.retry_jitter",
+                &w.retry_jitter,
+                "must be a fraction from 0.0 to 1.0",
+            ));
+        }
+        if let Err(e) = parse_networks(&w.allow_networks) {
+            return Err(self.bad("webhooks.allow_networks", &w.allow_networks, &e.to_string()));
+        }
+        if let Err(e) = self
+            .limits
+            .min_free_space
+            .parse::<wharf_store::FreeSpaceFloor>()
+        {
+            return Err(self.bad("limits.min_free_space", &self.limits.min_free_space, &e));
+        }
+        // Secrets: named, never shown.
+        for (key, v) in [
+            ("auth.management_token", &self.auth.management_token),
+            ("auth.secret_key", &self.auth.secret_key),
+        ] {
+            if v.chars().any(|c| c.is_control() || c == ' ') {
+                anyhow::bail!(
+                    "{key} (from {}) contains a space or a control character",
+                    self.source(key)
+                );
+            }
+        }
+        self.validate_registry()?;
+        self.tls_files()?;
+        Ok(())
     }
 
+    /// The registry's ARM names, checked against ARM's rules.
+    fn validate_registry(&self) -> anyhow::Result<()> {
+        use wharf_core::arm::ArmIdentityError as E;
+        let r = &self.registry;
+        if let Err(e) = r.arm().validate() {
+            let (key, value) = match e {
+                E::Subscription => ("registry.subscription_id", &r.subscription_id),
+                E::ResourceGroup => ("registry.resource_group", &r.resource_group),
+                E::Registry => ("registry.name", &r.name),
+            };
+            return Err(self.bad(key, value, &e.to_string()));
+        }
+        let l = &r.login_server;
+        if l.contains("://")
+            || l.contains('/')
+            || l.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(self.bad(
+                "registry.login_server",
+                l,
+                "must be host[:port], without a scheme or a path",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The file alone over the defaults (no variables, no flags).
     pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
-        let Some(path) = path else {
-            return Ok(Config::default());
-        };
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+        Config::load_layered(path, std::iter::empty())
+    }
+
+    /// Defaults, then the file at `path`, then the `WHARF_*` configuration variables among
+    /// `env` (see [`env_settings`]); every value goes through one deserialization. Flags come
+    /// after, in `main`.
+    pub fn load_layered(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Config> {
+        let mut table = toml::Table::new();
+        let mut sources = BTreeMap::new();
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            // Parsed as the struct first: toml's own errors point at the line and the key.
+            toml::from_str::<Config>(&text)
+                .with_context(|| format!("parsing config file {}", path.display()))?;
+            table = toml::from_str(&text)
+                .with_context(|| format!("parsing config file {}", path.display()))?;
+            let from = format!("config file {}", path.display());
+            for (k, v) in &table {
+                match v.as_table() {
+                    Some(section) => {
+                        for kk in section.keys() {
+                            sources.insert(format!("{k}.{kk}"), from.clone());
+                        }
+                    }
+                    None => {
+                        sources.insert(k.clone(), from.clone());
+                    }
+                }
+            }
+        }
+        for s in env_settings(env)? {
+            let slot = match s.key.section {
+                "" => &mut table,
+                section => table
+                    .entry(section)
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                    .as_table_mut()
+                    .context("a section of the config file is not a table")?,
+            };
+            slot.insert(s.key.name.to_owned(), s.value);
+            sources.insert(s.key.dotted(), s.var);
+        }
+        let mut cfg: Config = toml::Value::Table(table)
+            .try_into()
+            .context("reading the configuration")?;
+        cfg.sources = sources;
+        Ok(cfg)
     }
 
     /// The parsed free-space floor.
@@ -374,8 +597,14 @@ impl Config {
                 key: key.clone(),
             })),
             (None, None) => Ok(None),
-            (Some(_), None) => anyhow::bail!("tls.cert (--tls-cert) is set but tls.key is not"),
-            (None, Some(_)) => anyhow::bail!("tls.key (--tls-key) is set but tls.cert is not"),
+            (Some(_), None) => anyhow::bail!(
+                "tls.cert (from {}) is set but tls.key is not: give both or neither",
+                self.source("tls.cert")
+            ),
+            (None, Some(_)) => anyhow::bail!(
+                "tls.key (from {}) is set but tls.cert is not: give both or neither",
+                self.source("tls.key")
+            ),
         }
     }
 
@@ -402,21 +631,270 @@ impl Config {
             own_addr: Some(listen),
             region: self.region.clone(),
             user_agent: w.user_agent.clone(),
-            timeout: Duration::from_secs(w.timeout_secs.max(1)),
+            // Values `validate` has checked: no clamping here.
+            timeout: Duration::from_secs(w.timeout_secs),
             retry: wharf_hooks::retry::RetryPolicy {
-                schedule: if w.retry_schedule_secs.is_empty() {
-                    vec![0]
-                } else {
-                    w.retry_schedule_secs.clone()
-                },
-                jitter: w.retry_jitter.clamp(0.0, 1.0),
+                schedule: w.retry_schedule_secs.clone(),
+                jitter: w.retry_jitter,
             },
-            max_concurrency: w.max_concurrency.max(1),
-            per_webhook_concurrency: w.per_webhook_concurrency.max(1),
+            max_concurrency: w.max_concurrency,
+            per_webhook_concurrency: w.per_webhook_concurrency,
             history_retention: Duration::from_secs(w.history_retention_days * 86400),
             response_body_cap: w.response_body_cap,
         })
     }
+}
+
+/// The longest duration in seconds a setting may give: about 100 years, far beyond any use,
+/// and well inside what `Duration`, `Instant` and millisecond clocks can add.
+const MAX_SECS: u64 = 100 * 365 * 86400;
+
+/// The TOML type of a config key, for reading it from a variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Str,
+    Int,
+    Float,
+    Bool,
+    /// A TOML array literal, e.g. `["10.0.0.0/8"]` or `[0, 5, 300]`.
+    List,
+}
+
+/// One key of the config file: its section ("" at the top level), name and type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    pub section: &'static str,
+    pub name: &'static str,
+    kind: Kind,
+}
+
+impl Key {
+    /// "webhooks.timeout_secs", or "listen" at the top level.
+    pub fn dotted(&self) -> String {
+        match self.section {
+            "" => self.name.to_owned(),
+            s => format!("{s}.{}", self.name),
+        }
+    }
+
+    /// `WHARF_WEBHOOKS_TIMEOUT_SECS`, `WHARF_LISTEN`.
+    pub fn variable(&self) -> String {
+        format!("WHARF_{}", self.dotted().replace('.', "_")).to_uppercase()
+    }
+
+    fn secret(&self) -> bool {
+        SECRET_KEYS.contains(&self.dotted().as_str())
+    }
+}
+
+const fn key(section: &'static str, name: &'static str, kind: Kind) -> Key {
+    Key {
+        section,
+        name,
+        kind,
+    }
+}
+
+/// The sections of the config file.
+pub const SECTIONS: &[&str] = &["limits", "webhooks", "tls", "auth", "registry"];
+
+/// Every key of the config file (a test checks this against the struct).
+pub const KEYS: &[Key] = &[
+    key("", "listen", Kind::Str),
+    key("", "data_dir", Kind::Str),
+    key("", "region", Kind::Str),
+    key("", "log_format", Kind::Str),
+    key("", "log_level", Kind::Str),
+    key("", "automatic_mount", Kind::Bool),
+    key("limits", "max_manifest_bytes", Kind::Int),
+    key("limits", "max_tags_per_put", Kind::Int),
+    key("limits", "upload_expiry_secs", Kind::Int),
+    key("limits", "header_timeout_secs", Kind::Int),
+    key("limits", "shutdown_grace_secs", Kind::Int),
+    key("limits", "min_free_space", Kind::Str),
+    key("webhooks", "user_agent", Kind::Str),
+    key("webhooks", "timeout_secs", Kind::Int),
+    key("webhooks", "retry_schedule_secs", Kind::List),
+    key("webhooks", "retry_jitter", Kind::Float),
+    key("webhooks", "max_concurrency", Kind::Int),
+    key("webhooks", "per_webhook_concurrency", Kind::Int),
+    key("webhooks", "history_retention_days", Kind::Int),
+    key("webhooks", "response_body_cap", Kind::Int),
+    key("webhooks", "allow_loopback", Kind::Str),
+    key("webhooks", "allow_networks", Kind::List),
+    key("tls", "cert", Kind::Str),
+    key("tls", "key", Kind::Str),
+    key("tls", "reload_interval_secs", Kind::Int),
+    key("tls", "handshake_timeout_secs", Kind::Int),
+    key("auth", "enabled", Kind::Bool),
+    key("auth", "insecure_open", Kind::Bool),
+    key("auth", "access_token_lifetime_secs", Kind::Int),
+    key("auth", "tags_list_needs_metadata_read", Kind::Bool),
+    key("auth", "management_token", Kind::Str),
+    key("auth", "secret_key", Kind::Str),
+    key("auth", "max_failed_logins_per_minute", Kind::Int),
+    key("registry", "name", Kind::Str),
+    key("registry", "subscription_id", Kind::Str),
+    key("registry", "resource_group", Kind::Str),
+    key("registry", "login_server", Kind::Str),
+];
+
+/// Keys whose values never appear in a message.
+const SECRET_KEYS: &[&str] = &["auth.management_token", "auth.secret_key"];
+
+/// The variables these keys had before every key had one; they keep their meaning, next to
+/// the generic name.
+pub const ALIASES: &[(&str, &str)] = &[
+    ("WHARF_LOG", "log_level"),
+    ("WHARF_MIN_FREE_SPACE", "limits.min_free_space"),
+    ("WHARF_AUTH", "auth.enabled"),
+    ("WHARF_INSECURE_OPEN_REGISTRY", "auth.insecure_open"),
+    ("WHARF_MANAGEMENT_TOKEN", "auth.management_token"),
+    ("WHARF_SECRET_KEY", "auth.secret_key"),
+    ("WHARF_SUBSCRIPTION_ID", "registry.subscription_id"),
+    ("WHARF_RESOURCE_GROUP", "registry.resource_group"),
+    ("WHARF_LOGIN_SERVER", "registry.login_server"),
+];
+
+/// A config value read from a variable.
+#[derive(Debug)]
+pub struct EnvSetting {
+    pub var: String,
+    pub key: Key,
+    pub value: toml::Value,
+}
+
+fn find_key(dotted: &str) -> Option<Key> {
+    KEYS.iter().copied().find(|k| k.dotted() == dotted)
+}
+
+/// Which key a variable sets: `Ok(None)` for a variable that is no configuration (`WHARF_CONFIG`,
+/// the CLI's `WHARF_SERVER`, ...), an error for one that names a section but no key of it.
+fn resolve(var: &str) -> anyhow::Result<Option<Key>> {
+    if let Some((_, dotted)) = ALIASES.iter().find(|(a, _)| *a == var) {
+        return Ok(find_key(dotted));
+    }
+    let Some(rest) = var.strip_prefix("WHARF_") else {
+        return Ok(None);
+    };
+    let rest = rest.to_ascii_lowercase();
+    if let Some(k) = KEYS.iter().find(|k| k.section.is_empty() && k.name == rest) {
+        return Ok(Some(*k));
+    }
+    for section in SECTIONS {
+        if let Some(name) = rest.strip_prefix(section).and_then(|r| r.strip_prefix('_')) {
+            if let Some(k) = KEYS
+                .iter()
+                .find(|k| k.section == *section && k.name == name)
+            {
+                return Ok(Some(*k));
+            }
+            let known: Vec<String> = KEYS
+                .iter()
+                .filter(|k| k.section == *section)
+                .map(Key::variable)
+                .collect();
+            anyhow::bail!(
+                "{var}: [{section}] has no key {name:?}; its variables are {}",
+                known.join(", ")
+            );
+        }
+    }
+    Ok(None)
+}
+
+/// Reads one variable's text as the key's TOML type.
+fn parse_value(var: &str, key: Key, raw: &str) -> anyhow::Result<toml::Value> {
+    let shown = |raw: &str| {
+        if key.secret() {
+            String::from("(a secret, not shown)")
+        } else {
+            format!("{raw:?}")
+        }
+    };
+    let dotted = key.dotted();
+    let t = raw.trim();
+    Ok(match key.kind {
+        Kind::Str => toml::Value::String(raw.to_owned()),
+        Kind::Int => toml::Value::Integer(t.parse().map_err(|_| {
+            anyhow::anyhow!("{var} ({dotted}) is {}: must be an integer", shown(raw))
+        })?),
+        Kind::Float => match t.parse::<f64>() {
+            Ok(f) if f.is_finite() => toml::Value::Float(f),
+            _ => anyhow::bail!("{var} ({dotted}) is {}: must be a number", shown(raw)),
+        },
+        Kind::Bool => toml::Value::Boolean(match t.to_ascii_lowercase().as_str() {
+            // The words clap accepted for these variables before, so their meaning stays.
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => anyhow::bail!(
+                "{var} ({dotted}) is {}: must be true or false (or 1/0, yes/no, on/off)",
+                shown(raw)
+            ),
+        }),
+        Kind::List => {
+            let parsed = t
+                .starts_with('[')
+                .then(|| toml::from_str::<toml::Table>(&format!("v = {t}")).ok())
+                .flatten()
+                .and_then(|mut tb| tb.remove("v"));
+            match parsed {
+                Some(v @ toml::Value::Array(_)) => v,
+                _ => anyhow::bail!(
+                    "{var} ({dotted}) is {}: must be a TOML array, e.g. [\"a\", \"b\"] or [0, 5]",
+                    shown(raw)
+                ),
+            }
+        }
+    })
+}
+
+/// The configuration variables among `env`, each read as its key's type and checked against
+/// the key's field alone (so a wrong type names the variable). An empty variable counts as
+/// unset, as it did when clap read these. Two variables for one key (a name and its alias)
+/// are an error rather than a silent choice.
+pub fn env_settings(
+    env: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<Vec<EnvSetting>> {
+    let mut out: BTreeMap<String, EnvSetting> = BTreeMap::new();
+    let mut env: Vec<(String, String)> = env.into_iter().collect();
+    env.sort();
+    for (var, raw) in env {
+        let Some(key) = resolve(&var)? else {
+            continue;
+        };
+        if raw.is_empty() {
+            continue;
+        }
+        let value = parse_value(&var, key, &raw)?;
+        let mut probe = toml::Table::new();
+        match key.section {
+            "" => {
+                probe.insert(key.name.into(), value.clone());
+            }
+            s => {
+                let mut inner = toml::Table::new();
+                inner.insert(key.name.into(), value.clone());
+                probe.insert(s.into(), toml::Value::Table(inner));
+            }
+        }
+        if let Err(e) = toml::Value::Table(probe).try_into::<Config>() {
+            let dotted = key.dotted();
+            if key.secret() {
+                anyhow::bail!("{var} ({dotted}) is not a valid value");
+            }
+            anyhow::bail!("{var} ({dotted}) is {raw:?}: {}", e.to_string().trim());
+        }
+        if let Some(other) = out.get(&key.dotted()) {
+            anyhow::bail!(
+                "{} and {var} both set {}: set only one",
+                other.var,
+                key.dotted()
+            );
+        }
+        out.insert(key.dotted(), EnvSetting { var, key, value });
+    }
+    Ok(out.into_values().collect())
 }
 
 #[cfg(test)]
@@ -552,5 +1030,320 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused() {
         assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+    }
+}
+
+#[cfg(test)]
+mod env_tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn load(file: Option<&str>, vars: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wharf.toml");
+        if let Some(text) = file {
+            std::fs::write(&path, text).unwrap();
+        }
+        let c = Config::load_layered(file.map(|_| path.as_path()), env(vars))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn err(file: Option<&str>, vars: &[(&str, &str)]) -> String {
+        format!("{:#}", load(file, vars).unwrap_err())
+    }
+
+    #[test]
+    fn keys_list_every_field_of_the_struct_and_nothing_else() {
+        // The defaults serialized: every key but the optional TLS paths.
+        let t = toml::Table::try_from(Config::default()).unwrap();
+        let mut from_struct: Vec<String> = Vec::new();
+        for (k, v) in &t {
+            match v.as_table() {
+                Some(s) => from_struct.extend(s.keys().map(|kk| format!("{k}.{kk}"))),
+                None => from_struct.push(k.clone()),
+            }
+        }
+        from_struct.extend(["tls.cert".into(), "tls.key".into()]);
+        from_struct.sort();
+        let mut listed: Vec<String> = KEYS.iter().map(Key::dotted).collect();
+        listed.sort();
+        assert_eq!(from_struct, listed);
+        for k in KEYS {
+            let v = if k.section.is_empty() { "" } else { k.section };
+            assert!(v.is_empty() || SECTIONS.contains(&v), "{k:?}");
+        }
+        for (alias, key) in ALIASES {
+            assert!(find_key(key).is_some(), "{alias} -> {key}");
+        }
+    }
+
+    #[test]
+    fn every_section_and_the_top_level_take_variables_of_every_type() {
+        let c = load(
+            None,
+            &[
+                ("WHARF_LISTEN", "127.0.0.1:7000"),
+                ("WHARF_LOG_LEVEL", "debug"),
+                ("WHARF_AUTOMATIC_MOUNT", "true"),
+                ("WHARF_LIMITS_MAX_MANIFEST_BYTES", "1000"),
+                ("WHARF_LIMITS_MIN_FREE_SPACE", "2GiB"),
+                ("WHARF_WEBHOOKS_TIMEOUT_SECS", "9"),
+                ("WHARF_WEBHOOKS_RETRY_JITTER", "0.5"),
+                ("WHARF_WEBHOOKS_RETRY_SCHEDULE_SECS", "[0, 1, 2]"),
+                ("WHARF_WEBHOOKS_ALLOW_NETWORKS", "[\"10.0.0.0/8\"]"),
+                ("WHARF_WEBHOOKS_ALLOW_LOOPBACK", "refuse"),
+                ("WHARF_TLS_RELOAD_INTERVAL_SECS", "0"),
+                ("WHARF_AUTH_ACCESS_TOKEN_LIFETIME_SECS", "600"),
+                ("WHARF_AUTH_ENABLED", "1"),
+                ("WHARF_AUTH_MANAGEMENT_TOKEN", "wharfm_abc"),
+                ("WHARF_REGISTRY_NAME", "fabrikam"),
+                ("WHARF_REGISTRY_RESOURCE_GROUP", "rg-prod"),
+                // Not configuration: left alone.
+                ("WHARF_SERVER", "http://x"),
+                ("WHARF_CONFIG", "/nowhere"),
+                ("WHARF_BENCH_BASIC", "u:p"),
+                ("PATH", "/bin"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:7000");
+        assert_eq!(c.log_level, "debug");
+        assert!(c.automatic_mount);
+        assert_eq!(c.limits.max_manifest_bytes, 1000);
+        assert_eq!(c.limits.min_free_space, "2GiB");
+        assert_eq!(c.webhooks.timeout_secs, 9);
+        assert_eq!(c.webhooks.retry_jitter, 0.5);
+        assert_eq!(c.webhooks.retry_schedule_secs, [0, 1, 2]);
+        assert_eq!(c.webhooks.allow_networks, ["10.0.0.0/8"]);
+        assert_eq!(c.webhooks.allow_loopback, LoopbackTargets::Refuse);
+        assert_eq!(c.tls.reload_interval_secs, 0);
+        assert_eq!(c.auth.access_token_lifetime_secs, 600);
+        assert!(c.auth.enabled);
+        assert_eq!(c.auth.management_token, "wharfm_abc");
+        assert_eq!(c.registry.name, "fabrikam");
+        assert_eq!(c.registry.resource_group, "rg-prod");
+        assert_eq!(
+            c.source("webhooks.timeout_secs"),
+            "WHARF_WEBHOOKS_TIMEOUT_SECS"
+        );
+        assert_eq!(c.source("region"), "the default");
+        // TLS paths, and the older names.
+        let c = load(
+            None,
+            &[
+                ("WHARF_TLS_CERT", "/c.pem"),
+                ("WHARF_TLS_KEY", "/k.pem"),
+                ("WHARF_LOG", "warn"),
+                ("WHARF_AUTH", "true"),
+                ("WHARF_INSECURE_OPEN_REGISTRY", "false"),
+                ("WHARF_MIN_FREE_SPACE", "0"),
+                (
+                    "WHARF_SUBSCRIPTION_ID",
+                    "6f1a2b3c-0000-4000-8000-00000000abcd",
+                ),
+                ("WHARF_RESOURCE_GROUP", "rg2"),
+                ("WHARF_LOGIN_SERVER", "reg.example:5000"),
+                ("WHARF_MANAGEMENT_TOKEN", "wharfm_x"),
+                ("WHARF_SECRET_KEY", ""),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.tls.cert, Some(PathBuf::from("/c.pem")));
+        assert_eq!(c.tls.key, Some(PathBuf::from("/k.pem")));
+        assert_eq!(c.log_level, "warn");
+        assert!(c.auth.enabled && !c.auth.insecure_open);
+        assert_eq!(c.limits.min_free_space, "0");
+        assert_eq!(
+            c.registry.subscription_id,
+            "6f1a2b3c-0000-4000-8000-00000000abcd"
+        );
+        assert_eq!(c.registry.resource_group, "rg2");
+        assert_eq!(c.registry.login_server, "reg.example:5000");
+        assert_eq!(c.auth.management_token, "wharfm_x");
+        assert_eq!(c.auth.secret_key, "", "an empty variable counts as unset");
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file_which_overrides_the_defaults() {
+        let file = "region = \"westeurope\"\n[webhooks]\ntimeout_secs = 7\nmax_concurrency = 3\n";
+        let c = load(Some(file), &[("WHARF_WEBHOOKS_TIMEOUT_SECS", "11")]).unwrap();
+        assert_eq!(c.webhooks.timeout_secs, 11);
+        assert_eq!(c.webhooks.max_concurrency, 3, "the file's other keys stay");
+        assert_eq!(c.region, "westeurope");
+        assert_eq!(
+            c.webhooks.per_webhook_concurrency,
+            Webhooks::default().per_webhook_concurrency
+        );
+        assert!(c.source("region").starts_with("config file "));
+        assert_eq!(
+            c.source("webhooks.timeout_secs"),
+            "WHARF_WEBHOOKS_TIMEOUT_SECS"
+        );
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_the_variable() {
+        for (var, value, want) in [
+            ("WHARF_WEBHOOKS_TIMEOUT_SECS", "soon", "must be an integer"),
+            (
+                "WHARF_WEBHOOKS_TIMEOUT_SECS",
+                "-1",
+                "WHARF_WEBHOOKS_TIMEOUT_SECS",
+            ),
+            ("WHARF_WEBHOOKS_RETRY_JITTER", "lots", "must be a number"),
+            ("WHARF_AUTH_ENABLED", "maybe", "must be true or false"),
+            ("WHARF_AUTH", "maybe", "must be true or false"),
+            ("WHARF_WEBHOOKS_ALLOW_NETWORKS", "10.0.0.0/8", "TOML array"),
+            (
+                "WHARF_WEBHOOKS_RETRY_SCHEDULE_SECS",
+                "[\"a\"]",
+                "retry_schedule_secs",
+            ),
+            (
+                "WHARF_WEBHOOKS_ALLOW_LOOPBACK",
+                "sometimes",
+                "allow_loopback",
+            ),
+            ("WHARF_LIMITS_MAX_TAGS_PER_PUT", "1.5", "must be an integer"),
+        ] {
+            let e = err(None, &[(var, value)]);
+            assert!(e.contains(var), "{var}={value}: {e}");
+            assert!(e.contains(want), "{var}={value}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_of_a_known_section_is_refused_with_the_section_s_keys() {
+        let e = err(None, &[("WHARF_WEBHOOKS_TIMEOUT", "5")]);
+        assert!(e.contains("WHARF_WEBHOOKS_TIMEOUT:"), "{e}");
+        assert!(e.contains("WHARF_WEBHOOKS_TIMEOUT_SECS"), "{e}");
+        let e = err(None, &[("WHARF_AUTH_REGISTRY_NAME", "x")]);
+        assert!(e.contains("WHARF_AUTH_ENABLED"), "{e}");
+        let e = err(None, &[("WHARF_TLS_CA", "x")]);
+        assert!(e.contains("[tls] has no key"), "{e}");
+    }
+
+    #[test]
+    fn a_name_and_its_alias_together_are_refused() {
+        let e = err(None, &[("WHARF_LOG", "info"), ("WHARF_LOG_LEVEL", "debug")]);
+        assert!(e.contains("WHARF_LOG and WHARF_LOG_LEVEL"), "{e}");
+    }
+
+    #[test]
+    fn secrets_from_variables_never_appear_in_errors() {
+        let secret = "s3cr3t-never-shown";
+        let e = err(None, &[("WHARF_SECRET_KEY", &format!("{secret}\n"))]);
+        assert!(
+            e.contains("auth.secret_key") && e.contains("WHARF_SECRET_KEY"),
+            "{e}"
+        );
+        assert!(!e.contains(secret), "{e}");
+        let e = err(
+            None,
+            &[("WHARF_AUTH_MANAGEMENT_TOKEN", &format!("a {secret}"))],
+        );
+        assert!(e.contains("auth.management_token"), "{e}");
+        assert!(!e.contains(secret), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_not_clamped_naming_key_and_source() {
+        for (file, vars, want) in [
+            (
+                "",
+                &[("WHARF_WEBHOOKS_TIMEOUT_SECS", "0")][..],
+                "webhooks.timeout_secs (from WHARF_WEBHOOKS_TIMEOUT_SECS) is 0",
+            ),
+            (
+                "[webhooks]\nretry_jitter = 1.5\n",
+                &[][..],
+                "webhooks.retry_jitter (from config file",
+            ),
+            (
+                "[webhooks]\nretry_schedule_secs = []\n",
+                &[][..],
+                "webhooks.retry_schedule_secs",
+            ),
+            (
+                "",
+                &[("WHARF_WEBHOOKS_MAX_CONCURRENCY", "0")][..],
+                "webhooks.max_concurrency",
+            ),
+            (
+                "",
+                &[("WHARF_WEBHOOKS_PER_WEBHOOK_CONCURRENCY", "0")][..],
+                "webhooks.per_webhook_concurrency",
+            ),
+            (
+                "",
+                &[("WHARF_WEBHOOKS_HISTORY_RETENTION_DAYS", "0")][..],
+                "webhooks.history_retention_days",
+            ),
+            (
+                "",
+                &[("WHARF_AUTH_ACCESS_TOKEN_LIFETIME_SECS", "59")][..],
+                "auth.access_token_lifetime_secs",
+            ),
+            (
+                "",
+                &[("WHARF_AUTH_MAX_FAILED_LOGINS_PER_MINUTE", "0")][..],
+                "auth.max_failed_logins_per_minute",
+            ),
+            (
+                "",
+                &[("WHARF_LIMITS_HEADER_TIMEOUT_SECS", "0")][..],
+                "limits.header_timeout_secs",
+            ),
+            (
+                "",
+                &[("WHARF_LIMITS_UPLOAD_EXPIRY_SECS", "99999999999999")][..],
+                "must be at most",
+            ),
+            (
+                "",
+                &[("WHARF_TLS_HANDSHAKE_TIMEOUT_SECS", "0")][..],
+                "tls.handshake_timeout_secs",
+            ),
+            (
+                "",
+                &[("WHARF_LIMITS_MIN_FREE_SPACE", "lots")][..],
+                "limits.min_free_space (from WHARF_LIMITS_MIN_FREE_SPACE)",
+            ),
+            (
+                "",
+                &[("WHARF_WEBHOOKS_ALLOW_NETWORKS", "[\"10.0.0.0/33\"]")][..],
+                "webhooks.allow_networks",
+            ),
+            (
+                "",
+                &[("WHARF_LOG_FORMAT", "yaml")][..],
+                "log_format (from WHARF_LOG_FORMAT)",
+            ),
+            ("", &[("WHARF_REGION", " ")][..], "region"),
+            (
+                "",
+                &[("WHARF_REGISTRY_NAME", "ab")][..],
+                "registry.name (from WHARF_REGISTRY_NAME)",
+            ),
+            (
+                "",
+                &[("WHARF_SUBSCRIPTION_ID", "nope")][..],
+                "registry.subscription_id (from WHARF_SUBSCRIPTION_ID)",
+            ),
+            (
+                "",
+                &[("WHARF_TLS_CERT", "/c.pem")][..],
+                "tls.cert (from WHARF_TLS_CERT)",
+            ),
+        ] {
+            let e = err(Some(file), vars);
+            assert!(e.contains(want), "{file:?} {vars:?}: {e}");
+        }
     }
 }

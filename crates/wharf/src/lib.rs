@@ -122,8 +122,9 @@ pub async fn start_with_clock(
         wharf_hooks::Hooks::new(store.clone(), hooks_cfg).context("building the webhook sender")?;
     let dispatcher = hooks.start();
 
-    let expiry_ms =
-        (cfg.limits.upload_expiry_secs.saturating_mul(1000)).min(i64::MAX as u64) as i64;
+    // `validate` bounds the setting well inside i64 milliseconds.
+    let expiry_ms = i64::try_from(cfg.limits.upload_expiry_secs.saturating_mul(1000))
+        .context("limits.upload_expiry_secs is too large")?;
     let reg2 = registry.clone();
     let expirer = tokio::spawn(async move {
         loop {
@@ -159,13 +160,13 @@ pub async fn start_with_clock(
         None => None,
     };
     let opts = wharf_http::ServeOptions {
-        header_timeout: Duration::from_secs(cfg.limits.header_timeout_secs.max(1)),
+        header_timeout: Duration::from_secs(cfg.limits.header_timeout_secs),
         shutdown_grace: Duration::from_secs(cfg.limits.shutdown_grace_secs),
         tls: match tls {
             Some(resolver) => Some(wharf_http::tls::server_config(resolver)?),
             None => None,
         },
-        tls_handshake_timeout: Duration::from_secs(cfg.tls.handshake_timeout_secs.max(1)),
+        tls_handshake_timeout: Duration::from_secs(cfg.tls.handshake_timeout_secs),
     };
     let scheme = if opts.tls.is_some() { "https" } else { "http" };
     let (stop, stopped) = oneshot::channel::<()>();
@@ -185,7 +186,7 @@ pub async fn start_with_clock(
         registry,
         clock,
         tls_reloader,
-        delivery_timeout: Duration::from_secs(cfg.webhooks.timeout_secs.max(1)),
+        delivery_timeout: Duration::from_secs(cfg.webhooks.timeout_secs),
     })
 }
 

@@ -31,6 +31,7 @@ struct Args {
 #[derive(Subcommand)]
 enum Command {
     /// Run the registry (embedded storage, no setup needed).
+    #[command(after_help = SERVE_AFTER_HELP)]
     Serve(ServeArgs),
     /// Manage webhooks, like `az acr webhook`.
     Webhook(cli::WebhookArgs),
@@ -48,61 +49,76 @@ enum Command {
     Repository(repository::RepositoryArgs),
 }
 
+/// How variables map to config keys; the defaults are in wharf.example.toml.
+const SERVE_AFTER_HELP: &str = "\
+Configuration: defaults < the --config file < WHARF_* variables < flags.
+Every key of the file has a variable: WHARF_<KEY> for a top-level key (WHARF_LISTEN,
+WHARF_LOG_LEVEL), WHARF_<SECTION>_<KEY> for a key in a section (WHARF_WEBHOOKS_TIMEOUT_SECS,
+WHARF_AUTH_ACCESS_TOKEN_LIFETIME_SECS, WHARF_TLS_CERT). Values are written as in the file
+without quotes: text, integers, numbers, true/false; lists as TOML arrays, e.g.
+WHARF_WEBHOOKS_ALLOW_NETWORKS='[\"10.0.0.0/8\"]'. An empty variable counts as unset.
+Older names kept: WHARF_LOG (log_level), WHARF_MIN_FREE_SPACE, WHARF_AUTH (auth.enabled),
+WHARF_INSECURE_OPEN_REGISTRY (auth.insecure_open), WHARF_MANAGEMENT_TOKEN, WHARF_SECRET_KEY,
+WHARF_SUBSCRIPTION_ID, WHARF_RESOURCE_GROUP, WHARF_LOGIN_SERVER (in [registry]).
+A bad value, or a WHARF_<SECTION>_ variable naming no key of the section, stops start-up
+with a message naming the key and where its value came from.";
+
 #[derive(clap::Args)]
 struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:5000]
-    #[arg(long, env = "WHARF_LISTEN")]
+    #[arg(long)]
     listen: Option<String>,
     /// Data directory [default: ./wharf-data]
-    #[arg(long, env = "WHARF_DATA_DIR")]
+    #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// TOML configuration file (see wharf.example.toml)
+    /// TOML configuration file (see wharf.example.toml). Every key of it can also be set by a
+    /// WHARF_* variable, and every flag overrides both (see below)
     #[arg(long, env = "WHARF_CONFIG")]
     config: Option<PathBuf>,
     /// Log format: text or json [default: text]
-    #[arg(long, env = "WHARF_LOG_FORMAT")]
+    #[arg(long)]
     log_format: Option<String>,
     /// Log filter, e.g. info or wharf_http=debug [default: info]
-    #[arg(long, env = "WHARF_LOG")]
+    #[arg(long)]
     log_level: Option<String>,
     /// Region of this server [default: local]
-    #[arg(long, env = "WHARF_REGION")]
+    #[arg(long)]
     region: Option<String>,
     /// Refuse writes while the data volume has less free space than this: auto (1% of the
     /// volume, at most 256 MiB), bytes, KiB, MiB, GiB or a percentage of the volume, e.g.
     /// 512MiB or 2% (0 turns the floor off) [default: auto]
-    #[arg(long, env = "WHARF_MIN_FREE_SPACE")]
+    #[arg(long)]
     min_free_space: Option<String>,
     /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain, leaf first; needs
     /// --tls-key. Reloaded when the file changes or on SIGHUP [default: plain HTTP]
-    #[arg(long, env = "WHARF_TLS_CERT", value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1; not encrypted)
-    #[arg(long, env = "WHARF_TLS_KEY", value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     tls_key: Option<PathBuf>,
     /// The registry's name (5 to 50 letters and digits): the `{registryName}` of the ARM
     /// management paths and ids, and the admin user's name [default: wharf]
-    #[arg(long, env = "WHARF_REGISTRY_NAME")]
+    #[arg(long)]
     registry_name: Option<String>,
     /// The subscription id (a GUID) of the ARM management paths and ids
     /// [default: 00000000-0000-0000-0000-000000000000]
-    #[arg(long, env = "WHARF_SUBSCRIPTION_ID")]
+    #[arg(long)]
     subscription_id: Option<String>,
     /// The resource group of the ARM management paths and ids [default: wharf]
-    #[arg(long, env = "WHARF_RESOURCE_GROUP")]
+    #[arg(long)]
     resource_group: Option<String>,
     /// The login server (host[:port]): the registry's loginServer, the token service name and
     /// the audience of issued tokens [default: the host clients address]
-    #[arg(long, env = "WHARF_LOGIN_SERVER")]
+    #[arg(long)]
     login_server: Option<String>,
     /// Turn access control on: the admin user, tokens and scope maps, the token server. The
     /// first start prints the admin password and a management token once [default: off]
-    #[arg(long, env = "WHARF_AUTH")]
+    #[arg(long)]
     auth: bool,
     /// Run WITHOUT access control on a non-loopback address: anyone who can reach the
     /// registry can push, delete and read webhook secrets. Without --auth, Wharf refuses to
     /// listen beyond loopback unless this is given
-    #[arg(long, env = "WHARF_INSECURE_OPEN_REGISTRY")]
+    #[arg(long)]
     insecure_open_registry: bool,
 }
 
@@ -124,61 +140,77 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
-    let mut cfg = config::Config::load(a.config.as_deref())?;
-    if let Some(v) = a.listen {
-        cfg.listen = v;
+    let mut env = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        let Ok(k) = k.into_string() else { continue };
+        match v.into_string() {
+            Ok(v) => env.push((k, v)),
+            // Not read as something else: refused, by name.
+            Err(_) if k.starts_with("WHARF_") => anyhow::bail!("{k} is not valid UTF-8"),
+            Err(_) => {}
+        }
     }
-    if let Some(v) = a.data_dir {
-        cfg.data_dir = v;
+    let mut cfg = config::Config::load_layered(a.config.as_deref(), env)?;
+    // Flags last; each records itself as the source of its key for error messages.
+    macro_rules! flag {
+        ($v:expr, $key:literal, $flag:literal, $slot:expr) => {
+            if let Some(v) = $v {
+                $slot = v;
+                cfg.set_by($key, $flag);
+            }
+        };
     }
-    if let Some(v) = a.log_format {
-        cfg.log_format = v;
-    }
-    if let Some(v) = a.log_level {
-        cfg.log_level = v;
-    }
-    if let Some(v) = a.region {
-        cfg.region = v;
-    }
-    if let Some(v) = a.min_free_space {
-        cfg.limits.min_free_space = v;
-    }
-    if let Some(v) = a.registry_name {
-        cfg.registry.name = v;
-    }
-    if let Some(v) = a.subscription_id {
-        cfg.registry.subscription_id = v;
-    }
-    if let Some(v) = a.resource_group {
-        cfg.registry.resource_group = v;
-    }
-    if let Some(v) = a.login_server {
-        cfg.registry.login_server = v;
-    }
-    // Before the listener is bound: a bad name is a configuration error.
+    flag!(a.listen, "listen", "--listen", cfg.listen);
+    flag!(a.data_dir, "data_dir", "--data-dir", cfg.data_dir);
+    flag!(a.log_format, "log_format", "--log-format", cfg.log_format);
+    flag!(a.log_level, "log_level", "--log-level", cfg.log_level);
+    flag!(a.region, "region", "--region", cfg.region);
+    flag!(
+        a.min_free_space,
+        "limits.min_free_space",
+        "--min-free-space",
+        cfg.limits.min_free_space
+    );
+    flag!(
+        a.registry_name,
+        "registry.name",
+        "--registry-name",
+        cfg.registry.name
+    );
+    flag!(
+        a.subscription_id,
+        "registry.subscription_id",
+        "--subscription-id",
+        cfg.registry.subscription_id
+    );
+    flag!(
+        a.resource_group,
+        "registry.resource_group",
+        "--resource-group",
+        cfg.registry.resource_group
+    );
+    flag!(
+        a.login_server,
+        "registry.login_server",
+        "--login-server",
+        cfg.registry.login_server
+    );
+    flag!(
+        a.auth.then_some(true),
+        "auth.enabled",
+        "--auth",
+        cfg.auth.enabled
+    );
+    flag!(
+        a.insecure_open_registry.then_some(true),
+        "auth.insecure_open",
+        "--insecure-open-registry",
+        cfg.auth.insecure_open
+    );
+    flag!(a.tls_cert.map(Some), "tls.cert", "--tls-cert", cfg.tls.cert);
+    flag!(a.tls_key.map(Some), "tls.key", "--tls-key", cfg.tls.key);
+    // Before the listener is bound: every bad value is a configuration error.
     cfg.validate()?;
-    if a.auth {
-        cfg.auth.enabled = true;
-    }
-    if a.insecure_open_registry {
-        cfg.auth.insecure_open = true;
-    }
-    if let Ok(v) = std::env::var("WHARF_MANAGEMENT_TOKEN")
-        && !v.is_empty()
-    {
-        cfg.auth.management_token = v;
-    }
-    if let Ok(v) = std::env::var("WHARF_SECRET_KEY")
-        && !v.is_empty()
-    {
-        cfg.auth.secret_key = v;
-    }
-    if let Some(v) = a.tls_cert {
-        cfg.tls.cert = Some(v);
-    }
-    if let Some(v) = a.tls_key {
-        cfg.tls.key = Some(v);
-    }
     init_logging(&cfg)?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
@@ -187,8 +219,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn init_logging(cfg: &config::Config) -> anyhow::Result<()> {
+    // `validate` has checked both the filter and the format.
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
-        .with_context(|| format!("bad log filter {:?}", cfg.log_level))?;
+        .with_context(|| format!("log_level {:?}", cfg.log_level))?;
     // Colours only on a terminal: escape codes in a log file or a pipe are noise.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
@@ -198,7 +231,7 @@ fn init_logging(cfg: &config::Config) -> anyhow::Result<()> {
     match cfg.log_format.as_str() {
         "json" => builder.json().init(),
         "text" => builder.init(),
-        other => anyhow::bail!("log format must be text or json, not {other:?}"),
+        other => anyhow::bail!("log_format must be text or json, not {other:?}"),
     }
     Ok(())
 }

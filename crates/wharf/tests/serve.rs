@@ -295,3 +295,103 @@ async fn a_second_process_on_the_same_data_directory_is_refused_with_a_clear_err
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// Issue 8, item 7: nested keys from `WHARF_<SECTION>_<KEY>` variables take effect, a flag
+/// beats a variable, and a bad variable stops start-up naming itself and its key.
+#[tokio::test]
+async fn nested_settings_come_from_wharf_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let rx = common::Receiver::start().await;
+    let token = "wharfm_env-test-management-token-0123456789abcdef";
+    let p = start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[
+            ("WHARF_AUTH_ENABLED", "true"),
+            ("WHARF_AUTH_MANAGEMENT_TOKEN", token),
+            // Access control on is not the open development mode: loopback targets are
+            // refused unless this variable allows them.
+            ("WHARF_WEBHOOKS_ALLOW_LOOPBACK", "allow"),
+            ("WHARF_WEBHOOKS_USER_AGENT", "EnvAgent/1.0"),
+            // The flag wins over the variable.
+            ("WHARF_LISTEN", "127.0.0.1:1"),
+        ],
+    );
+    assert_ne!(p.addr, "127.0.0.1:1");
+    let c = reqwest::Client::new();
+    let r = c
+        .get(format!("http://{}/v2/", p.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "access control is on");
+    let hook = format!("http://{}/wharf/v1/webhooks/envhook", p.addr);
+    let r = c
+        .put(&hook)
+        .bearer_auth(token)
+        .json(
+            &serde_json::json!({"properties": {"serviceUri": rx.url("/env"), "actions": ["push"]}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        201,
+        "the variable's management token is accepted"
+    );
+    let r = c
+        .post(format!("{hook}/ping"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = rx.wait_for("/env", 1, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 1, "the ping reached the loopback receiver");
+    assert_eq!(got[0].headers["user-agent"], "EnvAgent/1.0");
+}
+
+#[test]
+fn a_bad_wharf_variable_stops_start_up_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let serve = |envs: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "{envs:?} must stop start-up");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = serve(&[("WHARF_WEBHOOKS_TIMEOUT_SECS", "0")]);
+    assert!(
+        e.contains("webhooks.timeout_secs (from WHARF_WEBHOOKS_TIMEOUT_SECS) is 0"),
+        "{e}"
+    );
+    let e = serve(&[("WHARF_AUTH_ACCESS_TOKEN_LIFETIME_SECS", "soon")]);
+    assert!(e.contains("WHARF_AUTH_ACCESS_TOKEN_LIFETIME_SECS"), "{e}");
+    let e = serve(&[("WHARF_WEBHOOKS_TIMEOUT", "5")]);
+    assert!(
+        e.contains("WHARF_WEBHOOKS_TIMEOUT:") && e.contains("WHARF_WEBHOOKS_TIMEOUT_SECS"),
+        "{e}"
+    );
+    let e = serve(&[("WHARF_SECRET_KEY", "not shown\tever")]);
+    assert!(
+        e.contains("WHARF_SECRET_KEY") && !e.contains("not shown"),
+        "{e}"
+    );
+    assert!(
+        !data.join("wharf.db").exists(),
+        "nothing was created before the configuration was checked"
+    );
+}
