@@ -301,4 +301,45 @@ mod tests {
         }
         assert!(cmd.find_subcommand("serve").is_some());
     }
+
+    /// One source of defaults: the `[default: …]` that `wharf serve --help` shows for a flag
+    /// is what the configuration defaults to.
+    #[test]
+    fn serve_help_shows_the_configuration_s_defaults() {
+        let defaults = toml::Table::try_from(wharf::config::Config::default()).unwrap();
+        let get = |key: &str| -> String {
+            let v = match key.split_once('.') {
+                Some((s, k)) => &defaults[s][k],
+                None => &defaults[key],
+            };
+            v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+        };
+        let mut cmd = super::Args::command();
+        cmd.build();
+        let serve = cmd.find_subcommand("serve").unwrap();
+        let mut checked = 0;
+        for (flag, key) in [
+            ("listen", "listen"),
+            ("data_dir", "data_dir"),
+            ("log_format", "log_format"),
+            ("log_level", "log_level"),
+            ("region", "region"),
+            ("min_free_space", "limits.min_free_space"),
+            ("registry_name", "registry.name"),
+            ("subscription_id", "registry.subscription_id"),
+            ("resource_group", "registry.resource_group"),
+        ] {
+            let arg = serve.get_arguments().find(|a| a.get_id() == flag).unwrap();
+            let help = arg.get_help().unwrap().to_string();
+            let shown = help
+                .rsplit_once("[default: ")
+                .and_then(|(_, d)| d.strip_suffix(']'))
+                .unwrap_or_else(|| panic!("--{flag} shows no default: {help}"));
+            assert_eq!(shown, get(key), "--{flag}");
+            checked += 1;
+        }
+        assert_eq!(checked, 9);
+        let after = serve.get_after_help().unwrap().to_string();
+        assert!(after.contains("WHARF_<SECTION>_<KEY>"), "{after}");
+    }
 }
