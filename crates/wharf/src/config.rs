@@ -213,7 +213,10 @@ impl Default for Tls {
             cert: None,
             key: None,
             reload_interval_secs: 5,
-            handshake_timeout_secs: 10,
+            // The listener's own default: one source.
+            handshake_timeout_secs: wharf_http::ServeOptions::default()
+                .tls_handshake_timeout
+                .as_secs(),
         }
     }
 }
@@ -239,12 +242,15 @@ impl Default for Config {
 
 impl Default for Limits {
     fn default() -> Self {
+        // The registry's and the listener's own defaults: one source.
+        let registry = wharf_registry::Limits::default();
+        let serve = wharf_http::ServeOptions::default();
         Limits {
-            max_manifest_bytes: 4 * 1024 * 1024,
-            max_tags_per_put: 32,
+            max_manifest_bytes: registry.max_manifest_bytes,
+            max_tags_per_put: registry.max_tags_per_put,
             upload_expiry_secs: 24 * 3600,
-            header_timeout_secs: 30,
-            shutdown_grace_secs: 30,
+            header_timeout_secs: serve.header_timeout.as_secs(),
+            shutdown_grace_secs: serve.shutdown_grace.as_secs(),
             min_free_space: "auto".into(),
         }
     }
