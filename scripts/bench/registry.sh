@@ -188,7 +188,7 @@ start_wharf() { # target
 ARM_R=/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/wharf/providers/Microsoft.ContainerRegistry/registries/wharf
 arm() { # target method path json
     curl -sS -f -X "$2" -H "Authorization: Bearer ${MGMT[$1]}" \
-        -H 'Content-Type: application/json' -d "$4" "http://127.0.0.1:${PORT[$1]}$ARM_R$3"
+        -H 'Content-Type: application/json' -d "$4" "http://127.0.0.1:${PORT[$1]}$ARM_R$3?api-version=2025-11-01"
 }
 
 # Creates, through the ARM API as an operator would, a token that may only

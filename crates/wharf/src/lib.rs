@@ -34,6 +34,8 @@ pub struct Server {
     /// Reloads the TLS certificate when its files change (or on SIGHUP); None without TLS.
     tls_reloader: Option<tokio::task::JoinHandle<()>>,
     delivery_timeout: Duration,
+    /// The credentials a first start with access control on created (shown once by `run`).
+    initial_credentials: Option<wharf_auth::InitialCredentials>,
 }
 
 /// Opens the data directory, starts the webhook dispatcher and the upload expirer, and
@@ -99,9 +101,6 @@ pub async fn start_with_clock(
     )
     .await
     .context("loading identities")?;
-    if let Some(c) = initial {
-        print_initial_credentials(&c);
-    }
     if !cfg.auth.enabled {
         if open_to_network {
             tracing::warn!(%addr, "access control is OFF and the registry listens beyond loopback: anyone who can reach it can push, delete and read webhook secrets");
@@ -187,6 +186,7 @@ pub async fn start_with_clock(
         clock,
         tls_reloader,
         delivery_timeout: Duration::from_secs(cfg.webhooks.timeout_secs),
+        initial_credentials: initial,
     })
 }
 
@@ -302,7 +302,10 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let server = start(cfg, listener).await?;
+    let mut server = start(cfg, listener).await?;
+    if let Some(c) = server.take_initial_credentials() {
+        print_initial_credentials(&c);
+    }
     shutdown.await;
     server.stop().await
 }
@@ -310,6 +313,13 @@ pub async fn run(
 impl Server {
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin password and management token a first start with access control on created,
+    /// once: `run` (what `wharf serve` runs) prints them on standard output; an embedding
+    /// program or a test decides for itself.
+    pub fn take_initial_credentials(&mut self) -> Option<wharf_auth::InitialCredentials> {
+        self.initial_credentials.take()
     }
 
     pub fn store(&self) -> &wharf_store::Store {
