@@ -128,7 +128,8 @@ pub(crate) fn push_events_of(
     quarantine: bool,
 ) -> Vec<OutboxEvent> {
     let now = Utc::now();
-    let extras = req.extras(hooks);
+    // Built only if some webhook wants an event: a push with no webhooks pays nothing.
+    let extras = std::cell::LazyCell::new(|| req.extras(hooks));
     let tag_opts: Vec<Option<&str>> = if tags.is_empty() {
         vec![None]
     } else {
@@ -213,7 +214,8 @@ pub(crate) fn delete_events(
     req: &RequestInfo,
 ) -> Vec<OutboxEvent> {
     let now = Utc::now();
-    let extras = req.extras(hooks);
+    // Built only if some webhook wants an event: a push with no webhooks pays nothing.
+    let extras = std::cell::LazyCell::new(|| req.extras(hooks));
     let mut out = Vec::new();
     if hooks.any_wants(WebhookAction::Delete) {
         let ev = Event::delete(

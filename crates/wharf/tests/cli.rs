@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-
-use common::{Server, push_image};
+use common::{Server, client_with, push_image};
 use serde_json::{Value, json};
 
 /// The management credential the test servers are configured with (so the tests know it).
@@ -85,47 +83,17 @@ impl Out {
 
 /// Runs `wharf <args>` against `s` with exactly these credential variables.
 async fn wharf_env(s: &Server, env: &[(&str, &str)], args: &[&str]) -> Out {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
-    cmd.args(args)
-        .env("WHARF_SERVER", &s.base)
-        .stdin(Stdio::null());
-    for v in [
-        "WHARF_MANAGEMENT_TOKEN",
-        "WHARF_USERNAME",
-        "WHARF_PASSWORD",
-        "WHARF_REGISTRY_NAME",
-        "WHARF_RESOURCE_GROUP",
-        "WHARF_SUBSCRIPTION_ID",
-    ] {
-        cmd.env_remove(v);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let (code, stdout, stderr) = common::run_cli(&s.base, env, args).await;
     Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(o.stdout).unwrap(),
-        stderr: String::from_utf8(o.stderr).unwrap(),
+        code,
+        stdout,
+        stderr,
     }
 }
 
 /// Runs `wharf <args>` with the management token.
 async fn wharf(s: &Server, args: &[&str]) -> Out {
     wharf_env(s, &[("WHARF_MANAGEMENT_TOKEN", MGMT)], args).await
-}
-
-/// A registry client that sends these credentials on every request.
-fn client_with(auth: &str) -> reqwest::Client {
-    let mut h = reqwest::header::HeaderMap::new();
-    h.insert(reqwest::header::AUTHORIZATION, auth.parse().unwrap());
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .default_headers(h)
-        .build()
-        .unwrap()
 }
 
 /// A YAML document as JSON, to compare `-o yaml` with `-o json`.

@@ -471,3 +471,47 @@ fn on_path(list: &Mutex<Vec<Received>>, path: &str) -> Vec<Received> {
         .cloned()
         .collect()
 }
+
+/// Runs the real `wharf` binary (`wharf <args>`) against `base` with exactly these
+/// variables for credentials and the registry's names: the ones the CLI reads are cleared
+/// first, so the environment the tests run in never leaks in. Returns the exit code, stdout
+/// and stderr.
+pub async fn run_cli(base: &str, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"));
+    cmd.args(args)
+        .env("WHARF_SERVER", base)
+        .stdin(std::process::Stdio::null());
+    for v in [
+        "WHARF_MANAGEMENT_TOKEN",
+        "WHARF_USERNAME",
+        "WHARF_PASSWORD",
+        "WHARF_REGISTRY_NAME",
+        "WHARF_RESOURCE_GROUP",
+        "WHARF_SUBSCRIPTION_ID",
+    ] {
+        cmd.env_remove(v);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8(o.stdout).unwrap(),
+        String::from_utf8(o.stderr).unwrap(),
+    )
+}
+
+/// A registry client that sends these credentials (an `Authorization` value) on every
+/// request and follows no redirect.
+pub fn client_with(auth: &str) -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(reqwest::header::AUTHORIZATION, auth.parse().unwrap());
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(h)
+        .build()
+        .unwrap()
+}
