@@ -8,6 +8,7 @@
 pub mod attrs;
 pub mod blobs;
 mod db;
+pub mod gc;
 pub mod hooks;
 pub mod identities;
 pub mod meta;
@@ -22,7 +23,8 @@ use std::sync::Arc;
 pub use attrs::{
     Attributes, Flags, FlagsPatch, ManifestAttrs, ManifestPatch, RepoAttrs, RepoPatch, TagAttrs,
 };
-pub use blobs::BlobStore;
+pub use blobs::{BlobStore, StoredBlob};
+pub use gc::{Gc, GcFigures, GcOptions};
 pub use identities::Identities;
 pub use meta::{
     DeletedManifest, ManifestConfig, ManifestRow, Meta, NewManifest, PullBlock, Referrer, UploadRow,

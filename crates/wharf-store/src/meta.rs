@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     // No 0007: the number was kept for the management plane, which needed none. Migrations
     // run by position (PRAGMA user_version), so a new one only ever goes at the end.
     include_str!("../migrations/0007_attributes.sql"),
+    crate::gc::MIGRATION,
 ];
 
 pub(crate) fn now_ms() -> i64 {
@@ -50,6 +51,8 @@ pub struct Meta {
     pub lane: Arc<FastLane>,
     /// Whether any lock exists (see `attrs`): the push path checks locks only then.
     pub(crate) locks: Arc<crate::attrs::LockFlag>,
+    /// Recent link uses written (see `gc::Gc::touch`).
+    pub(crate) touched: Arc<crate::gc::Touched>,
 }
 
 /// Most blob links kept in memory; past it the cache starts again empty.
@@ -67,7 +70,7 @@ struct LinkCache {
     generation: AtomicU64,
 }
 
-fn link_key(repo: &RepoName, digest: &Digest) -> String {
+pub(crate) fn link_key(repo: &RepoName, digest: &Digest) -> String {
     format!("{repo}@{digest}")
 }
 
@@ -218,7 +221,19 @@ impl Meta {
             links: Arc::default(),
             lane,
             locks,
+            touched: Arc::default(),
         })
+    }
+
+    /// Forgets a cached link (after it was found gone from the database).
+    pub(crate) fn forget_link(&self, key: &str) {
+        self.links.remove_where(|k| k == key);
+    }
+
+    /// Forgets every cached link and link use (after garbage collection removed links).
+    pub(crate) fn forget_all_links(&self) {
+        self.links.remove_where(|_| true);
+        self.touched.clear();
     }
 
     pub async fn close(&self) {
@@ -290,7 +305,8 @@ impl Meta {
             .collect())
     }
 
-    /// Links a published blob into a repository, creating the repository if needed.
+    /// Links a published blob into a repository, creating the repository if needed, without
+    /// checking its content (the registry links through `gc::Gc::link_published`, which does).
     pub async fn link_blob(
         &self,
         repo: &RepoName,
@@ -299,12 +315,15 @@ impl Meta {
     ) -> Result<(), StoreError> {
         let mut tx = WriteTx::begin(&self.write).await?;
         let repo_id = ensure_repo(&mut tx, repo).await?;
-        sqlx::query("INSERT OR IGNORE INTO repo_blobs (repo_id, digest, size) VALUES (?, ?, ?)")
-            .bind(repo_id)
-            .bind(digest.to_string())
-            .bind(size)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO repo_blobs (repo_id, digest, size, used_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(repo_id)
+        .bind(digest.to_string())
+        .bind(size)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -364,31 +383,6 @@ impl Meta {
             algorithm: r.get(1),
             finished_digest: r.get(2),
         }))
-    }
-
-    /// Marks an upload finished with `digest` and links the blob, in one transaction.
-    pub async fn finish_upload(
-        &self,
-        id: &str,
-        repo: &RepoName,
-        digest: &Digest,
-        size: i64,
-    ) -> Result<(), StoreError> {
-        let mut tx = WriteTx::begin(&self.write).await?;
-        let repo_id = ensure_repo(&mut tx, repo).await?;
-        sqlx::query("INSERT OR IGNORE INTO repo_blobs (repo_id, digest, size) VALUES (?, ?, ?)")
-            .bind(repo_id)
-            .bind(digest.to_string())
-            .bind(size)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE uploads SET finished_digest = ? WHERE id = ?")
-            .bind(digest.to_string())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     pub async fn delete_upload(&self, id: &str) -> Result<bool, StoreError> {
@@ -898,6 +892,9 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         sqlx::raw_sql(sql).execute(&mut *tx).await?;
+        if *sql == crate::gc::MIGRATION {
+            crate::gc::backfill(&mut tx).await?;
+        }
         sqlx::raw_sql(&format!("PRAGMA user_version = {}", i + 1))
             .execute(&mut *tx)
             .await?;
@@ -1025,7 +1022,7 @@ async fn put_one(
         "INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, subject, \
          annotations, config_media_type, config_digest, body, created_at, quarantine_state, \
          quarantine_push) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) \
-         ON CONFLICT (repo_id, digest) DO NOTHING",
+         ON CONFLICT (repo_id, digest) DO NOTHING RETURNING id",
     )
     .bind(repo_id)
     .bind(m.digest.to_string())
@@ -1040,10 +1037,15 @@ async fn put_one(
     .bind(now)
     .bind(m.quarantine.as_ref().map(|_| crate::attrs::QUARANTINED))
     .bind(&m.quarantine)
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?
-    .rows_affected()
-        > 0;
+    .map(|r| r.get::<i64, _>(0));
+    // The blobs it references, in its own transaction: garbage collection keeps them.
+    if let Some(id) = inserted {
+        let refs = m.required_blobs.iter().map(|(d, _)| d);
+        crate::gc::record_references(&mut *conn, id, repo_id, refs).await?;
+    }
+    let inserted = inserted.is_some();
     for t in &m.tags {
         sqlx::query(
             "INSERT INTO tags (repo_id, name, digest, updated_at, created_at) VALUES (?, ?, ?, ?, ?) \

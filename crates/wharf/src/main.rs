@@ -1,12 +1,14 @@
 //! The `wharf` binary: `wharf serve` runs the registry; `wharf webhook …`, `wharf token …`,
 //! `wharf scope-map …`, `wharf credential …` and `wharf registry …` manage it through the
 //! management API, mirroring `az acr webhook`, `az acr token` and their kin; `wharf repository
-//! …` mirrors `az acr repository` over the /acr/v1 data plane.
+//! …` mirrors `az acr repository` over the /acr/v1 data plane; `wharf gc` asks the server for a
+//! garbage collection.
 
 mod access;
 mod cli;
 mod client;
 mod debug;
+mod gc;
 mod output;
 mod repository;
 
@@ -47,6 +49,10 @@ enum Command {
     /// List, show, lock, untag and delete repositories and images, like `az acr repository`
     /// (over the registry's /acr/v1 data plane).
     Repository(repository::RepositoryArgs),
+    /// Ask the running server for one garbage collection now (blob links no manifest
+    /// references and unused for the grace period, blob content no repository links,
+    /// abandoned upload sessions) and print its figures; --dry-run removes nothing.
+    Gc(gc::GcArgs),
 }
 
 /// How variables map to config keys; the defaults are in wharf.example.toml.
@@ -136,6 +142,7 @@ fn main() -> anyhow::Result<()> {
         Command::Credential(a) => std::process::exit(rt.block_on(access::credential(a))),
         Command::Registry(a) => std::process::exit(rt.block_on(access::registry(a))),
         Command::Repository(a) => std::process::exit(rt.block_on(repository::run(a))),
+        Command::Gc(a) => std::process::exit(rt.block_on(gc::run(a))),
     }
 }
 
