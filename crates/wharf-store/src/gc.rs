@@ -43,7 +43,7 @@ use std::sync::Mutex;
 use sqlx::Row;
 use wharf_core::{Digest, RepoName};
 
-use crate::blobs::BlobStore;
+use crate::blobs::{BlobStore, StoredBlob};
 use crate::db::WriteTx;
 use crate::meta::{Meta, ensure_repo, link_key};
 use crate::{Store, StoreError};
@@ -246,6 +246,17 @@ impl Gc {
             f.bytes_reclaimed = candidates.iter().map(|b| b.size).sum();
             return Ok(f);
         }
+        let (blobs, bytes) = self.sweep(&candidates).await?;
+        f.blobs_removed = blobs;
+        f.bytes_reclaimed = bytes;
+        Ok(f)
+    }
+
+    /// Deletes the content of each candidate that, checked again inside a write transaction,
+    /// no link names (a link may have been added since the candidates were chosen). Returns
+    /// (blobs removed, bytes reclaimed).
+    async fn sweep(&self, candidates: &[StoredBlob]) -> Result<(u64, u64), StoreError> {
+        let (mut blobs, mut bytes) = (0, 0);
         for batch in candidates.chunks(BLOB_BATCH) {
             // The writer lock is what serialises this check-and-delete with a finish's
             // check-and-link (module docs, point 2).
@@ -257,14 +268,14 @@ impl Gc {
                     .await?
                     .is_some();
                 if !linked && self.blobs.delete_blob(&b.digest).await? {
-                    f.blobs_removed += 1;
-                    f.bytes_reclaimed += b.size;
+                    blobs += 1;
+                    bytes += b.size;
                 }
             }
             // Nothing was written: the transaction only held the writer.
             tx.rollback().await;
         }
-        Ok(f)
+        Ok((blobs, bytes))
     }
 
     async fn remove_links(&self, cutoff: i64) -> Result<u64, StoreError> {
@@ -363,4 +374,161 @@ pub(crate) async fn backfill(conn: &mut sqlx::SqliteConnection) -> Result<(), St
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The two orders of point 2 of the module docs, made deterministic by running the
+    //! steps one after the other through the real store: GC's check-and-delete and an
+    //! upload's check-and-link.
+
+    use super::*;
+
+    const HOUR: i64 = 3600 * 1000;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), &Default::default()).await.unwrap();
+        (dir, s)
+    }
+
+    /// Publishes `data` as an upload would (bytes in a session file, then published), without
+    /// linking it anywhere.
+    async fn publish(s: &Store, session: &str, data: &[u8]) -> Digest {
+        let d = Digest::sha256_of(data);
+        s.blobs.create_upload(session).await.unwrap();
+        std::fs::write(s.blobs.upload_path(session), data).unwrap();
+        s.blobs.publish_upload(session, &d).await.unwrap();
+        d
+    }
+
+    fn repo() -> RepoName {
+        RepoName::parse("race/app").unwrap()
+    }
+
+    #[tokio::test]
+    async fn content_collected_before_the_link_commits_fails_the_link_and_links_nothing() {
+        let (_dir, s) = store().await;
+        let d = publish(&s, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", b"raced").await;
+        let now = crate::meta::now_ms() + 2 * HOUR;
+        let f = s
+            .gc()
+            .collect(GcOptions {
+                now_ms: now,
+                grace_ms: HOUR,
+                dry_run: false,
+            })
+            .await
+            .unwrap();
+        assert_eq!((f.blobs_removed, f.bytes_reclaimed), (1, 5));
+        let err = s
+            .gc()
+            .link_published(&repo(), &d, 5, now, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+        assert_eq!(s.meta.blob_size(&repo(), &d).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_link_committed_after_the_candidates_were_chosen_keeps_the_content() {
+        let (_dir, s) = store().await;
+        let d = publish(&s, "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", b"kept").await;
+        // GC lists the content while nothing links it...
+        let candidates = s.blobs.list_blobs().await.unwrap();
+        assert_eq!(candidates.len(), 1);
+        // ...an upload of the same content links it...
+        let now = crate::meta::now_ms();
+        s.gc()
+            .link_published(&repo(), &d, 4, now, None)
+            .await
+            .unwrap();
+        // ...and GC's check inside its write transaction sees the link.
+        assert_eq!(s.gc().sweep(&candidates).await.unwrap(), (0, 0));
+        assert!(s.blobs.blob_exists(&d).await);
+    }
+
+    #[tokio::test]
+    async fn a_touch_of_a_collected_link_reports_it_gone() {
+        let (_dir, s) = store().await;
+        let d = publish(&s, "cccccccccccccccccccccccccccccccc", b"touched").await;
+        let now = crate::meta::now_ms();
+        s.gc()
+            .link_published(&repo(), &d, 7, now, None)
+            .await
+            .unwrap();
+        assert!(
+            s.gc()
+                .touch(&repo(), &d, now + HOUR, HOUR / 4)
+                .await
+                .unwrap()
+        );
+        let f = s
+            .gc()
+            .collect(GcOptions {
+                now_ms: now + 3 * HOUR,
+                grace_ms: HOUR,
+                dry_run: false,
+            })
+            .await
+            .unwrap();
+        assert_eq!(f.links_removed, 1);
+        assert!(
+            !s.gc()
+                .touch(&repo(), &d, now + 3 * HOUR, HOUR / 4)
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn manifests_stored_before_the_migration_get_their_references_from_their_bodies() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), &Default::default()).await.unwrap();
+        let (cfg, layer) = (Digest::sha256_of(b"{}"), Digest::sha256_of(b"layer"));
+        let body = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": cfg.to_string(), "size": 2},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                        "digest": layer.to_string(), "size": 5}],
+        }))
+        .unwrap();
+        // The database as version 7 left it: a manifest row, no references, no `used_at`.
+        let w = &s.meta.write;
+        sqlx::query("INSERT INTO repositories (name, created_at) VALUES ('old/app', 0)")
+            .execute(w)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO manifests (repo_id, digest, media_type, size, body, created_at) \
+             VALUES (1, ?, 'application/vnd.oci.image.manifest.v1+json', ?, ?, 0)",
+        )
+        .bind(Digest::sha256_of(&body).to_string())
+        .bind(body.len() as i64)
+        .bind(&body)
+        .execute(w)
+        .await
+        .unwrap();
+        sqlx::raw_sql(
+            "DROP TABLE manifest_blobs; DROP INDEX repo_blobs_used; \
+             ALTER TABLE repo_blobs DROP COLUMN used_at; PRAGMA user_version = 7;",
+        )
+        .execute(w)
+        .await
+        .unwrap();
+        s.meta.close().await;
+        drop(s);
+        let s = Store::open(dir.path(), &Default::default()).await.unwrap();
+        let mut refs: Vec<String> =
+            sqlx::query_scalar("SELECT digest FROM manifest_blobs WHERE repo_id = 1")
+                .fetch_all(&s.meta.read)
+                .await
+                .unwrap();
+        refs.sort();
+        let mut want = vec![cfg.to_string(), layer.to_string()];
+        want.sort();
+        assert_eq!(refs, want);
+    }
 }
