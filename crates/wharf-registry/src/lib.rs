@@ -1,6 +1,6 @@
 //! Wharf's registry use cases: blob uploads (monolithic, chunked, streamed, mounts), blob
-//! reads and deletes, manifests, tags, referrers, the catalog, and the events those changes
-//! raise.
+//! reads and deletes, manifests, tags, referrers, the catalog, the events those changes
+//! raise, and online garbage collection (`gc.rs`).
 //!
 //! It takes typed values and byte streams, never HTTP types, and talks only to `wharf-store`.
 //! It must not call `wharf-hooks` (the two meet in the store's outbox) or name axum.

@@ -1,6 +1,7 @@
 //! Wharf's storage: the content-addressed blob store on the filesystem and the metadata store
 //! in SQLite (repositories, blob links, manifests, tags, upload sessions, webhook definitions,
-//! the event outbox, the delivery queue and the delivery history).
+//! the event outbox, the delivery queue and the delivery history), and garbage collection's
+//! side of both (`gc.rs`).
 //!
 //! It owns durability and transactions. It knows nothing of HTTP, and must not call
 //! `wharf-registry`, `wharf-hooks` or `wharf-http`: they call it, and meet only here.

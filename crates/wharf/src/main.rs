@@ -67,7 +67,10 @@ Older names kept: WHARF_LOG (log_level), WHARF_MIN_FREE_SPACE, WHARF_AUTH (auth.
 WHARF_INSECURE_OPEN_REGISTRY (auth.insecure_open), WHARF_MANAGEMENT_TOKEN, WHARF_SECRET_KEY,
 WHARF_SUBSCRIPTION_ID, WHARF_RESOURCE_GROUP, WHARF_LOGIN_SERVER (in [registry]).
 A bad value, or a WHARF_<SECTION>_ variable naming no key of the section, stops start-up
-with a message naming the key and where its value came from.";
+with a message naming the key and where its value came from.
+Garbage collection runs every [gc] interval_secs (default 3600; 0: only on `wharf gc`) and
+keeps an unreferenced blob for [gc] grace_secs after its last use (default 86400, at least 1):
+WHARF_GC_INTERVAL_SECS, WHARF_GC_GRACE_SECS.";
 
 #[derive(clap::Args)]
 struct ServeArgs {
