@@ -3,7 +3,8 @@
 //! and reports what a run removes; blobs only a deleted manifest (or repository) referenced
 //! are reclaimed while shared ones stay; an unreferenced upload survives the grace and goes
 //! after it; a HEAD refreshes it; pushes running while GC runs in a loop never lose a blob of
-//! an acknowledged manifest.
+//! an acknowledged manifest; abandoned upload sessions go; the server runs on its schedule;
+//! only the registry's owners may ask for a run, and `wharf gc` prints its figures.
 
 mod common;
 
@@ -550,4 +551,58 @@ fn a_bad_gc_setting_is_refused_naming_its_key() {
     )
     .unwrap();
     cfg.validate().unwrap();
+}
+
+#[tokio::test]
+async fn a_run_removes_abandoned_upload_sessions_and_a_dry_run_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = wharf::config::Config {
+        data_dir: dir.path().to_owned(),
+        ..Default::default()
+    };
+    cfg.gc.interval_secs = 0;
+    cfg.limits.upload_expiry_secs = 1;
+    let s = Server::start_config(cfg).await;
+    let c = client();
+    let r = c
+        .post(s.url("/v2/gc/uploads/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    // Abandoned for longer than the expiry.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(gc(&c, &s, true).await["uploadsRemoved"], 1);
+    let r = c.get(s.url(&location)).send().await.unwrap();
+    assert_eq!(r.status(), 204, "a dry run removed the session");
+    assert_eq!(gc(&c, &s, false).await["uploadsRemoved"], 1);
+    let r = c.get(s.url(&location)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_server_collects_on_its_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = wharf::config::Config {
+        data_dir: dir.path().to_owned(),
+        ..Default::default()
+    };
+    cfg.gc.interval_secs = 1;
+    cfg.gc.grace_secs = 1;
+    let s = Server::start_config(cfg).await;
+    let c = client();
+    let d = push_blob(&c, &s, "gc/scheduled", b"collected on schedule").await;
+    // Bounded wait for a scheduled run past the grace (no request asks for one).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while blob_file(&s, &d).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scheduled run collected the blob"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(blob_status(&c, &s, "gc/scheduled", &d).await, 404);
+    s.stop().await;
 }
