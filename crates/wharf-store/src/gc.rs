@@ -59,19 +59,20 @@ const BLOB_BATCH: usize = 100;
 /// Most entries in the memory of recent touches; past it, it starts again empty.
 const TOUCHED_MAX: usize = 100_000;
 
-/// The narrow handle to garbage collection's storage (see the module docs).
-#[derive(Debug, Clone)]
-pub struct Gc {
-    meta: Meta,
-    blobs: BlobStore,
+/// The narrow handle to garbage collection's storage (see the module docs). It borrows the
+/// store: blob HEAD touches through it, and must not pay for clones.
+#[derive(Debug, Clone, Copy)]
+pub struct Gc<'a> {
+    meta: &'a Meta,
+    blobs: &'a BlobStore,
 }
 
 impl Store {
     /// The garbage-collection handle (see [`Gc`]).
-    pub fn gc(&self) -> Gc {
+    pub fn gc(&self) -> Gc<'_> {
         Gc {
-            meta: self.meta.clone(),
-            blobs: self.blobs.clone(),
+            meta: &self.meta,
+            blobs: &self.blobs,
         }
     }
 }
@@ -121,7 +122,7 @@ pub struct GcFigures {
     pub bytes_reclaimed: u64,
 }
 
-impl Gc {
+impl Gc<'_> {
     /// Links a blob whose content is published into `repo` (a mount, or a finished upload's
     /// session `upload`), with `used_at` = `now_ms`, after checking inside the write
     /// transaction that the content is still there (see the module docs, point 2). Errors
