@@ -309,22 +309,22 @@ impl Gc<'_> {
 const GARBAGE_LINK: &str = "b.used_at < ?1 AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb \
      WHERE mb.repo_id = b.repo_id AND mb.digest = b.digest)";
 
-/// Records the blobs a new manifest references (its `required_blobs`: config and layers), in
-/// the manifest put's transaction.
+/// One reference: (manifest id, repository id, blob digest).
+pub(crate) type Reference<'a> = (i64, i64, &'a Digest);
+
+/// Records the blobs new manifests reference (their `required_blobs`: config and layers), in
+/// the manifest puts' transaction: one statement for a whole group commit.
 pub(crate) async fn record_references(
     conn: &mut sqlx::SqliteConnection,
-    manifest_id: i64,
-    repo_id: i64,
-    blobs: impl Iterator<Item = &Digest>,
+    refs: &[Reference<'_>],
 ) -> Result<(), StoreError> {
-    let blobs: Vec<&Digest> = blobs.collect();
-    for chunk in blobs.chunks(300) {
+    for chunk in refs.chunks(300) {
         let marks = vec!["(?, ?, ?)"; chunk.len()].join(",");
         let sql = format!(
             "INSERT OR IGNORE INTO manifest_blobs (manifest_id, repo_id, digest) VALUES {marks}"
         );
         let mut q = sqlx::query(&sql);
-        for d in chunk {
+        for (manifest_id, repo_id, d) in chunk {
             q = q.bind(manifest_id).bind(repo_id).bind(d.to_string());
         }
         q.execute(&mut *conn).await?;
@@ -356,8 +356,11 @@ pub(crate) async fn backfill(conn: &mut sqlx::SqliteConnection) -> Result<(), St
             let body: Vec<u8> = r.get(3);
             match wharf_core::parse_manifest(&body, Some(&media_type)) {
                 Ok(p) => {
-                    let refs = p.required_blobs().map(|d| &d.digest);
-                    record_references(&mut *conn, id, repo_id, refs).await?;
+                    let refs: Vec<Reference<'_>> = p
+                        .required_blobs()
+                        .map(|d| (id, repo_id, &d.digest))
+                        .collect();
+                    record_references(&mut *conn, &refs).await?;
                     filled += 1;
                 }
                 Err(e) => tracing::error!(

@@ -953,12 +953,24 @@ async fn run_group(
     let mut tx = WriteTx::begin(pool).await?;
     let mut results = Vec::with_capacity(jobs.len());
     let mut fast = Vec::new();
+    // The blob references of the new manifests, recorded in one statement for the group.
+    let mut refs = Vec::new();
     // Each put validates with reads only before it writes anything, so a refused manifest
     // leaves no trace and needs no savepoint; puts see the ones before them in the group (an
     // index may follow its children). A failing write is a database failure and fails the
     // whole group.
     for job in jobs {
-        match put_one(&mut tx, &job.m, &job.events, &job.hooks, lane, locks).await? {
+        match put_one(
+            &mut tx,
+            &job.m,
+            &job.events,
+            &job.hooks,
+            lane,
+            locks,
+            &mut refs,
+        )
+        .await?
+        {
             Ok(enq) => {
                 fast.extend(enq.fast);
                 results.push(Ok(enq.queued));
@@ -966,19 +978,22 @@ async fn run_group(
             Err(refused) => results.push(Err(refused)),
         }
     }
+    // In the puts' own transaction: garbage collection keeps what they reference.
+    crate::gc::record_references(&mut tx, &refs).await?;
     tx.commit().await?;
     // Only now, with the change durable, may its deliveries be sent.
     lane.hand_over(fast);
     Ok(results)
 }
 
-async fn put_one(
+async fn put_one<'a>(
     conn: &mut SqliteConnection,
-    m: &NewManifest,
+    m: &'a NewManifest,
     events: &[OutboxEvent],
     hooks: &WebhookCache,
     lane: &FastLane,
     locks: &crate::attrs::LockFlag,
+    refs: &mut Vec<crate::gc::Reference<'a>>,
 ) -> Result<Result<Enqueued, StoreError>, StoreError> {
     // A quarantined push raises the blob reads' flag inside its transaction (see
     // `attrs::QuarantineFlag`): up before the manifest is visible.
@@ -1040,10 +1055,9 @@ async fn put_one(
     .fetch_optional(&mut *conn)
     .await?
     .map(|r| r.get::<i64, _>(0));
-    // The blobs it references, in its own transaction: garbage collection keeps them.
+    // The blobs it references, written before the group commits (see `run_group`).
     if let Some(id) = inserted {
-        let refs = m.required_blobs.iter().map(|(d, _)| d);
-        crate::gc::record_references(&mut *conn, id, repo_id, refs).await?;
+        refs.extend(m.required_blobs.iter().map(|(d, _)| (id, repo_id, d)));
     }
     let inserted = inserted.is_some();
     for t in &m.tags {
