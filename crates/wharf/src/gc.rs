@@ -10,11 +10,11 @@ use crate::client::{self, Conn, render_rows, s};
 
 #[derive(Args)]
 pub struct GcArgs {
-    #[command(flatten)]
-    conn: Conn,
     /// Report what a run would remove, removing nothing.
     #[arg(long)]
     dry_run: bool,
+    #[command(flatten)]
+    conn: Conn,
 }
 
 /// Runs `wharf gc` and returns the process's exit status.

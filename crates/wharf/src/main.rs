@@ -49,9 +49,12 @@ enum Command {
     /// List, show, lock, untag and delete repositories and images, like `az acr repository`
     /// (over the registry's /acr/v1 data plane).
     Repository(repository::RepositoryArgs),
-    /// Ask the running server for one garbage collection now (blob links no manifest
-    /// references and unused for the grace period, blob content no repository links,
-    /// abandoned upload sessions) and print its figures; --dry-run removes nothing.
+    /// Run garbage collection on the server now and print its figures.
+    ///
+    /// Removes blob links that no manifest references and nothing used within [gc]
+    /// grace_secs, blob content that no repository links, and abandoned upload sessions;
+    /// manifests stay (untagged ones go by the retention policy). The management credential
+    /// or the admin user only.
     Gc(gc::GcArgs),
 }
 
