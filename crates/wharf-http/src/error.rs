@@ -101,6 +101,16 @@ impl From<RegistryError> for OciError {
             RegistryError::Invalid(m) => OciError::new(400, C::Unsupported, m),
             RegistryError::TooManyTags => OciError::new(414, C::TagInvalid, "too many tags"),
             RegistryError::OutOfSpace => out_of_space(),
+            RegistryError::Unavailable(m) => {
+                // The cause (an object-store error) is logged, never sent.
+                tracing::warn!(error = %m, "blob storage unavailable");
+                OciError::new(
+                    503,
+                    ErrorCode::Unavailable,
+                    "blob storage is unavailable; nothing was stored: retry",
+                )
+                .with_header(header::RETRY_AFTER, "1".to_owned())
+            }
             RegistryError::Internal(e) => internal(&e),
             RegistryError::Io(e) => internal(&e),
         }

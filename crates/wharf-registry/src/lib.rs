@@ -72,6 +72,10 @@ pub enum RegistryError {
     /// stored, and the same request succeeds once space returns.
     #[error("out of storage space")]
     OutOfSpace,
+    /// The blob backend (object storage) failed or is unreachable: nothing was stored by
+    /// the failed call, and the same request may succeed on a retry (503).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(StoreError),
     #[error("i/o error: {0}")]
@@ -83,6 +87,7 @@ impl From<StoreError> for RegistryError {
         match e {
             StoreError::OutOfSpace => RegistryError::OutOfSpace,
             StoreError::Disallowed => RegistryError::Disallowed,
+            StoreError::Backend(m) => RegistryError::Unavailable(m),
             e => RegistryError::Internal(e),
         }
     }
@@ -204,16 +209,19 @@ impl Registry {
         }
     }
 
-    /// Opens a blob visible in `repo` for reading.
-    pub async fn open_blob(
+    /// Streams `len` bytes from `start` of a blob visible in `repo` (the caller checked its
+    /// size and the range against it, with [`Registry::blob_size_as`]).
+    pub async fn read_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
-    ) -> Result<(tokio::fs::File, u64)> {
-        let size = self.blob_size(repo, digest).await?;
-        match self.store.blobs.open_blob(digest).await {
-            Ok(f) => Ok((f, size)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(RegistryError::BlobUnknown),
+        start: u64,
+        len: u64,
+    ) -> Result<wharf_store::blobs::ByteStream> {
+        self.blob_size(repo, digest).await?;
+        match self.store.blobs.read(digest, start, len).await {
+            Ok(s) => Ok(s),
+            Err(StoreError::NotFound) => Err(RegistryError::BlobUnknown),
             Err(e) => Err(e.into()),
         }
     }
@@ -396,11 +404,12 @@ impl Registry {
 
     /// Reads `name` and `version` from a Helm chart's config blob (small JSON).
     async fn read_chart_meta(&self, config: Option<&Digest>) -> Option<events::ChartMeta> {
-        let path = self.store.blobs.blob_path(config?);
-        let data = tokio::fs::read(path).await.ok()?;
-        if data.len() > 1024 * 1024 {
-            return None;
-        }
+        let data = self
+            .store
+            .blobs
+            .read_small(config?, 1024 * 1024)
+            .await
+            .ok()??;
         let v: serde_json::Value = serde_json::from_slice(&data).ok()?;
         Some(events::ChartMeta {
             name: v.get("name")?.as_str()?.to_owned(),

@@ -1,4 +1,5 @@
-//! Wharf's storage: the content-addressed blob store on the filesystem and the metadata store
+//! Wharf's storage: the content-addressed blob store (the data directory, S3 or Azure Blob,
+//! behind one boundary: range-stream reads, upload-session writes) and the metadata store
 //! in SQLite (repositories, blob links, manifests, tags, upload sessions, webhook definitions,
 //! the event outbox, the delivery queue and the delivery history).
 //!
@@ -22,7 +23,7 @@ use std::sync::Arc;
 pub use attrs::{
     Attributes, Flags, FlagsPatch, ManifestAttrs, ManifestPatch, RepoAttrs, RepoPatch, TagAttrs,
 };
-pub use blobs::BlobStore;
+pub use blobs::{BlobLocation, BlobStore};
 pub use identities::Identities;
 pub use meta::{
     DeletedManifest, ManifestConfig, ManifestRow, Meta, NewManifest, PullBlock, Referrer, UploadRow,
@@ -63,6 +64,13 @@ pub enum StoreError {
     Conflict,
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The blob backend (object storage) failed or could not be reached, after retries:
+    /// nothing was stored by the failed call, and the client may retry (503).
+    #[error("blob storage unavailable: {0}")]
+    Backend(String),
+    /// The blob store's configuration cannot be used (refused at start-up).
+    #[error("blob store: {0}")]
+    Config(String),
     #[error("corrupt data: {0}")]
     Corrupt(String),
     /// Another process holds the data directory (its lock file is locked).
@@ -141,6 +149,8 @@ pub struct StoreOptions {
     pub registry_id: String,
     /// This node's `host:port`, the `source.addr` of event data (empty: none is shown).
     pub source_addr: String,
+    /// Where blobs live (default: the data directory).
+    pub blob_store: BlobLocation,
 }
 
 impl Store {
@@ -151,7 +161,7 @@ impl Store {
         let dir_lock = lock_data_dir(data_dir)?;
         let sealer = Sealer::load_or_create(data_dir, opts.secret_key.as_deref())?;
         let meta = Meta::open(&db).await?;
-        let blobs = BlobStore::open(data_dir).await?;
+        let blobs = BlobStore::open(data_dir, &opts.blob_store).await?;
         let store = Store {
             meta,
             blobs,
@@ -201,7 +211,13 @@ impl Store {
     /// start's two steps). Finished rows have no file by design and stay until expiry.
     async fn reconcile_uploads(&self) -> Result<(), StoreError> {
         let rows = self.meta.upload_ids().await?;
-        let files = self.blobs.upload_files().await?;
+        let files: Vec<String> = self
+            .blobs
+            .upload_sessions()
+            .await?
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
         for f in &files {
             if !rows.iter().any(|(id, _)| id == f) {
                 tracing::info!(session = %f, "removing an upload file without a session");
