@@ -248,17 +248,17 @@ impl Registry {
             // the session stays and the client may retry the same PUT.
             Err(e @ StoreError::Backend(_)) => return Err(e.into()),
             Err(e) => {
-            // A failed fsync may have dropped the file's dirty pages, so its bytes can no
-            // longer be trusted: the session ends here and the client uploads again.
-            st.closed = true;
-            self.sessions().remove(id);
-            if let Err(e) = self.store.meta.delete_upload(id).await {
-                tracing::warn!(error = %e, session = %id, "removing a failed upload's session failed");
-            }
-            if let Err(e) = self.store.blobs.remove_upload(id).await {
-                tracing::warn!(error = %e, session = %id, "removing a failed upload's file failed");
-            }
-            return Err(e.into());
+                // A failed fsync may have dropped the file's dirty pages, so its bytes can no
+                // longer be trusted: the session ends here and the client uploads again.
+                st.closed = true;
+                self.sessions().remove(id);
+                if let Err(e) = self.store.meta.delete_upload(id).await {
+                    tracing::warn!(error = %e, session = %id, "removing a failed upload's session failed");
+                }
+                if let Err(e) = self.store.blobs.remove_upload(id).await {
+                    tracing::warn!(error = %e, session = %id, "removing a failed upload's file failed");
+                }
+                return Err(e.into());
             }
         }
         let linked = self

@@ -100,7 +100,9 @@ pub async fn start_with_clock(
     .map_err(|e| match e {
         // The blob store's own settings are wrong (a missing variable, a bad endpoint):
         // named by its key. The messages name variables, never their values.
-        wharf_store::StoreError::Config(m) => anyhow::anyhow!("storage.blob_store ({blob_store}): {m}"),
+        wharf_store::StoreError::Config(m) => {
+            anyhow::anyhow!("storage.blob_store ({blob_store}): {m}")
+        }
         e => anyhow::Error::new(e),
     })
     .with_context(|| format!("opening data directory {}", cfg.data_dir.display()))?;

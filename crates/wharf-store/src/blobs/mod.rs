@@ -108,6 +108,15 @@ pub struct Appended {
     pub hasher: Option<Hasher>,
 }
 
+impl std::fmt::Debug for Appended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Appended")
+            .field("written", &self.written)
+            .field("hashing", &self.hasher.is_some())
+            .finish()
+    }
+}
+
 /// Why an append failed. Either way the session's length is back where it was.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
@@ -204,7 +213,11 @@ impl BlobStore {
 
     /// A whole small blob (an image config, a chart's metadata): None if it is missing or
     /// larger than `max` bytes.
-    pub async fn read_small(&self, digest: &Digest, max: u64) -> Result<Option<Vec<u8>>, StoreError> {
+    pub async fn read_small(
+        &self,
+        digest: &Digest,
+        max: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         use futures_util::StreamExt;
         let Some(size) = self.size(digest).await? else {
             return Ok(None);
@@ -296,7 +309,6 @@ pub(crate) fn store_io(e: io::Error) -> StoreError {
         e.into()
     }
 }
-
 
 #[cfg(test)]
 mod tests {

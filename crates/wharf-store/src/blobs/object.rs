@@ -312,12 +312,9 @@ impl ObjectBlobs {
             .await
             .map_err(backend)?;
         let (tx, hashed) = hash_thread(hasher);
-        let mut w = object_store::buffered::BufWriter::with_capacity(
-            self.store.clone(),
-            key,
-            APPEND_BUF,
-        )
-        .with_max_concurrency(CONCURRENCY);
+        let mut w =
+            object_store::buffered::BufWriter::with_capacity(self.store.clone(), key, APPEND_BUF)
+                .with_max_concurrency(CONCURRENCY);
         let mut written = 0u64;
         let mut failure = None;
         while let Some(chunk) = body.next().await {
@@ -389,10 +386,8 @@ impl ObjectBlobs {
         chunks: Vec<(u64, u64)>,
     ) -> impl futures_util::Stream<Item = Result<Bytes, StoreError>> + Send + 'static {
         let store = self.store.clone();
-        let keys: Vec<Result<Path, StoreError>> = chunks
-            .iter()
-            .map(|&(o, _)| self.chunk_key(id, o))
-            .collect();
+        let keys: Vec<Result<Path, StoreError>> =
+            chunks.iter().map(|&(o, _)| self.chunk_key(id, o)).collect();
         futures_util::stream::iter(keys)
             .then(move |k| {
                 let store = store.clone();
@@ -511,9 +506,8 @@ impl ObjectBlobs {
             .map_err(backend)?;
         // Chunks first, the marker last: a removal cut short leaves a session that still
         // lists (and expires), never chunks without their marker.
-        let (markers, chunks): (Vec<_>, Vec<_>) = keys
-            .into_iter()
-            .partition(|k| k.filename() == Some(MARKER));
+        let (markers, chunks): (Vec<_>, Vec<_>) =
+            keys.into_iter().partition(|k| k.filename() == Some(MARKER));
         for k in chunks.iter().chain(markers.iter()) {
             self.delete_quietly(k).await?;
         }
@@ -573,8 +567,41 @@ fn hash_thread(
 fn backend(e: object_store::Error) -> StoreError {
     match e {
         object_store::Error::NotFound { .. } => StoreError::NotFound,
-        e => StoreError::Backend(e.to_string()),
+        e => StoreError::Backend(scrub(&e.to_string())),
     }
+}
+
+/// Blanks the values of URL query parameters that carry credentials (an Azure SAS token's
+/// signature travels in the request URL, which object_store's errors quote).
+fn scrub(msg: &str) -> String {
+    const SECRET_PARAMS: &[&str] = &[
+        "sig=",
+        "x-amz-signature=",
+        "x-amz-security-token=",
+        "x-amz-credential=",
+    ];
+    let lower = msg.to_ascii_lowercase();
+    let mut out = String::with_capacity(msg.len());
+    let mut i = 0;
+    while i < msg.len() {
+        let hit = SECRET_PARAMS.iter().find(|p| {
+            lower[i..].starts_with(*p)
+                && (i == 0 || matches!(msg.as_bytes()[i - 1], b'?' | b'&' | b' ' | b'"'))
+        });
+        if let Some(p) = hit {
+            out.push_str(&msg[i..i + p.len()]);
+            out.push_str("***");
+            i += p.len();
+            while i < msg.len() && !matches!(msg.as_bytes()[i], b'&' | b' ' | b'"' | b'\'' | b')') {
+                i += 1;
+            }
+        } else {
+            let c = msg[i..].chars().next().unwrap_or(' ');
+            out.push(c);
+            i += c.len_utf8();
+        }
+    }
+    out
 }
 
 fn io_backend(e: std::io::Error) -> StoreError {
@@ -596,9 +623,21 @@ mod tests {
         assert_eq!(loopback_http("https://s3.example.com"), Ok(false));
         assert_eq!(loopback_http("http://127.0.0.1:9000"), Ok(true));
         assert_eq!(loopback_http("http://[::1]:9000/x"), Ok(true));
-        assert_eq!(loopback_http("http://localhost:10000/devstoreaccount1"), Ok(true));
+        assert_eq!(
+            loopback_http("http://localhost:10000/devstoreaccount1"),
+            Ok(true)
+        );
         assert!(loopback_http("http://10.0.0.1:9000").is_err());
         assert!(loopback_http("http://s3.example.com").is_err());
+    }
+
+    #[test]
+    fn credentials_in_urls_are_blanked() {
+        let m = "Error performing GET http://h/c/b?sv=2021&sig=AbC%2Bsecret&se=1 in 2s";
+        let s = scrub(m);
+        assert!(!s.contains("AbC"), "{s}");
+        assert!(s.contains("sig=***&se=1"), "{s}");
+        assert_eq!(scrub("nothing here é"), "nothing here é");
     }
 
     #[test]
