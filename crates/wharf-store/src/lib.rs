@@ -156,12 +156,24 @@ pub struct StoreOptions {
 impl Store {
     /// Opens the data directory, creating it and running migrations as needed.
     pub async fn open(data_dir: &Path, opts: &StoreOptions) -> Result<Self, StoreError> {
+        // An object store's settings are checked before the data directory is touched.
+        let object = match &opts.blob_store {
+            BlobLocation::DataDir => None,
+            l => Some(blobs::object::ObjectBlobs::open(l)?),
+        };
         let db = data_dir.join("wharf.db");
         private_files(data_dir, &db)?;
         let dir_lock = lock_data_dir(data_dir)?;
         let sealer = Sealer::load_or_create(data_dir, opts.secret_key.as_deref())?;
         let meta = Meta::open(&db).await?;
-        let blobs = BlobStore::open(data_dir, &opts.blob_store).await?;
+        let blobs = match object {
+            None => BlobStore::Fs(blobs::fs::FsBlobs::open(data_dir).await?),
+            Some(o) => {
+                // Reached and authorised: a wrong bucket or refused keys stop start-up here.
+                o.check().await?;
+                BlobStore::Object(o)
+            }
+        };
         let store = Store {
             meta,
             blobs,

@@ -100,7 +100,7 @@ pub async fn start_with_clock(
     .map_err(|e| match e {
         // The blob store's own settings are wrong (a missing variable, a bad endpoint):
         // named by its key. The messages name variables, never their values.
-        wharf_store::StoreError::Config(m) => {
+        wharf_store::StoreError::Config(m) | wharf_store::StoreError::Backend(m) => {
             anyhow::anyhow!("storage.blob_store ({blob_store}): {m}")
         }
         e => anyhow::Error::new(e),
