@@ -328,7 +328,11 @@ async fn publishing_is_idempotent_and_blobs_can_be_deleted() {
             );
         }
         assert_eq!(s.size(&d).await.unwrap(), Some(777), "{}", b.name);
+        let listed = s.list_blobs().await.unwrap();
+        assert_eq!(listed.len(), 1, "{}: {listed:?}", b.name);
+        assert_eq!((&listed[0].digest, listed[0].size), (&d, 777), "{}", b.name);
         s.delete_blob(&d).await.unwrap();
+        assert!(s.list_blobs().await.unwrap().is_empty(), "{}", b.name);
         assert_eq!(s.size(&d).await.unwrap(), None, "{}", b.name);
         assert!(!s.blob_exists(&d).await, "{}", b.name);
         s.delete_blob(&d).await.unwrap();

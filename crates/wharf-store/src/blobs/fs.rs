@@ -17,7 +17,7 @@ use tokio::fs;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use wharf_core::{Algorithm, Digest, Hasher};
 
-use super::{AppendError, Appended, ByteStream, Finished, SessionInfo, store_io};
+use super::{AppendError, Appended, BlobInfo, ByteStream, Finished, SessionInfo, store_io};
 use crate::StoreError;
 
 /// Size of the read buffer used when hashing an upload file from disk.
@@ -92,6 +92,51 @@ impl FsBlobs {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         }
+    }
+
+    pub(super) async fn list_blobs(&self) -> Result<Vec<BlobInfo>, StoreError> {
+        let root = self.root.join("blobs");
+        tokio::task::spawn_blocking(move || -> io::Result<Vec<BlobInfo>> {
+            let mut out = Vec::new();
+            let dirs = |p: &Path| -> io::Result<Vec<std::fs::DirEntry>> {
+                match std::fs::read_dir(p) {
+                    Ok(d) => d.collect(),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+                    Err(e) => Err(e),
+                }
+            };
+            for alg in dirs(&root)? {
+                for shard in dirs(&alg.path())? {
+                    for f in dirs(&shard.path())? {
+                        let name = format!(
+                            "{}:{}",
+                            alg.file_name().to_string_lossy(),
+                            f.file_name().to_string_lossy()
+                        );
+                        let (Ok(digest), Ok(meta)) = (Digest::parse(&name), f.metadata()) else {
+                            continue;
+                        };
+                        if !meta.is_file() {
+                            continue;
+                        }
+                        let age = meta
+                            .modified()
+                            .ok()
+                            .and_then(|m| m.elapsed().ok())
+                            .unwrap_or_default();
+                        out.push(BlobInfo {
+                            digest,
+                            size: meta.len(),
+                            age,
+                        });
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(io::Error::other)?
+        .map_err(StoreError::from)
     }
 
     /// Creates the (empty) file of a new upload session.

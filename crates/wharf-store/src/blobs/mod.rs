@@ -145,6 +145,15 @@ pub struct SessionInfo {
     pub idle: Duration,
 }
 
+/// A published blob as the backend lists it (for garbage collection).
+#[derive(Debug, Clone)]
+pub struct BlobInfo {
+    pub digest: Digest,
+    pub size: u64,
+    /// Time since it was published (written).
+    pub age: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub enum BlobStore {
     Fs(fs::FsBlobs),
@@ -243,6 +252,12 @@ impl BlobStore {
     /// there succeeds.
     pub async fn delete_blob(&self, digest: &Digest) -> Result<(), StoreError> {
         each!(self, b => b.delete_blob(digest).await)
+    }
+
+    /// Every published blob, with its size and age (garbage collection's view of the
+    /// content). Entries that are not content (a stray file or key) are left out.
+    pub async fn list_blobs(&self) -> Result<Vec<BlobInfo>, StoreError> {
+        each!(self, b => b.list_blobs().await)
     }
 
     // ---- upload sessions ---------------------------------------------------------------

@@ -28,7 +28,7 @@ use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, PutPayload, WriteMultipart};
 use wharf_core::{Digest, Hasher};
 
-use super::{AppendError, Appended, BlobLocation, ByteStream, Finished, SessionInfo};
+use super::{AppendError, Appended, BlobInfo, BlobLocation, ByteStream, Finished, SessionInfo};
 use crate::StoreError;
 
 /// Blobs up to this size are composed in memory and stored with one put; larger ones are
@@ -247,6 +247,35 @@ impl ObjectBlobs {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(backend(e)),
         }
+    }
+
+    pub(super) async fn list_blobs(&self) -> Result<Vec<BlobInfo>, StoreError> {
+        let dir = self.key("blobs");
+        let mut listed = self.store.list(Some(&dir));
+        let now = chrono::Utc::now();
+        let mut out = Vec::new();
+        while let Some(m) = listed.next().await {
+            let m = m.map_err(backend)?;
+            let parts: Vec<String> = m
+                .location
+                .prefix_match(&dir)
+                .into_iter()
+                .flatten()
+                .map(|p| p.as_ref().to_owned())
+                .collect();
+            let [alg, _shard, hex] = parts.as_slice() else {
+                continue;
+            };
+            let Ok(digest) = Digest::parse(&format!("{alg}:{hex}")) else {
+                continue;
+            };
+            out.push(BlobInfo {
+                digest,
+                size: m.size,
+                age: (now - m.last_modified).to_std().unwrap_or_default(),
+            });
+        }
+        Ok(out)
     }
 
     pub(super) async fn create_upload(&self, id: &str) -> Result<(), StoreError> {
