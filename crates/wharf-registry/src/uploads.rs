@@ -170,11 +170,10 @@ impl Registry {
             }
             Ok(_) => {
                 // Stored, but not the length the range promised: drop the chunk again.
-                self.store
-                    .blobs
-                    .truncate_upload(id, st.offset)
-                    .await
-                    .map_err(session_err)?;
+                if let Err(e) = self.store.blobs.truncate_upload(id, st.offset).await {
+                    self.forget(id, st);
+                    return Err(session_err(e));
+                }
                 Err(RegistryError::SizeInvalid)
             }
             Err(AppendError::Body(e)) => Err(RegistryError::UploadInvalid(format!(
@@ -182,6 +181,14 @@ impl Registry {
             ))),
             Err(AppendError::Store(e)) => Err(session_err(e)),
         }
+    }
+
+    /// Drops the in-memory state of a session whose stored length is no longer known (a
+    /// rollback failed half-way): the next request reloads it from the store, whose length is
+    /// the truth. Requests already waiting on this state hear the session is unknown.
+    fn forget(&self, id: &str, st: &mut UploadState) {
+        st.closed = true;
+        self.sessions().remove(id);
     }
 
     /// Finishes an upload: appends the final chunk (if any), verifies the digest, publishes the
@@ -237,6 +244,7 @@ impl Registry {
         if st.hasher.is_some() && st.algorithm != digest.algorithm() {
             st.hasher = None;
         }
+        let (offset_before, hasher_before) = (st.offset, st.hasher.clone());
         self.append(id, &mut st, body, expected).await?;
         let running = st.hasher.clone().map(Hasher::finish);
         let published = self.store.blobs.finish_upload(id, digest, running).await;
@@ -245,8 +253,23 @@ impl Registry {
             Ok(Finished::Mismatch) => return Err(RegistryError::DigestMismatch),
             Err(StoreError::NotFound) => return Err(RegistryError::UploadUnknown),
             // Object storage failed (after its retries): the staged chunks are intact, so
-            // the session stays and the client may retry the same PUT.
-            Err(e @ StoreError::Backend(_)) => return Err(e.into()),
+            // the session stays, back at the offset it had before this request (its final
+            // chunk dropped), and the client may retry the same PUT.
+            Err(e @ StoreError::Backend(_)) => {
+                if st.offset != offset_before {
+                    match self.store.blobs.truncate_upload(id, offset_before).await {
+                        Ok(()) => {
+                            st.offset = offset_before;
+                            st.hasher = hasher_before;
+                        }
+                        Err(t) => {
+                            tracing::warn!(error = %t, session = %id, "dropping a failed finish's final chunk failed");
+                            self.forget(id, &mut st);
+                        }
+                    }
+                }
+                return Err(e.into());
+            }
             Err(e) => {
                 // A failed fsync may have dropped the file's dirty pages, so its bytes can no
                 // longer be trusted: the session ends here and the client uploads again.

@@ -13,7 +13,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -29,15 +29,22 @@ impl Drop for Proc {
     }
 }
 
+const UP: u8 = 0;
+const DOWN: u8 = 1;
+const READS_DOWN: u8 = 2;
+
 #[derive(Clone)]
 struct Proxy {
     upstream: String,
-    down: Arc<AtomicBool>,
+    /// UP, DOWN (every request fails) or READS_DOWN (GETs fail, so a finish fails after its
+    /// final chunk was stored).
+    down: Arc<AtomicU8>,
     client: reqwest::Client,
 }
 
 async fn forward(State(p): State<Proxy>, req: Request) -> Response {
-    if p.down.load(Ordering::SeqCst) {
+    let mode = p.down.load(Ordering::SeqCst);
+    if mode == DOWN || (mode == READS_DOWN && req.method() == axum::http::Method::GET) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code>\
@@ -98,7 +105,7 @@ async fn a_failing_object_store_is_a_503_and_acknowledges_nothing_it_did_not_sto
     }
     let upstream = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
     let bucket = std::env::var("WHARF_TEST_BUCKET").unwrap_or_else(|_| "wharf-test".into());
-    let down = Arc::new(AtomicBool::new(false));
+    let down = Arc::new(AtomicU8::new(UP));
     let proxy = Proxy {
         upstream: upstream.trim_end_matches('/').to_owned(),
         down: down.clone(),
@@ -169,7 +176,7 @@ async fn a_failing_object_store_is_a_503_and_acknowledges_nothing_it_did_not_sto
     let loc = r.headers()["location"].to_str().unwrap().to_owned();
 
     // The store fails: every blob operation is a retryable 503, never a 500.
-    down.store(true, Ordering::SeqCst);
+    down.store(DOWN, Ordering::SeqCst);
     let r = c
         .patch(url(&loc))
         .header("content-range", "4096-9095")
@@ -206,22 +213,33 @@ async fn a_failing_object_store_is_a_503_and_acknowledges_nothing_it_did_not_sto
     let (s, h) = (r.status().as_u16(), r.headers().clone());
     assert_unavailable(s, &h, &r.text().await.unwrap(), "finishing PUT");
 
-    // Back: the session's offset is the last acknowledged chunk, and the upload completes.
-    down.store(false, Ordering::SeqCst);
-    let r = c.get(url(&loc)).send().await.unwrap();
-    assert_eq!(r.status(), 204);
-    assert_eq!(r.headers()["range"], "0-4095");
+    // Reads fail: a finishing PUT whose final chunk is stored but whose composition fails
+    // is a 503 too, and drops that chunk again, so the same PUT can be retried.
+    down.store(READS_DOWN, Ordering::SeqCst);
     let r = c
-        .patch(url(&loc))
+        .put(url(&format!("{loc}?digest={wd}")))
         .header("content-range", "4096-9095")
         .body(two.clone())
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 202);
-    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let (s, h) = (r.status().as_u16(), r.headers().clone());
+    assert_unavailable(
+        s,
+        &h,
+        &r.text().await.unwrap(),
+        "finishing PUT with its last chunk",
+    );
+
+    // Back: the session's offset is the last acknowledged chunk, and the same PUT completes.
+    down.store(UP, Ordering::SeqCst);
+    let r = c.get(url(&loc)).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["range"], "0-4095");
     let r = c
         .put(url(&format!("{loc}?digest={wd}")))
+        .header("content-range", "4096-9095")
+        .body(two.clone())
         .send()
         .await
         .unwrap();
