@@ -85,7 +85,24 @@ wait_v2() { # name pid port logfile [status]
 # deletes allowed, only the default in-memory blob descriptor cache, quiet logs (no access
 # log), no background upload purging that could run mid-measurement, listening on
 # 127.0.0.1:$2. Callers append their own sections (e.g. notifications).
-distribution_config() { # rootdir port
+distribution_config() { # rootdir port [s3 root]
+    local storage
+    if [[ ${3:-} == s3 ]]; then
+        # Distribution's s3 driver on the same S3 service as Wharf (BENCH_BACKEND=s3): the
+        # AWS_* variables of scripts/services.sh, plain http to the loopback endpoint.
+        storage="  s3:
+    accesskey: $AWS_ACCESS_KEY_ID
+    secretkey: $AWS_SECRET_ACCESS_KEY
+    region: $AWS_REGION
+    regionendpoint: $AWS_ENDPOINT_URL
+    bucket: $SERVICES_BUCKET
+    rootdirectory: /$4
+    secure: false
+    v4auth: true"
+    else
+        storage="  filesystem:
+    rootdirectory: $1"
+    fi
     cat <<EOF
 version: 0.1
 log:
@@ -93,8 +110,7 @@ log:
   accesslog:
     disabled: true
 storage:
-  filesystem:
-    rootdirectory: $1
+$storage
   delete:
     enabled: true
   cache:

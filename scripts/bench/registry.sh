@@ -23,6 +23,10 @@
 #
 # Environment:
 #   BENCH_QUICK=1        small fast run (8 x 1 MiB blobs, 50 manifests, 2 s timed scenarios)
+#   BENCH_BACKEND=s3     blobs on object storage: moto in server mode (scripts/services.sh,
+#                        on loopback) holds Wharf's blobs (--blob-store s3://…) and
+#                        Distribution's (its s3 storage driver), one bucket, two prefixes;
+#                        targets distribution and wharf only
 #   BENCH_AUTH=1         the cost of access control: targets "distribution-htpasswd
 #                        wharf-auth wharf" in one run, so the table has the ratios
 #                        wharf-auth/distribution-htpasswd and wharf-auth/wharf (no auth)
@@ -50,6 +54,14 @@ else
 fi
 read -r -a TARGETS <<<"${BENCH_TARGETS:-$DEFAULT_TARGETS}"
 SEED=${BENCH_SEED:-$(date +%s)}
+BACKEND=${BENCH_BACKEND:-fs}
+case $BACKEND in
+fs | s3) ;;
+*)
+    echo "unknown BENCH_BACKEND=$BACKEND (expected fs or s3)" >&2
+    exit 1
+    ;;
+esac
 
 # shellcheck source=common.sh
 source "$ROOT/scripts/bench/common.sh"
@@ -87,6 +99,7 @@ declare -A PID=() PORT=() POLLER=() CRED=() FLAGS=() MGMT=()
 
 cleanup() {
     local p
+    if [[ $BACKEND == s3 ]]; then "$ROOT/scripts/services.sh" stop "$WORK/services"; fi
     for p in "${POLLER[@]}" "${PID[@]}"; do
         kill "$p" 2>/dev/null || true
     done
@@ -149,7 +162,7 @@ start_distribution() { # target
     fi
     mkdir -p "$WORK/$t"
     # Settings chosen to match Wharf's (see distribution_config in common.sh).
-    distribution_config "$WORK/$t" "${PORT[$t]}" >"$WORK/$t.yml"
+    distribution_config "$WORK/$t" "${PORT[$t]}" "$BACKEND" "dist-$SEED-$t" >"$WORK/$t.yml"
     if [[ $t == distribution-htpasswd ]]; then
         pw=$(random_secret 32)
         htpasswd_line bench "$pw" >"$WORK/htpasswd"
@@ -161,17 +174,22 @@ auth:
     path: $WORK/htpasswd
 EOF
     fi
-    "$DIST_BIN" serve "$WORK/$t.yml" >"$WORK/$t.log" 2>&1 &
+    # aws-sdk-go refuses to start when AWS_CA_BUNDLE names a bundle it cannot load into its
+    # transport; the endpoint is plain http on loopback, so no bundle is needed.
+    env -u AWS_CA_BUNDLE "$DIST_BIN" serve "$WORK/$t.yml" >"$WORK/$t.log" 2>&1 &
     PID[$t]=$!
 }
 
 start_wharf() { # target
     local t=$1 auth=()
+    if [[ $BACKEND == s3 ]]; then
+        auth+=(--blob-store "s3://$SERVICES_BUCKET/wharf-$SEED-$t")
+    fi
     if [[ $t == wharf ]]; then
         PORT[$t]=${WHARF_PORT:-$(free_port 15100)}
     else
         PORT[$t]=$(free_port 15150)
-        auth=(--auth)
+        auth+=(--auth)
         # Chosen here so the script need not read it from the server's output.
         MGMT[$t]=wharfm_$(random_secret 32)
     fi
@@ -206,6 +224,13 @@ wharf_token() { # target
     out=$(arm "$t" POST /generateCredentials "$(printf '{"tokenId":"%s/tokens/bench"}' "$ARM_R")")
     CRED[$t]=bench:$(python3 -c 'import json, sys; print(json.load(sys.stdin)["passwords"][0]["value"])' <<<"$out")
 }
+
+if [[ $BACKEND == s3 ]]; then
+    "$ROOT/scripts/services.sh" start "$WORK/services"
+    # shellcheck disable=SC1091
+    source "$WORK/services/services.env"
+    log "blobs on S3 (moto) at $AWS_ENDPOINT_URL, bucket $SERVICES_BUCKET"
+fi
 
 for t in "${TARGETS[@]}"; do
     case $t in

@@ -102,11 +102,13 @@ impl From<RegistryError> for OciError {
             RegistryError::TooManyTags => OciError::new(414, C::TagInvalid, "too many tags"),
             RegistryError::OutOfSpace => out_of_space(),
             RegistryError::Unavailable(m) => {
-                tracing::info!(reason = %m, "asked the client to retry");
+                // The cause (an object-store error, or content collected while it was being
+                // linked) is logged, never sent.
+                tracing::warn!(reason = %m, "asked the client to retry");
                 OciError::new(
                     503,
-                    C::Unavailable,
-                    "temporarily unavailable: retry the request",
+                    ErrorCode::Unavailable,
+                    "temporarily unavailable; nothing was stored: retry the request",
                 )
                 .with_header(header::RETRY_AFTER, "1".to_owned())
             }

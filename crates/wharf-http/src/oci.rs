@@ -9,8 +9,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 use wharf_core::{Algorithm, Digest, ErrorCode, Reference, RepoName, Tag};
 use wharf_registry::{ByteStream, RequestInfo};
 
@@ -27,8 +25,6 @@ const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
 const OCI_TAG: HeaderName = HeaderName::from_static("oci-tag");
 const FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
 
-/// Read buffer for blob downloads: large enough that a download is not a storm of small reads.
-const READ_BUF: usize = 1024 * 1024;
 /// How long a client may take to send a manifest body.
 const MANIFEST_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Catalog page size when the client gives no `n`.
@@ -467,13 +463,7 @@ async fn get_blob(
         headers.push((header::CONTENT_RANGE, cr));
     }
     let mut resp = if body {
-        let (mut file, _) = app.registry.open_blob(repo, d).await?;
-        if start > 0 {
-            file.seek(io::SeekFrom::Start(start))
-                .await
-                .map_err(|e| crate::error::internal(&e))?;
-        }
-        let stream = ReaderStream::with_capacity(file.take(len), READ_BUF);
+        let stream = app.registry.read_blob(repo, d, start, len).await?;
         Response::new(Body::from_stream(stream))
     } else {
         Response::new(Body::empty())

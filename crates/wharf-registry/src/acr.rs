@@ -409,14 +409,7 @@ impl Registry {
         let Ok(d) = Digest::parse(digest) else {
             return (None, None);
         };
-        let path = self.store.blobs.blob_path(&d);
-        let Ok(meta) = tokio::fs::metadata(&path).await else {
-            return (None, None);
-        };
-        if meta.len() > MAX_CONFIG {
-            return (None, None);
-        }
-        let Ok(data) = tokio::fs::read(&path).await else {
+        let Ok(Some(data)) = self.store.blobs.read_small(&d, MAX_CONFIG).await else {
             return (None, None);
         };
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) else {

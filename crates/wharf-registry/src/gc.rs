@@ -130,20 +130,27 @@ impl Registry {
     /// the "busy right now" exception, which only a real run can see).
     async fn stale_upload_count(&self, max_age_ms: i64) -> Result<usize> {
         let cutoff = chrono::Utc::now().timestamp_millis() - max_age_ms;
-        let mut n = 0;
-        for id in self.store.meta.stale_uploads(cutoff).await? {
-            let recent = match tokio::fs::metadata(self.store.blobs.upload_path(&id)).await {
-                Ok(m) => m
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age.as_millis() < max_age_ms as u128),
-                Err(_) => false,
-            };
-            if !recent {
-                n += 1;
-            }
+        let stale = self.store.meta.stale_uploads(cutoff).await?;
+        if stale.is_empty() {
+            return Ok(0);
         }
+        // How long each session's bytes have been idle, as the blob store sees it.
+        let idle: std::collections::HashMap<String, std::time::Duration> = self
+            .store
+            .blobs
+            .upload_sessions()
+            .await?
+            .into_iter()
+            .map(|s| (s.id, s.idle))
+            .collect();
+        let n = stale
+            .iter()
+            .filter(|id| {
+                !idle
+                    .get(*id)
+                    .is_some_and(|age| age.as_millis() < max_age_ms as u128)
+            })
+            .count();
         Ok(n)
     }
 

@@ -74,8 +74,9 @@ pub enum RegistryError {
     /// stored, and the same request succeeds once space returns.
     #[error("out of storage space")]
     OutOfSpace,
-    /// A transient conflict (content garbage-collected while it was being linked): nothing
-    /// was stored, and the same request succeeds when retried.
+    /// Nothing was stored, and the same request may succeed when retried (503): the blob
+    /// backend (object storage) failed or is unreachable, or content was garbage-collected
+    /// while it was being linked.
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -89,6 +90,7 @@ impl From<StoreError> for RegistryError {
         match e {
             StoreError::OutOfSpace => RegistryError::OutOfSpace,
             StoreError::Disallowed => RegistryError::Disallowed,
+            StoreError::Backend(m) => RegistryError::Unavailable(m),
             e => RegistryError::Internal(e),
         }
     }
@@ -218,16 +220,19 @@ impl Registry {
         }
     }
 
-    /// Opens a blob visible in `repo` for reading.
-    pub async fn open_blob(
+    /// Streams `len` bytes from `start` of a blob visible in `repo` (the caller checked its
+    /// size and the range against it, with [`Registry::blob_size_as`]).
+    pub async fn read_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
-    ) -> Result<(tokio::fs::File, u64)> {
-        let size = self.blob_size(repo, digest).await?;
-        match self.store.blobs.open_blob(digest).await {
-            Ok(f) => Ok((f, size)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(RegistryError::BlobUnknown),
+        start: u64,
+        len: u64,
+    ) -> Result<wharf_store::blobs::ByteStream> {
+        self.blob_size(repo, digest).await?;
+        match self.store.blobs.read(digest, start, len).await {
+            Ok(s) => Ok(s),
+            Err(StoreError::NotFound) => Err(RegistryError::BlobUnknown),
             Err(e) => Err(e.into()),
         }
     }
@@ -412,11 +417,12 @@ impl Registry {
 
     /// Reads `name` and `version` from a Helm chart's config blob (small JSON).
     async fn read_chart_meta(&self, config: Option<&Digest>) -> Option<events::ChartMeta> {
-        let path = self.store.blobs.blob_path(config?);
-        let data = tokio::fs::read(path).await.ok()?;
-        if data.len() > 1024 * 1024 {
-            return None;
-        }
+        let data = self
+            .store
+            .blobs
+            .read_small(config?, 1024 * 1024)
+            .await
+            .ok()??;
         let v: serde_json::Value = serde_json::from_slice(&data).ok()?;
         Some(events::ChartMeta {
             name: v.get("name")?.as_str()?.to_owned(),

@@ -1,22 +1,21 @@
 //! Blob upload sessions (DESIGN invariant 2): state with an explicit offset.
 //!
-//! The bytes of a session live in `uploads/<id>`, whose length is the offset, so a session
-//! survives a restart. While the process lives, the running hash of the bytes so far is kept in
-//! memory, so finishing a streamed upload does not read the blob back; after a restart (or if
-//! the client's digest uses another algorithm) the file is hashed from disk instead.
-//!
-//! Bytes are written and hashed on a blocking thread fed through a channel: hashing megabytes
-//! on the async runtime would stall other requests.
+//! The bytes of a session live in the blob store's upload session (a file under `uploads/`,
+//! or staged objects), whose length is the offset, so a session survives a restart. While the
+//! process lives, the running hash of the bytes so far is kept in memory, so finishing a
+//! streamed upload need not read the blob back; after a restart (or if the client's digest
+//! uses another algorithm) the blob store hashes the session's bytes itself.
 //!
 //! Every operation that changes a session runs on a task of its own, holding the session's
 //! lock to the end. A client that disconnects mid-request drops the HTTP handler, not that
 //! task, so the file and the offset can never part ways, and a retry waits for the lock.
 
-use std::io::{self, Write};
+use std::io;
 use std::sync::Arc;
 
-use futures_util::StreamExt;
 use wharf_core::{Algorithm, Digest, Hasher, RepoName};
+use wharf_store::StoreError;
+use wharf_store::blobs::{AppendError, Finished};
 
 use crate::{ByteStream, Registry, RegistryError, Result};
 
@@ -30,9 +29,6 @@ pub struct UploadState {
     /// Finished or cancelled: whoever still holds the session must not touch it.
     closed: bool,
 }
-
-/// Buffer size of the writer that appends to an upload file.
-const WRITE_BUF: usize = 1 << 20;
 
 impl Registry {
     /// Opens a new upload session in `repo`. Returns its id.
@@ -102,7 +98,7 @@ impl Registry {
         if row.repo != repo.as_str() || row.finished_digest.is_some() {
             return Err(RegistryError::UploadUnknown);
         }
-        let offset = self.store.blobs.upload_len(id).await.map_err(session_io)?;
+        let offset = self.store.blobs.upload_len(id).await.map_err(session_err)?;
         let state = UploadState {
             repo: repo.clone(),
             offset,
@@ -151,73 +147,48 @@ impl Registry {
         Ok(st.offset)
     }
 
-    /// Appends `body` to the session's file, hashing as it goes. On any failure the file is
-    /// cut back to the old offset, so the client's view of the offset stays true.
+    /// Appends `body` to the session, hashing as it goes. On any failure the blob store cuts
+    /// the session back to the old offset, so the client's view of the offset stays true.
     async fn append(
         &self,
         id: &str,
         st: &mut UploadState,
-        mut body: impl ByteStream,
+        body: impl ByteStream,
         expected: Option<u64>,
     ) -> Result<()> {
-        let file = self
+        let hasher = st.hasher.take();
+        match self
             .store
             .blobs
-            .append_upload(id)
+            .append_upload(id, st.offset, Box::pin(body), hasher)
             .await
-            .map_err(session_io)?
-            .into_std()
-            .await;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
-        let mut hasher = st.hasher.take();
-        let writer = tokio::task::spawn_blocking(move || -> io::Result<(u64, Option<Hasher>)> {
-            let mut w = io::BufWriter::with_capacity(WRITE_BUF, file);
-            let mut n = 0u64;
-            while let Some(chunk) = rx.blocking_recv() {
-                if let Some(h) = hasher.as_mut() {
-                    h.update(&chunk);
-                }
-                w.write_all(&chunk)?;
-                n += chunk.len() as u64;
+        {
+            Ok(a) if expected.is_none_or(|e| e == a.written) => {
+                st.offset += a.written;
+                st.hasher = a.hasher;
+                Ok(())
             }
-            w.flush()?;
-            Ok((n, hasher))
-        });
-        let mut read_err = None;
-        while let Some(chunk) = body.next().await {
-            match chunk {
-                Ok(c) => {
-                    if tx.send(c).await.is_err() {
-                        break;
-                    }
+            Ok(_) => {
+                // Stored, but not the length the range promised: drop the chunk again.
+                if let Err(e) = self.store.blobs.truncate_upload(id, st.offset).await {
+                    self.forget(id, st);
+                    return Err(session_err(e));
                 }
-                Err(e) => {
-                    read_err = Some(e);
-                    break;
-                }
+                Err(RegistryError::SizeInvalid)
             }
-        }
-        drop(tx);
-        let written = writer.await.map_err(io::Error::other);
-        let ok = match (read_err, written) {
-            (None, Ok(Ok((n, h)))) => {
-                if expected.is_some_and(|e| e != n) {
-                    Err(RegistryError::SizeInvalid)
-                } else {
-                    st.offset += n;
-                    st.hasher = h;
-                    return Ok(());
-                }
-            }
-            (Some(e), _) => Err(RegistryError::UploadInvalid(format!(
+            Err(AppendError::Body(e)) => Err(RegistryError::UploadInvalid(format!(
                 "body read failed: {e}"
             ))),
-            (None, Ok(Err(e))) | (None, Err(e)) => Err(e.into()),
-        };
-        // Failed: cut the file back and forget the running hash (it saw the dropped bytes).
-        self.store.blobs.truncate_upload(id, st.offset).await?;
-        st.hasher = None;
-        ok
+            Err(AppendError::Store(e)) => Err(session_err(e)),
+        }
+    }
+
+    /// Drops the in-memory state of a session whose stored length is no longer known (a
+    /// rollback failed half-way): the next request reloads it from the store, whose length is
+    /// the truth. Requests already waiting on this state hear the session is unknown.
+    fn forget(&self, id: &str, st: &mut UploadState) {
+        st.closed = true;
+        self.sessions().remove(id);
     }
 
     /// Finishes an upload: appends the final chunk (if any), verifies the digest, publishes the
@@ -273,31 +244,45 @@ impl Registry {
         if st.hasher.is_some() && st.algorithm != digest.algorithm() {
             st.hasher = None;
         }
+        let (offset_before, hasher_before) = (st.offset, st.hasher.clone());
         self.append(id, &mut st, body, expected).await?;
-        let actual = match st.hasher.clone() {
-            Some(h) => h.finish(),
-            None => self
-                .store
-                .blobs
-                .hash_upload(id, digest.algorithm())
-                .await
-                .map_err(session_io)?,
-        };
-        if &actual != digest {
-            return Err(RegistryError::DigestMismatch);
-        }
-        if let Err(e) = self.store.blobs.publish_upload(id, digest).await {
-            // A failed fsync may have dropped the file's dirty pages, so its bytes can no
-            // longer be trusted: the session ends here and the client uploads again.
-            st.closed = true;
-            self.sessions().remove(id);
-            if let Err(e) = self.store.meta.delete_upload(id).await {
-                tracing::warn!(error = %e, session = %id, "removing a failed upload's session failed");
+        let running = st.hasher.clone().map(Hasher::finish);
+        let published = self.store.blobs.finish_upload(id, digest, running).await;
+        match published {
+            Ok(Finished::Published) => {}
+            Ok(Finished::Mismatch) => return Err(RegistryError::DigestMismatch),
+            Err(StoreError::NotFound) => return Err(RegistryError::UploadUnknown),
+            // Object storage failed (after its retries): the staged chunks are intact, so
+            // the session stays, back at the offset it had before this request (its final
+            // chunk dropped), and the client may retry the same PUT.
+            Err(e @ StoreError::Backend(_)) => {
+                if st.offset != offset_before {
+                    match self.store.blobs.truncate_upload(id, offset_before).await {
+                        Ok(()) => {
+                            st.offset = offset_before;
+                            st.hasher = hasher_before;
+                        }
+                        Err(t) => {
+                            tracing::warn!(error = %t, session = %id, "dropping a failed finish's final chunk failed");
+                            self.forget(id, &mut st);
+                        }
+                    }
+                }
+                return Err(e.into());
             }
-            if let Err(e) = self.store.blobs.remove_upload(id).await {
-                tracing::warn!(error = %e, session = %id, "removing a failed upload's file failed");
+            Err(e) => {
+                // A failed fsync may have dropped the file's dirty pages, so its bytes can no
+                // longer be trusted: the session ends here and the client uploads again.
+                st.closed = true;
+                self.sessions().remove(id);
+                if let Err(e) = self.store.meta.delete_upload(id).await {
+                    tracing::warn!(error = %e, session = %id, "removing a failed upload's session failed");
+                }
+                if let Err(e) = self.store.blobs.remove_upload(id).await {
+                    tracing::warn!(error = %e, session = %id, "removing a failed upload's file failed");
+                }
+                return Err(e.into());
             }
-            return Err(e.into());
         }
         // Checks, in the linking transaction, that garbage collection has not removed the
         // content since it was published (see `wharf_store::gc`).
@@ -358,14 +343,24 @@ impl Registry {
     pub async fn expire_uploads(&self, max_age_ms: i64) -> Result<usize> {
         let cutoff = chrono::Utc::now().timestamp_millis() - max_age_ms;
         let stale = self.store.meta.stale_uploads(cutoff).await?;
+        if stale.is_empty() {
+            return Ok(0);
+        }
+        // How long each session's bytes have been idle, as the blob store sees it.
+        let idle: std::collections::HashMap<String, std::time::Duration> = self
+            .store
+            .blobs
+            .upload_sessions()
+            .await?
+            .into_iter()
+            .map(|s| (s.id, s.idle))
+            .collect();
         let mut expired = 0;
         for id in &stale {
             // Old, but still being written to (a slow, large upload): leave it.
-            if let Ok(meta) = tokio::fs::metadata(self.store.blobs.upload_path(id)).await
-                && let Ok(modified) = meta.modified()
-                && modified
-                    .elapsed()
-                    .is_ok_and(|age| age.as_millis() < max_age_ms as u128)
+            if idle
+                .get(id)
+                .is_some_and(|age| age.as_millis() < max_age_ms as u128)
             {
                 continue;
             }
@@ -389,13 +384,12 @@ impl Registry {
     }
 }
 
-/// An I/O error on a session's file: a missing file means the session is gone (cancelled or
-/// expired meanwhile), which the client hears as an unknown upload, not a server error.
-fn session_io(e: io::Error) -> RegistryError {
-    if e.kind() == io::ErrorKind::NotFound {
-        RegistryError::UploadUnknown
-    } else {
-        e.into()
+/// A blob-store error on a session: a missing session means it is gone (cancelled or expired
+/// meanwhile), which the client hears as an unknown upload, not a server error.
+fn session_err(e: StoreError) -> RegistryError {
+    match e {
+        StoreError::NotFound => RegistryError::UploadUnknown,
+        e => e.into(),
     }
 }
 

@@ -43,7 +43,7 @@ use std::sync::Mutex;
 use sqlx::Row;
 use wharf_core::{Digest, RepoName};
 
-use crate::blobs::{BlobStore, StoredBlob};
+use crate::blobs::{BlobInfo, BlobStore};
 use crate::db::WriteTx;
 use crate::meta::{Meta, ensure_repo, link_key};
 use crate::{Store, StoreError};
@@ -233,6 +233,10 @@ impl Gc<'_> {
         .into_iter()
         .map(|r| r.get(0))
         .collect();
+        // The backend reports each blob's age; its write time is the wall clock's now - age,
+        // compared with the cutoff on the server's clock as file times were before (the
+        // server's clock is injectable in tests; in production the two are the same).
+        let wall_now = crate::meta::now_ms();
         let candidates: Vec<_> = self
             .blobs
             .list_blobs()
@@ -240,7 +244,11 @@ impl Gc<'_> {
             .into_iter()
             // Young content may be an upload between publishing and linking: left for the
             // next run (correctness does not rest on this; see the module docs).
-            .filter(|b| b.modified_ms < cutoff && !kept.contains(&b.digest.to_string()))
+            .filter(|b| {
+                let written =
+                    wall_now.saturating_sub(i64::try_from(b.age.as_millis()).unwrap_or(i64::MAX));
+                written < cutoff && !kept.contains(&b.digest.to_string())
+            })
             .collect();
         if opts.dry_run {
             f.blobs_removed = candidates.len() as u64;
@@ -256,7 +264,7 @@ impl Gc<'_> {
     /// Deletes the content of each candidate that, checked again inside a write transaction,
     /// no link names (a link may have been added since the candidates were chosen). Returns
     /// (blobs removed, bytes reclaimed).
-    async fn sweep(&self, candidates: &[StoredBlob]) -> Result<(u64, u64), StoreError> {
+    async fn sweep(&self, candidates: &[BlobInfo]) -> Result<(u64, u64), StoreError> {
         let (mut blobs, mut bytes) = (0, 0);
         for batch in candidates.chunks(BLOB_BATCH) {
             // The writer lock is what serialises this check-and-delete with a finish's
@@ -268,7 +276,8 @@ impl Gc<'_> {
                     .fetch_optional(&mut *tx)
                     .await?
                     .is_some();
-                if !linked && self.blobs.delete_blob(&b.digest).await? {
+                if !linked {
+                    self.blobs.delete_blob(&b.digest).await?;
                     blobs += 1;
                     bytes += b.size;
                 }
@@ -401,8 +410,11 @@ mod tests {
     async fn publish(s: &Store, session: &str, data: &[u8]) -> Digest {
         let d = Digest::sha256_of(data);
         s.blobs.create_upload(session).await.unwrap();
-        std::fs::write(s.blobs.upload_path(session), data).unwrap();
-        s.blobs.publish_upload(session, &d).await.unwrap();
+        let body: crate::blobs::ByteStream = Box::pin(futures_util::stream::iter(vec![Ok(
+            bytes::Bytes::copy_from_slice(data),
+        )]));
+        s.blobs.append_upload(session, 0, body, None).await.unwrap();
+        s.blobs.finish_upload(session, &d, None).await.unwrap();
         d
     }
 

@@ -949,8 +949,7 @@ mod tests {
                 region: "local".into(),
                 floor: crate::FreeSpaceFloor::Bytes(0),
                 secret_key: None,
-                registry_id: String::new(),
-                source_addr: String::new(),
+                ..Default::default()
             },
         )
         .await

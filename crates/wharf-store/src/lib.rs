@@ -1,4 +1,5 @@
-//! Wharf's storage: the content-addressed blob store on the filesystem and the metadata store
+//! Wharf's storage: the content-addressed blob store (the data directory, S3 or Azure Blob,
+//! behind one boundary: range-stream reads, upload-session writes) and the metadata store
 //! in SQLite (repositories, blob links, manifests, tags, upload sessions, webhook definitions,
 //! the event outbox, the delivery queue and the delivery history), and garbage collection's
 //! side of both (`gc.rs`).
@@ -24,7 +25,7 @@ use std::sync::Arc;
 pub use attrs::{
     Attributes, Flags, FlagsPatch, ManifestAttrs, ManifestPatch, RepoAttrs, RepoPatch, TagAttrs,
 };
-pub use blobs::{BlobStore, StoredBlob};
+pub use blobs::{BlobInfo, BlobLocation, BlobStore};
 pub use gc::{Gc, GcFigures, GcOptions};
 pub use identities::Identities;
 pub use meta::{
@@ -66,6 +67,13 @@ pub enum StoreError {
     Conflict,
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The blob backend (object storage) failed or could not be reached, after retries:
+    /// nothing was stored by the failed call, and the client may retry (503).
+    #[error("blob storage unavailable: {0}")]
+    Backend(String),
+    /// The blob store's configuration cannot be used (refused at start-up).
+    #[error("blob store: {0}")]
+    Config(String),
     #[error("corrupt data: {0}")]
     Corrupt(String),
     /// Another process holds the data directory (its lock file is locked).
@@ -144,17 +152,31 @@ pub struct StoreOptions {
     pub registry_id: String,
     /// This node's `host:port`, the `source.addr` of event data (empty: none is shown).
     pub source_addr: String,
+    /// Where blobs live (default: the data directory).
+    pub blob_store: BlobLocation,
 }
 
 impl Store {
     /// Opens the data directory, creating it and running migrations as needed.
     pub async fn open(data_dir: &Path, opts: &StoreOptions) -> Result<Self, StoreError> {
+        // An object store's settings are checked before the data directory is touched.
+        let object = match &opts.blob_store {
+            BlobLocation::DataDir => None,
+            l => Some(blobs::object::ObjectBlobs::open(l)?),
+        };
         let db = data_dir.join("wharf.db");
         private_files(data_dir, &db)?;
         let dir_lock = lock_data_dir(data_dir)?;
         let sealer = Sealer::load_or_create(data_dir, opts.secret_key.as_deref())?;
         let meta = Meta::open(&db).await?;
-        let blobs = BlobStore::open(data_dir).await?;
+        let blobs = match object {
+            None => BlobStore::Fs(blobs::fs::FsBlobs::open(data_dir).await?),
+            Some(o) => {
+                // Reached and authorised: a wrong bucket or refused keys stop start-up here.
+                o.check().await?;
+                BlobStore::Object(o)
+            }
+        };
         let store = Store {
             meta,
             blobs,
@@ -204,7 +226,13 @@ impl Store {
     /// start's two steps). Finished rows have no file by design and stay until expiry.
     async fn reconcile_uploads(&self) -> Result<(), StoreError> {
         let rows = self.meta.upload_ids().await?;
-        let files = self.blobs.upload_files().await?;
+        let files: Vec<String> = self
+            .blobs
+            .upload_sessions()
+            .await?
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
         for f in &files {
             if !rows.iter().any(|(id, _)| id == f) {
                 tracing::info!(session = %f, "removing an upload file without a session");

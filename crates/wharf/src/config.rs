@@ -32,10 +32,31 @@ pub struct Config {
     pub auth: Auth,
     pub registry: Registry,
     pub gc: Gc,
+    pub storage: Storage,
     /// Where each key that is not a default came from ("config file …", a variable's name, a
     /// flag), by dotted key ("webhooks.timeout_secs"), for error messages.
     #[serde(skip)]
     pub sources: BTreeMap<String, String>,
+}
+
+/// Where blobs live.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Storage {
+    /// The blob store: "data-dir" (blobs/ and uploads/ under the data directory),
+    /// "s3://bucket/prefix" (endpoint, region and credentials from AWS_ENDPOINT_URL,
+    /// AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or "azure://container/prefix"
+    /// (account and key from AZURE_STORAGE_CONNECTION_STRING). The metadata database stays
+    /// in the data directory either way.
+    pub blob_store: String,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            blob_store: wharf_store::BlobLocation::default().to_string(),
+        }
+    }
 }
 
 /// Where the registry sits in ARM: the names in the management API's paths
@@ -260,6 +281,7 @@ impl Default for Config {
             auth: Auth::default(),
             registry: Registry::default(),
             gc: Gc::default(),
+            storage: Storage::default(),
             sources: BTreeMap::new(),
         }
     }
@@ -517,6 +539,9 @@ impl Config {
         {
             return Err(self.bad("limits.min_free_space", &self.limits.min_free_space, &e));
         }
+        if let Err(e) = self.blob_location() {
+            return Err(self.bad("storage.blob_store", &self.storage.blob_store, &e));
+        }
         // Secrets: named, never shown.
         for (key, v) in [
             ("auth.management_token", &self.auth.management_token),
@@ -621,6 +646,11 @@ impl Config {
             .min_free_space
             .parse()
             .map_err(|e: String| anyhow::anyhow!("limits.min_free_space: {e}"))
+    }
+
+    /// The parsed `storage.blob_store`.
+    pub fn blob_location(&self) -> Result<wharf_store::BlobLocation, String> {
+        self.storage.blob_store.parse()
     }
 
     /// The certificate and key files, if TLS is configured; an error if only one is given.
@@ -730,7 +760,9 @@ const fn key(section: &'static str, name: &'static str, kind: Kind) -> Key {
 }
 
 /// The sections of the config file.
-pub const SECTIONS: &[&str] = &["limits", "webhooks", "tls", "auth", "registry", "gc"];
+pub const SECTIONS: &[&str] = &[
+    "limits", "webhooks", "tls", "auth", "registry", "gc", "storage",
+];
 
 /// Every key of the config file (a test checks this against the struct).
 pub const KEYS: &[Key] = &[
@@ -773,6 +805,7 @@ pub const KEYS: &[Key] = &[
     key("registry", "login_server", Kind::Str),
     key("gc", "interval_secs", Kind::Int),
     key("gc", "grace_secs", Kind::Int),
+    key("storage", "blob_store", Kind::Str),
 ];
 
 /// Keys whose values never appear in a message.

@@ -63,6 +63,9 @@ pub async fn start_with_clock(
 ) -> anyhow::Result<Server> {
     cfg.validate()?;
     let floor = cfg.free_space_floor()?;
+    let blob_store = cfg
+        .blob_location()
+        .map_err(|e| anyhow::anyhow!("storage.blob_store: {e}"))?;
     // Before the data directory is touched: a bad certificate is a configuration error.
     let tls = match cfg.tls_files()? {
         Some(files) => Some(wharf_http::tls::CertResolver::load(files)?),
@@ -92,9 +95,18 @@ pub async fn start_with_clock(
             secret_key: (!cfg.auth.secret_key.is_empty()).then(|| cfg.auth.secret_key.clone()),
             registry_id: cfg.registry.arm().registry_id(),
             source_addr: addr.to_string(),
+            blob_store: blob_store.clone(),
         },
     )
     .await
+    .map_err(|e| match e {
+        // The blob store's own settings are wrong (a missing variable, a bad endpoint):
+        // named by its key. The messages name variables, never their values.
+        wharf_store::StoreError::Config(m) | wharf_store::StoreError::Backend(m) => {
+            anyhow::anyhow!("storage.blob_store ({blob_store}): {m}")
+        }
+        e => anyhow::Error::new(e),
+    })
     .with_context(|| format!("opening data directory {}", cfg.data_dir.display()))?;
     let (auth, initial) = wharf_auth::Auth::open(
         store.identities(),

@@ -101,6 +101,11 @@ struct ServeArgs {
     /// 512MiB or 2% (0 turns the floor off) [default: auto]
     #[arg(long)]
     min_free_space: Option<String>,
+    /// Where blobs live: data-dir, s3://bucket/prefix (endpoint, region and keys from
+    /// AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or
+    /// azure://container/prefix (from AZURE_STORAGE_CONNECTION_STRING) [default: data-dir]
+    #[arg(long, value_name = "URL")]
+    blob_store: Option<String>,
     /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain, leaf first; needs
     /// --tls-key. Reloaded when the file changes or on SIGHUP [default: plain HTTP]
     #[arg(long, value_name = "FILE")]
@@ -183,6 +188,12 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         "limits.min_free_space",
         "--min-free-space",
         cfg.limits.min_free_space
+    );
+    flag!(
+        a.blob_store,
+        "storage.blob_store",
+        "--blob-store",
+        cfg.storage.blob_store
     );
     flag!(
         a.registry_name,
@@ -338,6 +349,7 @@ mod tests {
             ("log_level", "log_level"),
             ("region", "region"),
             ("min_free_space", "limits.min_free_space"),
+            ("blob_store", "storage.blob_store"),
             ("registry_name", "registry.name"),
             ("subscription_id", "registry.subscription_id"),
             ("resource_group", "registry.resource_group"),
@@ -351,7 +363,7 @@ mod tests {
             assert_eq!(shown, get(key), "--{flag}");
             checked += 1;
         }
-        assert_eq!(checked, 9);
+        assert_eq!(checked, 10);
         let after = serve.get_after_help().unwrap().to_string();
         assert!(after.contains("WHARF_<SECTION>_<KEY>"), "{after}");
     }

@@ -409,6 +409,72 @@ async fn upload_cancel_and_unknown_sessions() {
     assert_eq!(r.status(), 404);
 }
 
+/// Abandoned sessions are expired with their bytes, whichever blob store holds them: the
+/// expiry reads how long a session has been idle from the blob store, never a file's time.
+#[tokio::test]
+async fn abandoned_upload_sessions_expire_with_their_bytes() {
+    let cfg = |dir: &std::path::Path| wharf::config::Config {
+        data_dir: dir.to_owned(),
+        limits: wharf::config::Limits {
+            upload_expiry_secs: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_config(cfg(tmp.path())).await;
+    let c = client();
+    let loc = header(
+        &c.post(s.url("/v2/expiry/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap(),
+        "location",
+    )
+    .unwrap();
+    let r = c
+        .patch(s.url(&loc))
+        .body(vec![7u8; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let id = loc.rsplit('/').next().unwrap().to_owned();
+    assert!(
+        s.store
+            .blobs
+            .upload_sessions()
+            .await
+            .unwrap()
+            .iter()
+            .any(|x| x.id == id)
+    );
+    s.stop().await;
+    // Older than the expiry, and idle for as long.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    // The expiry runs at start-up (then every ten minutes).
+    let s = Server::start_config(cfg(tmp.path())).await;
+    let mut gone = false;
+    for _ in 0..100 {
+        if c.get(s.url(&loc)).send().await.unwrap().status() == 404 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the abandoned session was not expired");
+    assert!(
+        !s.store
+            .blobs
+            .upload_sessions()
+            .await
+            .unwrap()
+            .iter()
+            .any(|x| x.id == id),
+        "its bytes are gone from the blob store"
+    );
+}
+
 #[tokio::test]
 async fn upload_offset_survives_a_restart() {
     let s = Server::start().await;

@@ -395,3 +395,97 @@ fn a_bad_wharf_variable_stops_start_up_naming_it() {
         "nothing was created before the configuration was checked"
     );
 }
+
+#[test]
+fn a_bad_blob_store_stops_start_up_naming_the_key_and_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let serve = |args: &[&str], envs: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .args(args);
+        for k in [
+            "AWS_ENDPOINT_URL",
+            "AWS_ENDPOINT",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AZURE_STORAGE_CONNECTION_STRING",
+            "WHARF_STORAGE_BLOB_STORE",
+        ] {
+            cmd.env_remove(k);
+        }
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            !out.status.success(),
+            "{args:?} {envs:?} must stop start-up"
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = serve(&["--blob-store", "gs://bucket"], &[]);
+    assert!(
+        e.contains("storage.blob_store (from --blob-store) is \"gs://bucket\""),
+        "{e}"
+    );
+    let e = serve(&[], &[("WHARF_STORAGE_BLOB_STORE", "s3://No_Such")]);
+    assert!(
+        e.contains("storage.blob_store (from WHARF_STORAGE_BLOB_STORE)"),
+        "{e}"
+    );
+    // Plain http carries signed requests: only to loopback. Refused before any request.
+    let secret = "TopSecretValue0123456789";
+    let e = serve(
+        &["--blob-store", "s3://wharf-test/p"],
+        &[
+            ("AWS_ENDPOINT_URL", "http://s3.invalid:9000"),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", secret),
+        ],
+    );
+    assert!(
+        e.contains("storage.blob_store") && e.contains("not loopback"),
+        "{e}"
+    );
+    assert!(!e.contains(secret), "{e}");
+    let e = serve(&["--blob-store", "azure://wharf-test"], &[]);
+    assert!(
+        e.contains("storage.blob_store") && e.contains("AZURE_STORAGE_CONNECTION_STRING"),
+        "{e}"
+    );
+    let key = "U2VjcmV0S2V5VmFsdWVOb3RUb0JlU2hvd24=";
+    let e = serve(
+        &["--blob-store", "azure://wharf-test"],
+        &[(
+            "AZURE_STORAGE_CONNECTION_STRING",
+            &format!("AccountName=acct;AccountKey={key};BlobEndpoint=http://blob.invalid/acct"),
+        )],
+    );
+    assert!(
+        e.contains("storage.blob_store") && e.contains("not loopback"),
+        "{e}"
+    );
+    assert!(!e.contains(key) && !e.contains("U2VjcmV0"), "{e}");
+    assert!(
+        !data.join("wharf.db").exists(),
+        "nothing was created before the blob store's settings were checked"
+    );
+    // Well-formed, but nothing answers there: start-up stops, naming the key.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let e = serve(
+        &["--blob-store", "s3://wharf-test/p"],
+        &[
+            ("AWS_ENDPOINT_URL", &format!("http://127.0.0.1:{port}")),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", secret),
+        ],
+    );
+    assert!(e.contains("storage.blob_store (s3://wharf-test/p)"), "{e}");
+    assert!(!e.contains(secret), "{e}");
+}

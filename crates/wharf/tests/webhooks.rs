@@ -2096,8 +2096,12 @@ impl Drop for Proc {
 }
 
 fn spawn_wharf(data_dir: &std::path::Path, config: &std::path::Path) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"]);
+    if let Some(b) = common::test_blob_store(data_dir) {
+        cmd.args(["--blob-store", &b]);
+    }
+    let mut child = cmd
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--config")

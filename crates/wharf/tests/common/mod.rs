@@ -39,6 +39,23 @@ impl std::ops::Deref for DataDir {
     }
 }
 
+/// The blob store a test server on `data_dir` uses when `WHARF_TEST_BLOB_STORE` names one
+/// (`s3://bucket/prefix`, `azure://container/prefix`; see scripts/backends.sh): that location
+/// with a sub-prefix named after the data directory, so servers running at once never share
+/// blobs, and a server restarted on the same directory finds its own again. None: the data
+/// directory (the default).
+pub fn test_blob_store(data_dir: &Path) -> Option<String> {
+    let base = std::env::var("WHARF_TEST_BLOB_STORE")
+        .ok()
+        .filter(|v| !v.is_empty())?;
+    let name: String = data_dir
+        .to_string_lossy()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    Some(format!("{}/{name}", base.trim_end_matches('/')))
+}
+
 /// Webhook settings fast enough for tests: 1 s timeout, retries after 0.3 s.
 pub fn fast_hooks() -> wharf_hooks::HooksConfig {
     wharf_hooks::HooksConfig {
@@ -81,9 +98,14 @@ impl Server {
 
     /// [`Server::start_config`] with the clock the retention policy reads.
     pub async fn start_clock(
-        cfg: wharf::config::Config,
+        mut cfg: wharf::config::Config,
         clock: std::sync::Arc<dyn wharf_registry::Clock>,
     ) -> Server {
+        if cfg.storage.blob_store == wharf::config::Storage::default().blob_store
+            && let Some(b) = test_blob_store(&cfg.data_dir)
+        {
+            cfg.storage.blob_store = b;
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let running = wharf::start_with_clock(&cfg, listener, clock)
             .await

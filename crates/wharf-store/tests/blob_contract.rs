@@ -1,0 +1,417 @@
+//! The blob store's contract: one set of tests that every backend must pass.
+//!
+//! The filesystem backend always runs. S3 runs when `WHARF_TEST_S3=1` (with `AWS_ENDPOINT_URL`,
+//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`), Azure Blob when
+//! `WHARF_TEST_AZURE=1` (with `AZURE_STORAGE_CONNECTION_STRING`); both use the bucket or
+//! container `WHARF_TEST_BUCKET` (default `wharf-test`), which must exist, under a fresh
+//! prefix per test. `scripts/backends.sh` starts moto and Azurite and runs them; without the
+//! variables, each test says which backends it did not run.
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use wharf_core::{Algorithm, Digest};
+use wharf_store::StoreError;
+use wharf_store::blobs::{AppendError, BlobLocation, BlobStore, ByteStream, Finished};
+
+struct Backend {
+    name: &'static str,
+    location: BlobLocation,
+    dir: tempfile::TempDir,
+}
+
+impl Backend {
+    async fn open(&self) -> BlobStore {
+        BlobStore::open(self.dir.path(), &self.location)
+            .await
+            .unwrap_or_else(|e| panic!("{}: opening the blob store: {e}", self.name))
+    }
+}
+
+fn enabled(var: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| v == "1")
+}
+
+/// The backends this run tests, each under a fresh prefix.
+fn backends(test: &str) -> Vec<Backend> {
+    let bucket = std::env::var("WHARF_TEST_BUCKET").unwrap_or_else(|_| "wharf-test".into());
+    let prefix = format!("contract/{test}/{}", uuid::Uuid::new_v4().simple());
+    let mut out = vec![Backend {
+        name: "filesystem",
+        location: BlobLocation::DataDir,
+        dir: tempfile::tempdir().unwrap(),
+    }];
+    if enabled("WHARF_TEST_S3") {
+        out.push(Backend {
+            name: "s3",
+            location: BlobLocation::S3 {
+                bucket: bucket.clone(),
+                prefix: prefix.clone(),
+            },
+            dir: tempfile::tempdir().unwrap(),
+        });
+    } else {
+        eprintln!("{test}: s3 not run (set WHARF_TEST_S3=1 and AWS_*; see scripts/backends.sh)");
+    }
+    if enabled("WHARF_TEST_AZURE") {
+        out.push(Backend {
+            name: "azure",
+            location: BlobLocation::Azure {
+                container: bucket,
+                prefix,
+            },
+            dir: tempfile::tempdir().unwrap(),
+        });
+    } else {
+        eprintln!(
+            "{test}: azure not run (set WHARF_TEST_AZURE=1 and AZURE_STORAGE_CONNECTION_STRING; see scripts/backends.sh)"
+        );
+    }
+    let names: Vec<&str> = out.iter().map(|b| b.name).collect();
+    eprintln!("{test}: running on {}", names.join(", "));
+    out
+}
+
+fn body(parts: &[&[u8]]) -> ByteStream {
+    let v: Vec<std::io::Result<Bytes>> = parts
+        .iter()
+        .map(|p| Ok(Bytes::copy_from_slice(p)))
+        .collect();
+    Box::pin(futures_util::stream::iter(v))
+}
+
+/// A body that yields `data` and then fails, as a client that goes away does.
+fn broken_body(data: &[u8]) -> ByteStream {
+    let v: Vec<std::io::Result<Bytes>> = vec![
+        Ok(Bytes::copy_from_slice(data)),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "client went away",
+        )),
+    ];
+    Box::pin(futures_util::stream::iter(v))
+}
+
+async fn read_all(s: &BlobStore, d: &Digest, start: u64, len: u64) -> Vec<u8> {
+    let mut st = s.read(d, start, len).await.unwrap();
+    let mut out = Vec::new();
+    while let Some(c) = st.next().await {
+        out.extend_from_slice(&c.unwrap());
+    }
+    out
+}
+
+fn data(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn sid() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+#[tokio::test]
+async fn chunks_appended_at_the_offset_are_published_under_their_digest_and_read_by_range() {
+    for b in backends("publish") {
+        let s = b.open().await;
+        let (one, two) = (data(1000, 1), data(2345, 2));
+        let whole = [one.clone(), two.clone()].concat();
+        let d = Digest::sha256_of(&whole);
+        let id = sid();
+        s.create_upload(&id).await.unwrap();
+        assert_eq!(s.upload_len(&id).await.unwrap(), 0, "{}", b.name);
+        let a = s
+            .append_upload(&id, 0, body(&[&one]), Some(Algorithm::Sha256.hasher()))
+            .await
+            .unwrap();
+        assert_eq!(a.written, 1000, "{}", b.name);
+        let a = s
+            .append_upload(&id, 1000, body(&[&two[..100], &two[100..]]), a.hasher)
+            .await
+            .unwrap();
+        assert_eq!(a.written, 2345, "{}", b.name);
+        assert_eq!(s.upload_len(&id).await.unwrap(), 3345, "{}", b.name);
+        assert!(
+            !s.blob_exists(&d).await,
+            "{}: visible before finish",
+            b.name
+        );
+        let running = a.hasher.map(|h| h.finish());
+        assert_eq!(running.as_ref(), Some(&d), "{}", b.name);
+        assert_eq!(
+            s.finish_upload(&id, &d, running).await.unwrap(),
+            Finished::Published,
+            "{}",
+            b.name
+        );
+        assert_eq!(s.size(&d).await.unwrap(), Some(3345), "{}", b.name);
+        assert_eq!(read_all(&s, &d, 0, 3345).await, whole, "{}", b.name);
+        assert_eq!(
+            read_all(&s, &d, 990, 20).await,
+            &whole[990..1010],
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            read_all(&s, &d, 3344, 1).await,
+            &whole[3344..],
+            "{}",
+            b.name
+        );
+        assert!(read_all(&s, &d, 5, 0).await.is_empty(), "{}", b.name);
+        // The session is gone once published.
+        assert!(
+            matches!(s.upload_len(&id).await, Err(StoreError::NotFound)),
+            "{}",
+            b.name
+        );
+        assert!(
+            !s.upload_sessions()
+                .await
+                .unwrap()
+                .iter()
+                .any(|x| x.id == id),
+            "{}",
+            b.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_digest_publishes_nothing_and_keeps_the_session() {
+    for b in backends("mismatch") {
+        let s = b.open().await;
+        let bytes = data(5000, 3);
+        let right = Digest::sha256_of(&bytes);
+        let wrong = Digest::sha256_of(b"something else");
+        for running in [true, false] {
+            let id = sid();
+            s.create_upload(&id).await.unwrap();
+            let a = s
+                .append_upload(&id, 0, body(&[&bytes]), Some(Algorithm::Sha256.hasher()))
+                .await
+                .unwrap();
+            let r = running.then(|| a.hasher.unwrap().finish());
+            assert_eq!(
+                s.finish_upload(&id, &wrong, r.clone()).await.unwrap(),
+                Finished::Mismatch,
+                "{} running={running}",
+                b.name
+            );
+            assert!(!s.blob_exists(&wrong).await, "{}", b.name);
+            assert_eq!(s.upload_len(&id).await.unwrap(), 5000, "{}", b.name);
+            // Without a running hash (after a restart) the store hashes what it holds.
+            assert_eq!(
+                s.finish_upload(&id, &right, None).await.unwrap(),
+                Finished::Published,
+                "{} running={running}",
+                b.name
+            );
+            assert_eq!(read_all(&s, &right, 0, 5000).await, bytes, "{}", b.name);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failed_append_leaves_the_offset_where_it_was() {
+    for b in backends("rollback") {
+        let s = b.open().await;
+        let id = sid();
+        s.create_upload(&id).await.unwrap();
+        s.append_upload(&id, 0, body(&[b"hello "]), None)
+            .await
+            .unwrap();
+        let err = s
+            .append_upload(&id, 6, broken_body(&data(3000, 4)), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AppendError::Body(_)), "{}: {err}", b.name);
+        assert_eq!(s.upload_len(&id).await.unwrap(), 6, "{}", b.name);
+        // Truncate drops whole appends past the length given.
+        s.append_upload(&id, 6, body(&[b"garbage"]), None)
+            .await
+            .unwrap();
+        assert_eq!(s.upload_len(&id).await.unwrap(), 13, "{}", b.name);
+        s.truncate_upload(&id, 6).await.unwrap();
+        assert_eq!(s.upload_len(&id).await.unwrap(), 6, "{}", b.name);
+        s.append_upload(&id, 6, body(&[b"world"]), None)
+            .await
+            .unwrap();
+        let d = Digest::sha256_of(b"hello world");
+        assert_eq!(
+            s.finish_upload(&id, &d, None).await.unwrap(),
+            Finished::Published,
+            "{}",
+            b.name
+        );
+        assert_eq!(read_all(&s, &d, 0, 11).await, b"hello world", "{}", b.name);
+    }
+}
+
+#[tokio::test]
+async fn sessions_are_listed_removed_and_survive_a_reopen() {
+    for b in backends("sessions") {
+        let s = b.open().await;
+        let (keep, drop) = (sid(), sid());
+        for id in [&keep, &drop] {
+            s.create_upload(id).await.unwrap();
+            s.append_upload(id, 0, body(&[b"abc"]), None).await.unwrap();
+        }
+        let listed = s.upload_sessions().await.unwrap();
+        for id in [&keep, &drop] {
+            let x = listed
+                .iter()
+                .find(|x| &x.id == id)
+                .unwrap_or_else(|| panic!("{}: {id} not listed", b.name));
+            assert!(x.idle.as_secs() < 600, "{}: idle {:?}", b.name, x.idle);
+        }
+        s.remove_upload(&drop).await.unwrap();
+        s.remove_upload(&drop).await.unwrap();
+        assert!(
+            matches!(s.upload_len(&drop).await, Err(StoreError::NotFound)),
+            "{}",
+            b.name
+        );
+        assert!(
+            matches!(
+                s.append_upload(&drop, 3, body(&[b"x"]), None).await,
+                Err(AppendError::Store(StoreError::NotFound))
+            ),
+            "{}: an append to a removed session",
+            b.name
+        );
+        assert!(
+            !s.upload_sessions()
+                .await
+                .unwrap()
+                .iter()
+                .any(|x| x.id == drop),
+            "{}",
+            b.name
+        );
+        // A new handle on the same location (a restart, another node) sees the session.
+        let again = b.open().await;
+        assert_eq!(again.upload_len(&keep).await.unwrap(), 3, "{}", b.name);
+        again
+            .append_upload(&keep, 3, body(&[b"def"]), None)
+            .await
+            .unwrap();
+        let d = Digest::sha256_of(b"abcdef");
+        assert_eq!(
+            again.finish_upload(&keep, &d, None).await.unwrap(),
+            Finished::Published
+        );
+        assert_eq!(read_all(&s, &d, 0, 6).await, b"abcdef", "{}", b.name);
+    }
+}
+
+#[tokio::test]
+async fn publishing_is_idempotent_and_blobs_can_be_deleted() {
+    for b in backends("delete") {
+        let s = b.open().await;
+        let bytes = data(777, 5);
+        let d = Digest::sha256_of(&bytes);
+        for _ in 0..2 {
+            let id = sid();
+            s.create_upload(&id).await.unwrap();
+            let a = s
+                .append_upload(&id, 0, body(&[&bytes]), Some(Algorithm::Sha256.hasher()))
+                .await
+                .unwrap();
+            assert_eq!(
+                s.finish_upload(&id, &d, a.hasher.map(|h| h.finish()))
+                    .await
+                    .unwrap(),
+                Finished::Published,
+                "{}",
+                b.name
+            );
+        }
+        assert_eq!(s.size(&d).await.unwrap(), Some(777), "{}", b.name);
+        let listed = s.list_blobs().await.unwrap();
+        assert_eq!(listed.len(), 1, "{}: {listed:?}", b.name);
+        assert_eq!((&listed[0].digest, listed[0].size), (&d, 777), "{}", b.name);
+        s.delete_blob(&d).await.unwrap();
+        assert!(s.list_blobs().await.unwrap().is_empty(), "{}", b.name);
+        assert_eq!(s.size(&d).await.unwrap(), None, "{}", b.name);
+        assert!(!s.blob_exists(&d).await, "{}", b.name);
+        s.delete_blob(&d).await.unwrap();
+        assert!(
+            matches!(s.read(&d, 0, 10).await, Err(StoreError::NotFound)),
+            "{}",
+            b.name
+        );
+        assert!(
+            matches!(s.read(&d, 0, 0).await, Err(StoreError::NotFound)),
+            "{}",
+            b.name
+        );
+        assert_eq!(s.read_small(&d, 1 << 20).await.unwrap(), None, "{}", b.name);
+    }
+}
+
+#[tokio::test]
+async fn large_blobs_in_many_parts_are_composed_whole() {
+    for b in backends("large") {
+        let s = b.open().await;
+        // Larger than the object backend's in-memory limit, in uneven appends.
+        let bytes = data(21 << 20, 6);
+        let d = Digest::of(Algorithm::Sha512, &bytes);
+        let id = sid();
+        s.create_upload(&id).await.unwrap();
+        let mut off = 0usize;
+        let mut h = Some(Algorithm::Sha512.hasher());
+        for size in [3 << 20, 9 << 20, 1, (21 << 20) - (12 << 20) - 1] {
+            let part = &bytes[off..off + size];
+            let pieces: Vec<&[u8]> = part.chunks(1 << 20).collect();
+            let a = s
+                .append_upload(&id, off as u64, body(&pieces), h)
+                .await
+                .unwrap();
+            h = a.hasher;
+            off += size;
+        }
+        assert_eq!(s.upload_len(&id).await.unwrap(), 21 << 20, "{}", b.name);
+        assert_eq!(
+            s.finish_upload(&id, &d, h.map(|h| h.finish()))
+                .await
+                .unwrap(),
+            Finished::Published,
+            "{}",
+            b.name
+        );
+        assert_eq!(s.size(&d).await.unwrap(), Some(21 << 20), "{}", b.name);
+        let start = (8 << 20) - 10;
+        assert_eq!(
+            read_all(&s, &d, start as u64, 4096).await,
+            &bytes[start..start + 4096],
+            "{}",
+            b.name
+        );
+        assert!(
+            read_all(&s, &d, 0, 21 << 20).await == bytes,
+            "{}: whole read differs",
+            b.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn small_reads_refuse_what_is_too_large() {
+    for b in backends("small") {
+        let s = b.open().await;
+        let bytes = br#"{"architecture":"amd64","os":"linux"}"#;
+        let d = Digest::sha256_of(bytes);
+        let id = sid();
+        s.create_upload(&id).await.unwrap();
+        s.append_upload(&id, 0, body(&[bytes]), None).await.unwrap();
+        s.finish_upload(&id, &d, None).await.unwrap();
+        assert_eq!(
+            s.read_small(&d, 1024).await.unwrap().as_deref(),
+            Some(&bytes[..]),
+            "{}",
+            b.name
+        );
+        assert_eq!(s.read_small(&d, 10).await.unwrap(), None, "{}", b.name);
+    }
+}

@@ -1,0 +1,267 @@
+//! Object storage that fails: the real `wharf` binary with its blobs on S3 (moto, started by
+//! scripts/backends.sh) behind a loopback proxy that can be switched to answer every request
+//! with S3's 503 SlowDown. While it does, pushes and pulls get 503 `UNAVAILABLE` with
+//! `Retry-After`, never a 500 or a crash, and nothing is acknowledged that was not stored: the
+//! upload's offset stays at the last acknowledged chunk, and the same upload completes once
+//! the store is back.
+//!
+//! Runs when `WHARF_TEST_S3=1` (with the `AWS_*` variables of a running S3 service and the
+//! bucket `WHARF_TEST_BUCKET`, default `wharf-test`); otherwise it says it did not run.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use common::sha256;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const UP: u8 = 0;
+const DOWN: u8 = 1;
+const READS_DOWN: u8 = 2;
+
+#[derive(Clone)]
+struct Proxy {
+    upstream: String,
+    /// UP, DOWN (every request fails) or READS_DOWN (GETs fail, so a finish fails after its
+    /// final chunk was stored).
+    down: Arc<AtomicU8>,
+    client: reqwest::Client,
+}
+
+async fn forward(State(p): State<Proxy>, req: Request) -> Response {
+    let mode = p.down.load(Ordering::SeqCst);
+    if mode == DOWN || (mode == READS_DOWN && req.method() == axum::http::Method::GET) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code>\
+             <Message>Please reduce your request rate.</Message></Error>",
+        )
+            .into_response();
+    }
+    let (parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let Ok(body) = axum::body::to_bytes(body, 64 << 20).await else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let mut out = p
+        .client
+        .request(parts.method, format!("{}{path}", p.upstream))
+        .body(body);
+    for (k, v) in &parts.headers {
+        if k != "host" && k != "content-length" {
+            out = out.header(k, v);
+        }
+    }
+    match out.send().await {
+        Ok(r) => {
+            let status = r.status();
+            let headers = r.headers().clone();
+            let body = r.bytes().await.unwrap_or_default();
+            let mut resp = Response::new(axum::body::Body::from(body));
+            *resp.status_mut() = status;
+            for (k, v) in &headers {
+                if k != "content-length" && k != "transfer-encoding" {
+                    resp.headers_mut().insert(k, v.clone());
+                }
+            }
+            resp
+        }
+        Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+    }
+}
+
+fn assert_unavailable(status: u16, headers: &reqwest::header::HeaderMap, body: &str, what: &str) {
+    assert_eq!(status, 503, "{what}: {body}");
+    assert!(body.contains("UNAVAILABLE"), "{what}: {body}");
+    assert!(headers.contains_key("retry-after"), "{what}");
+}
+
+// Multi-threaded: the proxy must answer while this thread reads the server's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_object_store_is_a_503_and_acknowledges_nothing_it_did_not_store() {
+    if std::env::var("WHARF_TEST_S3").ok().as_deref() != Some("1") {
+        eprintln!(
+            "object_faults: not run (set WHARF_TEST_S3=1 and AWS_*; see scripts/backends.sh)"
+        );
+        return;
+    }
+    let upstream = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
+    let bucket = std::env::var("WHARF_TEST_BUCKET").unwrap_or_else(|_| "wharf-test".into());
+    let down = Arc::new(AtomicU8::new(UP));
+    let proxy = Proxy {
+        upstream: upstream.trim_end_matches('/').to_owned(),
+        down: down.clone(),
+        client: reqwest::Client::new(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let app = axum::Router::new().fallback(forward).with_state(proxy);
+        axum::serve(listener, app).await.unwrap();
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("s3://{bucket}/faults-{}", uuid_like());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--blob-store", &store])
+        .env("AWS_ENDPOINT_URL", format!("http://{proxy_addr}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut addr = None;
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.contains("wharf listening") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            addr = v["fields"]["addr"].as_str().map(str::to_owned);
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let _proc = Proc(child);
+    let base = format!(
+        "http://{}",
+        addr.unwrap_or_else(|| panic!("wharf did not start: {}", seen.join("\n")))
+    );
+    let c = common::client();
+    let url = |p: &str| format!("{base}{p}");
+
+    // Healthy: a whole blob, and the first chunk of a chunked upload.
+    let first = b"stored before the outage".to_vec();
+    let fd = sha256(&first);
+    let r = c
+        .post(url(&format!("/v2/app/blobs/uploads/?digest={fd}")))
+        .body(first.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = c.post(url("/v2/app/blobs/uploads/")).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let (one, two) = (vec![1u8; 4096], vec![2u8; 5000]);
+    let r = c
+        .patch(url(&loc))
+        .header("content-range", "0-4095")
+        .body(one.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+
+    // The store fails: every blob operation is a retryable 503, never a 500.
+    down.store(DOWN, Ordering::SeqCst);
+    let r = c
+        .patch(url(&loc))
+        .header("content-range", "4096-9095")
+        .body(two.clone())
+        .send()
+        .await
+        .unwrap();
+    let (s, h) = (r.status().as_u16(), r.headers().clone());
+    assert_unavailable(s, &h, &r.text().await.unwrap(), "PATCH");
+    let r = c
+        .get(url(&format!("/v2/app/blobs/{fd}")))
+        .send()
+        .await
+        .unwrap();
+    let (s, h) = (r.status().as_u16(), r.headers().clone());
+    assert_unavailable(s, &h, &r.text().await.unwrap(), "GET blob");
+    let other = b"pushed during the outage".to_vec();
+    let od = sha256(&other);
+    let r = c
+        .post(url(&format!("/v2/app/blobs/uploads/?digest={od}")))
+        .body(other.clone())
+        .send()
+        .await
+        .unwrap();
+    let (s, h) = (r.status().as_u16(), r.headers().clone());
+    assert_unavailable(s, &h, &r.text().await.unwrap(), "monolithic push");
+    let whole = [one.clone(), two.clone()].concat();
+    let wd = sha256(&whole);
+    let r = c
+        .put(url(&format!("{loc}?digest={wd}")))
+        .send()
+        .await
+        .unwrap();
+    let (s, h) = (r.status().as_u16(), r.headers().clone());
+    assert_unavailable(s, &h, &r.text().await.unwrap(), "finishing PUT");
+
+    // Reads fail: a finishing PUT whose final chunk is stored but whose composition fails
+    // is a 503 too, and drops that chunk again, so the same PUT can be retried.
+    down.store(READS_DOWN, Ordering::SeqCst);
+    let r = c
+        .put(url(&format!("{loc}?digest={wd}")))
+        .header("content-range", "4096-9095")
+        .body(two.clone())
+        .send()
+        .await
+        .unwrap();
+    let (s, h) = (r.status().as_u16(), r.headers().clone());
+    assert_unavailable(
+        s,
+        &h,
+        &r.text().await.unwrap(),
+        "finishing PUT with its last chunk",
+    );
+
+    // Back: the session's offset is the last acknowledged chunk, and the same PUT completes.
+    down.store(UP, Ordering::SeqCst);
+    let r = c.get(url(&loc)).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["range"], "0-4095");
+    let r = c
+        .put(url(&format!("{loc}?digest={wd}")))
+        .header("content-range", "4096-9095")
+        .body(two.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    for (d, bytes) in [(&wd, &whole), (&fd, &first)] {
+        let r = c
+            .get(url(&format!("/v2/app/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(&r.bytes().await.unwrap()[..], &bytes[..]);
+    }
+    let r = c
+        .head(url(&format!("/v2/app/blobs/{od}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "a push answered 503 stored nothing");
+}
+
+fn uuid_like() -> String {
+    let d = sha256(format!("{:?}{}", std::time::SystemTime::now(), std::process::id()).as_bytes());
+    d[7..23].to_owned()
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs the blob store on object storage: starts moto (S3) and Azurite (Azure Blob) on loopback
+# (scripts/services.sh), then runs the blob-store contract suite against both and the oci and
+# webhooks integration tests with Wharf's blobs on S3 and then on Azure. Fails (non-zero) if a
+# service cannot start or any test fails; prints what ran. Also the object_faults test: S3
+# behind a proxy that fails every request (503 to the client, nothing acknowledged).
+#
+# Usage: scripts/backends.sh            (extra arguments are passed to every cargo test)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/wharf-backends.XXXXXX")
+cleanup() {
+  local rc=$?
+  set +e
+  "$ROOT/scripts/services.sh" stop "$WORK"
+  rm -rf "$WORK"
+  exit $rc
+}
+trap cleanup EXIT INT TERM
+
+"$ROOT/scripts/services.sh" start "$WORK"
+# shellcheck disable=SC1091
+source "$WORK/services.env"
+export WHARF_TEST_BUCKET=$SERVICES_BUCKET
+RUN=$(date +%s)-$$
+declare -a RAN=()
+
+step() { # name, command...
+  local name=$1
+  shift
+  echo "== backends: $name" >&2
+  "$@"
+  RAN+=("$name")
+}
+
+step "blob-store contract suite on filesystem, S3 (moto) and Azure Blob (Azurite)" \
+  env WHARF_TEST_S3=1 WHARF_TEST_AZURE=1 \
+  cargo test -p wharf-store --test blob_contract "$@" -- --nocapture
+step "oci + webhooks integration tests, blobs on S3 (moto); S3 failing (503) through a proxy" \
+  env WHARF_TEST_S3=1 WHARF_TEST_BLOB_STORE="s3://$SERVICES_BUCKET/it-$RUN" \
+  cargo test -p wharf --test oci --test webhooks --test object_faults "$@"
+step "oci + webhooks integration tests, blobs on Azure Blob (Azurite)" \
+  env WHARF_TEST_BLOB_STORE="azure://$SERVICES_BUCKET/it-$RUN" \
+  cargo test -p wharf --test oci --test webhooks "$@"
+
+echo "backends: all passed:" >&2
+for r in "${RAN[@]}"; do echo "  - $r" >&2; done
