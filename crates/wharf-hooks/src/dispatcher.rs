@@ -28,9 +28,12 @@ const POLL: Duration = Duration::from_millis(500);
 const RECORD_BATCH: usize = 1024;
 /// How long the recorder waits for more results before writing a batch.
 const RECORD_LINGER: Duration = Duration::from_millis(5);
-/// Lease of deliveries handed over in memory. Long, because this process holds them until it
-/// sends them (a webhook at its cap parks them), and a restart takes them back at once anyway.
-const FAST_LEASE_MS: i64 = 3_600_000;
+/// A delivery lease lasts this many delivery timeouts. An attempt ends within one timeout
+/// and its result is written within milliseconds after; the leases of everything this node
+/// still holds (parked in memory, in flight, awaiting its record) are renewed once per
+/// timeout, so a held lease always has two timeouts or more left. A node that dies loses its
+/// deliveries to the other dispatchers at most this long after its last renewal.
+pub const LEASE_TIMEOUTS: u32 = 3;
 /// Most deliveries parked in memory for webhooks at their cap; past it they go back to the
 /// queue and the poll claims them when there is room.
 const MAX_PARKED: usize = 20_000;
@@ -42,8 +45,35 @@ pub(crate) struct Dispatcher {
     inflight: Arc<Mutex<HashMap<String, usize>>>,
     slots: Arc<Semaphore>,
     freed: Arc<Notify>,
-    /// Lease owner id of this process.
-    instance: Arc<str>,
+    /// This node's id: the owner of its leases in the delivery queue.
+    node: Arc<str>,
+    /// Deliveries this node holds a lease on and has not finished with (parked, in flight, or
+    /// awaiting their record): the renewer keeps their leases alive.
+    held: Held,
+}
+
+/// Ids of the deliveries whose leases this node must keep alive.
+#[derive(Clone, Default)]
+struct Held(Arc<Mutex<std::collections::HashSet<i64>>>);
+
+impl Held {
+    fn add(&self, ids: impl IntoIterator<Item = i64>) {
+        lock(&self.0).extend(ids);
+    }
+    fn remove(&self, ids: impl IntoIterator<Item = i64>) {
+        let mut h = lock(&self.0);
+        for id in ids {
+            h.remove(&id);
+        }
+    }
+    fn snapshot(&self) -> Vec<i64> {
+        lock(&self.0).iter().copied().collect()
+    }
+}
+
+/// The lease of a delivery for this delivery timeout, in milliseconds.
+pub(crate) fn lease_ms(timeout: Duration) -> i64 {
+    i64::try_from((timeout * LEASE_TIMEOUTS).as_millis()).unwrap_or(i64::MAX / 4)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -54,12 +84,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Dispatcher {
-    pub(crate) fn new(
-        store: Store,
-        sender: Sender,
-        config: HooksConfig,
-        instance: Arc<str>,
-    ) -> Self {
+    pub(crate) fn new(store: Store, sender: Sender, config: HooksConfig, node: Arc<str>) -> Self {
         let slots = Arc::new(Semaphore::new(config.max_concurrency));
         Dispatcher {
             store,
@@ -68,7 +93,8 @@ impl Dispatcher {
             inflight: Arc::default(),
             slots,
             freed: Arc::new(Notify::new()),
-            instance,
+            node,
+            held: Held::default(),
         }
     }
 
@@ -77,42 +103,56 @@ impl Dispatcher {
         let stopped = stop.notified();
         tokio::pin!(stopped);
         stopped.as_mut().enable();
-        match self.store.recover_deliveries(&self.instance).await {
+        match self.store.recover_deliveries(&self.node).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(count = n, "resuming deliveries interrupted by a restart"),
+            Ok(n) => tracing::info!(
+                count = n,
+                node = %self.node,
+                "resuming deliveries interrupted by a restart or whose lease expired"
+            ),
             Err(e) => tracing::error!(error = %e, "recovering interrupted deliveries failed"),
         }
+        let lease_ms = lease_ms(self.config.timeout);
         let (tx, rx) = mpsc::unbounded_channel::<(AttemptRecord, Outcome)>();
-        let recorder = tokio::spawn(record_loop(self.store.clone(), rx, self.freed.clone()));
-        // Fresh deliveries arrive here straight from the committing transaction.
-        let mut fast_rx = self.store.meta.lane.attach(&self.instance, FAST_LEASE_MS);
+        let recorder = tokio::spawn(record_loop(
+            self.store.clone(),
+            rx,
+            self.freed.clone(),
+            self.held.clone(),
+        ));
+        let renewer = tokio::spawn(renew_loop(
+            self.store.clone(),
+            self.held.clone(),
+            self.node.clone(),
+            self.config.timeout,
+            lease_ms,
+        ));
+        // Fresh deliveries arrive here straight from the committing transaction, already
+        // leased to this node.
+        let mut fast_rx = self.store.meta.lane.attach(&self.node, lease_ms);
         let mut parked = Parked::default();
         let signal = self.store.outbox_signal.clone();
-        // Lease: long enough to cover an attempt and its recording. Another process's claims
-        // come back when it runs out; this server's own, from before a restart, at start.
-        let lease_ms = (self.config.timeout.as_millis() as i64) * 2 + 30_000;
         loop {
             self.drain_parked(&mut parked, &tx);
             let free = self.slots.available_permits();
             let mut full_batch = false;
             if free > 0 {
-                let per_webhook = |w: &str| {
+                let room = wharf_store::hooks::Room {
+                    per_webhook: self.config.per_webhook_concurrency,
+                    busy: lock(&self.inflight).clone(),
                     // A webhook with deliveries parked in memory gets nothing from the queue
                     // until they are sent: they are older.
-                    if parked.has(w) {
-                        return 0;
-                    }
-                    let used = lock(&self.inflight).get(w).copied().unwrap_or(0);
-                    self.config.per_webhook_concurrency.saturating_sub(used)
+                    closed: parked.queues.keys().cloned().collect(),
                 };
                 let want = free.min(512);
                 match self
                     .store
-                    .claim_due(want, &per_webhook, lease_ms, &self.instance)
+                    .claim_due(want, &room, lease_ms, &self.node)
                     .await
                 {
                     Ok(claimed) => {
                         full_batch = claimed.len() == want;
+                        self.held.add(claimed.iter().map(|c| c.delivery_id));
                         for c in claimed {
                             self.spawn_send(c, tx.clone());
                         }
@@ -133,11 +173,13 @@ impl Dispatcher {
             tokio::select! {
                 _ = &mut stopped => break,
                 Some(batch) = fast_rx.recv() => {
+                    self.held.add(batch.iter().map(|c| c.delivery_id));
                     for c in batch {
                         self.admit(c, &mut parked, &tx);
                     }
                     // Take whatever else arrived meanwhile before looking at the queue.
                     while let Ok(batch) = fast_rx.try_recv() {
+                        self.held.add(batch.iter().map(|c| c.delivery_id));
                         for c in batch {
                             self.admit(c, &mut parked, &tx);
                         }
@@ -150,15 +192,18 @@ impl Dispatcher {
             }
         }
         // New deliveries go to the queue from now on; those parked here stay leased to this
-        // process and are taken back by the next one at start.
+        // node: its next start takes them back at once, another node once the lease expires.
         self.store.meta.lane.detach();
-        // Wait for in-flight sends, then for their results to be written.
+        // Wait for in-flight sends, then for their results to be written (the renewer keeps
+        // their leases meanwhile).
         let _ = self
             .slots
             .acquire_many(self.config.max_concurrency as u32)
             .await;
         drop(tx);
         let _ = recorder.await;
+        renewer.abort();
+        let _ = renewer.await;
     }
 
     /// Room for one more send to `webhook` now.
@@ -182,9 +227,15 @@ impl Dispatcher {
         } else {
             // Too much in memory: back to the queue, where the poll finds it later.
             let store = self.store.clone();
+            let held = self.held.clone();
             tokio::spawn(async move {
-                if let Err(e) = store.release_leases(&[c.delivery_id]).await {
-                    tracing::warn!(error = %e, "releasing a parked delivery failed; it is resent after a restart");
+                match store.release_leases(&[c.delivery_id]).await {
+                    Ok(()) => held.remove([c.delivery_id]),
+                    Err(e) => {
+                        // Still held: renewed, and so not lost; released at the next try or
+                        // taken back after this node stops.
+                        tracing::warn!(error = %e, "releasing a parked delivery failed; it is resent after a restart");
+                    }
                 }
             });
         }
@@ -216,6 +267,8 @@ impl Dispatcher {
                     parked.len -= 1;
                     if live {
                         self.spawn_send(c, tx.clone());
+                    } else {
+                        self.held.remove([c.delivery_id]);
                     }
                 }
             }
@@ -226,6 +279,7 @@ impl Dispatcher {
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
             // Cannot happen (we claimed no more than the free slots); the lease expires and
             // the row is claimed again later.
+            self.held.remove([c.delivery_id]);
             return;
         };
         *lock(&self.inflight).entry(c.webhook.clone()).or_default() += 1;
@@ -262,10 +316,30 @@ impl Dispatcher {
     }
 }
 
+/// Keeps the leases of what this node holds alive: every delivery timeout, each held lease is
+/// extended to [`LEASE_TIMEOUTS`] timeouts from now.
+async fn renew_loop(store: Store, held: Held, node: Arc<str>, every: Duration, lease_ms: i64) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let ids = held.snapshot();
+        if ids.is_empty() {
+            continue;
+        }
+        if let Err(e) = store.renew_leases(&ids, &node, lease_ms).await {
+            // The next tick tries again; two more fit in a lease.
+            tracing::warn!(error = %e, count = ids.len(), "renewing delivery leases failed");
+        }
+    }
+}
+
 async fn record_loop(
     store: Store,
     mut rx: mpsc::UnboundedReceiver<(AttemptRecord, Outcome)>,
     recorded: Arc<Notify>,
+    held: Held,
 ) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while let Some(first) = rx.recv().await {
@@ -289,6 +363,8 @@ async fn record_loop(
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(10));
         }
+        // Recorded: the rows are released (or finished), nothing of them is held any more.
+        held.remove(batch.iter().map(|(a, _)| a.delivery_id));
         batch.clear();
         // The rows just released may be due again already (a retry scheduled at once).
         recorded.notify_one();

@@ -87,7 +87,16 @@ pub struct HooksConfig {
     /// Networks the SSRF guard lets webhooks reach although they are in a blocked range
     /// (a cloud metadata address only through an entry naming exactly that address).
     pub allow_networks: Vec<ipnet::IpNet>,
+    /// This node's id: the owner of the delivery leases it takes. Two live processes must
+    /// never share one (see [`DEFAULT_NODE_ID`]).
+    pub node_id: String,
 }
+
+/// The node id of a server that is not given one. Right for a single node: on the embedded
+/// store the data directory's lock file lets one process at a time use the queue, so a
+/// restarted server finds only its own earlier leases under this id and takes them back at
+/// once. Nodes sharing a queue must each be given an id of their own.
+pub const DEFAULT_NODE_ID: &str = "node-1";
 
 impl Default for HooksConfig {
     fn default() -> Self {
@@ -103,6 +112,7 @@ impl Default for HooksConfig {
             own_addr: None,
             allow_loopback: false,
             allow_networks: Vec::new(),
+            node_id: DEFAULT_NODE_ID.to_owned(),
         }
     }
 }
@@ -114,8 +124,8 @@ pub struct Hooks {
     sender: Sender,
     config: HooksConfig,
     stop: Arc<Notify>,
-    /// This process's id as a lease owner in the delivery queue.
-    instance: Arc<str>,
+    /// This node's id as a lease owner in the delivery queue.
+    node: Arc<str>,
 }
 
 pub type Result<T, E = HooksError> = std::result::Result<T, E>;
@@ -213,11 +223,11 @@ impl Hooks {
             guard_of(&config),
         )?;
         Ok(Hooks {
+            node: Arc::from(config.node_id.as_str()),
             store,
             sender,
             config,
             stop: Arc::new(Notify::new()),
-            instance: uuid::Uuid::new_v4().to_string().into(),
         })
     }
 
@@ -228,14 +238,16 @@ impl Hooks {
     /// Starts the dispatcher and the history pruner. The returned handle finishes once
     /// [`Hooks::shutdown`] was called and in-flight attempts are recorded.
     ///
-    /// Deliveries a previous run of the server had claimed but not finished (it crashed
-    /// mid-attempt) are taken back first and sent again, with the same event id and bytes.
+    /// Deliveries this node id had leased before a restart but not finished (it crashed
+    /// mid-attempt), and deliveries whose lease expired (their node died), are taken back
+    /// first and sent again, with the same event id and bytes. Leases other nodes hold and
+    /// keep renewing are left alone.
     pub fn start(&self) -> tokio::task::JoinHandle<()> {
         let d = dispatcher::Dispatcher::new(
             self.store.clone(),
             self.sender.clone(),
             self.config.clone(),
-            self.instance.clone(),
+            self.node.clone(),
         );
         let stop = self.stop.clone();
         let store = self.store.clone();
@@ -248,6 +260,10 @@ impl Hooks {
                 }
                 if let Err(e) = store.forget_expired_signing_secrets().await {
                     tracing::warn!(error = %e, "forgetting expired signing secrets failed");
+                }
+                // Pings whose node died mid-send (this node's own are failed at its start).
+                if let Err(e) = store.fail_abandoned_pings().await {
+                    tracing::warn!(error = %e, "failing abandoned pings failed");
                 }
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }
@@ -514,7 +530,14 @@ impl Hooks {
         let body = Event::ping(id.clone(), chrono::Utc::now()).to_bytes();
         let delivery_id = self
             .store
-            .create_ping(&rec.name, &id, &body, rec.payload_format)
+            .create_ping(
+                &rec.name,
+                &id,
+                &body,
+                rec.payload_format,
+                &self.node,
+                dispatcher::lease_ms(self.config.timeout),
+            )
             .await?;
         let claimed = Claimed {
             delivery_id,

@@ -1,8 +1,9 @@
 //! Webhook definitions, the delivery queue and the delivery history.
 //!
 //! The queue is the `deliveries` table (DESIGN invariant 4): a worker claims due rows by
-//! setting `lease_until` and `lease_owner`, so rows claimed by a process that died come back
-//! when the lease runs out, or at once when the same (single-node) server starts again.
+//! setting `lease_until` and `lease_owner` (its node id), and renews the leases while it holds
+//! the rows, so rows claimed by a node that died come back when the lease runs out, or at once
+//! when a node with the same id starts again.
 //! Claiming walks the enabled webhooks and takes each one's oldest due rows, up to its free
 //! concurrency, so a webhook with a large backlog cannot hide another webhook's rows.
 //! Attempt results are written in batches, one transaction per batch, so the history costs one
@@ -21,6 +22,8 @@ use crate::{Store, StoreError};
 
 /// Attempts written per multi-row statement (14 parameters each, far below SQLite's limit).
 const RECORD_CHUNK: usize = 128;
+/// Leases renewed per statement.
+const RENEW_CHUNK: usize = 512;
 
 /// A webhook definition as stored, secrets included. Only the management layer's get-config
 /// may show `service_uri` and header values.
@@ -501,8 +504,12 @@ impl Store {
         Ok(res.rows_affected() > 0)
     }
 
-    /// Claims up to `limit` due deliveries, oldest first, taking at most `per_webhook(name)`
-    /// rows of any one webhook (its free concurrency), and leases them to `owner`.
+    /// Claims up to `limit` due deliveries, oldest first, taking at most `room.of(name)` rows
+    /// of any one webhook (its free concurrency), and leases them to the node `owner` for
+    /// `lease_ms`.
+    ///
+    /// `room` is plain data the caller computed before the call: nothing calls back into the
+    /// dispatcher while the write transaction is open.
     ///
     /// Each enabled webhook's due rows are read through the `(webhook, next_attempt_at)` index,
     /// so the cost is one short index range per webhook, whatever the backlog, and a webhook at
@@ -510,7 +517,7 @@ impl Store {
     pub async fn claim_due(
         &self,
         limit: usize,
-        per_webhook: &(dyn Fn(&str) -> usize + Sync),
+        room: &Room,
         lease_ms: i64,
         owner: &str,
     ) -> Result<Vec<Claimed>, StoreError> {
@@ -529,7 +536,7 @@ impl Store {
         let mut out = Vec::new();
         for h in hooks {
             let webhook: String = h.get(0);
-            let room = per_webhook(&webhook).min(limit);
+            let room = room.of(&webhook).min(limit);
             if room == 0 {
                 continue;
             }
@@ -607,41 +614,100 @@ impl Store {
         Ok(())
     }
 
-    /// Run when a dispatcher starts: takes back the leases of rows claimed by earlier
-    /// processes (`owner` is this process's id), so deliveries in flight when the server died
-    /// are sent again at once; and cancels pending rows whose webhook is gone or disabled.
+    /// Extends the leases `owner` holds on these deliveries to `lease_ms` from now: the
+    /// dispatcher renews what it still holds (queued in memory, in flight, awaiting its
+    /// record) well before the leases run out, so a live node never loses a delivery it is
+    /// working on to another node. Rows no longer pending or leased to someone else are left
+    /// alone. Returns how many leases were extended.
+    pub async fn renew_leases(
+        &self,
+        ids: &[i64],
+        owner: &str,
+        lease_ms: i64,
+    ) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let until = now_ms() + lease_ms;
+        let mut n = 0;
+        // Bookkeeping: a lease lost in a power failure costs at most a duplicate.
+        let mut tx = WriteTx::begin_relaxed(&self.meta.write).await?;
+        for chunk in ids.chunks(RENEW_CHUNK) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let sql = format!(
+                "UPDATE deliveries SET lease_until = ? WHERE lease_owner = ? \
+                 AND state IN ('pending', 'sending') AND id IN ({marks})"
+            );
+            let mut q = sqlx::query(&sql).bind(until).bind(owner);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            n += q.execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Every delivery lease in the queue: (delivery id, owner node, leased until in unix ms).
+    /// For operators and tests: which node holds what, and for how long.
+    pub async fn delivery_leases(&self) -> Result<Vec<(i64, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, lease_owner, lease_until FROM deliveries \
+             WHERE state IN ('pending', 'sending') AND lease_until IS NOT NULL \
+             AND lease_owner IS NOT NULL ORDER BY id",
+        )
+        .fetch_all(&self.meta.read)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    /// Run when a dispatcher starts on node `owner`: takes back the leases this node id held
+    /// before a restart, so deliveries in flight when it died are sent again at once, and
+    /// those that have expired; cancels pending rows whose webhook is gone or disabled.
     ///
-    /// Only correct because the embedded store has a single server process per data
-    /// directory; with several nodes sharing a queue, other nodes' leases must be left to
-    /// expire instead.
+    /// Leases of other nodes that have not expired are left alone: they may be live and
+    /// working on them. Taking back this node id's own leases is safe because two live
+    /// processes never share a node id: on the embedded store the data directory's lock file
+    /// allows one process per queue at all, and on a shared queue every node must be given an
+    /// id of its own (a documented requirement of `[node] id`). If that requirement were
+    /// broken, the cost is a duplicate delivery with the same event id, never a lost one.
     pub async fn recover_deliveries(&self, owner: &str) -> Result<u64, StoreError> {
+        let now = now_ms();
         let mut tx = WriteTx::begin(&self.meta.write).await?;
         let released = sqlx::query(
             "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL \
              WHERE state = 'pending' AND lease_until IS NOT NULL \
-             AND (lease_owner IS NULL OR lease_owner != ?)",
+             AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)",
         )
         .bind(owner)
+        .bind(now)
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        // Pings that were being sent when the server died: one attempt is all a ping gets.
-        sqlx::query(
-            "UPDATE deliveries SET state = 'failed', updated_at = ? WHERE state = 'sending'",
-        )
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
+        fail_abandoned_pings(&mut tx, Some(owner), now).await?;
         sqlx::query(
             "UPDATE deliveries SET state = 'cancelled', updated_at = ? \
-             WHERE state = 'pending' AND lease_until IS NULL AND NOT EXISTS \
+             WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < ?) AND NOT EXISTS \
              (SELECT 1 FROM webhooks w WHERE w.name = deliveries.webhook AND w.status = 'enabled')",
         )
-        .bind(now_ms())
+        .bind(now)
+        .bind(now)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(released)
+    }
+
+    /// Marks failed the pings whose node died while sending them (their lease ran out): one
+    /// attempt is all a ping gets. Run periodically, since no start-up of that node may come.
+    pub async fn fail_abandoned_pings(&self) -> Result<u64, StoreError> {
+        let mut tx = WriteTx::begin(&self.meta.write).await?;
+        let n = fail_abandoned_pings(&mut tx, None, now_ms()).await?;
+        tx.commit().await?;
+        Ok(n)
     }
 
     /// Records attempts and moves their deliveries on, all in one transaction.
@@ -715,12 +781,17 @@ impl Store {
     /// Writes a ping event and its delivery in state `sending`, which the queue never
     /// claims: the caller sends it once and records the outcome, and a ping interrupted by a
     /// crash is marked failed at the next start, never sent again (one ping, one attempt).
+    ///
+    /// The row is leased to the sending node `owner` for `lease_ms`, so that only a ping whose
+    /// node died is marked failed by another (see [`Store::fail_abandoned_pings`]).
     pub async fn create_ping(
         &self,
         webhook: &str,
         event_id: &str,
         body: &[u8],
         format: PayloadFormat,
+        owner: &str,
+        lease_ms: i64,
     ) -> Result<i64, StoreError> {
         let now = now_ms();
         let mut tx = WriteTx::begin(&self.meta.write).await?;
@@ -734,8 +805,12 @@ impl Store {
         let id = insert_delivery(&mut tx, webhook, event_id, Some(1), now, false, format)
             .await?
             .ok_or_else(|| StoreError::Corrupt("ping delivery not written".into()))?;
-        sqlx::query("UPDATE deliveries SET state = 'sending' WHERE id = ?")
-            .bind(id)
+        sqlx::query(
+            "UPDATE deliveries SET state = 'sending', lease_owner = ?, lease_until = ? WHERE id = ?",
+        )
+        .bind(owner)
+        .bind(now + lease_ms)
+        .bind(id)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -874,6 +949,49 @@ impl Store {
             .fetch_all(&self.meta.read)
             .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}
+
+/// Pings in state `sending` whose sender is gone: leased by `owner` (its own, at its start),
+/// by no one (written before leases covered pings), or with an expired lease.
+async fn fail_abandoned_pings(
+    tx: &mut sqlx::SqliteConnection,
+    owner: Option<&str>,
+    now: i64,
+) -> Result<u64, StoreError> {
+    Ok(sqlx::query(
+        "UPDATE deliveries SET state = 'failed', lease_until = NULL, lease_owner = NULL, \
+         updated_at = ? WHERE state = 'sending' \
+         AND (lease_until IS NULL OR lease_until < ? OR lease_owner = ?)",
+    )
+    .bind(now)
+    .bind(now)
+    .bind(owner)
+    .execute(tx)
+    .await?
+    .rows_affected())
+}
+
+/// How many more deliveries of each webhook a claim may take: the same free concurrency for
+/// every webhook, less what the caller already has in flight for it. Computed by the caller
+/// before the claim, so the claim's write transaction never calls back into the dispatcher.
+#[derive(Debug, Clone, Default)]
+pub struct Room {
+    /// Free slots of a webhook with nothing in flight.
+    pub per_webhook: usize,
+    /// Deliveries in flight per webhook, by the name as stored (what claims carry).
+    pub busy: std::collections::HashMap<String, usize>,
+    /// Webhooks that get nothing from this claim (their older deliveries wait in memory).
+    pub closed: std::collections::HashSet<String>,
+}
+
+impl Room {
+    pub fn of(&self, webhook: &str) -> usize {
+        if self.closed.contains(webhook) {
+            return 0;
+        }
+        let used = self.busy.get(webhook).copied().unwrap_or(0);
+        self.per_webhook.saturating_sub(used)
     }
 }
 

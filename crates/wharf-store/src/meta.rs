@@ -34,6 +34,8 @@ const MIGRATIONS: &[&str] = &[
     // No 0007: the number was kept for the management plane, which needed none. Migrations
     // run by position (PRAGMA user_version), so a new one only ever goes at the end.
     include_str!("../migrations/0007_attributes.sql"),
+    // 0008 is kept for garbage collection.
+    include_str!("../migrations/0009_node_leases.sql"),
 ];
 
 pub(crate) fn now_ms() -> i64 {

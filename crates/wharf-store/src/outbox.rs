@@ -260,7 +260,7 @@ impl FastLane {
     }
 
     /// Hands committed deliveries to the dispatcher. If it is gone, the rows stay leased to
-    /// this process and are taken back when the next one starts.
+    /// this node id: its next start takes them back, another node once the lease runs out.
     pub(crate) fn hand_over(&self, claimed: Vec<Claimed>) {
         if claimed.is_empty() {
             return;
