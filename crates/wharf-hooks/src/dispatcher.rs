@@ -17,10 +17,11 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use wharf_store::Store;
-use wharf_store::hooks::{AttemptRecord, Claimed, Outcome};
+use wharf_store::hooks::{AttemptRecord, Outcome, QueuedDelivery};
 
 use crate::HooksConfig;
 use crate::sender::Sender;
+use crate::snapshot::{Claimed, WebhookCache};
 
 /// How often due retries are looked for when nothing wakes the loop.
 const POLL: Duration = Duration::from_millis(500);
@@ -50,6 +51,8 @@ pub(crate) struct Dispatcher {
     /// Deliveries this node holds a lease on and has not finished with (parked, in flight, or
     /// awaiting their record): the renewer keeps their leases alive.
     held: Held,
+    /// The enabled webhooks: where and how each delivery is sent.
+    cache: WebhookCache,
 }
 
 /// Ids of the deliveries whose leases this node must keep alive.
@@ -84,7 +87,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Dispatcher {
-    pub(crate) fn new(store: Store, sender: Sender, config: HooksConfig, node: Arc<str>) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        sender: Sender,
+        config: HooksConfig,
+        node: Arc<str>,
+        cache: WebhookCache,
+    ) -> Self {
         let slots = Arc::new(Semaphore::new(config.max_concurrency));
         Dispatcher {
             store,
@@ -95,6 +104,7 @@ impl Dispatcher {
             freed: Arc::new(Notify::new()),
             node,
             held: Held::default(),
+            cache,
         }
     }
 
@@ -103,7 +113,7 @@ impl Dispatcher {
         let stopped = stop.notified();
         tokio::pin!(stopped);
         stopped.as_mut().enable();
-        match self.store.recover_deliveries(&self.node).await {
+        match self.store.deliveries().recover_deliveries(&self.node).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(
                 count = n,
@@ -147,13 +157,14 @@ impl Dispatcher {
                 let want = free.min(512);
                 match self
                     .store
+                    .deliveries()
                     .claim_due(want, &room, lease_ms, &self.node)
                     .await
                 {
                     Ok(claimed) => {
                         full_batch = claimed.len() == want;
                         self.held.add(claimed.iter().map(|c| c.delivery_id));
-                        for c in claimed {
+                        for c in self.targets(claimed) {
                             self.spawn_send(c, tx.clone());
                         }
                     }
@@ -174,13 +185,13 @@ impl Dispatcher {
                 _ = &mut stopped => break,
                 Some(batch) = fast_rx.recv() => {
                     self.held.add(batch.iter().map(|c| c.delivery_id));
-                    for c in batch {
+                    for c in self.targets(batch) {
                         self.admit(c, &mut parked, &tx);
                     }
                     // Take whatever else arrived meanwhile before looking at the queue.
                     while let Ok(batch) = fast_rx.try_recv() {
                         self.held.add(batch.iter().map(|c| c.delivery_id));
-                        for c in batch {
+                        for c in self.targets(batch) {
                             self.admit(c, &mut parked, &tx);
                         }
                     }
@@ -206,6 +217,32 @@ impl Dispatcher {
         let _ = renewer.await;
     }
 
+    /// Adds each delivery's target and secrets from the snapshot, rendered. A delivery whose
+    /// webhook the snapshot does not have (deleted or disabled since: its row is gone or
+    /// cancelled; or written by another node and not loaded here yet) is given back to the
+    /// queue rather than sent.
+    fn targets(&self, batch: Vec<QueuedDelivery>) -> Vec<Claimed> {
+        let registry_id = self.store.hooks.registry_id();
+        let mut out = Vec::with_capacity(batch.len());
+        let mut missing = Vec::new();
+        for d in batch {
+            match self.cache.get(&d.webhook) {
+                Some(h) => out.push(Claimed::new(d, &h, registry_id)),
+                None => missing.push(d.delivery_id),
+            }
+        }
+        if !missing.is_empty() {
+            let (store, held) = (self.store.clone(), self.held.clone());
+            tokio::spawn(async move {
+                match store.deliveries().release_leases(&missing).await {
+                    Ok(()) => held.remove(missing),
+                    Err(e) => tracing::warn!(error = %e, "releasing deliveries failed"),
+                }
+            });
+        }
+        out
+    }
+
     /// Room for one more send to `webhook` now.
     fn has_room(&self, webhook: &str) -> bool {
         self.slots.available_permits() > 0
@@ -229,7 +266,7 @@ impl Dispatcher {
             let store = self.store.clone();
             let held = self.held.clone();
             tokio::spawn(async move {
-                match store.release_leases(&[c.delivery_id]).await {
+                match store.deliveries().release_leases(&[c.delivery_id]).await {
                     Ok(()) => held.remove([c.delivery_id]),
                     Err(e) => {
                         // Still held: renewed, and so not lost; released at the next try or
@@ -251,10 +288,9 @@ impl Dispatcher {
         if parked.len == 0 {
             return;
         }
-        let enabled = self.store.hooks.snapshot();
         let names: Vec<String> = parked.queues.keys().cloned().collect();
         for w in names {
-            let live = enabled.iter().any(|h| h.name == w);
+            let live = self.cache.is_enabled(&w);
             while let Some(q) = parked.queues.get_mut(&w) {
                 if q.is_empty() {
                     parked.queues.remove(&w);
@@ -328,7 +364,7 @@ async fn renew_loop(store: Store, held: Held, node: Arc<str>, every: Duration, l
         if ids.is_empty() {
             continue;
         }
-        if let Err(e) = store.renew_leases(&ids, &node, lease_ms).await {
+        if let Err(e) = store.deliveries().renew_leases(&ids, &node, lease_ms).await {
             // The next tick tries again; two more fit in a lease.
             tracing::warn!(error = %e, count = ids.len(), "renewing delivery leases failed");
         }
@@ -358,7 +394,7 @@ async fn record_loop(
         }
         // Retry a failed write: these rows hold the truth about what was sent.
         let mut delay = Duration::from_millis(100);
-        while let Err(e) = store.record_attempts(&batch).await {
+        while let Err(e) = store.deliveries().record_attempts(&batch).await {
             tracing::error!(error = %e, "recording delivery attempts failed; retrying");
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(10));

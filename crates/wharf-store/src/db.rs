@@ -21,6 +21,11 @@ use sqlx::{Sqlite, SqliteConnection, SqlitePool};
 
 use crate::StoreError;
 
+/// The wall clock in unix milliseconds: the time stamps of rows and leases.
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
 /// An open write transaction on a connection of the write pool. See the module docs.
 pub(crate) struct WriteTx {
     conn: PoolConnection<Sqlite>,

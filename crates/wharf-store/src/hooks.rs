@@ -12,13 +12,12 @@
 use std::collections::BTreeMap;
 
 use sqlx::Row;
-use wharf_core::{PayloadFormat, Scope, WebhookAction, WebhookStatus};
+use wharf_core::{PayloadFormat, WebhookAction, WebhookStatus};
 
-use crate::db::WriteTx;
-use crate::meta::now_ms;
-use crate::outbox::{HookSnapshot, insert_delivery};
+use crate::db::{WriteTx, now_ms};
 use crate::seal::Sealer;
 use crate::{Store, StoreError};
+use sqlx::SqliteConnection;
 
 /// Attempts written per multi-row statement (14 parameters each, far below SQLite's limit).
 const RECORD_CHUNK: usize = 128;
@@ -98,9 +97,11 @@ impl std::fmt::Debug for Signing {
     }
 }
 
-/// A delivery claimed for sending.
-#[derive(Clone)]
-pub struct Claimed {
+/// A delivery taken from the queue (or handed over fresh by the outbox), leased to the taking
+/// node: what to send, without where and how: the webhook service adds the target and its
+/// secrets from its own snapshot of the definitions, and renders `body` into `format`.
+#[derive(Debug, Clone)]
+pub struct QueuedDelivery {
     pub delivery_id: i64,
     pub webhook: String,
     pub event_id: String,
@@ -111,38 +112,14 @@ pub struct Claimed {
     pub round_attempt: i64,
     /// Attempts allowed per round (1 for a ping); `None`: the retry schedule decides.
     pub max_attempts: Option<i64>,
-    /// The bytes to send, already in the delivery's payload format.
+    /// The stored ACR body of the event.
     pub body: Vec<u8>,
-    /// `Content-Type` of `body`, and the headers its payload format adds (CloudEvents'
-    /// binary mode `ce-*` attributes).
-    pub content_type: &'static str,
-    pub format_headers: Vec<(&'static str, String)>,
-    pub service_uri: String,
-    pub custom_headers: BTreeMap<String, String>,
-    /// The webhook's signing state when the delivery was claimed.
-    pub signing: Signing,
-}
-
-impl Claimed {
-    /// Turns the stored ACR body into the delivery's format. Deterministic (see
-    /// `wharf_core::payload`), so the queue and the fast lane send the same bytes, and every
-    /// attempt does; for ACR's format it only moves the body.
-    pub fn render(mut self, format: PayloadFormat, location: &str, registry_id: &str) -> Self {
-        let r = wharf_core::payload::render(
-            format,
-            std::mem::take(&mut self.body),
-            location,
-            registry_id,
-        );
-        self.body = r.body;
-        self.content_type = r.content_type;
-        self.format_headers = r.headers;
-        self
-    }
+    /// The payload format the delivery row recorded.
+    pub format: PayloadFormat,
 }
 
 /// Header names with their values masked: what Debug output may show of custom headers.
-pub(crate) fn masked_headers(h: &BTreeMap<String, String>) -> BTreeMap<&str, &'static str> {
+pub fn masked_headers(h: &BTreeMap<String, String>) -> BTreeMap<&str, &'static str> {
     h.keys().map(|k| (k.as_str(), "******")).collect()
 }
 
@@ -158,20 +135,6 @@ impl std::fmt::Debug for WebhookRecord {
             .field("status", &self.status)
             .field("scope", &self.scope)
             .field("location", &self.location)
-            .field("signing", &self.signing)
-            .finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for Claimed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Claimed")
-            .field("delivery_id", &self.delivery_id)
-            .field("webhook", &self.webhook)
-            .field("event_id", &self.event_id)
-            .field("attempt", &self.attempt)
-            .field("service_uri", &"******")
-            .field("custom_headers", &masked_headers(&self.custom_headers))
             .field("signing", &self.signing)
             .finish_non_exhaustive()
     }
@@ -293,31 +256,41 @@ fn row_to_signing(
     })
 }
 
+/// Webhook definitions: the narrow handle the webhook service manages them through. Secrets
+/// are sealed at rest and opened only on the way out.
+#[derive(Debug, Clone)]
+pub struct WebhookDefs {
+    meta: crate::Meta,
+    sealer: Sealer,
+}
+
+/// The delivery queue (claims, leases, attempt results) and the delivery history.
+#[derive(Debug, Clone)]
+pub struct DeliveryQueue {
+    meta: crate::Meta,
+    /// The registry's ARM id, which the history's rendered bodies name.
+    registry_id: std::sync::Arc<str>,
+}
+
 impl Store {
-    /// Rebuilds the in-memory snapshot of enabled webhooks of this region.
-    pub async fn reload_hooks(&self) -> Result<(), StoreError> {
-        let hooks = self
-            .list_webhooks()
-            .await?
-            .into_iter()
-            .filter(|w| w.status == WebhookStatus::Enabled && w.location == self.region)
-            .filter_map(|w| {
-                Some(HookSnapshot {
-                    scope: Scope::parse(&w.scope).ok()?,
-                    name: w.name,
-                    actions: w.actions,
-                    location: w.location,
-                    service_uri: w.service_uri,
-                    custom_headers: w.custom_headers,
-                    signing: w.signing,
-                    payload_format: w.payload_format,
-                })
-            })
-            .collect();
-        self.hooks.replace(hooks);
-        Ok(())
+    /// The webhook definitions.
+    pub fn webhooks(&self) -> WebhookDefs {
+        WebhookDefs {
+            meta: self.meta.clone(),
+            sealer: self.sealer.clone(),
+        }
     }
 
+    /// The delivery queue and history.
+    pub fn deliveries(&self) -> DeliveryQueue {
+        DeliveryQueue {
+            meta: self.meta.clone(),
+            registry_id: self.hooks.registry_id().into(),
+        }
+    }
+}
+
+impl WebhookDefs {
     /// Seals the secrets of webhook rows written before secrets were sealed at rest.
     pub(crate) async fn seal_plaintext_webhooks(&self) -> Result<u64, StoreError> {
         let rows = sqlx::query("SELECT name, service_uri, custom_headers FROM webhooks")
@@ -368,7 +341,7 @@ impl Store {
         if res.rows_affected() == 0 {
             return Err(StoreError::Conflict);
         }
-        self.reload_hooks().await
+        Ok(())
     }
 
     /// Replaces a webhook's mutable fields. Disabling it cancels its pending deliveries in the
@@ -405,8 +378,7 @@ impl Store {
         if w.status == WebhookStatus::Disabled {
             cancel_pending(&mut tx, &w.name).await?;
         }
-        tx.commit().await?;
-        self.reload_hooks().await
+        tx.commit().await
     }
 
     pub async fn get_webhook(&self, name: &str) -> Result<Option<WebhookRecord>, StoreError> {
@@ -461,9 +433,6 @@ impl Store {
             .as_ref()
             .map(|r| row_to_record(r, &self.sealer))
             .transpose()?;
-        if rec.is_some() {
-            self.reload_hooks().await?;
-        }
         Ok(rec)
     }
 
@@ -500,10 +469,11 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        self.reload_hooks().await?;
         Ok(res.rows_affected() > 0)
     }
+}
 
+impl DeliveryQueue {
     /// Claims up to `limit` due deliveries, oldest first, taking at most `room.of(name)` rows
     /// of any one webhook (its free concurrency), and leases them to the node `owner` for
     /// `lease_ms`.
@@ -520,19 +490,15 @@ impl Store {
         room: &Room,
         lease_ms: i64,
         owner: &str,
-    ) -> Result<Vec<Claimed>, StoreError> {
+    ) -> Result<Vec<QueuedDelivery>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
         let now = now_ms();
         let mut tx = WriteTx::begin_relaxed(&self.meta.write).await?;
-        let hooks = sqlx::query(
-            "SELECT name, service_uri, custom_headers, signing_enabled, signing_secret, \
-             signing_previous_secret, signing_previous_until, location FROM webhooks \
-             WHERE status = 'enabled'",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
+        let hooks = sqlx::query("SELECT name FROM webhooks WHERE status = 'enabled'")
+            .fetch_all(&mut *tx)
+            .await?;
         let mut out = Vec::new();
         for h in hooks {
             let webhook: String = h.get(0);
@@ -540,11 +506,6 @@ impl Store {
             if room == 0 {
                 continue;
             }
-            let service_uri = self.sealer.open(h.get(1))?;
-            let custom_headers: BTreeMap<String, String> =
-                from_json(Some(self.sealer.open(h.get(2))?));
-            let signing = row_to_signing(&h, &self.sealer)?;
-            let location: String = h.get("location");
             let rows = sqlx::query(
                 "SELECT d.id, d.event_id, d.attempts, d.round_start, d.max_attempts, \
                  d.next_attempt_at, e.body, d.payload_format \
@@ -562,10 +523,9 @@ impl Store {
             for r in rows {
                 let attempts: i64 = r.get(2);
                 let round_start: i64 = r.get(3);
-                let format = payload_format(r.get(7))?;
                 out.push((
                     r.get::<i64, _>(5),
-                    Claimed {
+                    QueuedDelivery {
                         delivery_id: r.get(0),
                         webhook: webhook.clone(),
                         event_id: r.get(1),
@@ -573,13 +533,8 @@ impl Store {
                         round_attempt: attempts - round_start + 1,
                         max_attempts: r.get(4),
                         body: r.get(6),
-                        content_type: "application/json",
-                        format_headers: Vec::new(),
-                        service_uri: service_uri.clone(),
-                        custom_headers: custom_headers.clone(),
-                        signing: signing.clone(),
-                    }
-                    .render(format, &location, self.hooks.registry_id()),
+                        format: payload_format(r.get(7))?,
+                    },
                 ));
             }
         }
@@ -846,7 +801,7 @@ impl Store {
                     payload_format(r.get("payload_format"))?,
                     r.get("body"),
                     location.as_deref().unwrap_or_default(),
-                    self.hooks.registry_id(),
+                    &self.registry_id,
                 )
                 .body;
                 Ok(HistoryEntry {
@@ -995,6 +950,40 @@ impl Room {
     }
 }
 
+/// Inserts a pending delivery, due now. `max_attempts` is per round (`None`: the retry schedule
+/// decides). With `require_enabled`, nothing is written unless the webhook exists and is
+/// enabled, and `None` is returned. `format` is recorded as given: the caller renders the
+/// delivery itself and the history must show what it sent.
+pub(crate) async fn insert_delivery(
+    conn: &mut SqliteConnection,
+    webhook: &str,
+    event_id: &str,
+    max_attempts: Option<i64>,
+    now: i64,
+    require_enabled: bool,
+    format: wharf_core::PayloadFormat,
+) -> Result<Option<i64>, StoreError> {
+    let row = sqlx::query(
+        "INSERT INTO deliveries (webhook, event_id, state, attempts, round_start, max_attempts, \
+         next_attempt_at, created_at, updated_at, payload_format) \
+         SELECT ?, ?, 'pending', 0, 0, ?, ?, ?, ?, ? \
+         WHERE NOT ? OR EXISTS (SELECT 1 FROM webhooks WHERE name = ? AND status = 'enabled') \
+         RETURNING id",
+    )
+    .bind(webhook)
+    .bind(event_id)
+    .bind(max_attempts)
+    .bind(now)
+    .bind(now)
+    .bind(now)
+    .bind(format.as_str())
+    .bind(require_enabled)
+    .bind(webhook)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 async fn cancel_pending(tx: &mut sqlx::SqliteConnection, webhook: &str) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE deliveries SET state = 'cancelled', updated_at = ? WHERE webhook = ? AND state = 'pending'",
@@ -1031,29 +1020,14 @@ mod tests {
             created_at: 0,
             updated_at: 0,
         };
-        let claimed = Claimed {
-            delivery_id: 1,
-            webhook: "hook1".into(),
-            event_id: "e".into(),
-            attempt: 1,
-            round_attempt: 1,
-            max_attempts: None,
-            body: Vec::new(),
-            content_type: "application/json",
-            format_headers: Vec::new(),
-            service_uri: rec.service_uri.clone(),
-            custom_headers: headers,
-            signing: rec.signing.clone(),
-        };
-        for shown in [format!("{rec:?}"), format!("{claimed:?}")] {
-            assert!(!shown.contains("s3cret"), "{shown}");
-            assert!(!shown.contains("whsec_"), "{shown}");
-            assert!(shown.contains("enabled: true"), "{shown}");
-            assert!(
-                shown.contains("Authorization"),
-                "header names may show: {shown}"
-            );
-        }
+        let shown = format!("{rec:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(!shown.contains("whsec_"), "{shown}");
+        assert!(shown.contains("enabled: true"), "{shown}");
+        assert!(
+            shown.contains("Authorization"),
+            "header names may show: {shown}"
+        );
     }
 
     /// Signing secrets are sealed at rest like the service URI, opened on every read path,
@@ -1092,7 +1066,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
         };
-        store.create_webhook(&rec).await.unwrap();
+        store.webhooks().create_webhook(&rec).await.unwrap();
         let raw = || async {
             let r = sqlx::query(
                 "SELECT signing_secret, signing_previous_secret FROM webhooks WHERE name = 'sealed1'",
@@ -1107,6 +1081,7 @@ mod tests {
 
         // A day of grace: both secrets sign, both sealed, both read back in clear.
         let got = store
+            .webhooks()
             .rotate_signing_secret("sealed1", new, now_ms() + 86_400_000)
             .await
             .unwrap()
@@ -1119,11 +1094,17 @@ mod tests {
         let (cur, prev) = raw().await;
         assert!(crate::seal::Sealer::is_sealed(&cur.unwrap()));
         assert!(crate::seal::Sealer::is_sealed(&prev.unwrap()));
-        let snap = store.hooks.snapshot();
-        assert_eq!(snap[0].signing.active_secrets(now_ms()), [new, old]);
+        let read = store
+            .webhooks()
+            .get_webhook("sealed1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.signing.active_secrets(now_ms()), [new, old]);
 
         // No grace: the replaced secret is not kept at all.
         let got = store
+            .webhooks()
             .rotate_signing_secret("sealed1", old, 0)
             .await
             .unwrap()
@@ -1133,21 +1114,35 @@ mod tests {
 
         // An expired grace period: ignored when read, then forgotten.
         store
+            .webhooks()
             .rotate_signing_secret("sealed1", new, now_ms() + 1)
             .await
             .unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        let got = store.get_webhook("sealed1").await.unwrap().unwrap();
+        let got = store
+            .webhooks()
+            .get_webhook("sealed1")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(got.signing.previous, None);
-        assert_eq!(store.forget_expired_signing_secrets().await.unwrap(), 1);
+        assert_eq!(
+            store
+                .webhooks()
+                .forget_expired_signing_secrets()
+                .await
+                .unwrap(),
+            1
+        );
         assert_eq!(raw().await.1, None);
 
         // Signing off: rotation refuses.
         let mut off = got.clone();
         off.signing.enabled = false;
-        store.update_webhook(&off).await.unwrap();
+        store.webhooks().update_webhook(&off).await.unwrap();
         assert!(
             store
+                .webhooks()
                 .rotate_signing_secret("sealed1", old, now_ms() + 1000)
                 .await
                 .unwrap()

@@ -22,7 +22,7 @@ use wharf_core::{Digest, Reference, RepoName, Tag};
 
 use crate::StoreError;
 use crate::db::WriteTx;
-use crate::outbox::{Enqueued, FastLane, OutboxEvent, WebhookCache};
+use crate::outbox::{Enqueued, FastLane, OutboxEvent, Subscribers};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_registry.sql"),
@@ -38,9 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0009_node_leases.sql"),
 ];
 
-pub(crate) fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+pub(crate) use crate::db::now_ms;
 
 #[derive(Debug, Clone)]
 pub struct Meta {
@@ -103,7 +101,7 @@ impl LinkCache {
 struct PutJob {
     m: NewManifest,
     events: Vec<OutboxEvent>,
-    hooks: WebhookCache,
+    hooks: Subscribers,
     reply: oneshot::Sender<Result<usize, StoreError>>,
 }
 
@@ -495,7 +493,7 @@ impl Meta {
         &self,
         m: &NewManifest,
         events: &[OutboxEvent],
-        hooks: &WebhookCache,
+        hooks: &Subscribers,
     ) -> Result<usize, StoreError> {
         let (reply, rx) = oneshot::channel();
         let job = PutJob {
@@ -518,7 +516,7 @@ impl Meta {
         &self,
         repo: &RepoName,
         digest: &Digest,
-        hooks: &WebhookCache,
+        hooks: &Subscribers,
         events: F,
     ) -> Result<Option<(DeletedManifest, usize)>, StoreError>
     where
@@ -539,7 +537,7 @@ impl Meta {
         repo: &RepoName,
         digest: &Digest,
         cutoff_ms: i64,
-        hooks: &WebhookCache,
+        hooks: &Subscribers,
         events: F,
     ) -> Result<Option<(DeletedManifest, usize)>, StoreError>
     where
@@ -554,7 +552,7 @@ impl Meta {
         repo: &RepoName,
         digest: &Digest,
         stale_before: Option<i64>,
-        hooks: &WebhookCache,
+        hooks: &Subscribers,
         events: F,
     ) -> Result<Option<(DeletedManifest, usize)>, StoreError>
     where
@@ -641,7 +639,7 @@ impl Meta {
     pub async fn delete_repository<F>(
         &self,
         repo: &RepoName,
-        hooks: &WebhookCache,
+        hooks: &Subscribers,
         events: F,
     ) -> Result<Option<(Vec<DeletedManifest>, usize)>, StoreError>
     where
@@ -981,7 +979,7 @@ async fn put_one(
     conn: &mut SqliteConnection,
     m: &NewManifest,
     events: &[OutboxEvent],
-    hooks: &WebhookCache,
+    hooks: &Subscribers,
     lane: &FastLane,
     locks: &crate::attrs::LockFlag,
 ) -> Result<Result<Enqueued, StoreError>, StoreError> {

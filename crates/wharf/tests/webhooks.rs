@@ -1593,7 +1593,7 @@ async fn disabling_a_webhook_cancels_its_pending_retries() {
         rcv.received("/fail").len() <= n + 1,
         "an attempt in flight may finish, no more"
     );
-    let counts = s.store.delivery_counts().await.unwrap();
+    let counts = s.store.deliveries().delivery_counts().await.unwrap();
     assert_eq!(counts.get("pending"), None, "{counts:?}");
     assert_eq!(counts.get("cancelled"), Some(&1), "{counts:?}");
 }
@@ -1747,7 +1747,7 @@ async fn a_delivery_that_always_fails_ends_failed_and_can_be_redelivered() {
     .await;
     assert_eq!(ev.len(), 6, "{ev:?}");
     assert_eq!(rcv.received("/down").len(), 6);
-    let counts = s.store.delivery_counts().await.unwrap();
+    let counts = s.store.deliveries().delivery_counts().await.unwrap();
     assert_eq!(counts.get("failed"), Some(&2), "{counts:?}");
     let first_ids: BTreeSet<String> = ids(&rcv.received("/down")).into_iter().collect();
     assert_eq!(first_ids.len(), 2);
@@ -1777,7 +1777,7 @@ async fn a_delivery_that_always_fails_ends_failed_and_can_be_redelivered() {
         );
     }
     wait_history(&c, &s, "downhook", |e| e.len() >= 8).await;
-    let counts = s.store.delivery_counts().await.unwrap();
+    let counts = s.store.deliveries().delivery_counts().await.unwrap();
     assert_eq!(counts.get("delivered"), Some(&2), "{counts:?}");
 
     // nothing failed any more
@@ -2048,7 +2048,7 @@ async fn pending_deliveries_are_sent_after_a_restart() {
     wait_history(&c, &s, "restartdown", |e| e.len() >= 3).await;
     let first: BTreeSet<String> = ids(&rcv.received("/r")).into_iter().collect();
     assert_eq!(first.len(), 3);
-    let counts = s.store.delivery_counts().await.unwrap();
+    let counts = s.store.deliveries().delivery_counts().await.unwrap();
     assert_eq!(counts.get("pending"), Some(&6), "{counts:?}");
 
     let dir = s.stop().await;
@@ -2295,7 +2295,7 @@ async fn another_nodes_lease_is_left_alone_at_start_and_taken_over_when_it_expir
     };
     cfg.node.id = "node-b".into();
     let b = Server::start_config(cfg).await;
-    let leases = b.store.delivery_leases().await.unwrap();
+    let leases = b.store.deliveries().delivery_leases().await.unwrap();
     assert_eq!(leases.len(), 1, "{leases:?}");
     let (_, owner, until) = &leases[0];
     assert_eq!(owner, "node-a", "start-up did not seize node-a's lease");
@@ -2320,7 +2320,7 @@ async fn another_nodes_lease_is_left_alone_at_start_and_taken_over_when_it_expir
     // Recorded as delivered (results are written in batches, a moment after the send).
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let counts = b.store.delivery_counts().await.unwrap();
+        let counts = b.store.deliveries().delivery_counts().await.unwrap();
         if counts.get("delivered") == Some(&1) {
             break;
         }
@@ -2372,7 +2372,7 @@ async fn leases_follow_the_timeout_and_are_renewed_while_the_node_holds_them() {
             std::time::Instant::now() < deadline,
             "deliveries never finished"
         );
-        let leases = s.store.delivery_leases().await.unwrap();
+        let leases = s.store.deliveries().delivery_leases().await.unwrap();
         let now = now_ms();
         for (id, owner, until) in &leases {
             assert_eq!(owner, "node-r");
@@ -2429,7 +2429,7 @@ async fn deleting_a_webhook_mid_delivery_does_not_wedge_the_history() {
     expect_events(&rcv, "/stay", 1).await;
     let ev = wait_history(&c, &s, "stayhook", |e| !e.is_empty()).await;
     assert_eq!(ev.len(), 1, "the later delivery's attempt was recorded");
-    let counts = s.store.delivery_counts().await.unwrap();
+    let counts = s.store.deliveries().delivery_counts().await.unwrap();
     assert_eq!(counts.get("delivered"), Some(&1), "{counts:?}");
     assert_eq!(counts.get("pending"), None, "{counts:?}");
 }
