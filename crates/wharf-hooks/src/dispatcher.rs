@@ -2,9 +2,11 @@
 //! concurrency (overall and per webhook, DESIGN invariant 5), and records every attempt.
 //!
 //! One loop claims; each claimed delivery is sent on its own task; one recorder task writes
-//! results in batches. A new event wakes the loop at once through the store's signal, and so
-//! does a recorded batch (a retry due at once, or room freed under a webhook's cap); retries
-//! that come due later are found by a periodic poll.
+//! results in batches. Fresh deliveries arrive through the fast lane, already leased. The
+//! queue is looked at when the store signals rows (a redelivery, rows written with no
+//! dispatcher attached), when a batch is recorded (a retry due at once) or rows go back to
+//! it, when a slot frees while the last look was not quiet, and on a periodic poll, which
+//! finds retries that come due later and the expired leases of nodes that died.
 //!
 //! Ordering: each webhook's rows are claimed oldest first, but up to `per_webhook_concurrency`
 //! of them are in flight at once and a failed one is retried later, so receivers see no
@@ -46,6 +48,9 @@ pub(crate) struct Dispatcher {
     inflight: Arc<Mutex<HashMap<String, usize>>>,
     slots: Arc<Semaphore>,
     freed: Arc<Notify>,
+    /// Rows went back to the queue, or attempt results were recorded (a retry may be due at
+    /// once): the queue is worth a look.
+    requeued: Arc<Notify>,
     /// This node's id: the owner of its leases in the delivery queue.
     node: Arc<str>,
     /// Deliveries this node holds a lease on and has not finished with (parked, in flight, or
@@ -102,6 +107,7 @@ impl Dispatcher {
             inflight: Arc::default(),
             slots,
             freed: Arc::new(Notify::new()),
+            requeued: Arc::new(Notify::new()),
             node,
             held: Held::default(),
             cache,
@@ -127,7 +133,7 @@ impl Dispatcher {
         let recorder = tokio::spawn(record_loop(
             self.store.clone(),
             rx,
-            self.freed.clone(),
+            self.requeued.clone(),
             self.held.clone(),
         ));
         let renewer = tokio::spawn(renew_loop(
@@ -142,11 +148,19 @@ impl Dispatcher {
         let mut fast_rx = self.store.meta.lane.attach(&self.node, lease_ms);
         let mut parked = Parked::default();
         let signal = self.store.outbox_signal.clone();
+        // Whether to look at the queue on this turn, and whether the last look found it quiet:
+        // nothing due, and no webhook short of room that might have rows waiting. While it is
+        // quiet, a fresh batch or a freed slot needs no look (fresh deliveries come through
+        // the fast lane): the queue is looked at again when rows go back to it, results are
+        // recorded, the outbox signals, or the poll comes round. So the steady stream of fresh
+        // deliveries costs no queries besides its own.
+        let mut look = true;
+        let mut quiet = false;
         loop {
             self.drain_parked(&mut parked, &tx);
             let free = self.slots.available_permits();
             let mut full_batch = false;
-            if free > 0 {
+            if free > 0 && look {
                 let room = wharf_store::hooks::Room {
                     per_webhook: self.config.per_webhook_concurrency,
                     busy: lock(&self.inflight).clone(),
@@ -154,6 +168,11 @@ impl Dispatcher {
                     // until they are sent: they are older.
                     closed: parked.queues.keys().cloned().collect(),
                 };
+                let limited = !room.closed.is_empty()
+                    || room
+                        .busy
+                        .values()
+                        .any(|n| *n >= self.config.per_webhook_concurrency);
                 let want = free.min(512);
                 match self
                     .store
@@ -163,6 +182,7 @@ impl Dispatcher {
                 {
                     Ok(claimed) => {
                         full_batch = claimed.len() == want;
+                        quiet = claimed.is_empty() && !limited;
                         self.held.add(claimed.iter().map(|c| c.delivery_id));
                         for c in self.targets(claimed) {
                             self.spawn_send(c, tx.clone());
@@ -170,6 +190,7 @@ impl Dispatcher {
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "claiming deliveries failed");
+                        quiet = false;
                         tokio::time::sleep(POLL).await;
                     }
                 }
@@ -195,11 +216,13 @@ impl Dispatcher {
                             self.admit(c, &mut parked, &tx);
                         }
                     }
+                    look = !quiet;
                     continue;
                 }
-                _ = signal.notified() => {}
-                _ = self.freed.notified() => {}
-                _ = tokio::time::sleep(POLL) => {}
+                _ = signal.notified() => look = true,
+                _ = self.requeued.notified() => look = true,
+                _ = self.freed.notified() => look = !quiet,
+                _ = tokio::time::sleep(POLL) => look = true,
             }
         }
         // New deliveries go to the queue from now on; those parked here stay leased to this
@@ -233,9 +256,13 @@ impl Dispatcher {
         }
         if !missing.is_empty() {
             let (store, held) = (self.store.clone(), self.held.clone());
+            let requeued = self.requeued.clone();
             tokio::spawn(async move {
                 match store.deliveries().release_leases(&missing).await {
-                    Ok(()) => held.remove(missing),
+                    Ok(()) => {
+                        held.remove(missing);
+                        requeued.notify_one();
+                    }
                     Err(e) => tracing::warn!(error = %e, "releasing deliveries failed"),
                 }
             });
@@ -265,9 +292,13 @@ impl Dispatcher {
             // Too much in memory: back to the queue, where the poll finds it later.
             let store = self.store.clone();
             let held = self.held.clone();
+            let requeued = self.requeued.clone();
             tokio::spawn(async move {
                 match store.deliveries().release_leases(&[c.delivery_id]).await {
-                    Ok(()) => held.remove([c.delivery_id]),
+                    Ok(()) => {
+                        held.remove([c.delivery_id]);
+                        requeued.notify_one();
+                    }
                     Err(e) => {
                         // Still held: renewed, and so not lost; released at the next try or
                         // taken back after this node stops.

@@ -495,9 +495,11 @@ impl DeliveryQueue {
             return Ok(Vec::new());
         }
         let now = now_ms();
-        let mut tx = WriteTx::begin_relaxed(&self.meta.write).await?;
+        // Candidates are read on a read connection: most looks at the queue find nothing due
+        // (fresh deliveries come through the fast lane), and those cost the single write
+        // connection, which manifest puts wait for, nothing.
         let hooks = sqlx::query("SELECT name FROM webhooks WHERE status = 'enabled'")
-            .fetch_all(&mut *tx)
+            .fetch_all(&self.meta.read)
             .await?;
         let mut out = Vec::new();
         for h in hooks {
@@ -518,7 +520,7 @@ impl DeliveryQueue {
             .bind(now)
             .bind(now)
             .bind(room as i64)
-            .fetch_all(&mut *tx)
+            .fetch_all(&self.meta.read)
             .await?;
             for r in rows {
                 let attempts: i64 = r.get(2);
@@ -538,19 +540,41 @@ impl DeliveryQueue {
                 ));
             }
         }
+        if out.is_empty() {
+            return Ok(Vec::new());
+        }
         // Oldest first across webhooks, then the overall cap.
         out.sort_by_key(|(due, c)| (*due, c.delivery_id));
         out.truncate(limit);
+        // The lease is taken only where the row is still as read: pending, due, unleased and
+        // at the same attempt (another node may have claimed it since), so a row is never
+        // leased twice and every attempt number is right.
+        let mut tx = WriteTx::begin_relaxed(&self.meta.write).await?;
+        let mut taken = std::collections::HashSet::new();
         for (_, c) in &out {
-            sqlx::query("UPDATE deliveries SET lease_until = ?, lease_owner = ? WHERE id = ?")
-                .bind(now + lease_ms)
-                .bind(owner)
-                .bind(c.delivery_id)
-                .execute(&mut *tx)
-                .await?;
+            let res = sqlx::query(
+                "UPDATE deliveries SET lease_until = ?, lease_owner = ? WHERE id = ? \
+                 AND state = 'pending' AND attempts = ? AND next_attempt_at <= ? \
+                 AND (lease_until IS NULL OR lease_until < ?)",
+            )
+            .bind(now + lease_ms)
+            .bind(owner)
+            .bind(c.delivery_id)
+            .bind(c.attempt - 1)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if res.rows_affected() == 1 {
+                taken.insert(c.delivery_id);
+            }
         }
         tx.commit().await?;
-        Ok(out.into_iter().map(|(_, c)| c).collect())
+        Ok(out
+            .into_iter()
+            .map(|(_, c)| c)
+            .filter(|c| taken.contains(&c.delivery_id))
+            .collect())
     }
 
     /// Gives leased rows back to the queue (a dispatcher that holds more in memory than it

@@ -989,6 +989,13 @@ async fn put_one(
         locks.quarantine.raise();
     }
     // Validate with reads only. A repository that does not exist yet has no blobs.
+    if let Some(checked) = validate_in_one(&mut *conn, m).await? {
+        let (existing, refused) = checked;
+        if let Some(refused) = refused {
+            return Ok(Err(refused));
+        }
+        return write_put(conn, m, events, hooks, lane, locks, existing).await;
+    }
     let existing = repo_id(&mut *conn, &m.repo).await?;
     let refused = match existing {
         Some(id) => match first_refused(&mut *conn, "repo_blobs", id, &m.required_blobs).await? {
@@ -1008,6 +1015,91 @@ async fn put_one(
     if let Some(refused) = refused {
         return Ok(Err(refused));
     }
+    write_put(conn, m, events, hooks, lane, locks, existing).await
+}
+
+/// The repository's id and the first refusal of `m`'s references, read in one round trip;
+/// None when `m` references too many blobs or manifests for one statement (the caller then
+/// reads them in chunks).
+async fn validate_in_one(
+    conn: &mut SqliteConnection,
+    m: &NewManifest,
+) -> Result<Option<(Option<i64>, Option<StoreError>)>, StoreError> {
+    const MAX: usize = 500;
+    if m.required_blobs.len() > MAX || m.required_manifests.len() > MAX {
+        return Ok(None);
+    }
+    // Each statement's first column says which one a row comes from.
+    let mut sql = String::from("SELECT 0, id, NULL FROM repositories WHERE name = ?;\n");
+    let mut q_args: Vec<String> = vec![m.repo.as_str().to_owned()];
+    for (kind, table, wanted) in [
+        (1, "repo_blobs", &m.required_blobs),
+        (2, "manifests", &m.required_manifests),
+    ] {
+        if wanted.is_empty() {
+            continue;
+        }
+        let marks = vec!["?"; wanted.len()].join(",");
+        sql.push_str(&format!(
+            "SELECT {kind}, t.digest, t.size FROM {table} t JOIN repositories r \
+             ON r.id = t.repo_id WHERE r.name = ? AND t.digest IN ({marks});\n"
+        ));
+        q_args.push(m.repo.as_str().to_owned());
+        q_args.extend(wanted.iter().map(|(d, _)| d.to_string()));
+    }
+    let mut q = sqlx::query(&sql);
+    for a in q_args {
+        q = q.bind(a);
+    }
+    let mut existing = None;
+    let mut blobs: HashMap<String, i64> = HashMap::new();
+    let mut manifests: HashMap<String, i64> = HashMap::new();
+    for r in q.fetch_all(&mut *conn).await? {
+        match r.get::<i64, _>(0) {
+            0 => existing = Some(r.get::<i64, _>(1)),
+            1 => {
+                blobs.insert(r.get(1), r.get(2));
+            }
+            _ => {
+                manifests.insert(r.get(1), r.get(2));
+            }
+        }
+    }
+    let refusal = |found: &HashMap<String, i64>, d: &Digest, size: i64, blob: bool| match found
+        .get(&d.to_string())
+    {
+        None if blob => Some(StoreError::MissingBlob(d.clone())),
+        None => Some(StoreError::MissingManifest(d.clone())),
+        Some(stored) if *stored != size => Some(StoreError::SizeMismatch {
+            digest: d.clone(),
+            stated: size,
+            stored: *stored,
+        }),
+        Some(_) => None,
+    };
+    // The same order of checks, and so the same first refusal, as the chunked reads.
+    let refused = m
+        .required_blobs
+        .iter()
+        .find_map(|(d, size)| refusal(&blobs, d, *size, true))
+        .or_else(|| {
+            m.required_manifests
+                .iter()
+                .find_map(|(d, size)| refusal(&manifests, d, *size, false))
+        });
+    Ok(Some((existing, refused)))
+}
+
+/// The writes of a validated put (see [`put_one`]).
+async fn write_put(
+    conn: &mut SqliteConnection,
+    m: &NewManifest,
+    events: &[OutboxEvent],
+    hooks: &Subscribers,
+    lane: &FastLane,
+    locks: &crate::attrs::LockFlag,
+    existing: Option<i64>,
+) -> Result<Result<Enqueued, StoreError>, StoreError> {
     // Locks, checked on this transaction's connection (see `attrs`), and only when some
     // lock exists: the flag is raised before a locking PATCH takes the write connection.
     if let Some(id) = existing
@@ -1021,6 +1113,52 @@ async fn put_one(
         None => ensure_repo(&mut *conn, &m.repo).await?,
     };
     let now = now_ms();
+    if m.quarantine.is_none() {
+        // The common push: the manifest, its tags and its outbox rows in one round trip.
+        use crate::outbox::{Arg, Batch};
+        let mut batch = Batch::default();
+        batch.push(
+            "INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, subject, \
+             annotations, config_media_type, config_digest, body, created_at) \
+             VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (repo_id, digest) DO NOTHING",
+            [
+                Arg::Int(Some(repo_id)),
+                Arg::Text(Some(m.digest.to_string())),
+                Arg::Text(Some(m.media_type.clone())),
+                Arg::Int(Some(m.body.len() as i64)),
+                Arg::Text(m.artifact_type.clone()),
+                Arg::Text(m.subject.as_ref().map(|d| d.to_string())),
+                Arg::Text(m.annotations.clone()),
+                Arg::Text(m.config_media_type.clone()),
+                Arg::Text(m.config_digest.as_ref().map(|d| d.to_string())),
+                Arg::Blob(m.body.clone()),
+                Arg::Int(Some(now)),
+            ],
+        );
+        if !m.tags.is_empty() {
+            let values = vec!["(?, ?, ?, ?, ?)"; m.tags.len()].join(",");
+            batch.push(
+                &format!(
+                    "INSERT INTO tags (repo_id, name, digest, updated_at, created_at) \
+                     VALUES {values} ON CONFLICT (repo_id, name) DO UPDATE SET \
+                     digest = excluded.digest, updated_at = excluded.updated_at"
+                ),
+                m.tags.iter().flat_map(|t| {
+                    [
+                        Arg::Int(Some(repo_id)),
+                        Arg::Text(Some(t.as_str().to_owned())),
+                        Arg::Text(Some(m.digest.to_string())),
+                        Arg::Int(Some(now)),
+                        Arg::Int(Some(now)),
+                    ]
+                }),
+            );
+        }
+        return Ok(Ok(crate::outbox::enqueue_batched(
+            conn, batch, events, hooks, lane,
+        )
+        .await?));
+    }
     let inserted = sqlx::query(
         "INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, subject, \
          annotations, config_media_type, config_digest, body, created_at, quarantine_state, \

@@ -249,3 +249,118 @@ impl FastLane {
         }
     }
 }
+
+/// A value bound to a statement built at run time.
+pub(crate) enum Arg {
+    Int(Option<i64>),
+    Text(Option<String>),
+    Blob(Vec<u8>),
+}
+
+/// Statements run together in one round trip to SQLite's connection thread. Each statement
+/// takes its `?` parameters from `args` in order (sqlx binds a multi-statement query's
+/// anonymous parameters statement by statement). Every round trip is two thread switches, and
+/// on the push path they, not the fsync, were most of a manifest put's time.
+#[derive(Default)]
+pub(crate) struct Batch {
+    sql: String,
+    args: Vec<Arg>,
+}
+
+impl Batch {
+    pub(crate) fn push(&mut self, sql: &str, args: impl IntoIterator<Item = Arg>) {
+        self.sql.push_str(sql);
+        self.sql.push_str(";\n");
+        self.args.extend(args);
+    }
+}
+
+/// [`enqueue`], with the change's own writes in `batch` run first, all in one round trip.
+/// The same rows as [`enqueue`] writes, under the same rules.
+pub(crate) async fn enqueue_batched(
+    conn: &mut SqliteConnection,
+    mut batch: Batch,
+    events: &[OutboxEvent],
+    hooks: &Subscribers,
+    lane: &FastLane,
+) -> Result<Enqueued, StoreError> {
+    let now = now_ms();
+    let lease = lane.lease();
+    for ev in events {
+        let targets = hooks.wanted_by(ev);
+        if targets.is_empty() {
+            continue;
+        }
+        batch.push(
+            "INSERT INTO events (id, action, body, created_at) VALUES (?, ?, ?, ?)",
+            [
+                Arg::Text(Some(ev.id.clone())),
+                Arg::Text(Some(ev.action.as_str().to_owned())),
+                Arg::Blob(ev.body.clone()),
+                Arg::Int(Some(now)),
+            ],
+        );
+        let marks = vec!["?"; targets.len()].join(",");
+        batch.push(
+            &format!(
+                "INSERT INTO deliveries (webhook, event_id, state, attempts, round_start, \
+                 max_attempts, next_attempt_at, lease_until, lease_owner, created_at, \
+                 updated_at, payload_format) \
+                 SELECT name, ?, 'pending', 0, 0, NULL, ?, ?, ?, ?, ?, payload_format \
+                 FROM webhooks WHERE status = 'enabled' AND name IN ({marks}) \
+                 RETURNING id, webhook, payload_format, event_id"
+            ),
+            [
+                Arg::Text(Some(ev.id.clone())),
+                Arg::Int(Some(now)),
+                Arg::Int(lease.as_ref().map(|(_, ms)| now + ms)),
+                Arg::Text(lease.as_ref().map(|(owner, _)| owner.clone())),
+                Arg::Int(Some(now)),
+                Arg::Int(Some(now)),
+            ]
+            .into_iter()
+            .chain(targets.into_iter().map(|t| Arg::Text(Some(t)))),
+        );
+    }
+    let mut out = Enqueued::default();
+    if batch.sql.is_empty() {
+        return Ok(out);
+    }
+    let mut q = sqlx::query(&batch.sql);
+    for a in batch.args {
+        q = match a {
+            Arg::Int(v) => q.bind(v),
+            Arg::Text(v) => q.bind(v),
+            Arg::Blob(v) => q.bind(v),
+        };
+    }
+    // Only the deliveries' inserts return rows. (sqlx 0.8's SQLite driver runs every
+    // statement of the text; should a later sqlx stop doing so, the tests of the push path
+    // fail: no manifest, no tag, no event.)
+    for r in q.fetch_all(&mut *conn).await? {
+        if lease.is_none() {
+            out.queued += 1;
+            continue;
+        }
+        let event_id: String = r.get(3);
+        let Some(ev) = events.iter().find(|e| e.id == event_id) else {
+            continue;
+        };
+        let format: String = r.get(2);
+        let Ok(format) = format.parse() else {
+            // As in `enqueue`: left leased, claimed from the queue after expiry.
+            continue;
+        };
+        out.fast.push(QueuedDelivery {
+            delivery_id: r.get(0),
+            webhook: r.get(1),
+            event_id,
+            attempt: 1,
+            round_attempt: 1,
+            max_attempts: None,
+            body: ev.body.clone(),
+            format,
+        });
+    }
+    Ok(out)
+}
