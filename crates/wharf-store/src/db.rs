@@ -59,14 +59,14 @@ impl WriteTx {
             relaxed,
             open: true,
         };
-        if relaxed {
-            sqlx::query("PRAGMA synchronous = NORMAL")
-                .execute(&mut *tx.conn)
-                .await?;
-        }
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut *tx.conn)
-            .await?;
+        // One round trip either way (each is two thread switches to the connection's
+        // thread). Should the BEGIN fail after the pragma ran, the connection is closed.
+        let begin = if relaxed {
+            "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE"
+        } else {
+            "BEGIN IMMEDIATE"
+        };
+        sqlx::query(begin).execute(&mut *tx.conn).await?;
         Ok(tx)
     }
 

@@ -196,14 +196,19 @@ impl Meta {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             .pragma("cache_size", "-16000");
+        // No test before a connection is handed out: sqlx pings it by default, a round trip
+        // to the connection's thread on every acquire, for a local file that cannot have gone
+        // away. A connection in doubt is closed instead (see `WriteTx`).
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .test_before_acquire(false)
             .connect_with(opts.clone())
             .await?;
         migrate(&write).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(8)
+            .test_before_acquire(false)
             .connect_with(opts.read_only(true))
             .await?;
         let (puts, rx) = mpsc::channel(MAX_GROUP * 4);
