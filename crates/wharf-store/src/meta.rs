@@ -959,6 +959,12 @@ async fn run_group(
     locks: &crate::attrs::LockFlag,
 ) -> Result<Vec<Result<usize, StoreError>>, StoreError> {
     let mut tx = WriteTx::begin(pool).await?;
+    if let Some((results, fast)) = group_in_one(&mut tx, jobs, lane, locks).await? {
+        tx.commit().await?;
+        // Only now, with the change durable, may its deliveries be sent.
+        lane.hand_over(fast);
+        return Ok(results);
+    }
     let mut results = Vec::with_capacity(jobs.len());
     let mut fast = Vec::new();
     // Each put validates with reads only before it writes anything, so a refused manifest
@@ -1070,6 +1076,59 @@ async fn validate_in_one(
             }
         }
     }
+    let refused = refusal_of(m, &blobs, &manifests);
+    Ok(Some((existing, refused)))
+}
+
+/// The manifest and tag writes of a validated put that is not quarantined.
+fn put_writes(batch: &mut crate::outbox::Batch, repo_id: i64, m: &NewManifest, now: i64) {
+    use crate::outbox::Arg;
+    batch.push(
+        "INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, subject, \
+         annotations, config_media_type, config_digest, body, created_at) \
+         VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (repo_id, digest) DO NOTHING",
+        [
+            Arg::Int(Some(repo_id)),
+            Arg::Text(Some(m.digest.to_string())),
+            Arg::Text(Some(m.media_type.clone())),
+            Arg::Int(Some(m.body.len() as i64)),
+            Arg::Text(m.artifact_type.clone()),
+            Arg::Text(m.subject.as_ref().map(|d| d.to_string())),
+            Arg::Text(m.annotations.clone()),
+            Arg::Text(m.config_media_type.clone()),
+            Arg::Text(m.config_digest.as_ref().map(|d| d.to_string())),
+            Arg::Blob(m.body.clone()),
+            Arg::Int(Some(now)),
+        ],
+    );
+    if !m.tags.is_empty() {
+        let values = vec!["(?, ?, ?, ?, ?)"; m.tags.len()].join(",");
+        batch.push(
+            &format!(
+                "INSERT INTO tags (repo_id, name, digest, updated_at, created_at) \
+                 VALUES {values} ON CONFLICT (repo_id, name) DO UPDATE SET \
+                 digest = excluded.digest, updated_at = excluded.updated_at"
+            ),
+            m.tags.iter().flat_map(|t| {
+                [
+                    Arg::Int(Some(repo_id)),
+                    Arg::Text(Some(t.as_str().to_owned())),
+                    Arg::Text(Some(m.digest.to_string())),
+                    Arg::Int(Some(now)),
+                    Arg::Int(Some(now)),
+                ]
+            }),
+        );
+    }
+}
+
+/// The first refusal of `m`'s references given what is stored of them: the same order of
+/// checks as the chunked reads of [`first_refused`].
+fn refusal_of(
+    m: &NewManifest,
+    blobs: &HashMap<String, i64>,
+    manifests: &HashMap<String, i64>,
+) -> Option<StoreError> {
     let refusal = |found: &HashMap<String, i64>, d: &Digest, size: i64, blob: bool| match found
         .get(&d.to_string())
     {
@@ -1082,17 +1141,124 @@ async fn validate_in_one(
         }),
         Some(_) => None,
     };
-    // The same order of checks, and so the same first refusal, as the chunked reads.
-    let refused = m
-        .required_blobs
+    m.required_blobs
         .iter()
-        .find_map(|(d, size)| refusal(&blobs, d, *size, true))
+        .find_map(|(d, size)| refusal(blobs, d, *size, true))
         .or_else(|| {
             m.required_manifests
                 .iter()
-                .find_map(|(d, size)| refusal(&manifests, d, *size, false))
-        });
-    Ok(Some((existing, refused)))
+                .find_map(|(d, size)| refusal(manifests, d, *size, false))
+        })
+}
+
+/// What a group of puts committed: each put's result, and the deliveries to hand over.
+type GroupDone = (
+    Vec<Result<usize, StoreError>>,
+    Vec<crate::hooks::QueuedDelivery>,
+);
+
+/// The common group: every put into an existing repository, none quarantined, no lock in
+/// the registry, every reference already stored. Then the whole group is one read and one
+/// write round trip: validated together (puts never remove or change what another put
+/// references, so what is valid at the start of the group stays valid), written together in
+/// order. Anything else returns None having written nothing, and the group goes put by put.
+async fn group_in_one(
+    conn: &mut SqliteConnection,
+    jobs: &[PutJob],
+    lane: &FastLane,
+    locks: &crate::attrs::LockFlag,
+) -> Result<Option<GroupDone>, StoreError> {
+    const MAX: usize = 500;
+    if locks.any()
+        || jobs.iter().any(|j| {
+            j.m.quarantine.is_some()
+                || j.m.required_blobs.len() > MAX
+                || j.m.required_manifests.len() > MAX
+        })
+    {
+        return Ok(None);
+    }
+    // Each row names its put and which of the put's reads it answers.
+    let mut sql = String::new();
+    let mut args: Vec<String> = Vec::new();
+    for (j, job) in jobs.iter().enumerate() {
+        let m = &job.m;
+        sql.push_str(&format!(
+            "SELECT {j}, 0, id, NULL FROM repositories WHERE name = ?;\n"
+        ));
+        args.push(m.repo.as_str().to_owned());
+        for (kind, table, wanted) in [
+            (1, "repo_blobs", &m.required_blobs),
+            (2, "manifests", &m.required_manifests),
+        ] {
+            if wanted.is_empty() {
+                continue;
+            }
+            let marks = vec!["?"; wanted.len()].join(",");
+            sql.push_str(&format!(
+                "SELECT {j}, {kind}, t.digest, t.size FROM {table} t JOIN repositories r \
+                 ON r.id = t.repo_id WHERE r.name = ? AND t.digest IN ({marks});\n"
+            ));
+            args.push(m.repo.as_str().to_owned());
+            args.extend(wanted.iter().map(|(d, _)| d.to_string()));
+        }
+    }
+    // Not kept prepared: the text differs with every group's make-up.
+    let mut q = sqlx::query(&sql).persistent(false);
+    for a in args {
+        q = q.bind(a);
+    }
+    let mut repo_ids: Vec<Option<i64>> = vec![None; jobs.len()];
+    let mut found: Vec<(HashMap<String, i64>, HashMap<String, i64>)> =
+        vec![Default::default(); jobs.len()];
+    for r in q.fetch_all(&mut *conn).await? {
+        let j = usize::try_from(r.get::<i64, _>(0)).unwrap_or(usize::MAX);
+        let (Some(id), Some(f)) = (repo_ids.get_mut(j), found.get_mut(j)) else {
+            continue;
+        };
+        match r.get::<i64, _>(1) {
+            0 => *id = Some(r.get(2)),
+            1 => {
+                f.0.insert(r.get(2), r.get(3));
+            }
+            _ => {
+                f.1.insert(r.get(2), r.get(3));
+            }
+        }
+    }
+    let mut ids = Vec::with_capacity(jobs.len());
+    for (j, job) in jobs.iter().enumerate() {
+        match repo_ids[j] {
+            Some(id) if refusal_of(&job.m, &found[j].0, &found[j].1).is_none() => ids.push(id),
+            // A refusal or a new repository: put by put, which sees the puts before it.
+            _ => return Ok(None),
+        }
+    }
+    let now = now_ms();
+    let lease = lane.lease();
+    let mut batch = crate::outbox::Batch::default();
+    for (job, id) in jobs.iter().zip(&ids) {
+        put_writes(&mut batch, *id, &job.m, now);
+        crate::outbox::append_outbox(&mut batch, &job.events, &job.hooks, lease.as_ref(), now);
+    }
+    let rows = batch.run(conn).await?;
+    let mut outs: Vec<Enqueued> = jobs.iter().map(|_| Enqueued::default()).collect();
+    for r in &rows {
+        for (job, out) in jobs.iter().zip(outs.iter_mut()) {
+            if crate::outbox::collect_delivery(out, r, &job.events, lease.is_some()) {
+                break;
+            }
+        }
+    }
+    let mut fast = Vec::new();
+    let results = outs
+        .into_iter()
+        .map(|o| {
+            fast.extend(o.fast);
+            Ok(o.queued)
+        })
+        .collect();
+    Ok(Some((results, fast)))
 }
 
 /// The writes of a validated put (see [`put_one`]).
@@ -1120,45 +1286,8 @@ async fn write_put(
     let now = now_ms();
     if m.quarantine.is_none() {
         // The common push: the manifest, its tags and its outbox rows in one round trip.
-        use crate::outbox::{Arg, Batch};
-        let mut batch = Batch::default();
-        batch.push(
-            "INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, subject, \
-             annotations, config_media_type, config_digest, body, created_at) \
-             VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (repo_id, digest) DO NOTHING",
-            [
-                Arg::Int(Some(repo_id)),
-                Arg::Text(Some(m.digest.to_string())),
-                Arg::Text(Some(m.media_type.clone())),
-                Arg::Int(Some(m.body.len() as i64)),
-                Arg::Text(m.artifact_type.clone()),
-                Arg::Text(m.subject.as_ref().map(|d| d.to_string())),
-                Arg::Text(m.annotations.clone()),
-                Arg::Text(m.config_media_type.clone()),
-                Arg::Text(m.config_digest.as_ref().map(|d| d.to_string())),
-                Arg::Blob(m.body.clone()),
-                Arg::Int(Some(now)),
-            ],
-        );
-        if !m.tags.is_empty() {
-            let values = vec!["(?, ?, ?, ?, ?)"; m.tags.len()].join(",");
-            batch.push(
-                &format!(
-                    "INSERT INTO tags (repo_id, name, digest, updated_at, created_at) \
-                     VALUES {values} ON CONFLICT (repo_id, name) DO UPDATE SET \
-                     digest = excluded.digest, updated_at = excluded.updated_at"
-                ),
-                m.tags.iter().flat_map(|t| {
-                    [
-                        Arg::Int(Some(repo_id)),
-                        Arg::Text(Some(t.as_str().to_owned())),
-                        Arg::Text(Some(m.digest.to_string())),
-                        Arg::Int(Some(now)),
-                        Arg::Int(Some(now)),
-                    ]
-                }),
-            );
-        }
+        let mut batch = crate::outbox::Batch::default();
+        put_writes(&mut batch, repo_id, m, now);
         return Ok(Ok(crate::outbox::enqueue_batched(
             conn, batch, events, hooks, lane,
         )

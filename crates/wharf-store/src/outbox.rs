@@ -234,7 +234,7 @@ impl FastLane {
         *self.guard() = None;
     }
 
-    fn lease(&self) -> Option<(String, i64)> {
+    pub(crate) fn lease(&self) -> Option<(String, i64)> {
         self.guard().as_ref().map(|a| (a.owner.clone(), a.lease_ms))
     }
 
@@ -284,8 +284,49 @@ pub(crate) async fn enqueue_batched(
     hooks: &Subscribers,
     lane: &FastLane,
 ) -> Result<Enqueued, StoreError> {
-    let now = now_ms();
     let lease = lane.lease();
+    append_outbox(&mut batch, events, hooks, lease.as_ref(), now_ms());
+    let rows = batch.run(conn).await?;
+    let mut out = Enqueued::default();
+    for r in rows {
+        collect_delivery(&mut out, &r, events, lease.is_some());
+    }
+    Ok(out)
+}
+
+impl Batch {
+    /// Runs every statement, in order, in one round trip; returns the rows they returned.
+    /// (sqlx 0.8's SQLite driver runs every statement of the text; should a later sqlx stop
+    /// doing so, the tests of the push path fail: no manifest, no tag, no event.)
+    pub(crate) async fn run(
+        self,
+        conn: &mut SqliteConnection,
+    ) -> Result<Vec<sqlx::sqlite::SqliteRow>, StoreError> {
+        if self.sql.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = sqlx::query(&self.sql);
+        for a in self.args {
+            q = match a {
+                Arg::Int(v) => q.bind(v),
+                Arg::Text(v) => q.bind(v),
+                Arg::Blob(v) => q.bind(v),
+            };
+        }
+        Ok(q.fetch_all(&mut *conn).await?)
+    }
+}
+
+/// Appends the outbox's statements for `events` to `batch`: the events some webhook wants,
+/// and a delivery row per webhook still enabled, leased as `lease` says. Only these
+/// statements return rows (see [`collect_delivery`]).
+pub(crate) fn append_outbox(
+    batch: &mut Batch,
+    events: &[OutboxEvent],
+    hooks: &Subscribers,
+    lease: Option<&(String, i64)>,
+    now: i64,
+) {
     for ev in events {
         let targets = hooks.wanted_by(ev);
         if targets.is_empty() {
@@ -313,8 +354,8 @@ pub(crate) async fn enqueue_batched(
             [
                 Arg::Text(Some(ev.id.clone())),
                 Arg::Int(Some(now)),
-                Arg::Int(lease.as_ref().map(|(_, ms)| now + ms)),
-                Arg::Text(lease.as_ref().map(|(owner, _)| owner.clone())),
+                Arg::Int(lease.map(|(_, ms)| now + ms)),
+                Arg::Text(lease.map(|(owner, _)| owner.clone())),
                 Arg::Int(Some(now)),
                 Arg::Int(Some(now)),
             ]
@@ -322,45 +363,39 @@ pub(crate) async fn enqueue_batched(
             .chain(targets.into_iter().map(|t| Arg::Text(Some(t)))),
         );
     }
-    let mut out = Enqueued::default();
-    if batch.sql.is_empty() {
-        return Ok(out);
+}
+
+/// Accounts for one delivery row returned by [`append_outbox`]'s statements, if it belongs to
+/// one of `events`: a fast-lane hand-over when `leased`, a queued row otherwise. Returns
+/// whether it belonged.
+pub(crate) fn collect_delivery(
+    out: &mut Enqueued,
+    r: &sqlx::sqlite::SqliteRow,
+    events: &[OutboxEvent],
+    leased: bool,
+) -> bool {
+    let event_id: String = r.get(3);
+    let Some(ev) = events.iter().find(|e| e.id == event_id) else {
+        return false;
+    };
+    if !leased {
+        out.queued += 1;
+        return true;
     }
-    let mut q = sqlx::query(&batch.sql);
-    for a in batch.args {
-        q = match a {
-            Arg::Int(v) => q.bind(v),
-            Arg::Text(v) => q.bind(v),
-            Arg::Blob(v) => q.bind(v),
-        };
-    }
-    // Only the deliveries' inserts return rows. (sqlx 0.8's SQLite driver runs every
-    // statement of the text; should a later sqlx stop doing so, the tests of the push path
-    // fail: no manifest, no tag, no event.)
-    for r in q.fetch_all(&mut *conn).await? {
-        if lease.is_none() {
-            out.queued += 1;
-            continue;
-        }
-        let event_id: String = r.get(3);
-        let Some(ev) = events.iter().find(|e| e.id == event_id) else {
-            continue;
-        };
-        let format: String = r.get(2);
-        let Ok(format) = format.parse() else {
-            // As in `enqueue`: left leased, claimed from the queue after expiry.
-            continue;
-        };
-        out.fast.push(QueuedDelivery {
-            delivery_id: r.get(0),
-            webhook: r.get(1),
-            event_id,
-            attempt: 1,
-            round_attempt: 1,
-            max_attempts: None,
-            body: ev.body.clone(),
-            format,
-        });
-    }
-    Ok(out)
+    let format: String = r.get(2);
+    let Ok(format) = format.parse() else {
+        // As in `enqueue`: left leased, claimed from the queue after expiry.
+        return true;
+    };
+    out.fast.push(QueuedDelivery {
+        delivery_id: r.get(0),
+        webhook: r.get(1),
+        event_id,
+        attempt: 1,
+        round_attempt: 1,
+        max_attempts: None,
+        body: ev.body.clone(),
+        format,
+    });
+    true
 }
