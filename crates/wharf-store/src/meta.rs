@@ -1422,3 +1422,125 @@ async fn first_refused(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod group_tests {
+    use super::*;
+    use wharf_core::digest::Algorithm;
+
+    fn manifest(repo: &str, body: &str, tag: &str, blobs: &[(Digest, i64)]) -> NewManifest {
+        let body = body.as_bytes().to_vec();
+        NewManifest {
+            repo: RepoName::parse(repo).unwrap(),
+            digest: Digest::of(Algorithm::Sha256, &body),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            body,
+            artifact_type: None,
+            subject: None,
+            annotations: None,
+            config_media_type: None,
+            config_digest: None,
+            required_blobs: blobs.to_vec(),
+            required_manifests: Vec::new(),
+            tags: vec![Tag::parse(tag).unwrap()],
+            quarantine: None,
+        }
+    }
+
+    fn job(m: NewManifest) -> PutJob {
+        PutJob {
+            m,
+            events: Vec::new(),
+            hooks: Subscribers::default(),
+            reply: oneshot::channel().0,
+        }
+    }
+
+    async fn tagged(meta: &Meta, repo: &str, tag: &str) -> Option<Digest> {
+        meta.get_manifest(
+            &RepoName::parse(repo).unwrap(),
+            &Reference::Tag(Tag::parse(tag).unwrap()),
+            false,
+        )
+        .await
+        .unwrap()
+        .map(|r| r.digest)
+    }
+
+    /// A group of plain puts is validated and written in one go; a group the one-go path
+    /// cannot take (a refusal, an index whose child is earlier in the same group, a new
+    /// repository) goes put by put with the same results as before: the index finds its
+    /// child, the refused put leaves nothing, the others are stored once.
+    #[tokio::test]
+    async fn groups_are_written_together_or_put_by_put_with_the_same_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(&dir.path().join("t.db")).await.unwrap();
+        let repo = RepoName::parse("a").unwrap();
+        let blob = Digest::of(Algorithm::Sha256, b"layer");
+        meta.link_blob(&repo, &blob, 5).await.unwrap();
+        let lane = FastLane::default();
+        let locks = crate::attrs::LockFlag::default();
+
+        // All plain: together.
+        let jobs = vec![
+            job(manifest("a", "{\"n\":1}", "one", &[(blob.clone(), 5)])),
+            job(manifest("a", "{\"n\":2}", "two", &[(blob.clone(), 5)])),
+        ];
+        let mut tx = WriteTx::begin(&meta.write).await.unwrap();
+        let done = group_in_one(&mut tx, &jobs, &lane, &locks).await.unwrap();
+        tx.commit().await.unwrap();
+        let (results, _) = done.expect("a plain group goes in one");
+        assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+        assert_eq!(
+            tagged(&meta, "a", "one").await,
+            Some(jobs[0].m.digest.clone())
+        );
+        assert_eq!(
+            tagged(&meta, "a", "two").await,
+            Some(jobs[1].m.digest.clone())
+        );
+
+        // A refusal, an index of a child earlier in the group, a new repository.
+        let missing = Digest::of(Algorithm::Sha256, b"not stored");
+        let child = manifest("a", "{\"n\":3}", "child", &[(blob.clone(), 5)]);
+        let mut index = manifest("a", "{\"n\":4}", "index", &[]);
+        index.required_manifests = vec![(child.digest.clone(), child.body.len() as i64)];
+        let jobs = vec![
+            job(child),
+            job(manifest(
+                "a",
+                "{\"n\":5}",
+                "refused",
+                &[(missing.clone(), 1)],
+            )),
+            job(index),
+            job(manifest("b", "{\"n\":6}", "fresh", &[])),
+        ];
+        let mut tx = WriteTx::begin(&meta.write).await.unwrap();
+        assert!(
+            group_in_one(&mut tx, &jobs, &lane, &locks)
+                .await
+                .unwrap()
+                .is_none(),
+            "not a plain group"
+        );
+        tx.rollback().await;
+        let results = run_group(&meta.write, &jobs, &lane, &locks).await.unwrap();
+        assert!(results[0].is_ok(), "{results:?}");
+        assert!(
+            matches!(&results[1], Err(StoreError::MissingBlob(d)) if *d == missing),
+            "{results:?}"
+        );
+        assert!(results[2].is_ok(), "the index finds its child: {results:?}");
+        assert!(results[3].is_ok(), "{results:?}");
+        assert_eq!(tagged(&meta, "a", "refused").await, None);
+        assert_eq!(
+            tagged(&meta, "a", "index").await,
+            Some(jobs[2].m.digest.clone())
+        );
+        assert_eq!(
+            tagged(&meta, "b", "fresh").await,
+            Some(jobs[3].m.digest.clone())
+        );
+    }
+}
