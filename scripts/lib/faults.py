@@ -30,6 +30,9 @@ Faults:
               with EIO or ENOSPC;
   kill9       strace attached to the running server kills it with SIGKILL on entry to the
               K-th such call; the server is then restarted on the same data directory.
+              Also during garbage collection (its link-removal commit and its file deletes,
+              with a 1 s grace): after the restart a complete run must collect what the
+              killed one left, and every acknowledged image must still read back.
 
 strace counts calls per syscall and per thread, and only those that pass its filters
 (`-P path`), so the suite confines each injection to the files of the step under test: the
@@ -232,10 +235,11 @@ FLOOR_OFF = []
 
 
 class Wharf:
-    def __init__(self, data_dir, log_path, flags):
+    def __init__(self, data_dir, log_path, flags, env=None):
         self.data_dir = data_dir
         self.log_path = log_path
         self.flags = flags
+        self.env = env or {}
         self.proc = None
         self.port = None
 
@@ -252,7 +256,8 @@ class Wharf:
             self.proc = subprocess.Popen(
                 [BIN, "serve", "--listen", f"127.0.0.1:{self.port}",
                  "--data-dir", self.data_dir, "--log-level", "info"] + self.flags,
-                stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
+                stdout=logf, stderr=logf, stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.env})
             logf.close()
             track(self.proc)
             deadline = time.time() + 20
@@ -454,7 +459,7 @@ def free_bytes(path):
 
 
 class Scenario:
-    def __init__(self, name, index, tmpfs=False, floor=False):
+    def __init__(self, name, index, tmpfs=False, floor=False, env=None):
         self.name = name
         self.slug = f"{index:02d}-" + re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
         self.key = self.slug  # the receiver path of this scenario's webhook
@@ -468,7 +473,7 @@ class Scenario:
         else:
             self.data = os.path.join(self.dir, "data")
         self.server = Wharf(self.data, os.path.join(self.dir, "server.log"),
-                            [] if floor else FLOOR_OFF)
+                            [] if floor else FLOOR_OFF, env)
         self.notes = []
         self.violations = []
         self.faults = 0  # faults this scenario injected
@@ -1181,6 +1186,76 @@ def act_delivery(sc, ctx):
     return f"{len(RECEIVER.got(sc.key))} delivered"
 
 
+GC_GRACE_SECS = 1
+# Garbage collection's scenarios: a 1 s grace (so that the garbage set up is collectable a
+# moment later) and no scheduled run (only the one under the fault, and the one after it).
+GC_ENV = {"WHARF_GC_GRACE_SECS": str(GC_GRACE_SECS), "WHARF_GC_INTERVAL_SECS": "0"}
+
+
+def prep_gc(sc):
+    """Referenced images (in the ledger: they must survive) and garbage (outside the ledger:
+    unreferenced uploads, and the layer of an image pushed and then deleted). Every blob the
+    ledger holds is referenced by an acknowledged manifest, since a run may collect the rest."""
+    if sc.put_manifest("kept")[1].status != 201:
+        raise RuntimeError("setup manifest push failed")
+    for i in range(3):
+        layer = os.urandom(64 * 1024)
+        if sc.push_blob(layer).status != 201 or \
+                sc.put_manifest(f"kept-{i}", layer=layer)[1].status != 201:
+            raise RuntimeError("setup image push failed")
+    garbage = []
+    for i in range(5):
+        junk = os.urandom(32 * 1024)
+        d = sha256(junk)
+        r = sc.server.req("POST", f"/v2/{REPO}/blobs/uploads/?digest={d}", junk,
+                          {"Content-Type": "application/octet-stream"})
+        if r.status != 201:
+            raise RuntimeError(f"setup garbage push: {r}")
+        garbage.append(d)
+    # An image pushed and deleted: its own layer (the last junk) becomes garbage, the shared
+    # config does not.
+    digest, r = sc.put_manifest("doomed", layer=junk)
+    if r.status != 201 or sc.delete_manifest(digest).status != 202:
+        raise RuntimeError("setup push and delete of the doomed image failed")
+    # Past the grace: everything outside the ledger is now collectable.
+    time.sleep(GC_GRACE_SECS + 0.2)
+    return {"garbage": garbage}
+
+
+def paths_gc(sc, ctx, target):
+    if target == "db":
+        return sc.db_paths()
+    if target == "one":
+        # strace counts per thread, and each delete may run on another blocking thread: to
+        # kill part-way through the files, trace one of them (whichever order the run takes,
+        # some may be gone before it, some after).
+        return [sc.blob_path(ctx["garbage"][2])]
+    return [sc.blob_path(d) for d in ctx["garbage"]]
+
+
+def act_gc(sc, ctx):
+    r = sc.server.req("POST", "/wharf/v1/gc")
+    return f"POST /wharf/v1/gc -> {r}"
+
+
+def after_gc(sc, ctx, killed):
+    """Once the server is back, a complete run collects what the interrupted one left, and
+    nothing referenced (check_invariants reads every acknowledged blob and manifest)."""
+    r = sc.server.req("POST", "/wharf/v1/gc")
+    if r.status != 200:
+        sc.violate("a run after the fault fails", f"POST /wharf/v1/gc -> {r} {r.body[:120]!r}")
+        return
+    left = [d for d in ctx["garbage"] if os.path.exists(sc.blob_path(d))]
+    if left:
+        sc.violate("garbage survives a complete run after the fault",
+                   f"{len(left)} of {len(ctx['garbage'])}, e.g. {left[0][:19]}")
+    for d in ctx["garbage"]:
+        g = sc.server.req("GET", f"/v2/{REPO}/blobs/{d}")
+        if g.status != 404:
+            sc.violate("a collected blob is still served", f"{d[:19]} GET -> {g}")
+    sc.note(f"then a complete run: {json.loads(r.body)}")
+
+
 STEPS = {
     "blob publish (session PUT)": Step("blob publish", prep_session, paths_blob, act_session),
     "blob publish (monolithic)": Step("blob publish", prep_mono, paths_blob, act_mono),
@@ -1193,6 +1268,8 @@ STEPS = {
     "WAL checkpoint": Step("WAL checkpoint", prep_nothing, paths_dbfile, act_checkpoint),
     "delivery recording": Step("delivery recording", prep_delivery, paths_db, act_delivery,
                                hold_delivery=True),
+    "garbage collection": Step("garbage collection", prep_gc, paths_gc, act_gc,
+                               after=after_gc),
 }
 
 
@@ -1337,6 +1414,12 @@ KILL_MATRIX = [
     ("WAL checkpoint", "pwrite64", "dbfile", "1"),
     ("WAL checkpoint", "fsync", "dbfile", "1"),
     ("delivery recording", "pwrite64", "db", "1"),
+    # A run removes the unreferenced links in one commit (pwrite64, fsync of the WAL), then
+    # deletes each unlinked file after checking, under the writer, that no link names it.
+    ("garbage collection", "pwrite64", "db", "1"),
+    ("garbage collection", "fsync", "db", "1"),
+    ("garbage collection", "unlink,unlinkat", "file", "1"),
+    ("garbage collection", "unlink,unlinkat", "one", "1"),
 ]
 
 
@@ -1364,7 +1447,8 @@ def scenarios():
                     strace_scenario(sc, *a)))
     for step, sys_, target, when in KILL_MATRIX:
         name = f"kill9: {step}: {sys_.split(',')[0]}({target}) #{when}"
-        out.append((name, {}, lambda sc, a=(step, sys_, target, "signal=SIGKILL", when):
+        opts = {"env": GC_ENV} if step == "garbage collection" else {}
+        out.append((name, opts, lambda sc, a=(step, sys_, target, "signal=SIGKILL", when):
                     strace_scenario(sc, *a)))
     return out
 

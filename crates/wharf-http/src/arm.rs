@@ -175,7 +175,36 @@ pub async fn handle_alias(State(app): State<AppState>, req: Request) -> Response
     // ["wharf", "v1", rest…]
     match segs.get(2..) {
         Some(rest @ [first, ..]) if first == "webhooks" => registry_op(&ctx, rest, req).await,
+        Some([only]) if only == "gc" => garbage_collection(&ctx).await,
         _ => not_found(&ctx),
+    }
+}
+
+/// `POST /wharf/v1/gc[?dryRun=true]`: one garbage collection now, answered with its figures
+/// (a Wharf extension, which `wharf gc` calls; the management credential or the admin user
+/// only, see `auth::needs`). The run finishes even if the client goes away.
+async fn garbage_collection(ctx: &Ctx) -> Response {
+    if ctx.method != Method::POST {
+        return method_not_allowed(ctx, "POST");
+    }
+    let dry_run = match ctx.param("dryRun") {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case("true") => true,
+        Some(v) if v.eq_ignore_ascii_case("false") => false,
+        Some(_) => {
+            return arm_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidParameter",
+                "dryRun: must be true or false",
+            );
+        }
+    };
+    let registry = ctx.app.registry.clone();
+    let run = tokio::spawn(async move { registry.collect_garbage(dry_run).await });
+    match run.await {
+        Ok(Ok(report)) => ok(json!(report)),
+        Ok(Err(e)) => internal(&e),
+        Err(e) => internal(&e),
     }
 }
 

@@ -71,6 +71,11 @@ pub fn needs(method: &Method, path: &str, query: Option<&str>) -> Option<Vec<Nee
         // 404, to a caller who could use the registry.
         return Some(vec![Need::Authenticated]);
     }
+    if path == "/wharf/v1/gc" {
+        // Garbage collection deletes content across every repository: the registry's owners
+        // (the admin user and the management credential), as for the management API.
+        return Some(vec![Need::Management]);
+    }
     let Some(rest) = path.strip_prefix("/v2") else {
         // The management API: webhooks, and the ARM routes of identities.
         return Some(vec![Need::Management]);

@@ -101,6 +101,15 @@ impl From<RegistryError> for OciError {
             RegistryError::Invalid(m) => OciError::new(400, C::Unsupported, m),
             RegistryError::TooManyTags => OciError::new(414, C::TagInvalid, "too many tags"),
             RegistryError::OutOfSpace => out_of_space(),
+            RegistryError::Unavailable(m) => {
+                tracing::info!(reason = %m, "asked the client to retry");
+                OciError::new(
+                    503,
+                    C::Unavailable,
+                    "temporarily unavailable: retry the request",
+                )
+                .with_header(header::RETRY_AFTER, "1".to_owned())
+            }
             RegistryError::Internal(e) => internal(&e),
             RegistryError::Io(e) => internal(&e),
         }

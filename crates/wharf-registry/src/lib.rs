@@ -1,12 +1,13 @@
 //! Wharf's registry use cases: blob uploads (monolithic, chunked, streamed, mounts), blob
-//! reads and deletes, manifests, tags, referrers, the catalog, and the events those changes
-//! raise.
+//! reads and deletes, manifests, tags, referrers, the catalog, the events those changes
+//! raise, and online garbage collection (`gc.rs`).
 //!
 //! It takes typed values and byte streams, never HTTP types, and talks only to `wharf-store`.
 //! It must not call `wharf-hooks` (the two meet in the store's outbox) or name axum.
 
 pub mod acr;
 mod events;
+pub mod gc;
 pub mod retention;
 mod uploads;
 
@@ -23,6 +24,7 @@ use wharf_core::{
 use wharf_store::{NewManifest, Store, StoreError};
 
 pub use events::RequestInfo;
+pub use gc::GcReport;
 pub use retention::{Clock, SystemClock};
 pub use uploads::UploadState;
 
@@ -72,6 +74,10 @@ pub enum RegistryError {
     /// stored, and the same request succeeds once space returns.
     #[error("out of storage space")]
     OutOfSpace,
+    /// A transient conflict (content garbage-collected while it was being linked): nothing
+    /// was stored, and the same request succeeds when retried.
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(StoreError),
     #[error("i/o error: {0}")]
@@ -146,6 +152,8 @@ pub struct Registry {
     pub(crate) store: Store,
     pub(crate) uploads: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<UploadState>>>>>,
     pub limits: Limits,
+    /// Garbage collection's clock, grace and run lock (see [`Registry::with_gc`]).
+    pub(crate) gc: Arc<gc::GcState>,
 }
 
 impl Registry {
@@ -154,6 +162,7 @@ impl Registry {
             store,
             uploads: Arc::default(),
             limits,
+            gc: Arc::default(),
         }
     }
 
@@ -199,7 +208,12 @@ impl Registry {
             return Err(RegistryError::Disallowed);
         }
         match self.store.meta.blob_size(repo, digest).await? {
-            Some(s) => Ok(s as u64),
+            Some(s) => {
+                // A read keeps the link from garbage collection for a grace period: a push
+                // may HEAD a blob now and reference it in a manifest later.
+                self.touch_blob(repo, digest).await?;
+                Ok(s as u64)
+            }
             None => Err(RegistryError::BlobUnknown),
         }
     }
@@ -261,12 +275,14 @@ impl Registry {
             return Ok(false);
         };
         self.check_writable(repo).await?;
-        if !self.store.blobs.blob_exists(digest).await {
-            return Ok(false);
-        }
         self.store.check_space()?;
-        self.store.meta.link_blob(repo, digest, size).await?;
-        Ok(true)
+        // The content's presence is checked in the linking transaction: content collected
+        // meanwhile means no mount, and the client uploads the bytes (a plain 202).
+        match self.link_published(repo, digest, size, None).await {
+            Ok(()) => Ok(true),
+            Err(RegistryError::Unavailable(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Whether a mount may read `digest` from `src` (see [`Registry::mount_blob`]).

@@ -299,10 +299,10 @@ impl Registry {
             }
             return Err(e.into());
         }
+        // Checks, in the linking transaction, that garbage collection has not removed the
+        // content since it was published (see `wharf_store::gc`).
         let linked = self
-            .store
-            .meta
-            .finish_upload(id, repo, digest, st.offset as i64)
+            .link_published(repo, digest, st.offset as i64, Some(id))
             .await;
         // Published or not linked, the session's file is gone into the blob store: the session
         // ends either way, so its status never reports bytes it no longer has. A client whose
@@ -313,7 +313,7 @@ impl Registry {
             if let Err(e) = self.store.meta.delete_upload(id).await {
                 tracing::warn!(error = %e, session = %id, "removing a failed upload's session failed");
             }
-            return Err(e.into());
+            return Err(e);
         }
         Ok(())
     }

@@ -134,6 +134,90 @@ impl BlobStore {
     pub async fn blob_exists(&self, digest: &Digest) -> bool {
         fs::metadata(self.blob_path(digest)).await.is_ok()
     }
+
+    /// Deletes a blob's content. Ok(false) if it was not there. Only garbage collection calls
+    /// it, inside the write transaction that found no link to the blob (see `gc.rs` for why
+    /// that makes it safe against a concurrent upload of the same content). Not synced: a
+    /// delete undone by a power failure leaves garbage that the next run collects.
+    pub async fn delete_blob(&self, digest: &Digest) -> io::Result<bool> {
+        match fs::remove_file(self.blob_path(digest)).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every stored blob with its size and last-modified time, for garbage collection's sweep.
+    /// Files whose names are not digests are left out (and so never deleted).
+    pub async fn list_blobs(&self) -> io::Result<Vec<StoredBlob>> {
+        let root = self.root.join("blobs");
+        tokio::task::spawn_blocking(move || list_blobs(&root))
+            .await
+            .map_err(io::Error::other)?
+    }
+}
+
+/// A blob found by [`BlobStore::list_blobs`].
+#[derive(Debug, Clone)]
+pub struct StoredBlob {
+    pub digest: Digest,
+    pub size: u64,
+    /// Last modification, Unix milliseconds: when its bytes were written.
+    pub modified_ms: i64,
+}
+
+fn list_blobs(root: &Path) -> io::Result<Vec<StoredBlob>> {
+    let mut out = Vec::new();
+    for alg in read_dir_or_empty(root)? {
+        let alg = alg?;
+        let Some(alg_name) = alg.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !alg.file_type()?.is_dir() {
+            continue;
+        }
+        for prefix in read_dir_or_empty(&alg.path())? {
+            let prefix = prefix?;
+            if !prefix.file_type()?.is_dir() {
+                continue;
+            }
+            for file in read_dir_or_empty(&prefix.path())? {
+                let file = file?;
+                let Some(name) = file.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
+                let Ok(digest) = Digest::parse(&format!("{alg_name}:{name}")) else {
+                    continue;
+                };
+                // Gone meanwhile (collected by a concurrent run): nothing to list.
+                let meta = match file.metadata() {
+                    Ok(m) if m.is_file() => m,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                let modified_ms = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                out.push(StoredBlob {
+                    digest,
+                    size: meta.len(),
+                    modified_ms,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn read_dir_or_empty(dir: &Path) -> io::Result<Vec<io::Result<std::fs::DirEntry>>> {
+    match std::fs::read_dir(dir) {
+        Ok(d) => Ok(d.collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
 }
 
 fn publish(src: &Path, dst: &Path) -> io::Result<()> {

@@ -1,6 +1,7 @@
 //! Wharf's storage: the content-addressed blob store on the filesystem and the metadata store
 //! in SQLite (repositories, blob links, manifests, tags, upload sessions, webhook definitions,
-//! the event outbox, the delivery queue and the delivery history).
+//! the event outbox, the delivery queue and the delivery history), and garbage collection's
+//! side of both (`gc.rs`).
 //!
 //! It owns durability and transactions. It knows nothing of HTTP, and must not call
 //! `wharf-registry`, `wharf-hooks` or `wharf-http`: they call it, and meet only here. Which
@@ -10,6 +11,7 @@
 pub mod attrs;
 pub mod blobs;
 mod db;
+pub mod gc;
 pub mod hooks;
 pub mod identities;
 pub mod meta;
@@ -24,7 +26,8 @@ use std::sync::Arc;
 pub use attrs::{
     Attributes, Flags, FlagsPatch, ManifestAttrs, ManifestPatch, RepoAttrs, RepoPatch, TagAttrs,
 };
-pub use blobs::BlobStore;
+pub use blobs::{BlobStore, StoredBlob};
+pub use gc::{Gc, GcFigures, GcOptions};
 pub use identities::Identities;
 pub use meta::{
     DeletedManifest, ManifestConfig, ManifestRow, Meta, NewManifest, PullBlock, Referrer, UploadRow,

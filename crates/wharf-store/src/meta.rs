@@ -34,7 +34,7 @@ const MIGRATIONS: &[&str] = &[
     // No 0007: the number was kept for the management plane, which needed none. Migrations
     // run by position (PRAGMA user_version), so a new one only ever goes at the end.
     include_str!("../migrations/0007_attributes.sql"),
-    // 0008 is kept for garbage collection.
+    crate::gc::MIGRATION,
     include_str!("../migrations/0009_node_leases.sql"),
 ];
 
@@ -50,6 +50,8 @@ pub struct Meta {
     pub lane: Arc<FastLane>,
     /// Whether any lock exists (see `attrs`): the push path checks locks only then.
     pub(crate) locks: Arc<crate::attrs::LockFlag>,
+    /// Recent link uses written (see `gc::Gc::touch`).
+    pub(crate) touched: Arc<crate::gc::Touched>,
 }
 
 /// Most blob links kept in memory; past it the cache starts again empty.
@@ -67,7 +69,7 @@ struct LinkCache {
     generation: AtomicU64,
 }
 
-fn link_key(repo: &RepoName, digest: &Digest) -> String {
+pub(crate) fn link_key(repo: &RepoName, digest: &Digest) -> String {
     format!("{repo}@{digest}")
 }
 
@@ -223,7 +225,19 @@ impl Meta {
             links: Arc::default(),
             lane,
             locks,
+            touched: Arc::default(),
         })
+    }
+
+    /// Forgets a cached link (after it was found gone from the database).
+    pub(crate) fn forget_link(&self, key: &str) {
+        self.links.remove_where(|k| k == key);
+    }
+
+    /// Forgets every cached link and link use (after garbage collection removed links).
+    pub(crate) fn forget_all_links(&self) {
+        self.links.remove_where(|_| true);
+        self.touched.clear();
     }
 
     pub async fn close(&self) {
@@ -295,7 +309,8 @@ impl Meta {
             .collect())
     }
 
-    /// Links a published blob into a repository, creating the repository if needed.
+    /// Links a published blob into a repository, creating the repository if needed, without
+    /// checking its content (the registry links through `gc::Gc::link_published`, which does).
     pub async fn link_blob(
         &self,
         repo: &RepoName,
@@ -304,12 +319,15 @@ impl Meta {
     ) -> Result<(), StoreError> {
         let mut tx = WriteTx::begin(&self.write).await?;
         let repo_id = ensure_repo(&mut tx, repo).await?;
-        sqlx::query("INSERT OR IGNORE INTO repo_blobs (repo_id, digest, size) VALUES (?, ?, ?)")
-            .bind(repo_id)
-            .bind(digest.to_string())
-            .bind(size)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO repo_blobs (repo_id, digest, size, used_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(repo_id)
+        .bind(digest.to_string())
+        .bind(size)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -369,31 +387,6 @@ impl Meta {
             algorithm: r.get(1),
             finished_digest: r.get(2),
         }))
-    }
-
-    /// Marks an upload finished with `digest` and links the blob, in one transaction.
-    pub async fn finish_upload(
-        &self,
-        id: &str,
-        repo: &RepoName,
-        digest: &Digest,
-        size: i64,
-    ) -> Result<(), StoreError> {
-        let mut tx = WriteTx::begin(&self.write).await?;
-        let repo_id = ensure_repo(&mut tx, repo).await?;
-        sqlx::query("INSERT OR IGNORE INTO repo_blobs (repo_id, digest, size) VALUES (?, ?, ?)")
-            .bind(repo_id)
-            .bind(digest.to_string())
-            .bind(size)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE uploads SET finished_digest = ? WHERE id = ?")
-            .bind(digest.to_string())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     pub async fn delete_upload(&self, id: &str) -> Result<bool, StoreError> {
@@ -903,6 +896,9 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         sqlx::raw_sql(sql).execute(&mut *tx).await?;
+        if *sql == crate::gc::MIGRATION {
+            crate::gc::backfill(&mut tx).await?;
+        }
         sqlx::raw_sql(&format!("PRAGMA user_version = {}", i + 1))
             .execute(&mut *tx)
             .await?;
@@ -967,12 +963,24 @@ async fn run_group(
     }
     let mut results = Vec::with_capacity(jobs.len());
     let mut fast = Vec::new();
+    // The blob references of the new manifests, recorded in one statement for the group.
+    let mut refs = Vec::new();
     // Each put validates with reads only before it writes anything, so a refused manifest
     // leaves no trace and needs no savepoint; puts see the ones before them in the group (an
     // index may follow its children). A failing write is a database failure and fails the
     // whole group.
     for job in jobs {
-        match put_one(&mut tx, &job.m, &job.events, &job.hooks, lane, locks).await? {
+        match put_one(
+            &mut tx,
+            &job.m,
+            &job.events,
+            &job.hooks,
+            lane,
+            locks,
+            &mut refs,
+        )
+        .await?
+        {
             Ok(enq) => {
                 fast.extend(enq.fast);
                 results.push(Ok(enq.queued));
@@ -980,19 +988,22 @@ async fn run_group(
             Err(refused) => results.push(Err(refused)),
         }
     }
+    // In the puts' own transaction: garbage collection keeps what they reference.
+    crate::gc::record_references(&mut tx, &refs).await?;
     tx.commit().await?;
     // Only now, with the change durable, may its deliveries be sent.
     lane.hand_over(fast);
     Ok(results)
 }
 
-async fn put_one(
+async fn put_one<'a>(
     conn: &mut SqliteConnection,
-    m: &NewManifest,
+    m: &'a NewManifest,
     events: &[OutboxEvent],
     hooks: &Subscribers,
     lane: &FastLane,
     locks: &crate::attrs::LockFlag,
+    refs: &mut Vec<crate::gc::Reference<'a>>,
 ) -> Result<Result<Enqueued, StoreError>, StoreError> {
     // A quarantined push raises the blob reads' flag inside its transaction (see
     // `attrs::QuarantineFlag`): up before the manifest is visible.
@@ -1005,7 +1016,7 @@ async fn put_one(
         if let Some(refused) = refused {
             return Ok(Err(refused));
         }
-        return write_put(conn, m, events, hooks, lane, locks, existing).await;
+        return write_put(conn, m, events, hooks, lane, locks, existing, refs).await;
     }
     let existing = repo_id(&mut *conn, &m.repo).await?;
     let refused = match existing {
@@ -1026,7 +1037,7 @@ async fn put_one(
     if let Some(refused) = refused {
         return Ok(Err(refused));
     }
-    write_put(conn, m, events, hooks, lane, locks, existing).await
+    write_put(conn, m, events, hooks, lane, locks, existing, refs).await
 }
 
 /// The repository's id and the first refusal of `m`'s references, read in one round trip;
@@ -1101,6 +1112,26 @@ fn put_writes(batch: &mut crate::outbox::Batch, repo_id: i64, m: &NewManifest, n
             Arg::Int(Some(now)),
         ],
     );
+    // The blobs it references, for garbage collection, in the same transaction (as
+    // `gc::record_references` does put by put). Recorded whether or not the manifest was new:
+    // an existing one has the same references already, so nothing changes then.
+    for chunk in m.required_blobs.chunks(300) {
+        let values = vec!["(?)"; chunk.len()].join(",");
+        batch.push(
+            &format!(
+                "INSERT OR IGNORE INTO manifest_blobs (manifest_id, repo_id, digest) \
+                 SELECT m.id, m.repo_id, v.column1 FROM manifests m, (VALUES {values}) v \
+                 WHERE m.repo_id = ? AND m.digest = ?"
+            ),
+            chunk
+                .iter()
+                .map(|(d, _)| Arg::Text(Some(d.to_string())))
+                .chain([
+                    Arg::Int(Some(repo_id)),
+                    Arg::Text(Some(m.digest.to_string())),
+                ]),
+        );
+    }
     if !m.tags.is_empty() {
         let values = vec!["(?, ?, ?, ?, ?)"; m.tags.len()].join(",");
         batch.push(
@@ -1262,14 +1293,16 @@ async fn group_in_one(
 }
 
 /// The writes of a validated put (see [`put_one`]).
-async fn write_put(
+#[allow(clippy::too_many_arguments)]
+async fn write_put<'a>(
     conn: &mut SqliteConnection,
-    m: &NewManifest,
+    m: &'a NewManifest,
     events: &[OutboxEvent],
     hooks: &Subscribers,
     lane: &FastLane,
     locks: &crate::attrs::LockFlag,
     existing: Option<i64>,
+    refs: &mut Vec<crate::gc::Reference<'a>>,
 ) -> Result<Result<Enqueued, StoreError>, StoreError> {
     // Locks, checked on this transaction's connection (see `attrs`), and only when some
     // lock exists: the flag is raised before a locking PATCH takes the write connection.
@@ -1297,7 +1330,7 @@ async fn write_put(
         "INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, subject, \
          annotations, config_media_type, config_digest, body, created_at, quarantine_state, \
          quarantine_push) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) \
-         ON CONFLICT (repo_id, digest) DO NOTHING",
+         ON CONFLICT (repo_id, digest) DO NOTHING RETURNING id",
     )
     .bind(repo_id)
     .bind(m.digest.to_string())
@@ -1312,10 +1345,14 @@ async fn write_put(
     .bind(now)
     .bind(m.quarantine.as_ref().map(|_| crate::attrs::QUARANTINED))
     .bind(&m.quarantine)
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?
-    .rows_affected()
-        > 0;
+    .map(|r| r.get::<i64, _>(0));
+    // The blobs it references, written before the group commits (see `run_group`).
+    if let Some(id) = inserted {
+        refs.extend(m.required_blobs.iter().map(|(d, _)| (id, repo_id, d)));
+    }
+    let inserted = inserted.is_some();
     for t in &m.tags {
         sqlx::query(
             "INSERT INTO tags (repo_id, name, digest, updated_at, created_at) VALUES (?, ?, ?, ?, ?) \

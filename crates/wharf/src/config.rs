@@ -31,6 +31,7 @@ pub struct Config {
     pub tls: Tls,
     pub auth: Auth,
     pub registry: Registry,
+    pub gc: Gc,
     pub node: Node,
     /// Where each key that is not a default came from ("config file …", a variable's name, a
     /// flag), by dotted key ("webhooks.timeout_secs"), for error messages.
@@ -153,6 +154,29 @@ pub struct Limits {
     pub min_free_space: String,
 }
 
+/// Online garbage collection of blobs (see docs/ARCHITECTURE.md, "Garbage collection").
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Gc {
+    /// Seconds between scheduled runs in the server; 0 turns the schedule off (`wharf gc`
+    /// still runs one on request).
+    pub interval_secs: u64,
+    /// A blob link no manifest references goes once unused (pushed, mounted, read) for this
+    /// many seconds, and content no repository links once written this long ago: the time a
+    /// push may take between uploading a blob and pushing the manifest that references it.
+    /// At least 1.
+    pub grace_secs: u64,
+}
+
+impl Default for Gc {
+    fn default() -> Self {
+        Gc {
+            interval_secs: wharf_registry::gc::DEFAULT_INTERVAL.as_secs(),
+            grace_secs: wharf_registry::gc::DEFAULT_GRACE.as_secs(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Webhooks {
@@ -256,6 +280,7 @@ impl Default for Config {
             tls: Tls::default(),
             auth: Auth::default(),
             registry: Registry::default(),
+            gc: Gc::default(),
             node: Node::default(),
             sources: BTreeMap::new(),
         }
@@ -393,6 +418,7 @@ impl Config {
                 self.limits.max_tags_per_put as u64,
             ),
             ("limits.upload_expiry_secs", self.limits.upload_expiry_secs),
+            ("gc.grace_secs", self.gc.grace_secs),
             (
                 "limits.header_timeout_secs",
                 self.limits.header_timeout_secs,
@@ -466,6 +492,8 @@ impl Config {
                 self.auth.access_token_lifetime_secs,
                 MAX_SECS,
             ),
+            ("gc.interval_secs", self.gc.interval_secs, MAX_SECS),
+            ("gc.grace_secs", self.gc.grace_secs, MAX_SECS),
         ];
         for (key, v, max) in at_most {
             if v > max {
@@ -738,7 +766,9 @@ const fn key(section: &'static str, name: &'static str, kind: Kind) -> Key {
 }
 
 /// The sections of the config file.
-pub const SECTIONS: &[&str] = &["limits", "webhooks", "tls", "auth", "registry", "node"];
+pub const SECTIONS: &[&str] = &[
+    "limits", "webhooks", "tls", "auth", "registry", "gc", "node",
+];
 
 /// Every key of the config file (a test checks this against the struct).
 pub const KEYS: &[Key] = &[
@@ -779,6 +809,8 @@ pub const KEYS: &[Key] = &[
     key("registry", "subscription_id", Kind::Str),
     key("registry", "resource_group", Kind::Str),
     key("registry", "login_server", Kind::Str),
+    key("gc", "interval_secs", Kind::Int),
+    key("gc", "grace_secs", Kind::Int),
     key("node", "id", Kind::Str),
 ];
 

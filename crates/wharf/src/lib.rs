@@ -29,6 +29,8 @@ pub struct Server {
     expirer: tokio::task::JoinHandle<()>,
     /// Applies the retention policy for untagged manifests every [`RETENTION_INTERVAL`].
     retention: tokio::task::JoinHandle<()>,
+    /// Runs garbage collection every `gc.interval_secs` (None when that is 0).
+    collector: Option<tokio::task::JoinHandle<()>>,
     registry: wharf_registry::Registry,
     clock: std::sync::Arc<dyn wharf_registry::Clock>,
     /// Reloads the TLS certificate when its files change (or on SIGHUP); None without TLS.
@@ -116,6 +118,12 @@ pub async fn start_with_clock(
             max_manifest_bytes: cfg.limits.max_manifest_bytes,
             max_tags_per_put: cfg.limits.max_tags_per_put,
         },
+    )
+    // `validate` bounds both durations.
+    .with_gc(
+        clock.clone(),
+        Duration::from_secs(cfg.gc.grace_secs),
+        Duration::from_secs(cfg.limits.upload_expiry_secs),
     );
     // Before anything can write: the outbox asks the webhook service who wants each event.
     let hooks = wharf_hooks::Hooks::new(store.clone(), hooks_cfg)
@@ -144,6 +152,18 @@ pub async fn start_with_clock(
             run_retention(&reg3, clock2.as_ref()).await;
             tokio::time::sleep(RETENTION_INTERVAL).await;
         }
+    });
+
+    let collector = (cfg.gc.interval_secs > 0).then(|| {
+        let (reg4, every) = (registry.clone(), Duration::from_secs(cfg.gc.interval_secs));
+        tokio::spawn(async move {
+            loop {
+                // The first run one interval after start-up, not during it.
+                tokio::time::sleep(every).await;
+                // Logged inside, failure included; the next run tries again.
+                let _ = run_gc(&reg4, false).await;
+            }
+        })
     });
 
     let app = wharf_http::router(wharf_http::AppState {
@@ -184,6 +204,7 @@ pub async fn start_with_clock(
         dispatcher,
         expirer,
         retention,
+        collector,
         registry,
         clock,
         tls_reloader,
@@ -212,6 +233,18 @@ async fn run_retention(
             0
         }
     }
+}
+
+/// One garbage collection (the registry logs its figures at info); a failure is logged at
+/// warn, and the next run tries again.
+async fn run_gc(
+    registry: &wharf_registry::Registry,
+    dry_run: bool,
+) -> anyhow::Result<wharf_registry::GcReport> {
+    registry.collect_garbage(dry_run).await.map_err(|e| {
+        tracing::warn!(error = %e, "garbage collection failed");
+        e.into()
+    })
 }
 
 /// Starts the task that keeps the served certificate in step with its files: checked every
@@ -334,6 +367,11 @@ impl Server {
         run_retention(&self.registry, self.clock.as_ref()).await
     }
 
+    /// Runs one garbage collection now, as the scheduled task does (and `wharf gc` asks).
+    pub async fn run_gc(&self, dry_run: bool) -> anyhow::Result<wharf_registry::GcReport> {
+        run_gc(&self.registry, dry_run).await
+    }
+
     /// Stops the way SIGTERM does: no new connections, in-flight requests finish (within
     /// the grace period), in-flight deliveries finish and are recorded, the database closes.
     pub async fn stop(mut self) -> anyhow::Result<()> {
@@ -349,6 +387,10 @@ impl Server {
         let _ = (&mut self.expirer).await;
         self.retention.abort();
         let _ = (&mut self.retention).await;
+        if let Some(c) = self.collector.take() {
+            c.abort();
+            let _ = c.await;
+        }
         if let Some(r) = self.tls_reloader.take() {
             r.abort();
             let _ = r.await;

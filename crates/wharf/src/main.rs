@@ -1,12 +1,14 @@
 //! The `wharf` binary: `wharf serve` runs the registry; `wharf webhook …`, `wharf token …`,
 //! `wharf scope-map …`, `wharf credential …` and `wharf registry …` manage it through the
 //! management API, mirroring `az acr webhook`, `az acr token` and their kin; `wharf repository
-//! …` mirrors `az acr repository` over the /acr/v1 data plane.
+//! …` mirrors `az acr repository` over the /acr/v1 data plane; `wharf gc` asks the server for a
+//! garbage collection.
 
 mod access;
 mod cli;
 mod client;
 mod debug;
+mod gc;
 mod output;
 mod repository;
 
@@ -47,6 +49,13 @@ enum Command {
     /// List, show, lock, untag and delete repositories and images, like `az acr repository`
     /// (over the registry's /acr/v1 data plane).
     Repository(repository::RepositoryArgs),
+    /// Run garbage collection on the server now and print its figures.
+    ///
+    /// Removes blob links that no manifest references and nothing used within [gc]
+    /// grace_secs, blob content that no repository links, and abandoned upload sessions;
+    /// manifests stay (untagged ones go by the retention policy). The management credential
+    /// or the admin user only.
+    Gc(gc::GcArgs),
 }
 
 /// How variables map to config keys; the defaults are in wharf.example.toml.
@@ -61,7 +70,10 @@ Older names kept: WHARF_LOG (log_level), WHARF_MIN_FREE_SPACE, WHARF_AUTH (auth.
 WHARF_INSECURE_OPEN_REGISTRY (auth.insecure_open), WHARF_MANAGEMENT_TOKEN, WHARF_SECRET_KEY,
 WHARF_SUBSCRIPTION_ID, WHARF_RESOURCE_GROUP, WHARF_LOGIN_SERVER (in [registry]).
 A bad value, or a WHARF_<SECTION>_ variable naming no key of the section, stops start-up
-with a message naming the key and where its value came from.";
+with a message naming the key and where its value came from.
+Garbage collection runs every [gc] interval_secs (default 3600; 0: only on `wharf gc`) and
+keeps an unreferenced blob for [gc] grace_secs after its last use (default 86400, at least 1):
+WHARF_GC_INTERVAL_SECS, WHARF_GC_GRACE_SECS.";
 
 #[derive(clap::Args)]
 struct ServeArgs {
@@ -141,6 +153,7 @@ fn main() -> anyhow::Result<()> {
         Command::Credential(a) => std::process::exit(rt.block_on(access::credential(a))),
         Command::Registry(a) => std::process::exit(rt.block_on(access::registry(a))),
         Command::Repository(a) => std::process::exit(rt.block_on(repository::run(a))),
+        Command::Gc(a) => std::process::exit(rt.block_on(gc::run(a))),
     }
 }
 
