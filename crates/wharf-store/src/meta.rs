@@ -1536,6 +1536,15 @@ mod group_tests {
             tagged(&meta, "a", "two").await,
             Some(jobs[1].m.digest.clone())
         );
+        let refs = || async {
+            sqlx::query("SELECT COUNT(*) FROM manifest_blobs WHERE digest = ?")
+                .bind(blob.to_string())
+                .fetch_one(&meta.read)
+                .await
+                .unwrap()
+                .get::<i64, _>(0)
+        };
+        assert_eq!(refs().await, 2, "garbage collection sees both references");
 
         // A refusal, an index of a child earlier in the group, a new repository.
         let missing = Digest::of(Algorithm::Sha256, b"not stored");
@@ -1579,5 +1588,6 @@ mod group_tests {
             tagged(&meta, "b", "fresh").await,
             Some(jobs[3].m.digest.clone())
         );
+        assert_eq!(refs().await, 3, "and the child's, put by put");
     }
 }
