@@ -2,8 +2,14 @@
 //! ARM JSON shapes, the delivery dispatcher with its retry policy, the HTTP sender with its
 //! SSRF guard, Standard Webhooks signing, ping, history and redelivery.
 //!
-//! It reads and writes webhook state only through `wharf-store`, and must not call
-//! `wharf-registry` (registry changes reach it through the store's outbox) or name axum.
+//! It owns the webhook domain: matching events to webhooks, the in-memory snapshot of the
+//! definitions (the only place their secrets are held in memory), and claimed deliveries. The
+//! store's outbox asks it "who wants this event" through `wharf_store::EventSubscribers`,
+//! which [`Hooks::new`] attaches.
+//!
+//! It reads and writes webhook state only through `wharf-store`'s narrow handles
+//! (`store.webhooks()`, `store.deliveries()`), and must not call `wharf-registry` (registry
+//! changes reach it through the store's outbox) or name axum.
 
 mod dispatcher;
 pub mod guard;
@@ -11,6 +17,7 @@ pub mod model;
 pub mod retry;
 pub mod sender;
 pub mod signing;
+pub mod snapshot;
 pub mod validate;
 
 use std::sync::Arc;
@@ -20,8 +27,10 @@ use tokio::sync::Notify;
 use wharf_core::{
     Event, PayloadFormat, Scope, WebhookAction, WebhookError, WebhookName, WebhookStatus,
 };
-use wharf_store::hooks::{Claimed, Outcome, Signing, WebhookRecord};
+use wharf_store::hooks::{Outcome, QueuedDelivery, Signing, WebhookRecord};
 use wharf_store::{Store, StoreError};
+
+pub use crate::snapshot::{Claimed, HookSnapshot, WebhookCache};
 
 use crate::model::{CallbackConfig, WebhookCreate, WebhookUpdate};
 use crate::retry::RetryPolicy;
@@ -87,7 +96,16 @@ pub struct HooksConfig {
     /// Networks the SSRF guard lets webhooks reach although they are in a blocked range
     /// (a cloud metadata address only through an entry naming exactly that address).
     pub allow_networks: Vec<ipnet::IpNet>,
+    /// This node's id: the owner of the delivery leases it takes. Two live processes must
+    /// never share one (see [`DEFAULT_NODE_ID`]).
+    pub node_id: String,
 }
+
+/// The node id of a server that is not given one. Right for a single node: on the embedded
+/// store the data directory's lock file lets one process at a time use the queue, so a
+/// restarted server finds only its own earlier leases under this id and takes them back at
+/// once. Nodes sharing a queue must each be given an id of their own.
+pub const DEFAULT_NODE_ID: &str = "node-1";
 
 impl Default for HooksConfig {
     fn default() -> Self {
@@ -103,6 +121,7 @@ impl Default for HooksConfig {
             own_addr: None,
             allow_loopback: false,
             allow_networks: Vec::new(),
+            node_id: DEFAULT_NODE_ID.to_owned(),
         }
     }
 }
@@ -114,8 +133,11 @@ pub struct Hooks {
     sender: Sender,
     config: HooksConfig,
     stop: Arc<Notify>,
-    /// This process's id as a lease owner in the delivery queue.
-    instance: Arc<str>,
+    /// This node's id as a lease owner in the delivery queue.
+    node: Arc<str>,
+    /// The enabled webhooks: what the outbox matches events against, and what deliveries
+    /// are sent with.
+    cache: WebhookCache,
 }
 
 pub type Result<T, E = HooksError> = std::result::Result<T, E>;
@@ -205,20 +227,40 @@ fn validate_actions(actions: &[String]) -> Result<Vec<WebhookAction>> {
 }
 
 impl Hooks {
-    pub fn new(store: Store, config: HooksConfig) -> Result<Self, reqwest::Error> {
+    /// Builds the webhook service over `store`: loads the snapshot of the webhook definitions
+    /// and attaches it to the store's outbox as its answer to "who wants this event". Done
+    /// before the server accepts changes, so no event misses a webhook that exists.
+    pub async fn new(store: Store, config: HooksConfig) -> Result<Self> {
         let sender = Sender::new(
             config.timeout,
             config.user_agent.clone(),
             config.response_body_cap,
             guard_of(&config),
-        )?;
+        )
+        .map_err(|e| {
+            HooksError::Internal(StoreError::Unavailable(format!(
+                "building the webhook sender: {e}"
+            )))
+        })?;
+        let cache = WebhookCache::new(&config.region);
+        cache.reload(&store).await?;
+        store.hooks.attach(Arc::new(cache.clone()));
         Ok(Hooks {
+            node: Arc::from(config.node_id.as_str()),
             store,
             sender,
             config,
             stop: Arc::new(Notify::new()),
-            instance: uuid::Uuid::new_v4().to_string().into(),
+            cache,
         })
+    }
+
+    /// Rebuilds the snapshot after a webhook was written. A failure is logged: the write
+    /// itself stands, and the next reload catches up.
+    async fn reload(&self) {
+        if let Err(e) = self.cache.reload(&self.store).await {
+            tracing::error!(error = %e, "reloading the webhook snapshot failed");
+        }
     }
 
     pub fn config(&self) -> &HooksConfig {
@@ -228,14 +270,17 @@ impl Hooks {
     /// Starts the dispatcher and the history pruner. The returned handle finishes once
     /// [`Hooks::shutdown`] was called and in-flight attempts are recorded.
     ///
-    /// Deliveries a previous run of the server had claimed but not finished (it crashed
-    /// mid-attempt) are taken back first and sent again, with the same event id and bytes.
+    /// Deliveries this node id had leased before a restart but not finished (it crashed
+    /// mid-attempt), and deliveries whose lease expired (their node died), are taken back
+    /// first and sent again, with the same event id and bytes. Leases other nodes hold and
+    /// keep renewing are left alone.
     pub fn start(&self) -> tokio::task::JoinHandle<()> {
         let d = dispatcher::Dispatcher::new(
             self.store.clone(),
             self.sender.clone(),
             self.config.clone(),
-            self.instance.clone(),
+            self.node.clone(),
+            self.cache.clone(),
         );
         let stop = self.stop.clone();
         let store = self.store.clone();
@@ -243,11 +288,15 @@ impl Hooks {
         let pruner = tokio::spawn(async move {
             loop {
                 let cutoff = now_ms() - retention.as_millis() as i64;
-                if let Err(e) = store.prune_history(cutoff).await {
+                if let Err(e) = store.deliveries().prune_history(cutoff).await {
                     tracing::warn!(error = %e, "pruning webhook history failed");
                 }
-                if let Err(e) = store.forget_expired_signing_secrets().await {
+                if let Err(e) = store.webhooks().forget_expired_signing_secrets().await {
                     tracing::warn!(error = %e, "forgetting expired signing secrets failed");
+                }
+                // Pings whose node died mid-send (this node's own are failed at its start).
+                if let Err(e) = store.deliveries().fail_abandoned_pings().await {
+                    tracing::warn!(error = %e, "failing abandoned pings failed");
                 }
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }
@@ -318,8 +367,11 @@ impl Hooks {
             updated_at: now,
         };
         check_signing_headers(&rec)?;
-        match self.store.create_webhook(&rec).await {
-            Ok(()) => Ok(rec),
+        match self.store.webhooks().create_webhook(&rec).await {
+            Ok(()) => {
+                self.reload().await;
+                Ok(rec)
+            }
             Err(StoreError::Conflict) => Err(HooksError::Conflict(rec.name)),
             Err(e) => Err(e.into()),
         }
@@ -370,8 +422,11 @@ impl Hooks {
         }
         check_signing_headers(&rec)?;
         rec.updated_at = now_ms();
-        match self.store.update_webhook(&rec).await {
-            Ok(()) => Ok(rec),
+        match self.store.webhooks().update_webhook(&rec).await {
+            Ok(()) => {
+                self.reload().await;
+                Ok(rec)
+            }
             Err(StoreError::NotFound) => Err(HooksError::NotFound(name.to_owned())),
             Err(e) => Err(e.into()),
         }
@@ -463,12 +518,16 @@ impl Hooks {
         let until = now_ms() + (grace as i64) * 1000;
         match self
             .store
+            .webhooks()
             .rotate_signing_secret(&rec.name, &new_secret()?, until)
             .await?
         {
-            Some(rec) => Ok(rec),
+            Some(rec) => {
+                self.reload().await;
+                Ok(rec)
+            }
             // Deleted or its signing disabled since we read it.
-            None => match self.store.get_webhook(name).await? {
+            None => match self.store.webhooks().get_webhook(name).await? {
                 Some(rec) => Err(HooksError::SigningDisabled(rec.name)),
                 None => Err(HooksError::NotFound(name.to_owned())),
             },
@@ -477,18 +536,21 @@ impl Hooks {
 
     pub async fn get(&self, name: &str) -> Result<WebhookRecord> {
         self.store
+            .webhooks()
             .get_webhook(name)
             .await?
             .ok_or_else(|| HooksError::NotFound(name.to_owned()))
     }
 
     pub async fn list(&self) -> Result<Vec<WebhookRecord>> {
-        Ok(self.store.list_webhooks().await?)
+        Ok(self.store.webhooks().list_webhooks().await?)
     }
 
     /// Returns false if there was no such webhook.
     pub async fn delete(&self, name: &str) -> Result<bool> {
-        Ok(self.store.delete_webhook(name).await?)
+        let deleted = self.store.webhooks().delete_webhook(name).await?;
+        self.reload().await;
+        Ok(deleted)
     }
 
     pub async fn callback_config(&self, name: &str) -> Result<CallbackConfig> {
@@ -514,25 +576,40 @@ impl Hooks {
         let body = Event::ping(id.clone(), chrono::Utc::now()).to_bytes();
         let delivery_id = self
             .store
-            .create_ping(&rec.name, &id, &body, rec.payload_format)
+            .deliveries()
+            .create_ping(
+                &rec.name,
+                &id,
+                &body,
+                rec.payload_format,
+                &self.node,
+                dispatcher::lease_ms(self.config.timeout),
+            )
             .await?;
-        let claimed = Claimed {
-            delivery_id,
-            webhook: rec.name.clone(),
-            event_id: id.clone(),
-            attempt: 1,
-            round_attempt: 1,
-            max_attempts: Some(1),
-            body,
-            content_type: "application/json",
-            format_headers: Vec::new(),
+        // A disabled webhook is not in the snapshot: the ping is sent with the record read
+        // here.
+        let target = HookSnapshot {
+            name: rec.name.clone(),
+            actions: rec.actions,
+            scope: Scope::default(),
+            location: rec.location,
             service_uri: rec.service_uri,
             custom_headers: rec.custom_headers,
             signing: rec.signing,
-        }
-        .render(
-            rec.payload_format,
-            &rec.location,
+            payload_format: rec.payload_format,
+        };
+        let claimed = Claimed::new(
+            QueuedDelivery {
+                delivery_id,
+                webhook: rec.name.clone(),
+                event_id: id.clone(),
+                attempt: 1,
+                round_attempt: 1,
+                max_attempts: Some(1),
+                body,
+                format: rec.payload_format,
+            },
+            &target,
             self.store.hooks.registry_id(),
         );
         let (sender, store) = (self.sender.clone(), self.store.clone());
@@ -544,7 +621,10 @@ impl Hooks {
                 Outcome::Failed
             };
             log_outcome(&claimed, &res.record, res.success);
-            store.record_attempts(&[(res.record, outcome)]).await
+            store
+                .deliveries()
+                .record_attempts(&[(res.record, outcome)])
+                .await
         });
         match task.await {
             Ok(r) => r?,
@@ -566,7 +646,11 @@ impl Hooks {
         limit: i64,
     ) -> Result<Vec<wharf_store::hooks::HistoryEntry>> {
         let rec = self.get(name).await?;
-        Ok(self.store.list_history(&rec.name, before, limit).await?)
+        Ok(self
+            .store
+            .deliveries()
+            .list_history(&rec.name, before, limit)
+            .await?)
     }
 
     /// Queues one event again (`event_id`), or every failed delivery of the webhook. A
@@ -577,7 +661,7 @@ impl Hooks {
             return Err(HooksError::Disabled(rec.name));
         }
         let unknown = match event_id {
-            Some(e) => (!self.store.has_delivery(&rec.name, e).await?).then_some(e),
+            Some(e) => (!self.store.deliveries().has_delivery(&rec.name, e).await?).then_some(e),
             None => None,
         };
         if let Some(e) = unknown {
@@ -586,7 +670,11 @@ impl Hooks {
                 rec.name
             )));
         }
-        let n = self.store.redeliver(&rec.name, event_id).await?;
+        let n = self
+            .store
+            .deliveries()
+            .redeliver(&rec.name, event_id)
+            .await?;
         if n > 0 {
             self.store.wake_dispatcher();
         }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
-use wharf_store::hooks::{AttemptRecord, Claimed};
+use wharf_store::hooks::AttemptRecord;
+
+use crate::snapshot::Claimed;
 
 use crate::guard::{GuardedResolver, TargetGuard, refusal_in};
 use crate::retry::parse_retry_after;

@@ -448,7 +448,7 @@ fn index_platforms(body: &[u8]) -> Vec<PlatformRef> {
 /// The push events a release raises: those the quarantined push held back, with the tags and
 /// request it was pushed with.
 fn release_events(
-    hooks: &wharf_store::WebhookCache,
+    hooks: &wharf_store::Subscribers,
     repo: &RepoName,
     r: &Release,
     chart: Option<&events::ChartMeta>,

@@ -13,7 +13,7 @@ use chrono::Utc;
 use wharf_core::event::ChartAction;
 use wharf_core::payload::{self, Extras};
 use wharf_core::{Digest, Event, EventRequest, ParsedManifest, RepoName, Tag, WebhookAction};
-use wharf_store::{DeletedManifest, OutboxEvent, WebhookCache};
+use wharf_store::{DeletedManifest, OutboxEvent, Subscribers};
 
 /// What the HTTP layer knows of the request that caused a change.
 #[derive(Debug, Clone, Default)]
@@ -32,7 +32,7 @@ pub struct RequestInfo {
 
 impl RequestInfo {
     /// The extras line the outbox stores after ACR's body (see `wharf_core::payload`).
-    fn extras(&self, hooks: &WebhookCache) -> Extras {
+    fn extras(&self, hooks: &Subscribers) -> Extras {
         Extras {
             addr: self.addr.clone(),
             actor: self.actor.clone(),
@@ -91,7 +91,7 @@ fn outbox(
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn push_events(
-    hooks: &WebhookCache,
+    hooks: &Subscribers,
     repo: &RepoName,
     digest: &Digest,
     parsed: &ParsedManifest,
@@ -117,7 +117,7 @@ pub(crate) fn push_events(
 /// `quarantine` events (a release raises only the held-back `push`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn push_events_of(
-    hooks: &WebhookCache,
+    hooks: &Subscribers,
     repo: &RepoName,
     digest: &Digest,
     media_type: &str,
@@ -207,7 +207,7 @@ pub(crate) fn push_events_of(
 }
 
 pub(crate) fn delete_events(
-    hooks: &WebhookCache,
+    hooks: &Subscribers,
     repo: &RepoName,
     del: &DeletedManifest,
     chart: Option<&ChartMeta>,

@@ -22,7 +22,7 @@ use wharf_core::{Digest, RepoName, Tag};
 use crate::StoreError;
 use crate::db::WriteTx;
 use crate::meta::now_ms;
-use crate::outbox::{FastLane, OutboxEvent, WebhookCache};
+use crate::outbox::{FastLane, OutboxEvent, Subscribers};
 
 /// Quarantine states ACR uses.
 pub const QUARANTINED: &str = "Quarantined";
@@ -676,7 +676,7 @@ impl Attributes {
         repo: &RepoName,
         digest: &Digest,
         patch: ManifestPatch,
-        hooks: &WebhookCache,
+        hooks: &Subscribers,
         release: F,
     ) -> Result<Option<Option<(ManifestAttrs, usize)>>, StoreError>
     where
@@ -706,7 +706,7 @@ impl Attributes {
         repo: &RepoName,
         digest: &Digest,
         patch: ManifestPatch,
-        hooks: &WebhookCache,
+        hooks: &Subscribers,
         release: F,
     ) -> Result<Option<Option<(ManifestAttrs, usize)>>, StoreError>
     where

@@ -21,6 +21,11 @@ use sqlx::{Sqlite, SqliteConnection, SqlitePool};
 
 use crate::StoreError;
 
+/// The wall clock in unix milliseconds: the time stamps of rows and leases.
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
 /// An open write transaction on a connection of the write pool. See the module docs.
 pub(crate) struct WriteTx {
     conn: PoolConnection<Sqlite>,
@@ -54,14 +59,14 @@ impl WriteTx {
             relaxed,
             open: true,
         };
-        if relaxed {
-            sqlx::query("PRAGMA synchronous = NORMAL")
-                .execute(&mut *tx.conn)
-                .await?;
-        }
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut *tx.conn)
-            .await?;
+        // One round trip either way (each is two thread switches to the connection's
+        // thread). Should the BEGIN fail after the pragma ran, the connection is closed.
+        let begin = if relaxed {
+            "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE"
+        } else {
+            "BEGIN IMMEDIATE"
+        };
+        sqlx::query(begin).execute(&mut *tx.conn).await?;
         Ok(tx)
     }
 

@@ -1,8 +1,9 @@
 //! Webhook definitions, the delivery queue and the delivery history.
 //!
 //! The queue is the `deliveries` table (DESIGN invariant 4): a worker claims due rows by
-//! setting `lease_until` and `lease_owner`, so rows claimed by a process that died come back
-//! when the lease runs out, or at once when the same (single-node) server starts again.
+//! setting `lease_until` and `lease_owner` (its node id), and renews the leases while it holds
+//! the rows, so rows claimed by a node that died come back when the lease runs out, or at once
+//! when a node with the same id starts again.
 //! Claiming walks the enabled webhooks and takes each one's oldest due rows, up to its free
 //! concurrency, so a webhook with a large backlog cannot hide another webhook's rows.
 //! Attempt results are written in batches, one transaction per batch, so the history costs one
@@ -11,16 +12,17 @@
 use std::collections::BTreeMap;
 
 use sqlx::Row;
-use wharf_core::{PayloadFormat, Scope, WebhookAction, WebhookStatus};
+use wharf_core::{PayloadFormat, WebhookAction, WebhookStatus};
 
-use crate::db::WriteTx;
-use crate::meta::now_ms;
-use crate::outbox::{HookSnapshot, insert_delivery};
+use crate::db::{WriteTx, now_ms};
 use crate::seal::Sealer;
 use crate::{Store, StoreError};
+use sqlx::SqliteConnection;
 
 /// Attempts written per multi-row statement (14 parameters each, far below SQLite's limit).
 const RECORD_CHUNK: usize = 128;
+/// Leases renewed per statement.
+const RENEW_CHUNK: usize = 512;
 
 /// A webhook definition as stored, secrets included. Only the management layer's get-config
 /// may show `service_uri` and header values.
@@ -95,9 +97,11 @@ impl std::fmt::Debug for Signing {
     }
 }
 
-/// A delivery claimed for sending.
-#[derive(Clone)]
-pub struct Claimed {
+/// A delivery taken from the queue (or handed over fresh by the outbox), leased to the taking
+/// node: what to send, without where and how: the webhook service adds the target and its
+/// secrets from its own snapshot of the definitions, and renders `body` into `format`.
+#[derive(Debug, Clone)]
+pub struct QueuedDelivery {
     pub delivery_id: i64,
     pub webhook: String,
     pub event_id: String,
@@ -108,38 +112,14 @@ pub struct Claimed {
     pub round_attempt: i64,
     /// Attempts allowed per round (1 for a ping); `None`: the retry schedule decides.
     pub max_attempts: Option<i64>,
-    /// The bytes to send, already in the delivery's payload format.
+    /// The stored ACR body of the event.
     pub body: Vec<u8>,
-    /// `Content-Type` of `body`, and the headers its payload format adds (CloudEvents'
-    /// binary mode `ce-*` attributes).
-    pub content_type: &'static str,
-    pub format_headers: Vec<(&'static str, String)>,
-    pub service_uri: String,
-    pub custom_headers: BTreeMap<String, String>,
-    /// The webhook's signing state when the delivery was claimed.
-    pub signing: Signing,
-}
-
-impl Claimed {
-    /// Turns the stored ACR body into the delivery's format. Deterministic (see
-    /// `wharf_core::payload`), so the queue and the fast lane send the same bytes, and every
-    /// attempt does; for ACR's format it only moves the body.
-    pub fn render(mut self, format: PayloadFormat, location: &str, registry_id: &str) -> Self {
-        let r = wharf_core::payload::render(
-            format,
-            std::mem::take(&mut self.body),
-            location,
-            registry_id,
-        );
-        self.body = r.body;
-        self.content_type = r.content_type;
-        self.format_headers = r.headers;
-        self
-    }
+    /// The payload format the delivery row recorded.
+    pub format: PayloadFormat,
 }
 
 /// Header names with their values masked: what Debug output may show of custom headers.
-pub(crate) fn masked_headers(h: &BTreeMap<String, String>) -> BTreeMap<&str, &'static str> {
+pub fn masked_headers(h: &BTreeMap<String, String>) -> BTreeMap<&str, &'static str> {
     h.keys().map(|k| (k.as_str(), "******")).collect()
 }
 
@@ -155,20 +135,6 @@ impl std::fmt::Debug for WebhookRecord {
             .field("status", &self.status)
             .field("scope", &self.scope)
             .field("location", &self.location)
-            .field("signing", &self.signing)
-            .finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for Claimed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Claimed")
-            .field("delivery_id", &self.delivery_id)
-            .field("webhook", &self.webhook)
-            .field("event_id", &self.event_id)
-            .field("attempt", &self.attempt)
-            .field("service_uri", &"******")
-            .field("custom_headers", &masked_headers(&self.custom_headers))
             .field("signing", &self.signing)
             .finish_non_exhaustive()
     }
@@ -290,31 +256,41 @@ fn row_to_signing(
     })
 }
 
+/// Webhook definitions: the narrow handle the webhook service manages them through. Secrets
+/// are sealed at rest and opened only on the way out.
+#[derive(Debug, Clone)]
+pub struct WebhookDefs {
+    meta: crate::Meta,
+    sealer: Sealer,
+}
+
+/// The delivery queue (claims, leases, attempt results) and the delivery history.
+#[derive(Debug, Clone)]
+pub struct DeliveryQueue {
+    meta: crate::Meta,
+    /// The registry's ARM id, which the history's rendered bodies name.
+    registry_id: std::sync::Arc<str>,
+}
+
 impl Store {
-    /// Rebuilds the in-memory snapshot of enabled webhooks of this region.
-    pub async fn reload_hooks(&self) -> Result<(), StoreError> {
-        let hooks = self
-            .list_webhooks()
-            .await?
-            .into_iter()
-            .filter(|w| w.status == WebhookStatus::Enabled && w.location == self.region)
-            .filter_map(|w| {
-                Some(HookSnapshot {
-                    scope: Scope::parse(&w.scope).ok()?,
-                    name: w.name,
-                    actions: w.actions,
-                    location: w.location,
-                    service_uri: w.service_uri,
-                    custom_headers: w.custom_headers,
-                    signing: w.signing,
-                    payload_format: w.payload_format,
-                })
-            })
-            .collect();
-        self.hooks.replace(hooks);
-        Ok(())
+    /// The webhook definitions.
+    pub fn webhooks(&self) -> WebhookDefs {
+        WebhookDefs {
+            meta: self.meta.clone(),
+            sealer: self.sealer.clone(),
+        }
     }
 
+    /// The delivery queue and history.
+    pub fn deliveries(&self) -> DeliveryQueue {
+        DeliveryQueue {
+            meta: self.meta.clone(),
+            registry_id: self.hooks.registry_id().into(),
+        }
+    }
+}
+
+impl WebhookDefs {
     /// Seals the secrets of webhook rows written before secrets were sealed at rest.
     pub(crate) async fn seal_plaintext_webhooks(&self) -> Result<u64, StoreError> {
         let rows = sqlx::query("SELECT name, service_uri, custom_headers FROM webhooks")
@@ -365,7 +341,7 @@ impl Store {
         if res.rows_affected() == 0 {
             return Err(StoreError::Conflict);
         }
-        self.reload_hooks().await
+        Ok(())
     }
 
     /// Replaces a webhook's mutable fields. Disabling it cancels its pending deliveries in the
@@ -402,8 +378,7 @@ impl Store {
         if w.status == WebhookStatus::Disabled {
             cancel_pending(&mut tx, &w.name).await?;
         }
-        tx.commit().await?;
-        self.reload_hooks().await
+        tx.commit().await
     }
 
     pub async fn get_webhook(&self, name: &str) -> Result<Option<WebhookRecord>, StoreError> {
@@ -458,9 +433,6 @@ impl Store {
             .as_ref()
             .map(|r| row_to_record(r, &self.sealer))
             .transpose()?;
-        if rec.is_some() {
-            self.reload_hooks().await?;
-        }
         Ok(rec)
     }
 
@@ -497,12 +469,17 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        self.reload_hooks().await?;
         Ok(res.rows_affected() > 0)
     }
+}
 
-    /// Claims up to `limit` due deliveries, oldest first, taking at most `per_webhook(name)`
-    /// rows of any one webhook (its free concurrency), and leases them to `owner`.
+impl DeliveryQueue {
+    /// Claims up to `limit` due deliveries, oldest first, taking at most `room.of(name)` rows
+    /// of any one webhook (its free concurrency), and leases them to the node `owner` for
+    /// `lease_ms`.
+    ///
+    /// `room` is plain data the caller computed before the call: nothing calls back into the
+    /// dispatcher while the write transaction is open.
     ///
     /// Each enabled webhook's due rows are read through the `(webhook, next_attempt_at)` index,
     /// so the cost is one short index range per webhook, whatever the backlog, and a webhook at
@@ -510,34 +487,27 @@ impl Store {
     pub async fn claim_due(
         &self,
         limit: usize,
-        per_webhook: &(dyn Fn(&str) -> usize + Sync),
+        room: &Room,
         lease_ms: i64,
         owner: &str,
-    ) -> Result<Vec<Claimed>, StoreError> {
+    ) -> Result<Vec<QueuedDelivery>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
         let now = now_ms();
-        let mut tx = WriteTx::begin_relaxed(&self.meta.write).await?;
-        let hooks = sqlx::query(
-            "SELECT name, service_uri, custom_headers, signing_enabled, signing_secret, \
-             signing_previous_secret, signing_previous_until, location FROM webhooks \
-             WHERE status = 'enabled'",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
+        // Candidates are read on a read connection: most looks at the queue find nothing due
+        // (fresh deliveries come through the fast lane), and those cost the single write
+        // connection, which manifest puts wait for, nothing.
+        let hooks = sqlx::query("SELECT name FROM webhooks WHERE status = 'enabled'")
+            .fetch_all(&self.meta.read)
+            .await?;
         let mut out = Vec::new();
         for h in hooks {
             let webhook: String = h.get(0);
-            let room = per_webhook(&webhook).min(limit);
+            let room = room.of(&webhook).min(limit);
             if room == 0 {
                 continue;
             }
-            let service_uri = self.sealer.open(h.get(1))?;
-            let custom_headers: BTreeMap<String, String> =
-                from_json(Some(self.sealer.open(h.get(2))?));
-            let signing = row_to_signing(&h, &self.sealer)?;
-            let location: String = h.get("location");
             let rows = sqlx::query(
                 "SELECT d.id, d.event_id, d.attempts, d.round_start, d.max_attempts, \
                  d.next_attempt_at, e.body, d.payload_format \
@@ -550,15 +520,14 @@ impl Store {
             .bind(now)
             .bind(now)
             .bind(room as i64)
-            .fetch_all(&mut *tx)
+            .fetch_all(&self.meta.read)
             .await?;
             for r in rows {
                 let attempts: i64 = r.get(2);
                 let round_start: i64 = r.get(3);
-                let format = payload_format(r.get(7))?;
                 out.push((
                     r.get::<i64, _>(5),
-                    Claimed {
+                    QueuedDelivery {
                         delivery_id: r.get(0),
                         webhook: webhook.clone(),
                         event_id: r.get(1),
@@ -566,29 +535,46 @@ impl Store {
                         round_attempt: attempts - round_start + 1,
                         max_attempts: r.get(4),
                         body: r.get(6),
-                        content_type: "application/json",
-                        format_headers: Vec::new(),
-                        service_uri: service_uri.clone(),
-                        custom_headers: custom_headers.clone(),
-                        signing: signing.clone(),
-                    }
-                    .render(format, &location, self.hooks.registry_id()),
+                        format: payload_format(r.get(7))?,
+                    },
                 ));
             }
+        }
+        if out.is_empty() {
+            return Ok(Vec::new());
         }
         // Oldest first across webhooks, then the overall cap.
         out.sort_by_key(|(due, c)| (*due, c.delivery_id));
         out.truncate(limit);
+        // The lease is taken only where the row is still as read: pending, due, unleased and
+        // at the same attempt (another node may have claimed it since), so a row is never
+        // leased twice and every attempt number is right.
+        let mut tx = WriteTx::begin_relaxed(&self.meta.write).await?;
+        let mut taken = std::collections::HashSet::new();
         for (_, c) in &out {
-            sqlx::query("UPDATE deliveries SET lease_until = ?, lease_owner = ? WHERE id = ?")
-                .bind(now + lease_ms)
-                .bind(owner)
-                .bind(c.delivery_id)
-                .execute(&mut *tx)
-                .await?;
+            let res = sqlx::query(
+                "UPDATE deliveries SET lease_until = ?, lease_owner = ? WHERE id = ? \
+                 AND state = 'pending' AND attempts = ? AND next_attempt_at <= ? \
+                 AND (lease_until IS NULL OR lease_until < ?)",
+            )
+            .bind(now + lease_ms)
+            .bind(owner)
+            .bind(c.delivery_id)
+            .bind(c.attempt - 1)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if res.rows_affected() == 1 {
+                taken.insert(c.delivery_id);
+            }
         }
         tx.commit().await?;
-        Ok(out.into_iter().map(|(_, c)| c).collect())
+        Ok(out
+            .into_iter()
+            .map(|(_, c)| c)
+            .filter(|c| taken.contains(&c.delivery_id))
+            .collect())
     }
 
     /// Gives leased rows back to the queue (a dispatcher that holds more in memory than it
@@ -607,41 +593,100 @@ impl Store {
         Ok(())
     }
 
-    /// Run when a dispatcher starts: takes back the leases of rows claimed by earlier
-    /// processes (`owner` is this process's id), so deliveries in flight when the server died
-    /// are sent again at once; and cancels pending rows whose webhook is gone or disabled.
+    /// Extends the leases `owner` holds on these deliveries to `lease_ms` from now: the
+    /// dispatcher renews what it still holds (queued in memory, in flight, awaiting its
+    /// record) well before the leases run out, so a live node never loses a delivery it is
+    /// working on to another node. Rows no longer pending or leased to someone else are left
+    /// alone. Returns how many leases were extended.
+    pub async fn renew_leases(
+        &self,
+        ids: &[i64],
+        owner: &str,
+        lease_ms: i64,
+    ) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let until = now_ms() + lease_ms;
+        let mut n = 0;
+        // Bookkeeping: a lease lost in a power failure costs at most a duplicate.
+        let mut tx = WriteTx::begin_relaxed(&self.meta.write).await?;
+        for chunk in ids.chunks(RENEW_CHUNK) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let sql = format!(
+                "UPDATE deliveries SET lease_until = ? WHERE lease_owner = ? \
+                 AND state IN ('pending', 'sending') AND id IN ({marks})"
+            );
+            let mut q = sqlx::query(&sql).bind(until).bind(owner);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            n += q.execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Every delivery lease in the queue: (delivery id, owner node, leased until in unix ms).
+    /// For operators and tests: which node holds what, and for how long.
+    pub async fn delivery_leases(&self) -> Result<Vec<(i64, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, lease_owner, lease_until FROM deliveries \
+             WHERE state IN ('pending', 'sending') AND lease_until IS NOT NULL \
+             AND lease_owner IS NOT NULL ORDER BY id",
+        )
+        .fetch_all(&self.meta.read)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    /// Run when a dispatcher starts on node `owner`: takes back the leases this node id held
+    /// before a restart, so deliveries in flight when it died are sent again at once, and
+    /// those that have expired; cancels pending rows whose webhook is gone or disabled.
     ///
-    /// Only correct because the embedded store has a single server process per data
-    /// directory; with several nodes sharing a queue, other nodes' leases must be left to
-    /// expire instead.
+    /// Leases of other nodes that have not expired are left alone: they may be live and
+    /// working on them. Taking back this node id's own leases is safe because two live
+    /// processes never share a node id: on the embedded store the data directory's lock file
+    /// allows one process per queue at all, and on a shared queue every node must be given an
+    /// id of its own (a documented requirement of `[node] id`). If that requirement were
+    /// broken, the cost is a duplicate delivery with the same event id, never a lost one.
     pub async fn recover_deliveries(&self, owner: &str) -> Result<u64, StoreError> {
+        let now = now_ms();
         let mut tx = WriteTx::begin(&self.meta.write).await?;
         let released = sqlx::query(
             "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL \
              WHERE state = 'pending' AND lease_until IS NOT NULL \
-             AND (lease_owner IS NULL OR lease_owner != ?)",
+             AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)",
         )
         .bind(owner)
+        .bind(now)
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        // Pings that were being sent when the server died: one attempt is all a ping gets.
-        sqlx::query(
-            "UPDATE deliveries SET state = 'failed', updated_at = ? WHERE state = 'sending'",
-        )
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
+        fail_abandoned_pings(&mut tx, Some(owner), now).await?;
         sqlx::query(
             "UPDATE deliveries SET state = 'cancelled', updated_at = ? \
-             WHERE state = 'pending' AND lease_until IS NULL AND NOT EXISTS \
+             WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < ?) AND NOT EXISTS \
              (SELECT 1 FROM webhooks w WHERE w.name = deliveries.webhook AND w.status = 'enabled')",
         )
-        .bind(now_ms())
+        .bind(now)
+        .bind(now)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(released)
+    }
+
+    /// Marks failed the pings whose node died while sending them (their lease ran out): one
+    /// attempt is all a ping gets. Run periodically, since no start-up of that node may come.
+    pub async fn fail_abandoned_pings(&self) -> Result<u64, StoreError> {
+        let mut tx = WriteTx::begin(&self.meta.write).await?;
+        let n = fail_abandoned_pings(&mut tx, None, now_ms()).await?;
+        tx.commit().await?;
+        Ok(n)
     }
 
     /// Records attempts and moves their deliveries on, all in one transaction.
@@ -715,12 +760,17 @@ impl Store {
     /// Writes a ping event and its delivery in state `sending`, which the queue never
     /// claims: the caller sends it once and records the outcome, and a ping interrupted by a
     /// crash is marked failed at the next start, never sent again (one ping, one attempt).
+    ///
+    /// The row is leased to the sending node `owner` for `lease_ms`, so that only a ping whose
+    /// node died is marked failed by another (see [`Store::fail_abandoned_pings`]).
     pub async fn create_ping(
         &self,
         webhook: &str,
         event_id: &str,
         body: &[u8],
         format: PayloadFormat,
+        owner: &str,
+        lease_ms: i64,
     ) -> Result<i64, StoreError> {
         let now = now_ms();
         let mut tx = WriteTx::begin(&self.meta.write).await?;
@@ -734,8 +784,12 @@ impl Store {
         let id = insert_delivery(&mut tx, webhook, event_id, Some(1), now, false, format)
             .await?
             .ok_or_else(|| StoreError::Corrupt("ping delivery not written".into()))?;
-        sqlx::query("UPDATE deliveries SET state = 'sending' WHERE id = ?")
-            .bind(id)
+        sqlx::query(
+            "UPDATE deliveries SET state = 'sending', lease_owner = ?, lease_until = ? WHERE id = ?",
+        )
+        .bind(owner)
+        .bind(now + lease_ms)
+        .bind(id)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -771,7 +825,7 @@ impl Store {
                     payload_format(r.get("payload_format"))?,
                     r.get("body"),
                     location.as_deref().unwrap_or_default(),
-                    self.hooks.registry_id(),
+                    &self.registry_id,
                 )
                 .body;
                 Ok(HistoryEntry {
@@ -877,6 +931,83 @@ impl Store {
     }
 }
 
+/// Pings in state `sending` whose sender is gone: leased by `owner` (its own, at its start),
+/// by no one (written before leases covered pings), or with an expired lease.
+async fn fail_abandoned_pings(
+    tx: &mut sqlx::SqliteConnection,
+    owner: Option<&str>,
+    now: i64,
+) -> Result<u64, StoreError> {
+    Ok(sqlx::query(
+        "UPDATE deliveries SET state = 'failed', lease_until = NULL, lease_owner = NULL, \
+         updated_at = ? WHERE state = 'sending' \
+         AND (lease_until IS NULL OR lease_until < ? OR lease_owner = ?)",
+    )
+    .bind(now)
+    .bind(now)
+    .bind(owner)
+    .execute(tx)
+    .await?
+    .rows_affected())
+}
+
+/// How many more deliveries of each webhook a claim may take: the same free concurrency for
+/// every webhook, less what the caller already has in flight for it. Computed by the caller
+/// before the claim, so the claim's write transaction never calls back into the dispatcher.
+#[derive(Debug, Clone, Default)]
+pub struct Room {
+    /// Free slots of a webhook with nothing in flight.
+    pub per_webhook: usize,
+    /// Deliveries in flight per webhook, by the name as stored (what claims carry).
+    pub busy: std::collections::HashMap<String, usize>,
+    /// Webhooks that get nothing from this claim (their older deliveries wait in memory).
+    pub closed: std::collections::HashSet<String>,
+}
+
+impl Room {
+    pub fn of(&self, webhook: &str) -> usize {
+        if self.closed.contains(webhook) {
+            return 0;
+        }
+        let used = self.busy.get(webhook).copied().unwrap_or(0);
+        self.per_webhook.saturating_sub(used)
+    }
+}
+
+/// Inserts a pending delivery, due now. `max_attempts` is per round (`None`: the retry schedule
+/// decides). With `require_enabled`, nothing is written unless the webhook exists and is
+/// enabled, and `None` is returned. `format` is recorded as given: the caller renders the
+/// delivery itself and the history must show what it sent.
+pub(crate) async fn insert_delivery(
+    conn: &mut SqliteConnection,
+    webhook: &str,
+    event_id: &str,
+    max_attempts: Option<i64>,
+    now: i64,
+    require_enabled: bool,
+    format: wharf_core::PayloadFormat,
+) -> Result<Option<i64>, StoreError> {
+    let row = sqlx::query(
+        "INSERT INTO deliveries (webhook, event_id, state, attempts, round_start, max_attempts, \
+         next_attempt_at, created_at, updated_at, payload_format) \
+         SELECT ?, ?, 'pending', 0, 0, ?, ?, ?, ?, ? \
+         WHERE NOT ? OR EXISTS (SELECT 1 FROM webhooks WHERE name = ? AND status = 'enabled') \
+         RETURNING id",
+    )
+    .bind(webhook)
+    .bind(event_id)
+    .bind(max_attempts)
+    .bind(now)
+    .bind(now)
+    .bind(now)
+    .bind(format.as_str())
+    .bind(require_enabled)
+    .bind(webhook)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 async fn cancel_pending(tx: &mut sqlx::SqliteConnection, webhook: &str) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE deliveries SET state = 'cancelled', updated_at = ? WHERE webhook = ? AND state = 'pending'",
@@ -913,29 +1044,14 @@ mod tests {
             created_at: 0,
             updated_at: 0,
         };
-        let claimed = Claimed {
-            delivery_id: 1,
-            webhook: "hook1".into(),
-            event_id: "e".into(),
-            attempt: 1,
-            round_attempt: 1,
-            max_attempts: None,
-            body: Vec::new(),
-            content_type: "application/json",
-            format_headers: Vec::new(),
-            service_uri: rec.service_uri.clone(),
-            custom_headers: headers,
-            signing: rec.signing.clone(),
-        };
-        for shown in [format!("{rec:?}"), format!("{claimed:?}")] {
-            assert!(!shown.contains("s3cret"), "{shown}");
-            assert!(!shown.contains("whsec_"), "{shown}");
-            assert!(shown.contains("enabled: true"), "{shown}");
-            assert!(
-                shown.contains("Authorization"),
-                "header names may show: {shown}"
-            );
-        }
+        let shown = format!("{rec:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(!shown.contains("whsec_"), "{shown}");
+        assert!(shown.contains("enabled: true"), "{shown}");
+        assert!(
+            shown.contains("Authorization"),
+            "header names may show: {shown}"
+        );
     }
 
     /// Signing secrets are sealed at rest like the service URI, opened on every read path,
@@ -973,7 +1089,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
         };
-        store.create_webhook(&rec).await.unwrap();
+        store.webhooks().create_webhook(&rec).await.unwrap();
         let raw = || async {
             let r = sqlx::query(
                 "SELECT signing_secret, signing_previous_secret FROM webhooks WHERE name = 'sealed1'",
@@ -988,6 +1104,7 @@ mod tests {
 
         // A day of grace: both secrets sign, both sealed, both read back in clear.
         let got = store
+            .webhooks()
             .rotate_signing_secret("sealed1", new, now_ms() + 86_400_000)
             .await
             .unwrap()
@@ -1000,11 +1117,17 @@ mod tests {
         let (cur, prev) = raw().await;
         assert!(crate::seal::Sealer::is_sealed(&cur.unwrap()));
         assert!(crate::seal::Sealer::is_sealed(&prev.unwrap()));
-        let snap = store.hooks.snapshot();
-        assert_eq!(snap[0].signing.active_secrets(now_ms()), [new, old]);
+        let read = store
+            .webhooks()
+            .get_webhook("sealed1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.signing.active_secrets(now_ms()), [new, old]);
 
         // No grace: the replaced secret is not kept at all.
         let got = store
+            .webhooks()
             .rotate_signing_secret("sealed1", old, 0)
             .await
             .unwrap()
@@ -1014,21 +1137,35 @@ mod tests {
 
         // An expired grace period: ignored when read, then forgotten.
         store
+            .webhooks()
             .rotate_signing_secret("sealed1", new, now_ms() + 1)
             .await
             .unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        let got = store.get_webhook("sealed1").await.unwrap().unwrap();
+        let got = store
+            .webhooks()
+            .get_webhook("sealed1")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(got.signing.previous, None);
-        assert_eq!(store.forget_expired_signing_secrets().await.unwrap(), 1);
+        assert_eq!(
+            store
+                .webhooks()
+                .forget_expired_signing_secrets()
+                .await
+                .unwrap(),
+            1
+        );
         assert_eq!(raw().await.1, None);
 
         // Signing off: rotation refuses.
         let mut off = got.clone();
         off.signing.enabled = false;
-        store.update_webhook(&off).await.unwrap();
+        store.webhooks().update_webhook(&off).await.unwrap();
         assert!(
             store
+                .webhooks()
                 .rotate_signing_secret("sealed1", old, now_ms() + 1000)
                 .await
                 .unwrap()

@@ -5,7 +5,9 @@
 //! side of both (`gc.rs`).
 //!
 //! It owns durability and transactions. It knows nothing of HTTP, and must not call
-//! `wharf-registry`, `wharf-hooks` or `wharf-http`: they call it, and meet only here.
+//! `wharf-registry`, `wharf-hooks` or `wharf-http`: they call it, and meet only here. Which
+//! webhooks want an event is not its business: the outbox asks an [`EventSubscribers`] that
+//! the webhook service implements and the server injects, and learns only webhook names.
 
 pub mod attrs;
 pub mod blobs;
@@ -31,7 +33,7 @@ pub use identities::Identities;
 pub use meta::{
     DeletedManifest, ManifestConfig, ManifestRow, Meta, NewManifest, PullBlock, Referrer, UploadRow,
 };
-pub use outbox::{FastLane, HookSnapshot, OutboxEvent, WebhookCache};
+pub use outbox::{EventSubscribers, FastLane, OutboxEvent, Subscribers};
 pub use policies::{Policies, PoliciesPatch, RegistryPolicies};
 pub use seal::Sealer;
 pub use space::{FreeSpaceFloor, SpaceGuard};
@@ -119,13 +121,16 @@ pub fn is_out_of_space(e: &std::io::Error) -> bool {
     )
 }
 
-/// Both stores, opened under one data directory, plus the webhook snapshot and the signal
-/// that wakes the dispatcher when the outbox gains rows.
+/// Both stores, opened under one data directory, plus the outbox's handle on the webhook
+/// service ("who wants this event", injected at wiring) and the signal that wakes the
+/// dispatcher when the outbox gains rows.
 #[derive(Debug, Clone)]
 pub struct Store {
     pub meta: Meta,
     pub blobs: BlobStore,
-    pub hooks: WebhookCache,
+    /// Who wants which event: answered by the webhook service, attached at start-up. No
+    /// webhook secrets are held here.
+    pub hooks: Subscribers,
     pub outbox_signal: Arc<Notify>,
     pub region: String,
     /// The free-space floor of the data volume.
@@ -180,7 +185,7 @@ impl Store {
         let store = Store {
             meta,
             blobs,
-            hooks: WebhookCache::new(
+            hooks: Subscribers::new(
                 if opts.registry_id.is_empty() {
                     wharf_core::ArmIdentity::default().registry_id()
                 } else {
@@ -199,14 +204,13 @@ impl Store {
             policy_cache: Default::default(),
             _dir_lock: Arc::new(dir_lock),
         };
-        let sealed = store.seal_plaintext_webhooks().await?;
+        let sealed = store.webhooks().seal_plaintext_webhooks().await?;
         if sealed > 0 {
             tracing::info!(
                 count = sealed,
                 "sealed the secrets of webhooks stored in plaintext"
             );
         }
-        store.reload_hooks().await?;
         store.reconcile_uploads().await?;
         Ok(store)
     }

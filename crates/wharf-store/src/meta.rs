@@ -22,7 +22,7 @@ use wharf_core::{Digest, Reference, RepoName, Tag};
 
 use crate::StoreError;
 use crate::db::WriteTx;
-use crate::outbox::{Enqueued, FastLane, OutboxEvent, WebhookCache};
+use crate::outbox::{Enqueued, FastLane, OutboxEvent, Subscribers};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_registry.sql"),
@@ -35,11 +35,10 @@ const MIGRATIONS: &[&str] = &[
     // run by position (PRAGMA user_version), so a new one only ever goes at the end.
     include_str!("../migrations/0007_attributes.sql"),
     crate::gc::MIGRATION,
+    include_str!("../migrations/0009_node_leases.sql"),
 ];
 
-pub(crate) fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+pub(crate) use crate::db::now_ms;
 
 #[derive(Debug, Clone)]
 pub struct Meta {
@@ -104,7 +103,7 @@ impl LinkCache {
 struct PutJob {
     m: NewManifest,
     events: Vec<OutboxEvent>,
-    hooks: WebhookCache,
+    hooks: Subscribers,
     reply: oneshot::Sender<Result<usize, StoreError>>,
 }
 
@@ -199,14 +198,19 @@ impl Meta {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             .pragma("cache_size", "-16000");
+        // No test before a connection is handed out: sqlx pings it by default, a round trip
+        // to the connection's thread on every acquire, for a local file that cannot have gone
+        // away. A connection in doubt is closed instead (see `WriteTx`).
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .test_before_acquire(false)
             .connect_with(opts.clone())
             .await?;
         migrate(&write).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(8)
+            .test_before_acquire(false)
             .connect_with(opts.read_only(true))
             .await?;
         let (puts, rx) = mpsc::channel(MAX_GROUP * 4);
@@ -487,7 +491,7 @@ impl Meta {
         &self,
         m: &NewManifest,
         events: &[OutboxEvent],
-        hooks: &WebhookCache,
+        hooks: &Subscribers,
     ) -> Result<usize, StoreError> {
         let (reply, rx) = oneshot::channel();
         let job = PutJob {
@@ -510,7 +514,7 @@ impl Meta {
         &self,
         repo: &RepoName,
         digest: &Digest,
-        hooks: &WebhookCache,
+        hooks: &Subscribers,
         events: F,
     ) -> Result<Option<(DeletedManifest, usize)>, StoreError>
     where
@@ -531,7 +535,7 @@ impl Meta {
         repo: &RepoName,
         digest: &Digest,
         cutoff_ms: i64,
-        hooks: &WebhookCache,
+        hooks: &Subscribers,
         events: F,
     ) -> Result<Option<(DeletedManifest, usize)>, StoreError>
     where
@@ -546,7 +550,7 @@ impl Meta {
         repo: &RepoName,
         digest: &Digest,
         stale_before: Option<i64>,
-        hooks: &WebhookCache,
+        hooks: &Subscribers,
         events: F,
     ) -> Result<Option<(DeletedManifest, usize)>, StoreError>
     where
@@ -633,7 +637,7 @@ impl Meta {
     pub async fn delete_repository<F>(
         &self,
         repo: &RepoName,
-        hooks: &WebhookCache,
+        hooks: &Subscribers,
         events: F,
     ) -> Result<Option<(Vec<DeletedManifest>, usize)>, StoreError>
     where
@@ -951,6 +955,12 @@ async fn run_group(
     locks: &crate::attrs::LockFlag,
 ) -> Result<Vec<Result<usize, StoreError>>, StoreError> {
     let mut tx = WriteTx::begin(pool).await?;
+    if let Some((results, fast)) = group_in_one(&mut tx, jobs, lane, locks).await? {
+        tx.commit().await?;
+        // Only now, with the change durable, may its deliveries be sent.
+        lane.hand_over(fast);
+        return Ok(results);
+    }
     let mut results = Vec::with_capacity(jobs.len());
     let mut fast = Vec::new();
     // The blob references of the new manifests, recorded in one statement for the group.
@@ -990,7 +1000,7 @@ async fn put_one<'a>(
     conn: &mut SqliteConnection,
     m: &'a NewManifest,
     events: &[OutboxEvent],
-    hooks: &WebhookCache,
+    hooks: &Subscribers,
     lane: &FastLane,
     locks: &crate::attrs::LockFlag,
     refs: &mut Vec<crate::gc::Reference<'a>>,
@@ -1001,6 +1011,13 @@ async fn put_one<'a>(
         locks.quarantine.raise();
     }
     // Validate with reads only. A repository that does not exist yet has no blobs.
+    if let Some(checked) = validate_in_one(&mut *conn, m).await? {
+        let (existing, refused) = checked;
+        if let Some(refused) = refused {
+            return Ok(Err(refused));
+        }
+        return write_put(conn, m, events, hooks, lane, locks, existing, refs).await;
+    }
     let existing = repo_id(&mut *conn, &m.repo).await?;
     let refused = match existing {
         Some(id) => match first_refused(&mut *conn, "repo_blobs", id, &m.required_blobs).await? {
@@ -1020,6 +1037,273 @@ async fn put_one<'a>(
     if let Some(refused) = refused {
         return Ok(Err(refused));
     }
+    write_put(conn, m, events, hooks, lane, locks, existing, refs).await
+}
+
+/// The repository's id and the first refusal of `m`'s references, read in one round trip;
+/// None when `m` references too many blobs or manifests for one statement (the caller then
+/// reads them in chunks).
+async fn validate_in_one(
+    conn: &mut SqliteConnection,
+    m: &NewManifest,
+) -> Result<Option<(Option<i64>, Option<StoreError>)>, StoreError> {
+    const MAX: usize = 500;
+    if m.required_blobs.len() > MAX || m.required_manifests.len() > MAX {
+        return Ok(None);
+    }
+    // Each statement's first column says which one a row comes from.
+    let mut sql = String::from("SELECT 0, id, NULL FROM repositories WHERE name = ?;\n");
+    let mut q_args: Vec<String> = vec![m.repo.as_str().to_owned()];
+    for (kind, table, wanted) in [
+        (1, "repo_blobs", &m.required_blobs),
+        (2, "manifests", &m.required_manifests),
+    ] {
+        if wanted.is_empty() {
+            continue;
+        }
+        let marks = vec!["?"; wanted.len()].join(",");
+        sql.push_str(&format!(
+            "SELECT {kind}, t.digest, t.size FROM {table} t JOIN repositories r \
+             ON r.id = t.repo_id WHERE r.name = ? AND t.digest IN ({marks});\n"
+        ));
+        q_args.push(m.repo.as_str().to_owned());
+        q_args.extend(wanted.iter().map(|(d, _)| d.to_string()));
+    }
+    let mut q = sqlx::query(&sql);
+    for a in q_args {
+        q = q.bind(a);
+    }
+    let mut existing = None;
+    let mut blobs: HashMap<String, i64> = HashMap::new();
+    let mut manifests: HashMap<String, i64> = HashMap::new();
+    for r in q.fetch_all(&mut *conn).await? {
+        match r.get::<i64, _>(0) {
+            0 => existing = Some(r.get::<i64, _>(1)),
+            1 => {
+                blobs.insert(r.get(1), r.get(2));
+            }
+            _ => {
+                manifests.insert(r.get(1), r.get(2));
+            }
+        }
+    }
+    let refused = refusal_of(m, &blobs, &manifests);
+    Ok(Some((existing, refused)))
+}
+
+/// The manifest and tag writes of a validated put that is not quarantined.
+fn put_writes(batch: &mut crate::outbox::Batch, repo_id: i64, m: &NewManifest, now: i64) {
+    use crate::outbox::Arg;
+    batch.push(
+        "INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, subject, \
+         annotations, config_media_type, config_digest, body, created_at) \
+         VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (repo_id, digest) DO NOTHING",
+        [
+            Arg::Int(Some(repo_id)),
+            Arg::Text(Some(m.digest.to_string())),
+            Arg::Text(Some(m.media_type.clone())),
+            Arg::Int(Some(m.body.len() as i64)),
+            Arg::Text(m.artifact_type.clone()),
+            Arg::Text(m.subject.as_ref().map(|d| d.to_string())),
+            Arg::Text(m.annotations.clone()),
+            Arg::Text(m.config_media_type.clone()),
+            Arg::Text(m.config_digest.as_ref().map(|d| d.to_string())),
+            Arg::Blob(m.body.clone()),
+            Arg::Int(Some(now)),
+        ],
+    );
+    // The blobs it references, for garbage collection, in the same transaction (as
+    // `gc::record_references` does put by put). Recorded whether or not the manifest was new:
+    // an existing one has the same references already, so nothing changes then.
+    for chunk in m.required_blobs.chunks(300) {
+        let values = vec!["(?)"; chunk.len()].join(",");
+        batch.push(
+            &format!(
+                "INSERT OR IGNORE INTO manifest_blobs (manifest_id, repo_id, digest) \
+                 SELECT m.id, m.repo_id, v.column1 FROM manifests m, (VALUES {values}) v \
+                 WHERE m.repo_id = ? AND m.digest = ?"
+            ),
+            chunk
+                .iter()
+                .map(|(d, _)| Arg::Text(Some(d.to_string())))
+                .chain([
+                    Arg::Int(Some(repo_id)),
+                    Arg::Text(Some(m.digest.to_string())),
+                ]),
+        );
+    }
+    if !m.tags.is_empty() {
+        let values = vec!["(?, ?, ?, ?, ?)"; m.tags.len()].join(",");
+        batch.push(
+            &format!(
+                "INSERT INTO tags (repo_id, name, digest, updated_at, created_at) \
+                 VALUES {values} ON CONFLICT (repo_id, name) DO UPDATE SET \
+                 digest = excluded.digest, updated_at = excluded.updated_at"
+            ),
+            m.tags.iter().flat_map(|t| {
+                [
+                    Arg::Int(Some(repo_id)),
+                    Arg::Text(Some(t.as_str().to_owned())),
+                    Arg::Text(Some(m.digest.to_string())),
+                    Arg::Int(Some(now)),
+                    Arg::Int(Some(now)),
+                ]
+            }),
+        );
+    }
+}
+
+/// The first refusal of `m`'s references given what is stored of them: the same order of
+/// checks as the chunked reads of [`first_refused`].
+fn refusal_of(
+    m: &NewManifest,
+    blobs: &HashMap<String, i64>,
+    manifests: &HashMap<String, i64>,
+) -> Option<StoreError> {
+    let refusal = |found: &HashMap<String, i64>, d: &Digest, size: i64, blob: bool| match found
+        .get(&d.to_string())
+    {
+        None if blob => Some(StoreError::MissingBlob(d.clone())),
+        None => Some(StoreError::MissingManifest(d.clone())),
+        Some(stored) if *stored != size => Some(StoreError::SizeMismatch {
+            digest: d.clone(),
+            stated: size,
+            stored: *stored,
+        }),
+        Some(_) => None,
+    };
+    m.required_blobs
+        .iter()
+        .find_map(|(d, size)| refusal(blobs, d, *size, true))
+        .or_else(|| {
+            m.required_manifests
+                .iter()
+                .find_map(|(d, size)| refusal(manifests, d, *size, false))
+        })
+}
+
+/// What a group of puts committed: each put's result, and the deliveries to hand over.
+type GroupDone = (
+    Vec<Result<usize, StoreError>>,
+    Vec<crate::hooks::QueuedDelivery>,
+);
+
+/// The common group: every put into an existing repository, none quarantined, no lock in
+/// the registry, every reference already stored. Then the whole group is one read and one
+/// write round trip: validated together (puts never remove or change what another put
+/// references, so what is valid at the start of the group stays valid), written together in
+/// order. Anything else returns None having written nothing, and the group goes put by put.
+async fn group_in_one(
+    conn: &mut SqliteConnection,
+    jobs: &[PutJob],
+    lane: &FastLane,
+    locks: &crate::attrs::LockFlag,
+) -> Result<Option<GroupDone>, StoreError> {
+    const MAX: usize = 500;
+    if locks.any()
+        || jobs.iter().any(|j| {
+            j.m.quarantine.is_some()
+                || j.m.required_blobs.len() > MAX
+                || j.m.required_manifests.len() > MAX
+        })
+    {
+        return Ok(None);
+    }
+    // Each row names its put and which of the put's reads it answers.
+    let mut sql = String::new();
+    let mut args: Vec<String> = Vec::new();
+    for (j, job) in jobs.iter().enumerate() {
+        let m = &job.m;
+        sql.push_str(&format!(
+            "SELECT {j}, 0, id, NULL FROM repositories WHERE name = ?;\n"
+        ));
+        args.push(m.repo.as_str().to_owned());
+        for (kind, table, wanted) in [
+            (1, "repo_blobs", &m.required_blobs),
+            (2, "manifests", &m.required_manifests),
+        ] {
+            if wanted.is_empty() {
+                continue;
+            }
+            let marks = vec!["?"; wanted.len()].join(",");
+            sql.push_str(&format!(
+                "SELECT {j}, {kind}, t.digest, t.size FROM {table} t JOIN repositories r \
+                 ON r.id = t.repo_id WHERE r.name = ? AND t.digest IN ({marks});\n"
+            ));
+            args.push(m.repo.as_str().to_owned());
+            args.extend(wanted.iter().map(|(d, _)| d.to_string()));
+        }
+    }
+    // Not kept prepared: the text differs with every group's make-up.
+    let mut q = sqlx::query(&sql).persistent(false);
+    for a in args {
+        q = q.bind(a);
+    }
+    let mut repo_ids: Vec<Option<i64>> = vec![None; jobs.len()];
+    let mut found: Vec<(HashMap<String, i64>, HashMap<String, i64>)> =
+        vec![Default::default(); jobs.len()];
+    for r in q.fetch_all(&mut *conn).await? {
+        let j = usize::try_from(r.get::<i64, _>(0)).unwrap_or(usize::MAX);
+        let (Some(id), Some(f)) = (repo_ids.get_mut(j), found.get_mut(j)) else {
+            continue;
+        };
+        match r.get::<i64, _>(1) {
+            0 => *id = Some(r.get(2)),
+            1 => {
+                f.0.insert(r.get(2), r.get(3));
+            }
+            _ => {
+                f.1.insert(r.get(2), r.get(3));
+            }
+        }
+    }
+    let mut ids = Vec::with_capacity(jobs.len());
+    for (j, job) in jobs.iter().enumerate() {
+        match repo_ids[j] {
+            Some(id) if refusal_of(&job.m, &found[j].0, &found[j].1).is_none() => ids.push(id),
+            // A refusal or a new repository: put by put, which sees the puts before it.
+            _ => return Ok(None),
+        }
+    }
+    let now = now_ms();
+    let lease = lane.lease();
+    let mut batch = crate::outbox::Batch::default();
+    for (job, id) in jobs.iter().zip(&ids) {
+        put_writes(&mut batch, *id, &job.m, now);
+        crate::outbox::append_outbox(&mut batch, &job.events, &job.hooks, lease.as_ref(), now);
+    }
+    let rows = batch.run(conn).await?;
+    let mut outs: Vec<Enqueued> = jobs.iter().map(|_| Enqueued::default()).collect();
+    for r in &rows {
+        for (job, out) in jobs.iter().zip(outs.iter_mut()) {
+            if crate::outbox::collect_delivery(out, r, &job.events, lease.is_some()) {
+                break;
+            }
+        }
+    }
+    let mut fast = Vec::new();
+    let results = outs
+        .into_iter()
+        .map(|o| {
+            fast.extend(o.fast);
+            Ok(o.queued)
+        })
+        .collect();
+    Ok(Some((results, fast)))
+}
+
+/// The writes of a validated put (see [`put_one`]).
+#[allow(clippy::too_many_arguments)]
+async fn write_put<'a>(
+    conn: &mut SqliteConnection,
+    m: &'a NewManifest,
+    events: &[OutboxEvent],
+    hooks: &Subscribers,
+    lane: &FastLane,
+    locks: &crate::attrs::LockFlag,
+    existing: Option<i64>,
+    refs: &mut Vec<crate::gc::Reference<'a>>,
+) -> Result<Result<Enqueued, StoreError>, StoreError> {
     // Locks, checked on this transaction's connection (see `attrs`), and only when some
     // lock exists: the flag is raised before a locking PATCH takes the write connection.
     if let Some(id) = existing
@@ -1033,6 +1317,15 @@ async fn put_one<'a>(
         None => ensure_repo(&mut *conn, &m.repo).await?,
     };
     let now = now_ms();
+    if m.quarantine.is_none() {
+        // The common push: the manifest, its tags and its outbox rows in one round trip.
+        let mut batch = crate::outbox::Batch::default();
+        put_writes(&mut batch, repo_id, m, now);
+        return Ok(Ok(crate::outbox::enqueue_batched(
+            conn, batch, events, hooks, lane,
+        )
+        .await?));
+    }
     let inserted = sqlx::query(
         "INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, subject, \
          annotations, config_media_type, config_digest, body, created_at, quarantine_state, \
@@ -1165,4 +1458,136 @@ async fn first_refused(
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod group_tests {
+    use super::*;
+    use wharf_core::digest::Algorithm;
+
+    fn manifest(repo: &str, body: &str, tag: &str, blobs: &[(Digest, i64)]) -> NewManifest {
+        let body = body.as_bytes().to_vec();
+        NewManifest {
+            repo: RepoName::parse(repo).unwrap(),
+            digest: Digest::of(Algorithm::Sha256, &body),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            body,
+            artifact_type: None,
+            subject: None,
+            annotations: None,
+            config_media_type: None,
+            config_digest: None,
+            required_blobs: blobs.to_vec(),
+            required_manifests: Vec::new(),
+            tags: vec![Tag::parse(tag).unwrap()],
+            quarantine: None,
+        }
+    }
+
+    fn job(m: NewManifest) -> PutJob {
+        PutJob {
+            m,
+            events: Vec::new(),
+            hooks: Subscribers::default(),
+            reply: oneshot::channel().0,
+        }
+    }
+
+    async fn tagged(meta: &Meta, repo: &str, tag: &str) -> Option<Digest> {
+        meta.get_manifest(
+            &RepoName::parse(repo).unwrap(),
+            &Reference::Tag(Tag::parse(tag).unwrap()),
+            false,
+        )
+        .await
+        .unwrap()
+        .map(|r| r.digest)
+    }
+
+    /// A group of plain puts is validated and written in one go; a group the one-go path
+    /// cannot take (a refusal, an index whose child is earlier in the same group, a new
+    /// repository) goes put by put with the same results as before: the index finds its
+    /// child, the refused put leaves nothing, the others are stored once.
+    #[tokio::test]
+    async fn groups_are_written_together_or_put_by_put_with_the_same_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(&dir.path().join("t.db")).await.unwrap();
+        let repo = RepoName::parse("a").unwrap();
+        let blob = Digest::of(Algorithm::Sha256, b"layer");
+        meta.link_blob(&repo, &blob, 5).await.unwrap();
+        let lane = FastLane::default();
+        let locks = crate::attrs::LockFlag::default();
+
+        // All plain: together.
+        let jobs = vec![
+            job(manifest("a", "{\"n\":1}", "one", &[(blob.clone(), 5)])),
+            job(manifest("a", "{\"n\":2}", "two", &[(blob.clone(), 5)])),
+        ];
+        let mut tx = WriteTx::begin(&meta.write).await.unwrap();
+        let done = group_in_one(&mut tx, &jobs, &lane, &locks).await.unwrap();
+        tx.commit().await.unwrap();
+        let (results, _) = done.expect("a plain group goes in one");
+        assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+        assert_eq!(
+            tagged(&meta, "a", "one").await,
+            Some(jobs[0].m.digest.clone())
+        );
+        assert_eq!(
+            tagged(&meta, "a", "two").await,
+            Some(jobs[1].m.digest.clone())
+        );
+        let refs = || async {
+            sqlx::query("SELECT COUNT(*) FROM manifest_blobs WHERE digest = ?")
+                .bind(blob.to_string())
+                .fetch_one(&meta.read)
+                .await
+                .unwrap()
+                .get::<i64, _>(0)
+        };
+        assert_eq!(refs().await, 2, "garbage collection sees both references");
+
+        // A refusal, an index of a child earlier in the group, a new repository.
+        let missing = Digest::of(Algorithm::Sha256, b"not stored");
+        let child = manifest("a", "{\"n\":3}", "child", &[(blob.clone(), 5)]);
+        let mut index = manifest("a", "{\"n\":4}", "index", &[]);
+        index.required_manifests = vec![(child.digest.clone(), child.body.len() as i64)];
+        let jobs = vec![
+            job(child),
+            job(manifest(
+                "a",
+                "{\"n\":5}",
+                "refused",
+                &[(missing.clone(), 1)],
+            )),
+            job(index),
+            job(manifest("b", "{\"n\":6}", "fresh", &[])),
+        ];
+        let mut tx = WriteTx::begin(&meta.write).await.unwrap();
+        assert!(
+            group_in_one(&mut tx, &jobs, &lane, &locks)
+                .await
+                .unwrap()
+                .is_none(),
+            "not a plain group"
+        );
+        tx.rollback().await;
+        let results = run_group(&meta.write, &jobs, &lane, &locks).await.unwrap();
+        assert!(results[0].is_ok(), "{results:?}");
+        assert!(
+            matches!(&results[1], Err(StoreError::MissingBlob(d)) if *d == missing),
+            "{results:?}"
+        );
+        assert!(results[2].is_ok(), "the index finds its child: {results:?}");
+        assert!(results[3].is_ok(), "{results:?}");
+        assert_eq!(tagged(&meta, "a", "refused").await, None);
+        assert_eq!(
+            tagged(&meta, "a", "index").await,
+            Some(jobs[2].m.digest.clone())
+        );
+        assert_eq!(
+            tagged(&meta, "b", "fresh").await,
+            Some(jobs[3].m.digest.clone())
+        );
+        assert_eq!(refs().await, 3, "and the child's, put by put");
+    }
 }

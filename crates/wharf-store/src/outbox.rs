@@ -1,19 +1,20 @@
 //! The transactional outbox: registry changes hand their events here inside their own
 //! transaction, and one delivery row is written per matching webhook (DESIGN invariant 3).
 //!
-//! Matching reads an in-memory snapshot of the enabled webhooks, refreshed whenever a webhook
-//! is written, so a push does not scan the webhook table. A webhook created while a push is in
-//! flight may or may not see that push; one deleted or disabled meanwhile gets no row, because
-//! each delivery row is written only if its webhook is still enabled in the push's transaction.
+//! Which webhooks want an event is the webhook service's answer ([`EventSubscribers`], over its
+//! in-memory snapshot), so a push does not scan the webhook table and the store holds no
+//! webhook secrets in memory. A webhook created while a push is in flight may or may not see
+//! that push; one deleted or disabled meanwhile gets no row, because each delivery row is
+//! written only if its webhook is still enabled in the push's transaction.
 
 use std::sync::{Arc, RwLock};
 
 use sqlx::{Row, SqliteConnection};
-use wharf_core::{Scope, WebhookAction};
+use wharf_core::WebhookAction;
 
 use crate::StoreError;
-use crate::hooks::Claimed;
-use crate::meta::now_ms;
+use crate::db::now_ms;
+use crate::hooks::QueuedDelivery;
 
 /// An event ready for the outbox: rendered once, so every attempt sends the same bytes.
 #[derive(Debug, Clone)]
@@ -29,63 +30,61 @@ pub struct OutboxEvent {
     pub tagless: bool,
 }
 
-/// What the outbox needs to know of one webhook.
-#[derive(Clone)]
-pub struct HookSnapshot {
-    pub name: String,
-    pub actions: Vec<WebhookAction>,
-    pub scope: Scope,
-    pub location: String,
-    /// Where and how to send (secrets, kept in memory only for sending).
-    pub service_uri: String,
-    pub custom_headers: std::collections::BTreeMap<String, String>,
-    pub signing: crate::hooks::Signing,
-    pub payload_format: wharf_core::PayloadFormat,
+/// "Who wants this event": the webhook service's answer (`wharf-hooks` implements it over its
+/// snapshot of the webhook definitions, and the server injects it at start-up with
+/// [`Subscribers::attach`]). The store only learns webhook names from it: matching, and the
+/// secrets a delivery is sent with, stay with the webhook service.
+pub trait EventSubscribers: Send + Sync {
+    /// The names of the webhooks that want `ev`.
+    fn wanted_by(&self, ev: &OutboxEvent) -> Vec<String>;
+    /// Whether any webhook could want this action at all: lets the registry skip building
+    /// events nobody subscribed to.
+    fn any_wants(&self, action: WebhookAction) -> bool;
 }
 
-impl std::fmt::Debug for HookSnapshot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the service URI or header values (DESIGN invariant 6).
-        f.debug_struct("HookSnapshot")
-            .field("name", &self.name)
-            .field("actions", &self.actions)
-            .field("scope", &self.scope)
-            .field("location", &self.location)
-            .field(
-                "custom_headers",
-                &crate::hooks::masked_headers(&self.custom_headers),
-            )
-            .field("signing", &self.signing)
-            .finish_non_exhaustive()
-    }
-}
-
-impl HookSnapshot {
-    pub fn wants(&self, ev: &OutboxEvent) -> bool {
-        self.actions.contains(&ev.action)
-            && ((ev.tagless && self.scope.matches(&ev.repository, None))
-                || ev
-                    .match_tags
-                    .iter()
-                    .any(|t| self.scope.matches(&ev.repository, Some(t))))
-    }
-}
-
-/// The enabled webhooks of this server's region, shared by every request, and the registry id
-/// their deliveries name.
-#[derive(Debug, Clone, Default)]
-pub struct WebhookCache {
-    inner: Arc<RwLock<Arc<Vec<HookSnapshot>>>>,
+/// The outbox's handle on the webhook service's [`EventSubscribers`], shared by every request,
+/// with the registry identity and node that events name.
+///
+/// Until a webhook service is attached, no webhook wants anything: a process that writes
+/// registry changes while webhooks exist must attach one first (`wharf::start` does, before it
+/// serves), or the events of its changes reach nobody.
+#[derive(Clone, Default)]
+pub struct Subscribers {
+    inner: Arc<RwLock<Option<Arc<dyn EventSubscribers>>>>,
     registry_id: Arc<str>,
     source: Arc<wharf_core::payload::Source>,
 }
 
-impl WebhookCache {
+impl std::fmt::Debug for Subscribers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscribers")
+            .field("attached", &self.current().is_some())
+            .field("registry_id", &self.registry_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscribers {
     pub fn new(registry_id: String, source: wharf_core::payload::Source) -> Self {
-        WebhookCache {
+        Subscribers {
             inner: Default::default(),
             registry_id: registry_id.into(),
             source: Arc::new(source),
+        }
+    }
+
+    /// Injects the webhook service's answer to "who wants this event".
+    pub fn attach(&self, subscribers: Arc<dyn EventSubscribers>) {
+        match self.inner.write() {
+            Ok(mut g) => *g = Some(subscribers),
+            Err(p) => *p.into_inner() = Some(subscribers),
+        }
+    }
+
+    fn current(&self) -> Option<Arc<dyn EventSubscribers>> {
+        match self.inner.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
         }
     }
 
@@ -99,25 +98,14 @@ impl WebhookCache {
         &self.registry_id
     }
 
-    pub fn snapshot(&self) -> Arc<Vec<HookSnapshot>> {
-        match self.inner.read() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+    /// The webhooks that want `ev` (none while no webhook service is attached).
+    pub fn wanted_by(&self, ev: &OutboxEvent) -> Vec<String> {
+        self.current().map(|s| s.wanted_by(ev)).unwrap_or_default()
     }
 
-    pub fn replace(&self, hooks: Vec<HookSnapshot>) {
-        let new = Arc::new(hooks);
-        match self.inner.write() {
-            Ok(mut g) => *g = new,
-            Err(p) => *p.into_inner() = new,
-        }
-    }
-
-    /// Whether any enabled webhook could want this action at all: lets the registry skip
-    /// building events nobody subscribed to.
+    /// Whether any webhook could want this action.
     pub fn any_wants(&self, action: WebhookAction) -> bool {
-        self.snapshot().iter().any(|h| h.actions.contains(&action))
+        self.current().is_some_and(|s| s.any_wants(action))
     }
 }
 
@@ -128,7 +116,7 @@ pub struct Enqueued {
     pub queued: usize,
     /// Deliveries already leased to the attached dispatcher, to hand over once the
     /// transaction has committed (never before: no delivery for an uncommitted change).
-    pub fast: Vec<Claimed>,
+    pub fast: Vec<QueuedDelivery>,
 }
 
 /// Writes the events that at least one webhook wants, and a pending delivery row per webhook.
@@ -137,19 +125,17 @@ pub struct Enqueued {
 pub async fn enqueue(
     conn: &mut SqliteConnection,
     events: &[OutboxEvent],
-    hooks: &WebhookCache,
+    hooks: &Subscribers,
     lane: &FastLane,
 ) -> Result<Enqueued, StoreError> {
     let mut out = Enqueued::default();
     if events.is_empty() {
         return Ok(out);
     }
-    let hooks_cache = hooks;
-    let hooks = hooks.snapshot();
     let now = now_ms();
     let lease = lane.lease();
     for ev in events {
-        let targets: Vec<&HookSnapshot> = hooks.iter().filter(|h| h.wants(ev)).collect();
+        let targets = hooks.wanted_by(ev);
         if targets.is_empty() {
             continue;
         }
@@ -177,8 +163,8 @@ pub async fn enqueue(
             .bind(lease.as_ref().map(|(owner, _)| owner.as_str()))
             .bind(now)
             .bind(now);
-        for h in &targets {
-            q = q.bind(&h.name);
+        for name in &targets {
+            q = q.bind(name);
         }
         let rows = q.fetch_all(&mut *conn).await?;
         if lease.is_none() {
@@ -186,31 +172,24 @@ pub async fn enqueue(
             continue;
         }
         for r in rows {
-            let name: String = r.get(1);
-            let Some(h) = targets.iter().find(|h| h.name.eq_ignore_ascii_case(&name)) else {
+            // The format the row recorded (this transaction's view of the webhook), as the
+            // queue's claim reads it, so both paths render the same bytes.
+            let format: String = r.get(2);
+            let Ok(format) = format.parse() else {
+                // Cannot happen (the column only holds valid names); the queue's claim
+                // reports it as corrupt. The row stays leased and is claimed after expiry.
                 continue;
             };
-            // The format the row recorded (this transaction's view of the webhook), as the
-            // queue's claim would read it, so both paths render the same bytes.
-            let format: String = r.get(2);
-            let format = format.parse().unwrap_or(h.payload_format);
-            out.fast.push(
-                Claimed {
-                    delivery_id: r.get(0),
-                    webhook: h.name.clone(),
-                    event_id: ev.id.clone(),
-                    attempt: 1,
-                    round_attempt: 1,
-                    max_attempts: None,
-                    body: ev.body.clone(),
-                    content_type: "application/json",
-                    format_headers: Vec::new(),
-                    service_uri: h.service_uri.clone(),
-                    custom_headers: h.custom_headers.clone(),
-                    signing: h.signing.clone(),
-                }
-                .render(format, &h.location, hooks_cache.registry_id()),
-            );
+            out.fast.push(QueuedDelivery {
+                delivery_id: r.get(0),
+                webhook: r.get(1),
+                event_id: ev.id.clone(),
+                attempt: 1,
+                round_attempt: 1,
+                max_attempts: None,
+                body: ev.body.clone(),
+                format,
+            });
         }
     }
     Ok(out)
@@ -226,7 +205,7 @@ pub struct FastLane {
 struct Attached {
     owner: String,
     lease_ms: i64,
-    tx: tokio::sync::mpsc::UnboundedSender<Vec<Claimed>>,
+    tx: tokio::sync::mpsc::UnboundedSender<Vec<QueuedDelivery>>,
 }
 
 impl FastLane {
@@ -240,7 +219,7 @@ impl FastLane {
         &self,
         owner: &str,
         lease_ms: i64,
-    ) -> tokio::sync::mpsc::UnboundedReceiver<Vec<Claimed>> {
+    ) -> tokio::sync::mpsc::UnboundedReceiver<Vec<QueuedDelivery>> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         *self.guard() = Some(Attached {
             owner: owner.to_owned(),
@@ -255,13 +234,13 @@ impl FastLane {
         *self.guard() = None;
     }
 
-    fn lease(&self) -> Option<(String, i64)> {
+    pub(crate) fn lease(&self) -> Option<(String, i64)> {
         self.guard().as_ref().map(|a| (a.owner.clone(), a.lease_ms))
     }
 
     /// Hands committed deliveries to the dispatcher. If it is gone, the rows stay leased to
-    /// this process and are taken back when the next one starts.
-    pub(crate) fn hand_over(&self, claimed: Vec<Claimed>) {
+    /// this node id: its next start takes them back, another node once the lease runs out.
+    pub(crate) fn hand_over(&self, claimed: Vec<QueuedDelivery>) {
         if claimed.is_empty() {
             return;
         }
@@ -271,36 +250,152 @@ impl FastLane {
     }
 }
 
-/// Inserts a pending delivery, due now. `max_attempts` is per round (`None`: the retry schedule
-/// decides). With `require_enabled`, nothing is written unless the webhook exists and is
-/// enabled, and `None` is returned. `format` is recorded as given: the caller renders the
-/// delivery itself and the history must show what it sent.
-pub(crate) async fn insert_delivery(
+/// A value bound to a statement built at run time.
+pub(crate) enum Arg {
+    Int(Option<i64>),
+    Text(Option<String>),
+    Blob(Vec<u8>),
+}
+
+/// Statements run together in one round trip to SQLite's connection thread. Each statement
+/// takes its `?` parameters from `args` in order (sqlx binds a multi-statement query's
+/// anonymous parameters statement by statement). Every round trip is two thread switches, and
+/// on the push path they, not the fsync, were most of a manifest put's time.
+#[derive(Default)]
+pub(crate) struct Batch {
+    sql: String,
+    args: Vec<Arg>,
+}
+
+impl Batch {
+    pub(crate) fn push(&mut self, sql: &str, args: impl IntoIterator<Item = Arg>) {
+        self.sql.push_str(sql);
+        self.sql.push_str(";\n");
+        self.args.extend(args);
+    }
+}
+
+/// [`enqueue`], with the change's own writes in `batch` run first, all in one round trip.
+/// The same rows as [`enqueue`] writes, under the same rules.
+pub(crate) async fn enqueue_batched(
     conn: &mut SqliteConnection,
-    webhook: &str,
-    event_id: &str,
-    max_attempts: Option<i64>,
+    mut batch: Batch,
+    events: &[OutboxEvent],
+    hooks: &Subscribers,
+    lane: &FastLane,
+) -> Result<Enqueued, StoreError> {
+    let lease = lane.lease();
+    append_outbox(&mut batch, events, hooks, lease.as_ref(), now_ms());
+    let rows = batch.run(conn).await?;
+    let mut out = Enqueued::default();
+    for r in rows {
+        collect_delivery(&mut out, &r, events, lease.is_some());
+    }
+    Ok(out)
+}
+
+impl Batch {
+    /// Runs every statement, in order, in one round trip; returns the rows they returned.
+    /// (sqlx 0.8's SQLite driver runs every statement of the text; should a later sqlx stop
+    /// doing so, the tests of the push path fail: no manifest, no tag, no event.)
+    pub(crate) async fn run(
+        self,
+        conn: &mut SqliteConnection,
+    ) -> Result<Vec<sqlx::sqlite::SqliteRow>, StoreError> {
+        if self.sql.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = sqlx::query(&self.sql);
+        for a in self.args {
+            q = match a {
+                Arg::Int(v) => q.bind(v),
+                Arg::Text(v) => q.bind(v),
+                Arg::Blob(v) => q.bind(v),
+            };
+        }
+        Ok(q.fetch_all(&mut *conn).await?)
+    }
+}
+
+/// Appends the outbox's statements for `events` to `batch`: the events some webhook wants,
+/// and a delivery row per webhook still enabled, leased as `lease` says. Only these
+/// statements return rows (see [`collect_delivery`]).
+pub(crate) fn append_outbox(
+    batch: &mut Batch,
+    events: &[OutboxEvent],
+    hooks: &Subscribers,
+    lease: Option<&(String, i64)>,
     now: i64,
-    require_enabled: bool,
-    format: wharf_core::PayloadFormat,
-) -> Result<Option<i64>, StoreError> {
-    let row = sqlx::query(
-        "INSERT INTO deliveries (webhook, event_id, state, attempts, round_start, max_attempts, \
-         next_attempt_at, created_at, updated_at, payload_format) \
-         SELECT ?, ?, 'pending', 0, 0, ?, ?, ?, ?, ? \
-         WHERE NOT ? OR EXISTS (SELECT 1 FROM webhooks WHERE name = ? AND status = 'enabled') \
-         RETURNING id",
-    )
-    .bind(webhook)
-    .bind(event_id)
-    .bind(max_attempts)
-    .bind(now)
-    .bind(now)
-    .bind(now)
-    .bind(format.as_str())
-    .bind(require_enabled)
-    .bind(webhook)
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|r| r.get(0)))
+) {
+    for ev in events {
+        let targets = hooks.wanted_by(ev);
+        if targets.is_empty() {
+            continue;
+        }
+        batch.push(
+            "INSERT INTO events (id, action, body, created_at) VALUES (?, ?, ?, ?)",
+            [
+                Arg::Text(Some(ev.id.clone())),
+                Arg::Text(Some(ev.action.as_str().to_owned())),
+                Arg::Blob(ev.body.clone()),
+                Arg::Int(Some(now)),
+            ],
+        );
+        let marks = vec!["?"; targets.len()].join(",");
+        batch.push(
+            &format!(
+                "INSERT INTO deliveries (webhook, event_id, state, attempts, round_start, \
+                 max_attempts, next_attempt_at, lease_until, lease_owner, created_at, \
+                 updated_at, payload_format) \
+                 SELECT name, ?, 'pending', 0, 0, NULL, ?, ?, ?, ?, ?, payload_format \
+                 FROM webhooks WHERE status = 'enabled' AND name IN ({marks}) \
+                 RETURNING id, webhook, payload_format, event_id"
+            ),
+            [
+                Arg::Text(Some(ev.id.clone())),
+                Arg::Int(Some(now)),
+                Arg::Int(lease.map(|(_, ms)| now + ms)),
+                Arg::Text(lease.map(|(owner, _)| owner.clone())),
+                Arg::Int(Some(now)),
+                Arg::Int(Some(now)),
+            ]
+            .into_iter()
+            .chain(targets.into_iter().map(|t| Arg::Text(Some(t)))),
+        );
+    }
+}
+
+/// Accounts for one delivery row returned by [`append_outbox`]'s statements, if it belongs to
+/// one of `events`: a fast-lane hand-over when `leased`, a queued row otherwise. Returns
+/// whether it belonged.
+pub(crate) fn collect_delivery(
+    out: &mut Enqueued,
+    r: &sqlx::sqlite::SqliteRow,
+    events: &[OutboxEvent],
+    leased: bool,
+) -> bool {
+    let event_id: String = r.get(3);
+    let Some(ev) = events.iter().find(|e| e.id == event_id) else {
+        return false;
+    };
+    if !leased {
+        out.queued += 1;
+        return true;
+    }
+    let format: String = r.get(2);
+    let Ok(format) = format.parse() else {
+        // As in `enqueue`: left leased, claimed from the queue after expiry.
+        return true;
+    };
+    out.fast.push(QueuedDelivery {
+        delivery_id: r.get(0),
+        webhook: r.get(1),
+        event_id,
+        attempt: 1,
+        round_attempt: 1,
+        max_attempts: None,
+        body: ev.body.clone(),
+        format,
+    });
+    true
 }

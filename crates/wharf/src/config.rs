@@ -33,6 +33,7 @@ pub struct Config {
     pub registry: Registry,
     pub gc: Gc,
     pub storage: Storage,
+    pub node: Node,
     /// Where each key that is not a default came from ("config file …", a variable's name, a
     /// flag), by dotted key ("webhooks.timeout_secs"), for error messages.
     #[serde(skip)]
@@ -228,6 +229,26 @@ pub struct Webhooks {
     pub allow_networks: Vec<String>,
 }
 
+/// This server as one node among several sharing a database.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Node {
+    /// This node's id (1 to 64 letters, digits, '-', '_' or '.'): the owner of the webhook
+    /// delivery leases it takes. A restarted node takes its own id's leases back at once, and
+    /// leaves other ids' leases until they expire, so two live processes must never share an
+    /// id. The default suits a single node: the data directory's lock file already allows
+    /// only one process on it.
+    pub id: String,
+}
+
+impl Default for Node {
+    fn default() -> Self {
+        Node {
+            id: wharf_hooks::DEFAULT_NODE_ID.to_owned(),
+        }
+    }
+}
+
 /// `webhooks.allow_loopback`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -282,6 +303,7 @@ impl Default for Config {
             registry: Registry::default(),
             gc: Gc::default(),
             storage: Storage::default(),
+            node: Node::default(),
             sources: BTreeMap::new(),
         }
     }
@@ -554,6 +576,19 @@ impl Config {
                 );
             }
         }
+        let id = &self.node.id;
+        if id.is_empty()
+            || id.len() > 64
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(self.bad(
+                "node.id",
+                id,
+                "must be 1 to 64 letters, digits, '-', '_' or '.'",
+            ));
+        }
         self.validate_registry()?;
         self.tls_files()?;
         Ok(())
@@ -705,6 +740,7 @@ impl Config {
             per_webhook_concurrency: w.per_webhook_concurrency,
             history_retention: Duration::from_secs(w.history_retention_days * 86400),
             response_body_cap: w.response_body_cap,
+            node_id: self.node.id.clone(),
         })
     }
 }
@@ -761,7 +797,7 @@ const fn key(section: &'static str, name: &'static str, kind: Kind) -> Key {
 
 /// The sections of the config file.
 pub const SECTIONS: &[&str] = &[
-    "limits", "webhooks", "tls", "auth", "registry", "gc", "storage",
+    "limits", "webhooks", "tls", "auth", "registry", "gc", "storage", "node",
 ];
 
 /// Every key of the config file (a test checks this against the struct).
@@ -806,6 +842,7 @@ pub const KEYS: &[Key] = &[
     key("gc", "interval_secs", Kind::Int),
     key("gc", "grace_secs", Kind::Int),
     key("storage", "blob_store", Kind::Str),
+    key("node", "id", Kind::Str),
 ];
 
 /// Keys whose values never appear in a message.
@@ -1151,6 +1188,7 @@ mod env_tests {
                 ("WHARF_AUTH_MANAGEMENT_TOKEN", "wharfm_abc"),
                 ("WHARF_REGISTRY_NAME", "fabrikam"),
                 ("WHARF_REGISTRY_RESOURCE_GROUP", "rg-prod"),
+                ("WHARF_NODE_ID", "node-7"),
                 // Not configuration: left alone.
                 ("WHARF_SERVER", "http://x"),
                 ("WHARF_CONFIG", "/nowhere"),
@@ -1165,6 +1203,7 @@ mod env_tests {
         assert_eq!(c.limits.max_manifest_bytes, 1000);
         assert_eq!(c.limits.min_free_space, "2GiB");
         assert_eq!(c.webhooks.timeout_secs, 9);
+        assert_eq!(c.node.id, "node-7");
         assert_eq!(c.webhooks.retry_jitter, 0.5);
         assert_eq!(c.webhooks.retry_schedule_secs, [0, 1, 2]);
         assert_eq!(c.webhooks.allow_networks, ["10.0.0.0/8"]);
@@ -1307,6 +1346,12 @@ mod env_tests {
                 &[("WHARF_WEBHOOKS_TIMEOUT_SECS", "0")][..],
                 "webhooks.timeout_secs (from WHARF_WEBHOOKS_TIMEOUT_SECS) is 0",
             ),
+            (
+                "",
+                &[("WHARF_NODE_ID", "node a")][..],
+                "node.id (from WHARF_NODE_ID) is \"node a\": must be 1 to 64 letters",
+            ),
+            ("[node]\nid = \"\"\n", &[][..], "node.id (from config file"),
             (
                 "[webhooks]\nretry_jitter = 1.5\n",
                 &[][..],

@@ -137,8 +137,10 @@ pub async fn start_with_clock(
         Duration::from_secs(cfg.gc.grace_secs),
         Duration::from_secs(cfg.limits.upload_expiry_secs),
     );
-    let hooks =
-        wharf_hooks::Hooks::new(store.clone(), hooks_cfg).context("building the webhook sender")?;
+    // Before anything can write: the outbox asks the webhook service who wants each event.
+    let hooks = wharf_hooks::Hooks::new(store.clone(), hooks_cfg)
+        .await
+        .context("starting the webhook service")?;
     let dispatcher = hooks.start();
 
     // `validate` bounds the setting well inside i64 milliseconds.

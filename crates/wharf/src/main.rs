@@ -128,6 +128,11 @@ struct ServeArgs {
     /// the audience of issued tokens [default: the host clients address]
     #[arg(long)]
     login_server: Option<String>,
+    /// This node's id, the owner of its webhook delivery leases: 1 to 64 letters, digits,
+    /// '-', '_' or '.'. Every node sharing a database needs its own; a restart with the same
+    /// id takes its leases back at once [default: node-1]
+    #[arg(long)]
+    node_id: Option<String>,
     /// Turn access control on: the admin user, tokens and scope maps, the token server. The
     /// first start prints the admin password and a management token once [default: off]
     #[arg(long)]
@@ -183,6 +188,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     flag!(a.log_format, "log_format", "--log-format", cfg.log_format);
     flag!(a.log_level, "log_level", "--log-level", cfg.log_level);
     flag!(a.region, "region", "--region", cfg.region);
+    flag!(a.node_id, "node.id", "--node-id", cfg.node.id);
     flag!(
         a.min_free_space,
         "limits.min_free_space",
@@ -353,6 +359,7 @@ mod tests {
             ("registry_name", "registry.name"),
             ("subscription_id", "registry.subscription_id"),
             ("resource_group", "registry.resource_group"),
+            ("node_id", "node.id"),
         ] {
             let arg = serve.get_arguments().find(|a| a.get_id() == flag).unwrap();
             let help = arg.get_help().unwrap().to_string();

@@ -368,7 +368,7 @@ async fn a_ping_whose_client_disconnects_is_sent_and_recorded_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(events.len(), 1, "recorded once: {events:?}");
-    let counts = s.store.delivery_counts().await.unwrap();
+    let counts = s.store.deliveries().delivery_counts().await.unwrap();
     assert_eq!(
         counts.get("pending"),
         None,

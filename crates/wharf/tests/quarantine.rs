@@ -16,7 +16,13 @@ const WAIT: Duration = Duration::from_secs(15);
 const UA: &str = "quarantine-test/1.0";
 
 async fn deliveries(s: &Server) -> i64 {
-    s.store.delivery_counts().await.unwrap().values().sum()
+    s.store
+        .deliveries()
+        .delivery_counts()
+        .await
+        .unwrap()
+        .values()
+        .sum()
 }
 
 async fn hook(c: &reqwest::Client, s: &Server, name: &str, uri: &str, actions: &[&str]) {

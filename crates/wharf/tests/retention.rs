@@ -134,12 +134,26 @@ async fn untagged_manifests_past_retention_are_deleted_with_events() {
     clock.0.store(6 * DAY_MS, Ordering::SeqCst);
     assert_eq!(s.run_retention().await, 0);
     assert!(exists(&c, &s, repo, &gone).await);
-    let before: i64 = s.store.delivery_counts().await.unwrap().values().sum();
+    let before: i64 = s
+        .store
+        .deliveries()
+        .delivery_counts()
+        .await
+        .unwrap()
+        .values()
+        .sum();
 
     // Eight days on: the two unlocked untagged manifests go, each with its delete event.
     clock.0.store(8 * DAY_MS, Ordering::SeqCst);
     assert_eq!(s.run_retention().await, 2);
-    let after: i64 = s.store.delivery_counts().await.unwrap().values().sum();
+    let after: i64 = s
+        .store
+        .deliveries()
+        .delivery_counts()
+        .await
+        .unwrap()
+        .values()
+        .sum();
     assert_eq!(
         after - before,
         2,
@@ -263,10 +277,24 @@ async fn retention_spares_quarantined_referenced_and_index_children() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let before: i64 = s.store.delivery_counts().await.unwrap().values().sum();
+    let before: i64 = s
+        .store
+        .deliveries()
+        .delivery_counts()
+        .await
+        .unwrap()
+        .values()
+        .sum();
 
     assert_eq!(s.run_retention().await, 1, "only the passed one goes");
-    let after: i64 = s.store.delivery_counts().await.unwrap().values().sum();
+    let after: i64 = s
+        .store
+        .deliveries()
+        .delivery_counts()
+        .await
+        .unwrap()
+        .values()
+        .sum();
     assert_eq!(after - before, 1, "one delete event");
     let got = rx.wait_for("/del", 1, WAIT).await;
     assert_eq!(got[0].body["target"]["digest"], json!(passed));

@@ -1593,7 +1593,7 @@ async fn disabling_a_webhook_cancels_its_pending_retries() {
         rcv.received("/fail").len() <= n + 1,
         "an attempt in flight may finish, no more"
     );
-    let counts = s.store.delivery_counts().await.unwrap();
+    let counts = s.store.deliveries().delivery_counts().await.unwrap();
     assert_eq!(counts.get("pending"), None, "{counts:?}");
     assert_eq!(counts.get("cancelled"), Some(&1), "{counts:?}");
 }
@@ -1747,7 +1747,7 @@ async fn a_delivery_that_always_fails_ends_failed_and_can_be_redelivered() {
     .await;
     assert_eq!(ev.len(), 6, "{ev:?}");
     assert_eq!(rcv.received("/down").len(), 6);
-    let counts = s.store.delivery_counts().await.unwrap();
+    let counts = s.store.deliveries().delivery_counts().await.unwrap();
     assert_eq!(counts.get("failed"), Some(&2), "{counts:?}");
     let first_ids: BTreeSet<String> = ids(&rcv.received("/down")).into_iter().collect();
     assert_eq!(first_ids.len(), 2);
@@ -1777,7 +1777,7 @@ async fn a_delivery_that_always_fails_ends_failed_and_can_be_redelivered() {
         );
     }
     wait_history(&c, &s, "downhook", |e| e.len() >= 8).await;
-    let counts = s.store.delivery_counts().await.unwrap();
+    let counts = s.store.deliveries().delivery_counts().await.unwrap();
     assert_eq!(counts.get("delivered"), Some(&2), "{counts:?}");
 
     // nothing failed any more
@@ -2048,7 +2048,7 @@ async fn pending_deliveries_are_sent_after_a_restart() {
     wait_history(&c, &s, "restartdown", |e| e.len() >= 3).await;
     let first: BTreeSet<String> = ids(&rcv.received("/r")).into_iter().collect();
     assert_eq!(first.len(), 3);
-    let counts = s.store.delivery_counts().await.unwrap();
+    let counts = s.store.deliveries().delivery_counts().await.unwrap();
     assert_eq!(counts.get("pending"), Some(&6), "{counts:?}");
 
     let dir = s.stop().await;
@@ -2214,6 +2214,202 @@ async fn leased_deliveries_are_sent_after_a_crash() {
     drop(p);
 }
 
+/// Pushes a small image under each tag to a server at `base` (a child process: no `Server`).
+async fn push_tags(c: &reqwest::Client, base: &str, repo: &str, tags: &[&str]) {
+    let cfg = b"{\"os\":\"linux\"}";
+    let layer = b"lease-layer";
+    for blob in [&cfg[..], &layer[..]] {
+        let r = c
+            .post(format!(
+                "{base}/v2/{repo}/blobs/uploads/?digest={}",
+                sha256(blob)
+            ))
+            .body(blob.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let m = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(cfg), "size": cfg.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(layer), "size": layer.len()}],
+    }))
+    .unwrap();
+    for t in tags {
+        let r = c
+            .put(format!("{base}/v2/{repo}/manifests/{t}"))
+            .header("content-type", OCI_MANIFEST)
+            .body(m.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Issue 8: a node's start-up leaves the unexpired leases of other node ids alone (they may be
+/// live and working), and a delivery whose node died is taken over once its lease, a few
+/// delivery timeouts long, runs out, and delivered with the same event id.
+#[tokio::test]
+async fn another_nodes_lease_is_left_alone_at_start_and_taken_over_when_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wharf.toml");
+    // A 2 s timeout: node-a's leases last 6 s.
+    std::fs::write(
+        &config,
+        "[webhooks]\ntimeout_secs = 2\nretry_schedule_secs = [0, 1, 1, 1]\nretry_jitter = 0.0\n\
+         [node]\nid = \"node-a\"\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let rcv = Receiver::start().await;
+    rcv.set(
+        "/takeover",
+        Behaviour {
+            delay: Duration::from_secs(60),
+            ..Default::default()
+        },
+    );
+    let c = ua_client();
+    let a = spawn_wharf(&data, &config);
+    let r = c
+        .put(format!("{}/wharf/v1/webhooks/takeover", a.base))
+        .json(&json!({"properties": {"serviceUri": rcv.url("/takeover"), "actions": ["push"]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    push_tags(&c, &a.base, "takeover", &["one"]).await;
+    let first = rcv.wait_arrived("/takeover", 1, WAIT).await;
+    assert_eq!(first.len(), 1);
+    // node-a dies mid-attempt, its lease still running.
+    drop(a);
+    rcv.set("/takeover", Behaviour::default());
+
+    // node-b starts on the same queue.
+    let mut cfg = wharf::config::Config {
+        data_dir: data.clone(),
+        webhooks: wharf::config::Webhooks::from_hooks(&fast_hooks()),
+        ..Default::default()
+    };
+    cfg.node.id = "node-b".into();
+    let b = Server::start_config(cfg).await;
+    let leases = b.store.deliveries().delivery_leases().await.unwrap();
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    let (_, owner, until) = &leases[0];
+    assert_eq!(owner, "node-a", "start-up did not seize node-a's lease");
+    assert!(
+        *until <= now_ms() + 6_000,
+        "node-a's lease lasts 3 × its 2 s timeout, not an hour: {until}"
+    );
+
+    // Taken over once it expired, and delivered with the same event id.
+    let again = rcv
+        .wait_until(Duration::from_secs(30), || {
+            let got = rcv.received("/takeover");
+            (!got.is_empty()).then_some(got)
+        })
+        .await
+        .expect("the expired delivery was taken over and delivered");
+    assert_eq!(ids(&again), ids(&first), "a duplicate keeps its event id");
+    assert!(
+        now_ms() >= *until,
+        "node-b sent before node-a's lease ran out"
+    );
+    // Recorded as delivered (results are written in batches, a moment after the send).
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let counts = b.store.deliveries().delivery_counts().await.unwrap();
+        if counts.get("delivered") == Some(&1) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{counts:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.stop().await;
+}
+
+/// Issue 8: leases last three delivery timeouts, are owned by the configured node id, and are
+/// renewed while the node still holds the delivery (queued in memory behind a webhook at its
+/// cap), so a live node never loses one: each event is delivered once.
+#[tokio::test]
+async fn leases_follow_the_timeout_and_are_renewed_while_the_node_holds_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hooks_cfg = wharf_hooks::HooksConfig {
+        per_webhook_concurrency: 1,
+        ..fast_hooks()
+    };
+    let mut cfg = wharf::config::Config {
+        data_dir: tmp.path().to_owned(),
+        webhooks: wharf::config::Webhooks::from_hooks(&hooks_cfg),
+        ..Default::default()
+    };
+    cfg.node.id = "node-r".into();
+    // 1 s timeout: 3 s leases, renewed every second.
+    assert_eq!(cfg.webhooks.timeout_secs, 1);
+    let s = Server::start_config(cfg).await;
+    let rcv = Receiver::start().await;
+    let c = ua_client();
+    rcv.set(
+        "/slow",
+        Behaviour {
+            delay: Duration::from_millis(400),
+            ..Default::default()
+        },
+    );
+    create_hook(&c, &s, "slowhook", &rcv.url("/slow"), &["push"], "").await;
+    let tags = ["t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8", "t9", "t10"];
+    for (i, t) in tags.iter().enumerate() {
+        push_image(&c, &s, "renew", t, &i.to_string()).await;
+    }
+    // One at a time, 0.4 s each: the last ones wait in memory longer than a lease lasts.
+    let mut first_seen: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut renewed = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deliveries never finished"
+        );
+        let leases = s.store.deliveries().delivery_leases().await.unwrap();
+        let now = now_ms();
+        for (id, owner, until) in &leases {
+            assert_eq!(owner, "node-r");
+            assert!(
+                *until <= now + 3_000,
+                "a lease of 3 timeouts at most: {until} at {now}"
+            );
+            assert!(
+                *until > now - 200,
+                "a held lease never runs out: {until} at {now}"
+            );
+            let first = *first_seen.entry(*id).or_insert(*until);
+            renewed |= *until > first;
+        }
+        if rcv.received("/slow").len() >= tags.len() && leases.is_empty() {
+            break;
+        }
+        assert!(
+            rcv.received("/slow").len() <= tags.len(),
+            "a delivery was sent twice"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        renewed,
+        "leases of deliveries waiting in memory were renewed"
+    );
+    let got = ids(&rcv.received("/slow"));
+    let unique: BTreeSet<&String> = got.iter().collect();
+    assert_eq!(unique.len(), tags.len(), "each event once: {got:?}");
+    s.stop().await;
+}
+
 /// Regression: a webhook deleted while one of its deliveries was in flight left an attempt
 /// whose delivery row was gone; recording it failed on the foreign key and the recorder retried
 /// that batch forever, so no attempt of any webhook was recorded again.
@@ -2237,7 +2433,7 @@ async fn deleting_a_webhook_mid_delivery_does_not_wedge_the_history() {
     expect_events(&rcv, "/stay", 1).await;
     let ev = wait_history(&c, &s, "stayhook", |e| !e.is_empty()).await;
     assert_eq!(ev.len(), 1, "the later delivery's attempt was recorded");
-    let counts = s.store.delivery_counts().await.unwrap();
+    let counts = s.store.deliveries().delivery_counts().await.unwrap();
     assert_eq!(counts.get("delivered"), Some(&1), "{counts:?}");
     assert_eq!(counts.get("pending"), None, "{counts:?}");
 }
