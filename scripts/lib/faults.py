@@ -957,6 +957,25 @@ def disk_full_kill(sc):
     check_invariants(sc)
 
 
+def disk_full_reads_after_gc(sc):
+    """A full disk after a garbage collection: acknowledged images read back (README: reads
+    go on). A read records the blob's use for garbage collection; a run that removed links
+    forgets what was recorded, so the next read writes the record, meets ENOSPC, and must
+    still answer 200."""
+    sc.start()
+    prep_gc(sc)
+    quiesce(sc)
+    r = sc.server.req("POST", "/wharf/v1/gc")
+    if r.status != 200:
+        raise RuntimeError(f"collection before the fill: {r}")
+    ballast = os.path.join(sc.mnt, "ballast")
+    fill(ballast)
+    sc.fault(ENOSPC_TMPFS, "blob and manifest reads after a collection")
+    check_reads(sc, "while full")
+    os.unlink(ballast)
+    check_invariants(sc)
+
+
 # ---------------------------------------------------------------------------------------------
 # Scenarios: strace injections (I/O errors and kill -9) at one step
 # ---------------------------------------------------------------------------------------------
@@ -1435,6 +1454,8 @@ def scenarios():
         ("disk-full: deletes", tmpfs, disk_full_deletes),
         ("disk-full: webhook deliveries", tmpfs, disk_full_deliveries),
         ("disk-full: kill -9 while full, restart once space is back", tmpfs, disk_full_kill),
+        ("disk-full: reads after a garbage collection", {"tmpfs": True, "env": GC_ENV},
+         disk_full_reads_after_gc),
     ]
     if FLOOR_OFF:
         # The same reproduction with the server's default free-space floor: writes must be

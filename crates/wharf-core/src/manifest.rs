@@ -112,6 +112,17 @@ impl ParsedManifest {
             .chain(layers.iter().filter(|d| !is_non_distributable(d)))
     }
 
+    /// Blobs this manifest refers to, whether or not they must exist: config and every layer,
+    /// non-distributable ones included. Garbage collection keeps what these name: a foreign
+    /// layer a client chose to push is as acknowledged as any other.
+    pub fn referenced_blobs(&self) -> impl Iterator<Item = &Descriptor> {
+        let layers = match self.kind {
+            ManifestKind::Image => &self.references[..],
+            ManifestKind::Index => &[],
+        };
+        self.config.iter().chain(layers.iter())
+    }
+
     /// Child manifests an index needs to exist.
     pub fn required_manifests(&self) -> &[Descriptor] {
         match self.kind {

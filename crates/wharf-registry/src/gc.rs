@@ -159,15 +159,22 @@ impl Registry {
     /// if the link was collected (or removed) meanwhile.
     pub(crate) async fn touch_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         let refresh = (self.gc.grace_ms / REFRESH_FRACTION).max(1);
-        if self
+        match self
             .store
             .gc()
             .touch(repo, digest, self.gc_now(), refresh)
-            .await?
+            .await
         {
-            Ok(())
-        } else {
-            Err(RegistryError::BlobUnknown)
+            Ok(true) => Ok(()),
+            Ok(false) => Err(RegistryError::BlobUnknown),
+            // The touch is bookkeeping, and a read must go on when the disk is full or the
+            // write fails: the link was just read. Missing it only leaves the link's last use
+            // older; a manifest that references the blob later is still checked against the
+            // link in its own transaction, so nothing acknowledged can lose it.
+            Err(e) => {
+                tracing::warn!(%repo, %digest, error = %e, "could not record a blob's use");
+                Ok(())
+            }
         }
     }
 

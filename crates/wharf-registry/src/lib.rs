@@ -682,6 +682,10 @@ fn new_manifest(
             .required_blobs()
             .map(|d| (d.digest.clone(), d.size))
             .collect(),
+        referenced_blobs: parsed
+            .referenced_blobs()
+            .map(|d| d.digest.clone())
+            .collect(),
         required_manifests: parsed
             .required_manifests()
             .iter()

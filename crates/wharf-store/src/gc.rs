@@ -321,7 +321,7 @@ const GARBAGE_LINK: &str = "b.used_at < ?1 AND NOT EXISTS (SELECT 1 FROM manifes
 /// One reference: (manifest id, repository id, blob digest).
 pub(crate) type Reference<'a> = (i64, i64, &'a Digest);
 
-/// Records the blobs new manifests reference (their `required_blobs`: config and layers), in
+/// Records the blobs new manifests reference (their `referenced_blobs`: config and layers), in
 /// the manifest puts' transaction: one statement for a whole group commit.
 pub(crate) async fn record_references(
     conn: &mut sqlx::SqliteConnection,
@@ -343,8 +343,9 @@ pub(crate) async fn record_references(
 
 /// Fills `manifest_blobs` for the manifests stored before it existed, from their stored
 /// bodies through the same parser the push uses. Runs in the migration's transaction. A body
-/// that no longer parses (it did when it was pushed) is logged and skipped: its blobs are then
-/// unreferenced, so it is reported loudly.
+/// that no longer parses (it did when it was pushed, under an older, laxer parser) still
+/// keeps its blobs: every `"digest"` its JSON names anywhere is recorded, since keeping a
+/// blob too many is harmless and losing an acknowledged one is not.
 pub(crate) async fn backfill(conn: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
     let mut last = 0i64;
     let mut filled = 0usize;
@@ -366,17 +367,24 @@ pub(crate) async fn backfill(conn: &mut sqlx::SqliteConnection) -> Result<(), St
             match wharf_core::parse_manifest(&body, Some(&media_type)) {
                 Ok(p) => {
                     let refs: Vec<Reference<'_>> = p
-                        .required_blobs()
+                        .referenced_blobs()
                         .map(|d| (id, repo_id, &d.digest))
                         .collect();
                     record_references(&mut *conn, &refs).await?;
                     filled += 1;
                 }
-                Err(e) => tracing::error!(
-                    manifest_id = id,
-                    error = %e,
-                    "a stored manifest does not parse: its blobs are not recorded as referenced"
-                ),
+                Err(e) => {
+                    let named = digests_named(&body);
+                    tracing::warn!(
+                        manifest_id = id,
+                        error = %e,
+                        digests = named.len(),
+                        "a stored manifest no longer parses: every digest it names is kept"
+                    );
+                    let refs: Vec<Reference<'_>> = named.iter().map(|d| (id, repo_id, d)).collect();
+                    record_references(&mut *conn, &refs).await?;
+                    filled += 1;
+                }
             }
         }
     }
@@ -387,6 +395,37 @@ pub(crate) async fn backfill(conn: &mut sqlx::SqliteConnection) -> Result<(), St
         );
     }
     Ok(())
+}
+
+/// Every string under a `"digest"` key anywhere in `body` that is a valid digest: the blobs a
+/// manifest the current parser refuses may still name. Not JSON at all names nothing (no
+/// manifest was ever accepted that was not JSON).
+fn digests_named(body: &[u8]) -> Vec<Digest> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<Digest>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match v {
+                        serde_json::Value::String(s) if k == "digest" => {
+                            if let Ok(d) = Digest::parse(s) {
+                                out.push(d);
+                            }
+                        }
+                        other => walk(other, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+        walk(&v, &mut out);
+    }
+    out.sort_by_key(|d| d.to_string());
+    out.dedup();
+    out
 }
 
 #[cfg(test)]
@@ -420,6 +459,23 @@ mod tests {
 
     fn repo() -> RepoName {
         RepoName::parse("race/app").unwrap()
+    }
+
+    #[test]
+    fn a_manifest_the_parser_refuses_still_keeps_every_digest_it_names() {
+        let a = Digest::sha256_of(b"a");
+        let b = Digest::sha256_of(b"b");
+        // No descriptor mediaType: refused by today's parser, accepted by an older one.
+        let body = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{a}","size":1}},
+                "layers":[{{"digest":"{b}","size":1}},{{"digest":"{a}","size":1}},
+                          {{"digest":"not-a-digest"}}]}}"#
+        );
+        assert!(wharf_core::parse_manifest(body.as_bytes(), None).is_err());
+        let mut want = vec![a, b];
+        want.sort_by_key(|d| d.to_string());
+        assert_eq!(digests_named(body.as_bytes()), want);
+        assert!(digests_named(b"not json").is_empty());
     }
 
     #[tokio::test]

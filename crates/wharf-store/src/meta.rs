@@ -147,6 +147,10 @@ pub struct NewManifest {
     pub required_blobs: Vec<(Digest, i64)>,
     /// Child manifests that must exist in the repository, with their stated sizes.
     pub required_manifests: Vec<(Digest, i64)>,
+    /// Every blob the manifest names (config and all layers, non-distributable ones too):
+    /// what garbage collection must keep while the manifest lives. A superset of
+    /// `required_blobs`; a name with no link in the repository is harmless.
+    pub referenced_blobs: Vec<Digest>,
     pub tags: Vec<Tag>,
     /// Set when the quarantine policy is on: the push to hold back until release, as JSON
     /// (`{"tags":[…],"host","useragent"}`). A new manifest is then stored `Quarantined`, and
@@ -1115,7 +1119,7 @@ fn put_writes(batch: &mut crate::outbox::Batch, repo_id: i64, m: &NewManifest, n
     // The blobs it references, for garbage collection, in the same transaction (as
     // `gc::record_references` does put by put). Recorded whether or not the manifest was new:
     // an existing one has the same references already, so nothing changes then.
-    for chunk in m.required_blobs.chunks(300) {
+    for chunk in m.referenced_blobs.chunks(300) {
         let values = vec!["(?)"; chunk.len()].join(",");
         batch.push(
             &format!(
@@ -1123,13 +1127,10 @@ fn put_writes(batch: &mut crate::outbox::Batch, repo_id: i64, m: &NewManifest, n
                  SELECT m.id, m.repo_id, v.column1 FROM manifests m, (VALUES {values}) v \
                  WHERE m.repo_id = ? AND m.digest = ?"
             ),
-            chunk
-                .iter()
-                .map(|(d, _)| Arg::Text(Some(d.to_string())))
-                .chain([
-                    Arg::Int(Some(repo_id)),
-                    Arg::Text(Some(m.digest.to_string())),
-                ]),
+            chunk.iter().map(|d| Arg::Text(Some(d.to_string()))).chain([
+                Arg::Int(Some(repo_id)),
+                Arg::Text(Some(m.digest.to_string())),
+            ]),
         );
     }
     if !m.tags.is_empty() {
@@ -1350,7 +1351,7 @@ async fn write_put<'a>(
     .map(|r| r.get::<i64, _>(0));
     // The blobs it references, written before the group commits (see `run_group`).
     if let Some(id) = inserted {
-        refs.extend(m.required_blobs.iter().map(|(d, _)| (id, repo_id, d)));
+        refs.extend(m.referenced_blobs.iter().map(|d| (id, repo_id, d)));
     }
     let inserted = inserted.is_some();
     for t in &m.tags {
@@ -1479,6 +1480,7 @@ mod group_tests {
             config_digest: None,
             required_blobs: blobs.to_vec(),
             required_manifests: Vec::new(),
+            referenced_blobs: blobs.iter().map(|(d, _)| d.clone()).collect(),
             tags: vec![Tag::parse(tag).unwrap()],
             quarantine: None,
         }

@@ -606,3 +606,41 @@ async fn the_server_collects_on_its_schedule() {
     assert_eq!(blob_status(&c, &s, "gc/scheduled", &d).await, 404);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_pushed_non_distributable_layer_of_a_tagged_manifest_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(Later::default());
+    let s = server(dir.path(), clock.clone()).await;
+    let c = client();
+    let repo = "win/app";
+    let config = b"{\"os\":\"windows\"}".to_vec();
+    let layer = b"foreign base layer bytes".to_vec();
+    push_blob(&c, &s, repo, &config).await;
+    push_blob(&c, &s, repo, &layer).await;
+    let m = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": sha256(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+                    "digest": sha256(&layer), "size": layer.len()}],
+    });
+    let r = c
+        .put(s.url(&format!("/v2/{repo}/manifests/v1")))
+        .header("content-type", OCI_MANIFEST)
+        .body(serde_json::to_vec(&m).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    clock.set(2 * GRACE_MS);
+    let (links, blobs, _) = figures(&gc(&c, &s, false).await);
+    assert_eq!(
+        (links, blobs),
+        (0, 0),
+        "nothing of a tagged image is garbage"
+    );
+    assert_eq!(blob_status(&c, &s, repo, &sha256(&layer)).await, 200);
+    assert_eq!(blob_status(&c, &s, repo, &sha256(&config)).await, 200);
+}
