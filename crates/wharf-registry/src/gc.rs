@@ -130,10 +130,6 @@ impl Registry {
     /// the "busy right now" exception, which only a real run can see).
     async fn stale_upload_count(&self, max_age_ms: i64) -> Result<usize> {
         let cutoff = chrono::Utc::now().timestamp_millis() - max_age_ms;
-        let stale = self.store.meta.stale_uploads(cutoff).await?;
-        if stale.is_empty() {
-            return Ok(0);
-        }
         // How long each session's bytes have been idle, as the blob store sees it.
         let idle: std::collections::HashMap<String, std::time::Duration> = self
             .store
@@ -143,14 +139,28 @@ impl Registry {
             .into_iter()
             .map(|s| (s.id, s.idle))
             .collect();
-        let n = stale
+        let rows: std::collections::HashSet<String> = self
+            .store
+            .meta
+            .upload_ids()
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let orphans = idle
             .iter()
-            .filter(|id| {
-                !idle
-                    .get(*id)
-                    .is_some_and(|age| age.as_millis() < max_age_ms as u128)
-            })
+            .filter(|(id, age)| !rows.contains(*id) && age.as_millis() >= max_age_ms as u128)
             .count();
+        let stale = self.store.meta.stale_uploads(cutoff).await?;
+        let n = orphans
+            + stale
+                .iter()
+                .filter(|id| {
+                    !idle
+                        .get(*id)
+                        .is_some_and(|age| age.as_millis() < max_age_ms as u128)
+                })
+                .count();
         Ok(n)
     }
 

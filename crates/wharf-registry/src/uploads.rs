@@ -342,11 +342,9 @@ impl Registry {
     /// to for as long. A session busy with a request right now is left for the next round.
     pub async fn expire_uploads(&self, max_age_ms: i64) -> Result<usize> {
         let cutoff = chrono::Utc::now().timestamp_millis() - max_age_ms;
-        let stale = self.store.meta.stale_uploads(cutoff).await?;
-        if stale.is_empty() {
-            return Ok(0);
-        }
-        // How long each session's bytes have been idle, as the blob store sees it.
+        // How long each session's bytes have been idle, as the blob store sees it. Listed
+        // before the rows are read: a session's row is written before its bytes exist, so a
+        // listed session of a live upload always has its row in the read below.
         let idle: std::collections::HashMap<String, std::time::Duration> = self
             .store
             .blobs
@@ -356,6 +354,25 @@ impl Registry {
             .map(|s| (s.id, s.idle))
             .collect();
         let mut expired = 0;
+        // Bytes without a row, idle past the expiry: what a removal that failed after its row
+        // was deleted (expiry, cancel, a failed finish) left in the blob store. Without this
+        // they would stay in a bucket until the next start-up.
+        let rows: std::collections::HashSet<String> = self
+            .store
+            .meta
+            .upload_ids()
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        for (id, age) in &idle {
+            if !rows.contains(id) && age.as_millis() >= max_age_ms as u128 {
+                tracing::info!(session = %id, "removing upload bytes without a session");
+                self.store.blobs.remove_upload(id).await?;
+                expired += 1;
+            }
+        }
+        let stale = self.store.meta.stale_uploads(cutoff).await?;
         for id in &stale {
             // Old, but still being written to (a slow, large upload): leave it.
             if idle

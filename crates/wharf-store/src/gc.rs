@@ -137,7 +137,16 @@ impl Gc<'_> {
         upload: Option<&str>,
     ) -> Result<(), StoreError> {
         let mut tx = WriteTx::begin(&self.meta.write).await?;
-        if !self.blobs.blob_exists(digest).await {
+        let exists = match self.blobs.blob_exists(digest).await {
+            Ok(e) => e,
+            // The backend did not answer: the client retries the same request (503), and the
+            // session is kept.
+            Err(e) => {
+                tx.rollback().await;
+                return Err(e);
+            }
+        };
+        if !exists {
             tx.rollback().await;
             return Err(StoreError::Unavailable(format!(
                 "the content of {digest} was garbage-collected while it was being linked; \
@@ -517,7 +526,7 @@ mod tests {
             .unwrap();
         // ...and GC's check inside its write transaction sees the link.
         assert_eq!(s.gc().sweep(&candidates).await.unwrap(), (0, 0));
-        assert!(s.blobs.blob_exists(&d).await);
+        assert!(s.blobs.blob_exists(&d).await.unwrap());
     }
 
     #[tokio::test]

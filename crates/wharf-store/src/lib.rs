@@ -10,6 +10,7 @@
 //! the webhook service implements and the server injects, and learns only webhook names.
 
 pub mod attrs;
+mod binding;
 pub mod blobs;
 mod db;
 pub mod gc;
@@ -179,6 +180,9 @@ impl Store {
             Some(o) => {
                 // Reached and authorised: a wrong bucket or refused keys stop start-up here.
                 o.check().await?;
+                // The prefix serves this database and no other (see `binding`): checked before
+                // start-up's upload clean-up, which trusts that.
+                binding::bind(&meta, &o).await?;
                 BlobStore::Object(o)
             }
         };

@@ -36,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0007_attributes.sql"),
     crate::gc::MIGRATION,
     include_str!("../migrations/0009_node_leases.sql"),
+    include_str!("../migrations/0010_store_id.sql"),
 ];
 
 pub(crate) use crate::db::now_ms;

@@ -132,7 +132,7 @@ async fn chunks_appended_at_the_offset_are_published_under_their_digest_and_read
         assert_eq!(a.written, 2345, "{}", b.name);
         assert_eq!(s.upload_len(&id).await.unwrap(), 3345, "{}", b.name);
         assert!(
-            !s.blob_exists(&d).await,
+            !s.blob_exists(&d).await.unwrap(),
             "{}: visible before finish",
             b.name
         );
@@ -198,7 +198,7 @@ async fn a_wrong_digest_publishes_nothing_and_keeps_the_session() {
                 "{} running={running}",
                 b.name
             );
-            assert!(!s.blob_exists(&wrong).await, "{}", b.name);
+            assert!(!s.blob_exists(&wrong).await.unwrap(), "{}", b.name);
             assert_eq!(s.upload_len(&id).await.unwrap(), 5000, "{}", b.name);
             // Without a running hash (after a restart) the store hashes what it holds.
             assert_eq!(
@@ -334,7 +334,7 @@ async fn publishing_is_idempotent_and_blobs_can_be_deleted() {
         s.delete_blob(&d).await.unwrap();
         assert!(s.list_blobs().await.unwrap().is_empty(), "{}", b.name);
         assert_eq!(s.size(&d).await.unwrap(), None, "{}", b.name);
-        assert!(!s.blob_exists(&d).await, "{}", b.name);
+        assert!(!s.blob_exists(&d).await.unwrap(), "{}", b.name);
         s.delete_blob(&d).await.unwrap();
         assert!(
             matches!(s.read(&d, 0, 10).await, Err(StoreError::NotFound)),
@@ -413,5 +413,92 @@ async fn small_reads_refuse_what_is_too_large() {
             b.name
         );
         assert_eq!(s.read_small(&d, 10).await.unwrap(), None, "{}", b.name);
+    }
+}
+
+/// A prefix serves one database (object storage only: the filesystem's blobs live beside
+/// their database). A second database on a bound prefix is refused, and so is a database that
+/// links blobs when it is pointed at a prefix holding none of them; reopening its own prefix
+/// works.
+#[tokio::test]
+async fn an_object_prefix_serves_one_database_and_a_wrong_one_is_refused_at_start_up() {
+    use wharf_store::{Store, StoreOptions};
+    let test = "an_object_prefix_serves_one_database";
+    for b in backends(test) {
+        let (bucket, fresh) = match &b.location {
+            BlobLocation::DataDir => {
+                eprintln!("{test}: not applicable to {}", b.name);
+                continue;
+            }
+            BlobLocation::S3 { bucket, .. } => (
+                bucket.clone(),
+                BlobLocation::S3 {
+                    bucket: bucket.clone(),
+                    prefix: format!("contract/{test}/{}", uuid::Uuid::new_v4().simple()),
+                },
+            ),
+            BlobLocation::Azure { container, .. } => (
+                container.clone(),
+                BlobLocation::Azure {
+                    container: container.clone(),
+                    prefix: format!("contract/{test}/{}", uuid::Uuid::new_v4().simple()),
+                },
+            ),
+        };
+        let opts = StoreOptions {
+            blob_store: b.location.clone(),
+            ..Default::default()
+        };
+        let s = Store::open(b.dir.path(), &opts)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", b.name));
+        // A linked blob: from now on the database's content must be in its prefix.
+        let data = b"bound content";
+        let d = Digest::of(Algorithm::Sha256, data);
+        let id = "0123456789abcdef0123456789abcdef";
+        s.blobs.create_upload(id).await.unwrap();
+        s.blobs
+            .append_upload(id, 0, body(&[data]), None)
+            .await
+            .unwrap();
+        s.blobs.finish_upload(id, &d, None).await.unwrap();
+        s.gc()
+            .link_published(
+                &wharf_core::RepoName::parse("bound/app").unwrap(),
+                &d,
+                data.len() as i64,
+                0,
+                None,
+            )
+            .await
+            .unwrap();
+        drop(s);
+
+        let other = tempfile::tempdir().unwrap();
+        match Store::open(other.path(), &opts).await {
+            Err(StoreError::Config(m)) => {
+                assert!(m.contains("another Wharf database"), "{}: {m}", b.name);
+                assert!(m.contains(&bucket), "{}: names the location: {m}", b.name);
+            }
+            other => panic!("{}: a second database on a bound prefix: {other:?}", b.name),
+        }
+        let moved = StoreOptions {
+            blob_store: fresh,
+            ..Default::default()
+        };
+        match Store::open(b.dir.path(), &moved).await {
+            Err(StoreError::Config(m)) => {
+                assert!(m.contains("holds no wharf-store-id"), "{}: {m}", b.name)
+            }
+            other => panic!(
+                "{}: a database with links on an empty prefix: {other:?}",
+                b.name
+            ),
+        }
+        // Its own prefix still opens, and the blob is there.
+        let s = Store::open(b.dir.path(), &opts)
+            .await
+            .unwrap_or_else(|e| panic!("{}: reopening: {e}", b.name));
+        assert_eq!(s.blobs.size(&d).await.unwrap(), Some(data.len() as u64));
     }
 }

@@ -198,8 +198,10 @@ impl BlobStore {
         each!(self, b => b.size(digest).await)
     }
 
-    pub async fn blob_exists(&self, digest: &Digest) -> bool {
-        matches!(self.size(digest).await, Ok(Some(_)))
+    /// Whether a blob is published. A backend that cannot answer is an error, never "no":
+    /// callers act on "no" (an upload is told its content was collected).
+    pub async fn blob_exists(&self, digest: &Digest) -> Result<bool, StoreError> {
+        Ok(self.size(digest).await?.is_some())
     }
 
     /// Streams `len` bytes of a blob from `start`. `StoreError::NotFound` if there is no such

@@ -39,6 +39,8 @@ const APPEND_BUF: usize = 8 << 20;
 /// Parts of one upload in flight at once.
 const CONCURRENCY: usize = 4;
 const MARKER: &str = "session";
+/// The object under the prefix that names the database it serves.
+const STORE_MARKER: &str = "wharf-store-id";
 
 #[derive(Clone)]
 pub struct ObjectBlobs {
@@ -185,6 +187,31 @@ impl ObjectBlobs {
     /// unreachable or the credentials are refused.
     pub async fn check(&self) -> Result<(), StoreError> {
         self.upload_sessions().await.map(|_| ())
+    }
+
+    /// `s3://bucket/prefix` or `azure://container/prefix` (no credential).
+    pub(crate) fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// The id of the database this prefix serves (see `crate::binding`), if one is recorded.
+    pub(crate) async fn store_marker(&self) -> Result<Option<String>, StoreError> {
+        match self.store.get(&self.key(STORE_MARKER)).await {
+            Ok(got) => {
+                let bytes = got.bytes().await.map_err(backend)?;
+                Ok(Some(String::from_utf8_lossy(&bytes).trim().to_owned()))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    pub(crate) async fn write_store_marker(&self, id: &str) -> Result<(), StoreError> {
+        self.store
+            .put(&self.key(STORE_MARKER), id.to_owned().into_bytes().into())
+            .await
+            .map_err(backend)?;
+        Ok(())
     }
 
     fn key(&self, rest: &str) -> Path {
