@@ -146,9 +146,8 @@ impl Registry {
         let n = stale
             .iter()
             .filter(|id| {
-                !idle
-                    .get(*id)
-                    .is_some_and(|age| age.as_millis() < max_age_ms as u128)
+                idle.get(*id)
+                    .is_none_or(|age| age.as_millis() >= max_age_ms as u128)
             })
             .count();
         Ok(n)

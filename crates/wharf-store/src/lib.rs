@@ -13,6 +13,7 @@ pub mod attrs;
 pub mod blobs;
 mod db;
 pub mod gc;
+pub mod handles;
 pub mod hooks;
 pub mod identities;
 pub mod meta;
@@ -20,6 +21,7 @@ pub mod outbox;
 pub mod policies;
 pub mod seal;
 pub mod space;
+mod sqlite;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -28,7 +30,11 @@ pub use attrs::{
     Attributes, Flags, FlagsPatch, ManifestAttrs, ManifestPatch, RepoAttrs, RepoPatch, TagAttrs,
 };
 pub use blobs::{BlobInfo, BlobLocation, BlobStore};
-pub use gc::{Gc, GcFigures, GcOptions};
+pub use gc::{Gc, GcFigures, GcOptions, SqliteGc};
+pub use handles::{
+    AttributeStore, DeliveryStore, GcStore, HookStore, IdentityStore, PolicyStore, RegistryMeta,
+    RegistryStore, WebhookStore,
+};
 pub use identities::Identities;
 pub use meta::{
     DeletedManifest, ManifestConfig, ManifestRow, Meta, NewManifest, PullBlock, Referrer, UploadRow,

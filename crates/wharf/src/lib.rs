@@ -109,7 +109,7 @@ pub async fn start_with_clock(
     })
     .with_context(|| format!("opening data directory {}", cfg.data_dir.display()))?;
     let (auth, initial) = wharf_auth::Auth::open(
-        store.identities(),
+        store.identity_store(),
         store.sealer.clone(),
         cfg.auth.service_config(&cfg.registry),
     )
@@ -125,7 +125,7 @@ pub async fn start_with_clock(
         }
     }
     let registry = wharf_registry::Registry::new(
-        store.clone(),
+        store.registry_store(),
         wharf_registry::Limits {
             max_manifest_bytes: cfg.limits.max_manifest_bytes,
             max_tags_per_put: cfg.limits.max_tags_per_put,
@@ -138,7 +138,7 @@ pub async fn start_with_clock(
         Duration::from_secs(cfg.limits.upload_expiry_secs),
     );
     // Before anything can write: the outbox asks the webhook service who wants each event.
-    let hooks = wharf_hooks::Hooks::new(store.clone(), hooks_cfg)
+    let hooks = wharf_hooks::Hooks::new(store.hook_store(), hooks_cfg)
         .await
         .context("starting the webhook service")?;
     let dispatcher = hooks.start();
