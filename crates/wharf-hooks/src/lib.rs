@@ -7,8 +7,9 @@
 //! store's outbox asks it "who wants this event" through `wharf_store::EventSubscribers`,
 //! which [`Hooks::new`] attaches.
 //!
-//! It reads and writes webhook state only through `wharf-store`'s narrow handles
-//! (`store.webhooks()`, `store.deliveries()`), and must not call `wharf-registry` (registry
+//! It reads and writes webhook state only through the [`wharf_store::HookStore`] it is given:
+//! the `WebhookStore` and `DeliveryStore` traits, whatever backend implements them; it never
+//! sees registry metadata or identities. It must not call `wharf-registry` (registry
 //! changes reach it through the store's outbox) or name axum.
 
 mod dispatcher;

@@ -2,7 +2,10 @@
 //! reads and deletes, manifests, tags, referrers, the catalog, the events those changes
 //! raise, and online garbage collection (`gc.rs`).
 //!
-//! It takes typed values and byte streams, never HTTP types, and talks only to `wharf-store`.
+//! It takes typed values and byte streams, never HTTP types, and talks only to `wharf-store`,
+//! through the [`wharf_store::RegistryStore`] it is given (the metadata, attribute, policy and
+//! garbage-collection traits and the blob store), whatever backend implements them; it never
+//! sees webhook definitions, the delivery queue or identities.
 //! It must not call `wharf-hooks` (the two meet in the store's outbox) or name axum.
 
 pub mod acr;

@@ -287,7 +287,6 @@ pub trait DeliveryStore: Send + Sync + std::fmt::Debug {
     async fn fail_abandoned_pings(&self) -> Result<u64, StoreError>;
     /// Records attempts and moves their deliveries on, in one transaction.
     async fn record_attempts(&self, batch: &[(AttemptRecord, Outcome)]) -> Result<(), StoreError>;
-    #[allow(clippy::too_many_arguments)]
     async fn create_ping(
         &self,
         webhook: &str,

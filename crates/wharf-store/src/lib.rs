@@ -4,6 +4,12 @@
 //! the event outbox, the delivery queue and the delivery history), and garbage collection's
 //! side of both (`gc.rs`).
 //!
+//! Consumers hold the trait-based handles of `handles.rs` (bundled as [`RegistryStore`] for
+//! the registry, [`HookStore`] for the webhook service, an [`IdentityStore`] for access
+//! control), never [`Store`]: SQLite is the first backend implementing them (`sqlite.rs`
+//! delegates to `meta.rs`, `attrs.rs`, `policies.rs`, `gc.rs`, `hooks.rs`, `identities.rs`),
+//! and [`Store`] is what only the server's wiring opens and hands out.
+//!
 //! It owns durability and transactions. It knows nothing of HTTP, and must not call
 //! `wharf-registry`, `wharf-hooks` or `wharf-http`: they call it, and meet only here. Which
 //! webhooks want an event is not its business: the outbox asks an [`EventSubscribers`] that

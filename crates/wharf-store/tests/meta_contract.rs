@@ -749,7 +749,7 @@ async fn identities() {
             h.name
         );
         assert_eq!(ids.scope_map("readers").await.unwrap(), Some(map.clone()));
-        assert_eq!(ids.scope_maps().await.unwrap(), [map.clone()]);
+        assert_eq!(ids.scope_maps().await.unwrap(), [map]);
 
         let token = TokenRow {
             name: "ci".into(),
