@@ -133,22 +133,22 @@ pub fn is_out_of_space(e: &std::io::Error) -> bool {
     )
 }
 
-/// Both stores, opened under one data directory, plus the outbox's handle on the webhook
+/// The SQLite backend, opened over one data directory: its metadata and blob stores, plus the outbox's handle on the webhook
 /// service ("who wants this event", injected at wiring) and the signal that wakes the
 /// dispatcher when the outbox gains rows.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pub meta: Meta,
-    pub blobs: BlobStore,
+    pub(crate) meta: Meta,
+    pub(crate) blobs: BlobStore,
     /// Who wants which event: answered by the webhook service, attached at start-up. No
     /// webhook secrets are held here.
-    pub hooks: Subscribers,
-    pub outbox_signal: Arc<Notify>,
+    pub(crate) hooks: Subscribers,
+    pub(crate) outbox_signal: Arc<Notify>,
     pub region: String,
     /// The free-space floor of the data volume.
-    pub space: SpaceGuard,
+    pub(crate) space: SpaceGuard,
     /// Seals secrets at rest (webhook URIs and headers, admin passwords).
-    pub sealer: Sealer,
+    pub(crate) sealer: Sealer,
     /// The registry policies as last read or written (see [`Policies`]).
     policy_cache: policies::PolicyCache,
     /// The locked `wharf.lock`: held as long as any clone of the store lives, released by the
@@ -225,6 +225,21 @@ impl Store {
         }
         store.reconcile_uploads().await?;
         Ok(store)
+    }
+
+    /// The sealer of secrets at rest (access control seals admin passwords with it).
+    pub fn sealer(&self) -> Sealer {
+        self.sealer.clone()
+    }
+
+    /// The blob store (tools and tests inspect it; the registry gets it in its handles).
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// Closes the database connections (shutdown).
+    pub async fn close(&self) {
+        self.meta.close().await;
     }
 
     /// Tells the dispatcher that new deliveries may be due.

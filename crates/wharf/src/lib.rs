@@ -110,7 +110,7 @@ pub async fn start_with_clock(
     .with_context(|| format!("opening data directory {}", cfg.data_dir.display()))?;
     let (auth, initial) = wharf_auth::Auth::open(
         store.identity_store(),
-        store.sealer.clone(),
+        store.sealer(),
         cfg.auth.service_config(&cfg.registry),
     )
     .await
@@ -413,7 +413,7 @@ impl Server {
             &mut self.dispatcher,
         )
         .await;
-        self.store.meta.close().await;
+        self.store.close().await;
         tracing::info!("stopped");
         served.context("the HTTP server task failed")??;
         Ok(())
