@@ -5,7 +5,7 @@
 //!
 //! It knows no HTTP types: `wharf-http` parses headers and routes and asks this crate who the
 //! caller is and what they may do. It stores identities only through the store's narrow
-//! `Identities` handle and never touches registry or webhook state.
+//! `IdentityStore` handle and never touches registry or webhook state.
 
 pub mod jwt;
 pub mod model;

@@ -6,7 +6,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use wharf_store::identities::{Identities, TokenRow};
+use wharf_store::IdentityStore;
+use wharf_store::identities::TokenRow;
 use wharf_store::{Sealer, StoreError};
 
 use crate::jwt::{self, Claims, Keys};
@@ -200,7 +201,7 @@ pub struct Auth {
 }
 
 struct Inner {
-    store: Identities,
+    store: Arc<dyn IdentityStore>,
     sealer: Sealer,
     keys: Keys,
     cfg: AuthConfig,
@@ -226,7 +227,7 @@ impl Auth {
     /// credentials (and the management credential unless one is configured), enables the
     /// admin user, and returns them for printing once.
     pub async fn open(
-        store: Identities,
+        store: Arc<dyn IdentityStore>,
         sealer: Sealer,
         cfg: AuthConfig,
     ) -> Result<(Auth, Option<InitialCredentials>), StoreError> {
@@ -284,8 +285,8 @@ impl Auth {
         &self.inner.cfg
     }
 
-    pub(crate) fn store(&self) -> &Identities {
-        &self.inner.store
+    pub(crate) fn store(&self) -> &dyn IdentityStore {
+        self.inner.store.as_ref()
     }
 
     pub(crate) fn sealer(&self) -> &Sealer {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::sync::{Notify, Semaphore, mpsc};
-use wharf_store::Store;
+use wharf_store::HookStore;
 use wharf_store::hooks::{AttemptRecord, Outcome, QueuedDelivery};
 
 use crate::HooksConfig;
@@ -42,7 +42,7 @@ pub const LEASE_TIMEOUTS: u32 = 3;
 const MAX_PARKED: usize = 20_000;
 
 pub(crate) struct Dispatcher {
-    store: Store,
+    store: HookStore,
     sender: Sender,
     config: HooksConfig,
     inflight: Arc<Mutex<HashMap<String, usize>>>,
@@ -93,7 +93,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Dispatcher {
     pub(crate) fn new(
-        store: Store,
+        store: HookStore,
         sender: Sender,
         config: HooksConfig,
         node: Arc<str>,
@@ -145,7 +145,7 @@ impl Dispatcher {
         ));
         // Fresh deliveries arrive here straight from the committing transaction, already
         // leased to this node.
-        let mut fast_rx = self.store.meta.lane.attach(&self.node, lease_ms);
+        let mut fast_rx = self.store.lane.attach(&self.node, lease_ms);
         let mut parked = Parked::default();
         let signal = self.store.outbox_signal.clone();
         // Whether to look at the queue on this turn, and whether the last look found it quiet:
@@ -227,7 +227,7 @@ impl Dispatcher {
         }
         // New deliveries go to the queue from now on; those parked here stay leased to this
         // node: its next start takes them back at once, another node once the lease expires.
-        self.store.meta.lane.detach();
+        self.store.lane.detach();
         // Wait for in-flight sends, then for their results to be written (the renewer keeps
         // their leases meanwhile).
         let _ = self
@@ -385,7 +385,7 @@ impl Dispatcher {
 
 /// Keeps the leases of what this node holds alive: every delivery timeout, each held lease is
 /// extended to [`LEASE_TIMEOUTS`] timeouts from now.
-async fn renew_loop(store: Store, held: Held, node: Arc<str>, every: Duration, lease_ms: i64) {
+async fn renew_loop(store: HookStore, held: Held, node: Arc<str>, every: Duration, lease_ms: i64) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -403,7 +403,7 @@ async fn renew_loop(store: Store, held: Held, node: Arc<str>, every: Duration, l
 }
 
 async fn record_loop(
-    store: Store,
+    store: HookStore,
     mut rx: mpsc::UnboundedReceiver<(AttemptRecord, Outcome)>,
     recorded: Arc<Notify>,
     held: Held,

@@ -7,8 +7,9 @@
 //! store's outbox asks it "who wants this event" through `wharf_store::EventSubscribers`,
 //! which [`Hooks::new`] attaches.
 //!
-//! It reads and writes webhook state only through `wharf-store`'s narrow handles
-//! (`store.webhooks()`, `store.deliveries()`), and must not call `wharf-registry` (registry
+//! It reads and writes webhook state only through the [`wharf_store::HookStore`] it is given:
+//! the `WebhookStore` and `DeliveryStore` traits, whatever backend implements them; it never
+//! sees registry metadata or identities. It must not call `wharf-registry` (registry
 //! changes reach it through the store's outbox) or name axum.
 
 mod dispatcher;
@@ -28,7 +29,7 @@ use wharf_core::{
     Event, PayloadFormat, Scope, WebhookAction, WebhookError, WebhookName, WebhookStatus,
 };
 use wharf_store::hooks::{Outcome, QueuedDelivery, Signing, WebhookRecord};
-use wharf_store::{Store, StoreError};
+use wharf_store::{HookStore, StoreError};
 
 pub use crate::snapshot::{Claimed, HookSnapshot, WebhookCache};
 
@@ -129,7 +130,7 @@ impl Default for HooksConfig {
 /// The webhook service: management operations plus the background dispatcher.
 #[derive(Clone)]
 pub struct Hooks {
-    store: Store,
+    store: HookStore,
     sender: Sender,
     config: HooksConfig,
     stop: Arc<Notify>,
@@ -230,7 +231,7 @@ impl Hooks {
     /// Builds the webhook service over `store`: loads the snapshot of the webhook definitions
     /// and attaches it to the store's outbox as its answer to "who wants this event". Done
     /// before the server accepts changes, so no event misses a webhook that exists.
-    pub async fn new(store: Store, config: HooksConfig) -> Result<Self> {
+    pub async fn new(store: HookStore, config: HooksConfig) -> Result<Self> {
         let sender = Sender::new(
             config.timeout,
             config.user_agent.clone(),
@@ -243,7 +244,7 @@ impl Hooks {
             )))
         })?;
         let cache = WebhookCache::new(&config.region);
-        cache.reload(&store).await?;
+        cache.reload(store.webhooks()).await?;
         store.hooks.attach(Arc::new(cache.clone()));
         Ok(Hooks {
             node: Arc::from(config.node_id.as_str()),
@@ -258,7 +259,7 @@ impl Hooks {
     /// Rebuilds the snapshot after a webhook was written. A failure is logged: the write
     /// itself stands, and the next reload catches up.
     async fn reload(&self) {
-        if let Err(e) = self.cache.reload(&self.store).await {
+        if let Err(e) = self.cache.reload(self.store.webhooks()).await {
             tracing::error!(error = %e, "reloading the webhook snapshot failed");
         }
     }

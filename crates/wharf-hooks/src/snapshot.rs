@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 
 use wharf_core::{PayloadFormat, Scope, WebhookAction, WebhookStatus};
 use wharf_store::hooks::{QueuedDelivery, Signing, WebhookRecord, masked_headers};
-use wharf_store::{EventSubscribers, OutboxEvent, Store, StoreError};
+use wharf_store::{EventSubscribers, OutboxEvent, StoreError, WebhookStore};
 
 /// What matching and sending need to know of one enabled webhook.
 #[derive(Clone)]
@@ -96,8 +96,8 @@ impl WebhookCache {
 
     /// Rebuilds the snapshot from the stored definitions: at start-up and after every write
     /// of a webhook.
-    pub async fn reload(&self, store: &Store) -> Result<(), StoreError> {
-        let records = store.webhooks().list_webhooks().await?;
+    pub async fn reload(&self, webhooks: &dyn WebhookStore) -> Result<(), StoreError> {
+        let records = webhooks.list_webhooks().await?;
         self.replace(records);
         Ok(())
     }

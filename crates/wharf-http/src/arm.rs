@@ -32,7 +32,7 @@ use serde_json::{Map, Value, json};
 use wharf_auth::AuthError;
 use wharf_core::ArmIdentity;
 use wharf_core::arm::{PROVIDER, REGISTRY_TYPE};
-use wharf_store::policies::{PoliciesPatch, RegistryPolicies};
+use wharf_registry::{PoliciesPatch, RegistryError, RegistryPolicies};
 
 use crate::AppState;
 use crate::auth::{IsTls, request_host};
@@ -806,13 +806,7 @@ fn status(enabled: bool) -> &'static str {
 async fn registry_json(ctx: &Ctx) -> Result<Value, Response> {
     let app = &ctx.app;
     let arm = ctx.arm();
-    let policies = app
-        .registry
-        .store()
-        .policies()
-        .get()
-        .await
-        .map_err(|e| internal(&e))?;
+    let policies = app.registry.policies().await.map_err(|e| internal(&e))?;
     let created = app.auth.creation_date().await.map_err(auth_err)?;
     Ok(registry_value(ctx, arm, &policies, created))
 }
@@ -912,14 +906,9 @@ async fn update_registry(ctx: &Ctx, body: &Bytes) -> Response {
         }
     }
     if change.policies != PoliciesPatch::default()
-        && let Err(e) = app
-            .registry
-            .store()
-            .policies()
-            .update(change.policies)
-            .await
+        && let Err(e) = app.registry.update_policies(change.policies).await
     {
-        return if matches!(e, wharf_store::StoreError::OutOfSpace) {
+        return if matches!(e, RegistryError::OutOfSpace) {
             arm_error(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "InsufficientStorage",

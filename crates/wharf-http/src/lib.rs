@@ -7,8 +7,9 @@
 //! shutdown and the per-request `ClientAddr` and `IsTls` extensions.
 //!
 //! Handlers parse requests into typed values at the edge (DESIGN invariant 7) and call
-//! `wharf-registry` and `wharf-hooks`. This crate must not touch the store's tables directly
-//! for registry or webhook state: it goes through those two crates.
+//! `wharf-registry`, `wharf-hooks` and `wharf-auth`. It does not depend on `wharf-store`:
+//! registry state (policies included) goes through the registry, webhook state through the
+//! webhook service, identities through access control.
 
 mod acr;
 mod arm;

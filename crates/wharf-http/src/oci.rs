@@ -623,14 +623,7 @@ fn next_link(base: &str, items: &mut Vec<String>, n: Option<u32>) -> Option<Stri
 async fn tags(app: &AppState, repo: &RepoName, q: &Query, qr: bool) -> Result<Response> {
     let (n, last) = pagination(q)?;
     let mut list = if n == Some(0) {
-        if !app
-            .registry
-            .store()
-            .meta
-            .repo_exists(repo)
-            .await
-            .map_err(|e| crate::error::internal(&e))?
-        {
+        if !app.registry.repo_exists(repo).await? {
             return Err(OciError::code(
                 ErrorCode::NameUnknown,
                 "repository name not known to registry",

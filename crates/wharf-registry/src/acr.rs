@@ -350,7 +350,7 @@ impl Registry {
         let out = self
             .store
             .attributes()
-            .update_manifest(repo, digest, patch, &self.store.hooks, |r: &Release| {
+            .update_manifest(repo, digest, patch, &self.store.hooks, &|r: &Release| {
                 release_events(&hooks, repo, r, chart.as_ref())
             })
             .await?;

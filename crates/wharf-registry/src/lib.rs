@@ -2,7 +2,10 @@
 //! reads and deletes, manifests, tags, referrers, the catalog, the events those changes
 //! raise, and online garbage collection (`gc.rs`).
 //!
-//! It takes typed values and byte streams, never HTTP types, and talks only to `wharf-store`.
+//! It takes typed values and byte streams, never HTTP types, and talks only to `wharf-store`,
+//! through the [`wharf_store::RegistryStore`] it is given (the metadata, attribute, policy and
+//! garbage-collection traits and the blob store), whatever backend implements them; it never
+//! sees webhook definitions, the delivery queue or identities.
 //! It must not call `wharf-hooks` (the two meet in the store's outbox) or name axum.
 
 pub mod acr;
@@ -21,12 +24,14 @@ use serde_json::json;
 use wharf_core::{
     Algorithm, Digest, ManifestError, ParsedManifest, Reference, RepoName, Tag, parse_manifest,
 };
-use wharf_store::{NewManifest, Store, StoreError};
+use wharf_store::{NewManifest, RegistryStore, StoreError};
 
 pub use events::RequestInfo;
 pub use gc::GcReport;
 pub use retention::{Clock, SystemClock};
 pub use uploads::UploadState;
+/// The policy shapes the management API reads and patches through [`Registry::policies`].
+pub use wharf_store::{PoliciesPatch, RegistryPolicies};
 
 /// A stream of request body bytes.
 /// `'static` because uploads run on a task of their own (see `uploads.rs`).
@@ -151,7 +156,7 @@ pub struct RepoDeleted {
 
 #[derive(Clone)]
 pub struct Registry {
-    pub(crate) store: Store,
+    pub(crate) store: RegistryStore,
     pub(crate) uploads: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<UploadState>>>>>,
     pub limits: Limits,
     /// Garbage collection's clock, grace and run lock (see [`Registry::with_gc`]).
@@ -159,7 +164,8 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(store: Store, limits: Limits) -> Self {
+    /// A registry over the store's handles (see `wharf_store::handles`).
+    pub fn new(store: RegistryStore, limits: Limits) -> Self {
         Registry {
             store,
             uploads: Arc::default(),
@@ -168,8 +174,23 @@ impl Registry {
         }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// Whether a repository exists (it has held a blob link or a manifest and was not
+    /// deleted).
+    pub async fn repo_exists(&self, repo: &RepoName) -> Result<bool> {
+        Ok(self.store.meta.repo_exists(repo).await?)
+    }
+
+    /// The registry policies (quarantine, retention).
+    pub async fn policies(&self) -> Result<wharf_store::RegistryPolicies> {
+        Ok(self.store.policies().get().await?)
+    }
+
+    /// Applies a partial update of the registry policies and returns the result.
+    pub async fn update_policies(
+        &self,
+        patch: wharf_store::PoliciesPatch,
+    ) -> Result<wharf_store::RegistryPolicies> {
+        Ok(self.store.policies().update(patch).await?)
     }
 
     /// Whether the data volume is full right now (see [`wharf_store::SpaceGuard::is_full`]):
@@ -529,7 +550,7 @@ impl Registry {
         let res = self
             .store
             .meta
-            .delete_manifest(repo, digest, &self.store.hooks, |del| {
+            .delete_manifest(repo, digest, &self.store.hooks, &|del| {
                 events::delete_events(&hooks, repo, del, chart.as_ref(), req)
             })
             .await?;
@@ -569,7 +590,7 @@ impl Registry {
             let hooks = this.store.hooks.clone();
             this.store
                 .meta
-                .delete_repository(&repo, &this.store.hooks, |del| {
+                .delete_repository(&repo, &this.store.hooks, &|del| {
                     events::delete_events(&hooks, &repo, del, charts.get(&del.digest), &req)
                 })
                 .await

@@ -77,7 +77,7 @@ impl Registry {
         let res = self
             .store
             .meta
-            .delete_stale_manifest(repo, digest, cutoff, &self.store.hooks, |del| {
+            .delete_stale_manifest(repo, digest, cutoff, &self.store.hooks, &|del| {
                 events::delete_events(&hooks, repo, del, chart.as_ref(), &req)
             })
             .await?;

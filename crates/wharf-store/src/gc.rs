@@ -77,6 +77,57 @@ impl Store {
     }
 }
 
+/// The SQLite backend's [`crate::handles::GcStore`]: owns what [`Gc`] borrows, and lends it
+/// per call.
+#[derive(Debug, Clone)]
+pub struct SqliteGc {
+    meta: Meta,
+    blobs: BlobStore,
+}
+
+impl SqliteGc {
+    pub(crate) fn new(meta: Meta, blobs: BlobStore) -> Self {
+        SqliteGc { meta, blobs }
+    }
+
+    fn gc(&self) -> Gc<'_> {
+        Gc {
+            meta: &self.meta,
+            blobs: &self.blobs,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::handles::GcStore for SqliteGc {
+    async fn link_published(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: i64,
+        now_ms: i64,
+        upload: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.gc()
+            .link_published(repo, digest, size, now_ms, upload)
+            .await
+    }
+
+    async fn touch(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        now_ms: i64,
+        refresh_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.gc().touch(repo, digest, now_ms, refresh_ms).await
+    }
+
+    async fn collect(&self, opts: GcOptions) -> Result<GcFigures, StoreError> {
+        self.gc().collect(opts).await
+    }
+}
+
 /// The last `used_at` this process wrote or saw per link, so that a blob HEAD writes only
 /// when the stored time has grown older than the refresh interval.
 #[derive(Debug, Default)]

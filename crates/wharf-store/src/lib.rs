@@ -4,6 +4,12 @@
 //! the event outbox, the delivery queue and the delivery history), and garbage collection's
 //! side of both (`gc.rs`).
 //!
+//! Consumers hold the trait-based handles of `handles.rs` (bundled as [`RegistryStore`] for
+//! the registry, [`HookStore`] for the webhook service, an [`IdentityStore`] for access
+//! control), never [`Store`]: SQLite is the first backend implementing them (`sqlite.rs`
+//! delegates to `meta.rs`, `attrs.rs`, `policies.rs`, `gc.rs`, `hooks.rs`, `identities.rs`),
+//! and [`Store`] is what only the server's wiring opens and hands out.
+//!
 //! It owns durability and transactions. It knows nothing of HTTP, and must not call
 //! `wharf-registry`, `wharf-hooks` or `wharf-http`: they call it, and meet only here. Which
 //! webhooks want an event is not its business: the outbox asks an [`EventSubscribers`] that
@@ -14,6 +20,7 @@ mod binding;
 pub mod blobs;
 mod db;
 pub mod gc;
+pub mod handles;
 pub mod hooks;
 pub mod identities;
 pub mod meta;
@@ -21,6 +28,7 @@ pub mod outbox;
 pub mod policies;
 pub mod seal;
 pub mod space;
+mod sqlite;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,7 +37,11 @@ pub use attrs::{
     Attributes, Flags, FlagsPatch, ManifestAttrs, ManifestPatch, RepoAttrs, RepoPatch, TagAttrs,
 };
 pub use blobs::{BlobInfo, BlobLocation, BlobStore};
-pub use gc::{Gc, GcFigures, GcOptions};
+pub use gc::{Gc, GcFigures, GcOptions, SqliteGc};
+pub use handles::{
+    AttributeStore, DeliveryStore, GcStore, HookStore, IdentityStore, PolicyStore, RegistryMeta,
+    RegistryStore, WebhookStore,
+};
 pub use identities::Identities;
 pub use meta::{
     DeletedManifest, ManifestConfig, ManifestRow, Meta, NewManifest, PullBlock, Referrer, UploadRow,
@@ -122,22 +134,22 @@ pub fn is_out_of_space(e: &std::io::Error) -> bool {
     )
 }
 
-/// Both stores, opened under one data directory, plus the outbox's handle on the webhook
+/// The SQLite backend, opened over one data directory: its metadata and blob stores, plus the outbox's handle on the webhook
 /// service ("who wants this event", injected at wiring) and the signal that wakes the
 /// dispatcher when the outbox gains rows.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pub meta: Meta,
-    pub blobs: BlobStore,
+    pub(crate) meta: Meta,
+    pub(crate) blobs: BlobStore,
     /// Who wants which event: answered by the webhook service, attached at start-up. No
     /// webhook secrets are held here.
-    pub hooks: Subscribers,
-    pub outbox_signal: Arc<Notify>,
+    pub(crate) hooks: Subscribers,
+    pub(crate) outbox_signal: Arc<Notify>,
     pub region: String,
     /// The free-space floor of the data volume.
-    pub space: SpaceGuard,
+    pub(crate) space: SpaceGuard,
     /// Seals secrets at rest (webhook URIs and headers, admin passwords).
-    pub sealer: Sealer,
+    pub(crate) sealer: Sealer,
     /// The registry policies as last read or written (see [`Policies`]).
     policy_cache: policies::PolicyCache,
     /// The locked `wharf.lock`: held as long as any clone of the store lives, released by the
@@ -217,6 +229,21 @@ impl Store {
         }
         store.reconcile_uploads().await?;
         Ok(store)
+    }
+
+    /// The sealer of secrets at rest (access control seals admin passwords with it).
+    pub fn sealer(&self) -> Sealer {
+        self.sealer.clone()
+    }
+
+    /// The blob store (tools and tests inspect it; the registry gets it in its handles).
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// Closes the database connections (shutdown).
+    pub async fn close(&self) {
+        self.meta.close().await;
     }
 
     /// Tells the dispatcher that new deliveries may be due.

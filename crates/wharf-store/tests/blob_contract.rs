@@ -456,12 +456,12 @@ async fn an_object_prefix_serves_one_database_and_a_wrong_one_is_refused_at_star
         let data = b"bound content";
         let d = Digest::of(Algorithm::Sha256, data);
         let id = "0123456789abcdef0123456789abcdef";
-        s.blobs.create_upload(id).await.unwrap();
-        s.blobs
+        s.blobs().create_upload(id).await.unwrap();
+        s.blobs()
             .append_upload(id, 0, body(&[data]), None)
             .await
             .unwrap();
-        s.blobs.finish_upload(id, &d, None).await.unwrap();
+        s.blobs().finish_upload(id, &d, None).await.unwrap();
         s.gc()
             .link_published(
                 &wharf_core::RepoName::parse("bound/app").unwrap(),
@@ -499,6 +499,6 @@ async fn an_object_prefix_serves_one_database_and_a_wrong_one_is_refused_at_star
         let s = Store::open(b.dir.path(), &opts)
             .await
             .unwrap_or_else(|e| panic!("{}: reopening: {e}", b.name));
-        assert_eq!(s.blobs.size(&d).await.unwrap(), Some(data.len() as u64));
+        assert_eq!(s.blobs().size(&d).await.unwrap(), Some(data.len() as u64));
     }
 }

@@ -109,8 +109,8 @@ pub async fn start_with_clock(
     })
     .with_context(|| format!("opening data directory {}", cfg.data_dir.display()))?;
     let (auth, initial) = wharf_auth::Auth::open(
-        store.identities(),
-        store.sealer.clone(),
+        store.identity_store(),
+        store.sealer(),
         cfg.auth.service_config(&cfg.registry),
     )
     .await
@@ -125,7 +125,7 @@ pub async fn start_with_clock(
         }
     }
     let registry = wharf_registry::Registry::new(
-        store.clone(),
+        store.registry_store(),
         wharf_registry::Limits {
             max_manifest_bytes: cfg.limits.max_manifest_bytes,
             max_tags_per_put: cfg.limits.max_tags_per_put,
@@ -138,7 +138,7 @@ pub async fn start_with_clock(
         Duration::from_secs(cfg.limits.upload_expiry_secs),
     );
     // Before anything can write: the outbox asks the webhook service who wants each event.
-    let hooks = wharf_hooks::Hooks::new(store.clone(), hooks_cfg)
+    let hooks = wharf_hooks::Hooks::new(store.hook_store(), hooks_cfg)
         .await
         .context("starting the webhook service")?;
     let dispatcher = hooks.start();
@@ -413,7 +413,7 @@ impl Server {
             &mut self.dispatcher,
         )
         .await;
-        self.store.meta.close().await;
+        self.store.close().await;
         tracing::info!("stopped");
         served.context("the HTTP server task failed")??;
         Ok(())

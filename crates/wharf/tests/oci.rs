@@ -442,7 +442,7 @@ async fn abandoned_upload_sessions_expire_with_their_bytes() {
     let id = loc.rsplit('/').next().unwrap().to_owned();
     assert!(
         s.store
-            .blobs
+            .blobs()
             .upload_sessions()
             .await
             .unwrap()
@@ -465,7 +465,7 @@ async fn abandoned_upload_sessions_expire_with_their_bytes() {
     assert!(gone, "the abandoned session was not expired");
     assert!(
         !s.store
-            .blobs
+            .blobs()
             .upload_sessions()
             .await
             .unwrap()
