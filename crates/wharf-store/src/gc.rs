@@ -645,7 +645,8 @@ mod tests {
         .unwrap();
         sqlx::raw_sql(
             "DROP TABLE manifest_blobs; DROP INDEX repo_blobs_used; \
-             ALTER TABLE repo_blobs DROP COLUMN used_at; PRAGMA user_version = 7;",
+             ALTER TABLE repo_blobs DROP COLUMN used_at; DROP TABLE store_identity; \
+             PRAGMA user_version = 7;",
         )
         .execute(w)
         .await
