@@ -23,7 +23,8 @@ resumed and finished (README: upload sessions keep their offset across a restart
 Faults:
   disk-full   a 64 MiB tmpfs under the data directory, filled with a ballast file until
               ENOSPC, during manifest puts, blob pushes, deletes and webhook deliveries,
-              and with a kill -9 while full; once with the server's free-space floor on;
+              with a kill -9 while full, a restart while full and reads after a garbage
+              collection; once with the server's free-space floor on;
   io-error    strace attached to the running server fails the K-th write/pwrite64, fsync/
               fdatasync or rename of one step (blob publish, chunk append, manifest commit,
               group commit, delete, repository delete, WAL checkpoint, delivery recording)
@@ -976,6 +977,23 @@ def disk_full_reads_after_gc(sc):
     check_invariants(sc)
 
 
+def disk_full_restart(sc):
+    """Restarted on a full disk: it starts (SQLite's shared-memory file needs room, which
+    the data directory's 1 MiB reserve gives back) and acknowledged images read back."""
+    sc.start()
+    for i in range(2):
+        sc.put_manifest(f"base-{i}")
+    quiesce(sc)
+    sc.server.stop()
+    ballast = os.path.join(sc.mnt, "ballast")
+    fill(ballast)
+    sc.server.start()
+    sc.fault(ENOSPC_TMPFS, "start-up, then reads")
+    check_reads(sc, "restarted while full")
+    os.unlink(ballast)
+    check_invariants(sc)
+
+
 # ---------------------------------------------------------------------------------------------
 # Scenarios: strace injections (I/O errors and kill -9) at one step
 # ---------------------------------------------------------------------------------------------
@@ -1454,6 +1472,7 @@ def scenarios():
         ("disk-full: deletes", tmpfs, disk_full_deletes),
         ("disk-full: webhook deliveries", tmpfs, disk_full_deliveries),
         ("disk-full: kill -9 while full, restart once space is back", tmpfs, disk_full_kill),
+        ("disk-full: restarted while full, reads go on", tmpfs, disk_full_restart),
         ("disk-full: reads after a garbage collection", {"tmpfs": True, "env": GC_ENV},
          disk_full_reads_after_gc),
     ]

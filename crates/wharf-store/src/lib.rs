@@ -26,6 +26,7 @@ pub mod identities;
 pub mod meta;
 pub mod outbox;
 pub mod policies;
+mod reserve;
 pub mod seal;
 pub mod space;
 mod sqlite;
@@ -186,7 +187,20 @@ impl Store {
         private_files(data_dir, &db)?;
         let dir_lock = lock_data_dir(data_dir)?;
         let sealer = Sealer::load_or_create(data_dir, opts.secret_key.as_deref())?;
-        let meta = Meta::open(&db).await?;
+        let space = SpaceGuard::new(data_dir, opts.floor);
+        let meta = match Meta::open(&db).await {
+            Ok(m) => m,
+            Err(e) if reserve::release_if_full(data_dir, &space) => {
+                tracing::warn!(
+                    error = %e,
+                    "the data volume is full: released the 1 MiB space reserve (wharf.reserve) \
+                     to open the database; writes fail until space is freed"
+                );
+                Meta::open(&db).await?
+            }
+            Err(e) => return Err(e),
+        };
+        reserve::ensure(data_dir, &space);
         let blobs = match object {
             None => BlobStore::Fs(blobs::fs::FsBlobs::open(data_dir).await?),
             Some(o) => {
@@ -215,7 +229,7 @@ impl Store {
             ),
             outbox_signal: Arc::new(Notify::new()),
             region: opts.region.clone(),
-            space: SpaceGuard::new(data_dir, opts.floor),
+            space,
             sealer,
             policy_cache: Default::default(),
             _dir_lock: Arc::new(dir_lock),
