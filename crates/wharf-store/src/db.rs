@@ -15,6 +15,7 @@
 //! reused.
 
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Sqlite, SqliteConnection, SqlitePool};
@@ -54,8 +55,12 @@ impl WriteTx {
     async fn start(pool: &SqlitePool, relaxed: bool) -> Result<Self, StoreError> {
         // Wrapped before the first statement: from here on, any failure or cancellation
         // closes the connection (the pragma may have run, the BEGIN may have).
+        let conn = {
+            let _waiting = Waiting::new();
+            pool.acquire().await?
+        };
         let mut tx = WriteTx {
-            conn: pool.acquire().await?,
+            conn,
             relaxed,
             open: true,
         };
@@ -125,6 +130,174 @@ impl Deref for WriteTx {
 impl DerefMut for WriteTx {
     fn deref_mut(&mut self) -> &mut SqliteConnection {
         &mut self.conn
+    }
+}
+
+/// How many [`WriteTx`]s are waiting for a write connection, in this process: a
+/// [`HeldConn`] gives its connection back as soon as one is. (Process-wide rather than per
+/// pool: with several stores in one process, as in tests, a holder only gives back sooner.)
+static WRITERS_WAITING: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one waiting writer for as long as it lives (also when its acquire is cancelled).
+struct Waiting;
+
+impl Waiting {
+    fn new() -> Self {
+        WRITERS_WAITING.fetch_add(1, Ordering::SeqCst);
+        Waiting
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        WRITERS_WAITING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The write connection kept by one writer across consecutive transactions (the manifest
+/// group commit). Giving a connection back to sqlx's pool spawns a task that pings the
+/// connection's thread before the next acquire can have it: a round trip and two task
+/// wake-ups between every two groups, on the path of every waiting push. A writer with more
+/// work queued keeps the connection instead ([`HeldConn::keep`] says when it must give it
+/// back). The rules of [`WriteTx`] hold for each transaction on it ([`HeldTx`]): a transaction
+/// that ends in doubt closes the connection rather than reuse it.
+pub(crate) struct HeldConn {
+    conn: PoolConnection<Sqlite>,
+    /// A transaction on it ended in doubt: closed when dropped, never reused.
+    poisoned: bool,
+    /// Transactions run on it since it was acquired.
+    uses: usize,
+}
+
+impl HeldConn {
+    /// Most transactions in a row before the connection goes back to the pool, so that a
+    /// writer that does not go through [`WriteTx`] (a single statement on the pool) waits a
+    /// bounded time behind a steady stream of groups.
+    const MAX_USES: usize = 16;
+
+    pub(crate) async fn acquire(pool: &SqlitePool) -> Result<Self, StoreError> {
+        Ok(HeldConn {
+            conn: pool.acquire().await?,
+            poisoned: false,
+            uses: 0,
+        })
+    }
+
+    /// Whether to keep the connection for the next transaction, given whether work for it is
+    /// already waiting: not if it is in doubt, nor once it has been kept long enough, nor
+    /// while another writer waits for it.
+    pub(crate) fn keep(&self, more_work: bool) -> bool {
+        more_work
+            && !self.poisoned
+            && self.uses < Self::MAX_USES
+            && WRITERS_WAITING.load(Ordering::SeqCst) == 0
+    }
+
+    /// A durable transaction (`synchronous=FULL`, the connection's setting) whose
+    /// `BEGIN IMMEDIATE` is sent with its first statement: see [`HeldTx::begin_sql`].
+    pub(crate) fn tx(&mut self) -> HeldTx<'_> {
+        self.uses += 1;
+        HeldTx {
+            held: self,
+            begun: false,
+            open: true,
+        }
+    }
+}
+
+impl Drop for HeldConn {
+    fn drop(&mut self) {
+        if self.poisoned {
+            tracing::debug!("closing a write connection left in an unknown state");
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+/// A transaction on a [`HeldConn`], under [`WriteTx`]'s rules: dropped before a clean COMMIT
+/// or ROLLBACK, it leaves its connection to be closed.
+pub(crate) struct HeldTx<'a> {
+    held: &'a mut HeldConn,
+    /// Its BEGIN was sent (or is about to be, at the head of a statement).
+    begun: bool,
+    /// Not yet cleanly committed or rolled back.
+    open: bool,
+}
+
+impl HeldTx<'_> {
+    /// The first time, `BEGIN IMMEDIATE;` for the caller to send at the head of its next
+    /// statement's text, saving the BEGIN its own round trip to the connection's thread;
+    /// nothing after that. Should that statement fail, the transaction is in doubt like any
+    /// other failure.
+    pub(crate) fn begin_sql(&mut self) -> &'static str {
+        if self.begun {
+            ""
+        } else {
+            self.begun = true;
+            "BEGIN IMMEDIATE;\n"
+        }
+    }
+
+    /// Sends the BEGIN now unless it was sent already.
+    pub(crate) async fn begin(&mut self) -> Result<(), StoreError> {
+        if !self.begun {
+            self.begun = true;
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut *self.held.conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Commits. On any error nothing may be assumed committed, and the connection is closed.
+    pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
+        if self.begun {
+            sqlx::query("COMMIT").execute(&mut *self.held.conn).await?;
+        }
+        self.open = false;
+        Ok(())
+    }
+
+    /// Records that the statement batch the caller ended with `COMMIT` ran without error, so
+    /// the transaction committed (a failure anywhere in the batch returns before this, and
+    /// closes the connection).
+    pub(crate) fn committed_by_batch(mut self) {
+        self.open = false;
+    }
+
+    /// Rolls back; if that fails, the connection is closed. (The writer never needs it: a
+    /// refused put writes nothing, and a failure leaves the connection to be closed.)
+    #[cfg(test)]
+    pub(crate) async fn rollback(mut self) {
+        if !self.begun
+            || sqlx::query("ROLLBACK")
+                .execute(&mut *self.held.conn)
+                .await
+                .is_ok()
+        {
+            self.open = false;
+        }
+    }
+}
+
+impl Drop for HeldTx<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.held.poisoned = true;
+        }
+    }
+}
+
+impl Deref for HeldTx<'_> {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.held.conn
+    }
+}
+
+impl DerefMut for HeldTx<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.held.conn
     }
 }
 

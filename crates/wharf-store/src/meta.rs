@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use wharf_core::{Digest, Reference, RepoName, Tag};
 
 use crate::StoreError;
-use crate::db::WriteTx;
+use crate::db::{HeldConn, HeldTx, WriteTx};
 use crate::outbox::{Enqueued, FastLane, OutboxEvent, Subscribers};
 
 const MIGRATIONS: &[&str] = &[
@@ -913,6 +913,10 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
 }
 
 /// The group-commit writer of manifest puts (see [`Meta::put_manifest`]).
+///
+/// While puts keep arriving it keeps the write connection from one group to the next
+/// ([`HeldConn`]), so the next group starts at once rather than after the pool's release and
+/// acquire; it gives the connection back when no put is waiting or another writer is.
 async fn put_writer(
     pool: SqlitePool,
     mut rx: mpsc::Receiver<PutJob>,
@@ -920,6 +924,7 @@ async fn put_writer(
     locks: Arc<crate::attrs::LockFlag>,
 ) {
     let mut jobs = Vec::with_capacity(MAX_GROUP);
+    let mut held: Option<HeldConn> = None;
     while let Some(first) = rx.recv().await {
         jobs.push(first);
         while jobs.len() < MAX_GROUP {
@@ -928,7 +933,21 @@ async fn put_writer(
                 Err(_) => break,
             }
         }
-        match run_group(&pool, &jobs, &lane, &locks).await {
+        let conn = match held.take() {
+            Some(c) => Ok(c),
+            None => HeldConn::acquire(&pool).await,
+        };
+        let done = match conn {
+            Ok(mut conn) => {
+                let done = run_group(&mut conn, &jobs, &lane, &locks).await;
+                if conn.keep(!rx.is_empty()) {
+                    held = Some(conn);
+                }
+                done
+            }
+            Err(e) => Err(e),
+        };
+        match done {
             Ok(results) => {
                 for (job, r) in jobs.drain(..).zip(results) {
                     let _ = job.reply.send(r);
@@ -954,18 +973,20 @@ async fn put_writer(
 }
 
 async fn run_group(
-    pool: &SqlitePool,
+    conn: &mut HeldConn,
     jobs: &[PutJob],
     lane: &FastLane,
     locks: &crate::attrs::LockFlag,
 ) -> Result<Vec<Result<usize, StoreError>>, StoreError> {
-    let mut tx = WriteTx::begin(pool).await?;
-    if let Some((results, fast)) = group_in_one(&mut tx, jobs, lane, locks).await? {
-        tx.commit().await?;
-        // Only now, with the change durable, may its deliveries be sent.
-        lane.hand_over(fast);
-        return Ok(results);
-    }
+    let mut tx = match group_in_one(conn.tx(), jobs, lane, locks).await? {
+        OneGo::Done((results, fast)) => {
+            // Only now, with the change durable, may its deliveries be sent.
+            lane.hand_over(fast);
+            return Ok(results);
+        }
+        OneGo::PutByPut(tx) => tx,
+    };
+    tx.begin().await?;
     let mut results = Vec::with_capacity(jobs.len());
     let mut fast = Vec::new();
     // The blob references of the new manifests, recorded in one statement for the group.
@@ -1190,17 +1211,27 @@ type GroupDone = (
     Vec<crate::hooks::QueuedDelivery>,
 );
 
+/// What [`group_in_one`] did with its transaction.
+enum OneGo<'a> {
+    /// Wrote and committed the whole group.
+    Done(GroupDone),
+    /// Wrote nothing: the group goes put by put in this transaction (begun or not).
+    PutByPut(HeldTx<'a>),
+}
+
 /// The common group: every put into an existing repository, none quarantined, no lock in
 /// the registry, every reference already stored. Then the whole group is one read and one
 /// write round trip: validated together (puts never remove or change what another put
 /// references, so what is valid at the start of the group stays valid), written together in
-/// order. Anything else returns None having written nothing, and the group goes put by put.
-async fn group_in_one(
-    conn: &mut SqliteConnection,
+/// order. Anything else returns the transaction having written nothing, and the group goes
+/// put by put. The BEGIN rides with the read and the COMMIT with the write: two round trips
+/// to the connection's thread for the whole group.
+async fn group_in_one<'a>(
+    mut tx: HeldTx<'a>,
     jobs: &[PutJob],
     lane: &FastLane,
     locks: &crate::attrs::LockFlag,
-) -> Result<Option<GroupDone>, StoreError> {
+) -> Result<OneGo<'a>, StoreError> {
     const MAX: usize = 500;
     if locks.any()
         || jobs.iter().any(|j| {
@@ -1209,10 +1240,10 @@ async fn group_in_one(
                 || j.m.required_manifests.len() > MAX
         })
     {
-        return Ok(None);
+        return Ok(OneGo::PutByPut(tx));
     }
     // Each row names its put and which of the put's reads it answers.
-    let mut sql = String::new();
+    let mut sql = String::from(tx.begin_sql());
     let mut args: Vec<String> = Vec::new();
     for (j, job) in jobs.iter().enumerate() {
         let m = &job.m;
@@ -1244,7 +1275,7 @@ async fn group_in_one(
     let mut repo_ids: Vec<Option<i64>> = vec![None; jobs.len()];
     let mut found: Vec<(HashMap<String, i64>, HashMap<String, i64>)> =
         vec![Default::default(); jobs.len()];
-    for r in q.fetch_all(&mut *conn).await? {
+    for r in q.fetch_all(&mut *tx).await? {
         let j = usize::try_from(r.get::<i64, _>(0)).unwrap_or(usize::MAX);
         let (Some(id), Some(f)) = (repo_ids.get_mut(j), found.get_mut(j)) else {
             continue;
@@ -1264,7 +1295,7 @@ async fn group_in_one(
         match repo_ids[j] {
             Some(id) if refusal_of(&job.m, &found[j].0, &found[j].1).is_none() => ids.push(id),
             // A refusal or a new repository: put by put, which sees the puts before it.
-            _ => return Ok(None),
+            _ => return Ok(OneGo::PutByPut(tx)),
         }
     }
     let now = now_ms();
@@ -1274,7 +1305,9 @@ async fn group_in_one(
         put_writes(&mut batch, *id, &job.m, now);
         crate::outbox::append_outbox(&mut batch, &job.events, &job.hooks, lease.as_ref(), now);
     }
-    let rows = batch.run(conn).await?;
+    batch.push("COMMIT", []);
+    let rows = batch.run(&mut tx).await?;
+    tx.committed_by_batch();
     let mut outs: Vec<Enqueued> = jobs.iter().map(|_| Enqueued::default()).collect();
     for r in &rows {
         for (job, out) in jobs.iter().zip(outs.iter_mut()) {
@@ -1291,7 +1324,7 @@ async fn group_in_one(
             Ok(o.queued)
         })
         .collect();
-    Ok(Some((results, fast)))
+    Ok(OneGo::Done((results, fast)))
 }
 
 /// The writes of a validated put (see [`put_one`]).
@@ -1526,10 +1559,12 @@ mod group_tests {
             job(manifest("a", "{\"n\":1}", "one", &[(blob.clone(), 5)])),
             job(manifest("a", "{\"n\":2}", "two", &[(blob.clone(), 5)])),
         ];
-        let mut tx = WriteTx::begin(&meta.write).await.unwrap();
-        let done = group_in_one(&mut tx, &jobs, &lane, &locks).await.unwrap();
-        tx.commit().await.unwrap();
-        let (results, _) = done.expect("a plain group goes in one");
+        let mut held = HeldConn::acquire(&meta.write).await.unwrap();
+        let OneGo::Done((results, _)) =
+            group_in_one(held.tx(), &jobs, &lane, &locks).await.unwrap()
+        else {
+            panic!("a plain group goes in one");
+        };
         assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
         assert_eq!(
             tagged(&meta, "a", "one").await,
@@ -1565,16 +1600,12 @@ mod group_tests {
             job(index),
             job(manifest("b", "{\"n\":6}", "fresh", &[])),
         ];
-        let mut tx = WriteTx::begin(&meta.write).await.unwrap();
-        assert!(
-            group_in_one(&mut tx, &jobs, &lane, &locks)
-                .await
-                .unwrap()
-                .is_none(),
-            "not a plain group"
-        );
+        let OneGo::PutByPut(tx) = group_in_one(held.tx(), &jobs, &lane, &locks).await.unwrap()
+        else {
+            panic!("not a plain group");
+        };
         tx.rollback().await;
-        let results = run_group(&meta.write, &jobs, &lane, &locks).await.unwrap();
+        let results = run_group(&mut held, &jobs, &lane, &locks).await.unwrap();
         assert!(results[0].is_ok(), "{results:?}");
         assert!(
             matches!(&results[1], Err(StoreError::MissingBlob(d)) if *d == missing),
