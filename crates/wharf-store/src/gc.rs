@@ -26,13 +26,17 @@
 //!    refresh it ([`Gc::touch`]) whenever the stored time is older than a fraction of the
 //!    grace, so a push that touched its blobs within the grace keeps them. A touch that finds
 //!    the link gone (GC won) makes the HEAD/GET answer 404, never a stale 200.
-//! 2. *Content.* GC deletes a blob's file inside a write transaction that first checks that
-//!    no link to it exists; an upload's finish (and a mount) checks that the file exists
-//!    inside the write transaction that inserts its link. The two transactions are serialised,
-//!    so either the link commits first (GC then sees it and keeps the file) or GC's check and
-//!    delete come first (the finish then sees the file missing, inserts no link and fails
-//!    with a retryable error: the client uploads again). A committed link therefore always
-//!    has its content, and a blob is never acknowledged after its content is gone.
+//! 2. *Content.* GC deletes a blob's content only after checking that no link to it exists,
+//!    holding the content gate (`Meta::content_gate`) exclusively for the check and the
+//!    delete; an upload's finish (and a mount) holds the gate shared while it checks that the
+//!    content exists and commits its link. So either the link commits first (GC's check, made
+//!    after, sees it and keeps the content) or GC's check and delete come first (the finish
+//!    then sees the content missing, inserts no link and fails with a retryable error: the
+//!    client uploads again). A committed link therefore always has its content, and a blob is
+//!    never acknowledged after its content is gone. The gate is a lock of this process, apart
+//!    from the SQLite writer, so that no write waits behind an object store's round trip;
+//!    that is enough because a data directory (and its prefix, see `binding`) has one
+//!    process. Nodes sharing a database will need the gate in the database instead.
 //!
 //! A crash in the middle of a run leaves at most garbage for the next run: the link delete is
 //! one transaction, and a file is deleted only after its "no link" check.
@@ -187,23 +191,18 @@ impl Gc<'_> {
         now_ms: i64,
         upload: Option<&str>,
     ) -> Result<(), StoreError> {
-        let mut tx = WriteTx::begin(&self.meta.write).await?;
-        let exists = match self.blobs.blob_exists(digest).await {
-            Ok(e) => e,
-            // The backend did not answer: the client retries the same request (503), and the
-            // session is kept.
-            Err(e) => {
-                tx.rollback().await;
-                return Err(e);
-            }
-        };
-        if !exists {
-            tx.rollback().await;
+        // Shared: many uploads link at once; a sweep's check-and-delete waits for them, and
+        // they for it (module docs, point 2). The existence check is an object-store round
+        // trip on S3 or Azure, made before the SQLite writer is taken.
+        let _gate = self.meta.content_gate.read().await;
+        // A backend that does not answer is an error (503), never "collected".
+        if !self.blobs.blob_exists(digest).await? {
             return Err(StoreError::Unavailable(format!(
                 "the content of {digest} was garbage-collected while it was being linked; \
                  upload it again"
             )));
         }
+        let mut tx = WriteTx::begin(&self.meta.write).await?;
         let repo_id = ensure_repo(&mut tx, repo).await?;
         sqlx::query(
             "INSERT INTO repo_blobs (repo_id, digest, size, used_at) VALUES (?, ?, ?, ?) \
@@ -327,13 +326,14 @@ impl Gc<'_> {
     async fn sweep(&self, candidates: &[BlobInfo]) -> Result<(u64, u64), StoreError> {
         let (mut blobs, mut bytes) = (0, 0);
         for batch in candidates.chunks(BLOB_BATCH) {
-            // The writer lock is what serialises this check-and-delete with a finish's
-            // check-and-link (module docs, point 2).
-            let mut tx = WriteTx::begin(&self.meta.write).await?;
+            // The gate, held exclusively, serialises this check-and-delete with a finish's
+            // check-and-link (module docs, point 2). Links commit before they release their
+            // shared hold, so the reads below, made after taking the gate, see every one.
+            let _gate = self.meta.content_gate.write().await;
             for b in batch {
                 let linked = sqlx::query("SELECT 1 FROM repo_blobs WHERE digest = ? LIMIT 1")
                     .bind(b.digest.to_string())
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&self.meta.read)
                     .await?
                     .is_some();
                 if !linked {
@@ -342,8 +342,6 @@ impl Gc<'_> {
                     bytes += b.size;
                 }
             }
-            // Nothing was written: the transaction only held the writer.
-            tx.rollback().await;
         }
         Ok((blobs, bytes))
     }

@@ -53,6 +53,10 @@ pub struct Meta {
     pub(crate) locks: Arc<crate::attrs::LockFlag>,
     /// Recent link uses written (see `gc::Gc::touch`).
     pub(crate) touched: Arc<crate::gc::Touched>,
+    /// Serialises linking published content with deleting unlinked content (see `gc`, point
+    /// 2): links hold it shared, garbage collection's sweep exclusively. Kept apart from the
+    /// SQLite writer so that neither holds the writer across an object-store round trip.
+    pub(crate) content_gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// Most blob links kept in memory; past it the cache starts again empty.
@@ -231,6 +235,7 @@ impl Meta {
             lane,
             locks,
             touched: Arc::default(),
+            content_gate: Arc::default(),
         })
     }
 
