@@ -203,6 +203,24 @@ async fn garbage_collection(ctx: &Ctx) -> Response {
     let run = tokio::spawn(async move { registry.collect_garbage(dry_run).await });
     match run.await {
         Ok(Ok(report)) => ok(json!(report)),
+        // Object storage down, or the volume full: the run stopped where it was (what it did
+        // is consistent, see wharf_store::gc) and may be asked for again.
+        Ok(Err(RegistryError::Unavailable(m))) => {
+            tracing::warn!(reason = %m, "garbage collection could not run");
+            let mut r = arm_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "the storage is temporarily unavailable: retry the run later",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+            r
+        }
+        Ok(Err(RegistryError::OutOfSpace)) => arm_error(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "InsufficientStorage",
+            "the registry is out of storage space",
+        ),
         Ok(Err(e)) => internal(&e),
         Err(e) => internal(&e),
     }

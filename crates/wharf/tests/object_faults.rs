@@ -230,6 +230,12 @@ async fn a_failing_object_store_is_a_503_and_acknowledges_nothing_it_did_not_sto
         &r.text().await.unwrap(),
         "finishing PUT with its last chunk",
     );
+    // A garbage collection that cannot list the content is a 503 to be asked for again, not
+    // a server error.
+    let r = c.post(url("/wharf/v1/gc")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(r.text().await.unwrap().contains("ServiceUnavailable"));
 
     // Back: the session's offset is the last acknowledged chunk, and the same PUT completes.
     down.store(UP, Ordering::SeqCst);
