@@ -129,38 +129,8 @@ impl Registry {
     /// How many sessions [`Registry::expire_uploads`] would remove now (its age rules, without
     /// the "busy right now" exception, which only a real run can see).
     async fn stale_upload_count(&self, max_age_ms: i64) -> Result<usize> {
-        let cutoff = chrono::Utc::now().timestamp_millis() - max_age_ms;
-        // How long each session's bytes have been idle, as the blob store sees it.
-        let idle: std::collections::HashMap<String, std::time::Duration> = self
-            .store
-            .blobs
-            .upload_sessions()
-            .await?
-            .into_iter()
-            .map(|s| (s.id, s.idle))
-            .collect();
-        let rows: std::collections::HashSet<String> = self
-            .store
-            .meta
-            .upload_ids()
-            .await?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        let orphans = idle
-            .iter()
-            .filter(|(id, age)| !rows.contains(*id) && age.as_millis() >= max_age_ms as u128)
-            .count();
-        let stale = self.store.meta.stale_uploads(cutoff).await?;
-        let n = orphans
-            + stale
-                .iter()
-                .filter(|id| {
-                    idle.get(*id)
-                        .is_none_or(|age| age.as_millis() >= max_age_ms as u128)
-                })
-                .count();
-        Ok(n)
+        let e = self.expirable_uploads(max_age_ms).await?;
+        Ok(e.orphans.len() + e.stale.len())
     }
 
     /// Records a read of a linked blob (HEAD or GET), so garbage collection keeps the link for

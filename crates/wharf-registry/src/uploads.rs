@@ -338,10 +338,13 @@ impl Registry {
         res
     }
 
-    /// Removes abandoned upload sessions: created more than `max_age_ms` ago and not written
-    /// to for as long. A session busy with a request right now is left for the next round.
-    pub async fn expire_uploads(&self, max_age_ms: i64) -> Result<usize> {
+    /// What an expiry pass would remove now: `orphans`, session bytes without a row, idle for
+    /// `max_age_ms` (what a removal that failed after its row was deleted left behind: without
+    /// this they would stay in a bucket until the next start-up), and `stale`, sessions
+    /// created more than `max_age_ms` ago and not written to for as long.
+    pub(crate) async fn expirable_uploads(&self, max_age_ms: i64) -> Result<Expirable> {
         let cutoff = chrono::Utc::now().timestamp_millis() - max_age_ms;
+        let old = |age: &std::time::Duration| age.as_millis() >= max_age_ms as u128;
         // How long each session's bytes have been idle, as the blob store sees it. Listed
         // before the rows are read: a session's row is written before its bytes exist, so a
         // listed session of a live upload always has its row in the read below.
@@ -353,10 +356,6 @@ impl Registry {
             .into_iter()
             .map(|s| (s.id, s.idle))
             .collect();
-        let mut expired = 0;
-        // Bytes without a row, idle past the expiry: what a removal that failed after its row
-        // was deleted (expiry, cancel, a failed finish) left in the blob store. Without this
-        // they would stay in a bucket until the next start-up.
         let rows: std::collections::HashSet<String> = self
             .store
             .meta
@@ -365,22 +364,35 @@ impl Registry {
             .into_iter()
             .map(|(id, _)| id)
             .collect();
-        for (id, age) in &idle {
-            if !rows.contains(id) && age.as_millis() >= max_age_ms as u128 {
-                tracing::info!(session = %id, "removing upload bytes without a session");
-                self.store.blobs.remove_upload(id).await?;
-                expired += 1;
-            }
+        let orphans = idle
+            .iter()
+            .filter(|(id, age)| !rows.contains(*id) && old(age))
+            .map(|(id, _)| id.clone())
+            .collect();
+        // Old, but still being written to (a slow, large upload): left.
+        let stale = self
+            .store
+            .meta
+            .stale_uploads(cutoff)
+            .await?
+            .into_iter()
+            .filter(|id| idle.get(id).is_none_or(old))
+            .collect();
+        Ok(Expirable { orphans, stale })
+    }
+
+    /// Removes abandoned upload sessions and session bytes without a session (see
+    /// [`Registry::expirable_uploads`]). A session busy with a request right now is left for
+    /// the next round.
+    pub async fn expire_uploads(&self, max_age_ms: i64) -> Result<usize> {
+        let Expirable { orphans, stale } = self.expirable_uploads(max_age_ms).await?;
+        let mut expired = 0;
+        for id in &orphans {
+            tracing::info!(session = %id, "removing upload bytes without a session");
+            self.store.blobs.remove_upload(id).await?;
+            expired += 1;
         }
-        let stale = self.store.meta.stale_uploads(cutoff).await?;
         for id in &stale {
-            // Old, but still being written to (a slow, large upload): leave it.
-            if idle
-                .get(id)
-                .is_some_and(|age| age.as_millis() < max_age_ms as u128)
-            {
-                continue;
-            }
             let live = self.sessions().get(id).cloned();
             let guard = match &live {
                 Some(s) => match s.clone().try_lock_owned() {
@@ -399,6 +411,12 @@ impl Registry {
         }
         Ok(expired)
     }
+}
+
+/// What an expiry pass removes (see [`Registry::expirable_uploads`]).
+pub(crate) struct Expirable {
+    pub(crate) orphans: Vec<String>,
+    pub(crate) stale: Vec<String>,
 }
 
 /// A blob-store error on a session: a missing session means it is gone (cancelled or expired
