@@ -789,3 +789,88 @@ async fn policies() {
         assert_eq!(p.get().await.unwrap(), after, "{}", h.name);
     }
 }
+
+#[tokio::test]
+async fn repository_and_tag_locks() {
+    use wharf_store::{FlagsPatch, RepoPatch};
+    for h in backends("repository_and_tag_locks").await {
+        let (meta, attrs, hooks) = (&h.registry.meta, h.registry.attributes(), &h.registry.hooks);
+        let r = repo("locked/app");
+        let layer = push_blob(&h, &r, b"the layer").await;
+        let m1 = manifest(&r, r#"{"l":1}"#, &["v1"], &[(layer.clone(), 9)]);
+        meta.put_manifest(&m1, &[], hooks).await.unwrap();
+        assert!(!attrs.any_locks(), "{}: no lock yet", h.name);
+
+        let a = attrs.repository(&r).await.unwrap().unwrap();
+        assert_eq!((a.manifest_count, a.tag_count), (1, 1), "{}", h.name);
+        assert!(a.flags.write_enabled && a.flags.read_enabled, "{}", h.name);
+        assert!(attrs.repository(&repo("nope")).await.unwrap().is_none());
+
+        // A write lock on the repository refuses a push, and nothing of it is stored.
+        let lock = |write, read| RepoPatch {
+            flags: FlagsPatch {
+                write_enabled: Some(write),
+                read_enabled: Some(read),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let a = attrs
+            .update_repository(&r, lock(false, true))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!a.flags.write_enabled, "{}", h.name);
+        assert!(attrs.any_locks(), "{}", h.name);
+        assert!(!attrs.repo_writable(&r).await.unwrap(), "{}", h.name);
+        let m2 = manifest(&r, r#"{"l":2}"#, &["v2"], &[(layer.clone(), 9)]);
+        assert!(
+            matches!(
+                meta.put_manifest(&m2, &[], hooks).await,
+                Err(StoreError::Disallowed)
+            ),
+            "{}",
+            h.name
+        );
+        assert!(attrs.tag(&r, &tag("v2")).await.unwrap().unwrap().is_none());
+
+        // Unlocked, the same push goes through; a read lock is reported as such.
+        attrs
+            .update_repository(&r, lock(true, false))
+            .await
+            .unwrap();
+        meta.put_manifest(&m2, &[], hooks).await.unwrap();
+        assert!(!attrs.repo_readable(&r).await.unwrap(), "{}", h.name);
+
+        // A tag's own flags: set on a known tag, None for an unknown one.
+        let t = attrs
+            .update_tag(
+                &r,
+                &tag("v1"),
+                FlagsPatch {
+                    delete_enabled: Some(false),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(
+            !t.flags.delete_enabled && t.flags.write_enabled,
+            "{}",
+            h.name
+        );
+        assert_eq!(t.digest, m1.digest.to_string(), "{}", h.name);
+        assert!(
+            attrs
+                .update_tag(&r, &tag("none"), FlagsPatch::default())
+                .await
+                .unwrap()
+                .unwrap()
+                .is_none(),
+            "{}",
+            h.name
+        );
+    }
+}
