@@ -36,7 +36,7 @@ use wharf_registry::{PoliciesPatch, RegistryError, RegistryPolicies};
 
 use crate::AppState;
 use crate::auth::{IsTls, request_host};
-use crate::mgmt::{WebhookOp, arm_error, bad_body, read_body};
+use crate::mgmt::{WebhookOp, arm_error, arm_out_of_space, bad_body, read_body};
 
 /// The api-versions of `Microsoft.ContainerRegistry` the reference lists (acr-webhooks.md
 /// §3.1): the stable ones, the preview webhooks first appeared in, and the newest preview
@@ -216,11 +216,7 @@ async fn garbage_collection(ctx: &Ctx) -> Response {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
             r
         }
-        Ok(Err(RegistryError::OutOfSpace)) => arm_error(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "InsufficientStorage",
-            "the registry is out of storage space",
-        ),
+        Ok(Err(RegistryError::OutOfSpace)) => arm_out_of_space(),
         Ok(Err(e)) => internal(&e),
         Err(e) => internal(&e),
     }
@@ -585,11 +581,7 @@ fn auth_err(e: AuthError) -> Response {
             &format!("{what} not found"),
         ),
         AuthError::Conflict(m) => arm_error(StatusCode::CONFLICT, "Conflict", &m),
-        e if e.is_out_of_space() => arm_error(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "InsufficientStorage",
-            "the registry is out of storage space; nothing was stored: retry once space is freed",
-        ),
+        e if e.is_out_of_space() => arm_out_of_space(),
         other => internal(&other),
     }
 }
@@ -927,11 +919,7 @@ async fn update_registry(ctx: &Ctx, body: &Bytes) -> Response {
         && let Err(e) = app.registry.update_policies(change.policies).await
     {
         return if matches!(e, RegistryError::OutOfSpace) {
-            arm_error(
-                StatusCode::INSUFFICIENT_STORAGE,
-                "InsufficientStorage",
-                "the registry is out of storage space; nothing was stored: retry once space is freed",
-            )
+            arm_out_of_space()
         } else {
             internal(&e)
         };

@@ -30,6 +30,15 @@ pub const MAX_BODY_BYTES: usize = 128 * 1024;
 pub const API_HEADER: &str = "wharf-api";
 pub const API_VERSION: &str = "v1";
 
+/// 507 `InsufficientStorage`: a management change refused for lack of space (nothing stored).
+pub(crate) fn arm_out_of_space() -> Response {
+    arm_error(
+        StatusCode::INSUFFICIENT_STORAGE,
+        "InsufficientStorage",
+        "the registry is out of storage space; nothing was stored: retry once space is freed",
+    )
+}
+
 pub(crate) fn arm_error(status: StatusCode, code: &str, message: &str) -> Response {
     let mut r = (
         status,
@@ -110,11 +119,7 @@ pub(crate) fn hooks_err(e: HooksError) -> Response {
         HooksError::SigningDisabled(_) => {
             arm_error(StatusCode::CONFLICT, "SigningDisabled", &e.to_string())
         }
-        HooksError::OutOfSpace => arm_error(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "InsufficientStorage",
-            "the registry is out of storage space; nothing was stored: retry once space is freed",
-        ),
+        HooksError::OutOfSpace => arm_out_of_space(),
         HooksError::Internal(inner) => {
             tracing::error!(error = %inner, "webhook management failed");
             arm_error(

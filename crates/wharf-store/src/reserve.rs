@@ -49,8 +49,8 @@ pub(crate) fn ensure(data_dir: &Path, space: &SpaceGuard) {
     {
         return;
     }
+    let tmp = data_dir.join(format!("{FILE}.tmp"));
     let write = || -> std::io::Result<()> {
-        let tmp = data_dir.join(format!("{FILE}.tmp"));
         let mut f = std::fs::File::create(&tmp)?;
         // Real zeros, not a sparse length: a sparse file would hold no space back.
         let zeros = vec![0u8; 64 * 1024];
@@ -61,7 +61,7 @@ pub(crate) fn ensure(data_dir: &Path, space: &SpaceGuard) {
         std::fs::rename(&tmp, &path)
     };
     if let Err(e) = write() {
-        let _ = std::fs::remove_file(data_dir.join(format!("{FILE}.tmp")));
+        let _ = std::fs::remove_file(&tmp);
         tracing::warn!(error = %e, "could not write the space reserve (wharf.reserve)");
     }
 }

@@ -110,6 +110,15 @@ fn sid() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+/// Publishes `data` through a fresh upload session, as a finished upload does.
+async fn publish(s: &BlobStore, data: &[u8]) -> Digest {
+    let (id, d) = (sid(), Digest::of(Algorithm::Sha256, data));
+    s.create_upload(&id).await.unwrap();
+    s.append_upload(&id, 0, body(&[data]), None).await.unwrap();
+    s.finish_upload(&id, &d, None).await.unwrap();
+    d
+}
+
 #[tokio::test]
 async fn chunks_appended_at_the_offset_are_published_under_their_digest_and_read_by_range() {
     for b in backends("publish") {
@@ -425,6 +434,7 @@ async fn an_object_prefix_serves_one_database_and_a_wrong_one_is_refused_at_star
     use wharf_store::{Store, StoreOptions};
     let test = "an_object_prefix_serves_one_database";
     for b in backends(test) {
+        let prefix = format!("contract/{test}/{}", sid());
         let (bucket, fresh) = match &b.location {
             BlobLocation::DataDir => {
                 eprintln!("{test}: not applicable to {}", b.name);
@@ -434,14 +444,14 @@ async fn an_object_prefix_serves_one_database_and_a_wrong_one_is_refused_at_star
                 bucket.clone(),
                 BlobLocation::S3 {
                     bucket: bucket.clone(),
-                    prefix: format!("contract/{test}/{}", uuid::Uuid::new_v4().simple()),
+                    prefix,
                 },
             ),
             BlobLocation::Azure { container, .. } => (
                 container.clone(),
                 BlobLocation::Azure {
                     container: container.clone(),
-                    prefix: format!("contract/{test}/{}", uuid::Uuid::new_v4().simple()),
+                    prefix,
                 },
             ),
         };
@@ -454,14 +464,7 @@ async fn an_object_prefix_serves_one_database_and_a_wrong_one_is_refused_at_star
             .unwrap_or_else(|e| panic!("{}: {e}", b.name));
         // A linked blob: from now on the database's content must be in its prefix.
         let data = b"bound content";
-        let d = Digest::of(Algorithm::Sha256, data);
-        let id = "0123456789abcdef0123456789abcdef";
-        s.blobs().create_upload(id).await.unwrap();
-        s.blobs()
-            .append_upload(id, 0, body(&[data]), None)
-            .await
-            .unwrap();
-        s.blobs().finish_upload(id, &d, None).await.unwrap();
+        let d = publish(s.blobs(), data).await;
         s.gc()
             .link_published(
                 &wharf_core::RepoName::parse("bound/app").unwrap(),
@@ -519,21 +522,8 @@ async fn a_collection_removes_unlinked_content_and_keeps_linked_content() {
         let s = Store::open(b.dir.path(), &opts)
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", b.name));
-        let publish = |id: &'static str, data: &'static [u8]| {
-            let s = s.clone();
-            async move {
-                let d = Digest::of(Algorithm::Sha256, data);
-                s.blobs().create_upload(id).await.unwrap();
-                s.blobs()
-                    .append_upload(id, 0, body(&[data]), None)
-                    .await
-                    .unwrap();
-                s.blobs().finish_upload(id, &d, None).await.unwrap();
-                d
-            }
-        };
-        let kept = publish("0123456789abcdef0123456789abcdef", b"linked content").await;
-        let gone = publish("fedcba9876543210fedcba9876543210", b"unlinked content").await;
+        let kept = publish(s.blobs(), b"linked content").await;
+        let gone = publish(s.blobs(), b"unlinked content").await;
         let repo = wharf_core::RepoName::parse("gc/app").unwrap();
         let now = chrono::Utc::now().timestamp_millis();
         // A link used "now": after an hour's grace measured two hours on, the link itself is
