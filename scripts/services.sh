@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Object-storage services for tests, on loopback: moto in server mode (S3) and Azurite (Azure
-# Blob). Both are pinned and installed under the repository (.services/, git-ignored): moto in a
-# Python virtual environment from PyPI, Azurite from npm.
+# Services for tests, on loopback: PostgreSQL (Debian's package), moto in server mode (S3) and
+# Azurite (Azure Blob). moto and Azurite are pinned and installed under the repository
+# (.services/, git-ignored): moto in a Python virtual environment from PyPI, Azurite from npm.
+# PostgreSQL is installed with apt-get if missing, and runs as an unprivileged user (initdb
+# refuses root) over a cluster made in DIR.
 #
 # Usage:
 #   scripts/services.sh install        install the pinned services (reused while the pins hold)
@@ -10,7 +12,9 @@
 #   scripts/services.sh stop DIR       stop the services started in DIR
 #
 # `start` fails (non-zero) if a service cannot be installed or does not answer in time. It
-# creates the bucket and the container named by SERVICES_BUCKET (default wharf-test).
+# creates the bucket and the container named by SERVICES_BUCKET (default wharf-test), and
+# exports WHARF_TEST_POSTGRES_URL (a superuser on the cluster's `postgres` database: tests make
+# a database of their own each).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,8 +31,19 @@ AZ_KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOt
 
 log() { echo "services: $*" >&2; }
 
+pg_bin() {
+  local d
+  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  [[ -n $d && -x $d/postgres ]] && echo "$d"
+}
+
 install() {
   mkdir -p "$SVC"
+  if [[ -z $(pg_bin) ]]; then
+    log "installing postgresql (Debian)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } \
+      >"$SVC/apt.log" 2>&1 || { tail -20 "$SVC/apt.log" >&2; return 1; }
+  fi
   local pins="moto[server]==$MOTO_VERSION boto3==$BOTO3_VERSION azure-storage-blob==$AZURE_BLOB_VERSION"
   if [[ ! -x $VENV/bin/moto_server || "$(cat "$VENV/.pins" 2>/dev/null)" != "$pins" ]]; then
     log "installing $pins into $VENV"
@@ -77,9 +92,11 @@ start() {
   local dir=$1
   mkdir -p "$dir"
   install
-  local s3_port az_port
+  local s3_port az_port pg_port
   s3_port=$(free_port)
   az_port=$(free_port)
+  pg_port=$(free_port)
+  start_postgres "$dir" "$pg_port"
   "$VENV/bin/moto_server" -H 127.0.0.1 -p "$s3_port" >"$dir/moto.log" 2>&1 &
   echo $! >>"$dir/pids"
   wait_port moto "$s3_port" $! || { tail -20 "$dir/moto.log" >&2; return 1; }
@@ -96,6 +113,7 @@ export AWS_SECRET_ACCESS_KEY=testing
 export AWS_REGION=us-east-1
 export AZURE_STORAGE_CONNECTION_STRING='$cs'
 export SERVICES_BUCKET=$BUCKET
+export WHARF_TEST_POSTGRES_URL=postgres://wharf@127.0.0.1:$pg_port/postgres
 ENV
   # The bucket and the container: Wharf expects them to exist, as in production.
   # shellcheck disable=SC1091
@@ -109,16 +127,46 @@ BlobServiceClient.from_connection_string(
     os.environ["AZURE_STORAGE_CONNECTION_STRING"]
 ).create_container(name)
 PY
-  log "moto (S3) on 127.0.0.1:$s3_port, Azurite (Azure Blob) on 127.0.0.1:$az_port; bucket and container $BUCKET; env in $dir/services.env"
+  log "PostgreSQL on 127.0.0.1:$pg_port, moto (S3) on 127.0.0.1:$s3_port, Azurite (Azure Blob) on 127.0.0.1:$az_port; bucket and container $BUCKET; env in $dir/services.env"
+}
+
+# A throwaway cluster: trust authentication on loopback only, fsync on (the fault suite runs
+# on it), owned by a user that is not root when the script runs as root.
+start_postgres() { # dir port
+  local dir=$1 port=$2 bin user=()
+  bin=$(pg_bin) || { log "postgresql is not installed"; return 1; }
+  mkdir -p "$dir/pg"
+  if [[ $(id -u) == 0 ]]; then
+    id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
+    chown -R postgres "$dir/pg"
+    chmod o+x "$dir"
+    user=(runuser -u postgres --)
+  fi
+  "${user[@]}" "$bin/initdb" -D "$dir/pg/data" -U wharf --auth=trust -E UTF8 --locale=C.UTF-8 \
+    >"$dir/pg/initdb.log" 2>&1 || { tail -20 "$dir/pg/initdb.log" >&2; return 1; }
+  "${user[@]}" "$bin/pg_ctl" -D "$dir/pg/data" -l "$dir/pg/postgres.log" -w -t 60 \
+    -o "-h 127.0.0.1 -p $port -k $dir/pg -c max_connections=300 -c shared_buffers=128MB" \
+    start >/dev/null || { tail -20 "$dir/pg/postgres.log" >&2; return 1; }
+  echo "pg:$bin:$dir/pg/data" >>"$dir/pids"
 }
 
 stop() {
   local dir=$1 pid
   [[ -f $dir/pids ]] || return 0
   while read -r pid; do
+    if [[ $pid == pg:* ]]; then
+      IFS=: read -r _ bin data <<<"$pid"
+      if [[ $(id -u) == 0 ]]; then
+        runuser -u postgres -- "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
+      else
+        "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
+      fi
+      continue
+    fi
     kill "$pid" 2>/dev/null || true
   done <"$dir/pids"
   while read -r pid; do
+    [[ $pid == pg:* ]] && continue
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
   done <"$dir/pids"

@@ -302,9 +302,22 @@ impl Hooks {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }
         });
+        // Webhooks another node created, changed or deleted (a shared database tells): the
+        // snapshot is read again, so that node's webhook fires for pushes here too.
+        let changed = self.store.webhooks_changed.clone();
+        let (cache, store) = (self.cache.clone(), self.store.clone());
+        let reloader = tokio::spawn(async move {
+            loop {
+                changed.notified().await;
+                if let Err(e) = cache.reload(store.webhooks()).await {
+                    tracing::error!(error = %e, "reloading the webhook snapshot failed");
+                }
+            }
+        });
         tokio::spawn(async move {
             d.run(stop).await;
             pruner.abort();
+            reloader.abort();
         })
     }
 

@@ -224,7 +224,7 @@ pub struct Attributes {
     lane: Arc<FastLane>,
 }
 
-impl crate::Store {
+impl crate::SqliteStore {
     /// The narrow handle to the changeable attributes (see the module docs).
     pub fn attributes(&self) -> Attributes {
         Attributes {
@@ -1017,7 +1017,7 @@ mod tests {
             teleport_enabled: None,
         };
         {
-            let store = crate::Store::open(dir.path(), &opts).await.unwrap();
+            let store = crate::SqliteStore::open(dir.path(), &opts).await.unwrap();
             let a = store.attributes();
             assert!(!a.any_locks());
             // No such repository: nothing changes.
@@ -1044,7 +1044,7 @@ mod tests {
             assert!(!a.any_locks());
             a.update_repository(&repo, patch(false)).await.unwrap();
         }
-        let store = crate::Store::open(dir.path(), &opts).await.unwrap();
+        let store = crate::SqliteStore::open(dir.path(), &opts).await.unwrap();
         assert!(store.attributes().any_locks(), "recomputed at open");
     }
 
@@ -1058,7 +1058,7 @@ mod tests {
         let layer = Digest::sha256_of(b"layer");
         let body = format!(r#"{{"schemaVersion":2,"layers":[{{"digest":"{layer}","size":5}}]}}"#);
         {
-            let store = crate::Store::open(dir.path(), &opts).await.unwrap();
+            let store = crate::SqliteStore::open(dir.path(), &opts).await.unwrap();
             let a = store.attributes();
             let flag = &store.meta.locks.quarantine;
             assert!(!a.any_quarantined());
@@ -1085,7 +1085,7 @@ mod tests {
             let other = RepoName::parse("q/other").unwrap();
             assert!(!a.blob_quarantined(&other, &layer).await.unwrap());
         }
-        let store = crate::Store::open(dir.path(), &opts).await.unwrap();
+        let store = crate::SqliteStore::open(dir.path(), &opts).await.unwrap();
         assert!(store.attributes().any_quarantined(), "recomputed at open");
         sqlx::query("UPDATE manifests SET quarantine_state = 'Passed'")
             .execute(&store.meta.write)

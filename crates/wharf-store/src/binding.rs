@@ -9,7 +9,7 @@
 //! database has an id (migration 0010), and the prefix records the id of the one database it
 //! serves in its `wharf-store-id` object: a mismatch stops start-up with a clear error.
 //!
-//! Nodes that share one database (PostgreSQL, later) share its id, and so the prefix.
+//! Nodes that share one database (PostgreSQL) share its id, and so the prefix.
 
 use sqlx::Row;
 
@@ -33,10 +33,19 @@ async fn links_blobs(meta: &Meta) -> Result<bool, StoreError> {
     Ok(row.get::<i64, _>(0) != 0)
 }
 
-/// Binds the prefix to this database, or refuses: a prefix that names another database, or
-/// an empty one (no id) while the database already links blobs.
+/// Binds the prefix to the SQLite database.
 pub(crate) async fn bind(meta: &Meta, blobs: &ObjectBlobs) -> Result<(), StoreError> {
     let ours = store_id(meta).await?;
+    bind_id(&ours, links_blobs(meta).await?, blobs).await
+}
+
+/// Binds the prefix to the database whose id is `ours`, or refuses: a prefix that names
+/// another database, or an empty one (no id) while the database already links blobs.
+pub(crate) async fn bind_id(
+    ours: &str,
+    links_blobs: bool,
+    blobs: &ObjectBlobs,
+) -> Result<(), StoreError> {
     match blobs.store_marker().await? {
         Some(theirs) if theirs == ours => Ok(()),
         Some(_) => Err(StoreError::Config(format!(
@@ -45,13 +54,13 @@ pub(crate) async fn bind(meta: &Meta, blobs: &ObjectBlobs) -> Result<(), StoreEr
              the database that prefix belongs to",
             blobs.location()
         ))),
-        None if links_blobs(meta).await? => Err(StoreError::Config(format!(
+        None if links_blobs => Err(StoreError::Config(format!(
             "{} holds no wharf-store-id, but this database already links blobs: they are not \
              there (was --blob-store changed?); start with the location that holds them",
             blobs.location()
         ))),
         None => {
-            blobs.write_store_marker(&ours).await?;
+            blobs.write_store_marker(ours).await?;
             // Two new databases started on one empty prefix at once: the last write wins, and
             // the other one reads back an id that is not its own.
             match blobs.store_marker().await? {

@@ -50,11 +50,11 @@ use wharf_core::{Digest, RepoName};
 use crate::blobs::{BlobInfo, BlobStore};
 use crate::db::WriteTx;
 use crate::meta::{Meta, ensure_repo, link_key};
-use crate::{Store, StoreError};
+use crate::{SqliteStore, StoreError};
 
 /// The migration that adds the reference table and `used_at`; `gc::backfill` runs in its
 /// transaction.
-pub(crate) const MIGRATION: &str = include_str!("../migrations/0008_gc.sql");
+pub(crate) const MIGRATION: &str = include_str!("../migrations/sqlite/0008_gc.sql");
 
 /// Links removed per write transaction, so a large run never holds the writer for long.
 const LINK_BATCH: i64 = 1000;
@@ -71,7 +71,7 @@ pub struct Gc<'a> {
     blobs: &'a BlobStore,
 }
 
-impl Store {
+impl SqliteStore {
     /// The garbage-collection handle (see [`Gc`]).
     pub fn gc(&self) -> Gc<'_> {
         Gc {
@@ -496,15 +496,15 @@ mod tests {
 
     const HOUR: i64 = 3600 * 1000;
 
-    async fn store() -> (tempfile::TempDir, Store) {
+    async fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path(), &Default::default()).await.unwrap();
+        let s = SqliteStore::open(dir.path(), &Default::default()).await.unwrap();
         (dir, s)
     }
 
     /// Publishes `data` as an upload would (bytes in a session file, then published), without
     /// linking it anywhere.
-    async fn publish(s: &Store, session: &str, data: &[u8]) -> Digest {
+    async fn publish(s: &SqliteStore, session: &str, data: &[u8]) -> Digest {
         let d = Digest::sha256_of(data);
         s.blobs.create_upload(session).await.unwrap();
         let body: crate::blobs::ByteStream = Box::pin(futures_util::stream::iter(vec![Ok(
@@ -614,7 +614,7 @@ mod tests {
     #[tokio::test]
     async fn manifests_stored_before_the_migration_get_their_references_from_their_bodies() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path(), &Default::default()).await.unwrap();
+        let s = SqliteStore::open(dir.path(), &Default::default()).await.unwrap();
         let (cfg, layer) = (Digest::sha256_of(b"{}"), Digest::sha256_of(b"layer"));
         let body = serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
@@ -651,7 +651,7 @@ mod tests {
         .unwrap();
         s.meta.close().await;
         drop(s);
-        let s = Store::open(dir.path(), &Default::default()).await.unwrap();
+        let s = SqliteStore::open(dir.path(), &Default::default()).await.unwrap();
         let mut refs: Vec<String> =
             sqlx::query_scalar("SELECT digest FROM manifest_blobs WHERE repo_id = 1")
                 .fetch_all(&s.meta.read)

@@ -386,6 +386,9 @@ pub struct HookStore {
     pub lane: Arc<FastLane>,
     pub outbox_signal: Arc<Notify>,
     pub space: SpaceGuard,
+    /// Fired when another node changed the webhook definitions: the snapshot must be read
+    /// again. A backend one process owns (SQLite) never fires it.
+    pub webhooks_changed: Arc<Notify>,
 }
 
 impl HookStore {

@@ -16,7 +16,7 @@ use wharf_core::{PayloadFormat, WebhookAction, WebhookStatus};
 
 use crate::db::{WriteTx, now_ms};
 use crate::seal::Sealer;
-use crate::{Store, StoreError};
+use crate::{SqliteStore, StoreError};
 use sqlx::SqliteConnection;
 
 /// Attempts written per multi-row statement (14 parameters each, far below SQLite's limit).
@@ -272,7 +272,7 @@ pub struct DeliveryQueue {
     registry_id: std::sync::Arc<str>,
 }
 
-impl Store {
+impl SqliteStore {
     /// The webhook definitions.
     pub fn webhooks(&self) -> WebhookDefs {
         WebhookDefs {
@@ -1059,7 +1059,7 @@ mod tests {
     #[tokio::test]
     async fn signing_secrets_are_sealed_at_rest_and_forgotten_after_their_grace() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
+        let store = SqliteStore::open(
             dir.path(),
             &crate::StoreOptions {
                 region: "local".into(),

@@ -17,7 +17,7 @@ pub struct Identities {
     write: SqlitePool,
 }
 
-impl crate::Store {
+impl crate::SqliteStore {
     /// The narrow handle to the identity tables (access control).
     pub fn identities(&self) -> Identities {
         Identities::new(self.meta.read.clone(), self.meta.write.clone())

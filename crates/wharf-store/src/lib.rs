@@ -26,6 +26,7 @@ pub mod identities;
 pub mod meta;
 pub mod outbox;
 pub mod policies;
+mod pg;
 mod reserve;
 pub mod seal;
 pub mod space;
@@ -90,6 +91,10 @@ pub enum StoreError {
     /// The blob store's configuration cannot be used (refused at start-up).
     #[error("blob store: {0}")]
     Config(String),
+    /// The metadata database's configuration cannot be used, or the database cannot be
+    /// reached at start-up (refused at start-up; the message names the setting).
+    #[error("database: {0}")]
+    Database(String),
     #[error("corrupt data: {0}")]
     Corrupt(String),
     /// Another process holds the data directory (its lock file is locked).
@@ -121,6 +126,10 @@ impl From<sqlx::Error> for StoreError {
             // SQLite's primary result code 13; the driver reports the extended code, which
             // for SQLITE_FULL has no variants.
             sqlx::Error::Database(d) if d.code().as_deref() == Some("13") => StoreError::OutOfSpace,
+            // PostgreSQL's disk_full: its volume is full; nothing was committed.
+            sqlx::Error::Database(d) if d.code().as_deref() == Some("53100") => {
+                StoreError::OutOfSpace
+            }
             sqlx::Error::Io(io) if is_out_of_space(io) => StoreError::OutOfSpace,
             _ => StoreError::Db(e),
         }
@@ -139,7 +148,7 @@ pub fn is_out_of_space(e: &std::io::Error) -> bool {
 /// service ("who wants this event", injected at wiring) and the signal that wakes the
 /// dispatcher when the outbox gains rows.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub struct SqliteStore {
     pub(crate) meta: Meta,
     pub(crate) blobs: BlobStore,
     /// Who wants which event: answered by the webhook service, attached at start-up. No
@@ -173,9 +182,114 @@ pub struct StoreOptions {
     pub source_addr: String,
     /// Where blobs live (default: the data directory).
     pub blob_store: BlobLocation,
+    /// The metadata database: None is SQLite in the data directory; Some is a PostgreSQL
+    /// URL (`postgres://…`), which several nodes may share.
+    pub database: Option<String>,
+    /// Most connections this node opens to PostgreSQL.
+    pub database_max_connections: u32,
+}
+
+impl StoreOptions {
+    /// Who wants which event, with the registry identity and node that events name.
+    fn subscribers(&self) -> Subscribers {
+        Subscribers::new(
+            if self.registry_id.is_empty() {
+                wharf_core::ArmIdentity::default().registry_id()
+            } else {
+                self.registry_id.clone()
+            },
+            // A new instance id per process: ACR's `instanceID` names a running node.
+            wharf_core::payload::Source {
+                addr: self.source_addr.clone(),
+                instance_id: uuid::Uuid::new_v4().to_string(),
+            },
+        )
+    }
+}
+
+/// An opened store: what the server's wiring holds and hands out as the consumers' handles.
+/// Which backend serves the metadata is decided here, once, from [`StoreOptions::database`].
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(SqliteStore),
+    Postgres(pg::PgStore),
 }
 
 impl Store {
+    /// Opens the store: SQLite in `data_dir`, or PostgreSQL when `opts.database` is set (the
+    /// data directory then holds this node's lock, its free-space floor and, with blobs on
+    /// the filesystem, the blobs).
+    pub async fn open(data_dir: &Path, opts: &StoreOptions) -> Result<Self, StoreError> {
+        let backend = match &opts.database {
+            None => Backend::Sqlite(SqliteStore::open(data_dir, opts).await?),
+            Some(url) => Backend::Postgres(pg::PgStore::open(data_dir, url, opts).await?),
+        };
+        Ok(Store { backend })
+    }
+
+    /// The sealer of secrets at rest (access control seals admin passwords with it).
+    pub fn sealer(&self) -> Sealer {
+        match &self.backend {
+            Backend::Sqlite(s) => s.sealer(),
+            Backend::Postgres(p) => p.sealer.clone(),
+        }
+    }
+
+    /// The blob store (tools and tests inspect it; the registry gets it in its handles).
+    pub fn blobs(&self) -> &BlobStore {
+        match &self.backend {
+            Backend::Sqlite(s) => s.blobs(),
+            Backend::Postgres(p) => &p.blobs,
+        }
+    }
+
+    /// Closes the database connections (shutdown).
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite(s) => s.close().await,
+            Backend::Postgres(p) => p.close().await,
+        }
+    }
+
+    /// The registry's handles.
+    pub fn registry_store(&self) -> RegistryStore {
+        match &self.backend {
+            Backend::Sqlite(s) => s.registry_store(),
+            Backend::Postgres(p) => p.registry_store(),
+        }
+    }
+
+    /// The webhook service's handles.
+    pub fn hook_store(&self) -> HookStore {
+        match &self.backend {
+            Backend::Sqlite(s) => s.hook_store(),
+            Backend::Postgres(p) => p.hook_store(),
+        }
+    }
+
+    /// The access-control handle.
+    pub fn identity_store(&self) -> Arc<dyn IdentityStore> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.identity_store(),
+            Backend::Postgres(p) => p.identity_store(),
+        }
+    }
+
+    /// Which backend holds the metadata ("sqlite" or "postgres"), for logs.
+    pub fn backend_name(&self) -> &'static str {
+        match &self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+}
+
+impl SqliteStore {
     /// Opens the data directory, creating it and running migrations as needed.
     pub async fn open(data_dir: &Path, opts: &StoreOptions) -> Result<Self, StoreError> {
         // An object store's settings are checked before the data directory is touched.
@@ -212,21 +326,10 @@ impl Store {
                 BlobStore::Object(o)
             }
         };
-        let store = Store {
+        let store = SqliteStore {
             meta,
             blobs,
-            hooks: Subscribers::new(
-                if opts.registry_id.is_empty() {
-                    wharf_core::ArmIdentity::default().registry_id()
-                } else {
-                    opts.registry_id.clone()
-                },
-                // A new instance id per process: ACR's `instanceID` names a running node.
-                wharf_core::payload::Source {
-                    addr: opts.source_addr.clone(),
-                    instance_id: uuid::Uuid::new_v4().to_string(),
-                },
-            ),
+            hooks: opts.subscribers(),
             outbox_signal: Arc::new(Notify::new()),
             region: opts.region.clone(),
             space,
@@ -305,7 +408,7 @@ impl Store {
 /// snapshot, policies, blob links) and the start-up recovery of uploads and delivery leases all
 /// assume that nothing else writes. An advisory `flock` on `wharf.lock`; the holder's pid is
 /// written into the file only to name it in the error.
-fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StoreError> {
+pub(crate) fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StoreError> {
     use std::io::{Read, Seek, Write};
     use std::os::unix::fs::OpenOptionsExt;
     let path = data_dir.join("wharf.lock");
@@ -334,13 +437,19 @@ fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StoreError> {
     Ok(file)
 }
 
-fn private_files(data_dir: &Path, db: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+pub(crate) fn private_dir(data_dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(data_dir)?;
     std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
+
+fn private_files(data_dir: &Path, db: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    private_dir(data_dir)?;
     // Created here, empty, before SQLite opens it: SQLite creates files 0644 and gives the
     // WAL and -shm files the database file's mode.
     std::fs::OpenOptions::new()

@@ -25,18 +25,18 @@ use crate::db::{HeldConn, HeldTx, WriteTx};
 use crate::outbox::{Enqueued, FastLane, OutboxEvent, Subscribers};
 
 const MIGRATIONS: &[&str] = &[
-    include_str!("../migrations/0001_registry.sql"),
-    include_str!("../migrations/0002_webhooks.sql"),
-    include_str!("../migrations/0003_auth.sql"),
-    include_str!("../migrations/0004_signing.sql"),
-    include_str!("../migrations/0005_payload_format.sql"),
-    include_str!("../migrations/0006_policies.sql"),
+    include_str!("../migrations/sqlite/0001_registry.sql"),
+    include_str!("../migrations/sqlite/0002_webhooks.sql"),
+    include_str!("../migrations/sqlite/0003_auth.sql"),
+    include_str!("../migrations/sqlite/0004_signing.sql"),
+    include_str!("../migrations/sqlite/0005_payload_format.sql"),
+    include_str!("../migrations/sqlite/0006_policies.sql"),
     // No 0007: the number was kept for the management plane, which needed none. Migrations
     // run by position (PRAGMA user_version), so a new one only ever goes at the end.
-    include_str!("../migrations/0007_attributes.sql"),
+    include_str!("../migrations/sqlite/0007_attributes.sql"),
     crate::gc::MIGRATION,
-    include_str!("../migrations/0009_node_leases.sql"),
-    include_str!("../migrations/0010_store_id.sql"),
+    include_str!("../migrations/sqlite/0009_node_leases.sql"),
+    include_str!("../migrations/sqlite/0010_store_id.sql"),
 ];
 
 pub(crate) use crate::db::now_ms;

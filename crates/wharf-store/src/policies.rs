@@ -53,7 +53,7 @@ pub struct Policies {
     cache: PolicyCache,
 }
 
-impl crate::Store {
+impl crate::SqliteStore {
     /// The narrow handle to the registry policies.
     pub fn policies(&self) -> Policies {
         Policies {
@@ -166,7 +166,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let opts = crate::StoreOptions::default();
         {
-            let store = crate::Store::open(dir.path(), &opts).await.unwrap();
+            let store = crate::SqliteStore::open(dir.path(), &opts).await.unwrap();
             let p = store.policies();
             assert_eq!(p.get().await.unwrap(), RegistryPolicies::default());
             let after = p
@@ -197,7 +197,7 @@ mod tests {
             .await
             .unwrap();
         }
-        let store = crate::Store::open(dir.path(), &opts).await.unwrap();
+        let store = crate::SqliteStore::open(dir.path(), &opts).await.unwrap();
         let p = store.policies().get().await.unwrap();
         assert!(p.quarantine_enabled);
         assert_eq!(p.retention_days, 30);

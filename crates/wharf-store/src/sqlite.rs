@@ -29,9 +29,9 @@ use crate::meta::{
 };
 use crate::outbox::{OutboxEvent, Subscribers};
 use crate::policies::{Policies, PoliciesPatch, RegistryPolicies};
-use crate::{Store, StoreError};
+use crate::{SqliteStore, StoreError};
 
-impl Store {
+impl SqliteStore {
     /// The registry's handles over this data directory.
     pub fn registry_store(&self) -> RegistryStore {
         RegistryStore {
@@ -58,6 +58,7 @@ impl Store {
             lane: self.meta.lane.clone(),
             outbox_signal: self.outbox_signal.clone(),
             space: self.space.clone(),
+            webhooks_changed: Arc::default(),
         }
     }
 

@@ -2,9 +2,10 @@
 //! `wharf_store::handles` (the traits and the bundles the registry, the webhook service and
 //! access control hold), that every metadata backend must pass.
 //!
-//! SQLite always runs. A second backend is one more entry in [`backends`]: a constructor that
-//! returns [`Handles`]. PostgreSQL is not built yet; `WHARF_TEST_POSTGRES=1` therefore fails
-//! every test rather than let a run that asked for it pass without it.
+//! SQLite always runs. PostgreSQL runs when `WHARF_TEST_POSTGRES=1`, on a fresh database per
+//! test made on the server `WHARF_TEST_POSTGRES_URL` names (`scripts/services.sh` starts one
+//! and `scripts/backends.sh` runs this suite on it); a run that asks for it and cannot reach
+//! it fails rather than pass without it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,11 +44,53 @@ async fn sqlite() -> Handles {
     }
 }
 
+/// A new, empty database on the test server; returns its URL.
+async fn fresh_postgres_database() -> String {
+    use sqlx::Connection;
+    let admin = std::env::var("WHARF_TEST_POSTGRES_URL")
+        .expect("WHARF_TEST_POSTGRES=1 needs WHARF_TEST_POSTGRES_URL (scripts/services.sh)");
+    let name = format!("wharf_t_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {admin}: {e}"));
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    format!("{base}/{name}")
+}
+
+async fn postgres() -> Handles {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = wharf_store::StoreOptions {
+        database: Some(fresh_postgres_database().await),
+        database_max_connections: 8,
+        secret_key: Some(base64_key()),
+        ..Default::default()
+    };
+    let store = wharf_store::Store::open(dir.path(), &opts)
+        .await
+        .unwrap_or_else(|e| panic!("postgres: opening the store: {e}"));
+    Handles {
+        name: "postgres",
+        registry: store.registry_store(),
+        hooks: store.hook_store(),
+        identities: store.identity_store(),
+        _keep: Box::new((store, dir)),
+    }
+}
+
+/// A fixed test master key (32 bytes, base64).
+fn base64_key() -> String {
+    "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into()
+}
+
 /// The backends this run tests, each fresh.
 async fn backends(test: &str) -> Vec<Handles> {
-    let out = vec![sqlite().await];
+    let mut out = vec![sqlite().await];
     if std::env::var("WHARF_TEST_POSTGRES").is_ok_and(|v| v == "1") {
-        panic!("{test}: WHARF_TEST_POSTGRES=1, but this build has no PostgreSQL backend");
+        out.push(postgres().await);
     }
     let names: Vec<&str> = out.iter().map(|b| b.name).collect();
     eprintln!("{test}: running on {}", names.join(", "));
