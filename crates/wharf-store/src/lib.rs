@@ -280,6 +280,18 @@ impl Store {
         }
     }
 
+    /// The delivery queue and history (tools and tests read it; the webhook service gets it
+    /// in its handles).
+    pub fn deliveries(&self) -> Arc<dyn DeliveryStore> {
+        self.hook_store().deliveries
+    }
+
+    /// The registry policies (tools and tests set them; the registry gets them in its
+    /// handles).
+    pub fn policies(&self) -> Arc<dyn PolicyStore> {
+        self.registry_store().policies
+    }
+
     /// Which backend holds the metadata ("sqlite" or "postgres"), for logs.
     pub fn backend_name(&self) -> &'static str {
         match &self.backend {
