@@ -577,7 +577,10 @@ impl Config {
             return Err(self.bad("storage.blob_store", &self.storage.blob_store, &e));
         }
         if let Err(e) = self.database_url() {
-            anyhow::bail!("storage.database (from {}): {e}", self.source("storage.database"));
+            anyhow::bail!(
+                "storage.database (from {}): {e}",
+                self.source("storage.database")
+            );
         }
         let n = self.storage.database_max_connections;
         if !(2..=1000).contains(&n) {

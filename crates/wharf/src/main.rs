@@ -207,7 +207,12 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         "--blob-store",
         cfg.storage.blob_store
     );
-    flag!(a.database, "storage.database", "--database", cfg.storage.database);
+    flag!(
+        a.database,
+        "storage.database",
+        "--database",
+        cfg.storage.database
+    );
     flag!(
         a.registry_name,
         "registry.name",

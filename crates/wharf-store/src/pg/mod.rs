@@ -141,7 +141,8 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(max)
             .min_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
+            // A database that is down answers 503 within this, not after a client timeout.
+            .acquire_timeout(Duration::from_secs(5))
             .connect_with(connect)
             .await
             .map_err(|e| {
