@@ -21,8 +21,8 @@ use crate::meta::{DeletedManifest, ManifestConfig, ManifestRow, NewManifest, Ref
 use crate::outbox::{FastLane, OutboxEvent, Subscribers};
 use crate::policies::{PoliciesPatch, RegistryPolicies};
 
-use crate::handles::*;
 use super::Pg;
+use crate::handles::*;
 
 #[derive(Debug)]
 pub(crate) struct PgAttrs {
@@ -38,7 +38,9 @@ impl PgAttrs {
 #[async_trait]
 impl AttributeStore for PgAttrs {
     async fn stale_untagged(&self, cutoff_ms: i64) -> Result<Vec<StaleManifest>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     fn any_locks(&self) -> bool {
@@ -50,19 +52,27 @@ impl AttributeStore for PgAttrs {
     }
 
     async fn blob_quarantined(&self, repo: &RepoName, digest: &Digest) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn repository(&self, repo: &RepoName) -> Result<Option<RepoAttrs>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn repo_readable(&self, repo: &RepoName) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn repo_writable(&self, repo: &RepoName) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn tags(
@@ -71,12 +81,19 @@ impl AttributeStore for PgAttrs {
         listing: bool,
         quarantine_reader: bool,
     ) -> Result<Option<Vec<TagAttrs>>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
-    async fn tag(&self, repo: &RepoName, tag: &Tag)
-    -> Result<Option<Option<TagAttrs>>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+    async fn tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<Option<TagAttrs>>, StoreError> {
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn manifests(
@@ -85,7 +102,9 @@ impl AttributeStore for PgAttrs {
         listing: bool,
         bodies_of: &[&str],
     ) -> Result<Option<Vec<ManifestAttrs>>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn manifest(
@@ -93,7 +112,9 @@ impl AttributeStore for PgAttrs {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<Option<ManifestAttrs>>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn update_repository(
@@ -101,7 +122,9 @@ impl AttributeStore for PgAttrs {
         repo: &RepoName,
         patch: RepoPatch,
     ) -> Result<Option<RepoAttrs>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn update_tag(
@@ -110,7 +133,9 @@ impl AttributeStore for PgAttrs {
         tag: &Tag,
         patch: FlagsPatch,
     ) -> Result<Option<Option<TagAttrs>>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn update_manifest(
@@ -121,7 +146,8 @@ impl AttributeStore for PgAttrs {
         hooks: &Subscribers,
         release: ReleaseEvents<'_>,
     ) -> Result<Option<Option<(ManifestAttrs, usize)>>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 }
-

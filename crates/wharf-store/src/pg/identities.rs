@@ -21,8 +21,8 @@ use crate::meta::{DeletedManifest, ManifestConfig, ManifestRow, NewManifest, Ref
 use crate::outbox::{FastLane, OutboxEvent, Subscribers};
 use crate::policies::{PoliciesPatch, RegistryPolicies};
 
-use crate::handles::*;
 use super::Pg;
+use crate::handles::*;
 
 #[derive(Debug)]
 pub(crate) struct PgIdentities {
@@ -38,51 +38,74 @@ impl PgIdentities {
 #[async_trait]
 impl IdentityStore for PgIdentities {
     async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn set_settings(&self, pairs: &[(&str, &str)]) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn init_settings(&self, pairs: &[(&str, &str)]) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn all_settings(&self) -> Result<Vec<(String, String)>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn scope_maps(&self) -> Result<Vec<ScopeMapRow>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn scope_map(&self, name: &str) -> Result<Option<ScopeMapRow>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn put_scope_map(&self, m: &ScopeMapRow) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn delete_scope_map(&self, name: &str) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn token(&self, name: &str) -> Result<Option<TokenRow>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn put_token(&self, t: &TokenRow) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn delete_token(&self, name: &str) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 }
-

@@ -209,7 +209,10 @@ impl PgStore {
     pub(crate) fn hook_store(&self) -> HookStore {
         HookStore {
             webhooks: Arc::new(hooks::PgWebhooks::new(self.pg.clone())),
-            deliveries: Arc::new(hooks::PgDeliveries::new(self.pg.clone())),
+            deliveries: Arc::new(hooks::PgDeliveries::new(
+                self.pg.clone(),
+                self.hooks.registry_id().into(),
+            )),
             hooks: self.hooks.clone(),
             lane: self.pg.lane.clone(),
             outbox_signal: self.pg.signals.outbox.clone(),
@@ -323,7 +326,10 @@ async fn listen(pool: PgPool, signals: Signals) {
                 continue;
             }
         };
-        if let Err(e) = listener.listen_all([CHANNEL_OUTBOX, CHANNEL_WEBHOOKS]).await {
+        if let Err(e) = listener
+            .listen_all([CHANNEL_OUTBOX, CHANNEL_WEBHOOKS])
+            .await
+        {
             tracing::warn!(error = %e, "listening to PostgreSQL failed; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
