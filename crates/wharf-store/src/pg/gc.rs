@@ -21,8 +21,8 @@ use crate::meta::{DeletedManifest, ManifestConfig, ManifestRow, NewManifest, Ref
 use crate::outbox::{FastLane, OutboxEvent, Subscribers};
 use crate::policies::{PoliciesPatch, RegistryPolicies};
 
-use crate::handles::*;
 use super::Pg;
+use crate::handles::*;
 
 #[derive(Debug)]
 pub(crate) struct PgGc {
@@ -46,7 +46,9 @@ impl GcStore for PgGc {
         now_ms: i64,
         upload: Option<&str>,
     ) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn touch(
@@ -56,11 +58,14 @@ impl GcStore for PgGc {
         now_ms: i64,
         refresh_ms: i64,
     ) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn collect(&self, opts: GcOptions) -> Result<GcFigures, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 }
-

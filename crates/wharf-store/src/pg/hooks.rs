@@ -21,8 +21,8 @@ use crate::meta::{DeletedManifest, ManifestConfig, ManifestRow, NewManifest, Ref
 use crate::outbox::{FastLane, OutboxEvent, Subscribers};
 use crate::policies::{PoliciesPatch, RegistryPolicies};
 
-use crate::handles::*;
 use super::Pg;
+use crate::handles::*;
 
 #[derive(Debug)]
 pub(crate) struct PgWebhooks {
@@ -38,19 +38,27 @@ impl PgWebhooks {
 #[async_trait]
 impl WebhookStore for PgWebhooks {
     async fn create_webhook(&self, w: &WebhookRecord) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn update_webhook(&self, w: &WebhookRecord) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn get_webhook(&self, name: &str) -> Result<Option<WebhookRecord>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn list_webhooks(&self) -> Result<Vec<WebhookRecord>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn rotate_signing_secret(
@@ -59,15 +67,21 @@ impl WebhookStore for PgWebhooks {
         new_secret: &str,
         previous_until: i64,
     ) -> Result<Option<WebhookRecord>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn forget_expired_signing_secrets(&self) -> Result<u64, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn delete_webhook(&self, name: &str) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 }
 
@@ -91,11 +105,15 @@ impl DeliveryStore for PgDeliveries {
         lease_ms: i64,
         owner: &str,
     ) -> Result<Vec<QueuedDelivery>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn release_leases(&self, ids: &[i64]) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn renew_leases(
@@ -104,23 +122,33 @@ impl DeliveryStore for PgDeliveries {
         owner: &str,
         lease_ms: i64,
     ) -> Result<u64, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn delivery_leases(&self) -> Result<Vec<(i64, String, i64)>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn recover_deliveries(&self, owner: &str) -> Result<u64, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn fail_abandoned_pings(&self) -> Result<u64, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn record_attempts(&self, batch: &[(AttemptRecord, Outcome)]) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn create_ping(
@@ -132,7 +160,9 @@ impl DeliveryStore for PgDeliveries {
         owner: &str,
         lease_ms: i64,
     ) -> Result<i64, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn list_history(
@@ -141,23 +171,32 @@ impl DeliveryStore for PgDeliveries {
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn redeliver(&self, webhook: &str, event_id: Option<&str>) -> Result<u64, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn has_delivery(&self, webhook: &str, event_id: &str) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn prune_history(&self, cutoff_ms: i64) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn delivery_counts(&self) -> Result<BTreeMap<String, i64>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 }
-

@@ -21,8 +21,8 @@ use crate::meta::{DeletedManifest, ManifestConfig, ManifestRow, NewManifest, Ref
 use crate::outbox::{FastLane, OutboxEvent, Subscribers};
 use crate::policies::{PoliciesPatch, RegistryPolicies};
 
-use crate::handles::*;
 use super::Pg;
+use crate::handles::*;
 
 #[derive(Debug)]
 pub(crate) struct PgMeta {
@@ -39,23 +39,33 @@ impl PgMeta {
 #[async_trait]
 impl RegistryMeta for PgMeta {
     async fn repo_exists(&self, repo: &RepoName) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<i64>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn blob_size_anywhere(&self, digest: &Digest) -> Result<Option<i64>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn blob_holders(&self, digest: &Digest) -> Result<Vec<(RepoName, i64)>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn create_upload(
@@ -64,23 +74,33 @@ impl RegistryMeta for PgMeta {
         repo: &RepoName,
         algorithm: &str,
     ) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn get_upload(&self, id: &str) -> Result<Option<UploadRow>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn delete_upload(&self, id: &str) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn upload_ids(&self) -> Result<Vec<(String, bool)>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn stale_uploads(&self, cutoff_ms: i64) -> Result<Vec<String>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn get_manifest(
@@ -89,7 +109,9 @@ impl RegistryMeta for PgMeta {
         reference: &Reference,
         with_body: bool,
     ) -> Result<Option<ManifestRow>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn put_manifest(
@@ -98,7 +120,9 @@ impl RegistryMeta for PgMeta {
         events: &[OutboxEvent],
         hooks: &Subscribers,
     ) -> Result<usize, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn delete_manifest(
@@ -108,7 +132,9 @@ impl RegistryMeta for PgMeta {
         hooks: &Subscribers,
         events: DeleteEvents<'_>,
     ) -> Result<Option<(DeletedManifest, usize)>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn delete_stale_manifest(
@@ -119,7 +145,9 @@ impl RegistryMeta for PgMeta {
         hooks: &Subscribers,
         events: DeleteEvents<'_>,
     ) -> Result<Option<(DeletedManifest, usize)>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn delete_repository(
@@ -128,7 +156,9 @@ impl RegistryMeta for PgMeta {
         hooks: &Subscribers,
         events: DeleteEvents<'_>,
     ) -> Result<Option<(Vec<DeletedManifest>, usize)>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn manifest_config(
@@ -136,15 +166,21 @@ impl RegistryMeta for PgMeta {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<ManifestConfig>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn manifest_digests(&self, repo: &RepoName) -> Result<Vec<Digest>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn list_tags(
@@ -154,11 +190,15 @@ impl RegistryMeta for PgMeta {
         n: Option<u32>,
         quarantine_reader: bool,
     ) -> Result<Option<Vec<String>>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn catalog(&self, last: Option<&str>, n: Option<u32>) -> Result<Vec<String>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 
     async fn referrers(
@@ -167,7 +207,8 @@ impl RegistryMeta for PgMeta {
         subject: &Digest,
         quarantine_reader: bool,
     ) -> Result<Vec<Referrer>, StoreError> {
-        Err(StoreError::Unavailable("postgres: not implemented yet".into()))
+        Err(StoreError::Unavailable(
+            "postgres: not implemented yet".into(),
+        ))
     }
 }
-

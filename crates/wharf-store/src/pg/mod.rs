@@ -323,7 +323,10 @@ async fn listen(pool: PgPool, signals: Signals) {
                 continue;
             }
         };
-        if let Err(e) = listener.listen_all([CHANNEL_OUTBOX, CHANNEL_WEBHOOKS]).await {
+        if let Err(e) = listener
+            .listen_all([CHANNEL_OUTBOX, CHANNEL_WEBHOOKS])
+            .await
+        {
             tracing::warn!(error = %e, "listening to PostgreSQL failed; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
