@@ -498,7 +498,9 @@ mod tests {
 
     async fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(dir.path(), &Default::default()).await.unwrap();
+        let s = SqliteStore::open(dir.path(), &Default::default())
+            .await
+            .unwrap();
         (dir, s)
     }
 
@@ -614,7 +616,9 @@ mod tests {
     #[tokio::test]
     async fn manifests_stored_before_the_migration_get_their_references_from_their_bodies() {
         let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(dir.path(), &Default::default()).await.unwrap();
+        let s = SqliteStore::open(dir.path(), &Default::default())
+            .await
+            .unwrap();
         let (cfg, layer) = (Digest::sha256_of(b"{}"), Digest::sha256_of(b"layer"));
         let body = serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
@@ -651,7 +655,9 @@ mod tests {
         .unwrap();
         s.meta.close().await;
         drop(s);
-        let s = SqliteStore::open(dir.path(), &Default::default()).await.unwrap();
+        let s = SqliteStore::open(dir.path(), &Default::default())
+            .await
+            .unwrap();
         let mut refs: Vec<String> =
             sqlx::query_scalar("SELECT digest FROM manifest_blobs WHERE repo_id = 1")
                 .fetch_all(&s.meta.read)
