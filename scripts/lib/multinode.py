@@ -978,14 +978,21 @@ def check_kill(ctx, c3a, c3b, c3c, c4):
                f"delivered for {len(ledger.acked)} acknowledged)",
                f"{len(phantom)} push events for manifests not in the store, e.g. {phantom[:3]}")
     by_node = collections.Counter(x["node"] for x in dl)
-    every_id = collections.defaultdict(list)
-    for x in rcv.got():
-        every_id[x["id"]].append(x)
     c3b.info(f"deliveries by sending node: {dict(sorted(by_node.items()))}")
 
     # -- 3c: n2's leases resumed -----------------------------------------------------------------
     ctx["stage"] = c3c
     leased = kill["leased"]
+
+    def unresumed():
+        got = {x["id"] for x in rcv.got() if x["node"] != n2.id and x["t"] >= kill["t"]}
+        return [eid for eid in leased if eid not in got]
+
+    # Late is measured, not cut off: wait up to three lease bounds past the kill.
+    wait_for(lambda: not unresumed(), max(0.0, kill["t"] + 3 * LEASE - time.time()), 0.1)
+    every_id = collections.defaultdict(list)
+    for x in rcv.got():
+        every_id[x["id"]].append(x)
     if not leased:
         c3c.fail("n2 held no delivery lease at the kill: resumption not exercised "
                  "(raise MULTINODE_RECEIVER_DELAY)")
