@@ -105,6 +105,9 @@ fi
 [[ -x $BIN ]] || { echo "multinode: no wharf binary at $BIN" >&2; exit 1; }
 
 SERVICES_UP=1
+# services.sh runs PostgreSQL as an unprivileged user when we are root: it must be able to
+# reach its cluster under $WORK/svc (services.sh opens that directory itself).
+chmod o+x "$WORK"
 "$ROOT/scripts/services.sh" start "$WORK/svc"
 command -v psql >/dev/null 2>&1 || { echo "multinode: psql is missing" >&2; exit 1; }
 # shellcheck disable=SC1091

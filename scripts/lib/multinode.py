@@ -33,8 +33,10 @@ figures, then `multinode: N passed, M failed`; exits non-zero on any failure.
 Environment: MULTINODE_WHARF_BIN, MULTINODE_WORK; from services.env: WHARF_TEST_POSTGRES_URL,
 SERVICES_BUCKET, AWS_*. Tunables: MULTINODE_PUSHES (1000), MULTINODE_CONCURRENCY (8),
 MULTINODE_TIMEOUT (webhooks.timeout_secs, 2), MULTINODE_RECEIVER_DELAY (seconds the receiver
-holds each delivery during check 3, 0.5), MULTINODE_KILL_AT (fraction of the pushes
-acknowledged before the kill, 0.4), MULTINODE_EVENT_WAIT (seconds, 60).
+holds each delivery from node 2 in check 3 until the kill, 1.0: below the timeout),
+MULTINODE_N2_CONCURRENCY (webhooks.per_webhook_concurrency of node 2, 1: with the slow receiver
+it falls behind and holds parked and in-flight leases when killed), MULTINODE_KILL_AT (fraction of the pushes acknowledged before the kill, 0.4),
+MULTINODE_EVENT_WAIT (seconds, 60), MULTINODE_GC_PAUSE (seconds between GC runs, 2).
 """
 
 import base64
@@ -66,10 +68,11 @@ BUCKET = os.environ["SERVICES_BUCKET"]
 PUSHES = int(os.environ.get("MULTINODE_PUSHES", "1000"))
 CONCURRENCY = int(os.environ.get("MULTINODE_CONCURRENCY", "8"))
 TIMEOUT = int(os.environ.get("MULTINODE_TIMEOUT", "2"))
-RECEIVER_DELAY = float(os.environ.get("MULTINODE_RECEIVER_DELAY", "0.5"))
+RECEIVER_DELAY = float(os.environ.get("MULTINODE_RECEIVER_DELAY", "1.0"))
 KILL_AT = float(os.environ.get("MULTINODE_KILL_AT", "0.4"))
 EVENT_WAIT = float(os.environ.get("MULTINODE_EVENT_WAIT", "60"))
-GC_PAUSE = float(os.environ.get("MULTINODE_GC_PAUSE", "0.5"))
+GC_PAUSE = float(os.environ.get("MULTINODE_GC_PAUSE", "2.0"))
+N2_CONCURRENCY = int(os.environ.get("MULTINODE_N2_CONCURRENCY", "1"))
 
 LEASE = 3 * TIMEOUT  # dispatcher.rs: LEASE_TIMEOUTS delivery timeouts
 POLL_SLACK = 1.5  # the dispatcher's 500 ms poll, the claim and the send
@@ -140,7 +143,8 @@ def http_req(port, method, path, body=None, headers=None, timeout=30):
 
 
 class Receiver:
-    """Answers 200 to every POST after `delay` seconds and records each delivery at arrival
+    """Answers 200 to every POST after `delay` seconds (more for the nodes in `slow`) and
+    records each delivery at arrival
     (before the delay: a delivery whose sender dies while it is held still counts as
     received, as it would at a real receiver that did its work)."""
 
@@ -148,6 +152,7 @@ class Receiver:
         self.lock = threading.Lock()
         self.deliveries = []  # dicts: t, id, action, repo, tag, digest, node
         self.delay = 0.0
+        self.slow = {}  # sending node id -> seconds to hold its deliveries (beside `delay`)
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -169,7 +174,7 @@ class Receiver:
                        "digest": tgt.get("digest"), "node": node}
                 with receiver.lock:
                     receiver.deliveries.append(rec)
-                    delay = receiver.delay
+                    delay = max(receiver.delay, receiver.slow.get(node, 0.0))
                 if delay:
                     time.sleep(delay)
                 try:
@@ -212,6 +217,10 @@ class Node:
         self.log_path = os.path.join(WORK, node_id, "server.log")
         os.makedirs(self.data, exist_ok=True)
         self.env = {**os.environ, **env, "WHARF_WEBHOOKS_USER_AGENT": f"Wharf-{node_id}"}
+        if node_id == "n2":
+            # The node to be killed delivers slowly (few at once to a slow receiver), so that
+            # it holds many leases when it dies: parked in memory as well as in flight.
+            self.env["WHARF_WEBHOOKS_PER_WEBHOOK_CONCURRENCY"] = str(N2_CONCURRENCY)
         self.proc = None
         self.port = None
 
@@ -852,7 +861,8 @@ def check_kill(ctx, c3a, c3b, c3c, c4):
     rcv = ctx["receiver"]
     ledger = Ledger()
     layer = os.urandom(2048)
-    rcv.delay = RECEIVER_DELAY
+    with rcv.lock:
+        rcv.slow = {n2.id: RECEIVER_DELAY}
     gc_stop = threading.Event()
     gc_stats = {"runs": 0, "errors": [], "junk": [], "figures": collections.Counter()}
     gct = threading.Thread(target=gc_loop, args=(ctx, gc_stop, gc_stats), daemon=True)
@@ -864,6 +874,10 @@ def check_kill(ctx, c3a, c3b, c3c, c4):
         wait_for(lambda: ledger.done >= int(PUSHES * KILL_AT), 900, 0.01)
         n2.kill()
         kill["t"] = time.time()
+        # The slow receiver has done its job (n2 held leases): from now on deliveries are
+        # quick, so an arrival time measures when a delivery was resumed, not a queue.
+        with rcv.lock:
+            rcv.slow = {}
         kill["acked"] = ledger.done
         now_ms = int(kill["t"] * 1000)
         rows = psql("SELECT event_id, lease_until FROM deliveries "
@@ -945,6 +959,22 @@ def check_kill(ctx, c3a, c3b, c3c, c4):
                f"{time.time() - t:.1f} s after the pushes ended)",
                f"{len(left)} acknowledged pushes have no event after {EVENT_WAIT:.0f} s, e.g. "
                + ", ".join(f"{r}:{g}" for r, g in left[:5]))
+    # Committed events, as the database has them (the acknowledged pushes' and any whose
+    # commit the kill left unanswered): each must reach the receiver.
+    committed = {r[0] for r in psql(
+        "SELECT DISTINCT d.event_id FROM deliveries d JOIN events e ON e.id = d.event_id "
+        f"WHERE d.webhook = '{HOOK}'")}
+
+    def undelivered():
+        return committed - {x["id"] for x in rcv.got()}
+
+    wait_for(lambda: not undelivered(), max(5.0, t + EVENT_WAIT - time.time()), 0.2)
+    left = undelivered()
+    c3b.expect(not left,
+               f"every committed event in the database ({len(committed)}, this run's and checks "
+               "1-2's) reached the receiver",
+               f"{len(left)} of {len(committed)} committed events never reached the receiver, "
+               f"e.g. {sorted(left)[:3]}")
     rcv.delay = 0.0
     dl = [x for x in rcv.got() if x["repo"] and x["repo"].startswith("multinode/load")]
     by_id = collections.defaultdict(list)
