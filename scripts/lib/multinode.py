@@ -16,16 +16,23 @@ it (each node has its own webhook User-Agent, `Wharf-<node id>`). The checks:
      PATCHes is driven by hand through it too (skopeo streams each blob in one PATCH), and
      skopeo pulls both images from each node directly: digests must match;
   3. kill -9 during 1,000 pushes: a driver pushes small images (a unique config blob and a
-     manifest by tag, concurrency 8) spread over the nodes, SIGKILLs node 2 partway, keeps
-     pushing to the live nodes (a push that failed on the dead node is retried on another),
-     then checks that every acknowledged push (manifest PUT answered 201) reads back from
-     every live node and from node 2 once restarted; that every acknowledged push has its
-     event delivered, duplicates only under the same event id; and that the deliveries node 2
-     held leases on when it died (read from the database at the kill) were resumed by the
-     other nodes within the lease bound (3 x webhooks.timeout_secs after the last renewal);
-  4. garbage collection (POST /wharf/v1/gc, grace 1 s) runs back to back on node 3 during the
-     pushes, with unreferenced blobs uploaded between runs (they must be collected, so the runs
-     are real); afterwards every acknowledged image's blobs are still readable.
+     manifest by tag; the shared layer HEADed first and uploaded if missing, as clients do;
+     concurrency 8) spread over the nodes, SIGKILLs node 2 partway, keeps pushing to the live
+     nodes (a push that failed on the dead node is retried on another), then checks
+     3a. every acknowledged push (manifest PUT answered 201) reads back (manifest by tag,
+         digest, blobs) from every live node and from node 2 once restarted;
+     3b. every committed event (the database's events for the webhook, so also a push whose
+         answer the kill cut off) reaches the receiver; an event id always carries the same
+         change, and a push has two ids only if its manifest PUT was sent twice;
+     3c. the deliveries node 2 held leases on when it died (read from the database at the
+         kill) are resumed by the other nodes within the lease bound (3 x
+         webhooks.timeout_secs after the last renewal; 0.5 s poll allowed on top). Node 2 is
+         made to fall behind (one delivery at a time to a receiver that holds each of its
+         deliveries 1 s) so that it holds parked and in-flight leases when it dies;
+  4. garbage collection (POST /wharf/v1/gc, [gc] grace_secs 1) runs on node 3 every 2 s
+     during the pushes, with an unreferenced blob uploaded before each run (each must be
+     collected, so the runs really remove blobs); afterwards every acknowledged image's blobs
+     are still readable.
 
 Standard library only (plus the skopeo and psql commands). Prints each check with its
 figures, then `multinode: N passed, M failed`; exits non-zero on any failure.
@@ -34,8 +41,8 @@ Environment: MULTINODE_WHARF_BIN, MULTINODE_WORK; from services.env: WHARF_TEST_
 SERVICES_BUCKET, AWS_*. Tunables: MULTINODE_PUSHES (1000), MULTINODE_CONCURRENCY (8),
 MULTINODE_TIMEOUT (webhooks.timeout_secs, 2), MULTINODE_RECEIVER_DELAY (seconds the receiver
 holds each delivery from node 2 in check 3 until the kill, 1.0: below the timeout),
-MULTINODE_N2_CONCURRENCY (webhooks.per_webhook_concurrency of node 2, 1: with the slow receiver
-it falls behind and holds parked and in-flight leases when killed), MULTINODE_KILL_AT (fraction of the pushes acknowledged before the kill, 0.4),
+MULTINODE_N2_CONCURRENCY (webhooks.per_webhook_concurrency of node 2, 1),
+MULTINODE_KILL_AT (fraction of the pushes acknowledged before the kill, 0.4),
 MULTINODE_EVENT_WAIT (seconds, 60), MULTINODE_GC_PAUSE (seconds between GC runs, 2).
 """
 
