@@ -1763,3 +1763,84 @@ async fn a_client_that_disconnects_mid_patch_leaves_a_consistent_session() {
         .unwrap();
     assert_eq!(got.to_vec(), data);
 }
+
+/// A second node beside `a` when test servers run on PostgreSQL and object storage
+/// (scripts/backends.sh): a data directory and node id of its own, `a`'s database and blob
+/// store. None on the embedded backend, where a data directory serves one process.
+async fn second_node(a: &Server, dir: &std::path::Path) -> Option<Server> {
+    let database = common::test_database(&a.data_dir).await?;
+    let blob_store = common::test_blob_store(&a.data_dir)?;
+    let mut cfg = wharf::config::Config {
+        data_dir: dir.to_owned(),
+        webhooks: wharf::config::Webhooks::from_hooks(&common::fast_hooks()),
+        ..Default::default()
+    };
+    cfg.storage.database = database;
+    cfg.storage.blob_store = blob_store;
+    cfg.auth.secret_key = common::TEST_SECRET_KEY.into();
+    cfg.node.id = "node-2".into();
+    Some(Server::start_config(cfg).await)
+}
+
+/// Several nodes over one database and one blob store: any request of an upload may reach any
+/// node. Here the session's requests alternate between two nodes (on the embedded backend one
+/// server plays both): each node must see the chunks the other appended, the blob reads back
+/// from both, and finishing again on the other node is still idempotent.
+#[tokio::test]
+async fn a_chunked_upload_may_alternate_between_nodes() {
+    let a = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = second_node(&a, dir.path()).await;
+    let nodes = [&a, b.as_ref().unwrap_or(&a)];
+    let c = client();
+    let data: Vec<u8> = (0..5000u32).map(|i| (i * 13 % 256) as u8).collect();
+    let d = sha256(&data);
+    let r = c
+        .post(a.url("/v2/nodes/blobs/uploads/"))
+        .header("content-length", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let mut loc = header(&r, "location").unwrap();
+    // Opened on a; the chunks go to b, a, b, a, b: a's every PATCH follows one of b's.
+    for (i, part) in data.chunks(1000).enumerate() {
+        let (start, end) = (i * 1000, i * 1000 + part.len() - 1);
+        let r = c
+            .patch(nodes[(i + 1) % 2].url(&loc))
+            .header("content-range", format!("{start}-{end}"))
+            .header("content-type", "application/octet-stream")
+            .body(part.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "chunk {i}");
+        assert_eq!(header(&r, "range"), Some(format!("0-{end}")), "chunk {i}");
+        loc = header(&r, "location").unwrap();
+    }
+    for node in nodes {
+        let r = c.get(node.url(&loc)).send().await.unwrap();
+        assert_eq!(r.status(), 204);
+        assert_eq!(header(&r, "range"), Some(format!("0-{}", data.len() - 1)));
+    }
+    // Finished on a, which last saw the session at 4000 bytes; then the same finish on b.
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    for node in nodes {
+        let r = c
+            .put(node.url(&format!("{loc}{sep}digest={d}")))
+            .header("content-length", "0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    for node in nodes {
+        let r = c
+            .get(node.url(&format!("/v2/nodes/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().await.unwrap().as_ref(), &data[..]);
+    }
+}
