@@ -9,11 +9,6 @@
 //! Every operation that changes a session runs on a task of its own, holding the session's
 //! lock to the end. A client that disconnects mid-request drops the HTTP handler, not that
 //! task, so the file and the offset can never part ways, and a retry waits for the lock.
-//!
-//! Several nodes may serve one session (over one bucket): a session's requests can reach any
-//! node, so the in-memory state is only a cache of the blob store's. Each request checks the
-//! offset against the store's length first (see `Registry::sync_session`), and a session
-//! another node finished or cancelled is unknown here too.
 
 use std::io;
 use std::sync::Arc;
@@ -33,26 +28,11 @@ pub struct UploadState {
     algorithm: Algorithm,
     /// Finished or cancelled: whoever still holds the session must not touch it.
     closed: bool,
-    /// `offset` was just read from the blob store (or the session just made, by the request
-    /// that goes on using it): the request about to lock the state need not read it again.
-    /// Whoever locks the state takes the flag, so a later request always reads the store.
-    fresh: bool,
 }
 
 impl Registry {
     /// Opens a new upload session in `repo`. Returns its id.
     pub async fn start_upload(&self, repo: &RepoName, algorithm: Algorithm) -> Result<String> {
-        self.open_upload(repo, algorithm, false).await
-    }
-
-    /// `fresh`: the caller's next step on the session follows at once, in the same request
-    /// (a monolithic upload), so no other node can have touched it in between.
-    async fn open_upload(
-        &self,
-        repo: &RepoName,
-        algorithm: Algorithm,
-        fresh: bool,
-    ) -> Result<String> {
         self.store.check_space()?;
         self.check_writable(repo).await?;
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -75,7 +55,6 @@ impl Registry {
             hasher: Some(algorithm.hasher()),
             algorithm,
             closed: false,
-            fresh,
         };
         self.sessions()
             .insert(id.clone(), Arc::new(tokio::sync::Mutex::new(state)));
@@ -126,7 +105,6 @@ impl Registry {
             hasher: None,
             algorithm: row.algorithm.parse().unwrap_or(Algorithm::Sha256),
             closed: false,
-            fresh: true,
         };
         let s = Arc::new(tokio::sync::Mutex::new(state));
         Ok(self.sessions().entry(id.to_owned()).or_insert(s).clone())
@@ -134,39 +112,7 @@ impl Registry {
 
     /// The offset of a session (bytes received so far).
     pub async fn upload_offset(&self, repo: &RepoName, id: &str) -> Result<u64> {
-        let s = self.session(repo, id).await?;
-        let mut st = s.lock().await;
-        if st.closed {
-            return Err(RegistryError::UploadUnknown);
-        }
-        self.sync_session(id, &mut st).await?;
-        Ok(st.offset)
-    }
-
-    /// Brings a live session's state up to date with the blob store, whose length is the
-    /// truth: another node may have appended to the session since this one last served it
-    /// (the running hash is dropped then, and the finish hashes the stored bytes), or finished
-    /// or cancelled it (the session is unknown). On one node this finds nothing to change.
-    async fn sync_session(&self, id: &str, st: &mut UploadState) -> Result<()> {
-        if std::mem::take(&mut st.fresh) {
-            return Ok(());
-        }
-        match self.store.blobs.upload_len(id).await {
-            Ok(len) => {
-                if len != st.offset {
-                    st.offset = len;
-                    st.hasher = None;
-                }
-                Ok(())
-            }
-            Err(e) => {
-                let e = session_err(e);
-                if matches!(e, RegistryError::UploadUnknown) {
-                    self.forget(id, st);
-                }
-                Err(e)
-            }
-        }
+        Ok(self.session(repo, id).await?.lock().await.offset)
     }
 
     /// Appends a chunk. With `range` (start, end inclusive) the chunk must start at the current
@@ -195,7 +141,6 @@ impl Registry {
         if st.closed {
             return Err(RegistryError::UploadUnknown);
         }
-        self.sync_session(id, &mut st).await?;
         let expected = check_range(range, st.offset)?;
         self.store.check_space()?;
         self.append(id, &mut st, body, expected).await?;
@@ -294,12 +239,6 @@ impl Registry {
             // Finished (or cancelled) by a request that held the lock before us.
             return self.finished_as(repo, id, digest).await;
         }
-        match self.sync_session(id, &mut st).await {
-            Ok(()) => {}
-            // Finished (or cancelled) on another node.
-            Err(RegistryError::UploadUnknown) => return self.finished_as(repo, id, digest).await,
-            Err(e) => return Err(e),
-        }
         let expected = check_range(range, st.offset)?;
         self.store.check_space()?;
         if st.hasher.is_some() && st.algorithm != digest.algorithm() {
@@ -389,7 +328,7 @@ impl Registry {
         digest: &Digest,
         body: impl ByteStream,
     ) -> Result<()> {
-        let id = self.open_upload(repo, digest.algorithm(), true).await?;
+        let id = self.start_upload(repo, digest.algorithm()).await?;
         let res = self
             .finish_upload(repo, id.as_str(), digest, None, body)
             .await;
