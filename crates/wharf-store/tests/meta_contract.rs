@@ -842,7 +842,12 @@ async fn repository_and_tag_locks() {
         let layer = push_blob(&h, &r, b"the layer").await;
         let m1 = manifest(&r, r#"{"l":1}"#, &["v1"], &[(layer.clone(), 9)]);
         meta.put_manifest(&m1, &[], hooks).await.unwrap();
-        assert!(!attrs.any_locks(), "{}: no lock yet", h.name);
+        // `any_locks` is a hint that lets the push path skip lock checks: false must mean no
+        // lock exists, true may be conservative (PostgreSQL always says true: another node may
+        // have set one a moment ago). Only SQLite, whose process owns every change, says false.
+        if h.name == "sqlite" {
+            assert!(!attrs.any_locks(), "{}: no lock yet", h.name);
+        }
 
         let a = attrs.repository(&r).await.unwrap().unwrap();
         assert_eq!((a.manifest_count, a.tag_count), (1, 1), "{}", h.name);
