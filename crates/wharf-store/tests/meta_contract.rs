@@ -1705,3 +1705,74 @@ async fn policy_patches() {
         assert_eq!(p.get().await.unwrap(), days, "{}", h.name);
     }
 }
+
+/// Two nodes releasing one quarantined manifest at once queue its held-back push once.
+#[tokio::test]
+async fn a_release_from_two_nodes_at_once_queues_the_push_once() {
+    use wharf_store::ManifestPatch;
+    use wharf_store::attrs::Release;
+    for (a, b) in two_nodes("a_release_from_two_nodes_at_once_queues_the_push_once").await {
+        a.hooks
+            .webhooks()
+            .create_webhook(&webhook("hook1", "https://example.com/1"))
+            .await
+            .unwrap();
+        for n in [&a, &b] {
+            n.registry
+                .hooks
+                .attach(Arc::new(Everyone(vec!["hook1".into()])));
+        }
+        let r = repo("release/app");
+        let layer = push_blob(&a, &r, b"layer").await;
+        for round in 0..5 {
+            let salt = round.to_string();
+            let mut m = manifest(
+                &r,
+                &image_body(&layer, &salt),
+                &[&salt],
+                &[(layer.clone(), 5)],
+            );
+            m.quarantine = Some(held_push(&[&salt]));
+            a.registry
+                .meta
+                .put_manifest(&m, &[push_event(&r, &salt)], &a.registry.hooks)
+                .await
+                .unwrap();
+            let calls = std::sync::atomic::AtomicUsize::new(0);
+            let release = |_: &Release| {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                vec![push_event(&r, "released")]
+            };
+            let passed = || ManifestPatch {
+                quarantine_state: Some("Passed".into()),
+                ..Default::default()
+            };
+            let (x, y) = tokio::join!(
+                a.registry.attributes().update_manifest(
+                    &r,
+                    &m.digest,
+                    passed(),
+                    &a.registry.hooks,
+                    &release
+                ),
+                b.registry.attributes().update_manifest(
+                    &r,
+                    &m.digest,
+                    passed(),
+                    &b.registry.hooks,
+                    &release
+                ),
+            );
+            let queued = x.unwrap().unwrap().unwrap().1 + y.unwrap().unwrap().unwrap().1;
+            assert_eq!(queued, 1, "{}: round {round}", a.name);
+            assert_eq!(
+                calls.load(std::sync::atomic::Ordering::SeqCst),
+                1,
+                "{}",
+                a.name
+            );
+        }
+        let counts = a.hooks.deliveries().delivery_counts().await.unwrap();
+        assert_eq!(counts.get("pending"), Some(&5), "{}: {counts:?}", a.name);
+    }
+}
