@@ -8,15 +8,15 @@
 //!   before that node's client hears its PATCH succeed; so [`AttributeStore::any_locks`] and
 //!   [`AttributeStore::any_quarantined`] always answer true (the caller then asks the
 //!   database), and every check that SQLite skips while its flag is down is made.
-//! - No serialising mutex. Each patch first takes the row it changes `FOR UPDATE` (and its
-//!   repository's row `FOR KEY SHARE`, so a repository delete, which holds that row
-//!   `FOR UPDATE`, is done or waits). The lock checks of a push or delete in `meta.rs` take
-//!   the rows they read `FOR SHARE`: a check that comes while a patch is in flight waits for
-//!   it and reads its result (READ COMMITTED rereads the newest version of a row it locks),
-//!   and a patch that comes while the change is in flight waits for the change. Of two nodes
-//!   releasing one quarantined manifest at once, the second finds nothing held back, and a
-//!   push that joins the held push (`hold_again`, which also locks the row) is either in the
-//!   release or after it.
+//! - No serialising mutex. Every patch first takes its repository's row `FOR UPDATE`, and
+//!   every change in `meta.rs` that checks locks (a push, a delete, an untag) takes that row
+//!   `FOR SHARE` before its checks: a patch and such a change in one repository never overlap,
+//!   so a check made while a patch is in flight waits for it and reads its result (READ
+//!   COMMITTED rereads the newest version of a row it locks), and a patch made while a change
+//!   is in flight waits for the change. This holds for tag and manifest locks as well, whatever
+//!   rows the change reads. Patches are rare; pushes (`FOR SHARE`) do not wait on each other.
+//!   Of two nodes releasing one quarantined manifest at once, the second finds nothing held
+//!   back (the manifest's row is also taken `FOR UPDATE`, which keeps that argument local).
 //! - Which blobs a quarantined manifest holds back is read from `manifest_blobs` (the
 //!   references every push records, config and layers) instead of parsing stored bodies.
 
@@ -121,21 +121,16 @@ async fn repo_id_of(conn: &mut PgConnection, repo: &RepoName) -> Result<Option<i
         .map(|r| r.get(0)))
 }
 
-/// A patch's first step: the repository's id, its row locked with `mode` (`UPDATE` for a
-/// patch of the repository itself, `KEY SHARE` for one of its tags or manifests, so that a
-/// repository delete, which holds the row `FOR UPDATE`, is either done or waits).
-async fn lock_repo(
-    conn: &mut PgConnection,
-    repo: &RepoName,
-    mode: &str,
-) -> Result<Option<i64>, StoreError> {
-    Ok(sqlx::query(&format!(
-        "SELECT id FROM repositories WHERE name = $1 FOR {mode}"
-    ))
-    .bind(repo.as_str())
-    .fetch_optional(conn)
-    .await?
-    .map(|r| r.get(0)))
+/// A patch's first step: the repository's id, its row locked `FOR UPDATE` until the patch
+/// commits (see the module docs).
+async fn lock_repo(conn: &mut PgConnection, repo: &RepoName) -> Result<Option<i64>, StoreError> {
+    Ok(
+        sqlx::query("SELECT id FROM repositories WHERE name = $1 FOR UPDATE")
+            .bind(repo.as_str())
+            .fetch_optional(conn)
+            .await?
+            .map(|r| r.get(0)),
+    )
 }
 
 /// `SET` clauses of a flags patch, numbered from `$first`, and their values.
@@ -374,7 +369,7 @@ impl AttributeStore for PgAttrs {
         Ok(Some(manifest_in(&mut conn, id, digest).await?))
     }
 
-    /// One `UPDATE`, then the repository as it now is, in one transaction.
+    /// The row locked, one `UPDATE`, then the repository as it now is, in one transaction.
     async fn update_repository(
         &self,
         repo: &RepoName,
@@ -393,7 +388,7 @@ impl AttributeStore for PgAttrs {
             n + 1
         );
         let mut tx = self.pg.pool.begin().await?;
-        let Some(id) = lock_repo(&mut tx, repo, "UPDATE").await? else {
+        let Some(id) = lock_repo(&mut tx, repo).await? else {
             tx.rollback().await?;
             return Ok(None);
         };
@@ -420,17 +415,10 @@ impl AttributeStore for PgAttrs {
         patch: FlagsPatch,
     ) -> Result<Option<Option<TagAttrs>>, StoreError> {
         let mut tx = self.pg.pool.begin().await?;
-        let Some(id) = lock_repo(&mut tx, repo, "KEY SHARE").await? else {
+        let Some(id) = lock_repo(&mut tx, repo).await? else {
             tx.rollback().await?;
             return Ok(None);
         };
-        // Taken `FOR UPDATE` before the change: a push or delete checking this tag's locks
-        // waits for the patch and reads its result (see the module docs).
-        sqlx::query("SELECT 1 FROM tags WHERE repo_id = $1 AND name = $2 FOR UPDATE")
-            .bind(id)
-            .bind(tag.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
         let (cols, vals) = set_clauses(&patch, 3);
         if !cols.is_empty() {
             let sql = format!(
@@ -467,7 +455,7 @@ impl AttributeStore for PgAttrs {
         release: ReleaseEvents<'_>,
     ) -> Result<Option<Option<(ManifestAttrs, usize)>>, StoreError> {
         let mut tx = self.pg.pool.begin().await?;
-        let Some(id) = lock_repo(&mut tx, repo, "KEY SHARE").await? else {
+        let Some(id) = lock_repo(&mut tx, repo).await? else {
             tx.rollback().await?;
             return Ok(None);
         };
