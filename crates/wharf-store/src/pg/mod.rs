@@ -213,7 +213,10 @@ impl PgStore {
     pub(crate) fn hook_store(&self) -> HookStore {
         HookStore {
             webhooks: Arc::new(hooks::PgWebhooks::new(self.pg.clone())),
-            deliveries: Arc::new(hooks::PgDeliveries::new(self.pg.clone())),
+            deliveries: Arc::new(hooks::PgDeliveries::new(
+                self.pg.clone(),
+                self.hooks.registry_id().into(),
+            )),
             hooks: self.hooks.clone(),
             lane: self.pg.lane.clone(),
             outbox_signal: self.pg.signals.outbox.clone(),
