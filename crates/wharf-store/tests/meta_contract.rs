@@ -1146,3 +1146,861 @@ async fn linking_a_finished_upload_marks_its_session() {
         assert_eq!(meta.blob_size(&r, &d).await.unwrap(), Some(8), "{}", h.name);
     }
 }
+
+// ---- attributes, quarantine, policies and identities, also across nodes -------------------
+
+/// Two nodes over one database: for PostgreSQL, two stores (each with its own data directory)
+/// on one fresh database; for SQLite, which one process owns, two bundles of one store.
+async fn two_nodes(test: &str) -> Vec<(Handles, Handles)> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = wharf_store::Store::open(dir.path(), &Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("sqlite: opening the store: {e}"));
+    let bundle = |store: &wharf_store::Store, name, keep: Box<dyn std::any::Any + Send>| Handles {
+        name,
+        registry: store.registry_store(),
+        hooks: store.hook_store(),
+        identities: store.identity_store(),
+        _keep: keep,
+    };
+    let mut out = vec![(
+        bundle(&store, "sqlite", Box::new(store.clone())),
+        bundle(&store, "sqlite", Box::new((store.clone(), dir))),
+    )];
+    if std::env::var("WHARF_TEST_POSTGRES").is_ok_and(|v| v == "1") {
+        let url = fresh_postgres_database().await;
+        let mut nodes = Vec::new();
+        for _ in 0..2 {
+            let dir = tempfile::tempdir().unwrap();
+            let opts = wharf_store::StoreOptions {
+                database: Some(url.clone()),
+                database_max_connections: 8,
+                secret_key: Some(base64_key()),
+                ..Default::default()
+            };
+            let store = wharf_store::Store::open(dir.path(), &opts)
+                .await
+                .unwrap_or_else(|e| panic!("postgres: opening the store: {e}"));
+            nodes.push(bundle(&store, "postgres", Box::new((store.clone(), dir))));
+        }
+        let b = nodes.pop().unwrap();
+        let a = nodes.pop().unwrap();
+        out.push((a, b));
+    }
+    eprintln!(
+        "{test}: running on {}",
+        out.iter()
+            .map(|(a, _)| a.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    out
+}
+
+/// An image manifest body naming `layer` (SQLite reads a quarantined image's blobs from its
+/// body, PostgreSQL from the references the push records: both see this one).
+fn image_body(layer: &Digest, salt: &str) -> String {
+    format!(
+        r#"{{"schemaVersion":2,"salt":"{salt}","layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":5}}]}}"#
+    )
+}
+
+fn held_push(tags: &[&str]) -> String {
+    serde_json::json!({"tags": tags, "id": "req-1", "host": "registry.test", "useragent": null})
+        .to_string()
+}
+
+/// A quarantined push is held back: the manifest is stored `Quarantined`, its tags are left
+/// out of listings and its blobs out of pulls for those who may not read quarantined images,
+/// and its push event is not queued. A release to `Passed` queues the held-back push (built
+/// from what the push held) in the release's transaction, once; `Failed` queues nothing and
+/// keeps it held, and a later `Passed` releases it.
+#[tokio::test]
+async fn quarantine_holds_back_and_a_release_queues_the_push() {
+    use wharf_store::ManifestPatch;
+    use wharf_store::attrs::Release;
+    for h in backends("quarantine_holds_back_and_a_release_queues_the_push").await {
+        let (meta, attrs, hooks) = (&h.registry.meta, h.registry.attributes(), &h.registry.hooks);
+        h.hooks
+            .webhooks()
+            .create_webhook(&webhook("hook1", "https://example.com/1"))
+            .await
+            .unwrap();
+        hooks.attach(Arc::new(Everyone(vec!["hook1".into()])));
+        let r = repo("quarantine/app");
+        let layer = push_blob(&h, &r, b"layer").await;
+        let pushed = push_event(&r, "v1");
+        let mut m = manifest(&r, &image_body(&layer, "1"), &["v1"], &[(layer.clone(), 5)]);
+        m.quarantine = Some(held_push(&["v1"]));
+        assert_eq!(
+            meta.put_manifest(&m, std::slice::from_ref(&pushed), hooks)
+                .await
+                .unwrap(),
+            0,
+            "{}: the push is held back",
+            h.name
+        );
+        assert!(
+            !h.hooks
+                .deliveries()
+                .has_delivery("hook1", &pushed.id)
+                .await
+                .unwrap()
+        );
+        let a = attrs
+            .manifest(&r, &m.digest)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            a.quarantine_state.as_deref(),
+            Some("Quarantined"),
+            "{}",
+            h.name
+        );
+        assert_eq!(a.tags, ["v1"]);
+        assert!(attrs.any_quarantined(), "{}", h.name);
+        assert!(
+            attrs.blob_quarantined(&r, &layer).await.unwrap(),
+            "{}",
+            h.name
+        );
+        assert!(
+            meta.list_tags(&r, None, None, false)
+                .await
+                .unwrap()
+                .unwrap()
+                .is_empty(),
+            "{}: hidden from who may not read quarantined images",
+            h.name
+        );
+        assert_eq!(
+            meta.list_tags(&r, None, None, true).await.unwrap().unwrap(),
+            ["v1"]
+        );
+        let rr = &r;
+        let listed = |reader| async move {
+            attrs
+                .tags(rr, true, reader)
+                .await
+                .unwrap()
+                .unwrap()
+                .into_iter()
+                .map(|t| t.name)
+                .collect::<Vec<_>>()
+        };
+        assert!(listed(false).await.is_empty(), "{}", h.name);
+        assert_eq!(listed(true).await, ["v1"], "{}", h.name);
+        assert_eq!(
+            attrs.tags(&r, false, false).await.unwrap().unwrap().len(),
+            1
+        );
+
+        // Released: the held push is queued, built from what the push held.
+        // Each release raises a fresh event; the closure records what it was given and the
+        // event's id.
+        let seen = std::sync::Mutex::new(Vec::<(Release, String)>::new());
+        let release = |rel: &Release| {
+            let ev = push_event(&r, "v1");
+            seen.lock().unwrap().push((rel.clone(), ev.id.clone()));
+            vec![ev]
+        };
+        let passed = ManifestPatch {
+            quarantine_state: Some("Passed".into()),
+            quarantine_details: Some("{\"scan\":\"clean\"}".into()),
+            ..Default::default()
+        };
+        let (a, queued) = attrs
+            .update_manifest(&r, &m.digest, passed.clone(), hooks, &release)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(queued, 1, "{}: the held-back push is queued", h.name);
+        assert_eq!(a.quarantine_state.as_deref(), Some("Passed"));
+        assert_eq!(
+            a.quarantine_details.as_deref(),
+            Some("{\"scan\":\"clean\"}")
+        );
+        {
+            let seen = seen.lock().unwrap().clone();
+            assert_eq!(seen.len(), 1, "{}", h.name);
+            assert_eq!(seen[0].0.digest, m.digest);
+            assert_eq!(seen[0].0.size, m.body.len() as i64);
+            let held: serde_json::Value =
+                serde_json::from_str(seen[0].0.held.as_deref().unwrap()).unwrap();
+            assert_eq!(held["tags"], serde_json::json!(["v1"]), "{}", h.name);
+            assert!(
+                h.hooks
+                    .deliveries()
+                    .has_delivery("hook1", &seen[0].1)
+                    .await
+                    .unwrap(),
+                "{}",
+                h.name
+            );
+        }
+        assert!(
+            !h.hooks
+                .deliveries()
+                .has_delivery("hook1", &pushed.id)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !attrs.blob_quarantined(&r, &layer).await.unwrap(),
+            "{}",
+            h.name
+        );
+        assert_eq!(
+            meta.list_tags(&r, None, None, false)
+                .await
+                .unwrap()
+                .unwrap(),
+            ["v1"]
+        );
+        // Released once: passing it again queues nothing.
+        let (_, queued) = attrs
+            .update_manifest(&r, &m.digest, passed.clone(), hooks, &release)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(queued, 0, "{}", h.name);
+        assert_eq!(seen.lock().unwrap().len(), 1, "{}", h.name);
+
+        // Failed: nothing is queued and the push stays held; a later pass releases it.
+        let layer2 = push_blob(&h, &r, b"other").await;
+        let mut m2 = manifest(
+            &r,
+            &image_body(&layer2, "2"),
+            &["v2"],
+            &[(layer2.clone(), 5)],
+        );
+        m2.quarantine = Some(held_push(&["v2"]));
+        assert_eq!(
+            meta.put_manifest(&m2, &[push_event(&r, "v2")], hooks)
+                .await
+                .unwrap(),
+            0
+        );
+        let failed = ManifestPatch {
+            quarantine_state: Some("Failed".into()),
+            ..Default::default()
+        };
+        let (a, queued) = attrs
+            .update_manifest(&r, &m2.digest, failed, hooks, &release)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(queued, 0, "{}: a failed scan announces nothing", h.name);
+        assert_eq!(a.quarantine_state.as_deref(), Some("Failed"));
+        assert_eq!(seen.lock().unwrap().len(), 1, "{}", h.name);
+        assert!(attrs.any_quarantined(), "{}", h.name);
+        assert!(
+            attrs.blob_quarantined(&r, &layer2).await.unwrap(),
+            "{}",
+            h.name
+        );
+        assert_eq!(
+            meta.list_tags(&r, None, None, false)
+                .await
+                .unwrap()
+                .unwrap(),
+            ["v1"],
+            "{}",
+            h.name
+        );
+        // Neither a quarantined nor a failed manifest is a retention candidate.
+        let stale = attrs.stale_untagged(now_ms() + 60_000).await.unwrap();
+        assert!(stale.is_empty(), "{}: {stale:?}", h.name);
+        let (_, queued) = attrs
+            .update_manifest(&r, &m2.digest, passed, hooks, &release)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            queued, 1,
+            "{}: passed after failing, the push goes out",
+            h.name
+        );
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2, "{}", h.name);
+        assert_eq!(seen[1].0.digest, m2.digest);
+        assert!(
+            h.hooks
+                .deliveries()
+                .has_delivery("hook1", &seen[1].1)
+                .await
+                .unwrap(),
+            "{}",
+            h.name
+        );
+
+        // Unknown repository: None; unknown manifest: Some(None).
+        let other = Digest::of(Algorithm::Sha256, b"none");
+        assert!(
+            attrs
+                .update_manifest(
+                    &repo("nope"),
+                    &m.digest,
+                    ManifestPatch::default(),
+                    hooks,
+                    &release
+                )
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            attrs
+                .update_manifest(&r, &other, ManifestPatch::default(), hooks, &release)
+                .await
+                .unwrap()
+                .unwrap()
+                .is_none(),
+            "{}",
+            h.name
+        );
+    }
+}
+
+/// A manifest's own locks: a write lock refuses a push of it again and its delete, a list
+/// lock leaves it out of listings, and the retention candidates are the untagged, unlocked,
+/// stale manifests. The `/acr/v1` reads report counts, tags and flags.
+#[tokio::test]
+async fn manifest_attributes_and_locks() {
+    use wharf_store::{FlagsPatch, ManifestPatch, RepoPatch};
+    for h in backends("manifest_attributes_and_locks").await {
+        let (meta, attrs, hooks) = (&h.registry.meta, h.registry.attributes(), &h.registry.hooks);
+        let r = repo("attrs/app");
+        let layer = push_blob(&h, &r, b"layer").await;
+        let m1 = manifest(
+            &r,
+            &image_body(&layer, "1"),
+            &["v1", "latest"],
+            &[(layer.clone(), 5)],
+        );
+        let m2 = manifest(&r, &image_body(&layer, "2"), &[], &[(layer.clone(), 5)]);
+        meta.put_manifest(&m1, &[], hooks).await.unwrap();
+        meta.put_manifest(&m2, &[], hooks).await.unwrap();
+        let nothing = |_: &wharf_store::attrs::Release| Vec::new();
+
+        let a = attrs.repository(&r).await.unwrap().unwrap();
+        assert_eq!((a.manifest_count, a.tag_count), (2, 2), "{}", h.name);
+        assert!(a.updated_at >= a.created_at);
+        let all = attrs.manifests(&r, false, &[]).await.unwrap().unwrap();
+        let digests: Vec<&str> = all.iter().map(|m| m.digest.as_str()).collect();
+        assert_eq!(
+            digests,
+            [m1.digest.to_string(), m2.digest.to_string()],
+            "{}: oldest first",
+            h.name
+        );
+        assert_eq!(all[0].tags, ["latest", "v1"], "{}", h.name);
+        assert!(
+            all[0].body.is_empty(),
+            "{}: bodies only of the types asked for",
+            h.name
+        );
+        let with_bodies = attrs
+            .manifests(&r, false, &["application/vnd.oci.image.manifest.v1+json"])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(with_bodies[0].body, m1.body, "{}", h.name);
+        assert!(
+            attrs
+                .manifests(&repo("nope"), false, &[])
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            attrs
+                .manifest(&repo("nope"), &m1.digest)
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        // The untagged one is a retention candidate once stale, unless locked.
+        let stale: Vec<String> = attrs
+            .stale_untagged(now_ms() + 60_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| format!("{}@{}", s.repo, s.digest))
+            .collect();
+        assert_eq!(stale, [format!("attrs/app@{}", m2.digest)], "{}", h.name);
+        assert!(
+            attrs.stale_untagged(0).await.unwrap().is_empty(),
+            "{}",
+            h.name
+        );
+
+        let lock = ManifestPatch {
+            flags: FlagsPatch {
+                write_enabled: Some(false),
+                list_enabled: Some(false),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let (a, queued) = attrs
+            .update_manifest(&r, &m2.digest, lock, hooks, &nothing)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(queued, 0);
+        assert!(!a.flags.write_enabled && !a.flags.list_enabled && a.flags.read_enabled);
+        assert!(attrs.any_locks(), "{}", h.name);
+        assert!(
+            attrs
+                .stale_untagged(now_ms() + 60_000)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{}",
+            h.name
+        );
+        let listed = attrs.manifests(&r, true, &[]).await.unwrap().unwrap();
+        assert_eq!(
+            listed.len(),
+            1,
+            "{}: a list lock hides it from listings",
+            h.name
+        );
+        let mut again = m2.clone();
+        again.tags = vec![tag("v2")];
+        assert!(
+            matches!(
+                meta.put_manifest(&again, &[], hooks).await,
+                Err(StoreError::Disallowed)
+            ),
+            "{}",
+            h.name
+        );
+        assert!(
+            attrs.tag(&r, &tag("v2")).await.unwrap().unwrap().is_none(),
+            "{}",
+            h.name
+        );
+        assert!(
+            matches!(
+                meta.delete_manifest(&r, &m2.digest, hooks, &|_| Vec::new())
+                    .await,
+                Err(StoreError::Disallowed)
+            ),
+            "{}",
+            h.name
+        );
+
+        // A delete lock on a tag keeps its manifest (which the delete would untag).
+        let t = attrs
+            .update_tag(
+                &r,
+                &tag("v1"),
+                FlagsPatch {
+                    delete_enabled: Some(false),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(!t.flags.delete_enabled, "{}", h.name);
+        assert!(
+            matches!(
+                meta.delete_manifest(&r, &m1.digest, hooks, &|_| Vec::new())
+                    .await,
+                Err(StoreError::Disallowed)
+            ),
+            "{}",
+            h.name
+        );
+        // Teleport and the repository's own flags; an unknown repository is None.
+        let a = attrs
+            .update_repository(
+                &r,
+                RepoPatch {
+                    teleport_enabled: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.teleport_enabled, Some(true), "{}", h.name);
+        assert!(a.flags.write_enabled && a.flags.delete_enabled);
+        assert!(
+            attrs
+                .update_repository(&repo("nope"), RepoPatch::default())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            attrs
+                .update_tag(&repo("nope"), &tag("v1"), FlagsPatch::default())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Unlocked again, the manifest goes.
+        let unlock = ManifestPatch {
+            flags: FlagsPatch {
+                write_enabled: Some(true),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        attrs
+            .update_manifest(&r, &m2.digest, unlock, hooks, &nothing)
+            .await
+            .unwrap();
+        assert!(
+            meta.delete_manifest(&r, &m2.digest, hooks, &|_| Vec::new())
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+}
+
+/// What one node changes, another sees at once: locks, quarantine, policies, identities. A
+/// node never answers from memory what another node may have changed.
+#[tokio::test]
+async fn attribute_changes_are_seen_by_every_node() {
+    use wharf_store::{FlagsPatch, RepoPatch};
+    for (a, b) in two_nodes("attribute_changes_are_seen_by_every_node").await {
+        let r = repo("nodes/app");
+        let layer = push_blob(&a, &r, b"layer").await;
+        let m1 = manifest(&r, &image_body(&layer, "1"), &["v1"], &[(layer.clone(), 5)]);
+        b.registry
+            .meta
+            .put_manifest(&m1, &[], &b.registry.hooks)
+            .await
+            .unwrap();
+        // Read by b first (a cache would keep this answer).
+        assert!(b.registry.attributes().repo_writable(&r).await.unwrap());
+        assert!(b.registry.attributes().repo_readable(&r).await.unwrap());
+        assert!(
+            !b.registry
+                .policies()
+                .get()
+                .await
+                .unwrap()
+                .quarantine_enabled
+        );
+
+        let lock = RepoPatch {
+            flags: FlagsPatch {
+                write_enabled: Some(false),
+                read_enabled: Some(false),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        a.registry
+            .attributes()
+            .update_repository(&r, lock)
+            .await
+            .unwrap()
+            .unwrap();
+        let attrs = b.registry.attributes();
+        assert!(attrs.any_locks(), "{}", b.name);
+        assert!(!attrs.repo_writable(&r).await.unwrap(), "{}", b.name);
+        assert!(!attrs.repo_readable(&r).await.unwrap(), "{}", b.name);
+        let m2 = manifest(&r, &image_body(&layer, "2"), &["v2"], &[(layer.clone(), 5)]);
+        assert!(
+            matches!(
+                b.registry
+                    .meta
+                    .put_manifest(&m2, &[], &b.registry.hooks)
+                    .await,
+                Err(StoreError::Disallowed)
+            ),
+            "{}",
+            b.name
+        );
+
+        a.registry
+            .policies()
+            .update(wharf_store::PoliciesPatch {
+                quarantine_enabled: Some(true),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(
+            b.registry
+                .policies()
+                .get()
+                .await
+                .unwrap()
+                .quarantine_enabled,
+            "{}",
+            b.name
+        );
+
+        // A manifest quarantined through one node is held back on the other.
+        a.registry
+            .attributes()
+            .update_repository(
+                &r,
+                RepoPatch {
+                    flags: FlagsPatch {
+                        write_enabled: Some(true),
+                        read_enabled: Some(true),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let mut q = manifest(&r, &image_body(&layer, "3"), &["v3"], &[(layer.clone(), 5)]);
+        q.quarantine = Some(held_push(&["v3"]));
+        a.registry
+            .meta
+            .put_manifest(&q, &[], &a.registry.hooks)
+            .await
+            .unwrap();
+        assert!(attrs.any_quarantined(), "{}", b.name);
+        assert_eq!(
+            b.registry
+                .meta
+                .list_tags(&r, None, None, false)
+                .await
+                .unwrap()
+                .unwrap(),
+            ["v1"],
+            "{}",
+            b.name
+        );
+
+        // Identities: a scope map in use cannot be deleted from either node.
+        let map = ScopeMapRow {
+            name: "Pullers".into(),
+            description: String::new(),
+            actions: vec!["repositories/*/content/read".into()],
+            created_at: now_ms(),
+        };
+        assert!(
+            a.identities.put_scope_map(&map).await.unwrap(),
+            "{}",
+            a.name
+        );
+        let mut renamed = map.clone();
+        renamed.name = "PULLERS".into();
+        renamed.description = "read".into();
+        assert!(
+            !b.identities.put_scope_map(&renamed).await.unwrap(),
+            "{}: names are case-insensitive",
+            b.name
+        );
+        let token = TokenRow {
+            name: "ci".into(),
+            scope_map: "pullers".into(),
+            enabled: true,
+            passwords: Vec::new(),
+            created_at: now_ms(),
+        };
+        assert!(a.identities.put_token(&token).await.unwrap());
+        assert!(
+            matches!(
+                b.identities.delete_scope_map("pullers").await,
+                Err(StoreError::Conflict)
+            ),
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            b.identities
+                .scope_map("pullers")
+                .await
+                .unwrap()
+                .unwrap()
+                .description,
+            "read"
+        );
+        assert!(
+            b.identities.token("CI").await.unwrap().is_some(),
+            "{}",
+            b.name
+        );
+        assert!(b.identities.delete_token("ci").await.unwrap());
+        assert!(
+            a.identities.delete_scope_map("pullers").await.unwrap(),
+            "{}",
+            a.name
+        );
+        assert!(!b.identities.delete_scope_map("pullers").await.unwrap());
+    }
+}
+
+/// Nodes starting together over a new database initialise the settings once: exactly one of
+/// them is told it did (and prints the credentials it made), and every node reads its values.
+#[tokio::test]
+async fn settings_are_initialised_once_across_nodes() {
+    for (a, b) in two_nodes("settings_are_initialised_once_across_nodes").await {
+        let (x, y) = tokio::join!(
+            a.identities
+                .init_settings(&[("admin", "from-a"), ("initialized", "true")]),
+            b.identities
+                .init_settings(&[("admin", "from-b"), ("initialized", "true")]),
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert!(x ^ y, "{}: exactly one initialises ({x}, {y})", a.name);
+        let winner = if x { "from-a" } else { "from-b" };
+        for n in [&a, &b] {
+            assert_eq!(
+                n.identities.setting("admin").await.unwrap().as_deref(),
+                Some(winner)
+            );
+        }
+        b.identities
+            .set_settings(&[("admin", "rotated")])
+            .await
+            .unwrap();
+        assert_eq!(
+            a.identities.setting("admin").await.unwrap().as_deref(),
+            Some("rotated")
+        );
+    }
+}
+
+/// Policy patches: fields left out keep their value; only a retention change stamps the
+/// retention time.
+#[tokio::test]
+async fn policy_patches() {
+    use wharf_store::PoliciesPatch;
+    for h in backends("policy_patches").await {
+        let p = h.registry.policies();
+        let d = p.get().await.unwrap();
+        assert_eq!(d, wharf_store::RegistryPolicies::default(), "{}", h.name);
+        let q = p
+            .update(PoliciesPatch {
+                quarantine_enabled: Some(true),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(q.quarantine_enabled);
+        assert_eq!(
+            q.retention_updated_at, None,
+            "{}: no retention change",
+            h.name
+        );
+        let r = p
+            .update(PoliciesPatch {
+                retention_enabled: Some(true),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(r.quarantine_enabled && r.retention_enabled, "{}", h.name);
+        assert_eq!(r.retention_days, 7);
+        assert!(r.retention_updated_at.is_some());
+        let again = p
+            .update(PoliciesPatch {
+                quarantine_enabled: Some(false),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            again.retention_updated_at, r.retention_updated_at,
+            "{}",
+            h.name
+        );
+        assert!(again.retention_enabled && !again.quarantine_enabled);
+        let days = p
+            .update(PoliciesPatch {
+                retention_days: Some(30),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(days.retention_days, 30);
+        assert!(days.retention_enabled, "{}", h.name);
+        assert_eq!(p.get().await.unwrap(), days, "{}", h.name);
+    }
+}
+
+/// Two nodes releasing one quarantined manifest at once queue its held-back push once.
+#[tokio::test]
+async fn a_release_from_two_nodes_at_once_queues_the_push_once() {
+    use wharf_store::ManifestPatch;
+    use wharf_store::attrs::Release;
+    for (a, b) in two_nodes("a_release_from_two_nodes_at_once_queues_the_push_once").await {
+        a.hooks
+            .webhooks()
+            .create_webhook(&webhook("hook1", "https://example.com/1"))
+            .await
+            .unwrap();
+        for n in [&a, &b] {
+            n.registry
+                .hooks
+                .attach(Arc::new(Everyone(vec!["hook1".into()])));
+        }
+        let r = repo("release/app");
+        let layer = push_blob(&a, &r, b"layer").await;
+        for round in 0..5 {
+            let salt = round.to_string();
+            let mut m = manifest(
+                &r,
+                &image_body(&layer, &salt),
+                &[&salt],
+                &[(layer.clone(), 5)],
+            );
+            m.quarantine = Some(held_push(&[&salt]));
+            a.registry
+                .meta
+                .put_manifest(&m, &[push_event(&r, &salt)], &a.registry.hooks)
+                .await
+                .unwrap();
+            let calls = std::sync::atomic::AtomicUsize::new(0);
+            let release = |_: &Release| {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                vec![push_event(&r, "released")]
+            };
+            let passed = || ManifestPatch {
+                quarantine_state: Some("Passed".into()),
+                ..Default::default()
+            };
+            let (x, y) = tokio::join!(
+                a.registry.attributes().update_manifest(
+                    &r,
+                    &m.digest,
+                    passed(),
+                    &a.registry.hooks,
+                    &release
+                ),
+                b.registry.attributes().update_manifest(
+                    &r,
+                    &m.digest,
+                    passed(),
+                    &b.registry.hooks,
+                    &release
+                ),
+            );
+            let queued = x.unwrap().unwrap().unwrap().1 + y.unwrap().unwrap().unwrap().1;
+            assert_eq!(queued, 1, "{}: round {round}", a.name);
+            assert_eq!(
+                calls.load(std::sync::atomic::Ordering::SeqCst),
+                1,
+                "{}",
+                a.name
+            );
+        }
+        let counts = a.hooks.deliveries().delivery_counts().await.unwrap();
+        assert_eq!(counts.get("pending"), Some(&5), "{}: {counts:?}", a.name);
+    }
+}
