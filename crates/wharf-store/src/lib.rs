@@ -303,6 +303,15 @@ impl Store {
         }
     }
 
+    /// Fired when another node changed the identities (admin user, settings, tokens, scope
+    /// maps): access control must read them again. None for a backend one process owns.
+    pub fn identities_changed(&self) -> Option<Arc<Notify>> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(p) => Some(p.identities_changed()),
+        }
+    }
+
     /// The delivery queue and history (tools and tests read it; the webhook service gets it
     /// in its handles).
     pub fn deliveries(&self) -> Arc<dyn DeliveryStore> {

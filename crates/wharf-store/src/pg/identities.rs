@@ -12,7 +12,7 @@
 //!   of a delete and a token put at once, one waits for the other, so the delete either sees
 //!   the token (`Conflict`) or the put comes after it. Names compare case-insensitively
 //!   (the schema's `wharf_nocase` collation), as with SQLite's NOCASE.
-//! - Every write sends a notification on [`CHANNEL_IDENTITIES`] inside its transaction, for
+//! - Every write sends a notification on [`super::CHANNEL_IDENTITIES`] inside its transaction, for
 //!   the nodes whose access control keeps a snapshot of these tables (admin user, anonymous
 //!   pull, cached token logins) to read them again when another node changed them.
 
@@ -24,9 +24,6 @@ use super::Pg;
 use crate::StoreError;
 use crate::handles::IdentityStore;
 use crate::identities::{ScopeMapRow, TokenRow, json};
-
-/// Notified (on commit) by every identity write: other nodes' access control must reload.
-pub(crate) const CHANNEL_IDENTITIES: &str = "wharf_identities";
 
 /// The advisory lock `init_settings` runs under ("wharfini" in ASCII).
 const INIT_LOCK: i64 = 0x7768_6172_6669_6e69;
@@ -87,7 +84,7 @@ impl IdentityStore for PgIdentities {
             .execute(&mut *tx)
             .await?;
         }
-        super::notify(&mut tx, CHANNEL_IDENTITIES).await?;
+        super::notify(&mut tx, super::CHANNEL_IDENTITIES).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -113,7 +110,7 @@ impl IdentityStore for PgIdentities {
         .rows_affected()
             > 0;
         if wrote {
-            super::notify(&mut tx, CHANNEL_IDENTITIES).await?;
+            super::notify(&mut tx, super::CHANNEL_IDENTITIES).await?;
         }
         tx.commit().await?;
         Ok(wrote)
@@ -162,7 +159,7 @@ impl IdentityStore for PgIdentities {
         .fetch_one(&mut *tx)
         .await?
         .get(0);
-        super::notify(&mut tx, CHANNEL_IDENTITIES).await?;
+        super::notify(&mut tx, super::CHANNEL_IDENTITIES).await?;
         tx.commit().await?;
         Ok(created)
     }
@@ -192,7 +189,7 @@ impl IdentityStore for PgIdentities {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        super::notify(&mut tx, CHANNEL_IDENTITIES).await?;
+        super::notify(&mut tx, super::CHANNEL_IDENTITIES).await?;
         tx.commit().await?;
         Ok(n > 0)
     }
@@ -240,7 +237,7 @@ impl IdentityStore for PgIdentities {
         .fetch_one(&mut *tx)
         .await?
         .get(0);
-        super::notify(&mut tx, CHANNEL_IDENTITIES).await?;
+        super::notify(&mut tx, super::CHANNEL_IDENTITIES).await?;
         tx.commit().await?;
         Ok(created)
     }
@@ -253,7 +250,7 @@ impl IdentityStore for PgIdentities {
             .await?
             .rows_affected();
         if n > 0 {
-            super::notify(&mut tx, CHANNEL_IDENTITIES).await?;
+            super::notify(&mut tx, super::CHANNEL_IDENTITIES).await?;
         }
         tx.commit().await?;
         Ok(n > 0)
