@@ -206,6 +206,7 @@ impl PgStore {
             hooks: self.hooks.clone(),
             space: self.space.clone(),
             outbox_signal: self.pg.signals.outbox.clone(),
+            shared: true,
         }
     }
 
@@ -356,7 +357,7 @@ async fn listen(pool: PgPool, signals: Signals) {
             }
         };
         if let Err(e) = listener
-            .listen_all([CHANNEL_OUTBOX, CHANNEL_WEBHOOKS])
+            .listen_all([CHANNEL_OUTBOX, CHANNEL_WEBHOOKS, CHANNEL_IDENTITIES])
             .await
         {
             tracing::warn!(error = %e, "listening to PostgreSQL failed; retrying");
