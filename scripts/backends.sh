@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Runs the blob store on object storage: starts moto (S3) and Azurite (Azure Blob) on loopback
-# (scripts/services.sh), then runs the blob-store contract suite against both and the oci and
-# webhooks integration tests with Wharf's blobs on S3 and then on Azure. Fails (non-zero) if a
-# service cannot start or any test fails; prints what ran. Also the object_faults test: S3
-# behind a proxy that fails every request (503 to the client, nothing acknowledged).
+# Runs Wharf on its other backends: starts PostgreSQL, moto (S3) and Azurite (Azure Blob) on
+# loopback (scripts/services.sh), then runs the metadata contract suite on SQLite and
+# PostgreSQL, the blob-store contract suite on the filesystem, S3 and Azure, and the
+# integration tests (OCI behaviours, webhooks, ...) with PostgreSQL + S3, then with blobs on
+# Azure. Fails (non-zero) if a service cannot start or any test fails; prints what ran. Also
+# the object_faults test: S3 behind a proxy that fails every request (503 to the client,
+# nothing acknowledged).
 #
 # Usage: scripts/backends.sh            (extra arguments are passed to every cargo test)
 set -euo pipefail
@@ -35,12 +37,16 @@ step() { # name, command...
   RAN+=("$name")
 }
 
+step "metadata contract suite on SQLite and PostgreSQL" \
+  env WHARF_TEST_POSTGRES=1 cargo test -p wharf-store --test meta_contract "$@"
 step "blob-store contract suite on filesystem, S3 (moto) and Azure Blob (Azurite)" \
   env WHARF_TEST_S3=1 WHARF_TEST_AZURE=1 \
   cargo test -p wharf-store --test blob_contract "$@" -- --nocapture
-step "oci + webhooks integration tests, blobs on S3 (moto); S3 failing (503) through a proxy" \
+step "integration tests on PostgreSQL + S3 (moto); S3 failing (503) through a proxy" \
   env WHARF_TEST_S3=1 WHARF_TEST_BLOB_STORE="s3://$SERVICES_BUCKET/it-$RUN" \
-  cargo test -p wharf --test oci --test webhooks --test object_faults "$@"
+  WHARF_TEST_DATABASE=postgres \
+  cargo test -p wharf --test oci --test webhooks --test object_faults --test locks \
+  --test quarantine --test retention --test auth --test acr --test gc "$@"
 step "oci + webhooks integration tests, blobs on Azure Blob (Azurite)" \
   env WHARF_TEST_BLOB_STORE="azure://$SERVICES_BUCKET/it-$RUN" \
   cargo test -p wharf --test oci --test webhooks "$@"

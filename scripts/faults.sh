@@ -16,6 +16,9 @@
 #   FAULTS_KEEP=1           keep the work directory (server logs, strace output)
 #   FAULTS_VERBOSE=1        print the strace commands and Python tracebacks
 #   FAULTS_NO_INSTALL=1     do not try to install missing tools
+#   FAULTS_DATABASE=postgres  run with the metadata in PostgreSQL (started by
+#                           scripts/services.sh): the scenarios that do not inject into
+#                           SQLite's files, plus PostgreSQL killed -9 and stopped under load
 #
 # Needs root: mount(8) for the tmpfs, and ptrace of the server for strace -p.
 # Output: one PASS/FAIL line per scenario, the faults injected by kind and step,
@@ -60,6 +63,7 @@ cleanup() {
   # Unmount every tmpfs under the work directory, deepest first, before removing it.
   awk -v w="$WORK" 'index($2, w) == 1 { print $2 }' /proc/self/mounts 2>/dev/null |
     sort -r | while read -r m; do umount "$m" 2>/dev/null || umount -l "$m"; done
+  [[ -d $WORK/services ]] && "$ROOT/scripts/services.sh" stop "$WORK/services"
   if [[ ${FAULTS_KEEP:-0} == 1 ]]; then
     echo "faults: work directory kept: $WORK" >&2
   else
@@ -116,6 +120,16 @@ else
   BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug/wharf
 fi
 [[ -x $BIN ]] || { echo "faults: no wharf binary at $BIN" >&2; exit 1; }
+
+if [[ ${FAULTS_DATABASE:-} == postgres ]]; then
+  chmod o+x "$WORK" # PostgreSQL runs as its own user and needs to reach its cluster
+  "$ROOT/scripts/services.sh" start "$WORK/services" >/dev/null
+  # shellcheck disable=SC1091
+  source "$WORK/services/services.env"
+  export FAULTS_POSTGRES_URL=$WHARF_TEST_POSTGRES_URL
+  export FAULTS_POSTGRES_DATA=$WHARF_TEST_POSTGRES_DATA
+  export FAULTS_POSTGRES_START=$WHARF_TEST_POSTGRES_START
+fi
 
 # Run the driver in the background and wait, so that the traps above run at once on a signal
 # (bash defers traps until a foreground child exits).

@@ -114,6 +114,8 @@ export AWS_REGION=us-east-1
 export AZURE_STORAGE_CONNECTION_STRING='$cs'
 export SERVICES_BUCKET=$BUCKET
 export WHARF_TEST_POSTGRES_URL=postgres://wharf@127.0.0.1:$pg_port/postgres
+export WHARF_TEST_POSTGRES_DATA=$dir/pg/data
+export WHARF_TEST_POSTGRES_START=$dir/pg/start.sh
 ENV
   # The bucket and the container: Wharf expects them to exist, as in production.
   # shellcheck disable=SC1091
@@ -144,9 +146,11 @@ start_postgres() { # dir port
   fi
   "${user[@]}" "$bin/initdb" -D "$dir/pg/data" -U wharf --auth=trust -E UTF8 --locale=C.UTF-8 \
     >"$dir/pg/initdb.log" 2>&1 || { tail -20 "$dir/pg/initdb.log" >&2; return 1; }
-  "${user[@]}" "$bin/pg_ctl" -D "$dir/pg/data" -l "$dir/pg/postgres.log" -w -t 60 \
+  # The start command, kept for the fault suite, which kills the server and starts it again.
+  printf '%q ' "${user[@]}" "$bin/pg_ctl" -D "$dir/pg/data" -l "$dir/pg/postgres.log" -w -t 60 \
     -o "-h 127.0.0.1 -p $port -k $dir/pg -c max_connections=300 -c shared_buffers=128MB" \
-    start >/dev/null || { tail -20 "$dir/pg/postgres.log" >&2; return 1; }
+    start >"$dir/pg/start.sh"
+  bash "$dir/pg/start.sh" >/dev/null || { tail -20 "$dir/pg/postgres.log" >&2; return 1; }
   echo "pg:$bin:$dir/pg/data" >>"$dir/pids"
 }
 

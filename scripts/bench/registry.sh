@@ -27,6 +27,9 @@
 #                        on loopback) holds Wharf's blobs (--blob-store s3://…) and
 #                        Distribution's (its s3 storage driver), one bucket, two prefixes;
 #                        targets distribution and wharf only
+#   BENCH_BACKEND=pg-s3  as s3, and Wharf's metadata in PostgreSQL (scripts/services.sh
+#                        starts it): the issue's "PostgreSQL + S3" against Distribution's
+#                        s3 driver
 #   BENCH_AUTH=1         the cost of access control: targets "distribution-htpasswd
 #                        wharf-auth wharf" in one run, so the table has the ratios
 #                        wharf-auth/distribution-htpasswd and wharf-auth/wharf (no auth)
@@ -56,9 +59,9 @@ read -r -a TARGETS <<<"${BENCH_TARGETS:-$DEFAULT_TARGETS}"
 SEED=${BENCH_SEED:-$(date +%s)}
 BACKEND=${BENCH_BACKEND:-fs}
 case $BACKEND in
-fs | s3) ;;
+fs | s3 | pg-s3) ;;
 *)
-    echo "unknown BENCH_BACKEND=$BACKEND (expected fs or s3)" >&2
+    echo "unknown BENCH_BACKEND=$BACKEND (expected fs, s3 or pg-s3)" >&2
     exit 1
     ;;
 esac
@@ -99,7 +102,7 @@ declare -A PID=() PORT=() POLLER=() CRED=() FLAGS=() MGMT=()
 
 cleanup() {
     local p
-    if [[ $BACKEND == s3 ]]; then "$ROOT/scripts/services.sh" stop "$WORK/services"; fi
+    if [[ -d $WORK/services ]]; then "$ROOT/scripts/services.sh" stop "$WORK/services"; fi
     for p in "${POLLER[@]}" "${PID[@]}"; do
         kill "$p" 2>/dev/null || true
     done
@@ -162,7 +165,7 @@ start_distribution() { # target
     fi
     mkdir -p "$WORK/$t"
     # Settings chosen to match Wharf's (see distribution_config in common.sh).
-    distribution_config "$WORK/$t" "${PORT[$t]}" "$BACKEND" "dist-$SEED-$t" >"$WORK/$t.yml"
+    distribution_config "$WORK/$t" "${PORT[$t]}" "${BACKEND#pg-}" "dist-$SEED-$t" >"$WORK/$t.yml"
     if [[ $t == distribution-htpasswd ]]; then
         pw=$(random_secret 32)
         htpasswd_line bench "$pw" >"$WORK/htpasswd"
@@ -182,8 +185,15 @@ EOF
 
 start_wharf() { # target
     local t=$1 auth=()
-    if [[ $BACKEND == s3 ]]; then
+    if [[ $BACKEND == s3 || $BACKEND == pg-s3 ]]; then
         auth+=(--blob-store "s3://$SERVICES_BUCKET/wharf-$SEED-$t")
+    fi
+    local env=()
+    if [[ $BACKEND == pg-s3 ]]; then
+        local db="bench_${SEED}_${t//-/_}"
+        psql -q -X "$WHARF_TEST_POSTGRES_URL" -c "CREATE DATABASE $db" >&2
+        auth+=(--database "${WHARF_TEST_POSTGRES_URL%/*}/$db")
+        env+=(WHARF_SECRET_KEY=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=)
     fi
     if [[ $t == wharf ]]; then
         PORT[$t]=${WHARF_PORT:-$(free_port 15100)}
@@ -197,8 +207,8 @@ start_wharf() { # target
     # Warn-level logs, like Distribution's config above (no per-request log).
     # A first start with --auth also prints the admin password on stdout: it
     # lands in $WORK, which is thrown away with the data.
-    WHARF_MANAGEMENT_TOKEN=${MGMT[$t]:-} WHARF_LOG=${WHARF_LOG:-warn} RUST_LOG=${RUST_LOG:-warn} \
-        "$WHARF_BIN" serve "${auth[@]}" --listen "127.0.0.1:${PORT[$t]}" --data-dir "$WORK/$t" \
+    env "${env[@]}" WHARF_MANAGEMENT_TOKEN=${MGMT[$t]:-} WHARF_LOG=${WHARF_LOG:-warn} \
+        RUST_LOG=${RUST_LOG:-warn} "$WHARF_BIN" serve "${auth[@]}" --listen "127.0.0.1:${PORT[$t]}" --data-dir "$WORK/$t" \
         >"$WORK/$t.log" 2>&1 &
     PID[$t]=$!
 }
@@ -225,7 +235,8 @@ wharf_token() { # target
     CRED[$t]=bench:$(python3 -c 'import json, sys; print(json.load(sys.stdin)["passwords"][0]["value"])' <<<"$out")
 }
 
-if [[ $BACKEND == s3 ]]; then
+if [[ $BACKEND == s3 || $BACKEND == pg-s3 ]]; then
+    chmod o+x "$WORK" # PostgreSQL runs as its own user
     "$ROOT/scripts/services.sh" start "$WORK/services"
     # shellcheck disable=SC1091
     source "$WORK/services/services.env"

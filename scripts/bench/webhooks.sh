@@ -12,6 +12,9 @@
 #   isolation   10 webhooks, all healthy, then one hanging; p99 ratio
 #   crash       the bench runs wharf itself, kill -9s it mid-push, restarts it
 #               and checks every acknowledged push was delivered
+#   nodes       throughput with 1, 2 and 3 nodes over one PostgreSQL database
+#               and one S3 prefix (scripts/services.sh: PostgreSQL, moto), the
+#               pushes spread over the nodes in turn (not in the default set)
 # and prints the figures beside the targets.
 #
 # Environment:
@@ -22,6 +25,7 @@
 #   BENCH_OUT=FILE       also copy the JSON result lines there
 #   BENCH_SKIP_BUILD=1   use already-built binaries
 #   BENCH_NO_DIST=1      skip Distribution (and its installation)
+#   BENCH_NODES="1 2 3"  node counts of the nodes scenario
 #   BENCH_KEEP=1         keep the temporary directory (data and server logs)
 #   WHARF_BIN, BENCH_BIN, DIST_BIN   binary overrides
 # Exit status: 0 if every scenario ran and lost/missed no event, 1 otherwise
@@ -53,6 +57,7 @@ if with_dist; then install_distribution; fi
 
 WORK=$(mktemp -d -t wharf-webhooks.XXXXXX)
 SERVER_PID=
+NODE_PIDS=()
 
 stop_server() {
     if [[ -n $SERVER_PID ]]; then
@@ -62,8 +67,17 @@ stop_server() {
     fi
 }
 
+stop_nodes() {
+    local p
+    for p in "${NODE_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${NODE_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    NODE_PIDS=()
+}
+
 cleanup() {
     stop_server
+    stop_nodes
+    if [[ -d $WORK/services ]]; then "$ROOT/scripts/services.sh" stop "$WORK/services"; fi
     # The crash scenario's server is the bench's child; if the bench died
     # first, it is still running.
     if [[ -s $WORK/crash.pid ]]; then
@@ -189,6 +203,33 @@ if has_scenario crash; then
         --wait-secs "$CRASH_WAIT"
 fi
 
+if has_scenario nodes; then
+    chmod o+x "$WORK" # PostgreSQL runs as its own user
+    "$ROOT/scripts/services.sh" start "$WORK/services" >&2
+    # shellcheck disable=SC1091
+    source "$WORK/services/services.env"
+    for n in ${BENCH_NODES:-1 2 3}; do
+        db="bench_nodes_${n}_$SEED"
+        psql -q -X "$WHARF_TEST_POSTGRES_URL" -c "CREATE DATABASE $db" >&2
+        urls=()
+        for i in $(seq 1 "$n"); do
+            p=$(free_port $((15700 + 10 * n + i)))
+            mkdir -p "$WORK/nodes-$n-$i"
+            WHARF_LOG=${WHARF_LOG:-warn} WHARF_SECRET_KEY=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8= \
+                "$WHARF_BIN" serve --listen "127.0.0.1:$p" --data-dir "$WORK/nodes-$n-$i" \
+                --database "${WHARF_TEST_POSTGRES_URL%/*}/$db" \
+                --blob-store "s3://$SERVICES_BUCKET/nodes-$n-$SEED" --node-id "n$i" \
+                >"$WORK/wharf-nodes-$n-$i.log" 2>&1 &
+            NODE_PIDS+=($!)
+            wait_v2 "wharf node $i of $n" "$!" "$p" "$WORK/wharf-nodes-$n-$i.log"
+            urls+=("http://127.0.0.1:$p")
+        done
+        bench throughput "wharf-pg-${n}node" --registry "$(IFS=,; echo "${urls[*]}")" \
+            --manifests "$THR_N" --webhooks 10 --wait-secs "$((WAIT * 2))"
+        stop_nodes
+    done
+fi
+
 # --- report ------------------------------------------------------------------
 
 if [[ -n ${BENCH_OUT:-} ]]; then cp "$RESULTS" "$BENCH_OUT"; fi
@@ -201,6 +242,11 @@ for f in "$WORK"/wharf-*.log; do
 done
 echo
 "$BENCH_BIN" webhooks report --label wharf --compare distribution "$RESULTS"
+if has_scenario nodes; then
+    for n in ${BENCH_NODES:-1 2 3}; do
+        "$BENCH_BIN" webhooks report --label "wharf-pg-${n}node" "$RESULTS" || true
+    done
+fi
 if ((failed)); then
     echo
     echo "SOME SCENARIOS HAD ERRORS (missing/lost events, failed PUTs or history mismatch): see above" >&2

@@ -67,6 +67,13 @@ WORK = os.environ["FAULTS_WORK"]
 ONLY = re.compile(os.environ.get("FAULTS_ONLY", ""))
 EVENT_WAIT = float(os.environ.get("FAULTS_EVENT_WAIT", "15"))
 VERBOSE = os.environ.get("FAULTS_VERBOSE") == "1"
+# PostgreSQL mode (FAULTS_DATABASE=postgres in faults.sh): the metadata of every scenario's
+# server is a database of its own on this server (an admin URL).
+PG_URL = os.environ.get("FAULTS_POSTGRES_URL")
+PG_DATA = os.environ.get("FAULTS_POSTGRES_DATA")
+PG_START = os.environ.get("FAULTS_POSTGRES_START")
+# Every node over one database seals with one key: the scenarios' servers get this one.
+PG_SECRET_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 REPO = "faults/app"
@@ -473,8 +480,14 @@ class Scenario:
             self.data = os.path.join(self.mnt, "data")
         else:
             self.data = os.path.join(self.dir, "data")
-        self.server = Wharf(self.data, os.path.join(self.dir, "server.log"),
-                            [] if floor else FLOOR_OFF, env)
+        flags = [] if floor else list(FLOOR_OFF)
+        env = dict(env or {})
+        if PG_URL:
+            self.pg_url = pg_create_database("faults_" + re.sub(r"[^a-z0-9]", "_",
+                                                                self.slug.lower())[:50])
+            flags += ["--database", self.pg_url]
+            env["WHARF_SECRET_KEY"] = PG_SECRET_KEY
+        self.server = Wharf(self.data, os.path.join(self.dir, "server.log"), flags, env)
         self.notes = []
         self.violations = []
         self.faults = 0  # faults this scenario injected
@@ -768,6 +781,14 @@ def check_uploads_dir(sc, phase):
     updir = os.path.join(sc.data, "uploads")
     files = sorted(os.listdir(updir)) if os.path.isdir(updir) else []
     if not files:
+        return
+    if PG_URL:
+        rows = set(pg_query(sc.pg_url, "SELECT id FROM uploads"))
+        for f in files:
+            if f not in rows:
+                size = os.path.getsize(os.path.join(updir, f))
+                sc.violate(f"{phase}: orphan upload file (no row in the uploads table)",
+                           f"uploads/{f} ({size} bytes)")
         return
     copy = os.path.join(sc.dir, "dbcopy")
     shutil.rmtree(copy, ignore_errors=True)
@@ -1460,7 +1481,128 @@ KILL_MATRIX = [
 ]
 
 
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL: the database server itself fails (FAULTS_DATABASE=postgres)
+# ---------------------------------------------------------------------------------------------
+
+
+def pg_query(url, sql):
+    out = subprocess.run(["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", url, "-c", sql],
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise RuntimeError(f"psql: {out.stderr.strip()[:200]}")
+    return [line for line in out.stdout.splitlines() if line]
+
+
+def pg_create_database(name):
+    pg_query(PG_URL, f"DROP DATABASE IF EXISTS {name}")
+    pg_query(PG_URL, f"CREATE DATABASE {name}")
+    return PG_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def pg_kill9():
+    """SIGKILL to the postmaster and every backend: a crash of the database server."""
+    with open(os.path.join(PG_DATA, "postmaster.pid")) as f:
+        postmaster = int(f.readline())
+    children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True,
+                              text=True).stdout.split()
+    for pid in [postmaster] + [int(c) for c in children]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        if subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True).returncode:
+            break
+        time.sleep(0.1)
+
+
+def pg_start():
+    """Starts the database server again (crash recovery replays its WAL)."""
+    pidfile = os.path.join(PG_DATA, "postmaster.pid")
+    if os.path.exists(pidfile):
+        os.unlink(pidfile)  # a stale one from the kill: pg_ctl would refuse to start
+    out = subprocess.run(["bash", PG_START], capture_output=True, text=True, timeout=90)
+    if out.returncode != 0:
+        raise RuntimeError(f"restarting PostgreSQL failed: {out.stderr.strip()[:300]}")
+
+
+def pg_killed_during_pushes(sc):
+    """The database server is killed -9 while manifests are pushed eight at a time: pushes in
+    flight fail (503) or were acknowledged, and every acknowledged one survives the database's
+    crash recovery, with its event; the server serves again without a restart of its own."""
+    sc.start()
+    quiesce(sc)
+    results = []
+    stop = threading.Event()
+
+    def pusher(w):
+        i = 0
+        while not stop.is_set():
+            results.append(sc.put_manifest(f"pg-{w}-{i}")[1])
+            i += 1
+
+    threads = [threading.Thread(target=pusher, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    pg_kill9()
+    sc.fault("SIGKILL of PostgreSQL", "manifest commit")
+    time.sleep(1.0)
+    stop.set()
+    for t in threads:
+        t.join()
+    statuses = collections.Counter(r.status for r in results)
+    bad = {s: n for s, n in statuses.items() if s not in (201, 503)}
+    if bad:
+        sc.violate("a push during the database crash answered neither 201 nor 503",
+                   f"statuses {dict(statuses)}")
+    pg_start()
+    sc.note(f"{statuses.get(201, 0)} pushes acked, {statuses.get(503, 0)} answered 503 "
+            f"around the kill")
+    check_invariants(sc)
+
+
+def pg_down_then_back(sc):
+    """The database server is stopped: reads and writes answer 503 (nothing acknowledged,
+    no 500), webhook management too; once it is back the same server serves again."""
+    sc.start()
+    sc.put_manifest("before")
+    quiesce(sc)
+    pg_kill9()
+    sc.fault("PostgreSQL down", "requests")
+    push = sc.put_manifest("while-down")[1]
+    blob = sc.push_blob(os.urandom(4096))
+    read = get_manifest(sc, REPO, "before")
+    hook = sc.server.req("GET", f"/wharf/v1/webhooks/{HOOK}")
+    for what, r in [("manifest PUT", push), ("blob push", blob), ("manifest GET", read),
+                    ("webhook GET", hook)]:
+        if r.status != 503:
+            sc.violate("while the database is down, a request answered other than 503",
+                       f"{what} -> {r}")
+    pg_start()
+    sc.note(f"while down: PUT {push.status}, blob {blob.status}, GET {read.status}, "
+            f"webhook GET {hook.status}")
+    check_invariants(sc)
+
+
+def pg_applicable(name):
+    """Scenarios that inject into SQLite's own files have no PostgreSQL counterpart here
+    (the database's files belong to another process: its faults are the scenarios above)."""
+    return not re.search(r"\((db|dbfile)\)|WAL checkpoint", name)
+
+
 def scenarios():
+    """(name, Scenario options, function), in the order they run."""
+    if PG_URL:
+        pg = [("postgres: killed -9 during pushes, restarted", {}, pg_killed_during_pushes),
+              ("postgres: down, then back", {}, pg_down_then_back)]
+        return pg + [s for s in sqlite_scenarios() if pg_applicable(s[0])]
+    return sqlite_scenarios()
+
+
+def sqlite_scenarios():
     """(name, Scenario options, function), in the order they run."""
     tmpfs = {"tmpfs": True}
     out = [

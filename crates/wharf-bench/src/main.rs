@@ -80,7 +80,8 @@ enum Cmd {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Registry base URL, e.g. http://127.0.0.1:5000
+    /// Registry base URL, e.g. http://127.0.0.1:5000; several, comma-separated, are used in
+    /// turn (nodes over one database and bucket)
     #[arg(long)]
     registry: String,
     /// Name of the registry under test, copied into every result line.
@@ -276,6 +277,10 @@ fn main() -> Result<()> {
 struct Ctx {
     client: Client,
     base: Url,
+    /// Every node's base URL (`--registry` lists several, comma-separated, for nodes that
+    /// share one database and bucket): requests go to them in turn.
+    bases: Vec<Url>,
+    next: std::sync::atomic::AtomicUsize,
     label: String,
     seed: u64,
     /// Repository namespace of this seed, so runs with different seeds never
@@ -289,7 +294,8 @@ struct Ctx {
 
 impl Ctx {
     fn url(&self, path: &str) -> Result<Url> {
-        self.base.join(path).context("building URL")
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.bases.len();
+        self.bases[i].join(path).context("building URL")
     }
 
     /// Sends a request with the run's credentials (every request goes
@@ -337,11 +343,16 @@ impl Ctx {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(1)
         });
-        let mut base = Url::parse(&args.registry).context("--registry must be a URL")?;
-        // Url::join drops the last path segment unless it ends with '/'.
-        if !base.path().ends_with('/') {
-            base.set_path(&format!("{}/", base.path()));
+        let mut bases = Vec::new();
+        for r in args.registry.split(',') {
+            let mut base = Url::parse(r.trim()).context("--registry must be URLs")?;
+            // Url::join drops the last path segment unless it ends with '/'.
+            if !base.path().ends_with('/') {
+                base.set_path(&format!("{}/", base.path()));
+            }
+            bases.push(base);
         }
+        let base = bases.first().cloned().context("--registry: no URL")?;
         let max_conns = args
             .concurrency
             .max(args.head_concurrency)
@@ -363,6 +374,8 @@ impl Ctx {
         Ok(Ctx {
             client,
             base,
+            bases,
+            next: std::sync::atomic::AtomicUsize::new(0),
             label: args.label.clone(),
             seed,
             prefix,

@@ -55,6 +55,9 @@ pub enum HooksError {
     /// The data volume is full or below its free-space floor; nothing was stored.
     #[error("out of storage space")]
     OutOfSpace,
+    /// The metadata database cannot be reached; nothing was stored, a retry may succeed.
+    #[error("the database is unavailable")]
+    Unavailable(String),
     #[error("internal error")]
     Internal(StoreError),
 }
@@ -63,6 +66,7 @@ impl From<StoreError> for HooksError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::OutOfSpace => HooksError::OutOfSpace,
+            StoreError::DbUnavailable(m) => HooksError::Unavailable(m),
             e => HooksError::Internal(e),
         }
     }

@@ -120,6 +120,17 @@ pub(crate) fn hooks_err(e: HooksError) -> Response {
             arm_error(StatusCode::CONFLICT, "SigningDisabled", &e.to_string())
         }
         HooksError::OutOfSpace => arm_out_of_space(),
+        HooksError::Unavailable(m) => {
+            tracing::warn!(error = %m, "webhook management: the database is unavailable");
+            let mut r = arm_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "the registry's database is unavailable; retry the request",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            r
+        }
         HooksError::Internal(inner) => {
             tracing::error!(error = %inner, "webhook management failed");
             arm_error(

@@ -95,7 +95,7 @@ impl From<StoreError> for RegistryError {
         match e {
             StoreError::OutOfSpace => RegistryError::OutOfSpace,
             StoreError::Disallowed => RegistryError::Disallowed,
-            StoreError::Backend(m) => RegistryError::Unavailable(m),
+            StoreError::Backend(m) | StoreError::DbUnavailable(m) => RegistryError::Unavailable(m),
             e => RegistryError::Internal(e),
         }
     }

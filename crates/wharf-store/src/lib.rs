@@ -91,6 +91,11 @@ pub enum StoreError {
     /// The blob store's configuration cannot be used (refused at start-up).
     #[error("blob store: {0}")]
     Config(String),
+    /// The metadata database (PostgreSQL) cannot be reached or dropped the connection, or the
+    /// transaction lost a race it can retry (deadlock, serialization): nothing was committed
+    /// by the failed call, and the client may retry (503).
+    #[error("metadata database unavailable: {0}")]
+    DbUnavailable(String),
     /// The metadata database's configuration cannot be used, or the database cannot be
     /// reached at start-up (refused at start-up; the message names the setting).
     #[error("database: {0}")]
@@ -131,6 +136,24 @@ impl From<sqlx::Error> for StoreError {
                 StoreError::OutOfSpace
             }
             sqlx::Error::Io(io) if is_out_of_space(io) => StoreError::OutOfSpace,
+            // A database server that cannot be reached or went away (PostgreSQL: class 08
+            // connection exceptions, 57P0x shutdowns, 53300 too many connections) or a
+            // transaction that lost a retryable race (40001, 40P01).
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => StoreError::DbUnavailable(e.to_string()),
+            sqlx::Error::Database(d)
+                if d.code().is_some_and(|c| {
+                    c.starts_with("08")
+                        || c.starts_with("57P0")
+                        || matches!(c.as_ref(), "53300" | "40001" | "40P01")
+                }) =>
+            {
+                StoreError::DbUnavailable(d.message().to_owned())
+            }
             _ => StoreError::Db(e),
         }
     }
@@ -278,6 +301,18 @@ impl Store {
             Backend::Sqlite(s) => s.identity_store(),
             Backend::Postgres(p) => p.identity_store(),
         }
+    }
+
+    /// The delivery queue and history (tools and tests read it; the webhook service gets it
+    /// in its handles).
+    pub fn deliveries(&self) -> Arc<dyn DeliveryStore> {
+        self.hook_store().deliveries
+    }
+
+    /// The registry policies (tools and tests set them; the registry gets them in its
+    /// handles).
+    pub fn policies(&self) -> Arc<dyn PolicyStore> {
+        self.registry_store().policies
     }
 
     /// Which backend holds the metadata ("sqlite" or "postgres"), for logs.

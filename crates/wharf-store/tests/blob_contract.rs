@@ -465,7 +465,8 @@ async fn an_object_prefix_serves_one_database_and_a_wrong_one_is_refused_at_star
         // A linked blob: from now on the database's content must be in its prefix.
         let data = b"bound content";
         let d = publish(s.blobs(), data).await;
-        s.gc()
+        s.registry_store()
+            .gc
             .link_published(
                 &wharf_core::RepoName::parse("bound/app").unwrap(),
                 &d,
@@ -528,7 +529,8 @@ async fn a_collection_removes_unlinked_content_and_keeps_linked_content() {
         let now = chrono::Utc::now().timestamp_millis();
         // A link used "now": after an hour's grace measured two hours on, the link itself is
         // garbage unless it is referenced, so it is used at the future time to keep it.
-        s.gc()
+        s.registry_store()
+            .gc
             .link_published(&repo, &kept, 14, now + 2 * 3600 * 1000, None)
             .await
             .unwrap();
@@ -538,7 +540,7 @@ async fn a_collection_removes_unlinked_content_and_keeps_linked_content() {
             grace_ms: 3600 * 1000,
             dry_run,
         };
-        let f = s.gc().collect(run(true)).await.unwrap();
+        let f = s.registry_store().gc.collect(run(true)).await.unwrap();
         assert_eq!(
             (f.links_removed, f.blobs_removed),
             (0, 1),
@@ -551,7 +553,7 @@ async fn a_collection_removes_unlinked_content_and_keeps_linked_content() {
             "{}: a dry run deleted",
             b.name
         );
-        let f = s.gc().collect(run(false)).await.unwrap();
+        let f = s.registry_store().gc.collect(run(false)).await.unwrap();
         assert_eq!((f.links_removed, f.blobs_removed), (0, 1), "{}", b.name);
         assert!(!s.blobs().blob_exists(&gone).await.unwrap(), "{}", b.name);
         assert!(s.blobs().blob_exists(&kept).await.unwrap(), "{}", b.name);

@@ -842,7 +842,12 @@ async fn repository_and_tag_locks() {
         let layer = push_blob(&h, &r, b"the layer").await;
         let m1 = manifest(&r, r#"{"l":1}"#, &["v1"], &[(layer.clone(), 9)]);
         meta.put_manifest(&m1, &[], hooks).await.unwrap();
-        assert!(!attrs.any_locks(), "{}: no lock yet", h.name);
+        // `any_locks` is a hint that lets the push path skip lock checks: false must mean no
+        // lock exists, true may be conservative (PostgreSQL always says true: another node may
+        // have set one a moment ago). Only SQLite, whose process owns every change, says false.
+        if h.name == "sqlite" {
+            assert!(!attrs.any_locks(), "{}: no lock yet", h.name);
+        }
 
         let a = attrs.repository(&r).await.unwrap().unwrap();
         assert_eq!((a.manifest_count, a.tag_count), (1, 1), "{}", h.name);
@@ -1539,5 +1544,229 @@ async fn other_nodes_hear_webhook_and_queue_changes() {
         assert!(defs.delete_webhook("hook1").await.unwrap());
         hear(&b.hooks.webhooks_changed, "delete").await;
         assert!(b.hooks.webhooks().list_webhooks().await.unwrap().is_empty());
+    }
+}
+
+/// The backends of the garbage-collection tests: those of [`backends`], and when
+/// `WHARF_TEST_S3=1` (with the `AWS_*` variables of `scripts/services.sh`) each metadata
+/// backend again over S3 blobs, in the bucket `WHARF_TEST_BUCKET` (default `wharf-test`)
+/// under a fresh prefix: collection lists and deletes content there.
+async fn gc_backends(test: &str) -> Vec<Handles> {
+    let mut out = backends(test).await;
+    if !std::env::var("WHARF_TEST_S3").is_ok_and(|v| v == "1") {
+        eprintln!("{test}: s3 blobs not run (set WHARF_TEST_S3=1 and AWS_*)");
+        return out;
+    }
+    let bucket = std::env::var("WHARF_TEST_BUCKET").unwrap_or_else(|_| "wharf-test".into());
+    let s3 = || wharf_store::BlobLocation::S3 {
+        bucket: bucket.clone(),
+        prefix: format!("meta-contract/{test}/{}", uuid::Uuid::new_v4().simple()),
+    };
+    let mut stores = vec![(
+        "sqlite+s3",
+        wharf_store::StoreOptions {
+            blob_store: s3(),
+            ..Default::default()
+        },
+    )];
+    if std::env::var("WHARF_TEST_POSTGRES").is_ok_and(|v| v == "1") {
+        stores.push((
+            "postgres+s3",
+            wharf_store::StoreOptions {
+                blob_store: s3(),
+                database: Some(fresh_postgres_database().await),
+                database_max_connections: 8,
+                secret_key: Some(base64_key()),
+                ..Default::default()
+            },
+        ));
+    }
+    for (name, opts) in stores {
+        let dir = tempfile::tempdir().unwrap();
+        let store = wharf_store::Store::open(dir.path(), &opts)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: opening the store: {e}"));
+        out.push(Handles {
+            name,
+            registry: store.registry_store(),
+            hooks: store.hook_store(),
+            identities: store.identity_store(),
+            _keep: Box::new((store, dir)),
+        });
+    }
+    let names: Vec<&str> = out.iter().map(|b| b.name).collect();
+    eprintln!("{test}: garbage collection on {}", names.join(", "));
+    out
+}
+
+/// Publishes `content` as a finished upload does, without linking it anywhere.
+async fn publish_unlinked(h: &Handles, content: &[u8]) -> Digest {
+    let digest = Digest::of(Algorithm::Sha256, content);
+    let id = uuid::Uuid::new_v4().to_string();
+    let blobs = &h.registry.blobs;
+    blobs.create_upload(&id).await.unwrap();
+    let body: ByteStream = Box::pin(futures_util::stream::iter(vec![Ok(
+        Bytes::copy_from_slice(content),
+    )]));
+    if blobs.append_upload(&id, 0, body, None).await.is_err() {
+        panic!("{}: appending to an upload failed", h.name);
+    }
+    match blobs.finish_upload(&id, &digest, None).await.unwrap() {
+        Finished::Published => {}
+        other => panic!("{}: finishing an upload: {other:?}", h.name),
+    }
+    digest
+}
+
+const HOUR_MS: i64 = 3600 * 1000;
+
+/// A collection removes a repository's blob links that no manifest references and nothing
+/// used within the grace, then the content no link names; it keeps links a manifest
+/// references (non-distributable layers, which the push did not require, included), links
+/// used within the grace, and content another repository still links. A dry run counts the
+/// same and removes nothing; a second run finds nothing.
+#[tokio::test]
+async fn a_collection_removes_unused_unreferenced_links_and_unlinked_content() {
+    use wharf_store::GcOptions;
+    for h in gc_backends("gc_collection").await {
+        let (meta, gc, blobs) = (&h.registry.meta, h.registry.gc(), &h.registry.blobs);
+        let (r, other) = (repo("gc/app"), repo("gc/other"));
+        let config = push_blob(&h, &r, b"{\"config\":1}").await;
+        let layer = push_blob(&h, &r, b"a layer").await;
+        let foreign = push_blob(&h, &r, b"a foreign layer").await;
+        let stale = push_blob(&h, &r, b"a stale blob").await;
+        let shared = push_blob(&h, &r, b"a shared blob").await;
+        push_blob(&h, &other, b"a shared blob").await;
+        let fresh = push_blob(&h, &r, b"a fresh blob").await;
+        let mut m = manifest(
+            &r,
+            r#"{"schemaVersion":2,"gc":"app"}"#,
+            &["v1"],
+            &[(config.clone(), 12), (layer.clone(), 7)],
+        );
+        m.referenced_blobs.push(foreign.clone());
+        meta.put_manifest(&m, &[], &h.registry.hooks)
+            .await
+            .unwrap_or_else(|e| panic!("{}: the manifest push: {e}", h.name));
+
+        // Two hours on, with an hour's grace: every link and all content are older than
+        // the cutoff, except the links used again now.
+        let later = now_ms() + 2 * HOUR_MS;
+        assert!(gc.touch(&r, &fresh, later, HOUR_MS / 4).await.unwrap());
+        assert!(gc.touch(&other, &shared, later, HOUR_MS / 4).await.unwrap());
+        let run = |dry_run| GcOptions {
+            now_ms: later,
+            grace_ms: HOUR_MS,
+            dry_run,
+        };
+        // Goes: the links gc/app:stale and gc/app:shared, and the stale content (12 bytes).
+        let want = wharf_store::GcFigures {
+            links_removed: 2,
+            blobs_removed: 1,
+            bytes_reclaimed: 12,
+        };
+        assert_eq!(
+            gc.collect(run(true)).await.unwrap(),
+            want,
+            "{}: dry",
+            h.name
+        );
+        for d in [&config, &layer, &foreign, &stale, &shared, &fresh] {
+            assert!(
+                meta.blob_size(&r, d).await.unwrap().is_some(),
+                "{}: a dry run removed the link of {d}",
+                h.name
+            );
+            assert!(blobs.blob_exists(d).await.unwrap(), "{}: dry", h.name);
+        }
+
+        assert_eq!(gc.collect(run(false)).await.unwrap(), want, "{}", h.name);
+        for d in [&stale, &shared] {
+            assert_eq!(meta.blob_size(&r, d).await.unwrap(), None, "{}", h.name);
+        }
+        assert!(!blobs.blob_exists(&stale).await.unwrap(), "{}", h.name);
+        assert_eq!(meta.blob_size(&other, &shared).await.unwrap(), Some(13));
+        assert!(blobs.blob_exists(&shared).await.unwrap(), "{}", h.name);
+        for d in [&config, &layer, &foreign, &fresh] {
+            assert!(
+                meta.blob_size(&r, d).await.unwrap().is_some(),
+                "{}: the link of {d} went",
+                h.name
+            );
+            assert!(blobs.blob_exists(d).await.unwrap(), "{}: {d}", h.name);
+        }
+        // A read of a collected link answers "gone" (404), and does not bring it back.
+        assert!(!gc.touch(&r, &stale, later, HOUR_MS / 4).await.unwrap());
+        assert_eq!(meta.blob_size(&r, &stale).await.unwrap(), None);
+
+        assert_eq!(
+            gc.collect(run(false)).await.unwrap(),
+            wharf_store::GcFigures::default(),
+            "{}: a second run",
+            h.name
+        );
+    }
+}
+
+/// Content a collection removed before an upload (or mount) of it could link it is not
+/// linked: the link fails with `Unavailable` (the client uploads again) and leaves nothing.
+#[tokio::test]
+async fn linking_content_a_collection_removed_fails_and_links_nothing() {
+    use wharf_store::GcOptions;
+    for h in gc_backends("gc_link_after_collect").await {
+        let gc = h.registry.gc();
+        let r = repo("gc/raced");
+        let d = publish_unlinked(&h, b"raced content").await;
+        let later = now_ms() + 2 * HOUR_MS;
+        let f = gc
+            .collect(GcOptions {
+                now_ms: later,
+                grace_ms: HOUR_MS,
+                dry_run: false,
+            })
+            .await
+            .unwrap();
+        assert_eq!((f.blobs_removed, f.bytes_reclaimed), (1, 13), "{}", h.name);
+        match gc.link_published(&r, &d, 13, later, None).await {
+            Err(StoreError::Unavailable(_)) => {}
+            other => panic!("{}: linking collected content: {other:?}", h.name),
+        }
+        assert!(!gc.touch(&r, &d, later, 0).await.unwrap(), "{}", h.name);
+        assert_eq!(h.registry.meta.blob_size(&r, &d).await.unwrap(), None);
+    }
+}
+
+/// Linking a finished upload's content records the session as finished with its digest,
+/// in the linking transaction; linking again keeps the latest use.
+#[tokio::test]
+async fn linking_a_finished_upload_marks_its_session() {
+    for h in backends("gc_link_upload").await {
+        let (meta, gc) = (&h.registry.meta, h.registry.gc());
+        let r = repo("gc/up");
+        meta.create_upload("session-1", &r, "sha256").await.unwrap();
+        let d = publish_unlinked(&h, b"uploaded").await;
+        let now = now_ms();
+        gc.link_published(&r, &d, 8, now, Some("session-1"))
+            .await
+            .unwrap();
+        let row = meta.get_upload("session-1").await.unwrap().unwrap();
+        assert_eq!(row.finished_digest, Some(d.to_string()), "{}", h.name);
+        assert_eq!(meta.blob_size(&r, &d).await.unwrap(), Some(8), "{}", h.name);
+        // A mount of the same content (no session) at an older time neither fails nor
+        // makes the link's last use older: a collection with the cutoff between the two
+        // times keeps it.
+        gc.link_published(&r, &d, 8, now - 2 * HOUR_MS, None)
+            .await
+            .unwrap();
+        let f = gc
+            .collect(wharf_store::GcOptions {
+                now_ms: now + HOUR_MS / 2,
+                grace_ms: HOUR_MS,
+                dry_run: false,
+            })
+            .await
+            .unwrap();
+        assert_eq!(f.links_removed, 0, "{}", h.name);
+        assert_eq!(meta.blob_size(&r, &d).await.unwrap(), Some(8), "{}", h.name);
     }
 }

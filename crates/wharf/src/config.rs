@@ -40,21 +40,33 @@ pub struct Config {
     pub sources: BTreeMap<String, String>,
 }
 
-/// Where blobs live.
+/// Where the metadata and the blobs live.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Storage {
+    /// The metadata database: "sqlite" (wharf.db in the data directory; one process) or a
+    /// PostgreSQL URL, "postgres://user:password@host:port/database", which several nodes
+    /// may share (each with its own data directory, the same `auth.secret_key`, its own
+    /// `node.id` and, to share blobs, the same object-storage `blob_store`). Never shown in
+    /// messages: the URL may hold a password.
+    pub database: String,
+    /// Most connections this node opens to PostgreSQL (2 to 1000).
+    pub database_max_connections: u32,
     /// The blob store: "data-dir" (blobs/ and uploads/ under the data directory),
     /// "s3://bucket/prefix" (endpoint, region and credentials from AWS_ENDPOINT_URL,
     /// AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or "azure://container/prefix"
-    /// (account and key from AZURE_STORAGE_CONNECTION_STRING). The metadata database stays
-    /// in the data directory either way.
+    /// (account and key from AZURE_STORAGE_CONNECTION_STRING).
     pub blob_store: String,
 }
+
+/// `storage.database` for SQLite in the data directory.
+pub const SQLITE: &str = "sqlite";
 
 impl Default for Storage {
     fn default() -> Self {
         Storage {
+            database: SQLITE.into(),
+            database_max_connections: 16,
             blob_store: wharf_store::BlobLocation::default().to_string(),
         }
     }
@@ -564,6 +576,20 @@ impl Config {
         if let Err(e) = self.blob_location() {
             return Err(self.bad("storage.blob_store", &self.storage.blob_store, &e));
         }
+        if let Err(e) = self.database_url() {
+            anyhow::bail!(
+                "storage.database (from {}): {e}",
+                self.source("storage.database")
+            );
+        }
+        let n = self.storage.database_max_connections;
+        if !(2..=1000).contains(&n) {
+            return Err(self.bad(
+                "storage.database_max_connections",
+                &n,
+                "must be from 2 to 1000",
+            ));
+        }
         // Secrets: named, never shown.
         for (key, v) in [
             ("auth.management_token", &self.auth.management_token),
@@ -681,6 +707,21 @@ impl Config {
             .min_free_space
             .parse()
             .map_err(|e: String| anyhow::anyhow!("limits.min_free_space: {e}"))
+    }
+
+    /// `storage.database`: None for SQLite, the URL for PostgreSQL. The error never repeats
+    /// the value (it may hold a password).
+    pub fn database_url(&self) -> Result<Option<String>, String> {
+        let d = self.storage.database.trim();
+        if d == SQLITE {
+            return Ok(None);
+        }
+        if !(d.starts_with("postgres://") || d.starts_with("postgresql://")) {
+            return Err(format!(
+                "must be \"{SQLITE}\" or a PostgreSQL URL (postgres://user:password@host:port/database)"
+            ));
+        }
+        Ok(Some(d.to_owned()))
     }
 
     /// The parsed `storage.blob_store`.
@@ -842,11 +883,17 @@ pub const KEYS: &[Key] = &[
     key("gc", "interval_secs", Kind::Int),
     key("gc", "grace_secs", Kind::Int),
     key("storage", "blob_store", Kind::Str),
+    key("storage", "database", Kind::Str),
+    key("storage", "database_max_connections", Kind::Int),
     key("node", "id", Kind::Str),
 ];
 
 /// Keys whose values never appear in a message.
-const SECRET_KEYS: &[&str] = &["auth.management_token", "auth.secret_key"];
+const SECRET_KEYS: &[&str] = &[
+    "auth.management_token",
+    "auth.secret_key",
+    "storage.database",
+];
 
 /// The variables these keys had before every key had one; they keep their meaning, next to
 /// the generic name.
@@ -860,6 +907,7 @@ pub const ALIASES: &[(&str, &str)] = &[
     ("WHARF_SUBSCRIPTION_ID", "registry.subscription_id"),
     ("WHARF_RESOURCE_GROUP", "registry.resource_group"),
     ("WHARF_LOGIN_SERVER", "registry.login_server"),
+    ("WHARF_DATABASE", "storage.database"),
 ];
 
 /// A config value read from a variable.

@@ -66,6 +66,9 @@ pub async fn start_with_clock(
     let blob_store = cfg
         .blob_location()
         .map_err(|e| anyhow::anyhow!("storage.blob_store: {e}"))?;
+    let database = cfg
+        .database_url()
+        .map_err(|e| anyhow::anyhow!("storage.database: {e}"))?;
     // Before the data directory is touched: a bad certificate is a configuration error.
     let tls = match cfg.tls_files()? {
         Some(files) => Some(wharf_http::tls::CertResolver::load(files)?),
@@ -96,6 +99,8 @@ pub async fn start_with_clock(
             registry_id: cfg.registry.arm().registry_id(),
             source_addr: addr.to_string(),
             blob_store: blob_store.clone(),
+            database,
+            database_max_connections: cfg.storage.database_max_connections,
         },
     )
     .await
@@ -105,6 +110,8 @@ pub async fn start_with_clock(
         wharf_store::StoreError::Config(m) | wharf_store::StoreError::Backend(m) => {
             anyhow::anyhow!("storage.blob_store ({blob_store}): {m}")
         }
+        // Names the key; never the URL, which may hold a password.
+        wharf_store::StoreError::Database(m) => anyhow::anyhow!("{m}"),
         e => anyhow::Error::new(e),
     })
     .with_context(|| format!("opening data directory {}", cfg.data_dir.display()))?;

@@ -106,6 +106,12 @@ struct ServeArgs {
     /// azure://container/prefix (from AZURE_STORAGE_CONNECTION_STRING) [default: data-dir]
     #[arg(long, value_name = "URL")]
     blob_store: Option<String>,
+    /// The metadata database: sqlite (in the data directory) or
+    /// postgres://user:password@host:port/database, which several nodes may share (they need
+    /// the same --blob-store on object storage and the same auth.secret_key)
+    /// [default: sqlite]
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
     /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain, leaf first; needs
     /// --tls-key. Reloaded when the file changes or on SIGHUP [default: plain HTTP]
     #[arg(long, value_name = "FILE")]
@@ -200,6 +206,12 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         "storage.blob_store",
         "--blob-store",
         cfg.storage.blob_store
+    );
+    flag!(
+        a.database,
+        "storage.database",
+        "--database",
+        cfg.storage.database
     );
     flag!(
         a.registry_name,
@@ -356,6 +368,7 @@ mod tests {
             ("region", "region"),
             ("min_free_space", "limits.min_free_space"),
             ("blob_store", "storage.blob_store"),
+            ("database", "storage.database"),
             ("registry_name", "registry.name"),
             ("subscription_id", "registry.subscription_id"),
             ("resource_group", "registry.resource_group"),

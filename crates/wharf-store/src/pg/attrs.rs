@@ -1,28 +1,38 @@
-//! STUB: to be replaced by the PostgreSQL implementation.
-#![allow(unused_imports, unused_variables, dead_code)]
-
-use std::collections::BTreeMap;
-use std::sync::Arc;
+//! ACR's changeable attributes on PostgreSQL: the same reads and patches as `crate::attrs`
+//! on SQLite, over a database several nodes share.
+//!
+//! Differences from SQLite, and why:
+//! - No in-memory flags. SQLite keeps "is any lock set" and "is any manifest quarantined"
+//!   in memory, which one process owning the database makes exact. Here another node may
+//!   set a lock or fail a manifest at any moment, and no notification reaches this node
+//!   before that node's client hears its PATCH succeed; so [`AttributeStore::any_locks`] and
+//!   [`AttributeStore::any_quarantined`] always answer true (the caller then asks the
+//!   database), and every check that SQLite skips while its flag is down is made.
+//! - No serialising mutex: each patch is one `UPDATE` (which row-locks what it changes), and
+//!   a manifest patch first takes the manifest's row with `FOR UPDATE`, so two nodes
+//!   releasing one quarantined manifest at once queue its held-back push once, and a push
+//!   that joins the held push (`hold_again`) is either in the release or after it.
+//! - Which blobs a quarantined manifest holds back is read from `manifest_blobs` (the
+//!   references every push records, config and layers) instead of parsing stored bodies.
+//! - The lock checks that guard a registry change (`*_refused`) take the rows they check
+//!   `FOR SHARE`, so a PATCH setting a lock on them waits for the change to commit, and a
+//!   change that starts after the PATCH sees the lock (READ COMMITTED rereads the newest
+//!   version of a row it locks).
 
 use async_trait::async_trait;
-use tokio::sync::Notify;
-use wharf_core::{Digest, PayloadFormat, Reference, RepoName, Tag};
-
-use crate::StoreError;
-use crate::attrs::{
-    FlagsPatch, ManifestAttrs, ManifestPatch, Release, RepoAttrs, RepoPatch, StaleManifest,
-    TagAttrs,
-};
-use crate::blobs::BlobStore;
-use crate::gc::{GcFigures, GcOptions};
-use crate::hooks::{AttemptRecord, HistoryEntry, Outcome, QueuedDelivery, Room, WebhookRecord};
-use crate::identities::{ScopeMapRow, TokenRow};
-use crate::meta::{DeletedManifest, ManifestConfig, ManifestRow, NewManifest, Referrer, UploadRow};
-use crate::outbox::{FastLane, OutboxEvent, Subscribers};
-use crate::policies::{PoliciesPatch, RegistryPolicies};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+use wharf_core::{Digest, RepoName, Tag};
 
 use super::Pg;
-use crate::handles::*;
+use crate::StoreError;
+use crate::attrs::{
+    FAILED, Flags, FlagsPatch, ManifestAttrs, ManifestPatch, PASSED, QUARANTINED, Release,
+    RepoAttrs, RepoPatch, StaleManifest, TagAttrs,
+};
+use crate::db::now_ms;
+use crate::handles::{AttributeStore, ReleaseEvents};
+use crate::outbox::Subscribers;
 
 #[derive(Debug)]
 pub(crate) struct PgAttrs {
@@ -35,44 +45,228 @@ impl PgAttrs {
     }
 }
 
+fn flags_at(r: &PgRow, i: usize) -> Flags {
+    Flags {
+        write_enabled: r.get(i),
+        delete_enabled: r.get(i + 1),
+        read_enabled: r.get(i + 2),
+        list_enabled: r.get(i + 3),
+    }
+}
+
+fn repo_attrs(r: &PgRow) -> RepoAttrs {
+    let created: i64 = r.get(1);
+    RepoAttrs {
+        name: r.get(0),
+        created_at: created,
+        updated_at: r.get::<Option<i64>, _>(2).unwrap_or(created).max(created),
+        manifest_count: r.get(3),
+        tag_count: r.get(4),
+        flags: flags_at(r, 5),
+        teleport_enabled: r.get(9),
+    }
+}
+
+fn tag_attrs(r: &PgRow) -> TagAttrs {
+    let updated: i64 = r.get(3);
+    TagAttrs {
+        name: r.get(0),
+        digest: r.get(1),
+        created_at: r.get::<Option<i64>, _>(2).unwrap_or(updated),
+        updated_at: updated,
+        flags: flags_at(r, 4),
+    }
+}
+
+fn manifest_attrs(r: &PgRow) -> ManifestAttrs {
+    let created: i64 = r.get(7);
+    ManifestAttrs {
+        digest: r.get(1),
+        media_type: r.get(2),
+        size: r.get(3),
+        config_media_type: r.get(4),
+        config_digest: r.get(5),
+        body: r.get(6),
+        created_at: created,
+        updated_at: r.get::<Option<i64>, _>(8).unwrap_or(created),
+        flags: flags_at(r, 9),
+        quarantine_state: r.get(13),
+        quarantine_details: r.get(14),
+        tags: Vec::new(),
+    }
+}
+
+const REPO_SELECT: &str = "SELECT r.name, r.created_at, \
+     GREATEST(COALESCE(r.updated_at, 0), \
+         COALESCE((SELECT MAX(COALESCE(m.updated_at, m.created_at)) FROM manifests m WHERE m.repo_id = r.id), 0), \
+         COALESCE((SELECT MAX(t.updated_at) FROM tags t WHERE t.repo_id = r.id), 0)), \
+     (SELECT COUNT(*) FROM manifests m WHERE m.repo_id = r.id), \
+     (SELECT COUNT(*) FROM tags t WHERE t.repo_id = r.id), \
+     r.write_enabled, r.delete_enabled, r.read_enabled, r.list_enabled, r.teleport_enabled \
+     FROM repositories r WHERE r.name = $1";
+
+const TAG_COLS: &str = "t.name, t.digest, t.created_at, t.updated_at, \
+     t.write_enabled, t.delete_enabled, t.read_enabled, t.list_enabled";
+
+const MANIFEST_COLS: &str = "m.id, m.digest, m.media_type, m.size, m.config_media_type, \
+     m.config_digest, m.body, m.created_at, m.updated_at, m.write_enabled, m.delete_enabled, \
+     m.read_enabled, m.list_enabled, m.quarantine_state, m.quarantine_details";
+
+async fn repo_id_of(conn: &mut PgConnection, repo: &RepoName) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query("SELECT id FROM repositories WHERE name = $1")
+        .bind(repo.as_str())
+        .fetch_optional(conn)
+        .await?
+        .map(|r| r.get(0)))
+}
+
+/// A patch's first step: the repository's id, its row locked with `mode` (`UPDATE` for a
+/// patch of the repository itself, `KEY SHARE` for one of its tags or manifests, so that a
+/// repository delete, which holds the row `FOR UPDATE`, is either done or waits).
+async fn lock_repo(
+    conn: &mut PgConnection,
+    repo: &RepoName,
+    mode: &str,
+) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query(&format!(
+        "SELECT id FROM repositories WHERE name = $1 FOR {mode}"
+    ))
+    .bind(repo.as_str())
+    .fetch_optional(conn)
+    .await?
+    .map(|r| r.get(0)))
+}
+
+/// `SET` clauses of a flags patch, numbered from `$first`, and their values.
+fn set_clauses(p: &FlagsPatch, first: usize) -> (Vec<String>, Vec<bool>) {
+    let mut cols = Vec::new();
+    let mut vals = Vec::new();
+    for (col, v) in [
+        ("write_enabled", p.write_enabled),
+        ("delete_enabled", p.delete_enabled),
+        ("read_enabled", p.read_enabled),
+        ("list_enabled", p.list_enabled),
+    ] {
+        if let Some(v) = v {
+            cols.push(format!("{col} = ${}", first + vals.len()));
+            vals.push(v);
+        }
+    }
+    (cols, vals)
+}
+
+/// One manifest with its tags, read on `conn` (inside a patch's transaction, after its
+/// change).
+async fn manifest_in(
+    conn: &mut PgConnection,
+    repo_id: i64,
+    digest: &Digest,
+) -> Result<Option<ManifestAttrs>, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {MANIFEST_COLS} FROM manifests m WHERE m.repo_id = $1 AND m.digest = $2"
+    ))
+    .bind(repo_id)
+    .bind(digest.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let mut m = manifest_attrs(&row);
+    m.tags = sqlx::query("SELECT name FROM tags WHERE repo_id = $1 AND digest = $2 ORDER BY name")
+        .bind(repo_id)
+        .bind(digest.to_string())
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(Some(m))
+}
+
 #[async_trait]
 impl AttributeStore for PgAttrs {
+    /// As on SQLite (see `Attributes::stale_untagged`); the delete's own transaction checks
+    /// again that each is still a candidate.
     async fn stale_untagged(&self, cutoff_ms: i64) -> Result<Vec<StaleManifest>, StoreError> {
-        Err(StoreError::Unavailable(
-            "postgres: not implemented yet".into(),
-        ))
+        let rows = sqlx::query(
+            "SELECT r.name, m.digest FROM manifests m JOIN repositories r ON r.id = m.repo_id \
+             WHERE COALESCE(m.updated_at, m.created_at) < $1 AND m.subject IS NULL \
+             AND COALESCE(m.quarantine_state, '') NOT IN ('Quarantined', 'Failed') \
+             AND m.write_enabled AND m.delete_enabled AND r.write_enabled AND r.delete_enabled \
+             AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest) \
+             ORDER BY m.id",
+        )
+        .bind(cutoff_ms)
+        .fetch_all(&self.pg.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| StaleManifest {
+                repo: r.get(0),
+                digest: r.get(1),
+            })
+            .collect())
     }
 
+    /// Always true: another node may have set a lock this node has not heard of (see the
+    /// module docs). The callers then ask the database.
     fn any_locks(&self) -> bool {
         true
     }
 
+    /// Always true, for the same reason as [`PgAttrs::any_locks`].
     fn any_quarantined(&self) -> bool {
         true
     }
 
+    /// Whether, in `repo`, `digest` belongs only to quarantined (or failed) manifests: some
+    /// such manifest references it and no other manifest does. Both lookups go through
+    /// `manifest_blobs`' (repository, digest) index, so a blob no manifest references costs
+    /// one index probe.
     async fn blob_quarantined(&self, repo: &RepoName, digest: &Digest) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable(
-            "postgres: not implemented yet".into(),
-        ))
+        let row = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM manifest_blobs mb \
+             JOIN manifests m ON m.id = mb.manifest_id \
+             JOIN repositories r ON r.id = mb.repo_id \
+             WHERE r.name = $1 AND mb.digest = $2 \
+             AND m.quarantine_state IN ('Quarantined', 'Failed')) \
+             AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb \
+             JOIN manifests m ON m.id = mb.manifest_id \
+             JOIN repositories r ON r.id = mb.repo_id \
+             WHERE r.name = $1 AND mb.digest = $2 \
+             AND COALESCE(m.quarantine_state, '') NOT IN ('Quarantined', 'Failed'))",
+        )
+        .bind(repo.as_str())
+        .bind(digest.to_string())
+        .fetch_one(&self.pg.pool)
+        .await?;
+        Ok(row.get::<bool, _>(0))
     }
 
     async fn repository(&self, repo: &RepoName) -> Result<Option<RepoAttrs>, StoreError> {
-        Err(StoreError::Unavailable(
-            "postgres: not implemented yet".into(),
-        ))
+        let row = sqlx::query(REPO_SELECT)
+            .bind(repo.as_str())
+            .fetch_optional(&self.pg.pool)
+            .await?;
+        Ok(row.as_ref().map(repo_attrs))
     }
 
+    /// Unknown repositories are readable (the read then fails on its own).
     async fn repo_readable(&self, repo: &RepoName) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable(
-            "postgres: not implemented yet".into(),
-        ))
+        let row = sqlx::query("SELECT read_enabled FROM repositories WHERE name = $1")
+            .bind(repo.as_str())
+            .fetch_optional(&self.pg.pool)
+            .await?;
+        Ok(row.is_none_or(|r| r.get::<bool, _>(0)))
     }
 
     async fn repo_writable(&self, repo: &RepoName) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable(
-            "postgres: not implemented yet".into(),
-        ))
+        let row = sqlx::query("SELECT write_enabled FROM repositories WHERE name = $1")
+            .bind(repo.as_str())
+            .fetch_optional(&self.pg.pool)
+            .await?;
+        Ok(row.is_none_or(|r| r.get::<bool, _>(0)))
     }
 
     async fn tags(
@@ -81,9 +275,26 @@ impl AttributeStore for PgAttrs {
         listing: bool,
         quarantine_reader: bool,
     ) -> Result<Option<Vec<TagAttrs>>, StoreError> {
-        Err(StoreError::Unavailable(
-            "postgres: not implemented yet".into(),
+        let mut conn = self.pg.pool.acquire().await?;
+        let Some(id) = repo_id_of(&mut conn, repo).await? else {
+            return Ok(None);
+        };
+        let filter = match (listing, quarantine_reader) {
+            (false, _) => "",
+            (true, true) => " AND t.list_enabled",
+            (true, false) => {
+                " AND t.list_enabled AND NOT EXISTS (SELECT 1 FROM manifests qm \
+                 WHERE qm.repo_id = t.repo_id AND qm.digest = t.digest \
+                 AND qm.quarantine_state IN ('Quarantined', 'Failed'))"
+            }
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT {TAG_COLS} FROM tags t WHERE t.repo_id = $1{filter} ORDER BY t.name"
         ))
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(Some(rows.iter().map(tag_attrs).collect()))
     }
 
     async fn tag(
@@ -91,9 +302,18 @@ impl AttributeStore for PgAttrs {
         repo: &RepoName,
         tag: &Tag,
     ) -> Result<Option<Option<TagAttrs>>, StoreError> {
-        Err(StoreError::Unavailable(
-            "postgres: not implemented yet".into(),
+        let mut conn = self.pg.pool.acquire().await?;
+        let Some(id) = repo_id_of(&mut conn, repo).await? else {
+            return Ok(None);
+        };
+        let row = sqlx::query(&format!(
+            "SELECT {TAG_COLS} FROM tags t WHERE t.repo_id = $1 AND t.name = $2"
         ))
+        .bind(id)
+        .bind(tag.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(Some(row.as_ref().map(tag_attrs)))
     }
 
     async fn manifests(
@@ -102,8 +322,42 @@ impl AttributeStore for PgAttrs {
         listing: bool,
         bodies_of: &[&str],
     ) -> Result<Option<Vec<ManifestAttrs>>, StoreError> {
-        Err(StoreError::Unavailable(
-            "postgres: not implemented yet".into(),
+        let mut conn = self.pg.pool.acquire().await?;
+        let Some(id) = repo_id_of(&mut conn, repo).await? else {
+            return Ok(None);
+        };
+        let filter = if listing { " AND m.list_enabled" } else { "" };
+        // Bodies only of the media types asked for (see `Attributes::manifests`).
+        let cols = MANIFEST_COLS.replace(
+            "m.body,",
+            "CASE WHEN m.media_type = ANY($2) THEN m.body ELSE ''::bytea END,",
+        );
+        let rows = sqlx::query(&format!(
+            "SELECT {cols} FROM manifests m WHERE m.repo_id = $1{filter} ORDER BY m.id"
+        ))
+        .bind(id)
+        .bind(bodies_of)
+        .fetch_all(&mut *conn)
+        .await?;
+        let tags = sqlx::query("SELECT digest, name FROM tags WHERE repo_id = $1 ORDER BY name")
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut by_digest: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for t in &tags {
+            by_digest
+                .entry(t.get(0))
+                .or_default()
+                .push(t.get::<String, _>(1));
+        }
+        Ok(Some(
+            rows.iter()
+                .map(|r| {
+                    let mut m = manifest_attrs(r);
+                    m.tags = by_digest.remove(&m.digest).unwrap_or_default();
+                    m
+                })
+                .collect(),
         ))
     }
 
@@ -112,19 +366,50 @@ impl AttributeStore for PgAttrs {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<Option<ManifestAttrs>>, StoreError> {
-        Err(StoreError::Unavailable(
-            "postgres: not implemented yet".into(),
-        ))
+        let mut conn = self.pg.pool.acquire().await?;
+        let Some(id) = repo_id_of(&mut conn, repo).await? else {
+            return Ok(None);
+        };
+        Ok(Some(manifest_in(&mut conn, id, digest).await?))
     }
 
+    /// One `UPDATE`, then the repository as it now is, in one transaction.
     async fn update_repository(
         &self,
         repo: &RepoName,
         patch: RepoPatch,
     ) -> Result<Option<RepoAttrs>, StoreError> {
-        Err(StoreError::Unavailable(
-            "postgres: not implemented yet".into(),
-        ))
+        let (mut cols, vals) = set_clauses(&patch.flags, 1);
+        let mut n = vals.len() + 1;
+        if patch.teleport_enabled.is_some() {
+            cols.push(format!("teleport_enabled = ${n}"));
+            n += 1;
+        }
+        cols.push(format!("updated_at = ${n}"));
+        let sql = format!(
+            "UPDATE repositories SET {} WHERE id = ${}",
+            cols.join(", "),
+            n + 1
+        );
+        let mut tx = self.pg.pool.begin().await?;
+        let Some(id) = lock_repo(&mut tx, repo, "UPDATE").await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let mut q = sqlx::query(&sql);
+        for v in vals {
+            q = q.bind(v);
+        }
+        if let Some(t) = patch.teleport_enabled {
+            q = q.bind(t);
+        }
+        q.bind(now_ms()).bind(id).execute(&mut *tx).await?;
+        let row = sqlx::query(REPO_SELECT)
+            .bind(repo.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(repo_attrs(&row)))
     }
 
     async fn update_tag(
@@ -133,11 +418,45 @@ impl AttributeStore for PgAttrs {
         tag: &Tag,
         patch: FlagsPatch,
     ) -> Result<Option<Option<TagAttrs>>, StoreError> {
-        Err(StoreError::Unavailable(
-            "postgres: not implemented yet".into(),
+        let mut tx = self.pg.pool.begin().await?;
+        let Some(id) = lock_repo(&mut tx, repo, "KEY SHARE").await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        // Taken `FOR UPDATE` before the change: a push or delete checking this tag's locks
+        // waits for the patch and reads its result (see the module docs).
+        sqlx::query("SELECT 1 FROM tags WHERE repo_id = $1 AND name = $2 FOR UPDATE")
+            .bind(id)
+            .bind(tag.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let (cols, vals) = set_clauses(&patch, 3);
+        if !cols.is_empty() {
+            let sql = format!(
+                "UPDATE tags SET {} WHERE repo_id = $1 AND name = $2",
+                cols.join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(id).bind(tag.as_str());
+            for v in vals {
+                q = q.bind(v);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let row = sqlx::query(&format!(
+            "SELECT {TAG_COLS} FROM tags t WHERE t.repo_id = $1 AND t.name = $2"
         ))
+        .bind(id)
+        .bind(tag.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(row.as_ref().map(tag_attrs)))
     }
 
+    /// As on SQLite (see `Attributes::update_manifest`): a change from `Quarantined` (or
+    /// `Failed`) to `Passed` of a manifest whose push is still held back writes the held-back
+    /// push events to the outbox in the same transaction. The manifest's row is locked first
+    /// (`FOR UPDATE`): of two nodes releasing it at once, the second finds nothing held back.
     async fn update_manifest(
         &self,
         repo: &RepoName,
@@ -146,8 +465,286 @@ impl AttributeStore for PgAttrs {
         hooks: &Subscribers,
         release: ReleaseEvents<'_>,
     ) -> Result<Option<Option<(ManifestAttrs, usize)>>, StoreError> {
-        Err(StoreError::Unavailable(
-            "postgres: not implemented yet".into(),
-        ))
+        let mut tx = self.pg.pool.begin().await?;
+        let Some(id) = lock_repo(&mut tx, repo, "KEY SHARE").await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let before = sqlx::query(
+            "SELECT media_type, size, config_media_type, config_digest, quarantine_state, \
+             quarantine_push FROM manifests WHERE repo_id = $1 AND digest = $2 FOR UPDATE",
+        )
+        .bind(id)
+        .bind(digest.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(before) = before else {
+            tx.rollback().await?;
+            return Ok(Some(None));
+        };
+        let state: Option<String> = before.get(4);
+        // What the quarantined push held back, read before the UPDATE clears it.
+        let held: Option<String> = before.get(5);
+        let (mut cols, vals) = set_clauses(&patch.flags, 1);
+        let mut n = vals.len() + 1;
+        let mut texts: Vec<&str> = Vec::new();
+        if let Some(s) = &patch.quarantine_state {
+            cols.push(format!("quarantine_state = ${n}"));
+            texts.push(s);
+            n += 1;
+        }
+        if let Some(d) = &patch.quarantine_details {
+            cols.push(format!("quarantine_details = ${n}"));
+            texts.push(d);
+            n += 1;
+        }
+        // Only a manifest whose push is still held back is released (see SQLite's).
+        let releasing = patch.quarantine_state.as_deref() == Some(PASSED)
+            && held.is_some()
+            && matches!(state.as_deref(), Some(QUARANTINED) | Some(FAILED));
+        if releasing {
+            cols.push("quarantine_push = NULL".into());
+        }
+        cols.push(format!("updated_at = ${n}"));
+        let sql = format!(
+            "UPDATE manifests SET {} WHERE repo_id = ${} AND digest = ${}",
+            cols.join(", "),
+            n + 1,
+            n + 2
+        );
+        let mut q = sqlx::query(&sql);
+        for v in vals {
+            q = q.bind(v);
+        }
+        for t in texts {
+            q = q.bind(t);
+        }
+        q.bind(now_ms())
+            .bind(id)
+            .bind(digest.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let mut queued = 0;
+        let mut fast = Vec::new();
+        if releasing {
+            let r = Release {
+                digest: digest.clone(),
+                media_type: before.get(0),
+                size: before.get(1),
+                config_media_type: before.get(2),
+                config_digest: before.get(3),
+                held,
+            };
+            let enq = super::outbox::enqueue(&mut tx, &release(&r), hooks, &self.pg.lane).await?;
+            queued = enq.queued;
+            fast = enq.fast;
+        }
+        let after = manifest_in(&mut tx, id, digest).await?;
+        tx.commit().await?;
+        // Only now: no delivery for a change that did not commit.
+        self.pg.lane.hand_over(fast);
+        Ok(Some(after.map(|m| (m, queued))))
     }
+}
+
+// ---- lock checks inside a change's write transaction --------------------------------------
+//
+// They mirror `crate::attrs::*_refused`, with the row locks that make them race-free across
+// nodes (see the module docs): a row the change only reads is taken `FOR KEY SHARE`, which
+// conflicts with the `FOR UPDATE` every patch takes first and with nothing a push writes
+// (so two pushes never wait on each other's checks); a row the change deletes is taken
+// `FOR UPDATE`, as its `DELETE` would (a weaker lock then upgraded could deadlock two
+// deletes). Rows are locked in one order (repository, manifest, tags by name) whatever the
+// lock's value, so a patch in flight is waited for and its result read.
+
+/// `bool_or(NOT …)` of the rows `from_where` selects, locked with `mode`; false if none.
+async fn any_locked(
+    conn: &mut PgConnection,
+    cols: &str,
+    from_where: &str,
+    mode: &str,
+    repo_id: i64,
+    text: Option<&str>,
+    texts: Option<&[&str]>,
+) -> Result<bool, StoreError> {
+    let sql = format!(
+        "SELECT COALESCE(bool_or({cols}), FALSE) FROM \
+         (SELECT write_enabled, delete_enabled FROM {from_where} FOR {mode}) x"
+    );
+    let mut q = sqlx::query(&sql).bind(repo_id);
+    if let Some(t) = text {
+        q = q.bind(t);
+    }
+    if let Some(t) = texts {
+        q = q.bind(t);
+    }
+    Ok(q.fetch_one(conn).await?.get(0))
+}
+
+const LOCKED_W: &str = "NOT write_enabled";
+const LOCKED_WD: &str = "NOT write_enabled OR NOT delete_enabled";
+const READS: &str = "KEY SHARE";
+const DELETES: &str = "UPDATE";
+
+/// A push of `digest` under `tags` into repository `repo_id`: refused if the repository is
+/// write-locked, if the manifest exists and is write-locked (an update of it), or if any of
+/// the tags exists and is write-locked (an overwrite).
+#[allow(dead_code)] // for pg/meta.rs
+pub(crate) async fn push_refused(
+    conn: &mut PgConnection,
+    repo_id: i64,
+    digest: &str,
+    tags: &[Tag],
+) -> Result<bool, StoreError> {
+    let mut names: Vec<&str> = tags.iter().map(|t| t.as_str()).collect();
+    names.sort_unstable();
+    Ok(any_locked(
+        conn,
+        LOCKED_W,
+        "repositories WHERE id = $1",
+        READS,
+        repo_id,
+        None,
+        None,
+    )
+    .await?
+        || any_locked(
+            conn,
+            LOCKED_W,
+            "manifests WHERE repo_id = $1 AND digest = $2",
+            READS,
+            repo_id,
+            Some(digest),
+            None,
+        )
+        .await?
+        || any_locked(
+            conn,
+            LOCKED_W,
+            "tags WHERE repo_id = $1 AND name = ANY($2) ORDER BY name",
+            READS,
+            repo_id,
+            None,
+            Some(&names),
+        )
+        .await?)
+}
+
+/// A manifest delete (which also removes its tags): refused if the repository, the manifest
+/// or any of its tags is write- or delete-locked. The manifest and its tags stay locked
+/// `FOR UPDATE` for the delete.
+#[allow(dead_code)] // for pg/meta.rs
+pub(crate) async fn delete_manifest_refused(
+    conn: &mut PgConnection,
+    repo_id: i64,
+    digest: &str,
+) -> Result<bool, StoreError> {
+    Ok(any_locked(
+        conn,
+        LOCKED_WD,
+        "repositories WHERE id = $1",
+        READS,
+        repo_id,
+        None,
+        None,
+    )
+    .await?
+        | any_locked(
+            conn,
+            LOCKED_WD,
+            "manifests WHERE repo_id = $1 AND digest = $2",
+            DELETES,
+            repo_id,
+            Some(digest),
+            None,
+        )
+        .await?
+        | any_locked(
+            conn,
+            LOCKED_WD,
+            "tags WHERE repo_id = $1 AND digest = $2 ORDER BY name",
+            DELETES,
+            repo_id,
+            Some(digest),
+            None,
+        )
+        .await?)
+}
+
+/// An untag: refused if the repository or the tag is write- or delete-locked.
+#[allow(dead_code)] // for pg/meta.rs
+pub(crate) async fn untag_refused(
+    conn: &mut PgConnection,
+    repo_id: i64,
+    tag: &str,
+) -> Result<bool, StoreError> {
+    Ok(any_locked(
+        conn,
+        LOCKED_WD,
+        "repositories WHERE id = $1",
+        READS,
+        repo_id,
+        None,
+        None,
+    )
+    .await?
+        | any_locked(
+            conn,
+            LOCKED_WD,
+            "tags WHERE repo_id = $1 AND name = $2",
+            DELETES,
+            repo_id,
+            Some(tag),
+            None,
+        )
+        .await?)
+}
+
+/// A repository delete: refused if the repository or anything in it is write- or
+/// delete-locked. The repository's row stays locked `FOR UPDATE`: no patch, push or blob
+/// link gets into it until the delete ends (each takes at least `FOR KEY SHARE` on it).
+#[allow(dead_code)] // for pg/meta.rs
+pub(crate) async fn delete_repo_refused(
+    conn: &mut PgConnection,
+    repo_id: i64,
+) -> Result<bool, StoreError> {
+    let repo = any_locked(
+        conn,
+        LOCKED_WD,
+        "repositories WHERE id = $1",
+        DELETES,
+        repo_id,
+        None,
+        None,
+    )
+    .await?;
+    // With the repository's row held, its manifests' and tags' patches (which lock the
+    // repository's row first, see `lock_repo`) are done or wait: plain reads suffice.
+    let inside: bool = sqlx::query(&format!(
+        "SELECT EXISTS (SELECT 1 FROM manifests WHERE repo_id = $1 AND ({LOCKED_WD})) \
+         OR EXISTS (SELECT 1 FROM tags WHERE repo_id = $1 AND ({LOCKED_WD}))"
+    ))
+    .bind(repo_id)
+    .fetch_one(&mut *conn)
+    .await?
+    .get(0);
+    Ok(repo || inside)
+}
+
+/// A blob delete: refused if the repository is write- or delete-locked.
+#[allow(dead_code)] // for pg/meta.rs
+pub(crate) async fn delete_blob_refused(
+    conn: &mut PgConnection,
+    repo_id: i64,
+) -> Result<bool, StoreError> {
+    any_locked(
+        conn,
+        LOCKED_WD,
+        "repositories WHERE id = $1",
+        READS,
+        repo_id,
+        None,
+        None,
+    )
+    .await
 }

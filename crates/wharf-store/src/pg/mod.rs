@@ -141,7 +141,8 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(max)
             .min_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
+            // A database that is down answers 503 within this, not after a client timeout.
+            .acquire_timeout(Duration::from_secs(5))
             .connect_with(connect)
             .await
             .map_err(|e| {
@@ -176,6 +177,9 @@ impl PgStore {
                 BlobStore::Object(o)
             }
         };
+        if let BlobStore::Fs(_) = &blobs {
+            remove_orphan_upload_files(&pool, &blobs).await?;
+        }
         let listener = Arc::new(ListenerTask(tokio::spawn(listen(pool, signals))));
         Ok(PgStore {
             pg,
@@ -224,6 +228,27 @@ impl PgStore {
     pub(crate) fn identity_store(&self) -> Arc<dyn IdentityStore> {
         Arc::new(identities::PgIdentities::new(self.pg.clone()))
     }
+}
+
+/// Removes upload files that have no session row (a crash between a cancel's two steps).
+/// Only with blobs in the data directory: those files are this node's alone, and no request
+/// is in flight yet. On object storage another node may be between a session's two steps;
+/// expiry removes what a crash leaves there. Rows without files are left to expiry too: with
+/// a shared database they may be another node's.
+async fn remove_orphan_upload_files(pool: &PgPool, blobs: &BlobStore) -> Result<(), StoreError> {
+    let rows: std::collections::HashSet<String> = sqlx::query("SELECT id FROM uploads")
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    for s in blobs.upload_sessions().await? {
+        if !rows.contains(&s.id) {
+            tracing::info!(session = %s.id, "removing an upload file without a session");
+            blobs.remove_upload(&s.id).await?;
+        }
+    }
+    Ok(())
 }
 
 /// A connection error without the URL's password (sqlx does not print it, but the error's

@@ -56,6 +56,44 @@ pub fn test_blob_store(data_dir: &Path) -> Option<String> {
     Some(format!("{}/{name}", base.trim_end_matches('/')))
 }
 
+/// The metadata database a test server on `data_dir` uses when `WHARF_TEST_DATABASE=postgres`
+/// (see scripts/backends.sh): a database of its own on the server `WHARF_TEST_POSTGRES_URL`
+/// names, named after the data directory, so servers running at once never share one and a
+/// server restarted on the same directory finds its own again. None: SQLite (the default).
+pub async fn test_database(data_dir: &Path) -> Option<String> {
+    use sqlx::Connection;
+    if std::env::var("WHARF_TEST_DATABASE").ok()? != "postgres" {
+        return None;
+    }
+    let admin = std::env::var("WHARF_TEST_POSTGRES_URL")
+        .expect("WHARF_TEST_DATABASE=postgres needs WHARF_TEST_POSTGRES_URL (scripts/services.sh)");
+    let name: String = data_dir
+        .to_string_lossy()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect::<String>()
+        .to_lowercase();
+    let name = format!("wharf_it_{}", &name[name.len().saturating_sub(40)..]);
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    let exists = sqlx::query("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap()
+        .is_some();
+    if !exists {
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    Some(format!("{base}/{name}"))
+}
+
+/// The master key test servers on PostgreSQL share (base64 of 32 bytes; not a secret).
+pub const TEST_SECRET_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
 /// Webhook settings fast enough for tests: 1 s timeout, retries after 0.3 s.
 pub fn fast_hooks() -> wharf_hooks::HooksConfig {
     wharf_hooks::HooksConfig {
@@ -105,6 +143,14 @@ impl Server {
             && let Some(b) = test_blob_store(&cfg.data_dir)
         {
             cfg.storage.blob_store = b;
+        }
+        if cfg.storage.database == wharf::config::SQLITE
+            && let Some(url) = test_database(&cfg.data_dir).await
+        {
+            cfg.storage.database = url;
+            if cfg.auth.secret_key.is_empty() {
+                cfg.auth.secret_key = TEST_SECRET_KEY.into();
+            }
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let running = wharf::start_with_clock(&cfg, listener, clock)
