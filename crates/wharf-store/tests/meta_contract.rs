@@ -1523,11 +1523,14 @@ async fn other_nodes_hear_webhook_and_queue_changes() {
         w.service_uri = "https://example.com/2".into();
         defs.update_webhook(&w).await.unwrap();
         hear(&b.hooks.webhooks_changed, "update").await;
-        defs.rotate_signing_secret("hook1", "whsec_bmV3LXNlY3JldA==", 0)
+        defs.rotate_signing_secret("hook1", "whsec_bmV3LXNlY3JldA==", now_ms() + 1)
             .await
             .unwrap()
             .unwrap();
         hear(&b.hooks.webhooks_changed, "rotate").await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert_eq!(defs.forget_expired_signing_secrets().await.unwrap(), 1);
+        hear(&b.hooks.webhooks_changed, "forget expired secrets").await;
 
         let (id, _) = queue_one(&a.hooks, "hook1").await;
         hear(&b.hooks.outbox_signal, "redeliver").await;
