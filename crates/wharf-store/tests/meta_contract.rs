@@ -923,6 +923,633 @@ async fn repository_and_tag_locks() {
     }
 }
 
+// ---- The webhook queue without a manifest push (pings put back by a redelivery), several
+// ---- claimers, and what other nodes hear.
+
+/// A node over the PostgreSQL database `url` (each node has its own data directory).
+async fn postgres_at(url: &str) -> Handles {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = wharf_store::StoreOptions {
+        database: Some(url.to_owned()),
+        database_max_connections: 8,
+        secret_key: Some(base64_key()),
+        ..Default::default()
+    };
+    let store = wharf_store::Store::open(dir.path(), &opts)
+        .await
+        .unwrap_or_else(|e| panic!("postgres: opening the store: {e}"));
+    Handles {
+        name: "postgres",
+        registry: store.registry_store(),
+        hooks: store.hook_store(),
+        identities: store.identity_store(),
+        _keep: Box::new((store, dir)),
+    }
+}
+
+/// Each backend with, where it can have one, a second node over the same metadata: on
+/// PostgreSQL two stores over one database; SQLite's data directory belongs to one process,
+/// so there the "second node" is the same store (claims then differ only by owner).
+async fn backends_with_second_node(test: &str) -> Vec<(Handles, Option<Handles>)> {
+    let mut out = vec![(sqlite().await, None)];
+    if std::env::var("WHARF_TEST_POSTGRES").is_ok_and(|v| v == "1") {
+        let url = fresh_postgres_database().await;
+        let first = postgres_at(&url).await;
+        let second = postgres_at(&url).await;
+        out.push((first, Some(second)));
+    }
+    let names: Vec<&str> = out.iter().map(|b| b.0.name).collect();
+    eprintln!("{test}: running on {}", names.join(", "));
+    out
+}
+
+/// Queues a due delivery of `webhook` without a manifest push: a ping, which a redelivery
+/// puts back in the queue like any delivery that is not pending. Returns its id and event.
+async fn queue_one(hooks: &HookStore, webhook: &str) -> (i64, String) {
+    let ev = uuid::Uuid::new_v4().to_string();
+    let q = hooks.deliveries();
+    let id = q
+        .create_ping(
+            webhook,
+            &ev,
+            br#"{"action":"ping"}"#,
+            PayloadFormat::Acr,
+            "pinger",
+            60_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(q.redeliver(webhook, Some(&ev)).await.unwrap(), 1);
+    (id, ev)
+}
+
+fn ids(v: &[wharf_store::hooks::QueuedDelivery]) -> Vec<i64> {
+    v.iter().map(|d| d.delivery_id).collect()
+}
+
+/// Several claimers with two different owners claiming at once (on PostgreSQL from two
+/// nodes): no delivery is handed to two of them, none is lost, and each is leased to the
+/// owner that got it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_claimers_never_share_a_delivery() {
+    for (h, second) in backends_with_second_node("concurrent_claimers_never_share_a_delivery").await
+    {
+        let hooks = ["hook1", "hook2", "hook3"];
+        for w in hooks {
+            h.hooks
+                .webhooks()
+                .create_webhook(&webhook(w, "https://example.com/c"))
+                .await
+                .unwrap();
+        }
+        let mut all = std::collections::BTreeSet::new();
+        for _ in 0..20 {
+            for w in hooks {
+                all.insert(queue_one(&h.hooks, w).await.0);
+            }
+        }
+        let other = second.as_ref().map_or(&h.hooks, |s| &s.hooks);
+        let wide = Room {
+            per_webhook: 100,
+            ..Default::default()
+        };
+        let mut tasks = Vec::new();
+        for (i, store) in [&h.hooks, &h.hooks, other, other].into_iter().enumerate() {
+            let q = store.deliveries.clone();
+            let owner = if i < 2 { "node-a" } else { "node-b" };
+            let wide = wide.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                loop {
+                    let c = q.claim_due(3, &wide, 60_000, owner).await.unwrap();
+                    if c.is_empty() {
+                        break;
+                    }
+                    got.extend(c.into_iter().map(|d| (d.delivery_id, owner)));
+                }
+                got
+            }));
+        }
+        let mut claimed = Vec::new();
+        for t in tasks {
+            claimed.extend(t.await.unwrap());
+        }
+        // A claim that found every due row held by another claim's lock may end a task early:
+        // what is left is swept up.
+        let rest = h
+            .hooks
+            .deliveries()
+            .claim_due(1000, &wide, 60_000, "node-c")
+            .await
+            .unwrap();
+        claimed.extend(rest.iter().map(|d| (d.delivery_id, "node-c")));
+        let unique: std::collections::BTreeSet<i64> = claimed.iter().map(|c| c.0).collect();
+        assert_eq!(
+            unique.len(),
+            claimed.len(),
+            "{}: a delivery was claimed twice",
+            h.name
+        );
+        assert_eq!(unique, all, "{}: every delivery claimed once", h.name);
+        let leases: BTreeMap<i64, String> = h
+            .hooks
+            .deliveries()
+            .delivery_leases()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, owner, _)| (id, owner))
+            .collect();
+        for (id, owner) in &claimed {
+            assert_eq!(
+                leases.get(id).map(String::as_str),
+                Some(*owner),
+                "{}: delivery {id} is leased to its claimer",
+                h.name
+            );
+        }
+    }
+}
+
+/// Leases are node-owned: another node's live lease is neither claimed nor taken back at a
+/// start-up; an expired one is both.
+#[tokio::test]
+async fn live_and_expired_leases_of_other_nodes() {
+    for h in backends("live_and_expired_leases_of_other_nodes").await {
+        h.hooks
+            .webhooks()
+            .create_webhook(&webhook("hook1", "https://example.com/1"))
+            .await
+            .unwrap();
+        let mut queued = Vec::new();
+        for _ in 0..4 {
+            queued.push(queue_one(&h.hooks, "hook1").await.0);
+        }
+        let q = h.hooks.deliveries();
+        let a = q.claim_due(1, &room(), 60_000, "node-a").await.unwrap();
+        let b = q.claim_due(1, &room(), 60_000, "node-b").await.unwrap();
+        let c = q.claim_due(1, &room(), -1, "node-c").await.unwrap();
+        assert_eq!(
+            [ids(&a), ids(&b), ids(&c)].concat(),
+            queued[..3],
+            "{}: oldest first",
+            h.name
+        );
+        // node-d gets the unclaimed row and node-c's expired lease, not the live ones.
+        let d = q.claim_due(10, &room(), 60_000, "node-d").await.unwrap();
+        assert_eq!(ids(&d), [queued[2], queued[3]], "{}", h.name);
+        assert_eq!(d[0].attempt, 1, "{}: a lease is not an attempt", h.name);
+
+        // node-a starts again: its own lease comes back, node-b's and node-d's live ones stay.
+        assert_eq!(
+            q.recover_deliveries("node-a").await.unwrap(),
+            1,
+            "{}",
+            h.name
+        );
+        let owners: Vec<(i64, String)> = q
+            .delivery_leases()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, o, _)| (id, o))
+            .collect();
+        assert_eq!(
+            owners,
+            [
+                (queued[1], "node-b".to_owned()),
+                (queued[2], "node-d".to_owned()),
+                (queued[3], "node-d".to_owned()),
+            ],
+            "{}",
+            h.name
+        );
+        // An expired lease of another node is taken back by any node's start-up.
+        let e = q.claim_due(10, &room(), -1, "node-e").await.unwrap();
+        assert_eq!(ids(&e), [queued[0]], "{}", h.name);
+        assert_eq!(
+            q.recover_deliveries("node-x").await.unwrap(),
+            1,
+            "{}",
+            h.name
+        );
+        assert_eq!(q.delivery_leases().await.unwrap().len(), 3, "{}", h.name);
+        // Released leases are due at once, whoever held them.
+        q.release_leases(&[queued[1], queued[2]]).await.unwrap();
+        let f = q.claim_due(10, &room(), 60_000, "node-f").await.unwrap();
+        assert_eq!(ids(&f), [queued[0], queued[1], queued[2]], "{}", h.name);
+    }
+}
+
+/// Fairness: each webhook gets at most its room (less what is in flight, nothing when
+/// closed), the oldest rows first, `limit` in all; a disabled webhook's pending rows are
+/// cancelled and stay cancelled when an attempt in flight reports.
+#[tokio::test]
+async fn claims_share_room_between_webhooks() {
+    for h in backends("claims_share_room_between_webhooks").await {
+        let defs = h.hooks.webhooks();
+        defs.create_webhook(&webhook("hook1", "https://example.com/1"))
+            .await
+            .unwrap();
+        defs.create_webhook(&webhook("hook2", "https://example.com/2"))
+            .await
+            .unwrap();
+        let mut one = Vec::new();
+        for _ in 0..5 {
+            one.push(queue_one(&h.hooks, "hook1").await.0);
+        }
+        let mut two = Vec::new();
+        for _ in 0..2 {
+            two.push(queue_one(&h.hooks, "hook2").await.0);
+        }
+        let q = h.hooks.deliveries();
+        assert!(
+            q.claim_due(0, &room(), 60_000, "n")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let two_each = Room {
+            per_webhook: 2,
+            ..Default::default()
+        };
+        let c = q.claim_due(3, &two_each, 60_000, "n").await.unwrap();
+        assert_eq!(ids(&c), [one[0], one[1], two[0]], "{}", h.name);
+        assert_eq!(c[2].webhook, "hook2");
+
+        let busy = Room {
+            per_webhook: 2,
+            busy: [("hook1".to_owned(), 1)].into(),
+            closed: ["hook2".to_owned()].into(),
+        };
+        let c = q.claim_due(10, &busy, 60_000, "n").await.unwrap();
+        assert_eq!(ids(&c), [one[2]], "{}", h.name);
+
+        // Disabling hook2 cancels its pending rows, leased or not; the attempt in flight
+        // reports a success and the row stays cancelled.
+        let mut off = webhook("hook2", "https://example.com/2");
+        off.status = WebhookStatus::Disabled;
+        defs.update_webhook(&off).await.unwrap();
+        assert_eq!(
+            q.delivery_counts().await.unwrap().get("cancelled"),
+            Some(&2),
+            "{}",
+            h.name
+        );
+        let in_flight = AttemptRecord {
+            delivery_id: two[0],
+            webhook: "hook2".into(),
+            event_id: String::new(),
+            attempt: 1,
+            ..Default::default()
+        };
+        q.record_attempts(&[(in_flight, Outcome::Delivered)])
+            .await
+            .unwrap();
+        let counts = q.delivery_counts().await.unwrap();
+        assert_eq!(counts.get("cancelled"), Some(&2), "{}: {counts:?}", h.name);
+        assert_eq!(counts.get("delivered"), None, "{}: {counts:?}", h.name);
+        let c = q.claim_due(10, &room(), 60_000, "n").await.unwrap();
+        assert_eq!(ids(&c), [one[3], one[4]], "{}", h.name);
+    }
+}
+
+/// Pings: written leased to the sending node and never claimed; only a ping whose node died
+/// (lease expired, or the node's own at its start) is failed; the attempt shows in history.
+#[tokio::test]
+async fn pings_are_leased_to_their_sender() {
+    for h in backends("pings_are_leased_to_their_sender").await {
+        let mut off = webhook("hook1", "https://example.com/1");
+        off.status = WebhookStatus::Disabled;
+        h.hooks.webhooks().create_webhook(&off).await.unwrap();
+        let q = h.hooks.deliveries();
+        let ping = |ev: &str, owner: &str, lease: i64| {
+            let (q, ev, owner) = (q, ev.to_owned(), owner.to_owned());
+            async move {
+                q.create_ping("hook1", &ev, b"{}", PayloadFormat::Acr, &owner, lease)
+                    .await
+                    .unwrap()
+            }
+        };
+        let before = now_ms();
+        let p1 = ping("ev-1", "node-a", 60_000).await;
+        let leases = q.delivery_leases().await.unwrap();
+        assert_eq!(leases.len(), 1, "{}", h.name);
+        assert_eq!((leases[0].0, leases[0].1.as_str()), (p1, "node-a"));
+        assert!(leases[0].2 >= before + 60_000, "{}", h.name);
+        assert!(
+            q.claim_due(10, &room(), 60_000, "node-b")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(q.fail_abandoned_pings().await.unwrap(), 0, "{}", h.name);
+        assert_eq!(q.renew_leases(&[p1], "node-b", 1000).await.unwrap(), 0);
+        assert_eq!(q.renew_leases(&[p1], "node-a", 1000).await.unwrap(), 1);
+
+        ping("ev-2", "node-b", -1).await;
+        assert_eq!(q.fail_abandoned_pings().await.unwrap(), 1, "{}", h.name);
+        ping("ev-3", "node-c", 60_000).await;
+        assert_eq!(q.recover_deliveries("node-c").await.unwrap(), 0);
+        assert_eq!(
+            q.delivery_counts().await.unwrap().get("failed"),
+            Some(&2),
+            "{}: the dead nodes' pings failed",
+            h.name
+        );
+        assert!(q.has_delivery("hook1", "ev-1").await.unwrap());
+
+        let sent = AttemptRecord {
+            delivery_id: p1,
+            webhook: "hook1".into(),
+            event_id: "ev-1".into(),
+            attempt: 1,
+            started_at: now_ms(),
+            duration_ms: 3,
+            request_uri: "https://example.com/***".into(),
+            request_headers: BTreeMap::from([("Content-Type".into(), "application/json".into())]),
+            status_code: Some(204),
+            reason: Some("No Content".into()),
+            response_headers: BTreeMap::from([("X-Seen".into(), "1".into())]),
+            response_body: None,
+            error: None,
+        };
+        q.record_attempts(&[(sent, Outcome::Delivered)])
+            .await
+            .unwrap();
+        let history = q.list_history("hook1", None, 10).await.unwrap();
+        assert_eq!(history.len(), 1, "{}", h.name);
+        let e = &history[0];
+        assert_eq!(
+            (e.action.as_str(), e.outcome.as_str()),
+            ("ping", "delivered")
+        );
+        assert_eq!(e.attempt.event_id, "ev-1");
+        assert_eq!(e.attempt.status_code, Some(204));
+        assert_eq!(e.attempt.reason.as_deref(), Some("No Content"));
+        assert_eq!(
+            e.attempt.response_headers.get("X-Seen").map(String::as_str),
+            Some("1")
+        );
+        assert_eq!(
+            e.attempt
+                .request_headers
+                .get("Content-Type")
+                .map(String::as_str),
+            Some("application/json"),
+            "{}",
+            h.name
+        );
+        assert!(q.delivery_leases().await.unwrap().is_empty(), "{}", h.name);
+    }
+}
+
+/// Redelivery starts a new round (attempt numbers continue), never touches a pending row,
+/// and without an event takes only failed ones; pruning drops old history and finished
+/// deliveries, never a pending one.
+#[tokio::test]
+async fn redelivery_rounds_and_pruning() {
+    for h in backends("redelivery_rounds_and_pruning").await {
+        h.hooks
+            .webhooks()
+            .create_webhook(&webhook("hook1", "https://example.com/1"))
+            .await
+            .unwrap();
+        let q = h.hooks.deliveries();
+        let (id, ev) = queue_one(&h.hooks, "hook1").await;
+        let first = q.claim_due(10, &room(), 60_000, "n").await.unwrap();
+        assert_eq!(ids(&first), [id]);
+        assert_eq!(
+            (
+                first[0].attempt,
+                first[0].round_attempt,
+                first[0].max_attempts
+            ),
+            (1, 1, Some(1)),
+            "{}",
+            h.name
+        );
+        q.record_attempts(&[(attempt(&first[0], 500), Outcome::Failed)])
+            .await
+            .unwrap();
+        assert_eq!(q.redeliver("hook1", Some(&ev)).await.unwrap(), 1);
+        assert_eq!(
+            q.redeliver("hook1", Some(&ev)).await.unwrap(),
+            0,
+            "{}: a pending delivery is not redelivered",
+            h.name
+        );
+        assert_eq!(q.redeliver("hook1", Some("unknown")).await.unwrap(), 0);
+        let second = q.claim_due(10, &room(), 60_000, "n").await.unwrap();
+        assert_eq!(
+            (second[0].attempt, second[0].round_attempt),
+            (2, 1),
+            "{}: a new round",
+            h.name
+        );
+        q.record_attempts(&[(
+            attempt(&second[0], 503),
+            Outcome::Retry(now_ms() + 3_600_000),
+        )])
+        .await
+        .unwrap();
+        assert_eq!(q.redeliver("hook1", None).await.unwrap(), 0, "{}", h.name);
+        assert!(
+            q.claim_due(10, &room(), 60_000, "n")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        // A second delivery, delivered; then everything older than now is pruned.
+        let (id2, ev2) = queue_one(&h.hooks, "hook1").await;
+        let c = q.claim_due(10, &room(), 60_000, "n").await.unwrap();
+        assert_eq!(ids(&c), [id2]);
+        q.record_attempts(&[(attempt(&c[0], 200), Outcome::Delivered)])
+            .await
+            .unwrap();
+        assert_eq!(q.list_history("hook1", None, 10).await.unwrap().len(), 3);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        q.prune_history(now_ms()).await.unwrap();
+        assert!(
+            q.list_history("hook1", None, 10).await.unwrap().is_empty(),
+            "{}",
+            h.name
+        );
+        let counts = q.delivery_counts().await.unwrap();
+        assert_eq!(counts.get("pending"), Some(&1), "{}: {counts:?}", h.name);
+        assert_eq!(counts.get("delivered"), None, "{}: {counts:?}", h.name);
+        assert!(q.has_delivery("hook1", &ev).await.unwrap());
+        assert!(!q.has_delivery("hook1", &ev2).await.unwrap(), "{}", h.name);
+    }
+}
+
+/// Webhook names are case-insensitive; signing secrets rotate with a grace period and are
+/// forgotten after it; a delete takes the queue and the history with it, and an attempt in
+/// flight for a deleted webhook is dropped without failing its batch.
+#[tokio::test]
+async fn webhook_signing_names_and_delete() {
+    for h in backends("webhook_signing_names_and_delete").await {
+        let defs = h.hooks.webhooks();
+        let mut w = webhook("Hook1", "https://example.com/1");
+        let (old, new) = ("whsec_b2xkLXNlY3JldA==", "whsec_bmV3LXNlY3JldA==");
+        w.signing = Signing {
+            enabled: true,
+            secret: Some(old.into()),
+            previous: None,
+        };
+        defs.create_webhook(&w).await.unwrap();
+        assert!(
+            matches!(
+                defs.create_webhook(&webhook("hook1", "https://x")).await,
+                Err(StoreError::Conflict)
+            ),
+            "{}: names are case-insensitive",
+            h.name
+        );
+        assert_eq!(defs.get_webhook("HOOK1").await.unwrap().unwrap(), w);
+
+        let until = now_ms() + 86_400_000;
+        let got = defs
+            .rotate_signing_secret("hook1", new, until)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.signing.secret.as_deref(), Some(new), "{}", h.name);
+        assert_eq!(got.signing.previous, Some((old.to_owned(), until)));
+        assert_eq!(defs.get_webhook("hook1").await.unwrap().unwrap(), got);
+        // An update never puts a replaced secret back.
+        defs.update_webhook(&w).await.unwrap();
+        let read = defs.get_webhook("hook1").await.unwrap().unwrap();
+        assert_eq!(read.signing.secret.as_deref(), Some(new), "{}", h.name);
+        assert!(
+            defs.rotate_signing_secret("nope", new, until)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let got = defs
+            .rotate_signing_secret("hook1", old, 0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.signing.previous, None, "{}", h.name);
+        defs.rotate_signing_secret("hook1", new, now_ms() + 1)
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert_eq!(
+            defs.forget_expired_signing_secrets().await.unwrap(),
+            1,
+            "{}",
+            h.name
+        );
+        assert_eq!(defs.forget_expired_signing_secrets().await.unwrap(), 0);
+        let mut unsigned = defs.get_webhook("hook1").await.unwrap().unwrap();
+        unsigned.signing.enabled = false;
+        defs.update_webhook(&unsigned).await.unwrap();
+        assert!(
+            defs.rotate_signing_secret("hook1", old, until)
+                .await
+                .unwrap()
+                .is_none(),
+            "{}: no rotation while signing is off",
+            h.name
+        );
+        assert_eq!(
+            defs.get_webhook("hook1")
+                .await
+                .unwrap()
+                .unwrap()
+                .signing
+                .secret
+                .as_deref(),
+            Some(new),
+            "{}: the secret is kept while signing is off",
+            h.name
+        );
+
+        let q = h.hooks.deliveries();
+        let (_, ev) = queue_one(&h.hooks, "Hook1").await;
+        let c = q.claim_due(10, &room(), 60_000, "n").await.unwrap();
+        assert_eq!(c.len(), 1, "{}", h.name);
+        q.record_attempts(&[(attempt(&c[0], 500), Outcome::Retry(now_ms() - 1))])
+            .await
+            .unwrap();
+        let c = q.claim_due(10, &room(), 60_000, "n").await.unwrap();
+        assert_eq!(q.list_history("Hook1", None, 10).await.unwrap().len(), 1);
+        assert!(defs.delete_webhook("HOOK1").await.unwrap(), "{}", h.name);
+        q.record_attempts(&[(attempt(&c[0], 200), Outcome::Delivered)])
+            .await
+            .unwrap();
+        assert!(!q.has_delivery("Hook1", &ev).await.unwrap(), "{}", h.name);
+        assert!(q.list_history("Hook1", None, 10).await.unwrap().is_empty());
+        assert!(q.delivery_counts().await.unwrap().is_empty(), "{}", h.name);
+        assert!(defs.list_webhooks().await.unwrap().is_empty());
+    }
+}
+
+/// PostgreSQL only (one process owns a SQLite store): another node hears every write of a
+/// webhook definition (it reads its snapshot again) and every delivery put back in the queue
+/// (its dispatcher wakes), and reads what the first node wrote.
+#[tokio::test]
+async fn other_nodes_hear_webhook_and_queue_changes() {
+    let hear = |n: &Arc<tokio::sync::Notify>, what: &str| {
+        let (n, what) = (n.clone(), what.to_owned());
+        async move {
+            // A guard against a hang, not a timing assertion: a missed notification fails.
+            tokio::time::timeout(std::time::Duration::from_secs(30), n.notified())
+                .await
+                .unwrap_or_else(|_| panic!("the other node did not hear: {what}"));
+        }
+    };
+    for (a, b) in backends_with_second_node("other_nodes_hear_webhook_and_queue_changes").await {
+        let Some(b) = b else { continue };
+        // Each node's listener fires every signal once when it starts listening.
+        hear(&b.hooks.webhooks_changed, "listening").await;
+        hear(&b.hooks.outbox_signal, "listening").await;
+
+        let defs = a.hooks.webhooks();
+        let mut w = webhook("hook1", "https://example.com/1?token=s3cret");
+        w.signing.enabled = true;
+        w.signing.secret = Some("whsec_b2xkLXNlY3JldA==".into());
+        defs.create_webhook(&w).await.unwrap();
+        hear(&b.hooks.webhooks_changed, "create").await;
+        assert_eq!(
+            b.hooks.webhooks().get_webhook("hook1").await.unwrap(),
+            Some(w.clone())
+        );
+        w.service_uri = "https://example.com/2".into();
+        defs.update_webhook(&w).await.unwrap();
+        hear(&b.hooks.webhooks_changed, "update").await;
+        defs.rotate_signing_secret("hook1", "whsec_bmV3LXNlY3JldA==", now_ms() + 1)
+            .await
+            .unwrap()
+            .unwrap();
+        hear(&b.hooks.webhooks_changed, "rotate").await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert_eq!(defs.forget_expired_signing_secrets().await.unwrap(), 1);
+        hear(&b.hooks.webhooks_changed, "forget expired secrets").await;
+
+        let (id, _) = queue_one(&a.hooks, "hook1").await;
+        hear(&b.hooks.outbox_signal, "redeliver").await;
+        let c = b
+            .hooks
+            .deliveries()
+            .claim_due(10, &room(), 60_000, "node-b")
+            .await
+            .unwrap();
+        assert_eq!(ids(&c), [id]);
+        a.hooks.deliveries().release_leases(&[id]).await.unwrap();
+        hear(&b.hooks.outbox_signal, "release").await;
+
+        assert!(defs.delete_webhook("hook1").await.unwrap());
+        hear(&b.hooks.webhooks_changed, "delete").await;
+        assert!(b.hooks.webhooks().list_webhooks().await.unwrap().is_empty());
+    }
+}
+
 /// The backends of the garbage-collection tests: those of [`backends`], and when
 /// `WHARF_TEST_S3=1` (with the `AWS_*` variables of `scripts/services.sh`) each metadata
 /// backend again over S3 blobs, in the bucket `WHARF_TEST_BUCKET` (default `wharf-test`)
