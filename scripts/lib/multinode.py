@@ -31,8 +31,9 @@ it (each node has its own webhook User-Agent, `Wharf-<node id>`). The checks:
          deliveries 1 s) so that it holds parked and in-flight leases when it dies;
   4. garbage collection (POST /wharf/v1/gc, [gc] grace_secs 1) runs on node 3 every 2 s
      during the pushes, with an unreferenced blob uploaded before each run (each must be
-     collected, so the runs really remove blobs); afterwards every acknowledged image's blobs
-     are still readable.
+     collected, so the runs really remove blobs). Every other push references a blob that an
+     earlier push left unreferenced past the grace (garbage taken back while GC runs: HEAD,
+     upload if gone, manifest). Afterwards every acknowledged image's blobs still read back.
 
 Standard library only (plus the skopeo and psql commands). Prints each check with its
 figures, then `multinode: N passed, M failed`; exits non-zero on any failure.
@@ -762,39 +763,69 @@ class Ledger:
         self.reasons = collections.Counter()  # what the failed attempts got
         self.layer_uploads = 0  # shared layer uploads (HEAD said 404)
         self.secs = []  # duration of each acknowledged push's last attempt
+        self.aged = collections.defaultdict(collections.deque)  # repo -> (blob, uploaded at)
+        self.aged_heads = collections.Counter()  # HEAD status of aged blobs
+        self.aged_acked = 0  # acknowledged pushes that reference an aged blob
         self.gave_up = []  # (repo, tag, last error)
         self.done = 0
 
 
+AGED_EVERY = 2  # every other push also references a blob left unreferenced past the grace
+
+
 def one_push(ctx, ledger, i, layer):
     """One image: its config blob (monolithic POST) and its manifest by tag, on node i % 3.
-    A failed attempt is retried on the next live node, the whole push again (a 4xx too: a
-    blob collected between its upload and the manifest, if the push took longer than the
-    grace, makes the manifest 400 MANIFEST_BLOB_UNKNOWN)."""
+    Every other push also leaves an unreferenced blob behind for a later push, and
+    references the oldest one an earlier push left in its repository once that is past the
+    GC grace: garbage that a push takes back while GC runs, the window the issue says must
+    not lose a blob. Each layer is HEADed first and uploaded only if missing, as clients do
+    (the HEAD refreshes its last use). A failed attempt is retried on the next live node, the
+    whole push again (a 4xx too: a blob collected between its HEAD and the manifest makes
+    the manifest 400 MANIFEST_BLOB_UNKNOWN, which acknowledges nothing)."""
     nodes = ctx["nodes"]
     repo = f"multinode/load{i % 4}"
     tag = f"t{i:04d}"
+    start = i % len(nodes)
     cfg = json.dumps({"architecture": "amd64", "os": "linux", "multinode": i,
                       "nonce": base64.b64encode(os.urandom(12)).decode()}).encode()
-    body = manifest_for(cfg, [layer], {"multinode.index": str(i)})
-    start = i % len(nodes)
+    extra = []
+    if i % AGED_EVERY == 0:
+        with ledger.lock:
+            q = ledger.aged[repo]
+            if q and time.time() - q[0][1] >= GC_GRACE + 0.3:
+                extra.append(q.popleft()[0])
+        left = os.urandom(600)
+        for k in range(len(nodes)):
+            node = nodes[(start + k) % len(nodes)]
+            if node.alive() and push_blob(node, repo, left).status == 201:
+                with ledger.lock:
+                    ledger.aged[repo].append((left, time.time()))
+                break
+    body = manifest_for(cfg, [layer] + extra, {"multinode.index": str(i)})
     last = None
     for k in range(12):
         node = nodes[(start + k) % len(nodes)]
         if not node.alive():
             continue
-        # As a client does: HEAD the shared layer (which refreshes its last use, so GC keeps
-        # it through the grace) and upload it only if the repository lacks it.
-        h = node.req("HEAD", f"/v2/{repo}/blobs/{sha256(layer)}")
-        if h.status == 404:
-            h = push_blob(node, repo, layer)
-            with ledger.lock:
-                ledger.layer_uploads += 1
-        if h.status not in (200, 201):
-            last = f"layer on {node.id}: {h}"
+        bad = None
+        for blob in [layer] + extra:
+            h = node.req("HEAD", f"/v2/{repo}/blobs/{sha256(blob)}")
+            if blob is not layer:
+                with ledger.lock:
+                    ledger.aged_heads[h.status] += 1
+            if h.status == 404:
+                h = push_blob(node, repo, blob)
+                if blob is layer:
+                    with ledger.lock:
+                        ledger.layer_uploads += 1
+            if h.status not in (200, 201):
+                bad = h
+                break
+        if bad is not None:
+            last = f"layer on {node.id}: {bad}"
             with ledger.lock:
                 ledger.failed_on[node.id] += 1
-                ledger.reasons[f"layer HEAD/POST {h.status}"] += 1
+                ledger.reasons[f"layer HEAD/POST {bad.status}"] += 1
             time.sleep(0.05)
             continue
         t0 = time.time()
@@ -811,8 +842,10 @@ def one_push(ctx, ledger, i, layer):
         r = put_manifest(node, repo, tag, body)
         if r.status == 201:
             with ledger.lock:
-                ledger.acked[(repo, tag)] = {"digest": sha256(body), "config": cfg,
+                ledger.acked[(repo, tag)] = {"digest": sha256(body), "blobs": [cfg] + extra,
                                              "node": node.id, "t": time.time()}
+                if extra:
+                    ledger.aged_acked += 1
                 ledger.done += 1
                 ledger.secs.append(time.time() - t0)
             return
@@ -928,9 +961,10 @@ def check_kill(ctx, c3a, c3b, c3c, c4):
                     or r.headers.get("docker-content-digest") != a["digest"]:
                 return f"{repo}:{tag} manifest GET on {node.id} -> {r} " \
                        f"(digest {sha256(r.body)[:19]}, acknowledged {a['digest'][:19]})"
-            b = node.req("GET", f"/v2/{repo}/blobs/{sha256(a['config'])}")
-            if b.status != 200 or b.body != a["config"]:
-                return f"{repo}:{tag} config blob GET on {node.id} -> {b}"
+            for blob in a["blobs"]:
+                b = node.req("GET", f"/v2/{repo}/blobs/{sha256(blob)}")
+                if b.status != 200 or b.body != blob:
+                    return f"{repo}:{tag} blob {sha256(blob)[:19]} GET on {node.id} -> {b}"
             return None
 
         with concurrent.futures.ThreadPoolExecutor(8) as ex:
@@ -946,7 +980,7 @@ def check_kill(ctx, c3a, c3b, c3c, c4):
         bad = readback(node)
         c.expect(not bad,
                  f"{when}: all {len(ledger.acked)} acknowledged images (manifest by tag and "
-                 f"digest, config and layer blobs) read back from {node.id} "
+                 f"digest, config and layers) read back from {node.id} "
                  f"({time.time() - t:.1f} s)",
                  f"{when}: {len(bad)} acknowledged images unreadable from {node.id}, e.g. "
                  + "; ".join(bad[:3]))
@@ -1066,6 +1100,11 @@ def check_kill(ctx, c3a, c3b, c3c, c4):
     ctx["stage"] = c4
     figs = ", ".join(f"{k} {v}" for k, v in sorted(gc_stats["figures"].items()))
     c4.info(f"GC on n3: {gc_stats['runs']} runs during the pushes (totals: {figs})")
+    c4.info(f"{ledger.aged_acked} acknowledged pushes reference a blob left unreferenced past "
+            f"the grace; HEADs of such blobs: {dict(ledger.aged_heads)} (404: collected "
+            "before the push came back to it, so uploaded again); manifests refused because "
+            "a blob went between HEAD and PUT: "
+            f"{ledger.reasons.get('manifest PUT 400 MANIFEST_BLOB_UNKNOWN', 0)}")
     if gc_stats["errors"]:
         c4.fail(f"{len(gc_stats['errors'])} GC requests failed, e.g. {gc_stats['errors'][:2]}")
     c4.expect(gc_stats["runs"] >= 3, f"{gc_stats['runs']} GC runs overlapped the pushes",
