@@ -66,7 +66,8 @@ use crate::handles::GcStore;
 
 /// Links removed per transaction, so a large run never holds many row locks for long.
 const LINK_BATCH: i64 = 1000;
-/// Attempts at linking into a repository that another node deletes at the same moment.
+/// Attempts at linking into a repository that does not exist yet or that another node
+/// deletes at the same moment.
 const ENSURE_REPO_TRIES: usize = 3;
 
 /// Advisory lock class (first key of the two-key form) of a digest's content; the second
@@ -251,15 +252,8 @@ impl GcStore for PgGc {
         }
         let mut linked = false;
         for _ in 0..ENSURE_REPO_TRIES {
-            sqlx::query(
-                "INSERT INTO repositories (name, created_at) VALUES ($1, $2) \
-                 ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(repo.as_str())
-            .bind(crate::db::now_ms())
-            .execute(&mut *tx)
-            .await?;
-            // No row: another node deleted the repository between the two statements.
+            // The link first: its repository usually exists, and an insert that conflicts
+            // would still use up an id of the identity.
             let n = sqlx::query(
                 "INSERT INTO repo_blobs (repo_id, digest, size, used_at) \
                  SELECT id, $2, $3, $4 FROM repositories WHERE name = $1 \
@@ -277,6 +271,16 @@ impl GcStore for PgGc {
                 linked = true;
                 break;
             }
+            // No repository: created here or by a concurrent push (then seen on the next
+            // turn); one another node deletes in between is created again.
+            sqlx::query(
+                "INSERT INTO repositories (name, created_at) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(repo.as_str())
+            .bind(crate::db::now_ms())
+            .execute(&mut *tx)
+            .await?;
         }
         if !linked {
             return Err(StoreError::Unavailable(format!(
