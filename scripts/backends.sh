@@ -46,7 +46,7 @@ step "integration tests on PostgreSQL + S3 (moto); S3 failing (503) through a pr
   env WHARF_TEST_S3=1 WHARF_TEST_BLOB_STORE="s3://$SERVICES_BUCKET/it-$RUN" \
   WHARF_TEST_DATABASE=postgres \
   cargo test -p wharf --test oci --test webhooks --test object_faults --test locks \
-  --test quarantine --test retention --test auth --test acr --test gc "$@"
+  --test quarantine --test retention --test auth --test acr --test gc --test nodes "$@"
 step "oci + webhooks integration tests, blobs on Azure Blob (Azurite)" \
   env WHARF_TEST_BLOB_STORE="azure://$SERVICES_BUCKET/it-$RUN" \
   cargo test -p wharf --test oci --test webhooks "$@"

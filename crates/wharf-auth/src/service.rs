@@ -293,6 +293,23 @@ impl Auth {
         &self.inner.sealer
     }
 
+    /// Reloads the snapshot (and forgets cached logins) each time `changed` fires: another
+    /// node changed the identities. The task runs until aborted.
+    pub fn follow_changes(
+        &self,
+        changed: std::sync::Arc<tokio::sync::Notify>,
+    ) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                changed.notified().await;
+                if let Err(e) = this.reload().await {
+                    tracing::warn!(error = %e, "reloading identities after another node's change failed");
+                }
+            }
+        })
+    }
+
     /// Rebuilds the snapshot after a change and forgets cached logins.
     pub(crate) async fn reload(&self) -> Result<(), StoreError> {
         let settings: HashMap<String, String> =

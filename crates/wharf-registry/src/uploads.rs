@@ -112,7 +112,35 @@ impl Registry {
 
     /// The offset of a session (bytes received so far).
     pub async fn upload_offset(&self, repo: &RepoName, id: &str) -> Result<u64> {
-        Ok(self.session(repo, id).await?.lock().await.offset)
+        let s = self.session(repo, id).await?;
+        let mut st = s.lock().await;
+        self.resync(id, &mut st).await?;
+        Ok(st.offset)
+    }
+
+    /// With nodes sharing the store, another node may have appended to the session since this
+    /// one cached it (a client's PATCHes may each reach another node): the stored length is
+    /// the truth, and a cached hasher that does not cover it is dropped (the finish then
+    /// hashes what is stored). One listing per request, paid only by shared stores.
+    async fn resync(&self, id: &str, st: &mut UploadState) -> Result<()> {
+        if !self.store.shared || st.closed {
+            return Ok(());
+        }
+        let stored = match self.store.blobs.upload_len(id).await {
+            Ok(n) => n,
+            Err(e) => {
+                if matches!(e, StoreError::NotFound) {
+                    // Finished or cancelled through another node.
+                    self.forget(id, st);
+                }
+                return Err(session_err(e));
+            }
+        };
+        if stored != st.offset {
+            st.offset = stored;
+            st.hasher = None;
+        }
+        Ok(())
     }
 
     /// Appends a chunk. With `range` (start, end inclusive) the chunk must start at the current
@@ -138,6 +166,7 @@ impl Registry {
     ) -> Result<u64> {
         let s = self.session(repo, id).await?;
         let mut st = s.lock().await;
+        self.resync(id, &mut st).await?;
         if st.closed {
             return Err(RegistryError::UploadUnknown);
         }
@@ -235,9 +264,14 @@ impl Registry {
             Err(e) => return Err(e),
         };
         let mut st = s.lock().await;
-        if st.closed {
-            // Finished (or cancelled) by a request that held the lock before us.
-            return self.finished_as(repo, id, digest).await;
+        match self.resync(id, &mut st).await {
+            Ok(()) if !st.closed => {}
+            // Finished (or cancelled) by a request that held the lock before us, here or on
+            // another node.
+            Ok(()) | Err(RegistryError::UploadUnknown) => {
+                return self.finished_as(repo, id, digest).await;
+            }
+            Err(e) => return Err(e),
         }
         let expected = check_range(range, st.offset)?;
         self.store.check_space()?;

@@ -348,6 +348,9 @@ pub struct RegistryStore {
     pub space: SpaceGuard,
     /// Wakes this node's dispatcher after a change queued deliveries.
     pub outbox_signal: Arc<Notify>,
+    /// Whether other nodes share this store (a shared database): state cached in this
+    /// process, such as an upload session's offset, may then be stale.
+    pub shared: bool,
 }
 
 impl RegistryStore {

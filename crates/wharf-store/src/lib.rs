@@ -1,14 +1,15 @@
 //! Wharf's storage: the content-addressed blob store (the data directory, S3 or Azure Blob,
 //! behind one boundary: range-stream reads, upload-session writes) and the metadata store
-//! in SQLite (repositories, blob links, manifests, tags, upload sessions, webhook definitions,
-//! the event outbox, the delivery queue and the delivery history), and garbage collection's
-//! side of both (`gc.rs`).
+//! (repositories, blob links, manifests, tags, upload sessions, webhook definitions, the event
+//! outbox, the delivery queue and the delivery history) in SQLite or PostgreSQL, and garbage
+//! collection's side of both (`gc.rs`, `pg/gc.rs`).
 //!
 //! Consumers hold the trait-based handles of `handles.rs` (bundled as [`RegistryStore`] for
 //! the registry, [`HookStore`] for the webhook service, an [`IdentityStore`] for access
-//! control), never [`Store`]: SQLite is the first backend implementing them (`sqlite.rs`
-//! delegates to `meta.rs`, `attrs.rs`, `policies.rs`, `gc.rs`, `hooks.rs`, `identities.rs`),
-//! and [`Store`] is what only the server's wiring opens and hands out.
+//! control), never [`Store`]: SQLite implements them (`sqlite.rs` delegates to `meta.rs`,
+//! `attrs.rs`, `policies.rs`, `gc.rs`, `hooks.rs`, `identities.rs`), and so does PostgreSQL
+//! (`pg/`), which several nodes may share; [`Store`] is what only the server's wiring opens
+//! (choosing the backend) and hands out.
 //!
 //! It owns durability and transactions. It knows nothing of HTTP, and must not call
 //! `wharf-registry`, `wharf-hooks` or `wharf-http`: they call it, and meet only here. Which
@@ -300,6 +301,15 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(s) => s.identity_store(),
             Backend::Postgres(p) => p.identity_store(),
+        }
+    }
+
+    /// Fired when another node changed the identities (admin user, settings, tokens, scope
+    /// maps): access control must read them again. None for a backend one process owns.
+    pub fn identities_changed(&self) -> Option<Arc<Notify>> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(p) => Some(p.identities_changed()),
         }
     }
 

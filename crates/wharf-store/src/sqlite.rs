@@ -46,6 +46,7 @@ impl SqliteStore {
             hooks: self.hooks.clone(),
             space: self.space.clone(),
             outbox_signal: self.outbox_signal.clone(),
+            shared: false,
         }
     }
 

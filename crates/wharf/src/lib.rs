@@ -35,6 +35,9 @@ pub struct Server {
     clock: std::sync::Arc<dyn wharf_registry::Clock>,
     /// Reloads the TLS certificate when its files change (or on SIGHUP); None without TLS.
     tls_reloader: Option<tokio::task::JoinHandle<()>>,
+    /// Reloads access control's identities when another node changed them (a shared
+    /// database); None on SQLite.
+    identity_follower: Option<tokio::task::JoinHandle<()>>,
     delivery_timeout: Duration,
     /// The credentials a first start with access control on created (shown once by `run`).
     initial_credentials: Option<wharf_auth::InitialCredentials>,
@@ -122,6 +125,7 @@ pub async fn start_with_clock(
     )
     .await
     .context("loading identities")?;
+    let identity_follower = store.identities_changed().map(|c| auth.follow_changes(c));
     if !cfg.auth.enabled {
         if open_to_network {
             tracing::warn!(%addr, "access control is OFF and the registry listens beyond loopback: anyone who can reach it can push, delete and read webhook secrets");
@@ -227,6 +231,7 @@ pub async fn start_with_clock(
         registry,
         clock,
         tls_reloader,
+        identity_follower,
         delivery_timeout: Duration::from_secs(cfg.webhooks.timeout_secs),
         initial_credentials: initial,
     })
@@ -413,6 +418,10 @@ impl Server {
         if let Some(r) = self.tls_reloader.take() {
             r.abort();
             let _ = r.await;
+        }
+        if let Some(f) = self.identity_follower.take() {
+            f.abort();
+            let _ = f.await;
         }
         self.hooks.shutdown();
         let _ = tokio::time::timeout(

@@ -218,7 +218,7 @@ async fn every_route_for_every_caller() {
     .await;
 
     // JWTs: one from the token server, and forged, expired and wrong-audience ones.
-    let key = wharf_store::Sealer::load_or_create(tmp.path(), None)
+    let key = wharf_store::Sealer::load_or_create(tmp.path(), common::test_secret_key())
         .unwrap()
         .derive_key(b"wharf jwt v1");
     let keys = Keys::new(&key);
@@ -807,7 +807,7 @@ async fn the_token_server_speaks_every_grant_and_scope_form() {
             .body(body)
             .send()
     };
-    let key = wharf_store::Sealer::load_or_create(tmp.path(), None)
+    let key = wharf_store::Sealer::load_or_create(tmp.path(), common::test_secret_key())
         .unwrap()
         .derive_key(b"wharf jwt v1");
     let keys = Keys::new(&key);
@@ -1076,7 +1076,8 @@ async fn plaintext_webhook_secrets_from_before_are_sealed_at_start() {
     let tmp = tempfile::tempdir().unwrap();
     // A database as an older Wharf left it: the webhook's URI and headers in clear.
     {
-        let s = Server::start_config(wharf::config::Config {
+        // SQLite's history: PostgreSQL never held secrets in clear.
+        let s = Server::start_sqlite(wharf::config::Config {
             data_dir: tmp.path().to_owned(),
             ..Default::default()
         })
@@ -1102,7 +1103,7 @@ async fn plaintext_webhook_secrets_from_before_are_sealed_at_start() {
             .unwrap();
         pool.close().await;
     }
-    let s = Server::start_config(wharf::config::Config {
+    let s = Server::start_sqlite(wharf::config::Config {
         data_dir: tmp.path().to_owned(),
         ..Default::default()
     })

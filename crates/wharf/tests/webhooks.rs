@@ -2095,11 +2095,16 @@ impl Drop for Proc {
     }
 }
 
-fn spawn_wharf(data_dir: &std::path::Path, config: &std::path::Path) -> Proc {
+async fn spawn_wharf(data_dir: &std::path::Path, config: &std::path::Path) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"]);
     if let Some(b) = common::test_blob_store(data_dir) {
         cmd.args(["--blob-store", &b]);
+    }
+    // The same database the harness gives a server on this data directory.
+    if let Some(url) = common::test_database(data_dir).await {
+        cmd.args(["--database", &url])
+            .env("WHARF_SECRET_KEY", common::TEST_SECRET_KEY);
     }
     let mut child = cmd
         .arg("--data-dir")
@@ -2148,7 +2153,7 @@ async fn leased_deliveries_are_sent_after_a_crash() {
     );
     let c = ua_client();
 
-    let p = spawn_wharf(&data, &config);
+    let p = spawn_wharf(&data, &config).await;
     let r = c
         .put(format!("{}/wharf/v1/webhooks/crashhook", p.base))
         .json(&json!({"properties": {"serviceUri": rcv.url("/crash"), "actions": ["push"]}}))
@@ -2197,7 +2202,7 @@ async fn leased_deliveries_are_sent_after_a_crash() {
     // SIGKILL: no graceful shutdown, the two deliveries stay leased in the database
     drop(p);
     rcv.set("/crash", Behaviour::default());
-    let p = spawn_wharf(&data, &config);
+    let p = spawn_wharf(&data, &config).await;
     // Well inside the lease a crashed process leaves behind (2 × 30 s + 30 s).
     let again = rcv
         .wait_until(Duration::from_secs(20), || {
@@ -2276,7 +2281,7 @@ async fn another_nodes_lease_is_left_alone_at_start_and_taken_over_when_it_expir
         },
     );
     let c = ua_client();
-    let a = spawn_wharf(&data, &config);
+    let a = spawn_wharf(&data, &config).await;
     let r = c
         .put(format!("{}/wharf/v1/webhooks/takeover", a.base))
         .json(&json!({"properties": {"serviceUri": rcv.url("/takeover"), "actions": ["push"]}}))

@@ -8,16 +8,17 @@
 //!   before that node's client hears its PATCH succeed; so [`AttributeStore::any_locks`] and
 //!   [`AttributeStore::any_quarantined`] always answer true (the caller then asks the
 //!   database), and every check that SQLite skips while its flag is down is made.
-//! - No serialising mutex: each patch is one `UPDATE` (which row-locks what it changes), and
-//!   a manifest patch first takes the manifest's row with `FOR UPDATE`, so two nodes
-//!   releasing one quarantined manifest at once queue its held-back push once, and a push
-//!   that joins the held push (`hold_again`) is either in the release or after it.
+//! - No serialising mutex. Every patch first takes its repository's row `FOR UPDATE`, and
+//!   every change in `meta.rs` that checks locks (a push, a delete, an untag) takes that row
+//!   `FOR SHARE` before its checks: a patch and such a change in one repository never overlap,
+//!   so a check made while a patch is in flight waits for it and reads its result (READ
+//!   COMMITTED rereads the newest version of a row it locks), and a patch made while a change
+//!   is in flight waits for the change. This holds for tag and manifest locks as well, whatever
+//!   rows the change reads. Patches are rare; pushes (`FOR SHARE`) do not wait on each other.
+//!   Of two nodes releasing one quarantined manifest at once, the second finds nothing held
+//!   back (the manifest's row is also taken `FOR UPDATE`, which keeps that argument local).
 //! - Which blobs a quarantined manifest holds back is read from `manifest_blobs` (the
 //!   references every push records, config and layers) instead of parsing stored bodies.
-//! - The lock checks that guard a registry change (`*_refused`) take the rows they check
-//!   `FOR SHARE`, so a PATCH setting a lock on them waits for the change to commit, and a
-//!   change that starts after the PATCH sees the lock (READ COMMITTED rereads the newest
-//!   version of a row it locks).
 
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
@@ -120,21 +121,16 @@ async fn repo_id_of(conn: &mut PgConnection, repo: &RepoName) -> Result<Option<i
         .map(|r| r.get(0)))
 }
 
-/// A patch's first step: the repository's id, its row locked with `mode` (`UPDATE` for a
-/// patch of the repository itself, `KEY SHARE` for one of its tags or manifests, so that a
-/// repository delete, which holds the row `FOR UPDATE`, is either done or waits).
-async fn lock_repo(
-    conn: &mut PgConnection,
-    repo: &RepoName,
-    mode: &str,
-) -> Result<Option<i64>, StoreError> {
-    Ok(sqlx::query(&format!(
-        "SELECT id FROM repositories WHERE name = $1 FOR {mode}"
-    ))
-    .bind(repo.as_str())
-    .fetch_optional(conn)
-    .await?
-    .map(|r| r.get(0)))
+/// A patch's first step: the repository's id, its row locked `FOR UPDATE` until the patch
+/// commits (see the module docs).
+async fn lock_repo(conn: &mut PgConnection, repo: &RepoName) -> Result<Option<i64>, StoreError> {
+    Ok(
+        sqlx::query("SELECT id FROM repositories WHERE name = $1 FOR UPDATE")
+            .bind(repo.as_str())
+            .fetch_optional(conn)
+            .await?
+            .map(|r| r.get(0)),
+    )
 }
 
 /// `SET` clauses of a flags patch, numbered from `$first`, and their values.
@@ -373,7 +369,7 @@ impl AttributeStore for PgAttrs {
         Ok(Some(manifest_in(&mut conn, id, digest).await?))
     }
 
-    /// One `UPDATE`, then the repository as it now is, in one transaction.
+    /// The row locked, one `UPDATE`, then the repository as it now is, in one transaction.
     async fn update_repository(
         &self,
         repo: &RepoName,
@@ -392,7 +388,7 @@ impl AttributeStore for PgAttrs {
             n + 1
         );
         let mut tx = self.pg.pool.begin().await?;
-        let Some(id) = lock_repo(&mut tx, repo, "UPDATE").await? else {
+        let Some(id) = lock_repo(&mut tx, repo).await? else {
             tx.rollback().await?;
             return Ok(None);
         };
@@ -419,17 +415,10 @@ impl AttributeStore for PgAttrs {
         patch: FlagsPatch,
     ) -> Result<Option<Option<TagAttrs>>, StoreError> {
         let mut tx = self.pg.pool.begin().await?;
-        let Some(id) = lock_repo(&mut tx, repo, "KEY SHARE").await? else {
+        let Some(id) = lock_repo(&mut tx, repo).await? else {
             tx.rollback().await?;
             return Ok(None);
         };
-        // Taken `FOR UPDATE` before the change: a push or delete checking this tag's locks
-        // waits for the patch and reads its result (see the module docs).
-        sqlx::query("SELECT 1 FROM tags WHERE repo_id = $1 AND name = $2 FOR UPDATE")
-            .bind(id)
-            .bind(tag.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
         let (cols, vals) = set_clauses(&patch, 3);
         if !cols.is_empty() {
             let sql = format!(
@@ -466,7 +455,7 @@ impl AttributeStore for PgAttrs {
         release: ReleaseEvents<'_>,
     ) -> Result<Option<Option<(ManifestAttrs, usize)>>, StoreError> {
         let mut tx = self.pg.pool.begin().await?;
-        let Some(id) = lock_repo(&mut tx, repo, "KEY SHARE").await? else {
+        let Some(id) = lock_repo(&mut tx, repo).await? else {
             tx.rollback().await?;
             return Ok(None);
         };
@@ -545,206 +534,4 @@ impl AttributeStore for PgAttrs {
         self.pg.lane.hand_over(fast);
         Ok(Some(after.map(|m| (m, queued))))
     }
-}
-
-// ---- lock checks inside a change's write transaction --------------------------------------
-//
-// They mirror `crate::attrs::*_refused`, with the row locks that make them race-free across
-// nodes (see the module docs): a row the change only reads is taken `FOR KEY SHARE`, which
-// conflicts with the `FOR UPDATE` every patch takes first and with nothing a push writes
-// (so two pushes never wait on each other's checks); a row the change deletes is taken
-// `FOR UPDATE`, as its `DELETE` would (a weaker lock then upgraded could deadlock two
-// deletes). Rows are locked in one order (repository, manifest, tags by name) whatever the
-// lock's value, so a patch in flight is waited for and its result read.
-
-/// `bool_or(NOT …)` of the rows `from_where` selects, locked with `mode`; false if none.
-async fn any_locked(
-    conn: &mut PgConnection,
-    cols: &str,
-    from_where: &str,
-    mode: &str,
-    repo_id: i64,
-    text: Option<&str>,
-    texts: Option<&[&str]>,
-) -> Result<bool, StoreError> {
-    let sql = format!(
-        "SELECT COALESCE(bool_or({cols}), FALSE) FROM \
-         (SELECT write_enabled, delete_enabled FROM {from_where} FOR {mode}) x"
-    );
-    let mut q = sqlx::query(&sql).bind(repo_id);
-    if let Some(t) = text {
-        q = q.bind(t);
-    }
-    if let Some(t) = texts {
-        q = q.bind(t);
-    }
-    Ok(q.fetch_one(conn).await?.get(0))
-}
-
-const LOCKED_W: &str = "NOT write_enabled";
-const LOCKED_WD: &str = "NOT write_enabled OR NOT delete_enabled";
-const READS: &str = "KEY SHARE";
-const DELETES: &str = "UPDATE";
-
-/// A push of `digest` under `tags` into repository `repo_id`: refused if the repository is
-/// write-locked, if the manifest exists and is write-locked (an update of it), or if any of
-/// the tags exists and is write-locked (an overwrite).
-#[allow(dead_code)] // for pg/meta.rs
-pub(crate) async fn push_refused(
-    conn: &mut PgConnection,
-    repo_id: i64,
-    digest: &str,
-    tags: &[Tag],
-) -> Result<bool, StoreError> {
-    let mut names: Vec<&str> = tags.iter().map(|t| t.as_str()).collect();
-    names.sort_unstable();
-    Ok(any_locked(
-        conn,
-        LOCKED_W,
-        "repositories WHERE id = $1",
-        READS,
-        repo_id,
-        None,
-        None,
-    )
-    .await?
-        || any_locked(
-            conn,
-            LOCKED_W,
-            "manifests WHERE repo_id = $1 AND digest = $2",
-            READS,
-            repo_id,
-            Some(digest),
-            None,
-        )
-        .await?
-        || any_locked(
-            conn,
-            LOCKED_W,
-            "tags WHERE repo_id = $1 AND name = ANY($2) ORDER BY name",
-            READS,
-            repo_id,
-            None,
-            Some(&names),
-        )
-        .await?)
-}
-
-/// A manifest delete (which also removes its tags): refused if the repository, the manifest
-/// or any of its tags is write- or delete-locked. The manifest and its tags stay locked
-/// `FOR UPDATE` for the delete.
-#[allow(dead_code)] // for pg/meta.rs
-pub(crate) async fn delete_manifest_refused(
-    conn: &mut PgConnection,
-    repo_id: i64,
-    digest: &str,
-) -> Result<bool, StoreError> {
-    Ok(any_locked(
-        conn,
-        LOCKED_WD,
-        "repositories WHERE id = $1",
-        READS,
-        repo_id,
-        None,
-        None,
-    )
-    .await?
-        | any_locked(
-            conn,
-            LOCKED_WD,
-            "manifests WHERE repo_id = $1 AND digest = $2",
-            DELETES,
-            repo_id,
-            Some(digest),
-            None,
-        )
-        .await?
-        | any_locked(
-            conn,
-            LOCKED_WD,
-            "tags WHERE repo_id = $1 AND digest = $2 ORDER BY name",
-            DELETES,
-            repo_id,
-            Some(digest),
-            None,
-        )
-        .await?)
-}
-
-/// An untag: refused if the repository or the tag is write- or delete-locked.
-#[allow(dead_code)] // for pg/meta.rs
-pub(crate) async fn untag_refused(
-    conn: &mut PgConnection,
-    repo_id: i64,
-    tag: &str,
-) -> Result<bool, StoreError> {
-    Ok(any_locked(
-        conn,
-        LOCKED_WD,
-        "repositories WHERE id = $1",
-        READS,
-        repo_id,
-        None,
-        None,
-    )
-    .await?
-        | any_locked(
-            conn,
-            LOCKED_WD,
-            "tags WHERE repo_id = $1 AND name = $2",
-            DELETES,
-            repo_id,
-            Some(tag),
-            None,
-        )
-        .await?)
-}
-
-/// A repository delete: refused if the repository or anything in it is write- or
-/// delete-locked. The repository's row stays locked `FOR UPDATE`: no patch, push or blob
-/// link gets into it until the delete ends (each takes at least `FOR KEY SHARE` on it).
-#[allow(dead_code)] // for pg/meta.rs
-pub(crate) async fn delete_repo_refused(
-    conn: &mut PgConnection,
-    repo_id: i64,
-) -> Result<bool, StoreError> {
-    let repo = any_locked(
-        conn,
-        LOCKED_WD,
-        "repositories WHERE id = $1",
-        DELETES,
-        repo_id,
-        None,
-        None,
-    )
-    .await?;
-    // With the repository's row held, its manifests' and tags' patches (which lock the
-    // repository's row first, see `lock_repo`) are done or wait: plain reads suffice.
-    let inside: bool = sqlx::query(&format!(
-        "SELECT EXISTS (SELECT 1 FROM manifests WHERE repo_id = $1 AND ({LOCKED_WD})) \
-         OR EXISTS (SELECT 1 FROM tags WHERE repo_id = $1 AND ({LOCKED_WD}))"
-    ))
-    .bind(repo_id)
-    .fetch_one(&mut *conn)
-    .await?
-    .get(0);
-    Ok(repo || inside)
-}
-
-/// A blob delete: refused if the repository is write- or delete-locked.
-#[allow(dead_code)] // for pg/meta.rs
-pub(crate) async fn delete_blob_refused(
-    conn: &mut PgConnection,
-    repo_id: i64,
-) -> Result<bool, StoreError> {
-    any_locked(
-        conn,
-        LOCKED_WD,
-        "repositories WHERE id = $1",
-        READS,
-        repo_id,
-        None,
-        None,
-    )
-    .await
 }

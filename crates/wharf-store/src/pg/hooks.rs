@@ -563,7 +563,9 @@ impl DeliveryStore for PgDeliveries {
             "INSERT INTO attempts (delivery_id, webhook, event_id, attempt, started_at, \
              duration_ms, request_uri, request_headers, status_code, reason, \
              response_headers, response_body, error, outcome) \
-             SELECT v.* FROM unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], \
+             SELECT v.delivery_id, v.webhook, v.event_id, v.attempt, v.started_at, \
+             v.duration_ms, v.request_uri, v.request_headers, v.status_code, v.reason, \
+             v.response_headers, v.response_body, v.error, v.outcome FROM unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], \
              $5::BIGINT[], $6::BIGINT[], $7::TEXT[], $8::TEXT[], $9::BIGINT[], $10::TEXT[], \
              $11::TEXT[], $12::TEXT[], $13::TEXT[], $14::TEXT[]) WITH ORDINALITY \
              AS v(delivery_id, webhook, event_id, attempt, started_at, duration_ms, \

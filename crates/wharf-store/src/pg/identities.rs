@@ -12,6 +12,9 @@
 //!   of a delete and a token put at once, one waits for the other, so the delete either sees
 //!   the token (`Conflict`) or the put comes after it. Names compare case-insensitively
 //!   (the schema's `wharf_nocase` collation), as with SQLite's NOCASE.
+//! - Every write sends a notification on [`super::CHANNEL_IDENTITIES`] inside its transaction, for
+//!   the nodes whose access control keeps a snapshot of these tables (admin user, anonymous
+//!   pull, cached token logins) to read them again when another node changed them.
 
 use async_trait::async_trait;
 use sqlx::Row;
@@ -81,6 +84,7 @@ impl IdentityStore for PgIdentities {
             .execute(&mut *tx)
             .await?;
         }
+        super::notify(&mut tx, super::CHANNEL_IDENTITIES).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -105,6 +109,9 @@ impl IdentityStore for PgIdentities {
         .await?
         .rows_affected()
             > 0;
+        if wrote {
+            super::notify(&mut tx, super::CHANNEL_IDENTITIES).await?;
+        }
         tx.commit().await?;
         Ok(wrote)
     }
@@ -138,6 +145,7 @@ impl IdentityStore for PgIdentities {
     }
 
     async fn put_scope_map(&self, m: &ScopeMapRow) -> Result<bool, StoreError> {
+        let mut tx = self.pg.pool.begin().await?;
         let created: bool = sqlx::query(
             "INSERT INTO scope_maps (name, description, actions, created_at) \
              VALUES ($1, $2, $3, $4) \
@@ -148,9 +156,11 @@ impl IdentityStore for PgIdentities {
         .bind(&m.description)
         .bind(json(&m.actions))
         .bind(m.created_at)
-        .fetch_one(&self.pg.pool)
+        .fetch_one(&mut *tx)
         .await?
         .get(0);
+        super::notify(&mut tx, super::CHANNEL_IDENTITIES).await?;
+        tx.commit().await?;
         Ok(created)
     }
 
@@ -179,6 +189,7 @@ impl IdentityStore for PgIdentities {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        super::notify(&mut tx, super::CHANNEL_IDENTITIES).await?;
         tx.commit().await?;
         Ok(n > 0)
     }
@@ -226,16 +237,22 @@ impl IdentityStore for PgIdentities {
         .fetch_one(&mut *tx)
         .await?
         .get(0);
+        super::notify(&mut tx, super::CHANNEL_IDENTITIES).await?;
         tx.commit().await?;
         Ok(created)
     }
 
     async fn delete_token(&self, name: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pg.pool.begin().await?;
         let n = sqlx::query("DELETE FROM tokens WHERE name = $1")
             .bind(name)
-            .execute(&self.pg.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
+        if n > 0 {
+            super::notify(&mut tx, super::CHANNEL_IDENTITIES).await?;
+        }
+        tx.commit().await?;
         Ok(n > 0)
     }
 }

@@ -351,8 +351,7 @@ impl PgMeta {
         .fetch_optional(&mut *tx)
         .await?
         .is_some();
-        if !(r.write_enabled && r.delete_enabled)
-            || !(row.get::<bool, _>(3) && row.get::<bool, _>(4))
+        if !(r.write_enabled && r.delete_enabled && row.get::<bool, _>(3) && row.get::<bool, _>(4))
             || tag_locked
         {
             return Err(StoreError::Disallowed);
@@ -783,8 +782,7 @@ impl RegistryMeta for PgMeta {
             }
             return Ok(false);
         };
-        if !(r.write_enabled && r.delete_enabled)
-            || !(row.get::<bool, _>(0) && row.get::<bool, _>(1))
+        if !(r.write_enabled && r.delete_enabled && row.get::<bool, _>(0) && row.get::<bool, _>(1))
         {
             return Err(StoreError::Disallowed);
         }

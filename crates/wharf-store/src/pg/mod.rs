@@ -10,7 +10,8 @@
 //!   and never claim one delivery twice; leases are node-owned as on SQLite.
 //! - `LISTEN/NOTIFY` carries what other nodes must hear: `wharf_outbox` wakes every node's
 //!   dispatcher after deliveries were queued, `wharf_webhooks` makes every node read its
-//!   webhook snapshot again. A notification is sent inside the writing transaction, so it is
+//!   webhook snapshot again, `wharf_identities` makes access control read its snapshot of
+//!   the admin user and settings again and forget cached logins. A notification is sent inside the writing transaction, so it is
 //!   delivered only if that commits. After a lost listening connection every signal fires
 //!   once, since notifications sent meanwhile are lost.
 //! - Linking published content and garbage collection's deletes serialise on a transaction
@@ -46,11 +47,12 @@ const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_schem
 
 /// The advisory lock migrations run under ("wharf" in ASCII): nodes starting together over a
 /// new database run each migration once.
-const MIGRATION_LOCK: i64 = 0x7768_6172_66;
+const MIGRATION_LOCK: i64 = 0x0077_6861_7266;
 
 /// Channels of `LISTEN/NOTIFY`.
 pub(crate) const CHANNEL_OUTBOX: &str = "wharf_outbox";
 pub(crate) const CHANNEL_WEBHOOKS: &str = "wharf_webhooks";
+pub(crate) const CHANNEL_IDENTITIES: &str = "wharf_identities";
 
 /// What the handles of this backend share: the pool, the sealer, this node's fast lane and
 /// the signals other nodes' notifications fire.
@@ -68,6 +70,8 @@ pub(crate) struct Signals {
     pub(crate) outbox: Arc<Notify>,
     /// Makes this node read its webhook snapshot again.
     pub(crate) webhooks: Arc<Notify>,
+    /// Makes this node's access control read its identities again.
+    pub(crate) identities: Arc<Notify>,
 }
 
 /// Sends a notification on `channel`, delivered to every listening node when the
@@ -78,11 +82,6 @@ pub(crate) async fn notify(conn: &mut PgConnection, channel: &str) -> Result<(),
         .execute(conn)
         .await?;
     Ok(())
-}
-
-/// Whether an error is PostgreSQL's unique_violation.
-pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
 }
 
 /// The PostgreSQL backend as opened by one node.
@@ -207,6 +206,7 @@ impl PgStore {
             hooks: self.hooks.clone(),
             space: self.space.clone(),
             outbox_signal: self.pg.signals.outbox.clone(),
+            shared: true,
         }
     }
 
@@ -223,6 +223,10 @@ impl PgStore {
             space: self.space.clone(),
             webhooks_changed: self.pg.signals.webhooks.clone(),
         }
+    }
+
+    pub(crate) fn identities_changed(&self) -> Arc<Notify> {
+        self.pg.signals.identities.clone()
     }
 
     pub(crate) fn identity_store(&self) -> Arc<dyn IdentityStore> {
@@ -341,6 +345,7 @@ async fn listen(pool: PgPool, signals: Signals) {
     let fire_all = |s: &Signals| {
         s.outbox.notify_one();
         s.webhooks.notify_one();
+        s.identities.notify_one();
     };
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
@@ -352,7 +357,7 @@ async fn listen(pool: PgPool, signals: Signals) {
             }
         };
         if let Err(e) = listener
-            .listen_all([CHANNEL_OUTBOX, CHANNEL_WEBHOOKS])
+            .listen_all([CHANNEL_OUTBOX, CHANNEL_WEBHOOKS, CHANNEL_IDENTITIES])
             .await
         {
             tracing::warn!(error = %e, "listening to PostgreSQL failed; retrying");
@@ -365,6 +370,7 @@ async fn listen(pool: PgPool, signals: Signals) {
                 Ok(Some(n)) => match n.channel() {
                     CHANNEL_OUTBOX => signals.outbox.notify_one(),
                     CHANNEL_WEBHOOKS => signals.webhooks.notify_one(),
+                    CHANNEL_IDENTITIES => signals.identities.notify_one(),
                     _ => {}
                 },
                 // The connection was lost and is re-established by the next call.

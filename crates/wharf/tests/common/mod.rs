@@ -94,6 +94,12 @@ pub async fn test_database(data_dir: &Path) -> Option<String> {
 /// The master key test servers on PostgreSQL share (base64 of 32 bytes; not a secret).
 pub const TEST_SECRET_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
+/// The `auth.secret_key` a test server started by the harness gets: the fixed test key on
+/// PostgreSQL, none (the data directory's `wharf.key`) on SQLite.
+pub fn test_secret_key() -> Option<&'static str> {
+    (std::env::var("WHARF_TEST_DATABASE").ok()? == "postgres").then_some(TEST_SECRET_KEY)
+}
+
 /// Webhook settings fast enough for tests: 1 s timeout, retries after 0.3 s.
 pub fn fast_hooks() -> wharf_hooks::HooksConfig {
     wharf_hooks::HooksConfig {
@@ -136,15 +142,31 @@ impl Server {
 
     /// [`Server::start_config`] with the clock the retention policy reads.
     pub async fn start_clock(
+        cfg: wharf::config::Config,
+        clock: std::sync::Arc<dyn wharf_registry::Clock>,
+    ) -> Server {
+        Server::start_inner(cfg, clock, false).await
+    }
+
+    /// A server whose metadata is SQLite in its data directory whatever backend the run
+    /// tests: for tests of the SQLite file itself.
+    pub async fn start_sqlite(cfg: wharf::config::Config) -> Server {
+        Server::start_inner(cfg, std::sync::Arc::new(wharf_registry::SystemClock), true).await
+    }
+
+    async fn start_inner(
         mut cfg: wharf::config::Config,
         clock: std::sync::Arc<dyn wharf_registry::Clock>,
+        pinned_sqlite: bool,
     ) -> Server {
         if cfg.storage.blob_store == wharf::config::Storage::default().blob_store
             && let Some(b) = test_blob_store(&cfg.data_dir)
         {
             cfg.storage.blob_store = b;
         }
+        // `pinned_sqlite`: a test of what SQLite alone has (its file, its history) keeps it.
         if cfg.storage.database == wharf::config::SQLITE
+            && !pinned_sqlite
             && let Some(url) = test_database(&cfg.data_dir).await
         {
             cfg.storage.database = url;

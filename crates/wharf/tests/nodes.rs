@@ -1,0 +1,239 @@
+//! Several nodes over one database (PostgreSQL) and one bucket (issue 8, item 4): what one
+//! node writes, another serves and acts on. Each test starts two servers through the same
+//! `wharf::start` as `wharf serve`, on their own data directories and node ids, sharing the
+//! database and the blob prefix.
+//!
+//! They need `WHARF_TEST_DATABASE=postgres` and `WHARF_TEST_BLOB_STORE` (object storage):
+//! `scripts/backends.sh`, which `.ci/run` calls, runs them so. Without those (SQLite and a
+//! data directory are one process's by design) each test says so and returns.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Receiver, Server, TEST_SECRET_KEY, push_image, sha256};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const MGMT: &str = "wharfm_nodes-management-token-0123456789abcdefghijklm";
+const R: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/wharf/providers/Microsoft.ContainerRegistry/registries/wharf";
+
+/// Two nodes over one database and one blob prefix; None (with a note) when the run has no
+/// shared backend.
+async fn two_nodes(
+    test: &str,
+    auth: bool,
+) -> Option<(Server, Server, tempfile::TempDir, tempfile::TempDir)> {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (Some(db), Some(blobs)) = (
+        common::test_database(a_dir.path()).await,
+        common::test_blob_store(a_dir.path()),
+    ) else {
+        eprintln!(
+            "{test}: needs WHARF_TEST_DATABASE=postgres and WHARF_TEST_BLOB_STORE \
+             (scripts/backends.sh); not run"
+        );
+        return None;
+    };
+    let node = |dir: &std::path::Path, id: &str| {
+        let mut cfg = wharf::config::Config {
+            data_dir: dir.to_owned(),
+            webhooks: wharf::config::Webhooks::from_hooks(&common::fast_hooks()),
+            ..Default::default()
+        };
+        cfg.storage.database = db.clone();
+        cfg.storage.blob_store = blobs.clone();
+        cfg.auth.secret_key = TEST_SECRET_KEY.into();
+        cfg.node.id = id.into();
+        if auth {
+            cfg.auth.enabled = true;
+            cfg.auth.management_token = MGMT.into();
+        }
+        cfg
+    };
+    let a = Server::start_config(node(a_dir.path(), "node-a")).await;
+    let b = Server::start_config(node(b_dir.path(), "node-b")).await;
+    Some((a, b, a_dir, b_dir))
+}
+
+#[tokio::test]
+async fn a_webhook_created_on_one_node_fires_for_a_push_on_another() {
+    let Some((a, b, _ad, _bd)) = two_nodes(
+        "a_webhook_created_on_one_node_fires_for_a_push_on_another",
+        false,
+    )
+    .await
+    else {
+        return;
+    };
+    let rcv = Receiver::start().await;
+    let c = reqwest::Client::new();
+    let r = c
+        .put(a.url("/wharf/v1/webhooks/acrossnodes"))
+        .json(&json!({"properties": {"serviceUri": rcv.url("/across"), "actions": ["push"]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // The other node learns of it through the database's notification, not a restart.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    let got = loop {
+        n += 1;
+        push_image(&c, &b, "nodes/app", &format!("v{n}"), &format!("s{n}")).await;
+        let got = rcv
+            .wait_arrived("/across", 1, Duration::from_millis(500))
+            .await;
+        if !got.is_empty() || Instant::now() > deadline {
+            break got;
+        }
+    };
+    assert!(
+        !got.is_empty(),
+        "a push on node-b raised no event for a webhook created on node-a"
+    );
+    let ev = &got[0].body;
+    assert_eq!(ev["action"], "push");
+    assert_eq!(ev["target"]["repository"], "nodes/app");
+}
+
+#[tokio::test]
+async fn an_upload_spans_both_nodes_and_either_serves_the_image() {
+    let Some((a, b, _ad, _bd)) = two_nodes(
+        "an_upload_spans_both_nodes_and_either_serves_the_image",
+        false,
+    )
+    .await
+    else {
+        return;
+    };
+    let c = reqwest::Client::new();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let digest = sha256(&data);
+    // POST on a, PATCHes alternating b, a, b, the finishing PUT on a.
+    let r = c
+        .post(a.url("/v2/nodes/chunked/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let mut location = r.headers()["location"].to_str().unwrap().to_owned();
+    let nodes = [&b, &a, &b];
+    let mut start = 0;
+    for (i, chunk) in data.chunks(100_000).enumerate() {
+        let r = c
+            .patch(nodes[i].url(&location))
+            .header("content-type", "application/octet-stream")
+            .header(
+                "content-range",
+                format!("{start}-{}", start + chunk.len() - 1),
+            )
+            .body(chunk.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "PATCH {i} on the other node");
+        location = r.headers()["location"].to_str().unwrap().to_owned();
+        start += chunk.len();
+    }
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let r = c
+        .put(a.url(&format!("{location}{sep}digest={digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    for s in [&a, &b] {
+        let got = c
+            .get(s.url(&format!("/v2/nodes/chunked/blobs/{digest}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), 200);
+        assert_eq!(sha256(&got.bytes().await.unwrap()), digest);
+    }
+    // A manifest pushed through one node is pulled from the other.
+    let (md, body) = push_image(&c, &a, "nodes/app", "v1", "x").await;
+    let got = c
+        .get(b.url("/v2/nodes/app/manifests/v1"))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.headers()["docker-content-digest"], md.as_str());
+    assert_eq!(got.bytes().await.unwrap().to_vec(), body);
+}
+
+async fn mgmt(c: &reqwest::Client, s: &Server, m: Method, path: &str, body: Value) -> (u16, Value) {
+    let r = c
+        .request(m, s.url(&format!("{R}{path}?api-version=2025-11-01")))
+        .bearer_auth(MGMT)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_token_disabled_on_one_node_is_refused_by_the_other() {
+    let Some((a, b, _ad, _bd)) =
+        two_nodes("a_token_disabled_on_one_node_is_refused_by_the_other", true).await
+    else {
+        return;
+    };
+    let c = reqwest::Client::new();
+    let (st, v) = mgmt(
+        &c,
+        &a,
+        Method::PUT,
+        "/tokens/puller",
+        json!({"properties": {"scopeMapId": format!("{R}/scopeMaps/_repositories_pull")}}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = mgmt(
+        &c,
+        &a,
+        Method::POST,
+        "/generateCredentials",
+        json!({"tokenId": format!("{R}/tokens/puller"), "name": "password1"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let password = v["passwords"][0]["value"].as_str().unwrap().to_owned();
+    let login = |s: &Server| {
+        c.get(s.url("/v2/"))
+            .basic_auth("puller", Some(password.clone()))
+            .send()
+    };
+    assert_eq!(
+        login(&b).await.unwrap().status(),
+        200,
+        "node-b knows the token"
+    );
+    let (st, v) = mgmt(
+        &c,
+        &a,
+        Method::PATCH,
+        "/tokens/puller",
+        json!({"properties": {"status": "disabled"}}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(login(&a).await.unwrap().status(), 401, "node-a refuses it");
+    // node-b cached the login; the notification makes it forget.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = login(&b).await.unwrap().status();
+        if st == 401 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node-b still accepts a token node-a disabled: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
