@@ -9,9 +9,9 @@
 //!    references it" check is read before a put commits, and a put whose "the link exists"
 //!    check is read before the delete commits, would both commit: an acknowledged manifest
 //!    naming a blob whose link (and then content) goes. So they meet on the link's row lock:
-//!    - the manifest put reads its required links with a row lock (`FOR KEY SHARE`, or any
-//!      stronger lock, or an `UPDATE` of them) in its own transaction, and records its
-//!      references there (`manifest_blobs`), as `pg/meta.rs` does;
+//!    - the manifest put reads its required links with a row lock in its own transaction
+//!      (`FOR SHARE` in `pg/meta.rs`; any lock that conflicts with `FOR UPDATE` will do) and
+//!      records its references (`manifest_blobs`) there;
 //!    - a collection first locks a batch of garbage links `FOR UPDATE SKIP LOCKED` (one
 //!      statement), then, in a second statement of the same transaction, deletes those of
 //!      them that are *still* garbage: unused since the cutoff and referenced by no manifest.
@@ -42,7 +42,9 @@
 //!    a link this node touched. A touch reads the link's `used_at`; recent enough (within
 //!    `refresh_ms`, less than the grace) it answers "present" without writing, since no
 //!    collection can take a link used after its cutoff; older, it refreshes it with an
-//!    `UPDATE` whose row count says whether the link is still there.
+//!    `UPDATE` whose row count says whether the link is still there. One node writes
+//!    `used_at` and another compares it with its cutoff, so the nodes' clocks must agree to
+//!    well within the grace less the refresh interval (NTP does, by orders of magnitude).
 //! 4. *Runs.* Nodes each schedule runs; a run holds a transaction advisory lock
 //!    ([`RUN_LOCK`]) for its duration, so runs across nodes take turns as they do inside one
 //!    process and their figures stay apart. Safety does not rest on it (two runs at once
