@@ -37,8 +37,8 @@ step() { # name, command...
   RAN+=("$name")
 }
 
-step "metadata contract suite on SQLite and PostgreSQL" \
-  env WHARF_TEST_POSTGRES=1 cargo test -p wharf-store --test meta_contract "$@"
+step "metadata contract suite on SQLite and PostgreSQL (garbage collection also over S3)" \
+  env WHARF_TEST_POSTGRES=1 WHARF_TEST_S3=1 cargo test -p wharf-store --test meta_contract "$@"
 step "blob-store contract suite on filesystem, S3 (moto) and Azure Blob (Azurite)" \
   env WHARF_TEST_S3=1 WHARF_TEST_AZURE=1 \
   cargo test -p wharf-store --test blob_contract "$@" -- --nocapture
