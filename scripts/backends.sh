@@ -37,8 +37,8 @@ step() { # name, command...
   RAN+=("$name")
 }
 
-step "metadata contract suite on SQLite and PostgreSQL" \
-  env WHARF_TEST_POSTGRES=1 cargo test -p wharf-store --test meta_contract "$@"
+step "metadata contract suite on SQLite and PostgreSQL (garbage collection also over S3)" \
+  env WHARF_TEST_POSTGRES=1 WHARF_TEST_S3=1 cargo test -p wharf-store --test meta_contract "$@"
 step "blob-store contract suite on filesystem, S3 (moto) and Azure Blob (Azurite)" \
   env WHARF_TEST_S3=1 WHARF_TEST_AZURE=1 \
   cargo test -p wharf-store --test blob_contract "$@" -- --nocapture
@@ -46,7 +46,9 @@ step "integration tests on PostgreSQL + S3 (moto); S3 failing (503) through a pr
   env WHARF_TEST_S3=1 WHARF_TEST_BLOB_STORE="s3://$SERVICES_BUCKET/it-$RUN" \
   WHARF_TEST_DATABASE=postgres \
   cargo test -p wharf --test oci --test webhooks --test object_faults --test locks \
-  --test quarantine --test retention --test auth --test acr --test gc --test nodes "$@"
+  --test quarantine --test retention --test auth --test acr --test nodes "$@"
+step "garbage-collection integration tests on PostgreSQL (blobs in the data directory: they inspect the files)" \
+  env WHARF_TEST_DATABASE=postgres cargo test -p wharf --test gc "$@"
 step "oci + webhooks integration tests, blobs on Azure Blob (Azurite)" \
   env WHARF_TEST_BLOB_STORE="azure://$SERVICES_BUCKET/it-$RUN" \
   cargo test -p wharf --test oci --test webhooks "$@"

@@ -250,8 +250,13 @@ impl Registry {
         start: u64,
         len: u64,
     ) -> Result<wharf_store::blobs::ByteStream> {
-        self.blob_size(repo, digest).await?;
-        match self.store.blobs.read(digest, start, len).await {
+        let size = self.blob_size(repo, digest).await?;
+        let read = if start == 0 && len == size {
+            self.store.blobs.read_whole(digest, size).await
+        } else {
+            self.store.blobs.read(digest, start, len).await
+        };
+        match read {
             Ok(s) => Ok(s),
             Err(StoreError::NotFound) => Err(RegistryError::BlobUnknown),
             Err(e) => Err(e.into()),

@@ -113,7 +113,8 @@ fn now_ms() -> i64 {
 /// does. Returns its digest.
 async fn push_blob(h: &Handles, repo: &RepoName, content: &[u8]) -> Digest {
     let digest = Digest::of(Algorithm::Sha256, content);
-    let id = uuid::Uuid::new_v4().to_string();
+    // 32 hex digits, as the registry makes them: object stores name no other session.
+    let id = uuid::Uuid::new_v4().simple().to_string();
     let blobs = &h.registry.blobs;
     blobs.create_upload(&id).await.unwrap();
     let body: ByteStream = Box::pin(futures_util::stream::iter(vec![Ok(
@@ -1605,7 +1606,8 @@ async fn gc_backends(test: &str) -> Vec<Handles> {
 /// Publishes `content` as a finished upload does, without linking it anywhere.
 async fn publish_unlinked(h: &Handles, content: &[u8]) -> Digest {
     let digest = Digest::of(Algorithm::Sha256, content);
-    let id = uuid::Uuid::new_v4().to_string();
+    // 32 hex digits, as the registry makes them: object stores name no other session.
+    let id = uuid::Uuid::new_v4().simple().to_string();
     let blobs = &h.registry.blobs;
     blobs.create_upload(&id).await.unwrap();
     let body: ByteStream = Box::pin(futures_util::stream::iter(vec![Ok(

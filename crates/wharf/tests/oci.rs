@@ -454,25 +454,25 @@ async fn abandoned_upload_sessions_expire_with_their_bytes() {
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     // The expiry runs at start-up (then every ten minutes).
     let s = Server::start_config(cfg(tmp.path())).await;
-    let mut gone = false;
+    // The session's row goes first, then its bytes (on object storage a round trip later).
+    let (mut gone, mut bytes_gone) = (false, false);
     for _ in 0..100 {
-        if c.get(s.url(&loc)).send().await.unwrap().status() == 404 {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(gone, "the abandoned session was not expired");
-    assert!(
-        !s.store
+        gone = c.get(s.url(&loc)).send().await.unwrap().status() == 404;
+        bytes_gone = !s
+            .store
             .blobs()
             .upload_sessions()
             .await
             .unwrap()
             .iter()
-            .any(|x| x.id == id),
-        "its bytes are gone from the blob store"
-    );
+            .any(|x| x.id == id);
+        if gone && bytes_gone {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the abandoned session was not expired");
+    assert!(bytes_gone, "its bytes are gone from the blob store");
 }
 
 #[tokio::test]

@@ -222,6 +222,16 @@ impl BlobStore {
         each!(self, b => b.read(digest, start, len).await)
     }
 
+    /// Streams a whole blob whose size is `size` (known from its link). On object storage this
+    /// is a plain GET: a ranged one costs some services (and emulators) more, for the same
+    /// bytes.
+    pub async fn read_whole(&self, digest: &Digest, size: u64) -> Result<ByteStream, StoreError> {
+        match self {
+            BlobStore::Object(o) if size > 0 => o.read_whole(digest).await,
+            _ => self.read(digest, 0, size).await,
+        }
+    }
+
     /// A whole small blob (an image config, a chart's metadata): None if it is missing or
     /// larger than `max` bytes.
     pub async fn read_small(

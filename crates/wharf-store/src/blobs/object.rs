@@ -269,6 +269,15 @@ impl ObjectBlobs {
         Ok(Box::pin(got.into_stream().map_err(std::io::Error::other)))
     }
 
+    pub(super) async fn read_whole(&self, digest: &Digest) -> Result<ByteStream, StoreError> {
+        let got = self
+            .store
+            .get(&self.blob_key(digest))
+            .await
+            .map_err(backend)?;
+        Ok(Box::pin(got.into_stream().map_err(std::io::Error::other)))
+    }
+
     pub(super) async fn delete_blob(&self, digest: &Digest) -> Result<(), StoreError> {
         match self.store.delete(&self.blob_key(digest)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

@@ -9,9 +9,9 @@
 //!    references it" check is read before a put commits, and a put whose "the link exists"
 //!    check is read before the delete commits, would both commit: an acknowledged manifest
 //!    naming a blob whose link (and then content) goes. So they meet on the link's row lock:
-//!    - the manifest put reads its required links with a row lock (`FOR KEY SHARE`, or any
-//!      stronger lock, or an `UPDATE` of them) in its own transaction, and records its
-//!      references there (`manifest_blobs`), as `pg/meta.rs` does;
+//!    - the manifest put reads its required links with a row lock in its own transaction
+//!      (`FOR SHARE` in `pg/meta.rs`; any lock that conflicts with `FOR UPDATE` will do) and
+//!      records its references (`manifest_blobs`) there;
 //!    - a collection first locks a batch of garbage links `FOR UPDATE SKIP LOCKED` (one
 //!      statement), then, in a second statement of the same transaction, deletes those of
 //!      them that are *still* garbage: unused since the cutoff and referenced by no manifest.
@@ -42,7 +42,9 @@
 //!    a link this node touched. A touch reads the link's `used_at`; recent enough (within
 //!    `refresh_ms`, less than the grace) it answers "present" without writing, since no
 //!    collection can take a link used after its cutoff; older, it refreshes it with an
-//!    `UPDATE` whose row count says whether the link is still there.
+//!    `UPDATE` whose row count says whether the link is still there. One node writes
+//!    `used_at` and another compares it with its cutoff, so the nodes' clocks must agree to
+//!    well within the grace less the refresh interval (NTP does, by orders of magnitude).
 //! 4. *Runs.* Nodes each schedule runs; a run holds a transaction advisory lock
 //!    ([`RUN_LOCK`]) for its duration, so runs across nodes take turns as they do inside one
 //!    process and their figures stay apart. Safety does not rest on it (two runs at once
@@ -66,7 +68,8 @@ use crate::handles::GcStore;
 
 /// Links removed per transaction, so a large run never holds many row locks for long.
 const LINK_BATCH: i64 = 1000;
-/// Attempts at linking into a repository that another node deletes at the same moment.
+/// Attempts at linking into a repository that does not exist yet or that another node
+/// deletes at the same moment.
 const ENSURE_REPO_TRIES: usize = 3;
 
 /// Advisory lock class (first key of the two-key form) of a digest's content; the second
@@ -251,15 +254,8 @@ impl GcStore for PgGc {
         }
         let mut linked = false;
         for _ in 0..ENSURE_REPO_TRIES {
-            sqlx::query(
-                "INSERT INTO repositories (name, created_at) VALUES ($1, $2) \
-                 ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(repo.as_str())
-            .bind(crate::db::now_ms())
-            .execute(&mut *tx)
-            .await?;
-            // No row: another node deleted the repository between the two statements.
+            // The link first: its repository usually exists, and an insert that conflicts
+            // would still use up an id of the identity.
             let n = sqlx::query(
                 "INSERT INTO repo_blobs (repo_id, digest, size, used_at) \
                  SELECT id, $2, $3, $4 FROM repositories WHERE name = $1 \
@@ -277,6 +273,16 @@ impl GcStore for PgGc {
                 linked = true;
                 break;
             }
+            // No repository: created here or by a concurrent push (then seen on the next
+            // turn); one another node deletes in between is created again.
+            sqlx::query(
+                "INSERT INTO repositories (name, created_at) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(repo.as_str())
+            .bind(crate::db::now_ms())
+            .execute(&mut *tx)
+            .await?;
         }
         if !linked {
             return Err(StoreError::Unavailable(format!(
