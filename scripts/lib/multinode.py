@@ -58,7 +58,6 @@ import io
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -502,17 +501,13 @@ def wait_for(pred, timeout, step=0.1):
 
 def psql(sql):
     out = subprocess.run(["psql", "-X", "-q", "-t", "-A", "-F", "\t", "-v", "ON_ERROR_STOP=1",
-                          ctx_db_url(), "-c", sql], capture_output=True, text=True, timeout=30)
+                          DB_URL, "-c", sql], capture_output=True, text=True, timeout=30)
     if out.returncode != 0:
         raise RuntimeError(f"psql: {out.stderr.strip()[:300]}")
     return [line.split("\t") for line in out.stdout.splitlines() if line]
 
 
-DB_URL = None
-
-
-def ctx_db_url():
-    return DB_URL
+DB_URL = None  # this run's database (set in main)
 
 
 def tar_gz(files):
@@ -561,7 +556,7 @@ def skopeo(*args, timeout=180):
     return r
 
 
-def pulled_ok(c, out_dir, tag, want_manifest, blobs):
+def pulled_ok(out_dir, tag, want_manifest, blobs):
     """Compares an OCI layout skopeo wrote with what was pushed."""
     with open(os.path.join(out_dir, "index.json")) as f:
         idx = json.load(f)
@@ -744,7 +739,7 @@ def check_skopeo(ctx, c):
             if r.returncode != 0:
                 c.fail(f"skopeo copy {repo}:v1 from {node.id} failed: {r.stderr.strip()[-300:]}")
                 continue
-            bad = pulled_ok(c, out, "v1", man, blobs)
+            bad = pulled_ok(out, "v1", man, blobs)
             c.expect(bad is None,
                      f"skopeo pull of {repo}:v1 from {node.id}: manifest {sha256(man)[:19]} "
                      f"and {len(blobs)} blobs match",
@@ -1158,9 +1153,13 @@ def main():
     say(f"database {dbname}, blobs s3://{BUCKET}/{prefix}, webhooks.timeout_secs {TIMEOUT} "
         f"(lease {LEASE} s), gc.grace_secs {GC_GRACE}, receiver on 127.0.0.1:{receiver.port}")
     try:
-        nodes[0].start()  # the first one runs the migrations
-        for n in nodes[1:]:
-            n.start()
+        try:
+            nodes[0].start()  # the first one runs the migrations
+            for n in nodes[1:]:
+                n.start()
+        except RuntimeError as e:
+            print(f"multinode: {e}", file=sys.stderr)
+            return 1
         say("nodes: " + ", ".join(f"{n.id} on 127.0.0.1:{n.port} (pid {n.proc.pid})"
                                   for n in nodes))
         check_webhook(ctx)
