@@ -9,7 +9,9 @@ delivery: event id, action, target repository/tag/digest, arrival time and the n
 it (each node has its own webhook User-Agent, `Wharf-<node id>`). The checks:
 
   1. webhook across nodes: a webhook created through node 1's management API (ARM) fires for
-     pushes made on nodes 2 and 3 (their webhook snapshots are refreshed by NOTIFY);
+     pushes made on nodes 2 and 3 (their webhook snapshots are refreshed by NOTIFY); with
+     `push` taken out of its actions through node 3, a push on node 2 raises no event, and
+     once put back through node 1, it does;
   2. skopeo through different nodes: a round-robin HTTP proxy in front of the three nodes
      sends each request of an upload (POST, PATCHes, PUT) to another node than the request
      before it; skopeo pushes a multi-layer image through it, a chunked upload with several
@@ -578,7 +580,8 @@ def pulled_ok(out_dir, tag, want_manifest, blobs):
 # -- 1 ----------------------------------------------------------------------------------------
 
 
-@check("1. a webhook created through node 1 fires for pushes on nodes 2 and 3 (NOTIFY)")
+@check("1. a webhook created through node 1 fires for pushes on nodes 2 and 3; an update "
+       "through another node reaches node 2 (NOTIFY)")
 def check_webhook(ctx, c):
     n1, n2, n3 = ctx["nodes"]
     rcv = ctx["receiver"]
@@ -621,6 +624,39 @@ def check_webhook(ctx, c):
                    f"{got[0]['node']} {got[0]['t'] - t_put:.3f} s after the PUT")
         else:
             c.fail(f"no push event within 15 s for {repo}:v1 pushed on {node.id}")
+
+    # An update made on another node reaches n2's snapshot too: with `push` taken out of the
+    # actions (through n3), a push on n2 must raise no event; put back (through n1), it must.
+    repo = "multinode/notify-n2"
+    cfg = json.dumps({"note": "notify via n2, again"}).encode()
+    if push_blob(n2, repo, cfg).status != 201:
+        c.fail("config blob push on n2 failed")
+        return
+    for via, actions, tag, want in ((n3, ["delete"], "v2", False),
+                                    (n1, ["push", "delete"], "v3", True)):
+        u = via.req("PATCH", f"{ARM}/webhooks/{HOOK}?{API}",
+                    json.dumps({"properties": {"actions": actions}}).encode(),
+                    {"Content-Type": "application/json"})
+        if u.status != 200:
+            c.fail(f"PATCH webhook actions={actions} on {via.id} -> {u} {u.body[:200]!r}")
+            return
+        time.sleep(1.0)  # NOTIFY is asynchronous: a moment for it to reach n2
+        m = manifest_for(cfg, [layer], {"multinode.note": tag})
+        p = put_manifest(n2, repo, tag, m)
+        if p.status != 201:
+            c.fail(f"manifest PUT {repo}:{tag} on n2 -> {p}")
+            return
+
+        def arrived(tag=tag):
+            return [x for x in rcv.got() if x["repo"] == repo and x["tag"] == tag]
+
+        got = wait_for(arrived, 15 if want else 3)
+        c.expect(bool(got) == want,
+                 f"actions set to {actions} through {via.id}: push of {repo}:{tag} on n2 "
+                 + ("delivered" if want else "raised no event (3 s)"),
+                 f"actions set to {actions} through {via.id}: push of {repo}:{tag} on n2 "
+                 + ("raised no event within 15 s" if want else
+                    f"was delivered anyway (n2's snapshot kept the old actions): {got[:1]}"))
 
 
 # -- 2 ----------------------------------------------------------------------------------------
