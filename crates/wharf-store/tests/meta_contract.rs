@@ -91,6 +91,10 @@ async fn backends(test: &str) -> Vec<Handles> {
     let mut out = vec![sqlite().await];
     if std::env::var("WHARF_TEST_POSTGRES").is_ok_and(|v| v == "1") {
         out.push(postgres().await);
+    } else {
+        eprintln!(
+            "{test}: PostgreSQL skipped (WHARF_TEST_POSTGRES=1 runs it; scripts/backends.sh does)"
+        );
     }
     let names: Vec<&str> = out.iter().map(|b| b.name).collect();
     eprintln!("{test}: running on {}", names.join(", "));
