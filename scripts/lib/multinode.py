@@ -31,6 +31,8 @@ it (each node has its own webhook User-Agent, `Wharf-<node id>`). The checks:
          webhooks.timeout_secs after the last renewal; 0.5 s poll allowed on top). Node 2 is
          made to fall behind (one delivery at a time to a receiver that holds each of its
          deliveries 1 s) so that it holds parked and in-flight leases when it dies;
+     3d. node 2 restarted while nodes 1 and 3 hold live leases (a burst of pushes whose
+         deliveries the receiver holds) takes none of them and sends none of them;
   4. garbage collection (POST /wharf/v1/gc, [gc] grace_secs 1) runs on node 3 every 2 s
      during the pushes, with an unreferenced blob uploaded before each run (each must be
      collected, so the runs really remove blobs). Every other push references a blob that an
@@ -925,8 +927,9 @@ def gc_loop(ctx, stop, stats):
         "3b. every committed event is delivered; duplicates only under the same event id",
         "3c. deliveries the killed node had leased are resumed by the others within the lease "
         "bound",
+        "3d. the killed node, restarted, does not seize the live leases of the others",
         "4. no blob lost to garbage collection running during the pushes")
-def check_kill(ctx, c3a, c3b, c3c, c4):
+def check_kill(ctx, c3a, c3b, c3c, c3d, c4):
     nodes = ctx["nodes"]
     n1, n2, n3 = nodes
     rcv = ctx["receiver"]
@@ -1153,11 +1156,54 @@ def check_kill(ctx, c3a, c3b, c3c, c4):
               f"{len(junk_left)} of {len(gc_stats['junk'])} unreferenced blobs survive GC")
     check_readback(c4, n3, "after every GC run")
 
+    # -- 3d: n2 restarts while n1 and n3 hold live leases ---------------------------------------
+    # A burst of pushes whose deliveries the receiver holds (below the timeout): n1 and n3
+    # lease them, and n2 starts meanwhile. Its start-up takes back its own leases and expired
+    # ones only: none of theirs may become n2's, and n2 must not send any of them.
+    ctx["stage"] = c3d
+    with rcv.lock:
+        rcv.slow = {n1.id: 1.5, n3.id: 1.5}
+    burst = range(PUSHES, PUSHES + 24)
+    with concurrent.futures.ThreadPoolExecutor(CONCURRENCY) as ex:
+        list(ex.map(lambda i: one_push(ctx, ledger, i, layer), burst))
+    time.sleep(0.2)
+    now_ms = int(time.time() * 1000)
+    held = {r[0]: (r[1], r[2]) for r in psql(
+        "SELECT id, lease_owner, event_id FROM deliveries WHERE state = 'pending' "
+        f"AND lease_owner IN ('{n1.id}', '{n3.id}') AND lease_until > {now_ms}")}
+    t_restart = time.time()
+    n2.start()
+    c3a.info(f"n2 restarted on port {n2.port}")
+    seized = set()
+    for _ in range(5):  # the dispatcher's start-up recovery runs just after the listener
+        if held:
+            seized |= {r[0] for r in psql(
+                f"SELECT id FROM deliveries WHERE lease_owner = '{n2.id}' "
+                f"AND id IN ({', '.join(held)})")}
+        time.sleep(0.1)
+    with rcv.lock:
+        rcv.slow = {}
+    held_events = {ev for _, ev in held.values()}
+    wait_for(lambda: held_events <= {x["id"] for x in rcv.got()}, 15)
+    sent_by_n2 = {x["id"] for x in rcv.got()
+                  if x["node"] == n2.id and x["t"] >= t_restart and x["id"] in held_events}
+    if not held:
+        c3d.fail("n1 and n3 held no live lease when n2 restarted: not exercised")
+    else:
+        c3d.expect(not seized and not sent_by_n2,
+                   f"{len(held)} deliveries leased by n1/n3 at n2's restart: none became n2's, "
+                   "none sent by n2",
+                   f"n2's start-up seized {len(seized)} of the {len(held)} live leases of n1/n3 "
+                   f"and sent {len(sent_by_n2)} of them")
+    burst_acked = [(f"multinode/load{i % 4}", f"t{i:04d}") for i in burst]
+    got = {(x["repo"], x["tag"]) for x in rcv.got() if x["action"] == "push"}
+    c3d.expect(all(k in got for k in burst_acked if k in ledger.acked),
+               "the burst's pushes were all delivered",
+               "a push of the burst was not delivered")
+
     # -- 3a: readback from the live nodes and the restarted one ---------------------------------
     ctx["stage"] = c3a
     check_readback(c3a, n1, "live node")
-    n2.start()
-    c3a.info(f"n2 restarted on port {n2.port}")
     check_readback(c3a, n2, "restarted node")
 
 
