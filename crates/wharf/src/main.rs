@@ -383,7 +383,7 @@ mod tests {
             assert_eq!(shown, get(key), "--{flag}");
             checked += 1;
         }
-        assert_eq!(checked, 11);
+        assert_eq!(checked, 12);
         let after = serve.get_after_help().unwrap().to_string();
         assert!(after.contains("WHARF_<SECTION>_<KEY>"), "{after}");
     }
