@@ -160,12 +160,21 @@ pub async fn start_with_clock(
     let reg2 = registry.clone();
     let expirer = tokio::spawn(async move {
         loop {
-            match reg2.expire_uploads(expiry_ms).await {
-                Ok(n) if n > 0 => tracing::info!(count = n, "expired abandoned upload sessions"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "expiring upload sessions failed"),
-            }
-            tokio::time::sleep(Duration::from_secs(600)).await;
+            // A pass that failed (storage or database briefly unavailable) is tried again
+            // soon, not after the full interval.
+            let next = match reg2.expire_uploads(expiry_ms).await {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(count = n, "expired abandoned upload sessions");
+                    }
+                    Duration::from_secs(600)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "expiring upload sessions failed; retrying in 5 s");
+                    Duration::from_secs(5)
+                }
+            };
+            tokio::time::sleep(next).await;
         }
     });
 
