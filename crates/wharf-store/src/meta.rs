@@ -1188,25 +1188,29 @@ fn refusal_of(
     blobs: &HashMap<String, i64>,
     manifests: &HashMap<String, i64>,
 ) -> Option<StoreError> {
-    let refusal = |found: &HashMap<String, i64>, d: &Digest, size: i64, blob: bool| match found
-        .get(&d.to_string())
-    {
-        None if blob => Some(StoreError::MissingBlob(d.clone())),
-        None => Some(StoreError::MissingManifest(d.clone())),
-        Some(stored) if *stored != size => Some(StoreError::SizeMismatch {
-            digest: d.clone(),
-            stated: size,
-            stored: *stored,
-        }),
-        Some(_) => None,
-    };
-    m.required_blobs
+    first_refusal(&m.required_blobs, blobs, false)
+        .or_else(|| first_refusal(&m.required_manifests, manifests, true))
+}
+
+/// The first of `wanted` (digest, stated size) that `found` (digest → stored size) lacks or
+/// stores with another size; `manifests` says which kind of reference is missing. Both
+/// backends' put validation ends here.
+pub(crate) fn first_refusal(
+    wanted: &[(Digest, i64)],
+    found: &HashMap<String, i64>,
+    manifests: bool,
+) -> Option<StoreError> {
+    wanted
         .iter()
-        .find_map(|(d, size)| refusal(blobs, d, *size, true))
-        .or_else(|| {
-            m.required_manifests
-                .iter()
-                .find_map(|(d, size)| refusal(manifests, d, *size, false))
+        .find_map(|(d, size)| match found.get(&d.to_string()) {
+            None if manifests => Some(StoreError::MissingManifest(d.clone())),
+            None => Some(StoreError::MissingBlob(d.clone())),
+            Some(stored) if stored != size => Some(StoreError::SizeMismatch {
+                digest: d.clone(),
+                stated: *size,
+                stored: *stored,
+            }),
+            Some(_) => None,
         })
 }
 
@@ -1480,21 +1484,8 @@ async fn first_refused(
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect();
-        for (d, size) in chunk {
-            match found.get(&d.to_string()) {
-                None if table == "manifests" => {
-                    return Ok(Some(StoreError::MissingManifest(d.clone())));
-                }
-                None => return Ok(Some(StoreError::MissingBlob(d.clone()))),
-                Some(stored) if stored != size => {
-                    return Ok(Some(StoreError::SizeMismatch {
-                        digest: d.clone(),
-                        stated: *size,
-                        stored: *stored,
-                    }));
-                }
-                Some(_) => {}
-            }
+        if let Some(refused) = first_refusal(chunk, &found, table == "manifests") {
+            return Ok(Some(refused));
         }
     }
     Ok(None)

@@ -175,24 +175,33 @@ pub async fn enqueue(
             // The format the row recorded (this transaction's view of the webhook), as the
             // queue's claim reads it, so both paths render the same bytes.
             let format: String = r.get(2);
-            let Ok(format) = format.parse() else {
-                // Cannot happen (the column only holds valid names); the queue's claim
-                // reports it as corrupt. The row stays leased and is claimed after expiry.
-                continue;
-            };
-            out.fast.push(QueuedDelivery {
-                delivery_id: r.get(0),
-                webhook: r.get(1),
-                event_id: ev.id.clone(),
-                attempt: 1,
-                round_attempt: 1,
-                max_attempts: None,
-                body: ev.body.clone(),
-                format,
-            });
+            out.fast
+                .extend(fresh_delivery(r.get(0), r.get(1), &format, ev));
         }
     }
     Ok(out)
+}
+
+/// A fresh delivery of `ev`, inserted leased to this node, for the fast lane (both backends'
+/// outboxes build it from the row they inserted). None if the row's format does not parse,
+/// which cannot happen (the column only holds valid names): the row then stays leased, and
+/// the queue's claim after expiry reports it as corrupt.
+pub(crate) fn fresh_delivery(
+    delivery_id: i64,
+    webhook: String,
+    format: &str,
+    ev: &OutboxEvent,
+) -> Option<QueuedDelivery> {
+    Some(QueuedDelivery {
+        delivery_id,
+        webhook,
+        event_id: ev.id.clone(),
+        attempt: 1,
+        round_attempt: 1,
+        max_attempts: None,
+        body: ev.body.clone(),
+        format: format.parse().ok()?,
+    })
 }
 
 /// The in-memory hand-over from committed transactions to this process's dispatcher.
@@ -383,19 +392,7 @@ pub(crate) fn collect_delivery(
         return true;
     }
     let format: String = r.get(2);
-    let Ok(format) = format.parse() else {
-        // As in `enqueue`: left leased, claimed from the queue after expiry.
-        return true;
-    };
-    out.fast.push(QueuedDelivery {
-        delivery_id: r.get(0),
-        webhook: r.get(1),
-        event_id,
-        attempt: 1,
-        round_attempt: 1,
-        max_attempts: None,
-        body: ev.body.clone(),
-        format,
-    });
+    out.fast
+        .extend(fresh_delivery(r.get(0), r.get(1), &format, ev));
     true
 }

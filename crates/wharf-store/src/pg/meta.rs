@@ -118,23 +118,11 @@ async fn first_refused(
     .iter()
     .map(|r| (r.get(0), r.get(1)))
     .collect();
-    for (d, size) in wanted {
-        match found.get(&d.to_string()) {
-            None if table == "manifests" => {
-                return Ok(Some(StoreError::MissingManifest(d.clone())));
-            }
-            None => return Ok(Some(StoreError::MissingBlob(d.clone()))),
-            Some(stored) if stored != size => {
-                return Ok(Some(StoreError::SizeMismatch {
-                    digest: d.clone(),
-                    stated: *size,
-                    stored: *stored,
-                }));
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(None)
+    Ok(crate::meta::first_refusal(
+        wanted,
+        &found,
+        table == "manifests",
+    ))
 }
 
 /// Whether a lock refuses the push of `m` into `repo` (see `attrs::push_refused`).

@@ -7,7 +7,6 @@ use sqlx::{PgConnection, Row};
 
 use crate::StoreError;
 use crate::db::now_ms;
-use crate::hooks::QueuedDelivery;
 use crate::outbox::{Enqueued, FastLane, OutboxEvent, Subscribers};
 
 pub(crate) async fn enqueue(
@@ -57,21 +56,12 @@ pub(crate) async fn enqueue(
         }
         for r in rows {
             let format: String = r.get(2);
-            let Ok(format) = format.parse() else {
-                // Cannot happen (the column only holds valid names); the row stays leased
-                // and is claimed after expiry, where the claim reports it as corrupt.
-                continue;
-            };
-            out.fast.push(QueuedDelivery {
-                delivery_id: r.get(0),
-                webhook: r.get(1),
-                event_id: ev.id.clone(),
-                attempt: 1,
-                round_attempt: 1,
-                max_attempts: None,
-                body: ev.body.clone(),
-                format,
-            });
+            out.fast.extend(crate::outbox::fresh_delivery(
+                r.get(0),
+                r.get(1),
+                &format,
+                ev,
+            ));
         }
     }
     if out.queued > 0 {
