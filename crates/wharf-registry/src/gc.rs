@@ -103,7 +103,7 @@ impl Registry {
         let uploads_removed = if dry_run {
             self.stale_upload_count(upload_expiry_ms).await?
         } else {
-            self.expire_uploads(upload_expiry_ms).await?
+            self.expire_uploads(upload_expiry_ms).await?.expired
         } as u64;
         let r = GcReport {
             dry_run,

@@ -29,7 +29,7 @@ use wharf_store::{NewManifest, RegistryStore, StoreError};
 pub use events::RequestInfo;
 pub use gc::GcReport;
 pub use retention::{Clock, SystemClock};
-pub use uploads::UploadState;
+pub use uploads::{Expired, UploadState};
 /// The policy shapes the management API reads and patches through [`Registry::policies`].
 pub use wharf_store::{PoliciesPatch, RegistryPolicies};
 

@@ -416,22 +416,29 @@ impl Registry {
     }
 
     /// Removes abandoned upload sessions and session bytes without a session (see
-    /// [`Registry::expirable_uploads`]). A session busy with a request right now is left for
-    /// the next round.
-    pub async fn expire_uploads(&self, max_age_ms: i64) -> Result<usize> {
+    /// [`Registry::expirable_uploads`]). A session busy with a request right now is waited
+    /// for briefly (a status GET on a shared store holds it for a listing); one still busy
+    /// after that is left and counted in [`Expired::busy`], so that the caller comes back
+    /// soon rather than after its full interval.
+    pub async fn expire_uploads(&self, max_age_ms: i64) -> Result<Expired> {
         let Expirable { orphans, stale } = self.expirable_uploads(max_age_ms).await?;
-        let mut expired = 0;
+        let mut done = Expired::default();
         for id in &orphans {
             tracing::info!(session = %id, "removing upload bytes without a session");
             self.store.blobs.remove_upload(id).await?;
-            expired += 1;
+            done.expired += 1;
         }
         for id in &stale {
             let live = self.sessions().get(id).cloned();
             let guard = match &live {
-                Some(s) => match s.clone().try_lock_owned() {
-                    Ok(g) => Some(g),
-                    Err(_) => continue,
+                Some(s) => match tokio::time::timeout(BUSY_WAIT, s.clone().lock_owned()).await {
+                    Ok(g) if !g.closed => Some(g),
+                    // Finished, cancelled or expired while we waited.
+                    Ok(_) => continue,
+                    Err(_) => {
+                        done.busy += 1;
+                        continue;
+                    }
                 },
                 None => None,
             };
@@ -441,10 +448,23 @@ impl Registry {
                 g.closed = true;
             }
             self.sessions().remove(id);
-            expired += 1;
+            done.expired += 1;
         }
-        Ok(expired)
+        Ok(done)
     }
+}
+
+/// How long an expiry pass waits for a request that holds a stale session: long enough for a
+/// status request or a small chunk, short enough that a long PATCH (whose bytes then make the
+/// session no longer idle) does not hold up the pass.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What an expiry pass did: sessions (and orphaned session bytes) removed, and stale
+/// sessions left because a request held them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Expired {
+    pub expired: usize,
+    pub busy: usize,
 }
 
 /// What an expiry pass removes (see [`Registry::expirable_uploads`]).

@@ -163,11 +163,17 @@ pub async fn start_with_clock(
             // A pass that failed (storage or database briefly unavailable) is tried again
             // soon, not after the full interval.
             let next = match reg2.expire_uploads(expiry_ms).await {
-                Ok(n) => {
-                    if n > 0 {
-                        tracing::info!(count = n, "expired abandoned upload sessions");
+                Ok(done) => {
+                    if done.expired > 0 {
+                        tracing::info!(count = done.expired, "expired abandoned upload sessions");
                     }
-                    Duration::from_secs(600)
+                    // A stale session a request held is looked at again soon: waiting the
+                    // full interval would leave it (and its bytes) for ten more minutes.
+                    if done.busy > 0 {
+                        Duration::from_secs(5)
+                    } else {
+                        Duration::from_secs(600)
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "expiring upload sessions failed; retrying in 5 s");

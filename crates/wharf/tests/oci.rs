@@ -455,7 +455,9 @@ async fn abandoned_upload_sessions_expire_with_their_bytes() {
     // The expiry runs at start-up (then every ten minutes).
     let s = Server::start_config(cfg(tmp.path())).await;
     // The session's row goes first, then its bytes (on object storage a round trip later).
-    // A pass that meets a busy store is retried 5 s later: up to 20 s.
+    // A pass that meets a busy store, or finds the session held by one of the status
+    // requests below (on a shared store they list its bytes under its lock), is retried
+    // 5 s later: up to 20 s.
     let (mut gone, mut bytes_gone) = (false, false);
     for _ in 0..200 {
         gone = c.get(s.url(&loc)).send().await.unwrap().status() == 404;
