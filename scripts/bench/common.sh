@@ -55,6 +55,33 @@ random_secret() { # n
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Prints the first port from $1 up that nothing listens on.
+# CPU accounting, to explain a figure from where the cores went: cpu_snapshot FILE records
+# the machine's busy and idle time (/proc/stat) and the CPU time of every live process,
+# summed by command name (/proc/PID/stat utime + stime), in clock ticks; cpu_report BEFORE
+# AFTER LABEL prints the difference. Processes that exit between the two are missed, so take
+# both while the measured processes run.
+cpu_snapshot() { # file
+    {
+        awk 'NR == 1 { print "MACHINE", $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat
+        cat /proc/[0-9]*/stat 2>/dev/null |
+            awk '{ t[$2] += $14 + $15 } END { for (k in t) print k, t[k] }'
+    } >"$1"
+}
+cpu_report() { # before after label
+    local hz
+    hz=$(getconf CLK_TCK)
+    awk -v hz="$hz" -v label="$3" -v cores="$(nproc)" '
+        NR == FNR { b[$1] = $2; bi[$1] = $3; next }
+        $1 == "MACHINE" { busy = ($2 - b[$1]) / hz; idle = ($3 - bi[$1]) / hz; next }
+        { d = ($2 - b[$1]) / hz; if (d >= 0.05) { n[++k] = $1; v[k] = d } }
+        END {
+            line = sprintf("cpu during %s: machine %.0f%% busy (%.1f s busy, %.1f s idle, %d cores);", label, 100 * busy / (busy + idle), busy, idle, cores)
+            for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (v[j] > v[i]) { t = v[i]; v[i] = v[j]; v[j] = t; t = n[i]; n[i] = n[j]; n[j] = t }
+            for (i = 1; i <= k && i <= 6; i++) line = line sprintf(" %s %.1f s", n[i], v[i])
+            print line
+        }' "$1" "$2" >&2
+}
+
 free_port() {
     local p=$1
     while port_in_use "$p"; do p=$((p + 1)); done

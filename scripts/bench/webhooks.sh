@@ -224,8 +224,14 @@ if has_scenario nodes; then
             wait_v2 "wharf node $i of $n" "$!" "$p" "$WORK/wharf-nodes-$n-$i.log"
             urls+=("http://127.0.0.1:$p")
         done
+        # Where the cores go (nodes, PostgreSQL, moto, the bench): whether a second node
+        # has any left to use.
+        cpu_snapshot "$WORK/cpu-$n.before"
         bench throughput "wharf-pg-${n}node" --registry "$(IFS=,; echo "${urls[*]}")" \
             --manifests "$THR_N" --webhooks 10 --wait-secs "$((WAIT * 2))"
+        cpu_snapshot "$WORK/cpu-$n.after"
+        cpu_report "$WORK/cpu-$n.before" "$WORK/cpu-$n.after" "$n node(s)" 2>&1 |
+            tee -a "$WORK/cpu.txt" >&2
         stop_nodes
     done
 fi
@@ -243,6 +249,7 @@ done
 echo
 "$BENCH_BIN" webhooks report --label wharf --compare distribution "$RESULTS"
 if has_scenario nodes; then
+    cat "$WORK/cpu.txt"
     for n in ${BENCH_NODES:-1 2 3}; do
         "$BENCH_BIN" webhooks report --label "wharf-pg-${n}node" "$RESULTS" || true
     done
