@@ -56,28 +56,31 @@ port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Prints the first port from $1 up that nothing listens on.
 # CPU accounting, to explain a figure from where the cores went: cpu_snapshot FILE records
-# the machine's busy and idle time (/proc/stat) and the CPU time of every live process,
-# summed by command name (/proc/PID/stat utime + stime), in clock ticks; cpu_report BEFORE
-# AFTER LABEL prints the difference. Processes that exit between the two are missed, so take
-# both while the measured processes run.
+# the machine's busy and idle time (/proc/stat) and every live process's CPU time
+# (/proc/PID/stat utime + stime), in clock ticks; cpu_report BEFORE AFTER LABEL prints the
+# difference summed by command name (a process started in between counts whole). Processes
+# that exit in between are not seen: what they used is printed as "exited" (the machine's
+# busy time not accounted to a live process).
 cpu_snapshot() { # file
     {
-        awk 'NR == 1 { print "MACHINE", $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat
-        cat /proc/[0-9]*/stat 2>/dev/null |
-            awk '{ t[$2] += $14 + $15 } END { for (k in t) print k, t[k] }'
+        awk 'NR == 1 { print "MACHINE", "-", $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat
+        cat /proc/[0-9]*/stat 2>/dev/null | awk '{ print $1, $2, $14 + $15 }'
     } >"$1"
 }
 cpu_report() { # before after label
     local hz
     hz=$(getconf CLK_TCK)
     awk -v hz="$hz" -v label="$3" -v cores="$(nproc)" '
-        NR == FNR { b[$1] = $2; bi[$1] = $3; next }
-        $1 == "MACHINE" { busy = ($2 - b[$1]) / hz; idle = ($3 - bi[$1]) / hz; next }
-        { d = ($2 - b[$1]) / hz; if (d >= 0.05) { n[++k] = $1; v[k] = d } }
+        NR == FNR { b[$1] = $3; bi[$1] = $4; next }
+        $1 == "MACHINE" { busy = ($3 - b[$1]) / hz; idle = ($4 - bi[$1]) / hz; next }
+        { d = ($3 - b[$1]) / hz; if (d > 0) { t[$2] += d; seen += d } }
         END {
             line = sprintf("cpu during %s: machine %.0f%% busy (%.1f s busy, %.1f s idle, %d cores);", label, 100 * busy / (busy + idle), busy, idle, cores)
-            for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (v[j] > v[i]) { t = v[i]; v[i] = v[j]; v[j] = t; t = n[i]; n[i] = n[j]; n[j] = t }
+            k = 0
+            for (c in t) if (t[c] >= 0.05) { n[++k] = c; v[k] = t[c] }
+            for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (v[j] > v[i]) { x = v[i]; v[i] = v[j]; v[j] = x; x = n[i]; n[i] = n[j]; n[j] = x }
             for (i = 1; i <= k && i <= 6; i++) line = line sprintf(" %s %.1f s", n[i], v[i])
+            if (busy - seen > 0.05) line = line sprintf("; exited %.1f s", busy - seen)
             print line
         }' "$1" "$2" >&2
 }

@@ -18,6 +18,12 @@
 #                          repositories/wharf-bench/* (content read/write, metadata read)
 #   wharf-bearer           like wharf-auth, but wharf-bench follows the Docker token flow
 #                          (--bearer-flow: one token from /oauth2/token, then Bearer)
+#   distribution-proxy     Distribution with `storage.redirect.disable: true`. On object
+#                          storage Distribution answers a blob GET with a 307 to a
+#                          presigned URL by default, so the client reads from the S3 server
+#                          itself; with redirects off it streams the bytes as Wharf does.
+#                          With BENCH_BACKEND=s3 or pg-s3, pull against both shows the two
+#                          comparisons (on the filesystem the setting changes nothing).
 # The table's columns follow the order wharf-auth, wharf-bearer, distribution-htpasswd,
 # wharf, distribution (those that ran); its ratios are the first column over each other.
 #
@@ -26,7 +32,7 @@
 #   BENCH_BACKEND=s3     blobs on object storage: moto in server mode (scripts/services.sh,
 #                        on loopback) holds Wharf's blobs (--blob-store s3://…) and
 #                        Distribution's (its s3 storage driver), one bucket, two prefixes;
-#                        targets distribution and wharf only
+#                        targets distribution, distribution-proxy and wharf only
 #   BENCH_BACKEND=pg-s3  as s3, and Wharf's metadata in PostgreSQL (scripts/services.sh
 #                        starts it): the "PostgreSQL + S3" against Distribution's
 #                        s3 driver
@@ -74,9 +80,9 @@ has_target_like() { [[ " ${TARGETS[*]}" == *" $1"* ]]; }
 
 for t in "${TARGETS[@]}"; do
     case $t in
-    distribution | distribution-htpasswd | wharf | wharf-auth | wharf-bearer) ;;
+    distribution | distribution-htpasswd | distribution-proxy | wharf | wharf-auth | wharf-bearer) ;;
     *)
-        echo "unknown target $t (expected distribution, distribution-htpasswd, wharf, wharf-auth or wharf-bearer)" >&2
+        echo "unknown target $t (expected distribution, distribution-htpasswd, distribution-proxy, wharf, wharf-auth or wharf-bearer)" >&2
         exit 1
         ;;
     esac
@@ -166,6 +172,9 @@ start_distribution() { # target
     mkdir -p "$WORK/$t"
     # Settings chosen to match Wharf's (see distribution_config in common.sh).
     distribution_config "$WORK/$t" "${PORT[$t]}" "${BACKEND#pg-}" "dist-$SEED-$t" >"$WORK/$t.yml"
+    if [[ $t == distribution-proxy ]]; then
+        sed -i 's/^storage:$/storage:\n  redirect:\n    disable: true/' "$WORK/$t.yml"
+    fi
     if [[ $t == distribution-htpasswd ]]; then
         pw=$(random_secret 32)
         htpasswd_line bench "$pw" >"$WORK/htpasswd"
@@ -330,7 +339,7 @@ if [[ -n ${BENCH_OUT:-} ]]; then cp "$RESULTS" "$BENCH_OUT"; fi
 
 # Columns in a fixed order so the first is the registry the ratios are about.
 labels=
-for t in wharf-auth wharf-bearer distribution-htpasswd wharf distribution; do
+for t in wharf-auth wharf-bearer distribution-htpasswd wharf distribution distribution-proxy; do
     if has_target "$t"; then labels+=${labels:+,}$t; fi
 done
 echo

@@ -29,6 +29,15 @@ use super::{CHANNEL_OUTBOX, CHANNEL_WEBHOOKS, Pg, notify};
 use crate::StoreError;
 use crate::db::now_ms;
 use crate::handles::{DeliveryStore, WebhookStore};
+
+/// Locks a list of deliveries (`$1`) in id order. Statements that update several deliveries
+/// by id (lease renewal, lease release, attempt records) lock them this way first: an UPDATE
+/// alone locks rows in whatever order its plan visits them, so two of them over overlapping
+/// rows (a renewal and a record of the same node) could each hold a row the other waits for,
+/// and PostgreSQL aborts one as a deadlock. `NO KEY UPDATE` is the lock the UPDATE takes
+/// anyway, and leaves the foreign-key checks of inserted attempts unblocked.
+const LOCK_IN_ORDER: &str =
+    "SELECT 1 FROM deliveries WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
 use crate::hooks::{
     AttemptRecord, HistoryEntry, Outcome, QueuedDelivery, Room, Signing, WebhookRecord,
 };
@@ -284,9 +293,12 @@ impl WebhookStore for PgWebhooks {
 
 /// Cancels a disabled webhook's pending deliveries, inside the disabling transaction.
 async fn cancel_pending(conn: &mut PgConnection, webhook: &str) -> Result<(), StoreError> {
+    // In id order, as the other multi-row updates (see [`LOCK_IN_ORDER`]).
     sqlx::query(
-        "UPDATE deliveries SET state = 'cancelled', updated_at = $1 \
-         WHERE webhook = $2 AND state = 'pending'",
+        "WITH l AS (SELECT id FROM deliveries WHERE webhook = $2 AND state = 'pending' \
+         ORDER BY id FOR NO KEY UPDATE) \
+         UPDATE deliveries d SET state = 'cancelled', updated_at = $1 FROM l \
+         WHERE d.id = l.id AND d.state = 'pending'",
     )
     .bind(now_ms())
     .bind(webhook)
@@ -420,8 +432,13 @@ impl DeliveryStore for PgDeliveries {
             return Ok(());
         }
         let mut tx = self.pg.pool.begin().await?;
+        // Rows locked in id order, as every statement that updates a list of deliveries
+        // does (see [`LOCK_IN_ORDER`]).
         let n = sqlx::query(
-            "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL WHERE id = ANY($1)",
+            "WITH l AS (SELECT id FROM deliveries WHERE id = ANY($1) \
+             ORDER BY id FOR NO KEY UPDATE) \
+             UPDATE deliveries d SET lease_until = NULL, lease_owner = NULL FROM l \
+             WHERE d.id = l.id",
         )
         .bind(ids)
         .execute(&mut *tx)
@@ -444,9 +461,12 @@ impl DeliveryStore for PgDeliveries {
         if ids.is_empty() {
             return Ok(0);
         }
+        // Rows locked in id order (see [`LOCK_IN_ORDER`]).
         Ok(sqlx::query(
-            "UPDATE deliveries SET lease_until = $1 WHERE lease_owner = $2 \
-             AND state IN ('pending', 'sending') AND id = ANY($3)",
+            "WITH l AS (SELECT id FROM deliveries WHERE id = ANY($3) \
+             ORDER BY id FOR NO KEY UPDATE) \
+             UPDATE deliveries d SET lease_until = $1 FROM l WHERE d.id = l.id \
+             AND d.lease_owner = $2 AND d.state IN ('pending', 'sending')",
         )
         .bind(now_ms() + lease_ms)
         .bind(owner)
@@ -555,6 +575,10 @@ impl DeliveryStore for PgDeliveries {
         // Bookkeeping, as SQLite's relaxed transaction: a record lost in a power failure costs
         // at most a duplicate delivery.
         sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(LOCK_IN_ORDER)
+            .bind(&ids)
             .execute(&mut *tx)
             .await?;
         // An attempt whose delivery is gone (its webhook was deleted meanwhile) is not
