@@ -417,9 +417,10 @@ impl Registry {
 
     /// Removes abandoned upload sessions and session bytes without a session (see
     /// [`Registry::expirable_uploads`]). A session busy with a request right now is waited
-    /// for briefly (a status GET on a shared store holds it for a listing); one still busy
-    /// after that is left and counted in [`Expired::busy`], so that the caller comes back
-    /// soon rather than after its full interval.
+    /// for briefly (a status GET on a shared store holds it for a listing) and then expired
+    /// only if that request wrote nothing to it; one still busy after the wait is left and
+    /// counted in [`Expired::busy`], so that the caller comes back soon rather than after its
+    /// full interval.
     pub async fn expire_uploads(&self, max_age_ms: i64) -> Result<Expired> {
         let Expirable { orphans, stale } = self.expirable_uploads(max_age_ms).await?;
         let mut done = Expired::default();
@@ -431,14 +432,19 @@ impl Registry {
         for id in &stale {
             let live = self.sessions().get(id).cloned();
             let guard = match &live {
-                Some(s) => match tokio::time::timeout(BUSY_WAIT, s.clone().lock_owned()).await {
+                Some(s) => match s.clone().try_lock_owned() {
                     Ok(g) if !g.closed => Some(g),
-                    // Finished, cancelled or expired while we waited.
                     Ok(_) => continue,
-                    Err(_) => {
-                        done.busy += 1;
-                        continue;
-                    }
+                    Err(_) => match tokio::time::timeout(BUSY_WAIT, s.clone().lock_owned()).await {
+                        // The request that held it may have written to it: still idle?
+                        Ok(g) if !g.closed && self.still_idle(id, max_age_ms).await? => Some(g),
+                        // Finished, cancelled, expired or written to while we waited.
+                        Ok(_) => continue,
+                        Err(_) => {
+                            done.busy += 1;
+                            continue;
+                        }
+                    },
                 },
                 None => None,
             };
@@ -451,6 +457,18 @@ impl Registry {
             done.expired += 1;
         }
         Ok(done)
+    }
+}
+
+impl Registry {
+    /// Whether session `id`'s bytes have been idle for `max_age_ms` still (a session with no
+    /// bytes listed has none to be written to).
+    async fn still_idle(&self, id: &str, max_age_ms: i64) -> Result<bool> {
+        let listed = self.store.blobs.upload_sessions().await?;
+        Ok(listed
+            .iter()
+            .find(|s| s.id == id)
+            .is_none_or(|s| s.idle.as_millis() >= max_age_ms as u128))
     }
 }
 
