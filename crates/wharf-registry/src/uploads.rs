@@ -430,23 +430,13 @@ impl Registry {
             done.expired += 1;
         }
         for id in &stale {
-            let live = self.sessions().get(id).cloned();
-            let guard = match &live {
-                Some(s) => match s.clone().try_lock_owned() {
-                    Ok(g) if !g.closed => Some(g),
-                    Ok(_) => continue,
-                    Err(_) => match tokio::time::timeout(BUSY_WAIT, s.clone().lock_owned()).await {
-                        // The request that held it may have written to it: still idle?
-                        Ok(g) if !g.closed && self.still_idle(id, max_age_ms).await? => Some(g),
-                        // Finished, cancelled, expired or written to while we waited.
-                        Ok(_) => continue,
-                        Err(_) => {
-                            done.busy += 1;
-                            continue;
-                        }
-                    },
-                },
-                None => None,
+            let guard = match self.hold_stale(id, max_age_ms).await? {
+                Hold::Expire(g) => g,
+                Hold::Skip => continue,
+                Hold::Busy => {
+                    done.busy += 1;
+                    continue;
+                }
             };
             self.store.meta.delete_upload(id).await?;
             self.store.blobs.remove_upload(id).await?;
@@ -458,9 +448,32 @@ impl Registry {
         }
         Ok(done)
     }
-}
 
-impl Registry {
+    /// Takes stale session `id`'s in-memory lock (if this node has it open) for expiry. A
+    /// lock a request holds is waited for up to [`BUSY_WAIT`]; the request may have written
+    /// to the session meanwhile, so it is expired then only if it is still idle.
+    async fn hold_stale(&self, id: &str, max_age_ms: i64) -> Result<Hold> {
+        let Some(s) = self.sessions().get(id).cloned() else {
+            return Ok(Hold::Expire(None));
+        };
+        let g = match s.clone().try_lock_owned() {
+            Ok(g) => g,
+            Err(_) => match tokio::time::timeout(BUSY_WAIT, s.lock_owned()).await {
+                Err(_) => return Ok(Hold::Busy),
+                Ok(g) if !g.closed && !self.still_idle(id, max_age_ms).await? => {
+                    return Ok(Hold::Skip);
+                }
+                Ok(g) => g,
+            },
+        };
+        // Finished, cancelled or expired by someone else: nothing to do.
+        Ok(if g.closed {
+            Hold::Skip
+        } else {
+            Hold::Expire(Some(g))
+        })
+    }
+
     /// Whether session `id`'s bytes have been idle for `max_age_ms` still (a session with no
     /// bytes listed has none to be written to).
     async fn still_idle(&self, id: &str, max_age_ms: i64) -> Result<bool> {
@@ -476,6 +489,16 @@ impl Registry {
 /// status request or a small chunk, short enough that a long PATCH (whose bytes then make the
 /// session no longer idle) does not hold up the pass.
 const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What [`Registry::hold_stale`] found.
+enum Hold {
+    /// Expire it, holding its lock if this node has it open.
+    Expire(Option<tokio::sync::OwnedMutexGuard<UploadState>>),
+    /// Gone meanwhile, or written to: leave it.
+    Skip,
+    /// Still held by a request: leave it for a pass soon.
+    Busy,
+}
 
 /// What an expiry pass did: sessions (and orphaned session bytes) removed, and stale
 /// sessions left because a request held them.

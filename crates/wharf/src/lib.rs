@@ -158,6 +158,8 @@ pub async fn start_with_clock(
     let expiry_ms = i64::try_from(cfg.limits.upload_expiry_secs.saturating_mul(1000))
         .context("limits.upload_expiry_secs is too large")?;
     let reg2 = registry.clone();
+    // How soon a pass that failed or met a busy session is tried again.
+    const EXPIRY_RETRY: Duration = Duration::from_secs(5);
     let expirer = tokio::spawn(async move {
         loop {
             // A pass that failed (storage or database briefly unavailable) is tried again
@@ -170,14 +172,14 @@ pub async fn start_with_clock(
                     // A stale session a request held is looked at again soon: waiting the
                     // full interval would leave it (and its bytes) for ten more minutes.
                     if done.busy > 0 {
-                        Duration::from_secs(5)
+                        EXPIRY_RETRY
                     } else {
                         Duration::from_secs(600)
                     }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "expiring upload sessions failed; retrying in 5 s");
-                    Duration::from_secs(5)
+                    EXPIRY_RETRY
                 }
             };
             tokio::time::sleep(next).await;

@@ -29,18 +29,26 @@ use super::{CHANNEL_OUTBOX, CHANNEL_WEBHOOKS, Pg, notify};
 use crate::StoreError;
 use crate::db::now_ms;
 use crate::handles::{DeliveryStore, WebhookStore};
-
-/// Locks a list of deliveries (`$1`) in id order. Statements that update several deliveries
-/// by id (lease renewal, lease release, attempt records) lock them this way first: an UPDATE
-/// alone locks rows in whatever order its plan visits them, so two of them over overlapping
-/// rows (a renewal and a record of the same node) could each hold a row the other waits for,
-/// and PostgreSQL aborts one as a deadlock. `NO KEY UPDATE` is the lock the UPDATE takes
-/// anyway, and leaves the foreign-key checks of inserted attempts unblocked.
-const LOCK_IN_ORDER: &str =
-    "SELECT 1 FROM deliveries WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
 use crate::hooks::{
     AttemptRecord, HistoryEntry, Outcome, QueuedDelivery, Room, Signing, WebhookRecord,
 };
+
+/// `l`: the deliveries whose ids the array parameter `$n` holds, locked in id order.
+/// Statements that update several deliveries (lease renewal and release, attempt records,
+/// cancellation) lock them this way first: an UPDATE alone locks rows in whatever order its
+/// plan visits them, so two of them over overlapping rows (a renewal and a record of the same
+/// node) could each hold a row the other waits for, and PostgreSQL aborts one as a deadlock.
+/// `NO KEY UPDATE` is the lock the UPDATE takes anyway, and leaves the foreign-key checks of
+/// inserted attempts unblocked.
+macro_rules! locked_ids {
+    ($n:literal) => {
+        concat!(
+            "WITH l AS (SELECT id FROM deliveries WHERE id = ANY($",
+            $n,
+            ") ORDER BY id FOR NO KEY UPDATE) "
+        )
+    };
+}
 use crate::seal::Sealer;
 
 fn json<T: serde::Serialize>(v: &T) -> String {
@@ -293,7 +301,7 @@ impl WebhookStore for PgWebhooks {
 
 /// Cancels a disabled webhook's pending deliveries, inside the disabling transaction.
 async fn cancel_pending(conn: &mut PgConnection, webhook: &str) -> Result<(), StoreError> {
-    // In id order, as the other multi-row updates (see [`LOCK_IN_ORDER`]).
+    // In id order, as the other multi-row updates (see `locked_ids!`).
     sqlx::query(
         "WITH l AS (SELECT id FROM deliveries WHERE webhook = $2 AND state = 'pending' \
          ORDER BY id FOR NO KEY UPDATE) \
@@ -432,14 +440,11 @@ impl DeliveryStore for PgDeliveries {
             return Ok(());
         }
         let mut tx = self.pg.pool.begin().await?;
-        // Rows locked in id order, as every statement that updates a list of deliveries
-        // does (see [`LOCK_IN_ORDER`]).
-        let n = sqlx::query(
-            "WITH l AS (SELECT id FROM deliveries WHERE id = ANY($1) \
-             ORDER BY id FOR NO KEY UPDATE) \
-             UPDATE deliveries d SET lease_until = NULL, lease_owner = NULL FROM l \
-             WHERE d.id = l.id",
-        )
+        let n = sqlx::query(concat!(
+            locked_ids!("1"),
+            "UPDATE deliveries d SET lease_until = NULL, lease_owner = NULL FROM l \
+             WHERE d.id = l.id"
+        ))
         .bind(ids)
         .execute(&mut *tx)
         .await?
@@ -461,13 +466,11 @@ impl DeliveryStore for PgDeliveries {
         if ids.is_empty() {
             return Ok(0);
         }
-        // Rows locked in id order (see [`LOCK_IN_ORDER`]).
-        Ok(sqlx::query(
-            "WITH l AS (SELECT id FROM deliveries WHERE id = ANY($3) \
-             ORDER BY id FOR NO KEY UPDATE) \
-             UPDATE deliveries d SET lease_until = $1 FROM l WHERE d.id = l.id \
-             AND d.lease_owner = $2 AND d.state IN ('pending', 'sending')",
-        )
+        Ok(sqlx::query(concat!(
+            locked_ids!("3"),
+            "UPDATE deliveries d SET lease_until = $1 FROM l WHERE d.id = l.id \
+             AND d.lease_owner = $2 AND d.state IN ('pending', 'sending')"
+        ))
         .bind(now_ms() + lease_ms)
         .bind(owner)
         .bind(ids)
@@ -577,7 +580,7 @@ impl DeliveryStore for PgDeliveries {
         sqlx::query("SET LOCAL synchronous_commit = off")
             .execute(&mut *tx)
             .await?;
-        sqlx::query(LOCK_IN_ORDER)
+        sqlx::query(concat!(locked_ids!("1"), "SELECT 1 FROM l"))
             .bind(&ids)
             .execute(&mut *tx)
             .await?;
