@@ -1,7 +1,7 @@
 //! The real `wharf` binary: flags, environment, config file, JSON logs, graceful shutdown
 //! on SIGTERM with a request in flight, and HTTPS with a certificate reloaded on SIGHUP.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

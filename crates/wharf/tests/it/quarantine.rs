@@ -4,7 +4,7 @@
 //! blocked, and `Passed` releases it and raises the held-back `push`, once, in the same
 //! transaction.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

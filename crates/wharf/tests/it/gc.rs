@@ -6,7 +6,7 @@
 //! an acknowledged manifest; abandoned upload sessions go; the server runs on its schedule;
 //! only the registry's owners may ask for a run, and `wharf gc` prints its figures.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -3,7 +3,7 @@
 //! into the registry or ping twice. (Real full disks, injected I/O errors and kill -9 at each
 //! step run in `scripts/faults.sh`, which needs root for its tmpfs and strace.)
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;

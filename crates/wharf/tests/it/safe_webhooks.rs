@@ -8,7 +8,7 @@
 //! checks them with the Python `standardwebhooks` library. No test asserts how long something
 //! took.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! conformance suites (v1.1.1 and the rewritten suite on the spec's main branch) check, plus
 //! Wharf's own guarantees (bad input → 4xx, restart safety, idempotent finish).
 
-mod common;
+use crate::common;
 
 use common::{Server, client, push_blob, push_image, sha256, sha512};
 use serde_json::{Value, json};

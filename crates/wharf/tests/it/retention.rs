@@ -4,7 +4,7 @@
 //! subjects of a referrer and quarantined or failed ones stay; nothing happens with the policy
 //! off.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

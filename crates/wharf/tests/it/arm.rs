@@ -3,7 +3,7 @@
 //! policies (kept across a restart), webhooks, tokens, scope maps and credentials, `api-version`
 //! checks, `nextLink` paging, case-insensitive paths and ARM's error shape on every failure.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -8,7 +8,7 @@
 //! Runs when `WHARF_TEST_S3=1` (with the `AWS_*` variables of a running S3 service and the
 //! bucket `WHARF_TEST_BUCKET`, default `wharf-test`); otherwise it says it did not run.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

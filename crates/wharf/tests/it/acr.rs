@@ -2,7 +2,7 @@
 //! names and digests, paging with `Link`, PATCH of changeable attributes, untag, repository
 //! delete, and the `DELETE /v2/…/manifests/sha256%3A…` the Azure SDK sends.
 
-mod common;
+use crate::common;
 
 use common::{Server, client, push_blob, push_image, sha256};
 use serde_json::{Value, json};

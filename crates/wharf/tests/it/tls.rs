@@ -2,7 +2,7 @@
 //! pushed to and pulled from over HTTP/1.1 and HTTP/2, and its certificate replaced on disk
 //! while it runs.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! `--debug` without secrets, `--only-show-errors`, and `wharf repository …` (az acr
 //! repository) and its effect on the registry.
 
-mod common;
+use crate::common;
 
 use common::{Server, client_with, push_image};
 use serde_json::{Value, json};

@@ -7,7 +7,7 @@
 //! `scripts/backends.sh`, which `.ci/run` calls, runs them so. Without those (SQLite and a
 //! data directory are one process's by design) each test says so and returns.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

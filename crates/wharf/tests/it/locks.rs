@@ -4,7 +4,7 @@
 //! operation is 405 `REGISTRY_DISALLOWED_OPERATION` and changes nothing; `listEnabled` hides
 //! the item from listings.
 
-mod common;
+use crate::common;
 
 use common::{Server, client, push_blob, push_image};
 use reqwest::Method;

@@ -3,7 +3,7 @@
 //! requested ∩ allowed, and secrets stay secret (never in listings, never in the database in
 //! clear).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

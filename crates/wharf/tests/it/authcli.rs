@@ -2,7 +2,7 @@
 //! real binary against a real server with access control on: what it creates works (and only
 //! as far as it should) on the registry API, and it never prints a secret it should not.
 
-mod common;
+use crate::common;
 
 use common::{Server, client_with, push_image};
 use reqwest::StatusCode;

@@ -6,7 +6,7 @@
 //! No test asserts how long something took; waits have generous deadlines, and the isolation
 //! test only checks that one endpoint's events arrive while another endpoint is still hanging.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
