@@ -19,6 +19,7 @@
 pub mod attrs;
 mod binding;
 pub mod blobs;
+mod checkpoint;
 mod db;
 pub mod gc;
 pub mod handles;
