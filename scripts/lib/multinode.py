@@ -16,7 +16,9 @@ it (each node has its own webhook User-Agent, `Wharf-<node id>`). The checks:
      sends each request of an upload (POST, PATCHes, PUT) to another node than the request
      before it; skopeo pushes a multi-layer image through it, a chunked upload with several
      PATCHes is driven by hand through it too (skopeo streams each blob in one PATCH), and
-     skopeo pulls both images from each node directly: digests must match;
+     skopeo pulls both images from each node directly: digests must match. Node 3 answers
+     blob GETs with redirects to the bucket (storage.redirect_downloads): its blob GET is a
+     307 to a URL that is not the node's, and skopeo's pull from it follows them;
   3. kill -9 during 1,000 pushes: a driver pushes small images (a unique config blob and a
      manifest by tag; the shared layer HEADed first and uploaded if missing, as clients do;
      concurrency 8) spread over the nodes, SIGKILLs node 2 partway, keeps pushing to the live
@@ -70,7 +72,9 @@ import tarfile
 import threading
 import time
 import traceback
+import urllib.error
 import urllib.parse
+import urllib.request
 
 BIN = os.environ["MULTINODE_WHARF_BIN"]
 WORK = os.environ["MULTINODE_WORK"]
@@ -146,6 +150,17 @@ def http_req(port, method, path, body=None, headers=None, timeout=30):
         return Resp(error=f"{type(e).__name__}: {e}")
     finally:
         c.close()
+
+
+def follow(url, timeout=30):
+    """GET of an absolute URL (a redirect's target: the bucket)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return Resp(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+    except urllib.error.HTTPError as e:
+        return Resp(e.code, {k.lower(): v for k, v in e.headers.items()}, e.read())
+    except (OSError, http.client.HTTPException) as e:
+        return Resp(error=f"{type(e).__name__}: {e}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,6 +247,9 @@ class Node:
             # The node to be killed delivers slowly (few at once to a slow receiver), so that
             # it holds many leases when it dies: parked in memory as well as in flight.
             self.env["WHARF_WEBHOOKS_PER_WEBHOOK_CONCURRENCY"] = str(N2_CONCURRENCY)
+        if node_id == "n3":
+            # Blob GETs redirect to the bucket: skopeo's pull from this node follows them.
+            self.env["WHARF_STORAGE_REDIRECT_DOWNLOADS"] = "true"
         self.proc = None
         self.port = None
 
@@ -279,7 +297,12 @@ class Node:
             self.kill()
 
     def req(self, method, path, body=None, headers=None, timeout=30):
-        return http_req(self.port, method, path, body, headers, timeout)
+        """A request to this node; a GET answered with a redirect (node 3's blob GETs) is
+        followed to where it points, without the node's headers, as clients do."""
+        r = http_req(self.port, method, path, body, headers, timeout)
+        if method == "GET" and r.status == 307 and r.headers.get("location"):
+            return follow(r.headers["location"], timeout)
+        return r
 
     def log_tail(self, n=15):
         try:
@@ -768,8 +791,13 @@ def check_skopeo(ctx, c):
         else:
             c.fail(f"config or manifest push for the chunked image -> {p}")
 
-    # (c) skopeo pulls of both images from each node directly.
+    # (c) skopeo pulls of both images from each node directly; node 3 redirects blob GETs.
     for repo, (man, blobs) in sorted(images.items()):
+        g = http_req(nodes[2].port, "GET", f"/v2/{repo}/blobs/{sha256(blobs[0])}")
+        to = g.headers.get("location", "") if g.status == 307 else ""
+        c.expect(to.startswith("http") and f":{nodes[2].port}/" not in to,
+                 f"{nodes[2].id} answers a blob GET of {repo} with a redirect to the bucket",
+                 f"{nodes[2].id} blob GET of {repo}: {g} (wanted 307 to the bucket)")
         for node in nodes:
             out = os.path.join(work, f"pull-{repo.rsplit('/', 1)[1]}-{node.id}")
             r = skopeo("copy", "--src-tls-verify=false",

@@ -161,6 +161,9 @@ pub struct Registry {
     pub limits: Limits,
     /// Garbage collection's clock, grace and run lock (see [`Registry::with_gc`]).
     pub(crate) gc: Arc<gc::GcState>,
+    /// How long the URLs of download redirects last; None: blob GETs stream the bytes (see
+    /// [`Registry::with_download_redirects`]).
+    download_redirect: Option<std::time::Duration>,
 }
 
 impl Registry {
@@ -171,6 +174,32 @@ impl Registry {
             uploads: Arc::default(),
             limits,
             gc: Arc::default(),
+            download_redirect: None,
+        }
+    }
+
+    /// Answers blob GETs with a redirect to a URL of the object store, valid for `ttl`, as
+    /// ACR redirects to its storage account and Distribution to S3: the bytes then travel
+    /// from the bucket to the client without passing through a node. Only on object storage;
+    /// the data directory streams as before.
+    pub fn with_download_redirects(mut self, ttl: std::time::Duration) -> Self {
+        self.download_redirect = Some(ttl);
+        self
+    }
+
+    /// Where the client may read the whole blob instead, when download redirects are on and
+    /// the blob is on object storage. Call only once the client's right to read the blob in
+    /// `repo` is checked: the URL carries that right until it expires. A URL that cannot be
+    /// signed (Azure credentials without the account key) is logged, and the bytes are
+    /// streamed instead.
+    pub async fn blob_download_url(&self, digest: &Digest) -> Option<String> {
+        let ttl = self.download_redirect?;
+        match self.store.blobs.download_url(digest, ttl).await {
+            Ok(url) => url,
+            Err(e) => {
+                tracing::warn!(error = %e, "signing a blob download URL failed; streaming the blob instead");
+                None
+            }
         }
     }
 

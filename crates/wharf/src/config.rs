@@ -57,7 +57,18 @@ pub struct Storage {
     /// AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or "azure://container/prefix"
     /// (account and key from AZURE_STORAGE_CONNECTION_STRING).
     pub blob_store: String,
+    /// Answer blob GETs with a 307 redirect to a URL of the object store, valid for
+    /// [`DOWNLOAD_URL_LIFETIME`], as ACR and Distribution do: the bytes go from the bucket to
+    /// the client, not through a node. The client must be able to reach the object store's
+    /// endpoint. Needs object storage (`blob_store` s3:// or azure://; Azure with the
+    /// account key).
+    pub redirect_downloads: bool,
 }
+
+/// How long the URL of a download redirect lasts: long enough for a slow client to start
+/// the download (an expired URL fails the pull), short enough that a leaked URL soon stops
+/// working. Distribution's default for the same redirect.
+pub const DOWNLOAD_URL_LIFETIME: std::time::Duration = std::time::Duration::from_secs(20 * 60);
 
 /// `storage.database` for SQLite in the data directory.
 pub const SQLITE: &str = "sqlite";
@@ -68,6 +79,7 @@ impl Default for Storage {
             database: SQLITE.into(),
             database_max_connections: 16,
             blob_store: wharf_store::BlobLocation::default().to_string(),
+            redirect_downloads: false,
         }
     }
 }
@@ -573,8 +585,17 @@ impl Config {
         {
             return Err(self.bad("limits.min_free_space", &self.limits.min_free_space, &e));
         }
-        if let Err(e) = self.blob_location() {
-            return Err(self.bad("storage.blob_store", &self.storage.blob_store, &e));
+        match self.blob_location() {
+            Err(e) => return Err(self.bad("storage.blob_store", &self.storage.blob_store, &e)),
+            Ok(wharf_store::BlobLocation::DataDir) if self.storage.redirect_downloads => {
+                return Err(self.bad(
+                    "storage.redirect_downloads",
+                    &true,
+                    "needs blobs on object storage (storage.blob_store s3:// or azure://): \
+                     the data directory has no URL to redirect to",
+                ));
+            }
+            Ok(_) => {}
         }
         if let Err(e) = self.database_url() {
             anyhow::bail!(
@@ -883,6 +904,7 @@ pub const KEYS: &[Key] = &[
     key("gc", "interval_secs", Kind::Int),
     key("gc", "grace_secs", Kind::Int),
     key("storage", "blob_store", Kind::Str),
+    key("storage", "redirect_downloads", Kind::Bool),
     key("storage", "database", Kind::Str),
     key("storage", "database_max_connections", Kind::Int),
     key("node", "id", Kind::Str),

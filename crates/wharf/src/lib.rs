@@ -148,6 +148,12 @@ pub async fn start_with_clock(
         Duration::from_secs(cfg.gc.grace_secs),
         Duration::from_secs(cfg.limits.upload_expiry_secs),
     );
+    // `validate` refused redirects without object storage.
+    let registry = if cfg.storage.redirect_downloads {
+        registry.with_download_redirects(config::DOWNLOAD_URL_LIFETIME)
+    } else {
+        registry
+    };
     // Before anything can write: the outbox asks the webhook service who wants each event.
     let hooks = wharf_hooks::Hooks::new(store.hook_store(), hooks_cfg)
         .await

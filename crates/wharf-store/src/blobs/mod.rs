@@ -232,6 +232,22 @@ impl BlobStore {
         }
     }
 
+    /// A URL from which a client can read a whole published blob without the registry, valid
+    /// for `ttl`: for a blob GET answered with a redirect, as ACR and Distribution answer on
+    /// object storage. None on the data directory, which has no such URL. The URL grants that
+    /// read to whoever holds it until it expires: hand it only to a client already allowed to
+    /// read the blob, and never log it.
+    pub async fn download_url(
+        &self,
+        digest: &Digest,
+        ttl: std::time::Duration,
+    ) -> Result<Option<String>, StoreError> {
+        match self {
+            BlobStore::Fs(_) => Ok(None),
+            BlobStore::Object(o) => o.download_url(digest, ttl).await.map(Some),
+        }
+    }
+
     /// A whole small blob (an image config, a chart's metadata): None if it is missing or
     /// larger than `max` bytes.
     pub async fn read_small(

@@ -45,6 +45,8 @@ const STORE_MARKER: &str = "wharf-store-id";
 #[derive(Clone)]
 pub struct ObjectBlobs {
     store: Arc<dyn ObjectStore>,
+    /// The same client, signing time-limited read URLs (see [`ObjectBlobs::download_url`]).
+    signer: Arc<dyn object_store::signer::Signer>,
     prefix: String,
     /// `s3://bucket/prefix` or `azure://container/prefix`, for logs (never a credential).
     location: String,
@@ -112,7 +114,11 @@ impl ObjectBlobs {
     /// Builds the client; nothing is sent until the first call (see [`Self::check`]).
     pub fn open(location: &BlobLocation) -> Result<Self, StoreError> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let (store, prefix): (Arc<dyn ObjectStore>, &String) = match location {
+        let (store, signer, prefix): (
+            Arc<dyn ObjectStore>,
+            Arc<dyn object_store::signer::Signer>,
+            &String,
+        ) = match location {
             BlobLocation::DataDir => {
                 return Err(config_error("the data directory is not object storage"));
             }
@@ -130,7 +136,8 @@ impl ObjectBlobs {
                 if env("AWS_REGION").is_none() && env("AWS_DEFAULT_REGION").is_none() {
                     b = b.with_region("us-east-1");
                 }
-                (Arc::new(b.build().map_err(config_error)?), prefix)
+                let s3 = Arc::new(b.build().map_err(config_error)?);
+                (s3.clone(), s3, prefix)
             }
             BlobLocation::Azure { container, prefix } => {
                 let cs = env("AZURE_STORAGE_CONNECTION_STRING").ok_or_else(|| {
@@ -173,11 +180,13 @@ impl ObjectBlobs {
                         .with_allow_http(loopback_http(&ep).map_err(config_error)?)
                         .with_endpoint(ep);
                 }
-                (Arc::new(b.build().map_err(config_error)?), prefix)
+                let azure = Arc::new(b.build().map_err(config_error)?);
+                (azure.clone(), azure, prefix)
             }
         };
         Ok(ObjectBlobs {
             store,
+            signer,
             prefix: prefix.clone(),
             location: location.to_string(),
         })
@@ -276,6 +285,22 @@ impl ObjectBlobs {
             .await
             .map_err(backend)?;
         Ok(Box::pin(got.into_stream().map_err(std::io::Error::other)))
+    }
+
+    /// A URL that reads the published blob straight from the bucket for `ttl`, signed with
+    /// this node's credentials (S3: a presigned GET; Azure: a service SAS, which needs the
+    /// account key).
+    pub(super) async fn download_url(
+        &self,
+        digest: &Digest,
+        ttl: std::time::Duration,
+    ) -> Result<String, StoreError> {
+        let url = self
+            .signer
+            .signed_url(http::Method::GET, &self.blob_key(digest), ttl)
+            .await
+            .map_err(backend)?;
+        Ok(url.into())
     }
 
     pub(super) async fn delete_blob(&self, digest: &Digest) -> Result<(), StoreError> {

@@ -1766,3 +1766,100 @@ async fn a_client_that_disconnects_mid_patch_leaves_a_consistent_session() {
         .unwrap();
     assert_eq!(got.to_vec(), data);
 }
+
+/// `storage.redirect_downloads`. On object storage (S3, Azure Blob: scripts/backends.sh runs
+/// this module on both), a blob GET is a 307 to a URL of the bucket, which serves the bytes
+/// and ranges of them to a client holding no registry credential, as ACR redirects to its
+/// storage account; HEAD is still the registry's own answer, and a blob the repository does
+/// not link is still a 404, never a URL. On the data directory, which has no such URL, the
+/// setting is refused at start-up with a message naming the key.
+#[tokio::test]
+async fn blob_downloads_redirect_to_object_storage_when_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = wharf::config::Config {
+        data_dir: tmp.path().to_owned(),
+        storage: wharf::config::Storage {
+            redirect_downloads: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    if common::test_blob_store(tmp.path()).is_none() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let err = match wharf::start(&cfg, listener).await {
+            Ok(_) => panic!("redirect_downloads on the data directory must be refused"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(
+            err.contains("storage.redirect_downloads") && err.contains("object storage"),
+            "{err}"
+        );
+        return;
+    }
+    let s = Server::start_config(cfg).await;
+    let c = client();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let digest = push_blob(&c, &s, "redir/app", &data).await;
+
+    let r = c
+        .get(s.url(&format!("/v2/redir/app/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 307);
+    assert_eq!(
+        header(&r, "docker-content-digest").as_deref(),
+        Some(digest.as_str())
+    );
+    let to = header(&r, "location").expect("a redirect names where to go");
+    assert!(
+        !to.starts_with(&s.url("/")),
+        "the URL is the bucket's, not the registry's: {to}"
+    );
+    // A client with no registry credential reads the blob there, whole and in part.
+    let bucket = reqwest::Client::new();
+    let whole = bucket.get(&to).send().await.unwrap();
+    assert_eq!(whole.status(), 200);
+    assert_eq!(whole.bytes().await.unwrap().as_ref(), &data[..]);
+    let part = bucket
+        .get(&to)
+        .header("range", "bytes=1000-1999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.bytes().await.unwrap().as_ref(), &data[1000..2000]);
+    // The registry follows nothing for HEAD: its own answer, with the size.
+    let h = c
+        .head(s.url(&format!("/v2/redir/app/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h.status(), 200);
+    assert_eq!(
+        header(&h, "content-length").as_deref(),
+        Some(data.len().to_string().as_str())
+    );
+    // Not linked in this repository: 404, no URL.
+    let other = c
+        .get(s.url(&format!("/v2/redir/other/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+    assert!(header(&other, "location").is_none());
+    let unknown = c
+        .get(s.url(&format!("/v2/redir/app/blobs/sha256:{}", "0".repeat(64))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    // A client that follows redirects, as docker, podman and skopeo do, gets the bytes.
+    let follow = reqwest::Client::new()
+        .get(s.url(&format!("/v2/redir/app/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(follow.status(), 200);
+    assert_eq!(sha256(&follow.bytes().await.unwrap()), digest);
+}
