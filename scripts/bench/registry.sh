@@ -24,8 +24,12 @@
 #                          itself; with redirects off it streams the bytes as Wharf does.
 #                          With BENCH_BACKEND=s3 or pg-s3, pull against both shows the two
 #                          comparisons (on the filesystem the setting changes nothing).
+#   wharf-redirect         wharf serve with storage.redirect_downloads (BENCH_BACKEND=s3 or
+#                          pg-s3 only): blob GETs are 307s to presigned URLs, as
+#                          Distribution's default, so pull compares like with like
 # The table's columns follow the order wharf-auth, wharf-bearer, distribution-htpasswd,
-# wharf, distribution (those that ran); its ratios are the first column over each other.
+# wharf, wharf-redirect, distribution, distribution-proxy (those that ran); its ratios are
+# the first column over each other.
 #
 # Environment:
 #   BENCH_QUICK=1        small fast run (8 x 1 MiB blobs, 50 manifests, 2 s timed scenarios)
@@ -81,8 +85,14 @@ has_target_like() { [[ " ${TARGETS[*]}" == *" $1"* ]]; }
 for t in "${TARGETS[@]}"; do
     case $t in
     distribution | distribution-htpasswd | distribution-proxy | wharf | wharf-auth | wharf-bearer) ;;
+    wharf-redirect)
+        if [[ $BACKEND != s3 && $BACKEND != pg-s3 ]]; then
+            echo "wharf-redirect needs BENCH_BACKEND=s3 or pg-s3 (redirects need object storage)" >&2
+            exit 2
+        fi
+        ;;
     *)
-        echo "unknown target $t (expected distribution, distribution-htpasswd, distribution-proxy, wharf, wharf-auth or wharf-bearer)" >&2
+        echo "unknown target $t (expected distribution, distribution-htpasswd, distribution-proxy, wharf, wharf-redirect, wharf-auth or wharf-bearer)" >&2
         exit 1
         ;;
     esac
@@ -204,8 +214,13 @@ start_wharf() { # target
         auth+=(--database "${WHARF_TEST_POSTGRES_URL%/*}/$db")
         env+=(WHARF_SECRET_KEY=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=)
     fi
+    if [[ $t == wharf-redirect ]]; then
+        env+=(WHARF_STORAGE_REDIRECT_DOWNLOADS=true)
+    fi
     if [[ $t == wharf ]]; then
         PORT[$t]=${WHARF_PORT:-$(free_port 15100)}
+    elif [[ $t == wharf-redirect ]]; then
+        PORT[$t]=$(free_port 15120)
     else
         PORT[$t]=$(free_port 15150)
         auth+=(--auth)
@@ -339,7 +354,7 @@ if [[ -n ${BENCH_OUT:-} ]]; then cp "$RESULTS" "$BENCH_OUT"; fi
 
 # Columns in a fixed order so the first is the registry the ratios are about.
 labels=
-for t in wharf-auth wharf-bearer distribution-htpasswd wharf distribution distribution-proxy; do
+for t in wharf-auth wharf-bearer distribution-htpasswd wharf wharf-redirect distribution distribution-proxy; do
     if has_target "$t"; then labels+=${labels:+,}$t; fi
 done
 echo
