@@ -19,7 +19,6 @@
 pub mod attrs;
 mod binding;
 pub mod blobs;
-mod checkpoint;
 mod db;
 pub mod gc;
 pub mod handles;

@@ -57,9 +57,6 @@ pub struct Meta {
     /// 2): links hold it shared, garbage collection's sweep exclusively. Kept apart from the
     /// SQLite writer so that neither holds the writer across an object-store round trip.
     pub(crate) content_gate: Arc<tokio::sync::RwLock<()>>,
-    /// Checkpoints the WAL off the write connection (see `checkpoint`); stops when the last
-    /// clone goes.
-    checkpointer: Arc<crate::checkpoint::Checkpointer>,
 }
 
 /// Most blob links kept in memory; past it the cache starts again empty.
@@ -213,25 +210,23 @@ impl Meta {
         // No test before a connection is handed out: sqlx pings it by default, a round trip
         // to the connection's thread on every acquire, for a local file that cannot have gone
         // away. A connection in doubt is closed instead (see `WriteTx`).
-        // The write connection never checkpoints: `checkpoint` does, on a connection of its own.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .test_before_acquire(false)
-            .connect_with(opts.clone().pragma("wal_autocheckpoint", "0"))
+            .connect_with(opts.clone())
             .await?;
         migrate(&write).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(8)
             .test_before_acquire(false)
-            .connect_with(opts.clone().read_only(true))
+            .connect_with(opts.read_only(true))
             .await?;
         let (puts, rx) = mpsc::channel(MAX_GROUP * 4);
         let lane = Arc::new(FastLane::default());
         let locks = Arc::new(crate::attrs::LockFlag::default());
         locks.recompute(&write).await?;
         tokio::spawn(put_writer(write.clone(), rx, lane.clone(), locks.clone()));
-        let checkpointer = Arc::new(crate::checkpoint::Checkpointer::spawn(opts));
         Ok(Meta {
             read,
             write,
@@ -241,7 +236,6 @@ impl Meta {
             locks,
             touched: Arc::default(),
             content_gate: Arc::default(),
-            checkpointer,
         })
     }
 
@@ -257,7 +251,6 @@ impl Meta {
     }
 
     pub async fn close(&self) {
-        self.checkpointer.stop();
         self.read.close().await;
         self.write.close().await;
     }
@@ -1626,63 +1619,5 @@ mod group_tests {
             Some(jobs[3].m.digest.clone())
         );
         assert_eq!(refs().await, 3, "and the child's, put by put");
-    }
-}
-
-#[cfg(test)]
-mod checkpoint_tests {
-    use super::*;
-
-    /// Writes about `pages` WAL pages of fresh rows in one transaction on the write connection.
-    async fn write_pages(meta: &Meta, pages: usize) {
-        let mut tx = WriteTx::begin(&meta.write).await.unwrap();
-        for _ in 0..pages {
-            sqlx::query("INSERT INTO filler (b) VALUES (randomblob(3900))")
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-        }
-        tx.commit().await.unwrap();
-    }
-
-    /// The write connection does not checkpoint (`wal_autocheckpoint=0`), so without the
-    /// checkpointer the WAL would grow with every write. With it, pages are copied into the
-    /// database between writes and the log starts again from its beginning: three rounds of
-    /// 1,500 pages leave a WAL about one round long, and every row is readable.
-    #[tokio::test]
-    async fn the_checkpointer_keeps_the_wal_from_growing() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("t.db");
-        let meta = Meta::open(&db).await.unwrap();
-        sqlx::query("CREATE TABLE filler (id INTEGER PRIMARY KEY, b BLOB)")
-            .execute(&meta.write)
-            .await
-            .unwrap();
-        let wal = dir.path().join("t.db-wal");
-        let round = 1_500;
-        let mut after_first = 0;
-        for i in 0..3 {
-            write_pages(&meta, round).await;
-            if i == 0 {
-                after_first = std::fs::metadata(&wal).unwrap().len();
-            }
-            // Several checkpoint ticks.
-            tokio::time::sleep(crate::checkpoint::EVERY * 6).await;
-        }
-        let after_three = std::fs::metadata(&wal).unwrap().len();
-        assert!(
-            after_first >= (round as u64) * 4096,
-            "one round writes {round} pages to the WAL ({after_first} bytes)"
-        );
-        assert!(
-            after_three < after_first * 3 / 2,
-            "the WAL kept growing: {after_first} bytes after one round, {after_three} after three"
-        );
-        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM filler")
-            .fetch_one(&meta.read)
-            .await
-            .unwrap();
-        assert_eq!(rows, 3 * round as i64);
-        meta.close().await;
     }
 }
