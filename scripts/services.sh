@@ -39,9 +39,9 @@ pg_bin() {
 
 install() {
   mkdir -p "$SVC"
-  if [[ -z $(pg_bin) ]]; then
-    log "installing postgresql (Debian)"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } \
+  if [[ -z $(pg_bin) ]] || ! command -v openssl >/dev/null; then
+    log "installing postgresql and openssl (Debian)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql openssl; } \
       >"$SVC/apt.log" 2>&1 || { tail -20 "$SVC/apt.log" >&2; return 1; }
   fi
   local pins="moto[server]==$MOTO_VERSION boto3==$BOTO3_VERSION azure-storage-blob==$AZURE_BLOB_VERSION"
@@ -116,6 +116,7 @@ export SERVICES_BUCKET=$BUCKET
 export WHARF_TEST_POSTGRES_URL=postgres://wharf@127.0.0.1:$pg_port/postgres
 export WHARF_TEST_POSTGRES_DATA=$dir/pg/data
 export WHARF_TEST_POSTGRES_START=$dir/pg/start.sh
+export WHARF_TEST_POSTGRES_CA=$dir/pg/tls/ca.pem
 ENV
   # The bucket and the container: Wharf expects them to exist, as in production.
   # shellcheck disable=SC1091
@@ -146,9 +147,25 @@ start_postgres() { # dir port
   fi
   "${user[@]}" "$bin/initdb" -D "$dir/pg/data" -U wharf --auth=trust -E UTF8 --locale=C.UTF-8 \
     >"$dir/pg/initdb.log" 2>&1 || { tail -20 "$dir/pg/initdb.log" >&2; return 1; }
+  # TLS on (clients choose it with sslmode=): a throwaway CA and a certificate for 127.0.0.1
+  # that it signed, so a test can verify the server (sslmode=verify-full, sslrootcert=ca.pem).
+  local tls=$dir/pg/tls
+  mkdir -p "$tls"
+  {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
+      -subj /CN=wharf-test-ca -keyout "$tls/ca.key" -out "$tls/ca.pem" &&
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+        -keyout "$tls/server.key" -out "$tls/server.csr" &&
+      printf '%s\n' subjectAltName=IP:127.0.0.1 basicConstraints=CA:FALSE \
+        keyUsage=digitalSignature extendedKeyUsage=serverAuth >"$tls/server.ext" &&
+      openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
+        -CAcreateserial -days 7 -extfile "$tls/server.ext" -out "$tls/server.pem"
+  } >"$dir/pg/tls.log" 2>&1 || { tail -20 "$dir/pg/tls.log" >&2; return 1; }
+  chmod 600 "$tls/server.key"
+  if [[ $(id -u) == 0 ]]; then chown -R postgres "$tls"; fi
   # The start command, kept for the fault suite, which kills the server and starts it again.
   printf '%q ' "${user[@]}" "$bin/pg_ctl" -D "$dir/pg/data" -l "$dir/pg/postgres.log" -w -t 60 \
-    -o "-h 127.0.0.1 -p $port -k $dir/pg -c max_connections=300 -c shared_buffers=128MB" \
+    -o "-h 127.0.0.1 -p $port -k $dir/pg -c max_connections=300 -c shared_buffers=128MB -c ssl=on -c ssl_cert_file=$tls/server.pem -c ssl_key_file=$tls/server.key" \
     start >"$dir/pg/start.sh"
   bash "$dir/pg/start.sh" >/dev/null || { tail -20 "$dir/pg/postgres.log" >&2; return 1; }
   echo "pg:$bin:$dir/pg/data" >>"$dir/pids"

@@ -217,7 +217,7 @@ if has_scenario nodes; then
             mkdir -p "$WORK/nodes-$n-$i"
             WHARF_LOG=${WHARF_LOG:-warn} WHARF_SECRET_KEY=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8= \
                 "$WHARF_BIN" serve --listen "127.0.0.1:$p" --data-dir "$WORK/nodes-$n-$i" \
-                --database "${WHARF_TEST_POSTGRES_URL%/*}/$db" \
+                --database "${WHARF_TEST_POSTGRES_URL%/*}/$db?sslmode=disable" \
                 --blob-store "s3://$SERVICES_BUCKET/nodes-$n-$SEED" --node-id "n$i" \
                 >"$WORK/wharf-nodes-$n-$i.log" 2>&1 &
             NODE_PIDS+=($!)

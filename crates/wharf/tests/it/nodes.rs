@@ -237,3 +237,78 @@ async fn a_token_disabled_on_one_node_is_refused_by_the_other() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `storage.database` with `sslmode=verify-full&sslrootcert=…`: the node reaches PostgreSQL
+/// over TLS and verifies its certificate (scripts/services.sh runs PostgreSQL with TLS on and a
+/// certificate for 127.0.0.1 signed by a CA of its own), and every connection it holds is
+/// encrypted (`pg_stat_ssl`). A CA that did not sign the server's certificate stops start-up
+/// with a message that names the key and never the URL.
+#[tokio::test]
+async fn a_node_reaches_postgresql_over_verified_tls() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let (Some(db), Ok(ca)) = (
+        common::test_database(dir.path()).await,
+        std::env::var("WHARF_TEST_POSTGRES_CA"),
+    ) else {
+        eprintln!(
+            "a_node_reaches_postgresql_over_verified_tls: needs WHARF_TEST_DATABASE=postgres \
+             and WHARF_TEST_POSTGRES_CA (scripts/backends.sh); not run"
+        );
+        return;
+    };
+    let cfg = |url: String| {
+        let mut cfg = wharf::config::Config {
+            data_dir: dir.path().to_owned(),
+            ..Default::default()
+        };
+        cfg.storage.database = url;
+        cfg.auth.secret_key = TEST_SECRET_KEY.into();
+        cfg
+    };
+    let name = db.rsplit('/').next().unwrap().to_owned();
+
+    // A CA of another: the server's certificate does not verify, and nothing starts.
+    let other = dir.path().join("other-ca.pem");
+    std::fs::write(&other, common::TestCa::new("not the server's CA").pem()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let wrong = format!("{db}?sslmode=verify-full&sslrootcert={}", other.display());
+    match wharf::start(&cfg(wrong), listener).await {
+        Ok(_) => panic!("a server certificate that does not verify must stop start-up"),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            assert!(msg.contains("storage.database"), "{msg}");
+            assert!(
+                !msg.contains("postgres://"),
+                "the URL must not be shown: {msg}"
+            );
+        }
+    }
+
+    let url = format!("{db}?sslmode=verify-full&sslrootcert={ca}");
+    let s = Server::start_config(cfg(url)).await;
+    let (digest, _) = push_image(&common::client(), &s, "tls/app", "v1", "over tls").await;
+    let admin = std::env::var("WHARF_TEST_POSTGRES_URL").unwrap();
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    let ssl: Vec<bool> = sqlx::query_scalar(
+        "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE a.datname = $1 AND a.backend_type = 'client backend'",
+    )
+    .bind(&name)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(!ssl.is_empty(), "the node holds connections to {name}");
+    assert!(ssl.iter().all(|on| *on), "every connection is TLS: {ssl:?}");
+    let r = common::client()
+        .get(s.url("/v2/tls/app/manifests/v1"))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["docker-content-digest"].to_str().unwrap(),
+        digest
+    );
+}
