@@ -452,6 +452,23 @@ async fn get_blob(
             .with_header(header::CONTENT_RANGE, format!("bytes */{size}")));
         }
     };
+    // 307 keeps the method; the client sends its Range header to the bucket, which answers
+    // it. The URL is a credential for this one read: never logged.
+    if body
+        && let Some(to) = app
+            .registry
+            .blob_download_url(d)
+            .await
+            .and_then(|u| HeaderValue::from_str(&u).ok())
+    {
+        let mut resp = Response::new(Body::empty());
+        *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+        resp.headers_mut().insert(header::LOCATION, to);
+        if let Ok(v) = HeaderValue::from_str(&d.to_string()) {
+            resp.headers_mut().insert(CONTENT_DIGEST, v);
+        }
+        return Ok(resp);
+    }
     let mut headers = vec![
         (header::CONTENT_LENGTH, len.to_string()),
         (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
@@ -459,19 +476,6 @@ async fn get_blob(
         (header::ACCEPT_RANGES, "bytes".to_owned()),
         (header::ETAG, format!("\"{d}\"")),
     ];
-    if body && let Some(url) = app.registry.blob_download_url(d).await {
-        // 307 keeps the method; the client sends its Range header to the bucket, which
-        // answers it. The URL is a credential for this one read: never logged.
-        let mut resp = Response::new(Body::empty());
-        *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
-        if let Ok(v) = HeaderValue::from_str(&url) {
-            resp.headers_mut().insert(header::LOCATION, v);
-            if let Ok(v) = HeaderValue::from_str(&d.to_string()) {
-                resp.headers_mut().insert(CONTENT_DIGEST, v);
-            }
-            return Ok(resp);
-        }
-    }
     if let Some(cr) = content_range {
         headers.push((header::CONTENT_RANGE, cr));
     }

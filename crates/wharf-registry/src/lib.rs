@@ -188,8 +188,8 @@ impl Registry {
     }
 
     /// Where the client may read the whole blob instead, when download redirects are on and
-    /// the blob is on object storage. Call only once the client's right to read the blob in
-    /// `repo` is checked: the URL carries that right until it expires. A URL that cannot be
+    /// the blob is on object storage. Call only once the client's right to read the blob in the
+    /// repository is checked: the URL carries that right until it expires. A URL that cannot be
     /// signed (Azure credentials without the account key) is logged, and the bytes are
     /// streamed instead.
     pub async fn blob_download_url(&self, digest: &Digest) -> Option<String> {
