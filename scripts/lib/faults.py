@@ -733,6 +733,20 @@ def event_key(ev):
     return ev.get("action"), t.get("repository"), t.get("tag"), t.get("digest")
 
 
+def attempt_history(sc):
+    """The webhook's delivery history as (entry text, (status or reason)) pairs; empty if it
+    cannot be read."""
+    r = sc.server.req("POST", f"/wharf/v1/webhooks/{HOOK}/listEvents?$top=1000",
+                      headers={"Content-Type": "application/json"})
+    if r.status != 200:
+        return []
+    out = []
+    for e in json.loads(r.body).get("value", []):
+        resp = e.get("eventResponseMessage") or {}
+        out.append((json.dumps(e), resp.get("statusCode") or resp.get("reasonPhrase")))
+    return out
+
+
 def check_events(sc, phase):
     """Waits (bounded) for the event of every acknowledged change, then checks that every
     event received names a change that is in the store."""
@@ -750,8 +764,13 @@ def check_events(sc, phase):
     deadline = time.time() + EVENT_WAIT
     while missing() and time.time() < deadline:
         time.sleep(0.1)
-    for m in sorted(missing(), key=str):
+    lost = sorted(missing(), key=str)
+    history = attempt_history(sc) if lost else []
+    for m in lost:
         what = f"{m[1]}:{m[2]}@{m[3][:19]}" if m[0] == "push" else f"{m[1]}@{m[2][:19]}"
+        # What the delivery history says of it, so a failure in CI can be diagnosed.
+        tried = [a for (text, a) in history if m[-1] in text]
+        what += f"; attempts recorded: {tried if tried else 'none'}"
         sc.violate(f"{phase}: acknowledged {m[0]} has no event after {EVENT_WAIT:.0f} s", what)
 
     seen = set()
