@@ -59,6 +59,12 @@ impl HookSnapshot {
 pub struct WebhookCache {
     inner: Arc<RwLock<Arc<Snapshot>>>,
     region: Arc<str>,
+    /// Held from a reload's read to its replace, so reloads apply in the order they read.
+    /// Two at once (a webhook write's own reload beside one another node's notification
+    /// started) could otherwise finish out of order: the older read would replace the newer
+    /// and take back a webhook whose creation was already acknowledged, and pushes would
+    /// miss it until the next reload.
+    reloading: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Debug, Default)]
@@ -74,6 +80,7 @@ impl WebhookCache {
         WebhookCache {
             inner: Default::default(),
             region: region.into(),
+            reloading: Default::default(),
         }
     }
 
@@ -96,7 +103,10 @@ impl WebhookCache {
 
     /// Rebuilds the snapshot from the stored definitions: at start-up and after every write
     /// of a webhook.
+    /// Once it returns, the snapshot holds every write committed before it was called, and no
+    /// reload still running can put an older list back.
     pub async fn reload(&self, webhooks: &dyn WebhookStore) -> Result<(), StoreError> {
+        let _one_at_a_time = self.reloading.lock().await;
         let records = webhooks.list_webhooks().await?;
         self.replace(records);
         Ok(())
@@ -262,5 +272,100 @@ mod tests {
                 "header names may show: {shown}"
             );
         }
+    }
+
+    /// A webhook store whose first `list_webhooks` reads the definitions at once and then
+    /// waits for `gate` before answering: a slow reload that read before a write committed.
+    #[derive(Debug, Default)]
+    struct SlowFirstList {
+        records: std::sync::Mutex<Vec<WebhookRecord>>,
+        calls: std::sync::atomic::AtomicUsize,
+        gate: tokio::sync::Notify,
+    }
+
+    #[async_trait::async_trait]
+    impl WebhookStore for SlowFirstList {
+        async fn create_webhook(&self, _: &WebhookRecord) -> Result<(), StoreError> {
+            unreachable!("not used by reload")
+        }
+        async fn update_webhook(&self, _: &WebhookRecord) -> Result<(), StoreError> {
+            unreachable!("not used by reload")
+        }
+        async fn get_webhook(&self, _: &str) -> Result<Option<WebhookRecord>, StoreError> {
+            unreachable!("not used by reload")
+        }
+        async fn list_webhooks(&self) -> Result<Vec<WebhookRecord>, StoreError> {
+            let read = self.records.lock().unwrap().clone();
+            let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if n == 0 {
+                self.gate.notified().await;
+            }
+            Ok(read)
+        }
+        async fn rotate_signing_secret(
+            &self,
+            _: &str,
+            _: &str,
+            _: i64,
+        ) -> Result<Option<WebhookRecord>, StoreError> {
+            unreachable!("not used by reload")
+        }
+        async fn forget_expired_signing_secrets(&self) -> Result<u64, StoreError> {
+            unreachable!("not used by reload")
+        }
+        async fn delete_webhook(&self, _: &str) -> Result<bool, StoreError> {
+            unreachable!("not used by reload")
+        }
+    }
+
+    fn record(name: &str) -> WebhookRecord {
+        WebhookRecord {
+            name: name.into(),
+            service_uri: "http://127.0.0.1:9/hook".into(),
+            custom_headers: BTreeMap::new(),
+            actions: vec![WebhookAction::Push],
+            status: WebhookStatus::Enabled,
+            scope: String::new(),
+            location: "local".into(),
+            tags: BTreeMap::new(),
+            signing: Signing::default(),
+            payload_format: PayloadFormat::Acr,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    /// The race a PostgreSQL node met at start-up: its listener's first reload read the (empty)
+    /// definitions, a webhook was created and its own reload finished, and then the first
+    /// reload replaced the snapshot with what it had read: the next push matched no webhook.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_older_reload_never_replaces_a_newer_one() {
+        let store = Arc::new(SlowFirstList::default());
+        let cache = WebhookCache::new("local");
+        let older = tokio::spawn({
+            let (cache, store) = (cache.clone(), store.clone());
+            async move { cache.reload(store.as_ref()).await }
+        });
+        while store.calls.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // The webhook's creation commits, and the write's own reload runs.
+        store.records.lock().unwrap().push(record("hook1"));
+        let newer = tokio::spawn({
+            let (cache, store) = (cache.clone(), store.clone());
+            async move { cache.reload(store.as_ref()).await }
+        });
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        // Now the older reload answers with what it read before the creation.
+        store.gate.notify_one();
+        older.await.unwrap().unwrap();
+        newer.await.unwrap().unwrap();
+        assert!(
+            cache.is_enabled("hook1"),
+            "the created webhook must stay in the snapshot"
+        );
+        assert_eq!(store.calls.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }
