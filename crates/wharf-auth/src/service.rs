@@ -189,6 +189,11 @@ struct Snapshot {
 #[derive(Default)]
 struct BasicCache {
     map: HashMap<String, (Principal, Instant)>,
+    /// Bumped by every reload. A verification caches its answer only if no reload ran since
+    /// it read the token: one that read a token just before it was disabled must not put it
+    /// back in the cache after the reload cleared it (the token would work for another
+    /// minute).
+    generation: u64,
 }
 
 const BASIC_CACHE_TTL: Duration = Duration::from_secs(60);
@@ -206,6 +211,10 @@ struct Inner {
     keys: Keys,
     cfg: AuthConfig,
     snapshot: RwLock<Snapshot>,
+    /// Held from a reload's read to its replace, so reloads apply in the order they read: an
+    /// older read (another node's notification) must not put back an admin password or
+    /// setting that a newer reload already replaced.
+    reloading: tokio::sync::Mutex<()>,
     cache: Mutex<BasicCache>,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
     /// argon2 verifications running at once: each takes 19 MiB and a core for tens of
@@ -267,6 +276,7 @@ impl Auth {
                 keys,
                 cfg,
                 snapshot: RwLock::default(),
+                reloading: tokio::sync::Mutex::default(),
                 cache: Mutex::default(),
                 failures: Mutex::default(),
                 verifying: tokio::sync::Semaphore::new(MAX_VERIFYING),
@@ -312,6 +322,7 @@ impl Auth {
 
     /// Rebuilds the snapshot after a change and forgets cached logins.
     pub(crate) async fn reload(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = self.inner.reloading.lock().await;
         let settings: HashMap<String, String> =
             self.inner.store.all_settings().await?.into_iter().collect();
         let open = |k: &str| -> Result<Option<String>, StoreError> {
@@ -338,7 +349,9 @@ impl Auth {
             .snapshot
             .write()
             .unwrap_or_else(|p| p.into_inner()) = snap;
-        lock(&self.inner.cache).map.clear();
+        let mut cache = lock(&self.inner.cache);
+        cache.map.clear();
+        cache.generation += 1;
         Ok(())
     }
 
@@ -432,6 +445,7 @@ impl Auth {
         if let Some(p) = self.cached(&key) {
             return Ok(Some(p));
         }
+        let generation = lock(&self.inner.cache).generation;
         let Some(t) = self.inner.store.token(user).await? else {
             return Ok(None);
         };
@@ -469,6 +483,11 @@ impl Auth {
             until = until.min(Instant::now() + left);
         }
         let mut cache = lock(&self.inner.cache);
+        if cache.generation != generation {
+            // An identity changed while this was verified: answer from what was read (the
+            // request began before the change), but do not keep it.
+            return Ok(Some(p));
+        }
         if cache.map.len() >= BASIC_CACHE_MAX {
             cache.map.clear();
         }
@@ -782,5 +801,183 @@ impl Auth {
                 Err(Denied::Unauthenticated.into())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+
+    use tokio::sync::Notify;
+    use wharf_store::identities::{PasswordRow, ScopeMapRow};
+
+    use super::*;
+
+    /// Identities in memory. With `hold` set, the next `token` or `all_settings` call reads
+    /// at once and then waits for `gate` before answering: a read that happened before a
+    /// change committed and answers after it.
+    #[derive(Debug, Default)]
+    struct Held {
+        settings: Mutex<HashMap<String, String>>,
+        tokens: Mutex<HashMap<String, TokenRow>>,
+        hold: AtomicBool,
+        reads: AtomicUsize,
+        gate: Notify,
+    }
+
+    impl Held {
+        async fn held<T>(&self, read: T) -> T {
+            self.reads.fetch_add(1, SeqCst);
+            if self.hold.swap(false, SeqCst) {
+                self.gate.notified().await;
+            }
+            read
+        }
+
+        async fn until_reads(&self, n: usize) {
+            while self.reads.load(SeqCst) < n {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl IdentityStore for Held {
+        async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+            Ok(lock(&self.settings).get(key).cloned())
+        }
+        async fn set_settings(&self, pairs: &[(&str, &str)]) -> Result<(), StoreError> {
+            let mut s = lock(&self.settings);
+            for (k, v) in pairs {
+                s.insert((*k).to_owned(), (*v).to_owned());
+            }
+            Ok(())
+        }
+        async fn init_settings(&self, pairs: &[(&str, &str)]) -> Result<bool, StoreError> {
+            self.set_settings(pairs).await?;
+            Ok(true)
+        }
+        async fn all_settings(&self) -> Result<Vec<(String, String)>, StoreError> {
+            let read = lock(&self.settings)
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            Ok(self.held(read).await)
+        }
+        async fn scope_maps(&self) -> Result<Vec<ScopeMapRow>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn scope_map(&self, _: &str) -> Result<Option<ScopeMapRow>, StoreError> {
+            Ok(None)
+        }
+        async fn put_scope_map(&self, _: &ScopeMapRow) -> Result<bool, StoreError> {
+            unreachable!("not used here")
+        }
+        async fn delete_scope_map(&self, _: &str) -> Result<bool, StoreError> {
+            unreachable!("not used here")
+        }
+        async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+            Ok(lock(&self.tokens).values().cloned().collect())
+        }
+        async fn token(&self, name: &str) -> Result<Option<TokenRow>, StoreError> {
+            let read = lock(&self.tokens).get(name).cloned();
+            Ok(self.held(read).await)
+        }
+        async fn put_token(&self, t: &TokenRow) -> Result<bool, StoreError> {
+            Ok(lock(&self.tokens)
+                .insert(t.name.clone(), t.clone())
+                .is_none())
+        }
+        async fn delete_token(&self, name: &str) -> Result<bool, StoreError> {
+            Ok(lock(&self.tokens).remove(name).is_some())
+        }
+    }
+
+    async fn open(store: &Arc<Held>) -> Auth {
+        let cfg = AuthConfig {
+            enabled: true,
+            ..AuthConfig::default()
+        };
+        let (auth, _) = Auth::open(store.clone(), Sealer::from_master([7; 32]), cfg)
+            .await
+            .unwrap();
+        auth
+    }
+
+    /// A login verified while its token was being disabled answers from what it read, but
+    /// does not cache it: the next login with the same password is refused at once, not a
+    /// minute later.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_token_disabled_during_a_login_is_not_cached_as_enabled() {
+        let store = Arc::new(Held::default());
+        store
+            .put_token(&TokenRow {
+                name: "ci".into(),
+                scope_map: "_repositories_pull".into(),
+                enabled: true,
+                passwords: vec![PasswordRow {
+                    name: "password1".into(),
+                    hash: secret::hash_password("hunter22").unwrap(),
+                    created_at: 0,
+                    expiry: None,
+                }],
+                created_at: 0,
+            })
+            .await
+            .unwrap();
+        let auth = open(&store).await;
+        let reads = store.reads.load(SeqCst);
+        store.hold.store(true, SeqCst);
+        let login = tokio::spawn({
+            let auth = auth.clone();
+            async move { auth.basic("ci", "hunter22", "svc").await }
+        });
+        store.until_reads(reads + 1).await;
+        // The token is disabled and the change reloads, while the login holds its read.
+        lock(&store.tokens).get_mut("ci").unwrap().enabled = false;
+        auth.reload().await.unwrap();
+        store.gate.notify_one();
+        assert!(
+            login.await.unwrap().unwrap().is_some(),
+            "read before the change"
+        );
+        assert!(
+            auth.basic("ci", "hunter22", "svc").await.unwrap().is_none(),
+            "a disabled token must not log in from the cache"
+        );
+    }
+
+    /// Reloads apply in the order they read: an older read finishing late does not bring back
+    /// the admin user a newer reload disabled.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_older_reload_never_replaces_a_newer_one() {
+        let store = Arc::new(Held::default());
+        let auth = open(&store).await;
+        assert!(
+            auth.snap().admin_enabled,
+            "a first start enables the admin user"
+        );
+        let reads = store.reads.load(SeqCst);
+        store.hold.store(true, SeqCst);
+        let older = tokio::spawn({
+            let auth = auth.clone();
+            async move { auth.reload().await }
+        });
+        store.until_reads(reads + 1).await;
+        store
+            .set_settings(&[(keys::ADMIN_ENABLED, "false")])
+            .await
+            .unwrap();
+        let newer = tokio::spawn({
+            let auth = auth.clone();
+            async move { auth.reload().await }
+        });
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        store.gate.notify_one();
+        older.await.unwrap().unwrap();
+        newer.await.unwrap().unwrap();
+        assert!(!auth.snap().admin_enabled, "the admin user stays disabled");
     }
 }
