@@ -13,6 +13,8 @@
 #   E2E_CMD_TIMEOUT=secs       timeout for every client command (default 60)
 #   E2E_KEEP=1                 keep the work directory (server logs, client storage) after the run
 #   E2E_NO_INSTALL=1           install nothing: the tools and tests/e2e/.venv must be there
+#   E2E_INSTALL_ONLY=1         install the tools and tests/e2e/.venv, then stop (.ci/run does
+#                              this in the background while it builds)
 #
 # On Debian, missing tools are installed with apt-get (as root or via sudo), and the Python
 # packages pinned in tests/e2e/requirements.txt into the virtual environment tests/e2e/.venv
@@ -114,6 +116,10 @@ ensure_venv() {
 
 ensure_packages
 ensure_venv
+if [[ ${E2E_INSTALL_ONLY:-0} == 1 ]]; then
+  echo "e2e: tools and $VENV installed (E2E_INSTALL_ONLY=1)"
+  exit 0
+fi
 
 if [[ $MODE == wharf && -z ${E2E_WHARF_BIN:-} ]]; then
   if ! command -v cargo >/dev/null 2>&1; then
