@@ -931,10 +931,30 @@ async fn repository_and_tag_locks() {
 // ---- The webhook queue without a manifest push (pings put back by a redelivery), several
 // ---- claimers, and what other nodes hear.
 
-/// A node over the PostgreSQL database `url` (each node has its own data directory).
+/// Where the nodes over the PostgreSQL database `url` keep their blobs: one S3 prefix for all
+/// of them. A data directory is one node's only, and a database whose blobs are in one is
+/// bound to it: a second node with a directory of its own is refused.
+fn shared_blob_store(url: &str) -> wharf_store::BlobLocation {
+    assert!(
+        std::env::var("WHARF_TEST_S3").is_ok_and(|v| v == "1"),
+        "two nodes over one PostgreSQL database need shared blobs: set WHARF_TEST_S3=1 and \
+         AWS_* (scripts/backends.sh does)"
+    );
+    wharf_store::BlobLocation::S3 {
+        bucket: std::env::var("WHARF_TEST_BUCKET").unwrap_or_else(|_| "wharf-test".into()),
+        prefix: format!(
+            "meta-contract/nodes/{}",
+            url.rsplit('/').next().unwrap_or(url)
+        ),
+    }
+}
+
+/// A node over the PostgreSQL database `url` (each node has its own data directory; the
+/// blobs are shared).
 async fn postgres_at(url: &str) -> Handles {
     let dir = tempfile::tempdir().unwrap();
     let opts = wharf_store::StoreOptions {
+        blob_store: shared_blob_store(url),
         database: Some(url.to_owned()),
         database_max_connections: 8,
         secret_key: Some(base64_key()),
@@ -1806,6 +1826,7 @@ async fn two_nodes(test: &str) -> Vec<(Handles, Handles)> {
         for _ in 0..2 {
             let dir = tempfile::tempdir().unwrap();
             let opts = wharf_store::StoreOptions {
+                blob_store: shared_blob_store(&url),
                 database: Some(url.clone()),
                 database_max_connections: 8,
                 secret_key: Some(base64_key()),

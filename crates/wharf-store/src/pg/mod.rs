@@ -43,7 +43,10 @@ use crate::space::SpaceGuard;
 use crate::{StoreError, StoreOptions};
 
 /// The migrations, by number (see `migrations/postgres/`). A new one only ever goes at the end.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_schema.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_schema.sql"),
+    include_str!("../../migrations/postgres/0002_data_dir_binding.sql"),
+];
 
 /// The advisory lock migrations run under ("wharf" in ASCII): nodes starting together over a
 /// new database run each migration once.
@@ -161,7 +164,11 @@ impl PgStore {
             signals: signals.clone(),
         };
         let blobs = match object {
-            None => BlobStore::Fs(blobs::fs::FsBlobs::open(data_dir).await?),
+            None => {
+                let fs = blobs::fs::FsBlobs::open(data_dir).await?;
+                bind_data_dir(&pool, data_dir).await?;
+                BlobStore::Fs(fs)
+            }
             Some(o) => {
                 o.check().await?;
                 let id: String = sqlx::query("SELECT store_id FROM store_identity WHERE one = 1")
@@ -312,6 +319,43 @@ async fn migrate_locked(conn: &mut PgConnection) -> Result<(), StoreError> {
         tracing::info!(version = i + 1, "migrated the PostgreSQL database");
     }
     Ok(())
+}
+
+/// Binds the data directory that holds the blobs to this database, or refuses to start (see
+/// `binding::decide_dir`). Before anything reads or removes files there: start-up removes
+/// upload files the database does not know.
+async fn bind_data_dir(pool: &PgPool, dir: &Path) -> Result<(), StoreError> {
+    let row = sqlx::query("SELECT store_id, data_dir_id FROM store_identity WHERE one = 1")
+        .fetch_one(pool)
+        .await?;
+    let (database, bound): (String, Option<String>) = (row.get(0), row.get(1));
+    let file = crate::binding::read_dir_binding(dir)?;
+    let had_file = file.is_some();
+    let Some(claim) = crate::binding::decide_dir(&database, bound.as_deref(), file, dir)? else {
+        return Ok(());
+    };
+    if !had_file {
+        crate::binding::write_dir_binding(dir, &claim)?;
+    }
+    sqlx::query("UPDATE store_identity SET data_dir_id = $1 WHERE one = 1 AND data_dir_id IS NULL")
+        .bind(&claim.dir_id)
+        .execute(pool)
+        .await?;
+    let now: Option<String> =
+        sqlx::query_scalar("SELECT data_dir_id FROM store_identity WHERE one = 1")
+            .fetch_one(pool)
+            .await?;
+    if now.as_deref() == Some(claim.dir_id.as_str()) {
+        tracing::info!(dir = %dir.display(), "bound the data directory's blobs to this database");
+        Ok(())
+    } else {
+        Err(StoreError::Config(format!(
+            "another data directory than {} was bound to this database at the same time: with \
+             blobs in a data directory one node serves a database; several nodes need object \
+             storage (storage.blob_store)",
+            dir.display()
+        )))
+    }
 }
 
 /// The value sealed to check the key (not a secret: only proof of which key sealed it).

@@ -312,3 +312,75 @@ async fn a_node_reaches_postgresql_over_verified_tls() {
         digest
     );
 }
+
+/// With blobs in a data directory, a PostgreSQL database and that directory are bound to each
+/// other. A second node with a directory of its own is refused at start-up (it would
+/// acknowledge blobs the first node cannot serve), and so is the directory pointed at another
+/// database, whose garbage collection would delete every blob there (it links none of them).
+/// Neither refusal binds anything: the first node restarts on its directory and serves what
+/// it had, and the second directory still starts with a database of its own.
+#[tokio::test]
+async fn a_database_and_the_data_directory_of_its_blobs_are_bound_to_each_other() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (Some(db), Some(other_db)) = (
+        common::test_database(a_dir.path()).await,
+        common::test_database(b_dir.path()).await,
+    ) else {
+        eprintln!(
+            "a_database_and_the_data_directory_of_its_blobs_are_bound_to_each_other: needs \
+             WHARF_TEST_DATABASE=postgres (scripts/backends.sh); not run"
+        );
+        return;
+    };
+    let cfg = |dir: &std::path::Path, url: &str| {
+        let mut cfg = wharf::config::Config {
+            data_dir: dir.to_owned(),
+            ..Default::default()
+        };
+        cfg.storage.database = url.to_owned();
+        cfg.auth.secret_key = TEST_SECRET_KEY.into();
+        cfg
+    };
+    let c = common::client();
+    let a = Server::start_config(cfg(a_dir.path(), &db)).await;
+    let (digest, _) = push_image(&c, &a, "bound/app", "v1", "in a's directory").await;
+    a.stop().await;
+
+    for (dir, url, want) in [
+        (
+            b_dir.path(),
+            &db,
+            "this database's blobs are in another data directory than",
+        ),
+        (
+            a_dir.path(),
+            &other_db,
+            "holds the blobs of another Wharf database",
+        ),
+    ] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        match wharf::start(&cfg(dir, url), listener).await {
+            Ok(_) => panic!("{} over {url} must not start", dir.display()),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                assert!(msg.contains(want), "{msg}");
+                assert!(msg.contains(&dir.display().to_string()), "{msg}");
+            }
+        }
+    }
+
+    let a = Server::start_config(cfg(a_dir.path(), &db)).await;
+    let r = c
+        .get(a.url("/v2/bound/app/manifests/v1"))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["docker-content-digest"].to_str().unwrap(),
+        digest
+    );
+    let b = Server::start_config(cfg(b_dir.path(), &other_db)).await;
+    push_image(&c, &b, "bound/other", "v1", "in b's directory").await;
+}
