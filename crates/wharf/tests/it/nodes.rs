@@ -342,7 +342,7 @@ async fn a_database_and_the_data_directory_of_its_blobs_are_bound_to_each_other(
         cfg
     };
     let c = common::client();
-    let a = Server::start_config(cfg(a_dir.path(), &db)).await;
+    let a = Server::start_exact(cfg(a_dir.path(), &db)).await;
     let (digest, _) = push_image(&c, &a, "bound/app", "v1", "in a's directory").await;
     a.stop().await;
 
@@ -369,7 +369,7 @@ async fn a_database_and_the_data_directory_of_its_blobs_are_bound_to_each_other(
         }
     }
 
-    let a = Server::start_config(cfg(a_dir.path(), &db)).await;
+    let a = Server::start_exact(cfg(a_dir.path(), &db)).await;
     let r = c
         .get(a.url("/v2/bound/app/manifests/v1"))
         .header("accept", "application/vnd.oci.image.manifest.v1+json")
@@ -381,6 +381,6 @@ async fn a_database_and_the_data_directory_of_its_blobs_are_bound_to_each_other(
         r.headers()["docker-content-digest"].to_str().unwrap(),
         digest
     );
-    let b = Server::start_config(cfg(b_dir.path(), &other_db)).await;
+    let b = Server::start_exact(cfg(b_dir.path(), &other_db)).await;
     push_image(&c, &b, "bound/other", "v1", "in b's directory").await;
 }

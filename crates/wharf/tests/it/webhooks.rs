@@ -2369,9 +2369,12 @@ async fn leases_follow_the_timeout_and_are_renewed_while_the_node_holds_them() {
     );
     create_hook(&c, &s, "slowhook", &rcv.url("/slow"), &["push"], "").await;
     let tags = ["t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8", "t9", "t10"];
-    for (i, t) in tags.iter().enumerate() {
-        push_image(&c, &s, "renew", t, &i.to_string()).await;
-    }
+    // Pushed at once, so that the deliveries queue up however slowly one push goes on a
+    // loaded machine (pushed one after the other, each delivery could be sent before the next
+    // push, and no lease would need renewing).
+    let bodies: Vec<String> = (0..tags.len()).map(|i| i.to_string()).collect();
+    let pushes = (tags.iter().zip(&bodies)).map(|(t, b)| push_image(&c, &s, "renew", t, b));
+    futures_util::future::join_all(pushes).await;
     // One at a time, 0.4 s each: the last ones wait in memory longer than a lease lasts.
     let mut first_seen: BTreeMap<i64, i64> = BTreeMap::new();
     let mut renewed = false;

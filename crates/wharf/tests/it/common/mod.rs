@@ -140,33 +140,50 @@ impl Server {
         Server::start_clock(cfg, std::sync::Arc::new(wharf_registry::SystemClock)).await
     }
 
+    /// A server with exactly this configuration, whatever backends the run tests: the run's
+    /// database and blob store are not put in for the defaults (a test of one combination).
+    pub async fn start_exact(cfg: wharf::config::Config) -> Server {
+        Server::start_inner(
+            cfg,
+            std::sync::Arc::new(wharf_registry::SystemClock),
+            Backends::AsGiven,
+        )
+        .await
+    }
+
     /// [`Server::start_config`] with the clock the retention policy reads.
     pub async fn start_clock(
         cfg: wharf::config::Config,
         clock: std::sync::Arc<dyn wharf_registry::Clock>,
     ) -> Server {
-        Server::start_inner(cfg, clock, false).await
+        Server::start_inner(cfg, clock, Backends::Run).await
     }
 
     /// A server whose metadata is SQLite in its data directory whatever backend the run
     /// tests: for tests of the SQLite file itself.
     pub async fn start_sqlite(cfg: wharf::config::Config) -> Server {
-        Server::start_inner(cfg, std::sync::Arc::new(wharf_registry::SystemClock), true).await
+        Server::start_inner(
+            cfg,
+            std::sync::Arc::new(wharf_registry::SystemClock),
+            Backends::RunButSqlite,
+        )
+        .await
     }
 
     async fn start_inner(
         mut cfg: wharf::config::Config,
         clock: std::sync::Arc<dyn wharf_registry::Clock>,
-        pinned_sqlite: bool,
+        backends: Backends,
     ) -> Server {
-        if cfg.storage.blob_store == wharf::config::Storage::default().blob_store
+        if backends != Backends::AsGiven
+            && cfg.storage.blob_store == wharf::config::Storage::default().blob_store
             && let Some(b) = test_blob_store(&cfg.data_dir)
         {
             cfg.storage.blob_store = b;
         }
-        // `pinned_sqlite`: a test of what SQLite alone has (its file, its history) keeps it.
+        // A test of what SQLite alone has (its file, its history) keeps it.
         if cfg.storage.database == wharf::config::SQLITE
-            && !pinned_sqlite
+            && backends == Backends::Run
             && let Some(url) = test_database(&cfg.data_dir).await
         {
             cfg.storage.database = url;
@@ -216,6 +233,17 @@ impl Server {
             _tmp: self.tmp.take(),
         }
     }
+}
+
+/// Which backends a test server gets where its configuration has the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backends {
+    /// The run's database and blob store (`WHARF_TEST_DATABASE`, `WHARF_TEST_BLOB_STORE`).
+    Run,
+    /// The run's blob store, SQLite in the data directory.
+    RunButSqlite,
+    /// The configuration as given.
+    AsGiven,
 }
 
 /// One request the receiver got.
