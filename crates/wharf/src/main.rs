@@ -106,6 +106,11 @@ struct ServeArgs {
     /// azure://container/prefix (from AZURE_STORAGE_CONNECTION_STRING) [default: data-dir]
     #[arg(long, value_name = "URL")]
     blob_store: Option<String>,
+    /// Answer a blob GET with a 307 to a URL the bucket signs (20 minutes), so the bytes go
+    /// from object storage to the client; needs --blob-store on S3, or on Azure with an
+    /// account key [default: off]
+    #[arg(long)]
+    redirect_downloads: bool,
     /// The metadata database: sqlite (in the data directory) or
     /// postgres://user:password@host:port/database, which several nodes may share (they need
     /// the same --blob-store on object storage and the same auth.secret_key)
@@ -206,6 +211,12 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         "storage.blob_store",
         "--blob-store",
         cfg.storage.blob_store
+    );
+    flag!(
+        a.redirect_downloads.then_some(true),
+        "storage.redirect_downloads",
+        "--redirect-downloads",
+        cfg.storage.redirect_downloads
     );
     flag!(
         a.database,

@@ -120,6 +120,20 @@ fn bad_configuration_is_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("parsing config file"), "{err}");
+    // A flag's value is refused naming its key and the flag it came from.
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--redirect-downloads"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("storage.redirect_downloads (from --redirect-downloads)")
+            && err.contains("needs blobs on object storage"),
+        "{err}"
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
         .args(["serve", "--help"])
         .output()
@@ -132,6 +146,7 @@ fn bad_configuration_is_a_clear_error() {
         "--log-format",
         "--tls-cert",
         "--tls-key",
+        "--redirect-downloads",
     ] {
         assert!(help.contains(flag), "{flag} in --help");
     }
