@@ -132,16 +132,43 @@ pub(crate) fn write_dir_binding(dir: &Path, b: &DirBinding) -> Result<(), StoreE
     Ok(())
 }
 
+/// Refuses SQLite on a data directory whose blobs a PostgreSQL database uses (it has a
+/// binding file): the new SQLite database would link none of them, and its garbage collection
+/// would delete them all.
+pub(crate) fn refuse_sqlite_on_bound_dir(dir: &Path) -> Result<(), StoreError> {
+    if dir.join(DATA_DIR_BINDING).try_exists()? {
+        return Err(StoreError::Config(format!(
+            "the data directory {} holds the blobs of a PostgreSQL database (its \
+             {DATA_DIR_BINDING} says so): start with that database (storage.database), or \
+             give SQLite a data directory of its own",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
 /// What to do with a data directory at start-up, from the database's id, the directory it
 /// is bound to (if any) and the directory's binding file (if any). `Ok(None)`: bound already;
 /// `Ok(Some(b))`: write `b` (if the file does not say so yet) and record its id in the
 /// database; `Err`: refuse to start.
+///
+/// `holds_sqlite`: the directory holds a SQLite registry's database (`wharf.db`). Without a
+/// binding file its blobs are that registry's, which this database links none of.
 pub(crate) fn decide_dir(
     database: &str,
     bound_dir: Option<&str>,
     file: Option<DirBinding>,
+    holds_sqlite: bool,
     dir: &Path,
 ) -> Result<Option<DirBinding>, StoreError> {
+    if file.is_none() && holds_sqlite {
+        return Err(StoreError::Config(format!(
+            "the data directory {} holds a SQLite registry (wharf.db) whose blobs this database \
+             does not link: its garbage collection would delete them; give PostgreSQL a data \
+             directory of its own",
+            dir.display()
+        )));
+    }
     if let Some(f) = &file
         && f.database != database
     {
@@ -187,25 +214,28 @@ mod tests {
         let dir = Path::new("/srv/wharf");
         // Bound already, both ways.
         assert_eq!(
-            decide_dir("db1", Some("d1"), file("d1", "db1"), dir).unwrap(),
+            decide_dir("db1", Some("d1"), file("d1", "db1"), false, dir).unwrap(),
             None
         );
         // A new directory for a new database: a fresh id is claimed.
-        let fresh = decide_dir("db1", None, None, dir).unwrap().unwrap();
+        let fresh = decide_dir("db1", None, None, false, dir).unwrap().unwrap();
         assert_eq!(fresh.database, "db1");
         assert_eq!(fresh.dir_id.len(), 32);
         assert_ne!(
-            decide_dir("db1", None, None, dir).unwrap().unwrap().dir_id,
+            decide_dir("db1", None, None, false, dir)
+                .unwrap()
+                .unwrap()
+                .dir_id,
             fresh.dir_id
         );
         // The file was written but the database did not record it (a crash): resumed.
         assert_eq!(
-            decide_dir("db1", None, file("d1", "db1"), dir).unwrap(),
+            decide_dir("db1", None, file("d1", "db1"), false, dir).unwrap(),
             file("d1", "db1")
         );
         // A second node with a directory of its own, new or bound before.
         for f in [None, file("d2", "db1")] {
-            let e = decide_dir("db1", Some("d1"), f, dir)
+            let e = decide_dir("db1", Some("d1"), f, false, dir)
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("another data directory than /srv/wharf"), "{e}");
@@ -213,7 +243,7 @@ mod tests {
         }
         // A directory of another database, whether this one is bound or not.
         for bound in [None, Some("d1")] {
-            let e = decide_dir("db2", bound, file("d1", "db1"), dir)
+            let e = decide_dir("db2", bound, file("d1", "db1"), false, dir)
                 .unwrap_err()
                 .to_string();
             assert!(
@@ -221,6 +251,16 @@ mod tests {
                 "{e}"
             );
         }
+        // A SQLite registry's directory, never bound: its blobs are that registry's.
+        let e = decide_dir("db1", None, None, true, dir)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("holds a SQLite registry (wharf.db)"), "{e}");
+        // Bound already: the binding decides.
+        assert_eq!(
+            decide_dir("db1", Some("d1"), file("d1", "db1"), true, dir).unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -342,6 +342,10 @@ impl SqliteStore {
             BlobLocation::DataDir => None,
             l => Some(blobs::object::ObjectBlobs::open(l)?),
         };
+        if object.is_none() {
+            // Before wharf.db exists: a PostgreSQL database's blobs are not this one's.
+            binding::refuse_sqlite_on_bound_dir(data_dir)?;
+        }
         let db = data_dir.join("wharf.db");
         private_files(data_dir, &db)?;
         let dir_lock = lock_data_dir(data_dir)?;

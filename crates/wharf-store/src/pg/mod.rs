@@ -331,7 +331,10 @@ async fn bind_data_dir(pool: &PgPool, dir: &Path) -> Result<(), StoreError> {
     let (database, bound): (String, Option<String>) = (row.get(0), row.get(1));
     let file = crate::binding::read_dir_binding(dir)?;
     let had_file = file.is_some();
-    let Some(claim) = crate::binding::decide_dir(&database, bound.as_deref(), file, dir)? else {
+    let holds_sqlite = dir.join("wharf.db").try_exists()?;
+    let Some(claim) =
+        crate::binding::decide_dir(&database, bound.as_deref(), file, holds_sqlite, dir)?
+    else {
         return Ok(());
     };
     if !had_file {

@@ -383,4 +383,52 @@ async fn a_database_and_the_data_directory_of_its_blobs_are_bound_to_each_other(
     );
     let b = Server::start_exact(cfg(b_dir.path(), &other_db)).await;
     push_image(&c, &b, "bound/other", "v1", "in b's directory").await;
+    a.stop().await;
+
+    // SQLite on a directory PostgreSQL's blobs are in, and PostgreSQL on a SQLite registry's
+    // directory: each would link none of the other's blobs, and collect them all.
+    let sqlite_dir = tempfile::tempdir().unwrap();
+    let s = Server::start_exact(wharf::config::Config {
+        data_dir: sqlite_dir.path().to_owned(),
+        ..Default::default()
+    })
+    .await;
+    push_image(&c, &s, "sqlite/app", "v1", "in SQLite's directory").await;
+    s.stop().await;
+    // A database of its own, never bound: only the directory's SQLite registry refuses it.
+    let fresh_db = common::test_database(sqlite_dir.path()).await.unwrap();
+    let sqlite = |dir: &std::path::Path| wharf::config::Config {
+        data_dir: dir.to_owned(),
+        ..Default::default()
+    };
+    for (cfg, dir, want) in [
+        (
+            sqlite(a_dir.path()),
+            a_dir.path(),
+            "holds the blobs of a PostgreSQL database",
+        ),
+        (
+            cfg(sqlite_dir.path(), &fresh_db),
+            sqlite_dir.path(),
+            "holds a SQLite registry (wharf.db)",
+        ),
+    ] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        match wharf::start(&cfg, listener).await {
+            Ok(_) => panic!(
+                "{} must not start with {}",
+                dir.display(),
+                cfg.storage.database
+            ),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                assert!(msg.contains(want), "{msg}");
+                assert!(msg.contains(&dir.display().to_string()), "{msg}");
+            }
+        }
+    }
+    assert!(
+        !a_dir.path().join("wharf.db").exists(),
+        "the refusal came before SQLite created its database"
+    );
 }
