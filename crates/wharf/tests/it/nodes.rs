@@ -271,19 +271,13 @@ async fn a_node_reaches_postgresql_over_verified_tls() {
     // A CA of another: the server's certificate does not verify, and nothing starts.
     let other = dir.path().join("other-ca.pem");
     std::fs::write(&other, common::TestCa::new("not the server's CA").pem()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let wrong = format!("{db}?sslmode=verify-full&sslrootcert={}", other.display());
-    match wharf::start(&cfg(wrong), listener).await {
-        Ok(_) => panic!("a server certificate that does not verify must stop start-up"),
-        Err(e) => {
-            let msg = format!("{e:#}");
-            assert!(msg.contains("storage.database"), "{msg}");
-            assert!(
-                !msg.contains("postgres://"),
-                "the URL must not be shown: {msg}"
-            );
-        }
-    }
+    let msg = start_error(&cfg(wrong)).await;
+    assert!(msg.contains("storage.database"), "{msg}");
+    assert!(
+        !msg.contains("postgres://"),
+        "the URL must not be shown: {msg}"
+    );
 
     let url = format!("{db}?sslmode=verify-full&sslrootcert={ca}");
     let s = Server::start_config(cfg(url)).await;
@@ -300,8 +294,26 @@ async fn a_node_reaches_postgresql_over_verified_tls() {
     .unwrap();
     assert!(!ssl.is_empty(), "the node holds connections to {name}");
     assert!(ssl.iter().all(|on| *on), "every connection is TLS: {ssl:?}");
-    let r = common::client()
-        .get(s.url("/v2/tls/app/manifests/v1"))
+    assert_serves(&common::client(), &s, "tls/app", "v1", &digest).await;
+}
+
+/// The error with which `wharf::start` refuses `cfg`, with its causes (start-up must fail).
+async fn start_error(cfg: &wharf::config::Config) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    match wharf::start(cfg, listener).await {
+        Ok(_) => panic!(
+            "{} with {} must not start",
+            cfg.data_dir.display(),
+            cfg.storage.database
+        ),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+/// `s` serves the manifest `repo:tag` with this digest.
+async fn assert_serves(c: &reqwest::Client, s: &Server, repo: &str, tag: &str, digest: &str) {
+    let r = c
+        .get(s.url(&format!("/v2/{repo}/manifests/{tag}")))
         .header("accept", "application/vnd.oci.image.manifest.v1+json")
         .send()
         .await
@@ -358,29 +370,13 @@ async fn a_database_and_the_data_directory_of_its_blobs_are_bound_to_each_other(
             "holds the blobs of another Wharf database",
         ),
     ] {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        match wharf::start(&cfg(dir, url), listener).await {
-            Ok(_) => panic!("{} over {url} must not start", dir.display()),
-            Err(e) => {
-                let msg = format!("{e:#}");
-                assert!(msg.contains(want), "{msg}");
-                assert!(msg.contains(&dir.display().to_string()), "{msg}");
-            }
-        }
+        let msg = start_error(&cfg(dir, url)).await;
+        assert!(msg.contains(want), "{msg}");
+        assert!(msg.contains(&dir.display().to_string()), "{msg}");
     }
 
     let a = Server::start_exact(cfg(a_dir.path(), &db)).await;
-    let r = c
-        .get(a.url("/v2/bound/app/manifests/v1"))
-        .header("accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.headers()["docker-content-digest"].to_str().unwrap(),
-        digest
-    );
+    assert_serves(&c, &a, "bound/app", "v1", &digest).await;
     let b = Server::start_exact(cfg(b_dir.path(), &other_db)).await;
     push_image(&c, &b, "bound/other", "v1", "in b's directory").await;
     a.stop().await;
@@ -401,31 +397,19 @@ async fn a_database_and_the_data_directory_of_its_blobs_are_bound_to_each_other(
         data_dir: dir.to_owned(),
         ..Default::default()
     };
-    for (cfg, dir, want) in [
+    for (cfg, want) in [
         (
             sqlite(a_dir.path()),
-            a_dir.path(),
             "holds the blobs of a PostgreSQL database",
         ),
         (
             cfg(sqlite_dir.path(), &fresh_db),
-            sqlite_dir.path(),
             "holds a SQLite registry (wharf.db)",
         ),
     ] {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        match wharf::start(&cfg, listener).await {
-            Ok(_) => panic!(
-                "{} must not start with {}",
-                dir.display(),
-                cfg.storage.database
-            ),
-            Err(e) => {
-                let msg = format!("{e:#}");
-                assert!(msg.contains(want), "{msg}");
-                assert!(msg.contains(&dir.display().to_string()), "{msg}");
-            }
-        }
+        let msg = start_error(&cfg).await;
+        assert!(msg.contains(want), "{msg}");
+        assert!(msg.contains(&cfg.data_dir.display().to_string()), "{msg}");
     }
     assert!(
         !a_dir.path().join("wharf.db").exists(),
