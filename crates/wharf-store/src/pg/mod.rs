@@ -340,15 +340,15 @@ async fn bind_data_dir(pool: &PgPool, dir: &Path) -> Result<(), StoreError> {
     if !had_file {
         crate::binding::write_dir_binding(dir, &claim)?;
     }
-    sqlx::query("UPDATE store_identity SET data_dir_id = $1 WHERE one = 1 AND data_dir_id IS NULL")
-        .bind(&claim.dir_id)
-        .execute(pool)
-        .await?;
-    let now: Option<String> =
-        sqlx::query_scalar("SELECT data_dir_id FROM store_identity WHERE one = 1")
-            .fetch_one(pool)
-            .await?;
-    if now.as_deref() == Some(claim.dir_id.as_str()) {
+    // Claimed only if no other directory was meanwhile; answers the directory that holds it.
+    let now: String = sqlx::query_scalar(
+        "UPDATE store_identity SET data_dir_id = COALESCE(data_dir_id, $1) WHERE one = 1 \
+         RETURNING data_dir_id",
+    )
+    .bind(&claim.dir_id)
+    .fetch_one(pool)
+    .await?;
+    if now == claim.dir_id {
         tracing::info!(dir = %dir.display(), "bound the data directory's blobs to this database");
         Ok(())
     } else {
