@@ -590,7 +590,8 @@ impl Hooks {
     pub async fn ping(&self, name: &str) -> Result<String> {
         let rec = self.get(name).await?;
         self.store.check_space()?;
-        let id = uuid::Uuid::new_v4().to_string();
+        // Time-ordered, as every event id (see the registry's events).
+        let id = uuid::Uuid::now_v7().to_string();
         let body = Event::ping(id.clone(), chrono::Utc::now()).to_bytes();
         let delivery_id = self
             .store

@@ -712,7 +712,9 @@ impl DeliveryQueue {
                  SELECT * FROM (VALUES {values}) AS v WHERE EXISTS \
                  (SELECT 1 FROM deliveries d WHERE d.id = v.column1 AND d.event_id = v.column3)"
             );
-            let mut q = sqlx::query(&sql);
+            // Not kept prepared: the text changes with the chunk's length, and caching every
+            // length would push the push path's statements out of the connection's cache.
+            let mut q = sqlx::query(&sql).persistent(false);
             for (a, outcome) in chunk {
                 q = q
                     .bind(a.delivery_id)
@@ -739,7 +741,7 @@ impl DeliveryQueue {
                  next_attempt_at = v.column4, lease_until = NULL, lease_owner = NULL, \
                  updated_at = ? FROM (VALUES {values}) AS v WHERE deliveries.id = v.column1"
             );
-            let mut q = sqlx::query(&sql).bind(now);
+            let mut q = sqlx::query(&sql).persistent(false).bind(now);
             for (a, outcome) in chunk {
                 let next = match outcome {
                     Outcome::Retry(at) => *at,
