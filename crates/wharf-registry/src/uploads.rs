@@ -315,7 +315,7 @@ impl Registry {
                 if let Err(e) = self.store.blobs.remove_upload(id).await {
                     tracing::warn!(error = %e, session = %id, "removing a failed upload's file failed");
                 }
-                return Err(e.into());
+                return Err(session_err(e));
             }
         }
         // Checks, in the linking transaction, that garbage collection has not removed the
@@ -519,6 +519,11 @@ pub(crate) struct Expirable {
 fn session_err(e: StoreError) -> RegistryError {
     match e {
         StoreError::NotFound => RegistryError::UploadUnknown,
+        // Object storage: two appends at the same offset (a client racing itself through two
+        // nodes) left two chunks, and which one it meant cannot be known.
+        StoreError::Conflict => RegistryError::UploadInvalid(
+            "two chunks were uploaded at the same offset at once; start the upload again".into(),
+        ),
         e => e.into(),
     }
 }

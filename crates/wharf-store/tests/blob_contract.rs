@@ -221,6 +221,89 @@ async fn a_wrong_digest_publishes_nothing_and_keeps_the_session() {
     }
 }
 
+/// Object storage, where two nodes can append to one session: a client that races itself (a
+/// PATCH retried through another node while the first still runs, or on purpose with other
+/// bytes) leaves two chunks at one offset. Whatever is then published must hash to the digest
+/// it is stored under; of two chunks of different sizes, the session's length is unknowable.
+/// (One process owns a data directory, and the registry serialises a session's appends there,
+/// so the filesystem backend has no such race to test.)
+#[tokio::test]
+async fn raced_appends_at_one_offset_never_publish_bytes_under_another_digest() {
+    for b in backends("raced") {
+        if matches!(b.location, BlobLocation::DataDir) {
+            continue;
+        }
+        let (node1, node2) = (b.open().await, b.open().await);
+        let (x, y) = (data(5000, 5), data(5000, 6));
+        let (dx, dy) = (Digest::sha256_of(&x), Digest::sha256_of(&y));
+        // Each node finishes claiming its own bytes, and then the other's.
+        for (finisher, claim, mine) in [
+            (&node1, &dx, true),
+            (&node2, &dy, true),
+            (&node1, &dy, false),
+            (&node2, &dx, false),
+        ] {
+            let id = sid();
+            node1.create_upload(&id).await.unwrap();
+            let a1 = node1
+                .append_upload(&id, 0, body(&[&x]), Some(Algorithm::Sha256.hasher()))
+                .await
+                .unwrap();
+            let a2 = node2
+                .append_upload(&id, 0, body(&[&y]), Some(Algorithm::Sha256.hasher()))
+                .await
+                .unwrap();
+            assert_eq!(finisher.upload_len(&id).await.unwrap(), 5000, "{}", b.name);
+            let own = if std::ptr::eq(finisher, &node1) {
+                a1.hasher
+            } else {
+                a2.hasher
+            };
+            let finished = finisher
+                .finish_upload(&id, claim, own.map(|h| h.finish()))
+                .await
+                .unwrap();
+            if mine {
+                // A node's own bytes under their own digest: published, and exactly them.
+                assert_eq!(finished, Finished::Published, "{}", b.name);
+            }
+            if finished == Finished::Published {
+                let stored = read_all(&node1, claim, 0, 5000).await;
+                assert_eq!(&Digest::sha256_of(&stored), claim, "{}", b.name);
+            }
+            node1.delete_blob(&dx).await.ok();
+            node1.delete_blob(&dy).await.ok();
+        }
+        // Two chunks of different sizes at one offset: refused, nothing published.
+        let id = sid();
+        node1.create_upload(&id).await.unwrap();
+        node1
+            .append_upload(&id, 0, body(&[&x]), None)
+            .await
+            .unwrap();
+        node2
+            .append_upload(&id, 0, body(&[&y[..3000]]), None)
+            .await
+            .unwrap();
+        let err = node1.finish_upload(&id, &dx, None).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict), "{}: {err}", b.name);
+        assert!(!node1.blob_exists(&dx).await.unwrap(), "{}", b.name);
+        // Cutting the session back removes both, and it can be used again.
+        node1.truncate_upload(&id, 0).await.unwrap();
+        node1
+            .append_upload(&id, 0, body(&[&x]), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            node2.finish_upload(&id, &dx, None).await.unwrap(),
+            Finished::Published,
+            "{}",
+            b.name
+        );
+        assert_eq!(read_all(&node2, &dx, 0, 5000).await, x, "{}", b.name);
+    }
+}
+
 #[tokio::test]
 async fn a_failed_append_leaves_the_offset_where_it_was() {
     for b in backends("rollback") {

@@ -4,7 +4,11 @@
 //! - `blobs/<alg>/<2 hex>/<hex>`: published content, written only after its digest was
 //!   verified;
 //! - `uploads/<session>/session`: an empty marker, written when the session is created;
-//! - `uploads/<session>/<offset, 20 digits>`: one staged object per appended chunk.
+//! - `uploads/<session>/<offset, 20 digits>.<nonce>`: one staged object per appended chunk.
+//!   The nonce (random, per append) means a chunk's key is never written twice: two appends at
+//!   the same offset (a client racing itself through two nodes) leave two objects, which the
+//!   session refuses, instead of one silently replacing the other. Keys without a nonce, from
+//!   before, are still read.
 //!
 //! Every PATCH's bytes are durably stored (a completed put) before the registry answers, and
 //! the session's offset is derived from the staged objects, so a session survives a restart
@@ -14,7 +18,11 @@
 //! Finishing composes the chunks in order while hashing them, into a put (small blobs) or a
 //! multipart upload (large ones) at the final key, and completes it only when the hash matches
 //! the digest: an object becomes visible at its content address whole and verified, and a
-//! mismatch aborts the upload. Composing streams through this process rather than
+//! mismatch aborts the upload. One exception, on S3: a session that is one chunk which this
+//! process staged itself, hashing every byte it sent to the digest, is published with a
+//! server-side copy (atomic on S3) instead of a read and a rewrite. Its key was never written
+//! by anyone else (the nonce), so the stored bytes are the ones hashed; the copy's size is
+//! checked after. Azure's copy may complete asynchronously, so Azure always composes. Composing streams through this process rather than
 //! server-side copying, because S3 and Azure have no common compose-with-verification call,
 //! and because reading the bytes back is what lets the digest be checked against what is
 //! actually stored rather than what was sent.
@@ -39,6 +47,11 @@ const APPEND_BUF: usize = 8 << 20;
 /// Parts of one upload in flight at once.
 const CONCURRENCY: usize = 4;
 const MARKER: &str = "session";
+/// Largest object S3's CopyObject copies in one request; larger sessions are composed.
+const COPY_MAX: u64 = 5 << 30;
+/// Most sessions [`ObjectBlobs::staged`] remembers; past it, it starts over (an entry only
+/// enables the copy, so forgetting one costs a compose, never correctness).
+const STAGED_MAX: usize = 10_000;
 /// The object under the prefix that names the database it serves.
 const STORE_MARKER: &str = "wharf-store-id";
 
@@ -50,6 +63,17 @@ pub struct ObjectBlobs {
     prefix: String,
     /// `s3://bucket/prefix` or `azure://container/prefix`, for logs (never a credential).
     location: String,
+    /// Whether a copy is atomic and synchronous (S3), so a finish may publish by copying.
+    server_copy: bool,
+    /// Per session, the key of the last chunk this process staged (see the module docs).
+    staged: Arc<std::sync::Mutex<std::collections::HashMap<String, Path>>>,
+}
+
+/// One staged chunk of a session.
+struct Chunk {
+    offset: u64,
+    size: u64,
+    key: Path,
 }
 
 impl std::fmt::Debug for ObjectBlobs {
@@ -114,10 +138,11 @@ impl ObjectBlobs {
     /// Builds the client; nothing is sent until the first call (see [`Self::check`]).
     pub fn open(location: &BlobLocation) -> Result<Self, StoreError> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let (store, signer, prefix): (
+        let (store, signer, prefix, server_copy): (
             Arc<dyn ObjectStore>,
             Arc<dyn object_store::signer::Signer>,
             &String,
+            bool,
         ) = match location {
             BlobLocation::DataDir => {
                 return Err(config_error("the data directory is not object storage"));
@@ -137,7 +162,7 @@ impl ObjectBlobs {
                     b = b.with_region("us-east-1");
                 }
                 let s3 = Arc::new(b.build().map_err(config_error)?);
-                (s3.clone(), s3, prefix)
+                (s3.clone(), s3, prefix, true)
             }
             BlobLocation::Azure { container, prefix } => {
                 let cs = env("AZURE_STORAGE_CONNECTION_STRING").ok_or_else(|| {
@@ -181,7 +206,7 @@ impl ObjectBlobs {
                         .with_endpoint(ep);
                 }
                 let azure = Arc::new(b.build().map_err(config_error)?);
-                (azure.clone(), azure, prefix)
+                (azure.clone(), azure, prefix, false)
             }
         };
         Ok(ObjectBlobs {
@@ -189,6 +214,8 @@ impl ObjectBlobs {
             signer,
             prefix: prefix.clone(),
             location: location.to_string(),
+            server_copy,
+            staged: Arc::default(),
         })
     }
 
@@ -248,8 +275,34 @@ impl ObjectBlobs {
         Ok(self.key(&format!("uploads/{id}")))
     }
 
-    fn chunk_key(&self, id: &str, offset: u64) -> Result<Path, StoreError> {
-        Ok(self.session_dir(id)?.child(format!("{offset:020}")))
+    /// A fresh key for a chunk at `offset`: never used before (see the module docs).
+    fn new_chunk_key(&self, id: &str, offset: u64) -> Result<Path, StoreError> {
+        let nonce = uuid::Uuid::new_v4().simple();
+        Ok(self.session_dir(id)?.child(format!("{offset:020}.{nonce}")))
+    }
+
+    fn staged_guard(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Path>> {
+        self.staged.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remembers (or, with None, forgets) the chunk this process last staged for `id`.
+    fn set_staged(&self, id: &str, key: Option<Path>) {
+        let mut g = self.staged_guard();
+        match key {
+            Some(k) => {
+                if g.len() >= STAGED_MAX && !g.contains_key(id) {
+                    g.clear();
+                }
+                g.insert(id.to_owned(), k);
+            }
+            None => {
+                g.remove(id);
+            }
+        }
+    }
+
+    fn staged_here(&self, id: &str, key: &Path) -> bool {
+        self.staged_guard().get(id) == Some(key)
     }
 
     pub(super) async fn size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
@@ -348,9 +401,9 @@ impl ObjectBlobs {
         Ok(())
     }
 
-    /// The session's staged chunks in offset order as (offset, size), checked to be
-    /// contiguous from 0. `NotFound` if the session has neither marker nor chunks.
-    async fn chunks(&self, id: &str) -> Result<Vec<(u64, u64)>, StoreError> {
+    /// Every chunk object of the session, duplicates included, unordered. `NotFound` if the
+    /// session has neither marker nor chunks.
+    async fn staged_objects(&self, id: &str) -> Result<Vec<Chunk>, StoreError> {
         let dir = self.session_dir(id)?;
         let mut listed = self.store.list(Some(&dir));
         let mut found = false;
@@ -359,29 +412,64 @@ impl ObjectBlobs {
             let m = m.map_err(backend)?;
             found = true;
             if let Some(name) = m.location.filename()
-                && let Ok(offset) = name.parse::<u64>()
+                && let Ok(offset) = name.split_once('.').map_or(name, |(o, _)| o).parse::<u64>()
             {
-                chunks.push((offset, m.size));
+                chunks.push(Chunk {
+                    offset,
+                    size: m.size,
+                    key: m.location.clone(),
+                });
             }
         }
         if !found {
             return Err(StoreError::NotFound);
         }
-        chunks.sort_unstable();
+        Ok(chunks)
+    }
+
+    /// The session's staged chunks in offset order, checked to be contiguous from 0.
+    /// `NotFound` if the session has neither marker nor chunks.
+    ///
+    /// Two chunks at the same offset come from two appends that raced (a client retrying a
+    /// PATCH through another node while the first still ran). Of the same size, one stands for
+    /// both: this process's own if it is one of them, so a finish may still copy it. Every
+    /// reader verifies what it publishes, so which one stands cannot publish wrong content.
+    /// Of different sizes, the session's length is unknowable: `Conflict`.
+    async fn chunks(&self, id: &str) -> Result<Vec<Chunk>, StoreError> {
+        let mut chunks = self.staged_objects(id).await?;
+        let mine = self.staged_guard().get(id).cloned();
+        // Per offset, this process's chunk first, then by key.
+        chunks.sort_unstable_by(|a, b| {
+            (a.offset, Some(&a.key) != mine.as_ref(), a.key.as_ref()).cmp(&(
+                b.offset,
+                Some(&b.key) != mine.as_ref(),
+                b.key.as_ref(),
+            ))
+        });
+        let mut kept: Vec<Chunk> = Vec::with_capacity(chunks.len());
+        for c in chunks {
+            match kept.last() {
+                Some(k) if k.offset == c.offset && k.size == c.size => {}
+                Some(k) if k.offset == c.offset => return Err(StoreError::Conflict),
+                _ => kept.push(c),
+            }
+        }
+        let chunks = kept;
         let mut next = 0;
-        for &(offset, size) in &chunks {
-            if offset != next {
+        for c in &chunks {
+            if c.offset != next {
                 return Err(StoreError::Corrupt(format!(
-                    "upload session {id}: staged chunk at {offset}, expected {next}"
+                    "upload session {id}: staged chunk at {}, expected {next}",
+                    c.offset
                 )));
             }
-            next += size;
+            next += c.size;
         }
         Ok(chunks)
     }
 
     pub(super) async fn upload_len(&self, id: &str) -> Result<u64, StoreError> {
-        Ok(self.chunks(id).await?.iter().map(|(_, s)| s).sum())
+        Ok(self.chunks(id).await?.iter().map(|c| c.size).sum())
     }
 
     /// Stages the body as one object at `offset`: a put if it fits the buffer, else a
@@ -394,7 +482,7 @@ impl ObjectBlobs {
         mut body: ByteStream,
         hasher: Option<Hasher>,
     ) -> Result<Appended, AppendError> {
-        let key = self.chunk_key(id, offset)?;
+        let key = self.new_chunk_key(id, offset)?;
         // The session must exist: an append to a cancelled or expired session must not
         // resurrect it.
         self.store
@@ -402,9 +490,12 @@ impl ObjectBlobs {
             .await
             .map_err(backend)?;
         let (tx, hashed) = hash_thread(hasher);
-        let mut w =
-            object_store::buffered::BufWriter::with_capacity(self.store.clone(), key, APPEND_BUF)
-                .with_max_concurrency(CONCURRENCY);
+        let mut w = object_store::buffered::BufWriter::with_capacity(
+            self.store.clone(),
+            key.clone(),
+            APPEND_BUF,
+        )
+        .with_max_concurrency(CONCURRENCY);
         let mut written = 0u64;
         let mut failure = None;
         while let Some(chunk) = body.next().await {
@@ -448,18 +539,33 @@ impl ObjectBlobs {
             Some(h) => h.await.ok().flatten(),
             None => None,
         };
+        if written > 0 {
+            self.set_staged(id, Some(key));
+        }
         Ok(Appended { written, hasher })
     }
 
     /// Drops the staged chunks at or past `len` (chunks are whole: one never straddles it
     /// because an append that failed staged nothing).
     pub(super) async fn truncate_upload(&self, id: &str, len: u64) -> Result<(), StoreError> {
-        // The chunk that starts at `len` first, by name: a rollback of the last append then
-        // needs no listing, which may fail when the rest of the store does.
-        self.delete_quietly(&self.chunk_key(id, len)?).await?;
-        for (offset, _) in self.chunks(id).await? {
-            if offset >= len {
-                self.delete_quietly(&self.chunk_key(id, offset)?).await?;
+        // The chunk this process staged last first, by name, if it lies past `len`: a
+        // rollback of the last append then needs no listing, which may fail when the rest of
+        // the store does.
+        let mine = self.staged_guard().get(id).cloned();
+        if let Some(key) = mine
+            && key
+                .filename()
+                .and_then(|n| n.split_once('.'))
+                .and_then(|(o, _)| o.parse::<u64>().ok())
+                .is_some_and(|o| o >= len)
+        {
+            self.delete_quietly(&key).await?;
+            self.set_staged(id, None);
+        }
+        // Every object past `len`, a raced duplicate included.
+        for c in self.staged_objects(id).await? {
+            if c.offset >= len {
+                self.delete_quietly(&c.key).await?;
             }
         }
         Ok(())
@@ -475,17 +581,15 @@ impl ObjectBlobs {
     /// Streams the session's chunks in order.
     fn chunk_stream(
         &self,
-        id: &str,
-        chunks: Vec<(u64, u64)>,
+        chunks: Vec<Chunk>,
     ) -> impl futures_util::Stream<Item = Result<Bytes, StoreError>> + Send + 'static {
         let store = self.store.clone();
-        let keys: Vec<Result<Path, StoreError>> =
-            chunks.iter().map(|&(o, _)| self.chunk_key(id, o)).collect();
+        let keys: Vec<Path> = chunks.into_iter().map(|c| c.key).collect();
         futures_util::stream::iter(keys)
             .then(move |k| {
                 let store = store.clone();
                 async move {
-                    let got = store.get(&k?).await.map_err(backend)?;
+                    let got = store.get(&k).await.map_err(backend)?;
                     Ok::<_, StoreError>(got.into_stream().map_err(backend))
                 }
             })
@@ -503,7 +607,7 @@ impl ObjectBlobs {
             return Ok(Finished::Mismatch);
         }
         let chunks = self.chunks(id).await?;
-        let total: u64 = chunks.iter().map(|(_, s)| s).sum();
+        let total: u64 = chunks.iter().map(|c| c.size).sum();
         let dst = self.blob_key(digest);
         let exists = self.size(digest).await?.is_some();
         if exists && running.is_some() {
@@ -511,7 +615,25 @@ impl ObjectBlobs {
             self.remove_upload(id).await?;
             return Ok(Finished::Published);
         }
-        let mut stream = Box::pin(self.chunk_stream(id, chunks));
+        // `running` (equal to the digest, checked above) covers exactly the bytes this process
+        // staged; if the session is the one chunk it staged last, those are the stored bytes.
+        if let [only] = chunks.as_slice()
+            && self.server_copy
+            && running.is_some()
+            && total <= COPY_MAX
+            && self.staged_here(id, &only.key)
+        {
+            self.store.copy(&only.key, &dst).await.map_err(backend)?;
+            // S3 can answer a copy 200 and still fail it: the object must be there, whole.
+            if self.size(digest).await? == Some(total) {
+                if let Err(e) = self.remove_upload(id).await {
+                    tracing::warn!(error = %e, session = %id, "removing a published upload's staged chunks failed");
+                }
+                return Ok(Finished::Published);
+            }
+            tracing::warn!(session = %id, "a server-side copy left no whole object; composing instead");
+        }
+        let mut stream = Box::pin(self.chunk_stream(chunks));
         let mut h = digest.algorithm().hasher();
         let verified = if exists {
             // Only checked: the content is there already.
@@ -590,6 +712,7 @@ impl ObjectBlobs {
 
     pub(super) async fn remove_upload(&self, id: &str) -> Result<(), StoreError> {
         let dir = self.session_dir(id)?;
+        self.set_staged(id, None);
         let keys: Vec<Path> = self
             .store
             .list(Some(&dir))
