@@ -44,7 +44,18 @@ pub struct PoliciesPatch {
     pub retention_days: Option<u32>,
 }
 
-pub(crate) type PolicyCache = Arc<RwLock<Option<RegistryPolicies>>>;
+pub(crate) type PolicyCache = Arc<RwLock<Cached>>;
+
+/// The policies in memory, and how often an update has touched them. A read that missed the
+/// cache keeps what it read only if no update began or finished meanwhile: otherwise it may
+/// have read the row before an update committed and store it after the update stored its
+/// own value, leaving the old policies cached (quarantine off after it was turned on) until
+/// the next change.
+#[derive(Debug, Default)]
+pub(crate) struct Cached {
+    value: Option<RegistryPolicies>,
+    generation: u64,
+}
 
 #[derive(Debug, Clone)]
 pub struct Policies {
@@ -67,9 +78,10 @@ impl crate::SqliteStore {
 impl Policies {
     /// The current policies (from memory after the first read).
     pub async fn get(&self) -> Result<RegistryPolicies, StoreError> {
-        if let Some(p) = self.cached() {
-            return Ok(p);
-        }
+        let generation = match self.cached() {
+            (Some(p), _) => return Ok(p),
+            (None, g) => g,
+        };
         let row = sqlx::query(
             "SELECT quarantine_enabled, retention_enabled, retention_days, retention_updated_at \
              FROM registry_policies WHERE id = 1",
@@ -80,7 +92,7 @@ impl Policies {
             Some(r) => policies_row(&r)?,
             None => RegistryPolicies::default(),
         };
-        self.store_cache(p);
+        self.fill_cache(p, generation);
         Ok(p)
     }
 
@@ -129,20 +141,36 @@ impl Policies {
         Ok(p)
     }
 
-    fn cached(&self) -> Option<RegistryPolicies> {
-        self.cache.read().map(|g| *g).unwrap_or(None)
+    fn write_cache(&self) -> std::sync::RwLockWriteGuard<'_, Cached> {
+        // The value is replaced whole under the lock: a panic elsewhere cannot leave it torn.
+        self.cache.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn store_cache(&self, p: RegistryPolicies) {
-        if let Ok(mut g) = self.cache.write() {
-            *g = Some(p);
+    /// The cached policies, if any, and the generation they (or their absence) belong to.
+    fn cached(&self) -> (Option<RegistryPolicies>, u64) {
+        let g = self.cache.read().unwrap_or_else(|p| p.into_inner());
+        (g.value, g.generation)
+    }
+
+    /// Caches what a read found, unless an update touched the cache since the read began.
+    fn fill_cache(&self, p: RegistryPolicies, read_at: u64) {
+        let mut g = self.write_cache();
+        if g.generation == read_at {
+            g.value = Some(p);
         }
+    }
+
+    /// An update's own value, stored after its commit.
+    fn store_cache(&self, p: RegistryPolicies) {
+        let mut g = self.write_cache();
+        g.generation = g.generation.wrapping_add(1);
+        g.value = Some(p);
     }
 
     fn forget_cache(&self) {
-        if let Ok(mut g) = self.cache.write() {
-            *g = None;
-        }
+        let mut g = self.write_cache();
+        g.generation = g.generation.wrapping_add(1);
+        g.value = None;
     }
 }
 
@@ -201,5 +229,39 @@ mod tests {
         let p = store.policies().get().await.unwrap();
         assert!(p.quarantine_enabled);
         assert_eq!(p.retention_days, 30);
+    }
+
+    /// A read that missed the cache, read the row before an update committed, and finishes
+    /// after the update stored its value must not put the old policies back: a push would then
+    /// go unquarantined with quarantine on, until the next change. (Seen as a flaky
+    /// `quarantine::blobs_of_a_quarantined_image_are_not_served`, whose policy change raced the
+    /// retention task's first read.) The read's two halves are driven by hand, in that order.
+    #[tokio::test]
+    async fn a_read_that_raced_an_update_never_caches_the_old_policies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::SqliteStore::open(dir.path(), &crate::StoreOptions::default())
+            .await
+            .unwrap();
+        let p = store.policies();
+        // The read misses the cache and reads the row: quarantine off.
+        let (cached, read_at) = p.cached();
+        assert_eq!(cached, None);
+        let old = RegistryPolicies::default();
+        // The update commits and caches quarantine on.
+        p.update(PoliciesPatch {
+            quarantine_enabled: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        // The read finishes.
+        p.fill_cache(old, read_at);
+        assert!(p.get().await.unwrap().quarantine_enabled);
+        // A read that raced nothing fills the cache as before.
+        let q = store.policies();
+        q.forget_cache();
+        let (_, read_at) = q.cached();
+        q.fill_cache(old, read_at);
+        assert_eq!(q.cached().0, Some(old));
     }
 }
