@@ -443,7 +443,7 @@ async fn publishing_is_idempotent_and_blobs_can_be_deleted() {
 }
 
 #[tokio::test]
-async fn large_blobs_in_many_parts_are_composed_whole() {
+async fn large_blobs_are_published_whole_from_many_appends_or_one() {
     for b in backends("large") {
         let s = b.open().await;
         // Larger than the object backend's in-memory limit, in uneven appends.
@@ -483,6 +483,35 @@ async fn large_blobs_in_many_parts_are_composed_whole() {
         assert!(
             read_all(&s, &d, 0, 21 << 20).await == bytes,
             "{}: whole read differs",
+            b.name
+        );
+        // The same bytes as one append (staged as a multipart upload on object storage) with
+        // the running hash: on S3 the finish publishes it by a server-side copy.
+        s.delete_blob(&d).await.unwrap();
+        let id = sid();
+        s.create_upload(&id).await.unwrap();
+        let pieces: Vec<&[u8]> = bytes.chunks(1 << 20).collect();
+        let a = s
+            .append_upload(&id, 0, body(&pieces), Some(Algorithm::Sha512.hasher()))
+            .await
+            .unwrap();
+        let running = a.hasher.map(|h| h.finish());
+        assert_eq!(running.as_ref(), Some(&d), "{}", b.name);
+        assert_eq!(
+            s.finish_upload(&id, &d, running).await.unwrap(),
+            Finished::Published,
+            "{}",
+            b.name
+        );
+        assert_eq!(s.size(&d).await.unwrap(), Some(21 << 20), "{}", b.name);
+        assert!(
+            read_all(&s, &d, 0, 21 << 20).await == bytes,
+            "{}: whole read of the one-append blob differs",
+            b.name
+        );
+        assert!(
+            matches!(s.upload_len(&id).await, Err(StoreError::NotFound)),
+            "{}: the session is gone after publishing",
             b.name
         );
     }
