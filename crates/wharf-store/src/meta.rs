@@ -1123,6 +1123,13 @@ async fn validate_in_one(
 }
 
 /// The manifest and tag writes of a validated put that is not quarantined.
+/// Digests as one JSON array of strings, for `json_each(?)`: a statement's text then does not
+/// depend on how many there are.
+fn digests_json<'a>(digests: impl IntoIterator<Item = &'a Digest>) -> String {
+    let v: Vec<String> = digests.into_iter().map(|d| d.to_string()).collect();
+    serde_json::Value::from(v).to_string()
+}
+
 fn put_writes(batch: &mut crate::outbox::Batch, repo_id: i64, m: &NewManifest, now: i64) {
     use crate::outbox::Arg;
     batch.push(
@@ -1149,13 +1156,12 @@ fn put_writes(batch: &mut crate::outbox::Batch, repo_id: i64, m: &NewManifest, n
     // The digests go as one JSON array, so the statement's text is the same whatever their
     // number and stays prepared in the connection's cache.
     if !m.referenced_blobs.is_empty() {
-        let digests: Vec<String> = m.referenced_blobs.iter().map(|d| d.to_string()).collect();
         batch.push(
             "INSERT OR IGNORE INTO manifest_blobs (manifest_id, repo_id, digest) \
              SELECT m.id, m.repo_id, v.value FROM manifests m, json_each(?) v \
              WHERE m.repo_id = ? AND m.digest = ?",
             [
-                Arg::Text(Some(serde_json::Value::from(digests).to_string())),
+                Arg::Text(Some(digests_json(&m.referenced_blobs))),
                 Arg::Int(Some(repo_id)),
                 Arg::Text(Some(m.digest.to_string())),
             ],
@@ -1277,8 +1283,7 @@ async fn group_in_one<'a>(
                  AND t.digest IN (SELECT value FROM json_each(?));\n"
             ));
             args.push(m.repo.as_str().to_owned());
-            let digests: Vec<String> = wanted.iter().map(|(d, _)| d.to_string()).collect();
-            args.push(serde_json::Value::from(digests).to_string());
+            args.push(digests_json(wanted.iter().map(|(d, _)| d)));
         }
     }
     // Kept prepared (the connection's statement cache): the few texts above repeat from group

@@ -110,6 +110,26 @@ fn sid() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+/// Finishes session `id` under `d`, which must publish exactly `expected`.
+async fn assert_publishes(
+    s: &BlobStore,
+    id: &str,
+    d: &Digest,
+    running: Option<Digest>,
+    expected: &[u8],
+    what: &str,
+) {
+    assert_eq!(
+        s.finish_upload(id, d, running).await.unwrap(),
+        Finished::Published,
+        "{what}"
+    );
+    assert!(
+        read_all(s, d, 0, expected.len() as u64).await == expected,
+        "{what}: the published bytes differ"
+    );
+}
+
 /// Publishes `data` through a fresh upload session, as a finished upload does.
 async fn publish(s: &BlobStore, data: &[u8]) -> Digest {
     let (id, d) = (sid(), Digest::of(Algorithm::Sha256, data));
@@ -210,13 +230,8 @@ async fn a_wrong_digest_publishes_nothing_and_keeps_the_session() {
             assert!(!s.blob_exists(&wrong).await.unwrap(), "{}", b.name);
             assert_eq!(s.upload_len(&id).await.unwrap(), 5000, "{}", b.name);
             // Without a running hash (after a restart) the store hashes what it holds.
-            assert_eq!(
-                s.finish_upload(&id, &right, None).await.unwrap(),
-                Finished::Published,
-                "{} running={running}",
-                b.name
-            );
-            assert_eq!(read_all(&s, &right, 0, 5000).await, bytes, "{}", b.name);
+            let what = format!("{} running={running}", b.name);
+            assert_publishes(&s, &id, &right, None, &bytes, &what).await;
         }
     }
 }
@@ -294,13 +309,7 @@ async fn raced_appends_at_one_offset_never_publish_bytes_under_another_digest() 
             .append_upload(&id, 0, body(&[&x]), None)
             .await
             .unwrap();
-        assert_eq!(
-            node2.finish_upload(&id, &dx, None).await.unwrap(),
-            Finished::Published,
-            "{}",
-            b.name
-        );
-        assert_eq!(read_all(&node2, &dx, 0, 5000).await, x, "{}", b.name);
+        assert_publishes(&node2, &id, &dx, None, &x, b.name).await;
     }
 }
 
@@ -330,13 +339,7 @@ async fn a_failed_append_leaves_the_offset_where_it_was() {
             .await
             .unwrap();
         let d = Digest::sha256_of(b"hello world");
-        assert_eq!(
-            s.finish_upload(&id, &d, None).await.unwrap(),
-            Finished::Published,
-            "{}",
-            b.name
-        );
-        assert_eq!(read_all(&s, &d, 0, 11).await, b"hello world", "{}", b.name);
+        assert_publishes(&s, &id, &d, None, b"hello world", b.name).await;
     }
 }
 
@@ -497,18 +500,9 @@ async fn large_blobs_are_published_whole_from_many_appends_or_one() {
             .unwrap();
         let running = a.hasher.map(|h| h.finish());
         assert_eq!(running.as_ref(), Some(&d), "{}", b.name);
-        assert_eq!(
-            s.finish_upload(&id, &d, running).await.unwrap(),
-            Finished::Published,
-            "{}",
-            b.name
-        );
+        let what = format!("{}: one append", b.name);
+        assert_publishes(&s, &id, &d, running, &bytes, &what).await;
         assert_eq!(s.size(&d).await.unwrap(), Some(21 << 20), "{}", b.name);
-        assert!(
-            read_all(&s, &d, 0, 21 << 20).await == bytes,
-            "{}: whole read of the one-append blob differs",
-            b.name
-        );
         assert!(
             matches!(s.upload_len(&id).await, Err(StoreError::NotFound)),
             "{}: the session is gone after publishing",

@@ -411,9 +411,7 @@ impl ObjectBlobs {
         while let Some(m) = listed.next().await {
             let m = m.map_err(backend)?;
             found = true;
-            if let Some(name) = m.location.filename()
-                && let Ok(offset) = name.split_once('.').map_or(name, |(o, _)| o).parse::<u64>()
-            {
+            if let Some(offset) = m.location.filename().and_then(chunk_offset) {
                 chunks.push(Chunk {
                     offset,
                     size: m.size,
@@ -555,8 +553,7 @@ impl ObjectBlobs {
         if let Some(key) = mine
             && key
                 .filename()
-                .and_then(|n| n.split_once('.'))
-                .and_then(|(o, _)| o.parse::<u64>().ok())
+                .and_then(chunk_offset)
                 .is_some_and(|o| o >= len)
         {
             self.delete_quietly(&key).await?;
@@ -753,6 +750,12 @@ impl ObjectBlobs {
             })
             .collect())
     }
+}
+
+/// The offset a chunk object's name starts with (`<offset>.<nonce>`, or `<offset>` from
+/// before nonces); None for the session marker.
+fn chunk_offset(name: &str) -> Option<u64> {
+    name.split_once('.').map_or(name, |(o, _)| o).parse().ok()
 }
 
 /// A blocking thread that hashes what it is sent; None if there is nothing to hash.
