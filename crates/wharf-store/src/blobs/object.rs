@@ -6,9 +6,9 @@
 //! - `uploads/<session>/session`: an empty marker, written when the session is created;
 //! - `uploads/<session>/<offset, 20 digits>.<nonce>`: one staged object per appended chunk.
 //!   The nonce (random, per append) means a chunk's key is never written twice: two appends at
-//!   the same offset (a client racing itself through two nodes) leave two objects, which the
-//!   session refuses, instead of one silently replacing the other. Keys without a nonce, from
-//!   before, are still read.
+//!   the same offset (a client racing itself through two nodes) leave two objects instead of
+//!   one silently replacing the other (see [`ObjectBlobs::chunks`] for what a session makes of
+//!   them). Keys without a nonce, from before, are still read.
 //!
 //! Every PATCH's bytes are durably stored (a completed put) before the registry answers, and
 //! the session's offset is derived from the staged objects, so a session survives a restart
@@ -22,10 +22,11 @@
 //! process staged itself, hashing every byte it sent to the digest, is published with a
 //! server-side copy (atomic on S3) instead of a read and a rewrite. Its key was never written
 //! by anyone else (the nonce), so the stored bytes are the ones hashed; the copy's size is
-//! checked after. Azure's copy may complete asynchronously, so Azure always composes. Composing streams through this process rather than
-//! server-side copying, because S3 and Azure have no common compose-with-verification call,
-//! and because reading the bytes back is what lets the digest be checked against what is
-//! actually stored rather than what was sent.
+//! checked after. Azure's copy may complete asynchronously, so Azure always composes.
+//! Everything else composes through this process rather than server-side, because S3 and
+//! Azure have no common compose-with-verification call, and because reading the bytes back is
+//! what checks the digest against what is stored when this process did not stage (and hash)
+//! all of it itself.
 
 use std::sync::Arc;
 use std::time::Duration;
