@@ -77,7 +77,7 @@ impl QuarantineFlag {
             "SELECT EXISTS (SELECT 1 FROM manifests \
              WHERE quarantine_state IN ('Quarantined', 'Failed'))",
         )
-        .fetch_one(write)
+        .fetch_one(&mut *crate::db::acquire_write(write).await?)
         .await?;
         let g = self.generation();
         if row.get::<bool, _>(0) {
@@ -104,7 +104,7 @@ impl LockFlag {
              OR EXISTS (SELECT 1 FROM manifests WHERE write_enabled = 0 OR delete_enabled = 0 \
              OR read_enabled = 0 OR list_enabled = 0)",
         )
-        .fetch_one(pool)
+        .fetch_one(&mut *crate::db::acquire_write(pool).await?)
         .await?;
         self.any.store(row.get::<bool, _>(0), Ordering::Release);
         Ok(())

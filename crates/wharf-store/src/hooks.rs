@@ -336,7 +336,7 @@ impl WebhookDefs {
         .bind(w.signing.enabled)
         .bind(self.seal_opt(w.signing.secret.as_deref())?)
         .bind(w.payload_format.as_str())
-        .execute(&self.meta.write)
+        .execute(&mut *crate::db::acquire_write(&self.meta.write).await?)
         .await?;
         if res.rows_affected() == 0 {
             return Err(StoreError::Conflict);
@@ -393,7 +393,7 @@ impl WebhookDefs {
 
     pub async fn list_webhooks(&self) -> Result<Vec<WebhookRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM webhooks ORDER BY name")
-            .fetch_all(&self.meta.write)
+            .fetch_all(&mut *crate::db::acquire_write(&self.meta.write).await?)
             .await?;
         rows.iter()
             .map(|r| row_to_record(r, &self.sealer))
@@ -427,7 +427,7 @@ impl WebhookDefs {
         .bind(self.sealer.seal(new_secret)?)
         .bind(now)
         .bind(name)
-        .fetch_optional(&self.meta.write)
+        .fetch_optional(&mut *crate::db::acquire_write(&self.meta.write).await?)
         .await?;
         let rec = row
             .as_ref()
@@ -448,7 +448,7 @@ impl WebhookDefs {
              WHERE signing_previous_until IS NOT NULL AND signing_previous_until <= ?",
         )
         .bind(now_ms())
-        .execute(&self.meta.write)
+        .execute(&mut *crate::db::acquire_write(&self.meta.write).await?)
         .await?;
         Ok(res.rows_affected())
     }
@@ -874,7 +874,7 @@ impl DeliveryQueue {
                     .bind(now)
                     .bind(webhook)
                     .bind(e)
-                    .execute(&self.meta.write)
+                    .execute(&mut *crate::db::acquire_write(&self.meta.write).await?)
                     .await?
             }
             None => {
@@ -882,7 +882,7 @@ impl DeliveryQueue {
                     .bind(now)
                     .bind(now)
                     .bind(webhook)
-                    .execute(&self.meta.write)
+                    .execute(&mut *crate::db::acquire_write(&self.meta.write).await?)
                     .await?
             }
         };

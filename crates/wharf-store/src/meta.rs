@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use wharf_core::{Digest, Reference, RepoName, Tag};
 
 use crate::StoreError;
-use crate::db::{HeldConn, HeldTx, WriteTx};
+use crate::db::{Held, HeldConn, HeldTx, WriteTx};
 use crate::outbox::{Enqueued, FastLane, OutboxEvent, Subscribers};
 
 const MIGRATIONS: &[&str] = &[
@@ -402,7 +402,7 @@ impl Meta {
     pub async fn delete_upload(&self, id: &str) -> Result<bool, StoreError> {
         let res = sqlx::query("DELETE FROM uploads WHERE id = ?")
             .bind(id)
-            .execute(&self.write)
+            .execute(&mut *crate::db::acquire_write(&self.write).await?)
             .await?;
         Ok(res.rows_affected() > 0)
     }
@@ -921,7 +921,8 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
 ///
 /// While puts keep arriving it keeps the write connection from one group to the next
 /// ([`HeldConn`]), so the next group starts at once rather than after the pool's release and
-/// acquire; it gives the connection back when no put is waiting or another writer is.
+/// acquire; it gives the connection back as soon as another writer waits for it, or when no
+/// put has come for a short while ([`HeldConn::hold_for_work`]).
 async fn put_writer(
     pool: SqlitePool,
     mut rx: mpsc::Receiver<PutJob>,
@@ -930,7 +931,19 @@ async fn put_writer(
 ) {
     let mut jobs = Vec::with_capacity(MAX_GROUP);
     let mut held: Option<HeldConn> = None;
-    while let Some(first) = rx.recv().await {
+    loop {
+        let next = match &held {
+            Some(conn) => match conn.hold_for_work(&mut rx, HeldConn::IDLE_HOLD).await {
+                Held::Work(job) => Some(job),
+                Held::Release => {
+                    held = None;
+                    rx.recv().await
+                }
+                Held::Closed => None,
+            },
+            None => rx.recv().await,
+        };
+        let Some(first) = next else { break };
         jobs.push(first);
         while jobs.len() < MAX_GROUP {
             match rx.try_recv() {
@@ -945,7 +958,8 @@ async fn put_writer(
         let done = match conn {
             Ok(mut conn) => {
                 let done = run_group(&mut conn, &jobs, &lane, &locks).await;
-                if conn.keep(!rx.is_empty()) {
+                // Kept while it may be (also with nothing waiting: see `hold_for_work`).
+                if conn.keep() {
                     held = Some(conn);
                 }
                 done
