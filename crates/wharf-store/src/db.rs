@@ -314,20 +314,6 @@ impl HeldTx<'_> {
     pub(crate) fn committed_by_batch(mut self) {
         self.open = false;
     }
-
-    /// Rolls back; if that fails, the connection is closed. (The writer never needs it: a
-    /// refused put writes nothing, and a failure leaves the connection to be closed.)
-    #[cfg(test)]
-    pub(crate) async fn rollback(mut self) {
-        if !self.begun
-            || sqlx::query("ROLLBACK")
-                .execute(&mut *self.held.conn)
-                .await
-                .is_ok()
-        {
-            self.open = false;
-        }
-    }
 }
 
 impl Drop for HeldTx<'_> {

@@ -214,6 +214,14 @@ impl Meta {
             .max_connections(1)
             .min_connections(1)
             .test_before_acquire(false)
+            // The group commit's scratch table (see `group_in_one`), on every write
+            // connection, also on one that replaces a connection closed in doubt.
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query(PUT_OK_TABLE).execute(conn).await?;
+                    Ok(())
+                })
+            })
             .connect_with(opts.clone())
             .await?;
         migrate(&write).await?;
@@ -973,18 +981,9 @@ async fn put_writer(
                 }
             }
             Err(e) => {
-                let full = matches!(e, StoreError::OutOfSpace);
-                if full {
-                    tracing::warn!("manifest group commit failed: out of storage space");
-                } else {
-                    tracing::error!(error = %e, "manifest group commit failed");
-                }
+                let full = log_group_failure(&e);
                 for job in jobs.drain(..) {
-                    let _ = job.reply.send(Err(if full {
-                        StoreError::OutOfSpace
-                    } else {
-                        StoreError::Unavailable("commit failed".into())
-                    }));
+                    let _ = job.reply.send(Err(group_failed(full)));
                 }
             }
         }
@@ -997,24 +996,78 @@ async fn run_group(
     lane: &FastLane,
     locks: &crate::attrs::LockFlag,
 ) -> Result<Vec<Result<usize, StoreError>>, StoreError> {
-    let mut tx = match group_in_one(conn.tx(), jobs, lane, locks).await? {
-        OneGo::Done((results, fast)) => {
-            // Only now, with the change durable, may its deliveries be sent.
-            lane.hand_over(fast);
-            return Ok(results);
+    // None: not written yet.
+    let mut results: Vec<Option<Result<usize, StoreError>>> = jobs.iter().map(|_| None).collect();
+    if fits_in_one(jobs, locks) {
+        let (written, fast) = group_in_one(conn.tx(), jobs, lane).await?;
+        // Only now, with the change durable, may its deliveries be sent.
+        lane.hand_over(fast);
+        for (slot, queued) in results.iter_mut().zip(written) {
+            *slot = queued.map(Ok);
         }
-        OneGo::PutByPut(tx) => tx,
-    };
+    }
+    let rest: Vec<usize> = (0..jobs.len()).filter(|&j| results[j].is_none()).collect();
+    if !rest.is_empty() {
+        // What was written above is committed and answered as such, whatever happens here.
+        match put_by_put(conn, jobs, &rest, lane, locks).await {
+            Ok(done) => {
+                for (j, r) in rest.iter().zip(done) {
+                    results[*j] = Some(r);
+                }
+            }
+            Err(e) => {
+                let full = log_group_failure(&e);
+                for j in rest {
+                    results[j] = Some(Err(group_failed(full)));
+                }
+            }
+        }
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(StoreError::Unavailable("put not run".into()))))
+        .collect())
+}
+
+/// Logs a failed group commit; returns whether it failed for want of space.
+fn log_group_failure(e: &StoreError) -> bool {
+    let full = matches!(e, StoreError::OutOfSpace);
+    if full {
+        tracing::warn!("manifest group commit failed: out of storage space");
+    } else {
+        tracing::error!(error = %e, "manifest group commit failed");
+    }
+    full
+}
+
+/// What each put of a failed group commit is answered: out of space, or unavailable (the
+/// detail stays in the log).
+fn group_failed(full: bool) -> StoreError {
+    if full {
+        StoreError::OutOfSpace
+    } else {
+        StoreError::Unavailable("commit failed".into())
+    }
+}
+
+/// The puts `which` of `jobs`, one after another in one transaction: each validated with
+/// reads, then written, so that it sees the puts before it. A refused put writes nothing and
+/// needs no savepoint; a failing write is a database failure and fails them all.
+async fn put_by_put(
+    conn: &mut HeldConn,
+    jobs: &[PutJob],
+    which: &[usize],
+    lane: &FastLane,
+    locks: &crate::attrs::LockFlag,
+) -> Result<Vec<Result<usize, StoreError>>, StoreError> {
+    let mut tx = conn.tx();
     tx.begin().await?;
-    let mut results = Vec::with_capacity(jobs.len());
+    let mut results = Vec::with_capacity(which.len());
     let mut fast = Vec::new();
     // The blob references of the new manifests, recorded in one statement for the group.
     let mut refs = Vec::new();
-    // Each put validates with reads only before it writes anything, so a refused manifest
-    // leaves no trace and needs no savepoint; puts see the ones before them in the group (an
-    // index may follow its children). A failing write is a database failure and fails the
-    // whole group.
-    for job in jobs {
+    for &j in which {
+        let job = &jobs[j];
         match put_one(
             &mut tx,
             &job.m,
@@ -1235,130 +1288,184 @@ pub(crate) fn first_refusal(
         })
 }
 
-/// What a group of puts committed: each put's result, and the deliveries to hand over.
-type GroupDone = (
-    Vec<Result<usize, StoreError>>,
-    Vec<crate::hooks::QueuedDelivery>,
-);
+/// The group commit's scratch table: the puts of the current group found valid, with their
+/// repository's id. Temporary (per connection, never written to the WAL or fsynced), and
+/// emptied at the start of every group.
+const PUT_OK_TABLE: &str =
+    "CREATE TEMP TABLE IF NOT EXISTS put_ok (j INTEGER PRIMARY KEY, repo_id INTEGER NOT NULL)";
 
-/// What [`group_in_one`] did with its transaction.
-enum OneGo<'a> {
-    /// Wrote and committed the whole group.
-    Done(GroupDone),
-    /// Wrote nothing: the group goes put by put in this transaction (begun or not).
-    PutByPut(HeldTx<'a>),
+/// Whether the group can go through [`group_in_one`]: no lock in the registry and no put
+/// quarantined. (Puts into a repository that does not exist yet are found invalid there, and
+/// go put by put. References go as one JSON array, so their number sets no limit.)
+fn fits_in_one(jobs: &[PutJob], locks: &crate::attrs::LockFlag) -> bool {
+    !locks.any() && jobs.iter().all(|j| j.m.quarantine.is_none())
 }
 
-/// The common group: every put into an existing repository, none quarantined, no lock in
-/// the registry, every reference already stored. Then the whole group is one read and one
-/// write round trip: validated together (puts never remove or change what another put
-/// references, so what is valid at the start of the group stays valid), written together in
-/// order. Anything else returns the transaction having written nothing, and the group goes
-/// put by put. The BEGIN rides with the read and the COMMIT with the write: two round trips
-/// to the connection's thread for the whole group.
-async fn group_in_one<'a>(
-    mut tx: HeldTx<'a>,
+/// The references a put needs, as one JSON array of `[digest, size]` pairs without repeats,
+/// and how many there are.
+fn wanted_json(wanted: &[(Digest, i64)]) -> (String, i64) {
+    let mut pairs: Vec<(String, i64)> = wanted.iter().map(|(d, n)| (d.to_string(), *n)).collect();
+    pairs.sort();
+    pairs.dedup();
+    let n = pairs.len() as i64;
+    (serde_json::json!(pairs).to_string(), n)
+}
+
+/// Appends the check of put `j`: a row in `temp.put_ok` if its repository exists and holds
+/// every blob and manifest it references, each at the size it states. (A digest stated twice
+/// with two sizes can never match both: refused here, and put by put names the mismatch.)
+/// CROSS JOIN keeps SQLite's order: each wanted digest looked up by key. With a plain JOIN
+/// the planner scans the repository's every row for each check (`EXPLAIN QUERY PLAN`).
+fn push_validation(batch: &mut crate::outbox::Batch, j: usize, m: &NewManifest) {
+    use crate::outbox::Arg;
+    let (blobs, n_blobs) = wanted_json(&m.required_blobs);
+    let (manifests, n_manifests) = wanted_json(&m.required_manifests);
+    batch.push(
+        "INSERT INTO temp.put_ok (j, repo_id) SELECT ?, r.id FROM repositories r \
+         WHERE r.name = ? \
+         AND (SELECT count(*) FROM json_each(?) v CROSS JOIN repo_blobs t ON t.repo_id = r.id \
+              AND t.digest = json_extract(v.value, '$[0]') \
+              AND t.size = json_extract(v.value, '$[1]')) = ? \
+         AND (SELECT count(*) FROM json_each(?) v CROSS JOIN manifests t ON t.repo_id = r.id \
+              AND t.digest = json_extract(v.value, '$[0]') \
+              AND t.size = json_extract(v.value, '$[1]')) = ?",
+        [
+            Arg::Int(Some(j as i64)),
+            Arg::Text(Some(m.repo.as_str().to_owned())),
+            Arg::Text(Some(blobs)),
+            Arg::Int(Some(n_blobs)),
+            Arg::Text(Some(manifests)),
+            Arg::Int(Some(n_manifests)),
+        ],
+    );
+}
+
+/// The writes of put `j` of a group, each taking effect only if the put's check found it
+/// valid (its row in `temp.put_ok`): the same rows as [`put_writes`].
+fn guarded_put_writes(batch: &mut crate::outbox::Batch, j: usize, m: &NewManifest, now: i64) {
+    use crate::outbox::Arg;
+    let only = Arg::Int(Some(j as i64));
+    batch.push(
+        "INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, subject, \
+         annotations, config_media_type, config_digest, body, created_at) \
+         SELECT p.repo_id, ?,?,?,?,?,?,?,?,?,? FROM temp.put_ok p WHERE p.j = ? \
+         ON CONFLICT (repo_id, digest) DO NOTHING",
+        [
+            Arg::Text(Some(m.digest.to_string())),
+            Arg::Text(Some(m.media_type.clone())),
+            Arg::Int(Some(m.body.len() as i64)),
+            Arg::Text(m.artifact_type.clone()),
+            Arg::Text(m.subject.as_ref().map(|d| d.to_string())),
+            Arg::Text(m.annotations.clone()),
+            Arg::Text(m.config_media_type.clone()),
+            Arg::Text(m.config_digest.as_ref().map(|d| d.to_string())),
+            Arg::Blob(m.body.clone()),
+            Arg::Int(Some(now)),
+            only.clone(),
+        ],
+    );
+    if !m.referenced_blobs.is_empty() {
+        batch.push(
+            "INSERT OR IGNORE INTO manifest_blobs (manifest_id, repo_id, digest) \
+             SELECT m.id, m.repo_id, v.value FROM temp.put_ok p \
+             JOIN manifests m ON m.repo_id = p.repo_id AND m.digest = ? \
+             JOIN json_each(?) v WHERE p.j = ?",
+            [
+                Arg::Text(Some(m.digest.to_string())),
+                Arg::Text(Some(digests_json(&m.referenced_blobs))),
+                only.clone(),
+            ],
+        );
+    }
+    if !m.tags.is_empty() {
+        let names = vec!["(?)"; m.tags.len()].join(",");
+        batch.push(
+            &format!(
+                "INSERT INTO tags (repo_id, name, digest, updated_at, created_at) \
+                 SELECT p.repo_id, t.column1, ?, ?, ? FROM temp.put_ok p, (VALUES {names}) t \
+                 WHERE p.j = ? ON CONFLICT (repo_id, name) DO UPDATE SET \
+                 digest = excluded.digest, updated_at = excluded.updated_at"
+            ),
+            [
+                Arg::Text(Some(m.digest.to_string())),
+                Arg::Int(Some(now)),
+                Arg::Int(Some(now)),
+            ]
+            .into_iter()
+            .chain(
+                m.tags
+                    .iter()
+                    .map(|t| Arg::Text(Some(t.as_str().to_owned()))),
+            )
+            .chain([only]),
+        );
+    }
+}
+
+/// The common group — plain puts into existing repositories, no lock, every reference
+/// stored — in one round trip to the connection's thread: `BEGIN IMMEDIATE`, then for each
+/// put in order its check ([`push_validation`]) and its writes, each guarded by the check
+/// (manifest, tags, events, deliveries), then `COMMIT`. A put sees the puts before it (an
+/// index may follow its children). Puts never remove or change what another put references,
+/// so a check stays true to the commit. A put found invalid writes nothing and is returned
+/// as None, to go put by put (which names its refusal, or creates its repository).
+async fn group_in_one(
+    mut tx: HeldTx<'_>,
     jobs: &[PutJob],
     lane: &FastLane,
-    locks: &crate::attrs::LockFlag,
-) -> Result<OneGo<'a>, StoreError> {
-    const MAX: usize = 500;
-    if locks.any()
-        || jobs.iter().any(|j| {
-            j.m.quarantine.is_some()
-                || j.m.required_blobs.len() > MAX
-                || j.m.required_manifests.len() > MAX
-        })
-    {
-        return Ok(OneGo::PutByPut(tx));
-    }
-    // Each row names its put and which of the put's reads it answers.
-    let mut sql = String::from(tx.begin_sql());
-    let mut args: Vec<String> = Vec::new();
-    for (j, job) in jobs.iter().enumerate() {
-        let m = &job.m;
-        sql.push_str(&format!(
-            "SELECT {j}, 0, id, NULL FROM repositories WHERE name = ?;\n"
-        ));
-        args.push(m.repo.as_str().to_owned());
-        for (kind, table, wanted) in [
-            (1, "repo_blobs", &m.required_blobs),
-            (2, "manifests", &m.required_manifests),
-        ] {
-            if wanted.is_empty() {
-                continue;
-            }
-            // The digests as one JSON array: the text does not depend on how many a manifest
-            // references, so a group's text depends only on how many puts it has and which
-            // kinds of reference each makes (the plan still looks each digest up by key).
-            sql.push_str(&format!(
-                "SELECT {j}, {kind}, t.digest, t.size FROM {table} t JOIN repositories r \
-                 ON r.id = t.repo_id WHERE r.name = ? \
-                 AND t.digest IN (SELECT value FROM json_each(?));\n"
-            ));
-            args.push(m.repo.as_str().to_owned());
-            args.push(digests_json(wanted.iter().map(|(d, _)| d)));
-        }
-    }
-    // Kept prepared (the connection's statement cache): the few texts above repeat from group
-    // to group, and parsing them again was a tenth of the writer thread's time.
-    let mut q = sqlx::query(&sql);
-    for a in args {
-        q = q.bind(a);
-    }
-    let mut repo_ids: Vec<Option<i64>> = vec![None; jobs.len()];
-    let mut found: Vec<(HashMap<String, i64>, HashMap<String, i64>)> =
-        vec![Default::default(); jobs.len()];
-    for r in q.fetch_all(&mut *tx).await? {
-        let j = usize::try_from(r.get::<i64, _>(0)).unwrap_or(usize::MAX);
-        let (Some(id), Some(f)) = (repo_ids.get_mut(j), found.get_mut(j)) else {
-            continue;
-        };
-        match r.get::<i64, _>(1) {
-            0 => *id = Some(r.get(2)),
-            1 => {
-                f.0.insert(r.get(2), r.get(3));
-            }
-            _ => {
-                f.1.insert(r.get(2), r.get(3));
-            }
-        }
-    }
-    let mut ids = Vec::with_capacity(jobs.len());
-    for (j, job) in jobs.iter().enumerate() {
-        match repo_ids[j] {
-            Some(id) if refusal_of(&job.m, &found[j].0, &found[j].1).is_none() => ids.push(id),
-            // A refusal or a new repository: put by put, which sees the puts before it.
-            _ => return Ok(OneGo::PutByPut(tx)),
-        }
-    }
+) -> Result<(Vec<Option<usize>>, Vec<crate::hooks::QueuedDelivery>), StoreError> {
     let now = now_ms();
     let lease = lane.lease();
     let mut batch = crate::outbox::Batch::default();
-    for (job, id) in jobs.iter().zip(&ids) {
-        put_writes(&mut batch, *id, &job.m, now);
-        crate::outbox::append_outbox(&mut batch, &job.events, &job.hooks, lease.as_ref(), now);
+    batch.push(&format!("{}DELETE FROM temp.put_ok", tx.begin_sql()), []);
+    for (j, job) in jobs.iter().enumerate() {
+        push_validation(&mut batch, j, &job.m);
+        guarded_put_writes(&mut batch, j, &job.m, now);
+        crate::outbox::append_outbox(
+            &mut batch,
+            &job.events,
+            &job.hooks,
+            lease.as_ref(),
+            now,
+            Some(j),
+        );
     }
+    // The only one-column rows: which puts were written.
+    batch.push("SELECT j FROM temp.put_ok", []);
     batch.push("COMMIT", []);
+    // Kept prepared (the connection's statement cache): a group's text depends only on how
+    // many puts it has and the shape of each (tags, webhooks), so the few texts repeat.
     let rows = batch.run(&mut tx).await?;
     tx.committed_by_batch();
-    let mut outs: Vec<Enqueued> = jobs.iter().map(|_| Enqueued::default()).collect();
+    let mut outs: Vec<Option<Enqueued>> = jobs.iter().map(|_| None).collect();
     for r in &rows {
+        if r.len() == 1 {
+            let j = usize::try_from(r.get::<i64, _>(0)).unwrap_or(usize::MAX);
+            if let Some(out) = outs.get_mut(j) {
+                out.get_or_insert_with(Enqueued::default);
+            }
+        }
+    }
+    for r in rows.iter().filter(|r| r.len() != 1) {
         for (job, out) in jobs.iter().zip(outs.iter_mut()) {
-            if crate::outbox::collect_delivery(out, r, &job.events, lease.is_some()) {
+            if let Some(out) = out
+                && crate::outbox::collect_delivery(out, r, &job.events, lease.is_some())
+            {
                 break;
             }
         }
     }
     let mut fast = Vec::new();
-    let results = outs
+    let written = outs
         .into_iter()
         .map(|o| {
-            fast.extend(o.fast);
-            Ok(o.queued)
+            o.map(|o| {
+                fast.extend(o.fast);
+                o.queued
+            })
         })
         .collect();
-    Ok(OneGo::Done((results, fast)))
+    Ok((written, fast))
 }
 
 /// The writes of a validated put (see [`put_one`]).
@@ -1561,10 +1668,10 @@ mod group_tests {
         .map(|r| r.digest)
     }
 
-    /// A group of plain puts is validated and written in one go; a group the one-go path
-    /// cannot take (a refusal, an index whose child is earlier in the same group, a new
-    /// repository) goes put by put with the same results as before: the index finds its
-    /// child, the refused put leaves nothing, the others are stored once.
+    /// A group of plain puts is checked and written in one go. A put the one-go path finds
+    /// invalid (a missing blob, a wrong size, a new repository) writes nothing there and
+    /// goes put by put, which names the refusal or creates the repository; an index whose
+    /// child is earlier in the same group finds it in either path; nothing is stored twice.
     #[tokio::test]
     async fn groups_are_written_together_or_put_by_put_with_the_same_results() {
         let dir = tempfile::tempdir().unwrap();
@@ -1575,18 +1682,19 @@ mod group_tests {
         let lane = FastLane::default();
         let locks = crate::attrs::LockFlag::default();
 
-        // All plain: together.
+        // All plain (one blob stated twice): together.
         let jobs = vec![
-            job(manifest("a", "{\"n\":1}", "one", &[(blob.clone(), 5)])),
+            job(manifest(
+                "a",
+                "{\"n\":1}",
+                "one",
+                &[(blob.clone(), 5), (blob.clone(), 5)],
+            )),
             job(manifest("a", "{\"n\":2}", "two", &[(blob.clone(), 5)])),
         ];
         let mut held = HeldConn::acquire(&meta.write).await.unwrap();
-        let OneGo::Done((results, _)) =
-            group_in_one(held.tx(), &jobs, &lane, &locks).await.unwrap()
-        else {
-            panic!("a plain group goes in one");
-        };
-        assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+        let (written, _) = group_in_one(held.tx(), &jobs, &lane).await.unwrap();
+        assert_eq!(written, vec![Some(0), Some(0)], "a plain group goes in one");
         assert_eq!(
             tagged(&meta, "a", "one").await,
             Some(jobs[0].m.digest.clone())
@@ -1605,44 +1713,84 @@ mod group_tests {
         };
         assert_eq!(refs().await, 2, "garbage collection sees both references");
 
-        // A refusal, an index of a child earlier in the group, a new repository.
+        // A refusal, a wrong size, an index of a child earlier in the group, a new
+        // repository.
         let missing = Digest::of(Algorithm::Sha256, b"not stored");
-        let child = manifest("a", "{\"n\":3}", "child", &[(blob.clone(), 5)]);
-        let mut index = manifest("a", "{\"n\":4}", "index", &[]);
-        index.required_manifests = vec![(child.digest.clone(), child.body.len() as i64)];
-        let jobs = vec![
-            job(child),
-            job(manifest(
+        let mixed = |n: u32| {
+            let child = manifest(
                 "a",
-                "{\"n\":5}",
-                "refused",
-                &[(missing.clone(), 1)],
-            )),
-            job(index),
-            job(manifest("b", "{\"n\":6}", "fresh", &[])),
-        ];
-        let OneGo::PutByPut(tx) = group_in_one(held.tx(), &jobs, &lane, &locks).await.unwrap()
-        else {
-            panic!("not a plain group");
+                &format!("{{\"c\":{n}}}"),
+                "child",
+                &[(blob.clone(), 5)],
+            );
+            let mut index = manifest("a", &format!("{{\"i\":{n}}}"), "index", &[]);
+            index.required_manifests = vec![(child.digest.clone(), child.body.len() as i64)];
+            vec![
+                job(child),
+                job(manifest(
+                    "a",
+                    &format!("{{\"r\":{n}}}"),
+                    "refused",
+                    &[(missing.clone(), 1)],
+                )),
+                job(manifest(
+                    "a",
+                    &format!("{{\"s\":{n}}}"),
+                    "sized",
+                    &[(blob.clone(), 6)],
+                )),
+                job(index),
+                job(manifest(&format!("b{n}"), "{\"n\":6}", "fresh", &[])),
+            ]
         };
-        tx.rollback().await;
+        let jobs = mixed(1);
+        let (written, _) = group_in_one(held.tx(), &jobs, &lane).await.unwrap();
+        assert_eq!(
+            written,
+            vec![Some(0), None, None, Some(0), None],
+            "the invalid puts wrote nothing; the index found its child"
+        );
+        assert_eq!(tagged(&meta, "a", "refused").await, None);
+        assert_eq!(tagged(&meta, "a", "sized").await, None);
+        assert_eq!(tagged(&meta, "b1", "fresh").await, None);
+
+        // The whole group through the writer's path: the rest put by put.
+        let jobs = mixed(2);
         let results = run_group(&mut held, &jobs, &lane, &locks).await.unwrap();
         assert!(results[0].is_ok(), "{results:?}");
         assert!(
             matches!(&results[1], Err(StoreError::MissingBlob(d)) if *d == missing),
             "{results:?}"
         );
-        assert!(results[2].is_ok(), "the index finds its child: {results:?}");
-        assert!(results[3].is_ok(), "{results:?}");
+        assert!(
+            matches!(
+                &results[2],
+                Err(StoreError::SizeMismatch {
+                    stated: 6,
+                    stored: 5,
+                    ..
+                })
+            ),
+            "{results:?}"
+        );
+        assert!(results[3].is_ok(), "the index finds its child: {results:?}");
+        assert!(results[4].is_ok(), "{results:?}");
         assert_eq!(tagged(&meta, "a", "refused").await, None);
         assert_eq!(
             tagged(&meta, "a", "index").await,
-            Some(jobs[2].m.digest.clone())
-        );
-        assert_eq!(
-            tagged(&meta, "b", "fresh").await,
             Some(jobs[3].m.digest.clone())
         );
-        assert_eq!(refs().await, 3, "and the child's, put by put");
+        assert_eq!(
+            tagged(&meta, "b2", "fresh").await,
+            Some(jobs[4].m.digest.clone())
+        );
+        assert_eq!(refs().await, 4, "and both children's");
+        let manifests: i64 = sqlx::query("SELECT COUNT(*) FROM manifests")
+            .fetch_one(&meta.read)
+            .await
+            .unwrap()
+            .get(0);
+        // one, two, two children, two indexes, the fresh one (stored once in each repo).
+        assert_eq!(manifests, 7);
     }
 }

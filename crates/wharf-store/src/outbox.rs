@@ -260,6 +260,7 @@ impl FastLane {
 }
 
 /// A value bound to a statement built at run time.
+#[derive(Clone)]
 pub(crate) enum Arg {
     Int(Option<i64>),
     Text(Option<String>),
@@ -294,7 +295,7 @@ pub(crate) async fn enqueue_batched(
     lane: &FastLane,
 ) -> Result<Enqueued, StoreError> {
     let lease = lane.lease();
-    append_outbox(&mut batch, events, hooks, lease.as_ref(), now_ms());
+    append_outbox(&mut batch, events, hooks, lease.as_ref(), now_ms(), None);
     let rows = batch.run(conn).await?;
     let mut out = Enqueued::default();
     for r in rows {
@@ -328,36 +329,52 @@ impl Batch {
 
 /// Appends the outbox's statements for `events` to `batch`: the events some webhook wants,
 /// and a delivery row per webhook still enabled, leased as `lease` says. Only these
-/// statements return rows (see [`collect_delivery`]).
+/// statements return rows (see [`collect_delivery`]). With `only_if`, each statement writes
+/// only if that put was found valid earlier in the same batch (its row in `temp.put_ok`,
+/// see `meta::group_in_one`).
 pub(crate) fn append_outbox(
     batch: &mut Batch,
     events: &[OutboxEvent],
     hooks: &Subscribers,
     lease: Option<&(String, i64)>,
     now: i64,
+    only_if: Option<usize>,
 ) {
+    let guard = only_if.map(|j| Arg::Int(Some(j as i64)));
     for ev in events {
         let targets = hooks.wanted_by(ev);
         if targets.is_empty() {
             continue;
         }
         batch.push(
-            "INSERT INTO events (id, action, body, created_at) VALUES (?, ?, ?, ?)",
+            if guard.is_some() {
+                "INSERT INTO events (id, action, body, created_at) SELECT ?, ?, ?, ? \
+                 WHERE EXISTS (SELECT 1 FROM temp.put_ok WHERE j = ?)"
+            } else {
+                "INSERT INTO events (id, action, body, created_at) VALUES (?, ?, ?, ?)"
+            },
             [
                 Arg::Text(Some(ev.id.clone())),
                 Arg::Text(Some(ev.action.as_str().to_owned())),
                 Arg::Blob(ev.body.clone()),
                 Arg::Int(Some(now)),
-            ],
+            ]
+            .into_iter()
+            .chain(guard.clone()),
         );
         let marks = vec!["?"; targets.len()].join(",");
+        let only = if guard.is_some() {
+            " AND EXISTS (SELECT 1 FROM temp.put_ok WHERE j = ?)"
+        } else {
+            ""
+        };
         batch.push(
             &format!(
                 "INSERT INTO deliveries (webhook, event_id, state, attempts, round_start, \
                  max_attempts, next_attempt_at, lease_until, lease_owner, created_at, \
                  updated_at, payload_format) \
                  SELECT name, ?, 'pending', 0, 0, NULL, ?, ?, ?, ?, ?, payload_format \
-                 FROM webhooks WHERE status = 'enabled' AND name IN ({marks}) \
+                 FROM webhooks WHERE status = 'enabled' AND name IN ({marks}){only} \
                  RETURNING id, webhook, payload_format, event_id"
             ),
             [
@@ -369,7 +386,8 @@ pub(crate) fn append_outbox(
                 Arg::Int(Some(now)),
             ]
             .into_iter()
-            .chain(targets.into_iter().map(|t| Arg::Text(Some(t)))),
+            .chain(targets.into_iter().map(|t| Arg::Text(Some(t))))
+            .chain(guard.clone()),
         );
     }
 }
