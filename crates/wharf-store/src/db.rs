@@ -45,7 +45,7 @@ impl WriteTx {
     }
 
     /// A transaction with `synchronous=NORMAL`, for bookkeeping whose loss in a power failure
-    /// costs at most a duplicate delivery or a restarted upload (leases, attempt records,
+    /// costs at most a duplicate delivery or a restarted upload (leases,
     /// upload sessions). In WAL mode NORMAL skips the fsync at commit but still syncs the WAL
     /// before a checkpoint copies it into the database, so a checkpoint run here can never put
     /// earlier durable commits at risk (OFF could). The connection goes back to the pool only

@@ -45,7 +45,9 @@ pub(crate) use crate::db::now_ms;
 pub struct Meta {
     pub(crate) read: SqlitePool,
     pub(crate) write: SqlitePool,
-    puts: mpsc::Sender<PutJob>,
+    /// The writer task (see [`put_writer`]): manifest puts, and other short transactions
+    /// that would otherwise take its connection away ([`Meta::write_on_writer`]).
+    puts: mpsc::Sender<WriterJob>,
     links: Arc<LinkCache>,
     /// Where committed deliveries are handed to this process's dispatcher.
     pub lane: Arc<FastLane>,
@@ -110,6 +112,19 @@ struct PutJob {
     events: Vec<OutboxEvent>,
     hooks: Subscribers,
     reply: oneshot::Sender<Result<usize, StoreError>>,
+}
+
+/// Work for the writer task. (Puts are nearly all of it, and a channel slot is as large as
+/// the largest job anyway: boxing them would only add an allocation per put.)
+#[allow(clippy::large_enum_variant)]
+enum WriterJob {
+    Put(PutJob),
+    /// Statements to run as one transaction of their own, after the puts that came with them
+    /// (see [`Meta::write_on_writer`]).
+    Batch(
+        crate::outbox::Batch,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
 }
 
 /// Why a pull of a stored manifest is refused.
@@ -519,7 +534,25 @@ impl Meta {
             reply,
         };
         self.puts
-            .send(job)
+            .send(WriterJob::Put(job))
+            .await
+            .map_err(|_| StoreError::Unavailable("manifest writer stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("manifest writer stopped".into()))?
+    }
+
+    /// Runs `batch` as one transaction of its own on the writer task, after the puts queued
+    /// before it. For short, frequent transactions (attempt records): taking the write
+    /// connection from the group commit and giving it back costs the waiting puts about a
+    /// millisecond each time (sqlx's release ping, two acquires); the writer, holding it,
+    /// runs the batch in one round trip.
+    pub(crate) async fn write_on_writer(
+        &self,
+        batch: crate::outbox::Batch,
+    ) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.puts
+            .send(WriterJob::Batch(batch, reply))
             .await
             .map_err(|_| StoreError::Unavailable("manifest writer stopped".into()))?;
         rx.await
@@ -933,7 +966,7 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
 /// put has come for a short while ([`HeldConn::hold_for_work`]).
 async fn put_writer(
     pool: SqlitePool,
-    mut rx: mpsc::Receiver<PutJob>,
+    mut rx: mpsc::Receiver<WriterJob>,
     lane: Arc<FastLane>,
     locks: Arc<crate::attrs::LockFlag>,
 ) {
@@ -952,42 +985,76 @@ async fn put_writer(
             None => rx.recv().await,
         };
         let Some(first) = next else { break };
-        jobs.push(first);
-        while jobs.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
+        let mut batches = Vec::new();
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                WriterJob::Put(p) => jobs.push(p),
+                WriterJob::Batch(b, reply) => batches.push((b, reply)),
+            }
+            if jobs.len() + batches.len() < MAX_GROUP {
+                next = rx.try_recv().ok();
             }
         }
-        let conn = match held.take() {
-            Some(c) => Ok(c),
-            None => HeldConn::acquire(&pool).await,
-        };
-        let done = match conn {
-            Ok(mut conn) => {
-                let done = run_group(&mut conn, &jobs, &lane, &locks).await;
-                // Kept while it may be (also with nothing waiting: see `hold_for_work`).
-                if conn.keep() {
-                    held = Some(conn);
+        if !jobs.is_empty() {
+            let done = match writer_conn(&mut held, &pool).await {
+                Ok(conn) => run_group(conn, &jobs, &lane, &locks).await,
+                Err(e) => Err(e),
+            };
+            match done {
+                Ok(results) => {
+                    for (job, r) in jobs.drain(..).zip(results) {
+                        let _ = job.reply.send(r);
+                    }
                 }
-                done
-            }
-            Err(e) => Err(e),
-        };
-        match done {
-            Ok(results) => {
-                for (job, r) in jobs.drain(..).zip(results) {
-                    let _ = job.reply.send(r);
+                Err(e) => {
+                    let full = log_group_failure(&e);
+                    for job in jobs.drain(..) {
+                        let _ = job.reply.send(Err(group_failed(full)));
+                    }
                 }
             }
-            Err(e) => {
-                let full = log_group_failure(&e);
-                for job in jobs.drain(..) {
-                    let _ = job.reply.send(Err(group_failed(full)));
-                }
-            }
+            release_unless_kept(&mut held);
+        }
+        for (batch, reply) in batches {
+            let done = match writer_conn(&mut held, &pool).await {
+                Ok(conn) => run_batch(conn, batch).await,
+                Err(e) => Err(e),
+            };
+            let _ = reply.send(done);
+            release_unless_kept(&mut held);
         }
     }
+}
+
+/// The writer's connection: the one it holds, or one acquired now.
+async fn writer_conn<'h>(
+    held: &'h mut Option<HeldConn>,
+    pool: &SqlitePool,
+) -> Result<&'h mut HeldConn, StoreError> {
+    if held.is_none() {
+        *held = Some(HeldConn::acquire(pool).await?);
+    }
+    held.as_mut()
+        .ok_or_else(|| StoreError::Unavailable("no write connection".into()))
+}
+
+/// Gives the writer's connection back unless it may be kept (also with nothing waiting: see
+/// `hold_for_work`); one in doubt is closed.
+fn release_unless_kept(held: &mut Option<HeldConn>) {
+    if held.as_ref().is_some_and(|c| !c.keep()) {
+        *held = None;
+    }
+}
+
+/// One [`WriterJob::Batch`] as its own durable transaction, in one round trip. Its text is
+/// not kept prepared (see [`crate::outbox::Batch::run_uncached`]).
+async fn run_batch(conn: &mut HeldConn, batch: crate::outbox::Batch) -> Result<(), StoreError> {
+    let mut tx = conn.tx();
+    let batch = batch.in_transaction(tx.begin_sql());
+    batch.run_uncached(&mut tx).await?;
+    tx.committed_by_batch();
+    Ok(())
 }
 
 async fn run_group(

@@ -305,6 +305,34 @@ pub(crate) async fn enqueue_batched(
 }
 
 impl Batch {
+    /// The batch between `begin` (the transaction's BEGIN, or nothing if it was sent) and a
+    /// closing COMMIT.
+    pub(crate) fn in_transaction(self, begin: &str) -> Batch {
+        Batch {
+            sql: format!("{begin}{}COMMIT;\n", self.sql),
+            args: self.args,
+        }
+    }
+
+    /// As [`Batch::run`], for a text that varies from call to call (multi-row statements):
+    /// not kept in the connection's statement cache, where every variant would push out
+    /// the push path's statements.
+    pub(crate) async fn run_uncached(self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
+        if self.sql.is_empty() {
+            return Ok(());
+        }
+        let mut q = sqlx::query(&self.sql).persistent(false);
+        for a in self.args {
+            q = match a {
+                Arg::Int(v) => q.bind(v),
+                Arg::Text(v) => q.bind(v),
+                Arg::Blob(v) => q.bind(v),
+            };
+        }
+        q.execute(&mut *conn).await?;
+        Ok(())
+    }
+
     /// Runs every statement, in order, in one round trip; returns the rows they returned.
     /// (sqlx 0.8's SQLite driver runs every statement of the text; should a later sqlx stop
     /// doing so, the tests of the push path fail: no manifest, no tag, no event.)
