@@ -212,13 +212,13 @@ pub async fn start_with_clock(
         })
     });
 
-    let app = wharf_http::router(wharf_http::AppState {
+    let app = wharf_http::router(wharf_http::AppState::new(wharf_http::AppParts {
         registry: registry.clone(),
         hooks: hooks.clone(),
         auth,
         automatic_mount: cfg.automatic_mount,
         open_to_network,
-    });
+    }));
     let tls_reloader = match &tls {
         Some(resolver) => Some(spawn_tls_reloader(
             resolver.clone(),
