@@ -1264,25 +1264,31 @@ fn digests_json<'a>(digests: impl IntoIterator<Item = &'a Digest>) -> String {
     serde_json::Value::from(v).to_string()
 }
 
+/// The `manifests` row of `m` after its `repo_id`: digest, media type, size, artifact type,
+/// subject, annotations, config media type, config digest, body, creation time.
+fn manifest_args(m: &NewManifest, now: i64) -> [crate::outbox::Arg; 10] {
+    use crate::outbox::Arg;
+    [
+        Arg::Text(Some(m.digest.to_string())),
+        Arg::Text(Some(m.media_type.clone())),
+        Arg::Int(Some(m.body.len() as i64)),
+        Arg::Text(m.artifact_type.clone()),
+        Arg::Text(m.subject.as_ref().map(|d| d.to_string())),
+        Arg::Text(m.annotations.clone()),
+        Arg::Text(m.config_media_type.clone()),
+        Arg::Text(m.config_digest.as_ref().map(|d| d.to_string())),
+        Arg::Blob(m.body.clone()),
+        Arg::Int(Some(now)),
+    ]
+}
+
 fn put_writes(batch: &mut crate::outbox::Batch, repo_id: i64, m: &NewManifest, now: i64) {
     use crate::outbox::Arg;
     batch.push(
         "INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, subject, \
          annotations, config_media_type, config_digest, body, created_at) \
          VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (repo_id, digest) DO NOTHING",
-        [
-            Arg::Int(Some(repo_id)),
-            Arg::Text(Some(m.digest.to_string())),
-            Arg::Text(Some(m.media_type.clone())),
-            Arg::Int(Some(m.body.len() as i64)),
-            Arg::Text(m.artifact_type.clone()),
-            Arg::Text(m.subject.as_ref().map(|d| d.to_string())),
-            Arg::Text(m.annotations.clone()),
-            Arg::Text(m.config_media_type.clone()),
-            Arg::Text(m.config_digest.as_ref().map(|d| d.to_string())),
-            Arg::Blob(m.body.clone()),
-            Arg::Int(Some(now)),
-        ],
+        std::iter::once(Arg::Int(Some(repo_id))).chain(manifest_args(m, now)),
     );
     // The blobs it references, for garbage collection, in the same transaction (as
     // `gc::record_references` does put by put). Recorded whether or not the manifest was new:
@@ -1417,19 +1423,7 @@ fn guarded_put_writes(batch: &mut crate::outbox::Batch, j: usize, m: &NewManifes
          annotations, config_media_type, config_digest, body, created_at) \
          SELECT p.repo_id, ?,?,?,?,?,?,?,?,?,? FROM temp.put_ok p WHERE p.j = ? \
          ON CONFLICT (repo_id, digest) DO NOTHING",
-        [
-            Arg::Text(Some(m.digest.to_string())),
-            Arg::Text(Some(m.media_type.clone())),
-            Arg::Int(Some(m.body.len() as i64)),
-            Arg::Text(m.artifact_type.clone()),
-            Arg::Text(m.subject.as_ref().map(|d| d.to_string())),
-            Arg::Text(m.annotations.clone()),
-            Arg::Text(m.config_media_type.clone()),
-            Arg::Text(m.config_digest.as_ref().map(|d| d.to_string())),
-            Arg::Blob(m.body.clone()),
-            Arg::Int(Some(now)),
-            only.clone(),
-        ],
+        manifest_args(m, now).into_iter().chain([only.clone()]),
     );
     if !m.referenced_blobs.is_empty() {
         batch.push(
