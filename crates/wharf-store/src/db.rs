@@ -171,7 +171,8 @@ impl Drop for Waiting {
 /// connection's thread before the next acquire can have it: a round trip and two task
 /// wake-ups between every two groups, on the path of every waiting push. The writer keeps
 /// the connection instead, also for a short idle while ([`HeldConn::hold_for_work`]), until
-/// another writer waits for it ([`HeldConn::keep`] says when it must give it back). The rules of [`WriteTx`] hold for each transaction on it ([`HeldTx`]): a transaction
+/// another writer waits for it ([`HeldConn::keep`] says when it must give it back). The
+/// rules of [`WriteTx`] hold for each transaction on it ([`HeldTx`]): a transaction
 /// that ends in doubt closes the connection rather than reuse it.
 pub(crate) struct HeldConn {
     conn: PoolConnection<Sqlite>,
@@ -186,8 +187,7 @@ impl HeldConn {
     /// writer that bypasses [`acquire_write`] (a statement straight on the pool, as tests
     /// do) waits a bounded time behind a steady stream of groups: a few hundred milliseconds
     /// at most. Every writer in the store acquires through it and is served at once; each
-    /// give-back costs the waiting pushes about 1.2 ms, so it should be rare (at 16, it was
-    /// one group in sixteen).
+    /// give-back costs the waiting pushes about 1.2 ms, so it should be rare.
     const MAX_USES: usize = 256;
 
     /// How long the group commit keeps an idle connection for its next group
@@ -393,8 +393,8 @@ mod tests {
     }
 
     /// A connection held idle for the group commit is given up as soon as another writer
-    /// waits for it, not after the idle hold: that writer (a webhook change, an attempt
-    /// record) never waits out pushes it does not race.
+    /// waits for it, not after the idle hold: that writer (a webhook change, a lease renewal)
+    /// never waits out pushes it does not race.
     #[tokio::test]
     async fn an_idle_held_connection_is_given_up_to_a_waiting_writer() {
         let dir = tempfile::tempdir().unwrap();

@@ -1032,11 +1032,11 @@ async fn writer_conn<'h>(
     held: &'h mut Option<HeldConn>,
     pool: &SqlitePool,
 ) -> Result<&'h mut HeldConn, StoreError> {
-    if held.is_none() {
-        *held = Some(HeldConn::acquire(pool).await?);
-    }
-    held.as_mut()
-        .ok_or_else(|| StoreError::Unavailable("no write connection".into()))
+    let conn = match held.take() {
+        Some(conn) => conn,
+        None => HeldConn::acquire(pool).await?,
+    };
+    Ok(held.insert(conn))
 }
 
 /// Gives the writer's connection back unless it may be kept (also with nothing waiting: see
