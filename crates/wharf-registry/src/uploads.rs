@@ -281,9 +281,14 @@ impl Registry {
         let (offset_before, hasher_before) = (st.offset, st.hasher.clone());
         self.append(id, &mut st, body, expected).await?;
         let running = st.hasher.clone().map(Hasher::finish);
-        let published = self.store.blobs.finish_upload(id, digest, running).await;
+        let published = self
+            .store
+            .blobs
+            .finish_upload(id, digest, running.clone())
+            .await;
+        let stored_before = matches!(published, Ok(Finished::AlreadyStored));
         match published {
-            Ok(Finished::Published) => {}
+            Ok(Finished::Published | Finished::AlreadyStored) => {}
             Ok(Finished::Mismatch) => return Err(RegistryError::DigestMismatch),
             Err(StoreError::NotFound) => return Err(RegistryError::UploadUnknown),
             // Object storage failed (after its retries): the staged chunks are intact, so
@@ -318,14 +323,12 @@ impl Registry {
                 return Err(session_err(e));
             }
         }
-        // Checks, in the linking transaction, that garbage collection has not removed the
-        // content since it was published (see `wharf_store::gc`).
         let linked = self
-            .link_published(repo, digest, st.offset as i64, Some(id))
+            .link_finished(repo, id, digest, st.offset as i64, running, stored_before)
             .await;
-        // Published or not linked, the session's file is gone into the blob store: the session
-        // ends either way, so its status never reports bytes it no longer has. A client whose
-        // finish failed starts a new upload, which finds the content already published.
+        // Linked or not, the session's bytes are in the blob store or were just removed: the
+        // session ends either way, so its status never reports bytes it no longer has. A
+        // client whose finish failed starts a new upload.
         st.closed = true;
         self.sessions().remove(id);
         if let Err(e) = linked {
@@ -335,6 +338,62 @@ impl Registry {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Links a finished session's content into `repo`, checking in the linking transaction
+    /// that garbage collection has not removed the content (see `wharf_store::gc`).
+    ///
+    /// Content that was already stored (`stored_before`) was never this session's: it may be
+    /// garbage, past its grace, that a collection running now removes between the finish and
+    /// the link, and the link then fails with `Unavailable`. The backend kept the session's
+    /// bytes for that case (`Finished::AlreadyStored`), so they are published again here,
+    /// and the client's push succeeds instead of being asked to upload the bytes it just
+    /// sent once more. Content published now is young, which no collection removes, so one
+    /// more finish is normally all it takes; the bound is there for runs on other nodes that
+    /// listed the content before it went. Whatever happens, the kept bytes are removed.
+    async fn link_finished(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        size: i64,
+        running: Option<Digest>,
+        stored_before: bool,
+    ) -> Result<()> {
+        const REPUBLISH_TRIES: usize = 3;
+        let mut kept = stored_before;
+        let mut linked = self.link_published(repo, digest, size, Some(id)).await;
+        for _ in 0..REPUBLISH_TRIES {
+            if !(kept && matches!(linked, Err(RegistryError::Unavailable(_)))) {
+                break;
+            }
+            tracing::info!(%repo, %digest, session = %id, "content collected before it was linked; publishing the upload's bytes again");
+            linked = match self
+                .store
+                .blobs
+                .finish_upload(id, digest, running.clone())
+                .await
+            {
+                Ok(Finished::Published) => {
+                    kept = false;
+                    self.link_published(repo, digest, size, Some(id)).await
+                }
+                // Published again meanwhile by another push.
+                Ok(Finished::AlreadyStored) => {
+                    self.link_published(repo, digest, size, Some(id)).await
+                }
+                // The bytes hashed to the digest a moment ago.
+                Ok(Finished::Mismatch) => Err(RegistryError::Internal(StoreError::Corrupt(
+                    format!("upload {id} no longer hashes to {digest}"),
+                ))),
+                Err(e) => Err(e.into()),
+            };
+        }
+        if kept && let Err(e) = self.store.blobs.remove_upload(id).await {
+            // What is left is garbage that upload expiry removes.
+            tracing::warn!(error = %e, session = %id, "removing a finished upload's bytes failed");
+        }
+        linked
     }
 
     /// Cancels an upload session and deletes its bytes.

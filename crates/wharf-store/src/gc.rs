@@ -31,9 +31,11 @@
 //!    delete; an upload's finish (and a mount) holds the gate shared while it checks that the
 //!    content exists and commits its link. So either the link commits first (GC's check, made
 //!    after, sees it and keeps the content) or GC's check and delete come first (the finish
-//!    then sees the content missing, inserts no link and fails with a retryable error: the
-//!    client uploads again). A committed link therefore always has its content, and a blob is
-//!    never acknowledged after its content is gone. The gate is a lock of this process, apart
+//!    then sees the content missing, inserts no link and fails with a retryable error, and
+//!    the registry publishes the session's own bytes again: the blob store keeps them until
+//!    the link when the content was already stored, `Finished::AlreadyStored`). A committed
+//!    link therefore always has its content, and a blob is never acknowledged after its
+//!    content is gone. The gate is a lock of this process, apart
 //!    from the SQLite writer, so that no write waits behind an object store's round trip;
 //!    that is enough because a data directory (and its prefix, see `binding`) has one
 //!    process. Nodes sharing a database will need the gate in the database instead.

@@ -232,6 +232,8 @@ async fn a_wrong_digest_publishes_nothing_and_keeps_the_session() {
             // Without a running hash (after a restart) the store hashes what it holds.
             let what = format!("{} running={running}", b.name);
             assert_publishes(&s, &id, &right, None, &bytes, &what).await;
+            // So that the next round publishes too.
+            s.delete_blob(&right).await.unwrap();
         }
     }
 }
@@ -406,22 +408,47 @@ async fn publishing_is_idempotent_and_blobs_can_be_deleted() {
         let s = b.open().await;
         let bytes = data(777, 5);
         let d = Digest::sha256_of(&bytes);
-        for _ in 0..2 {
+        let mut ids = Vec::new();
+        // The second session finds the content stored; with and without a running hash.
+        for (expected, hashed) in [
+            (Finished::Published, true),
+            (Finished::AlreadyStored, true),
+            (Finished::AlreadyStored, false),
+        ] {
             let id = sid();
             s.create_upload(&id).await.unwrap();
             let a = s
-                .append_upload(&id, 0, body(&[&bytes]), Some(Algorithm::Sha256.hasher()))
+                .append_upload(
+                    &id,
+                    0,
+                    body(&[&bytes]),
+                    hashed.then(|| Algorithm::Sha256.hasher()),
+                )
                 .await
                 .unwrap();
             assert_eq!(
                 s.finish_upload(&id, &d, a.hasher.map(|h| h.finish()))
                     .await
                     .unwrap(),
-                Finished::Published,
+                expected,
                 "{}",
                 b.name
             );
+            ids.push(id);
         }
+        // A session that found its content stored keeps its bytes until it is removed.
+        assert!(
+            matches!(s.upload_len(&ids[0]).await, Err(StoreError::NotFound)),
+            "{}",
+            b.name
+        );
+        assert_eq!(s.upload_len(&ids[1]).await.unwrap(), 777, "{}", b.name);
+        s.remove_upload(&ids[2]).await.unwrap();
+        assert!(
+            matches!(s.upload_len(&ids[2]).await, Err(StoreError::NotFound)),
+            "{}",
+            b.name
+        );
         assert_eq!(s.size(&d).await.unwrap(), Some(777), "{}", b.name);
         let listed = s.list_blobs().await.unwrap();
         assert_eq!(listed.len(), 1, "{}: {listed:?}", b.name);
@@ -442,6 +469,21 @@ async fn publishing_is_idempotent_and_blobs_can_be_deleted() {
             b.name
         );
         assert_eq!(s.read_small(&d, 1 << 20).await.unwrap(), None, "{}", b.name);
+        // The content went (a garbage collection) before the kept session was linked: a
+        // second finish publishes its bytes, and the session goes.
+        assert_eq!(
+            s.finish_upload(&ids[1], &d, None).await.unwrap(),
+            Finished::Published,
+            "{}",
+            b.name
+        );
+        assert_eq!(read_all(&s, &d, 0, 777).await, bytes, "{}", b.name);
+        assert!(
+            matches!(s.upload_len(&ids[1]).await, Err(StoreError::NotFound)),
+            "{}",
+            b.name
+        );
+        assert!(s.upload_sessions().await.unwrap().is_empty(), "{}", b.name);
     }
 }
 

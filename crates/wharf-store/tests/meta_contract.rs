@@ -129,6 +129,7 @@ async fn push_blob(h: &Handles, repo: &RepoName, content: &[u8]) -> Digest {
     }
     match blobs.finish_upload(&id, &digest, None).await.unwrap() {
         Finished::Published => {}
+        Finished::AlreadyStored => blobs.remove_upload(&id).await.unwrap(),
         other => panic!("{}: finishing an upload: {other:?}", h.name),
     }
     h.registry
@@ -1642,6 +1643,7 @@ async fn publish_unlinked(h: &Handles, content: &[u8]) -> Digest {
     }
     match blobs.finish_upload(&id, &digest, None).await.unwrap() {
         Finished::Published => {}
+        Finished::AlreadyStored => blobs.remove_upload(&id).await.unwrap(),
         other => panic!("{}: finishing an upload: {other:?}", h.name),
     }
     digest

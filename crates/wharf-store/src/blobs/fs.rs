@@ -292,20 +292,20 @@ impl FsBlobs {
         tokio::task::spawn_blocking(move || publish(&src, &dst))
             .await
             .map_err(io::Error::other)?
-            .map_err(store_io)?;
-        Ok(Finished::Published)
+            .map_err(store_io)
     }
 }
 
-fn publish(src: &Path, dst: &Path) -> io::Result<()> {
+fn publish(src: &Path, dst: &Path) -> io::Result<Finished> {
     let dir = dst
         .parent()
         .ok_or_else(|| io::Error::other("blob path has no parent"))?;
     if dst.exists() {
-        // Content addressing makes the two identical. The directory entry may belong to a
-        // concurrent publisher that has not synced it yet: sync it before answering.
-        std::fs::remove_file(src)?;
-        return std::fs::File::open(dir)?.sync_all();
+        // Content addressing makes the two identical; the upload file stays until the
+        // content is linked (see `Finished::AlreadyStored`). The directory entry may belong
+        // to a concurrent publisher that has not synced it yet: sync it before answering.
+        std::fs::File::open(dir)?.sync_all()?;
+        return Ok(Finished::AlreadyStored);
     }
     // New directories must be durable too, or a power cut could lose the entry of a whole
     // `ab/` directory along with the blobs in it: sync the parent of each one created.
@@ -328,5 +328,5 @@ fn publish(src: &Path, dst: &Path) -> io::Result<()> {
             std::fs::File::open(parent)?.sync_all()?;
         }
     }
-    Ok(())
+    Ok(Finished::Published)
 }

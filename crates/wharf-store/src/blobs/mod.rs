@@ -130,8 +130,14 @@ pub enum AppendError {
 /// The outcome of a finish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Finished {
-    /// The content is published under its digest (or already was).
+    /// The session's bytes are published under their digest; the session is gone.
     Published,
+    /// The content was already published under the digest (the session's bytes hash to it
+    /// too). The session and its bytes are kept: content already there may be garbage that a
+    /// collection removes before the caller links it, and a second finish then publishes
+    /// these bytes. The caller removes the session once the content is linked
+    /// ([`Blobs::remove_upload`]).
+    AlreadyStored,
     /// The session's bytes do not hash to the digest: nothing was published, the session
     /// stays as it was.
     Mismatch,

@@ -610,8 +610,8 @@ impl ObjectBlobs {
         let exists = self.size(digest).await?.is_some();
         if exists && running.is_some() {
             // Already published, and the session's bytes are known to be the same content.
-            self.remove_upload(id).await?;
-            return Ok(Finished::Published);
+            // They stay until the content is linked (see `Finished::AlreadyStored`).
+            return Ok(Finished::AlreadyStored);
         }
         // `running` (equal to the digest, checked above) covers exactly the bytes this process
         // staged; if the session is the one chunk it staged last, those are the stored bytes.
@@ -700,6 +700,9 @@ impl ObjectBlobs {
         };
         if !verified {
             return Ok(Finished::Mismatch);
+        }
+        if exists {
+            return Ok(Finished::AlreadyStored);
         }
         if let Err(e) = self.remove_upload(id).await {
             // Published: what is left is garbage that expiry removes.

@@ -3,7 +3,9 @@
 //! with S3's 503 SlowDown. While it does, pushes and pulls get 503 `UNAVAILABLE` with
 //! `Retry-After`, never a 500 or a crash, and nothing is acknowledged that was not stored: the
 //! upload's offset stays at the last acknowledged chunk, and the same upload completes once
-//! the store is back.
+//! the store is back. And a push whose content is already stored, which a garbage collection
+//! removes between the push's finish and its link (the proxy deletes the object at that
+//! moment), still succeeds: the push's own bytes are published again.
 //!
 //! Runs when `WHARF_TEST_S3=1` (with the `AWS_*` variables of a running S3 service and the
 //! bucket `WHARF_TEST_BUCKET`, default `wharf-test`); otherwise it says it did not run.
@@ -12,8 +14,8 @@ use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -39,10 +41,56 @@ struct Proxy {
     /// UP, DOWN (every request fails) or READS_DOWN (GETs fail, so a finish fails after its
     /// final chunk was stored).
     down: Arc<AtomicU8>,
+    /// A blob to collect at its second HEAD (see [`Collect`]).
+    collect: Arc<Mutex<Collect>>,
     client: reqwest::Client,
 }
 
+/// Plays a garbage collection that removes a blob's content at the worst moment: a finishing
+/// upload's first HEAD of the content (the store's "is it already stored?") is answered as
+/// it is; before the second (the linking transaction's "is it still there?") the object is
+/// deleted, so that one finds it gone.
+#[derive(Default)]
+struct Collect {
+    /// The digest's hex; none: no blob is watched.
+    hex: Option<String>,
+    /// The server's blob store, reached directly (not through the proxy).
+    store: Option<Arc<wharf_store::blobs::BlobStore>>,
+    heads: u32,
+    collected: bool,
+}
+
+impl Collect {
+    /// Whether this request is the watched blob's second HEAD.
+    fn collect_now(&mut self, method: &axum::http::Method, path: &str) -> bool {
+        let Some(hex) = &self.hex else { return false };
+        if method != axum::http::Method::HEAD
+            || !path.ends_with(&format!("/blobs/sha256/{}/{hex}", &hex[..2]))
+        {
+            return false;
+        }
+        self.heads += 1;
+        if self.heads == 2 && !self.collected {
+            self.collected = true;
+            return true;
+        }
+        false
+    }
+}
+
 async fn forward(State(p): State<Proxy>, req: Request) -> Response {
+    let collect = {
+        let mut c = p.collect.lock().unwrap();
+        let now = c.collect_now(req.method(), req.uri().path());
+        now.then(|| (c.store.clone(), c.hex.clone()))
+    };
+    if let Some((Some(store), Some(hex))) = collect {
+        let d = wharf_core::Digest::parse(&format!("sha256:{hex}")).unwrap();
+        if let Err(e) = store.delete_blob(&d).await {
+            eprintln!("the proxy could not delete {d}: {e}");
+            p.collect.lock().unwrap().collected = false;
+        }
+    }
     let mode = p.down.load(Ordering::SeqCst);
     if mode == DOWN || (mode == READS_DOWN && req.method() == axum::http::Method::GET) {
         return (
@@ -94,21 +142,31 @@ fn assert_unavailable(status: u16, headers: &reqwest::header::HeaderMap, body: &
     assert!(headers.contains_key("retry-after"), "{what}");
 }
 
-// Multi-threaded: the proxy must answer while this thread reads the server's log.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_object_store_is_a_503_and_acknowledges_nothing_it_did_not_store() {
+/// A real `wharf serve` with its blobs on the S3 service behind a [`Proxy`] on loopback;
+/// none if the S3 service is not configured (`WHARF_TEST_S3`).
+struct Behind {
+    base: String,
+    /// The server's blob store (`--blob-store`).
+    location: wharf_store::blobs::BlobLocation,
+    down: Arc<AtomicU8>,
+    collect: Arc<Mutex<Collect>>,
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+async fn wharf_behind_proxy(test: &str) -> Option<Behind> {
     if std::env::var("WHARF_TEST_S3").ok().as_deref() != Some("1") {
-        eprintln!(
-            "object_faults: not run (set WHARF_TEST_S3=1 and AWS_*; see scripts/backends.sh)"
-        );
-        return;
+        eprintln!("{test}: not run (set WHARF_TEST_S3=1 and AWS_*; see scripts/backends.sh)");
+        return None;
     }
     let upstream = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
     let bucket = std::env::var("WHARF_TEST_BUCKET").unwrap_or_else(|_| "wharf-test".into());
     let down = Arc::new(AtomicU8::new(UP));
+    let collect = Arc::new(Mutex::new(Collect::default()));
     let proxy = Proxy {
         upstream: upstream.trim_end_matches('/').to_owned(),
         down: down.clone(),
+        collect: collect.clone(),
         client: reqwest::Client::new(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -119,7 +177,8 @@ async fn a_failing_object_store_is_a_503_and_acknowledges_nothing_it_did_not_sto
     });
 
     let dir = tempfile::tempdir().unwrap();
-    let store = format!("s3://{bucket}/faults-{}", uuid_like());
+    let prefix = format!("faults-{}", uuid_like());
+    let store = format!("s3://{bucket}/{prefix}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
         .arg("--data-dir")
@@ -143,11 +202,28 @@ async fn a_failing_object_store_is_a_503_and_acknowledges_nothing_it_did_not_sto
         }
     }
     std::thread::spawn(move || for _ in lines {});
-    let _proc = Proc(child);
+    let proc = Proc(child);
     let base = format!(
         "http://{}",
         addr.unwrap_or_else(|| panic!("wharf did not start: {}", seen.join("\n")))
     );
+    Some(Behind {
+        base,
+        location: wharf_store::blobs::BlobLocation::S3 { bucket, prefix },
+        down,
+        collect,
+        _proc: proc,
+        _dir: dir,
+    })
+}
+
+// Multi-threaded: the proxy must answer while this thread reads the server's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_object_store_is_a_503_and_acknowledges_nothing_it_did_not_store() {
+    let Some(w) = wharf_behind_proxy("object_faults").await else {
+        return;
+    };
+    let (base, down) = (w.base.clone(), w.down.clone());
     let c = common::client();
     let url = |p: &str| format!("{base}{p}");
 
@@ -265,6 +341,53 @@ async fn a_failing_object_store_is_a_503_and_acknowledges_nothing_it_did_not_sto
         .await
         .unwrap();
     assert_eq!(r.status(), 404, "a push answered 503 stored nothing");
+}
+
+// Multi-threaded: the proxy must answer while this thread reads the server's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_collected_between_an_uploads_finish_and_its_link_is_published_again() {
+    let Some(w) = wharf_behind_proxy("object_faults (collected before linked)").await else {
+        return;
+    };
+    let c = common::client();
+    let url = |p: &str| format!("{}{p}", w.base);
+    // Content stored once; then (its repository's link gone past the grace, say) a push to
+    // another repository finds it stored, and a collection removes it just before the link.
+    let bytes = b"content a collection removes while it is pushed again".to_vec();
+    let d = sha256(&bytes);
+    let scratch = tempfile::tempdir().unwrap();
+    for (repo, collect) in [("first", false), ("second", true)] {
+        if collect {
+            let store = wharf_store::blobs::BlobStore::open(scratch.path(), &w.location)
+                .await
+                .unwrap();
+            let mut c = w.collect.lock().unwrap();
+            c.hex = Some(d["sha256:".len()..].to_owned());
+            c.store = Some(Arc::new(store));
+        }
+        let r = c
+            .post(url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        assert_eq!(status, 201, "push to {repo}: {}", r.text().await.unwrap());
+    }
+    assert!(
+        w.collect.lock().unwrap().collected,
+        "the proxy never removed the content"
+    );
+    // The push's own bytes were published again: the blob reads back in full.
+    for repo in ["second"] {
+        let r = c
+            .get(url(&format!("/v2/{repo}/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{repo}");
+        assert_eq!(&r.bytes().await.unwrap()[..], &bytes[..], "{repo}");
+    }
 }
 
 fn uuid_like() -> String {
