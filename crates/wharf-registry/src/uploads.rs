@@ -13,6 +13,7 @@
 use std::io;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use wharf_core::{Algorithm, Digest, Hasher, RepoName};
 use wharf_store::StoreError;
 use wharf_store::blobs::{AppendError, Finished};
@@ -278,6 +279,18 @@ impl Registry {
         if st.hasher.is_some() && st.algorithm != digest.algorithm() {
             st.hasher = None;
         }
+        // Every byte in this request, on object storage: written once, from memory.
+        let body: Box<dyn ByteStream> = match self.store.blobs.object_store() {
+            Some(obj) if st.offset == 0 => match read_whole(body).await? {
+                Whole::Read(parts, _budget) => {
+                    return self
+                        .finish_whole(obj, repo, id, &mut st, digest, expected, &parts)
+                        .await;
+                }
+                Whole::TooLarge(body) => body,
+            },
+            _ => Box::new(body),
+        };
         let (offset_before, hasher_before) = (st.offset, st.hasher.clone());
         self.append(id, &mut st, body, expected).await?;
         let running = st.hasher.clone().map(Hasher::finish);
@@ -324,7 +337,14 @@ impl Registry {
             }
         }
         let linked = self
-            .link_finished(repo, id, digest, st.offset as i64, running, stored_before)
+            .link_finished(
+                repo,
+                id,
+                digest,
+                st.offset as i64,
+                Again::Session(running),
+                stored_before,
+            )
             .await;
         // Linked or not, the session's bytes are in the blob store or were just removed: the
         // session ends either way, so its status never reports bytes it no longer has. A
@@ -357,7 +377,7 @@ impl Registry {
         id: &str,
         digest: &Digest,
         size: i64,
-        running: Option<Digest>,
+        again: Again<'_>,
         stored_before: bool,
     ) -> Result<()> {
         const REPUBLISH_TRIES: usize = 3;
@@ -368,12 +388,16 @@ impl Registry {
                 break;
             }
             tracing::info!(%repo, %digest, session = %id, "content collected before it was linked; publishing the upload's bytes again");
-            linked = match self
-                .store
-                .blobs
-                .finish_upload(id, digest, running.clone())
-                .await
-            {
+            let published = match &again {
+                Again::Session(running) => {
+                    self.store
+                        .blobs
+                        .finish_upload(id, digest, running.clone())
+                        .await
+                }
+                Again::Bytes(obj, parts) => obj.put_whole(digest, parts).await,
+            };
+            linked = match published {
                 Ok(Finished::Published) => {
                     kept = false;
                     self.link_published(repo, digest, size, Some(id)).await
@@ -389,11 +413,76 @@ impl Registry {
                 Err(e) => Err(e.into()),
             };
         }
-        if kept && let Err(e) = self.store.blobs.remove_upload(id).await {
+        if kept
+            && matches!(again, Again::Session(_))
+            && let Err(e) = self.store.blobs.remove_upload(id).await
+        {
             // What is left is garbage that upload expiry removes.
             tracing::warn!(error = %e, session = %id, "removing a finished upload's bytes failed");
         }
         linked
+    }
+
+    /// Finishes a session with no staged bytes whose every byte came in the finishing
+    /// request, on object storage (see `BlobStore::object_store`): checked against the
+    /// digest in memory, then written once to the blob's key and linked. The session's
+    /// marker object goes afterwards. A refused finish (wrong length or digest) stores
+    /// nothing and leaves the session as it was, empty.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_whole(
+        &self,
+        obj: &wharf_store::blobs::object::ObjectBlobs,
+        repo: &RepoName,
+        id: &str,
+        st: &mut UploadState,
+        digest: &Digest,
+        expected: Option<u64>,
+        parts: &[Bytes],
+    ) -> Result<()> {
+        let size: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        if expected.is_some_and(|e| e != size) {
+            return Err(RegistryError::SizeInvalid);
+        }
+        // On a blocking thread, as appends hash: up to 16 MiB would stall the runtime.
+        let (owned, algorithm) = (parts.to_vec(), digest.algorithm());
+        let actual = tokio::task::spawn_blocking(move || {
+            let mut h = algorithm.hasher();
+            for p in &owned {
+                h.update(p);
+            }
+            h.finish()
+        })
+        .await
+        .map_err(|e| RegistryError::Internal(StoreError::Io(io::Error::other(e))))?;
+        if actual != *digest {
+            return Err(RegistryError::DigestMismatch);
+        }
+        // An object store that fails has written nothing: the session stays, empty, and the
+        // client may retry the same PUT.
+        let first = obj.put_whole(digest, parts).await?;
+        let linked = self
+            .link_finished(
+                repo,
+                id,
+                digest,
+                size as i64,
+                Again::Bytes(obj, parts),
+                first == Finished::AlreadyStored,
+            )
+            .await;
+        st.closed = true;
+        self.sessions().remove(id);
+        if let Err(e) = self.store.blobs.remove_upload(id).await {
+            // What is left is an empty session that upload expiry removes.
+            tracing::warn!(error = %e, session = %id, "removing a finished upload's session failed");
+        }
+        if let Err(e) = linked {
+            if let Err(e) = self.store.meta.delete_upload(id).await {
+                tracing::warn!(error = %e, session = %id, "removing a failed upload's session failed");
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Cancels an upload session and deletes its bytes.
@@ -575,6 +664,56 @@ pub(crate) struct Expirable {
 
 /// A blob-store error on a session: a missing session means it is gone (cancelled or expired
 /// meanwhile), which the client hears as an unknown upload, not a server error.
+/// Where [`Registry::link_finished`] publishes content again from: the session's staged
+/// bytes, or bytes in memory (see [`Registry::finish_whole`]).
+enum Again<'a> {
+    Session(Option<Digest>),
+    Bytes(&'a wharf_store::blobs::object::ObjectBlobs, &'a [Bytes]),
+}
+
+/// The largest finishing request read into memory to be written once (see
+/// [`Registry::finish_whole`]); a larger one is staged as before.
+const WHOLE_MAX: usize = 16 << 20;
+
+/// Memory for such requests across the process, in bytes, taken as they arrive: four at
+/// the largest size. A request that runs out of it is staged from there on (what it had read
+/// goes first), so concurrency does not grow the memory held for whole writes past this.
+static WHOLE_BUDGET: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4 * WHOLE_MAX);
+
+/// A finishing request's body: read whole into memory, holding its share of the budget
+/// while the bytes live, or too large (or out of budget) and handed on as a stream that
+/// yields every byte again.
+enum Whole {
+    Read(Vec<Bytes>, Option<tokio::sync::SemaphorePermit<'static>>),
+    TooLarge(Box<dyn ByteStream>),
+}
+
+async fn read_whole(mut body: impl ByteStream) -> Result<Whole> {
+    use futures_util::StreamExt;
+    let mut parts = Vec::new();
+    let mut len = 0;
+    let mut budget: Option<tokio::sync::SemaphorePermit<'static>> = None;
+    while let Some(chunk) = body.next().await {
+        let chunk =
+            chunk.map_err(|e| RegistryError::UploadInvalid(format!("body read failed: {e}")))?;
+        len += chunk.len();
+        let more = u32::try_from(chunk.len())
+            .ok()
+            .filter(|_| len <= WHOLE_MAX)
+            .and_then(|n| WHOLE_BUDGET.try_acquire_many(n).ok());
+        parts.push(chunk);
+        match (more, &mut budget) {
+            (Some(more), Some(held)) => held.merge(more),
+            (Some(more), None) => budget = Some(more),
+            (None, _) => {
+                let read = futures_util::stream::iter(parts.into_iter().map(Ok));
+                return Ok(Whole::TooLarge(Box::new(read.chain(body))));
+            }
+        }
+    }
+    Ok(Whole::Read(parts, budget))
+}
+
 fn session_err(e: StoreError) -> RegistryError {
     match e {
         StoreError::NotFound => RegistryError::UploadUnknown,

@@ -197,6 +197,18 @@ impl BlobStore {
         matches!(self, BlobStore::Fs(_))
     }
 
+    /// The object-storage backend, for what only it offers: a blob whose bytes all arrive in
+    /// the request that finishes its upload is cheaper written once to its key from memory
+    /// ([`object::ObjectBlobs::put_whole`]) than staged as an object and copied into place
+    /// (one write of its bytes on the object store instead of two). On the filesystem a
+    /// session's file is renamed into place, which copies nothing.
+    pub fn object_store(&self) -> Option<&object::ObjectBlobs> {
+        match self {
+            BlobStore::Fs(_) => None,
+            BlobStore::Object(b) => Some(b),
+        }
+    }
+
     // ---- published blobs ---------------------------------------------------------------
 
     /// The size of a published blob, None if there is none.

@@ -306,6 +306,26 @@ impl ObjectBlobs {
         self.staged_guard().get(id) == Some(key)
     }
 
+    /// Publishes a whole blob from memory with one PUT to its key: no staged object and no
+    /// copy (see [`super::BlobStore::object_store`]). `parts` must be bytes the caller has
+    /// already verified against `digest`: an object store's PUT makes the object visible
+    /// whole, at once. `AlreadyStored` (nothing written) if the content is there already.
+    pub async fn put_whole(
+        &self,
+        digest: &Digest,
+        parts: &[bytes::Bytes],
+    ) -> Result<Finished, StoreError> {
+        if self.size(digest).await?.is_some() {
+            return Ok(Finished::AlreadyStored);
+        }
+        let payload: PutPayload = parts.iter().cloned().collect();
+        self.store
+            .put(&self.blob_key(digest), payload)
+            .await
+            .map_err(backend)?;
+        Ok(Finished::Published)
+    }
+
     pub(super) async fn size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
         match self.store.head(&self.blob_key(digest)).await {
             Ok(m) => Ok(Some(m.size)),

@@ -5,7 +5,8 @@
 //! upload's offset stays at the last acknowledged chunk, and the same upload completes once
 //! the store is back. And a push whose content is already stored, which a garbage collection
 //! removes between the push's finish and its link (the proxy deletes the object at that
-//! moment), still succeeds: the push's own bytes are published again.
+//! moment), still succeeds, monolithic or through a session: the push's own bytes (in
+//! memory, or staged) are published again.
 //!
 //! Runs when `WHARF_TEST_S3=1` (with the `AWS_*` variables of a running S3 service and the
 //! bucket `WHARF_TEST_BUCKET`, default `wharf-test`); otherwise it says it did not run.
@@ -43,6 +44,8 @@ struct Proxy {
     down: Arc<AtomicU8>,
     /// A blob to collect at its second HEAD (see [`Collect`]).
     collect: Arc<Mutex<Collect>>,
+    /// Every request's method and path, in order.
+    requests: Arc<Mutex<Vec<(String, String)>>>,
     client: reqwest::Client,
 }
 
@@ -79,6 +82,10 @@ impl Collect {
 }
 
 async fn forward(State(p): State<Proxy>, req: Request) -> Response {
+    p.requests
+        .lock()
+        .unwrap()
+        .push((req.method().to_string(), req.uri().path().to_owned()));
     let collect = {
         let mut c = p.collect.lock().unwrap();
         let now = c.collect_now(req.method(), req.uri().path());
@@ -150,6 +157,7 @@ struct Behind {
     location: wharf_store::blobs::BlobLocation,
     down: Arc<AtomicU8>,
     collect: Arc<Mutex<Collect>>,
+    requests: Arc<Mutex<Vec<(String, String)>>>,
     _proc: Proc,
     _dir: tempfile::TempDir,
 }
@@ -163,10 +171,12 @@ async fn wharf_behind_proxy(test: &str) -> Option<Behind> {
     let bucket = std::env::var("WHARF_TEST_BUCKET").unwrap_or_else(|_| "wharf-test".into());
     let down = Arc::new(AtomicU8::new(UP));
     let collect = Arc::new(Mutex::new(Collect::default()));
+    let requests = Arc::new(Mutex::new(Vec::new()));
     let proxy = Proxy {
         upstream: upstream.trim_end_matches('/').to_owned(),
         down: down.clone(),
         collect: collect.clone(),
+        requests: requests.clone(),
         client: reqwest::Client::new(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -212,6 +222,7 @@ async fn wharf_behind_proxy(test: &str) -> Option<Behind> {
         location: wharf_store::blobs::BlobLocation::S3 { bucket, prefix },
         down,
         collect,
+        requests,
         _proc: proc,
         _dir: dir,
     })
@@ -353,40 +364,137 @@ async fn content_collected_between_an_uploads_finish_and_its_link_is_published_a
     let url = |p: &str| format!("{}{p}", w.base);
     // Content stored once; then (its repository's link gone past the grace, say) a push to
     // another repository finds it stored, and a collection removes it just before the link.
-    let bytes = b"content a collection removes while it is pushed again".to_vec();
-    let d = sha256(&bytes);
+    // Twice: a monolithic push, whose bytes are in memory, and a session whose PATCH staged
+    // them.
     let scratch = tempfile::tempdir().unwrap();
-    for (repo, collect) in [("first", false), ("second", true)] {
-        if collect {
-            let store = wharf_store::blobs::BlobStore::open(scratch.path(), &w.location)
+    let store = Arc::new(
+        wharf_store::blobs::BlobStore::open(scratch.path(), &w.location)
+            .await
+            .unwrap(),
+    );
+    for staged in [false, true] {
+        let bytes = format!("content a collection removes while it is pushed again ({staged})")
+            .into_bytes();
+        let d = sha256(&bytes);
+        for (repo, collect) in [("first", false), ("second", true)] {
+            if collect {
+                let mut c = w.collect.lock().unwrap();
+                *c = Collect {
+                    hex: Some(d["sha256:".len()..].to_owned()),
+                    store: Some(store.clone()),
+                    ..Collect::default()
+                };
+            }
+            let r = if collect && staged {
+                let r = c
+                    .post(url(&format!("/v2/{repo}/blobs/uploads/")))
+                    .send()
+                    .await
+                    .unwrap();
+                let loc = r.headers()["location"].to_str().unwrap().to_owned();
+                let r = c.patch(url(&loc)).body(bytes.clone()).send().await.unwrap();
+                assert_eq!(r.status(), 202);
+                let loc = r.headers()["location"].to_str().unwrap().to_owned();
+                let sep = if loc.contains('?') { '&' } else { '?' };
+                c.put(url(&format!("{loc}{sep}digest={d}")))
+                    .send()
+                    .await
+                    .unwrap()
+            } else {
+                c.post(url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
+                    .body(bytes.clone())
+                    .send()
+                    .await
+                    .unwrap()
+            };
+            let status = r.status();
+            assert_eq!(
+                status,
+                201,
+                "push to {repo} (staged: {staged}): {}",
+                r.text().await.unwrap()
+            );
+        }
+        assert!(
+            w.collect.lock().unwrap().collected,
+            "the proxy never removed the content (staged: {staged})"
+        );
+        // The push's own bytes were published again: the blob reads back in full.
+        let r = c
+            .get(url(&format!("/v2/second/blobs/{d}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "staged: {staged}");
+        assert_eq!(
+            &r.bytes().await.unwrap()[..],
+            &bytes[..],
+            "staged: {staged}"
+        );
+    }
+}
+
+/// On object storage a blob whose bytes all arrive in the request that finishes its upload
+/// (a monolithic POST, or a session's one PUT) is written once, to its key: no staged chunk
+/// object and no copy. Bytes a PATCH staged are staged, and go into place at the finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_whose_bytes_come_in_the_finishing_request_is_written_once() {
+    let Some(w) = wharf_behind_proxy("object_faults (written once)").await else {
+        return;
+    };
+    let c = common::client();
+    let url = |p: &str| format!("{}{p}", w.base);
+    for way in ["monolithic", "one PUT", "PATCH then PUT"] {
+        let bytes = format!("written once? {way}").into_bytes();
+        let d = sha256(&bytes);
+        w.requests.lock().unwrap().clear();
+        let r = if way == "monolithic" {
+            c.post(url(&format!("/v2/once/blobs/uploads/?digest={d}")))
+                .body(bytes.clone())
+                .send()
                 .await
-                .unwrap();
-            let mut c = w.collect.lock().unwrap();
-            c.hex = Some(d["sha256:".len()..].to_owned());
-            c.store = Some(Arc::new(store));
+                .unwrap()
+        } else {
+            let r = c.post(url("/v2/once/blobs/uploads/")).send().await.unwrap();
+            let mut loc = r.headers()["location"].to_str().unwrap().to_owned();
+            let mut last = bytes.clone();
+            if way == "PATCH then PUT" {
+                let r = c.patch(url(&loc)).body(bytes.clone()).send().await.unwrap();
+                assert_eq!(r.status(), 202);
+                loc = r.headers()["location"].to_str().unwrap().to_owned();
+                last.clear();
+            }
+            let sep = if loc.contains('?') { '&' } else { '?' };
+            c.put(url(&format!("{loc}{sep}digest={d}")))
+                .body(last)
+                .send()
+                .await
+                .unwrap()
+        };
+        assert_eq!(r.status(), 201, "{way}");
+        let seen = w.requests.lock().unwrap().clone();
+        let hex = &d["sha256:".len()..];
+        let puts_to_key = seen
+            .iter()
+            .filter(|(m, p)| m == "PUT" && p.ends_with(hex))
+            .count();
+        let staged = seen
+            .iter()
+            .filter(|(m, p)| m == "PUT" && p.contains("/uploads/") && !p.ends_with("/session"))
+            .count();
+        if way == "PATCH then PUT" {
+            // Staged, then copied (or composed) into place.
+            assert_eq!(staged, 1, "{way}: {seen:?}");
+        } else {
+            assert_eq!((staged, puts_to_key), (0, 1), "{way}: {seen:?}");
         }
         let r = c
-            .post(url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
-            .body(bytes.clone())
+            .get(url(&format!("/v2/once/blobs/{d}")))
             .send()
             .await
             .unwrap();
-        let status = r.status();
-        assert_eq!(status, 201, "push to {repo}: {}", r.text().await.unwrap());
-    }
-    assert!(
-        w.collect.lock().unwrap().collected,
-        "the proxy never removed the content"
-    );
-    // The push's own bytes were published again: the blob reads back in full.
-    for repo in ["second"] {
-        let r = c
-            .get(url(&format!("/v2/{repo}/blobs/{d}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{repo}");
-        assert_eq!(&r.bytes().await.unwrap()[..], &bytes[..], "{repo}");
+        assert_eq!(r.status(), 200, "{way}");
+        assert_eq!(&r.bytes().await.unwrap()[..], &bytes[..], "{way}");
     }
 }
 

@@ -164,6 +164,72 @@ async fn monolithic_post_then_put_and_post_with_body() {
     assert_eq!(header(&r, "content-length").as_deref(), Some("14"));
 }
 
+/// Every way a blob's bytes can arrive, around the size up to which a request that carries
+/// them all is read into memory and written once (on object storage; `WHARF_TEST_BLOB_STORE`
+/// runs this there too): a monolithic POST, a session finished by one PUT with the whole
+/// body, and a session whose PATCH staged the bytes first. Each reads back whole.
+#[tokio::test]
+async fn whole_requests_below_and_above_the_in_memory_size_and_staged_sessions_read_back() {
+    let s = Server::start().await;
+    let c = client();
+    for (i, len) in [(1u8, 3 << 20), (2, (16 << 20) + 1)] {
+        for way in ["monolithic", "one PUT", "PATCH then PUT"] {
+            let data: Vec<u8> = (0..len)
+                .map(|k: usize| (k as u8).wrapping_mul(7).wrapping_add(i))
+                .chain(way.bytes())
+                .collect();
+            let d = sha256(&data);
+            let r = if way == "monolithic" {
+                c.post(s.url(&format!("/v2/sizes/blobs/uploads/?digest={d}")))
+                    .body(data.clone())
+                    .send()
+                    .await
+                    .unwrap()
+            } else {
+                let r = c
+                    .post(s.url("/v2/sizes/blobs/uploads/"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 202, "{way}");
+                let mut loc = header(&r, "location").unwrap();
+                let mut last = data.clone();
+                if way == "PATCH then PUT" {
+                    let r = c
+                        .patch(s.url(&loc))
+                        .header("content-type", "application/octet-stream")
+                        .body(data[..len / 2].to_vec())
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 202, "{way}");
+                    loc = header(&r, "location").unwrap();
+                    last = data[len / 2..].to_vec();
+                }
+                let sep = if loc.contains('?') { '&' } else { '?' };
+                c.put(s.url(&format!("{loc}{sep}digest={d}")))
+                    .header("content-type", "application/octet-stream")
+                    .body(last)
+                    .send()
+                    .await
+                    .unwrap()
+            };
+            assert_eq!(r.status(), 201, "{way}, {} bytes", data.len());
+            let r = c
+                .get(s.url(&format!("/v2/sizes/blobs/{d}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{way}, {} bytes", data.len());
+            assert!(
+                r.bytes().await.unwrap() == data,
+                "{way}, {} bytes: the blob read back differs",
+                data.len()
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn digest_mismatch_is_rejected_and_nothing_is_published() {
     let s = Server::start().await;
