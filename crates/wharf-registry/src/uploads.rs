@@ -346,9 +346,13 @@ impl Registry {
                 stored_before,
             )
             .await;
-        // Linked or not, the session's bytes are in the blob store or were just removed: the
-        // session ends either way, so its status never reports bytes it no longer has. A
-        // client whose finish failed starts a new upload.
+        self.end_finished(id, &mut st, linked).await
+    }
+
+    /// Ends a finished session, linked (`linked` Ok) or not. Either way its bytes are in the
+    /// blob store or were just removed: the session ends, so its status never reports bytes
+    /// it no longer has; a client whose finish failed starts a new upload.
+    async fn end_finished(&self, id: &str, st: &mut UploadState, linked: Result<()>) -> Result<()> {
         st.closed = true;
         self.sessions().remove(id);
         if let Err(e) = linked {
@@ -470,19 +474,11 @@ impl Registry {
                 first == Finished::AlreadyStored,
             )
             .await;
-        st.closed = true;
-        self.sessions().remove(id);
         if let Err(e) = self.store.blobs.remove_upload(id).await {
             // What is left is an empty session that upload expiry removes.
             tracing::warn!(error = %e, session = %id, "removing a finished upload's session failed");
         }
-        if let Err(e) = linked {
-            if let Err(e) = self.store.meta.delete_upload(id).await {
-                tracing::warn!(error = %e, session = %id, "removing a failed upload's session failed");
-            }
-            return Err(e);
-        }
-        Ok(())
+        self.end_finished(id, st, linked).await
     }
 
     /// Cancels an upload session and deletes its bytes.
@@ -662,8 +658,6 @@ pub(crate) struct Expirable {
     pub(crate) stale: Vec<String>,
 }
 
-/// A blob-store error on a session: a missing session means it is gone (cancelled or expired
-/// meanwhile), which the client hears as an unknown upload, not a server error.
 /// Where [`Registry::link_finished`] publishes content again from: the session's staged
 /// bytes, or bytes in memory (see [`Registry::finish_whole`]).
 enum Again<'a> {
@@ -714,6 +708,8 @@ async fn read_whole(mut body: impl ByteStream) -> Result<Whole> {
     Ok(Whole::Read(parts, budget))
 }
 
+/// A blob-store error on a session: a missing session means it is gone (cancelled or expired
+/// meanwhile), which the client hears as an unknown upload, not a server error.
 fn session_err(e: StoreError) -> RegistryError {
     match e {
         StoreError::NotFound => RegistryError::UploadUnknown,

@@ -690,9 +690,10 @@ impl DeliveryQueue {
     }
 
     /// Records attempts and moves their deliveries on, all in one transaction, which the
-    /// manifest writer runs on its connection in one round trip ([`Meta::write_on_writer`]):
-    /// under load this runs tens of times a second, and taking the write connection from the
-    /// group commit each time held pushes up by about a millisecond.
+    /// manifest writer runs on its connection in one round trip
+    /// ([`crate::meta::Meta::write_on_writer`]): under load this runs tens of times a second,
+    /// and taking the write connection from the group commit each time held pushes up by
+    /// about a millisecond.
     pub async fn record_attempts(
         &self,
         batch: &[(AttemptRecord, Outcome)],

@@ -136,7 +136,7 @@ pub enum Finished {
     /// too). The session and its bytes are kept: content already there may be garbage that a
     /// collection removes before the caller links it, and a second finish then publishes
     /// these bytes. The caller removes the session once the content is linked
-    /// ([`Blobs::remove_upload`]).
+    /// ([`BlobStore::remove_upload`]).
     AlreadyStored,
     /// The session's bytes do not hash to the digest: nothing was published, the session
     /// stays as it was.
