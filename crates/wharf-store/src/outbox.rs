@@ -295,7 +295,7 @@ pub(crate) async fn enqueue_batched(
     lane: &FastLane,
 ) -> Result<Enqueued, StoreError> {
     let lease = lane.lease();
-    append_outbox(&mut batch, events, hooks, lease.as_ref(), now_ms(), None);
+    append_outbox(&mut batch, events, hooks, lease.as_ref(), now_ms());
     let rows = batch.run(conn).await?;
     let mut out = Enqueued::default();
     for r in rows {
@@ -355,72 +355,132 @@ impl Batch {
     }
 }
 
+/// The delivery row's columns after `webhook` and `event_id`, bound as the `?`s of
+/// [`DELIVERY_SELECT`]: next attempt, lease end and owner, creation and update times.
+fn delivery_args(lease: Option<&(String, i64)>, now: i64) -> [Arg; 5] {
+    [
+        Arg::Int(Some(now)),
+        Arg::Int(lease.map(|(_, ms)| now + ms)),
+        Arg::Text(lease.map(|(owner, _)| owner.clone())),
+        Arg::Int(Some(now)),
+        Arg::Int(Some(now)),
+    ]
+}
+
+const DELIVERY_INSERT: &str = "INSERT INTO deliveries (webhook, event_id, state, attempts, \
+     round_start, max_attempts, next_attempt_at, lease_until, lease_owner, created_at, \
+     updated_at, payload_format)";
+const DELIVERY_SELECT: &str = "'pending', 0, 0, NULL, ?, ?, ?, ?, ?, w.payload_format";
+const DELIVERY_RETURNING: &str = "RETURNING id, webhook, payload_format, event_id";
+
 /// Appends the outbox's statements for `events` to `batch`: the events some webhook wants,
 /// and a delivery row per webhook still enabled, leased as `lease` says. Only these
-/// statements return rows (see [`collect_delivery`]). With `only_if`, each statement writes
-/// only if that put was found valid earlier in the same batch (its row in `temp.put_ok`,
-/// see `meta::group_in_one`).
+/// statements return rows (see [`collect_delivery`]).
 pub(crate) fn append_outbox(
     batch: &mut Batch,
     events: &[OutboxEvent],
     hooks: &Subscribers,
     lease: Option<&(String, i64)>,
     now: i64,
-    only_if: Option<usize>,
 ) {
-    let guard = only_if.map(|j| Arg::Int(Some(j as i64)));
     for ev in events {
         let targets = hooks.wanted_by(ev);
         if targets.is_empty() {
             continue;
         }
         batch.push(
-            if guard.is_some() {
-                "INSERT INTO events (id, action, body, created_at) SELECT ?, ?, ?, ? \
-                 WHERE EXISTS (SELECT 1 FROM temp.put_ok WHERE j = ?)"
-            } else {
-                "INSERT INTO events (id, action, body, created_at) VALUES (?, ?, ?, ?)"
-            },
+            "INSERT INTO events (id, action, body, created_at) VALUES (?, ?, ?, ?)",
             [
                 Arg::Text(Some(ev.id.clone())),
                 Arg::Text(Some(ev.action.as_str().to_owned())),
                 Arg::Blob(ev.body.clone()),
                 Arg::Int(Some(now)),
-            ]
-            .into_iter()
-            .chain(guard.clone()),
+            ],
         );
         let marks = vec!["?"; targets.len()].join(",");
-        let only = if guard.is_some() {
-            " AND EXISTS (SELECT 1 FROM temp.put_ok WHERE j = ?)"
-        } else {
-            ""
-        };
         batch.push(
             &format!(
-                "INSERT INTO deliveries (webhook, event_id, state, attempts, round_start, \
-                 max_attempts, next_attempt_at, lease_until, lease_owner, created_at, \
-                 updated_at, payload_format) \
-                 SELECT name, ?, 'pending', 0, 0, NULL, ?, ?, ?, ?, ?, payload_format \
-                 FROM webhooks WHERE status = 'enabled' AND name IN ({marks}){only} \
-                 RETURNING id, webhook, payload_format, event_id"
+                "{DELIVERY_INSERT} SELECT w.name, ?, {DELIVERY_SELECT} FROM webhooks w \
+                 WHERE w.status = 'enabled' AND w.name IN ({marks}) {DELIVERY_RETURNING}"
             ),
-            [
-                Arg::Text(Some(ev.id.clone())),
-                Arg::Int(Some(now)),
-                Arg::Int(lease.map(|(_, ms)| now + ms)),
-                Arg::Text(lease.map(|(owner, _)| owner.clone())),
-                Arg::Int(Some(now)),
-                Arg::Int(Some(now)),
-            ]
-            .into_iter()
-            .chain(targets.into_iter().map(|t| Arg::Text(Some(t))))
-            .chain(guard.clone()),
+            std::iter::once(Arg::Text(Some(ev.id.clone())))
+                .chain(delivery_args(lease, now))
+                .chain(targets.into_iter().map(|t| Arg::Text(Some(t)))),
         );
     }
 }
 
-/// Accounts for one delivery row returned by [`append_outbox`]'s statements, if it belongs to
+/// [`append_outbox`] for the puts of a group commit (`meta::group_in_one`), put `j` being
+/// the `j`-th of `puts`: two statements for the whole group, whose rows are written only
+/// for the puts found valid earlier in the same batch (their row in `temp.put_ok`).
+pub(crate) fn append_group_outbox<'a>(
+    batch: &mut Batch,
+    puts: impl Iterator<Item = (&'a [OutboxEvent], &'a Subscribers)>,
+    lease: Option<&(String, i64)>,
+    now: i64,
+) {
+    // (put, event, the webhooks that want it as a JSON array of names)
+    let mut wanted: Vec<(usize, &OutboxEvent, String)> = Vec::new();
+    for (j, (events, hooks)) in puts.enumerate() {
+        for ev in events {
+            let mut targets = hooks.wanted_by(ev);
+            if targets.is_empty() {
+                continue;
+            }
+            // One row per webhook, as `name IN (…)` gives put by put.
+            targets.sort();
+            targets.dedup();
+            wanted.push((j, ev, serde_json::json!(targets).to_string()));
+        }
+    }
+    if wanted.is_empty() {
+        return;
+    }
+    let rows = |cols: usize| {
+        let row = format!("({})", vec!["?"; cols].join(","));
+        vec![row.as_str(); wanted.len()].join(",")
+    };
+    batch.push(
+        &format!(
+            "INSERT INTO events (id, action, body, created_at) \
+             SELECT v.column2, v.column3, v.column4, ? FROM (VALUES {}) v \
+             WHERE EXISTS (SELECT 1 FROM temp.put_ok p WHERE p.j = v.column1)",
+            rows(4)
+        ),
+        std::iter::once(Arg::Int(Some(now))).chain(wanted.iter().flat_map(|(j, ev, _)| {
+            [
+                Arg::Int(Some(*j as i64)),
+                Arg::Text(Some(ev.id.clone())),
+                Arg::Text(Some(ev.action.as_str().to_owned())),
+                Arg::Blob(ev.body.clone()),
+            ]
+        })),
+    );
+    // The webhook's name compares with its column's collation (NOCASE), as `IN` does.
+    batch.push(
+        &format!(
+            "{DELIVERY_INSERT} SELECT w.name, v.column2, {DELIVERY_SELECT} \
+             FROM (VALUES {}) v CROSS JOIN json_each(v.column3) x \
+             CROSS JOIN webhooks w ON w.name = x.value \
+             WHERE w.status = 'enabled' \
+             AND EXISTS (SELECT 1 FROM temp.put_ok p WHERE p.j = v.column1) \
+             {DELIVERY_RETURNING}",
+            rows(3)
+        ),
+        delivery_args(lease, now)
+            .into_iter()
+            .chain(wanted.iter().flat_map(|(j, ev, targets)| {
+                [
+                    Arg::Int(Some(*j as i64)),
+                    Arg::Text(Some(ev.id.clone())),
+                    Arg::Text(Some(targets.clone())),
+                ]
+            })),
+    );
+}
+
+/// Accounts for one delivery row returned by [`append_outbox`]'s or [`append_group_outbox`]'s
+/// statements, if it belongs to
 /// one of `events`: a fast-lane hand-over when `leased`, a queued row otherwise. Returns
 /// whether it belonged.
 pub(crate) fn collect_delivery(
