@@ -1904,5 +1904,23 @@ mod group_tests {
             tagged(&meta, "a", "moved").await,
             Some(jobs[1].m.digest.clone())
         );
+
+        // The largest group the writer forms fits SQLite's limits (parameters, text).
+        let jobs: Vec<PutJob> = (0..MAX_GROUP)
+            .map(|i| {
+                job(manifest(
+                    "a",
+                    &format!("{{\"big\":{i}}}"),
+                    &format!("big{i}"),
+                    &[(blob.clone(), 5)],
+                ))
+            })
+            .collect();
+        let (written, _) = group_in_one(held.tx(), &jobs, &lane).await.unwrap();
+        assert!(written.iter().all(|w| w.is_some()), "{written:?}");
+        assert_eq!(
+            tagged(&meta, "a", &format!("big{}", MAX_GROUP - 1)).await,
+            Some(jobs[MAX_GROUP - 1].m.digest.clone())
+        );
     }
 }

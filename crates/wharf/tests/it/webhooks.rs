@@ -1061,6 +1061,79 @@ async fn push_by_tag_delivers_one_acr_push_event_per_tag() {
     assert_ne!(got[1].body["request"]["id"], got[0].body["request"]["id"]);
 }
 
+/// Concurrent pushes are group-committed, and a group writes the events and deliveries of
+/// all its puts in one statement each: every push still gets exactly one event at every
+/// webhook that wants it, with the same id at each, and none at a webhook whose scope or
+/// status excludes it.
+#[tokio::test]
+async fn concurrent_pushes_reach_every_matching_webhook_once_with_one_id() {
+    let s = Server::start().await;
+    let rcv = Receiver::start().await;
+    let c = ua_client();
+    create_hook(&c, &s, "hookA", &rcv.url("/a"), &["push"], "").await;
+    create_hook(&c, &s, "hookB", &rcv.url("/b"), &["push"], "crowd:*").await;
+    create_hook(
+        &c,
+        &s,
+        "elsewhere",
+        &rcv.url("/other"),
+        &["push"],
+        "other:*",
+    )
+    .await;
+    create_hook_with(
+        &c,
+        &s,
+        "switchedoff",
+        json!({"serviceUri": rcv.url("/off"), "actions": ["push"], "status": "disabled"}),
+    )
+    .await;
+    let body = image_manifest(&c, &s, "crowd", "shared").await;
+    const N: usize = 24;
+    let puts = (0..N).map(|i| {
+        let (c, body) = (c.clone(), body.clone());
+        let url = s.url(&format!("/v2/crowd/manifests/t{i}"));
+        async move {
+            let r = c
+                .put(url)
+                .header("content-type", OCI_MANIFEST)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+        }
+    });
+    futures_util::future::join_all(puts).await;
+    let ids = |got: &[Received]| {
+        let mut by_tag: Vec<(String, String)> = got
+            .iter()
+            .map(|r| {
+                (
+                    r.body["target"]["tag"].as_str().unwrap().to_owned(),
+                    r.body["id"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        by_tag.sort();
+        by_tag
+    };
+    let a = ids(&expect_events(&rcv, "/a", N).await);
+    let b = ids(&expect_events(&rcv, "/b", N).await);
+    // Settle: anything extra (a duplicate, a stray delivery) would arrive meanwhile.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ids(&rcv.received("/a")), a, "one event per push at hookA");
+    assert_eq!(ids(&rcv.received("/b")), b, "one event per push at hookB");
+    let mut tags: Vec<String> = (0..N).map(|i| format!("t{i}")).collect();
+    tags.sort();
+    assert_eq!(a.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>(), tags);
+    assert_eq!(a, b, "the same event id at both webhooks");
+    let distinct: std::collections::HashSet<&String> = a.iter().map(|(_, id)| id).collect();
+    assert_eq!(distinct.len(), N, "one id per push");
+    assert!(rcv.received("/other").is_empty(), "out of scope");
+    assert!(rcv.received("/off").is_empty(), "disabled");
+}
+
 #[tokio::test]
 async fn request_host_is_the_host_the_client_addressed() {
     let s = Server::start().await;
