@@ -1384,12 +1384,6 @@ fn wanted_json(wanted: &[(Digest, i64)]) -> (String, i64) {
     (serde_json::json!(pairs).to_string(), n)
 }
 
-/// `n` rows of `cols` anonymous parameters each, for a `VALUES` list.
-fn value_rows(n: usize, cols: usize) -> String {
-    let row = format!("({})", vec!["?"; cols].join(","));
-    vec![row.as_str(); n].join(",")
-}
-
 /// The checks of every put of a group, in one statement: a row in `temp.put_ok` for each
 /// put whose repository exists and holds every blob and manifest it references, each at
 /// the size it states. (A digest stated twice with two sizes can never match both: refused
@@ -1408,7 +1402,7 @@ fn push_validations(batch: &mut crate::outbox::Batch, jobs: &[PutJob]) {
              AND (SELECT count(*) FROM json_each(v.column5) x CROSS JOIN manifests t \
                   ON t.repo_id = r.id AND t.digest = json_extract(x.value, '$[0]') \
                   AND t.size = json_extract(x.value, '$[1]')) = v.column6",
-            value_rows(jobs.len(), 6)
+            crate::outbox::value_rows(jobs.len(), 6)
         ),
         jobs.iter().enumerate().flat_map(|(j, job)| {
             let (blobs, n_blobs) = wanted_json(&job.m.required_blobs);
@@ -1440,7 +1434,7 @@ fn guarded_group_writes(batch: &mut crate::outbox::Batch, jobs: &[PutJob], now: 
              v.column7, v.column8, v.column9, v.column10, v.column11 \
              FROM (VALUES {}) v CROSS JOIN temp.put_ok p ON p.j = v.column1 WHERE 1 \
              ON CONFLICT (repo_id, digest) DO NOTHING",
-            value_rows(jobs.len(), 11)
+            crate::outbox::value_rows(jobs.len(), 11)
         ),
         jobs.iter()
             .enumerate()
@@ -1459,7 +1453,7 @@ fn guarded_group_writes(batch: &mut crate::outbox::Batch, jobs: &[PutJob], now: 
                  CROSS JOIN temp.put_ok p ON p.j = v.column1 \
                  CROSS JOIN manifests m ON m.repo_id = p.repo_id AND m.digest = v.column2 \
                  CROSS JOIN json_each(v.column3) x",
-                value_rows(referencing.len(), 3)
+                crate::outbox::value_rows(referencing.len(), 3)
             ),
             referencing.iter().flat_map(|(j, job)| {
                 [
@@ -1484,7 +1478,7 @@ fn guarded_group_writes(batch: &mut crate::outbox::Batch, jobs: &[PutJob], now: 
                  CROSS JOIN json_each(v.column3) x WHERE 1 \
                  ON CONFLICT (repo_id, name) DO UPDATE SET \
                  digest = excluded.digest, updated_at = excluded.updated_at",
-                value_rows(tagging.len(), 3)
+                crate::outbox::value_rows(tagging.len(), 3)
             ),
             [Arg::Int(Some(now)), Arg::Int(Some(now))]
                 .into_iter()

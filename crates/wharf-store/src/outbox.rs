@@ -355,6 +355,12 @@ impl Batch {
     }
 }
 
+/// `n` rows of `cols` anonymous parameters each, for a `VALUES` list.
+pub(crate) fn value_rows(n: usize, cols: usize) -> String {
+    let row = format!("({})", vec!["?"; cols].join(","));
+    vec![row.as_str(); n].join(",")
+}
+
 /// The delivery row's columns after `webhook` and `event_id`, bound as the `?`s of
 /// [`DELIVERY_SELECT`]: next attempt, lease end and owner, creation and update times.
 fn delivery_args(lease: Option<&(String, i64)>, now: i64) -> [Arg; 5] {
@@ -436,10 +442,7 @@ pub(crate) fn append_group_outbox<'a>(
     if wanted.is_empty() {
         return;
     }
-    let rows = |cols: usize| {
-        let row = format!("({})", vec!["?"; cols].join(","));
-        vec![row.as_str(); wanted.len()].join(",")
-    };
+    let rows = |cols| value_rows(wanted.len(), cols);
     batch.push(
         &format!(
             "INSERT INTO events (id, action, body, created_at) \
