@@ -111,7 +111,80 @@ struct PutJob {
     m: NewManifest,
     events: Vec<OutboxEvent>,
     hooks: Subscribers,
+    /// Its rows for the set-wise group commit, built before it was queued.
+    rows: GroupRows,
     reply: oneshot::Sender<Result<usize, StoreError>>,
+}
+
+impl PutJob {
+    fn new(
+        m: NewManifest,
+        events: Vec<OutboxEvent>,
+        hooks: Subscribers,
+        reply: oneshot::Sender<Result<usize, StoreError>>,
+    ) -> PutJob {
+        let rows = GroupRows::of(&m, &events, &hooks);
+        PutJob {
+            m,
+            events,
+            hooks,
+            rows,
+            reply,
+        }
+    }
+}
+
+/// A put's rows for the set-wise statements of [`group_in_one`], each without the put's
+/// position in the group (which the writer binds first) or the group's time. Built by the
+/// request's own task before it queues: every push waits for the one writer, so what can
+/// be done before it is not done by it (it took about 5 % of a group's time).
+#[derive(Debug, Default)]
+struct GroupRows {
+    /// Repository, wanted blobs (JSON) and their number, wanted manifests (JSON) and theirs.
+    check: Vec<crate::outbox::Arg>,
+    /// The `manifests` row from the digest to the body (see [`manifest_args`]).
+    manifest: Vec<crate::outbox::Arg>,
+    /// Digest and referenced blobs (JSON), if it references any.
+    refs: Option<Vec<crate::outbox::Arg>>,
+    /// Digest and tag names (JSON), if it has tags.
+    tags: Option<Vec<crate::outbox::Arg>>,
+    /// Its events that some webhook wants (see [`crate::outbox::GroupEvent`]).
+    events: Vec<crate::outbox::GroupEvent>,
+}
+
+impl GroupRows {
+    fn of(m: &NewManifest, events: &[OutboxEvent], hooks: &Subscribers) -> GroupRows {
+        use crate::outbox::Arg;
+        let (blobs, n_blobs) = wanted_json(&m.required_blobs);
+        let (manifests, n_manifests) = wanted_json(&m.required_manifests);
+        let mut manifest = manifest_args(m, 0).to_vec();
+        manifest.pop(); // the creation time: the group's
+        let digest = m.digest.to_string();
+        GroupRows {
+            check: vec![
+                Arg::Text(Some(m.repo.as_str().to_owned())),
+                Arg::Text(Some(blobs)),
+                Arg::Int(Some(n_blobs)),
+                Arg::Text(Some(manifests)),
+                Arg::Int(Some(n_manifests)),
+            ],
+            manifest,
+            refs: (!m.referenced_blobs.is_empty()).then(|| {
+                vec![
+                    Arg::Text(Some(digest.clone())),
+                    Arg::Text(Some(digests_json(&m.referenced_blobs))),
+                ]
+            }),
+            tags: (!m.tags.is_empty()).then(|| {
+                let names: Vec<&str> = m.tags.iter().map(|t| t.as_str()).collect();
+                vec![
+                    Arg::Text(Some(digest.clone())),
+                    Arg::Text(Some(serde_json::json!(names).to_string())),
+                ]
+            }),
+            events: crate::outbox::GroupEvent::wanted(events, hooks),
+        }
+    }
 }
 
 /// Work for the writer task. (Puts are nearly all of it, and a channel slot is as large as
@@ -518,8 +591,8 @@ impl Meta {
     /// outbox in the same transaction (DESIGN invariant 3).
     ///
     /// Concurrent puts are group-committed: the writer task runs every put waiting at that
-    /// moment in one transaction, each inside its own savepoint (so one bad manifest fails
-    /// alone), and pays one fsync for the group.
+    /// moment in one transaction and pays one fsync for the group; a bad manifest fails
+    /// alone (see [`group_in_one`]).
     pub async fn put_manifest(
         &self,
         m: &NewManifest,
@@ -527,12 +600,7 @@ impl Meta {
         hooks: &Subscribers,
     ) -> Result<usize, StoreError> {
         let (reply, rx) = oneshot::channel();
-        let job = PutJob {
-            m: m.clone(),
-            events: events.to_vec(),
-            hooks: hooks.clone(),
-            reply,
-        };
+        let job = PutJob::new(m.clone(), events.to_vec(), hooks.clone(), reply);
         self.puts
             .send(WriterJob::Put(job))
             .await
@@ -998,7 +1066,7 @@ async fn put_writer(
         }
         if !jobs.is_empty() {
             let done = match writer_conn(&mut held, &pool).await {
-                Ok(conn) => run_group(conn, &jobs, &lane, &locks).await,
+                Ok(conn) => run_group(conn, &mut jobs, &lane, &locks).await,
                 Err(e) => Err(e),
             };
             match done {
@@ -1059,7 +1127,7 @@ async fn run_batch(conn: &mut HeldConn, batch: crate::outbox::Batch) -> Result<(
 
 async fn run_group(
     conn: &mut HeldConn,
-    jobs: &[PutJob],
+    jobs: &mut [PutJob],
     lane: &FastLane,
     locks: &crate::attrs::LockFlag,
 ) -> Result<Vec<Result<usize, StoreError>>, StoreError> {
@@ -1384,14 +1452,51 @@ fn wanted_json(wanted: &[(Digest, i64)]) -> (String, i64) {
     (serde_json::json!(pairs).to_string(), n)
 }
 
-/// The checks of every put of a group, in one statement: a row in `temp.put_ok` for each
-/// put whose repository exists and holds every blob and manifest it references, each at
-/// the size it states. (A digest stated twice with two sizes can never match both: refused
-/// here, and put by put names the mismatch.) CROSS JOIN keeps SQLite's order: the puts in
-/// turn, each wanted digest looked up by key. With a plain JOIN the planner scans the
-/// repository's every row for each check (`EXPLAIN QUERY PLAN`).
-fn push_validations(batch: &mut crate::outbox::Batch, jobs: &[PutJob]) {
-    use crate::outbox::Arg;
+/// The checks and writes of every put of a group, one statement per table; returns the
+/// puts' events, each with its put's position, for the outbox's statements
+/// ([`crate::outbox::append_group_outbox`]).
+///
+/// First, one statement checks every put: a row in `temp.put_ok` for each put whose
+/// repository exists and holds every blob and manifest it references, each at the size it
+/// states. (A digest stated twice with two sizes can never match both: refused here, and put
+/// by put names the mismatch.) CROSS JOIN keeps SQLite's order: the puts in turn, each wanted
+/// digest looked up by key. With a plain JOIN the planner scans the repository's every row
+/// for each check (`EXPLAIN QUERY PLAN`).
+///
+/// Then the writes, each row taking effect only if its put's check found it valid (its row
+/// in `temp.put_ok`): the same rows as [`put_writes`] writes put by put. The puts come in
+/// group order (CROSS JOIN keeps the `VALUES` list outermost), so of two puts moving one
+/// tag the later one wins, as put by put.
+fn group_statements(
+    batch: &mut crate::outbox::Batch,
+    rows: Vec<GroupRows>,
+    now: i64,
+) -> Vec<(usize, crate::outbox::GroupEvent)> {
+    use crate::outbox::{Arg, value_rows};
+    let n = rows.len();
+    let (mut check, mut manifests, mut refs, mut tags) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut n_refs, mut n_tags) = (0, 0);
+    let mut events = Vec::new();
+    for (j, r) in rows.into_iter().enumerate() {
+        let j_arg = Arg::Int(Some(j as i64));
+        check.push(j_arg.clone());
+        check.extend(r.check);
+        manifests.push(j_arg.clone());
+        manifests.extend(r.manifest);
+        manifests.push(Arg::Int(Some(now)));
+        if let Some(r) = r.refs {
+            n_refs += 1;
+            refs.push(j_arg.clone());
+            refs.extend(r);
+        }
+        if let Some(t) = r.tags {
+            n_tags += 1;
+            tags.push(j_arg);
+            tags.extend(t);
+        }
+        events.extend(r.events.into_iter().map(|e| (j, e)));
+    }
     batch.push(
         &format!(
             "INSERT INTO temp.put_ok (j, repo_id) SELECT v.column1, r.id \
@@ -1402,30 +1507,10 @@ fn push_validations(batch: &mut crate::outbox::Batch, jobs: &[PutJob]) {
              AND (SELECT count(*) FROM json_each(v.column5) x CROSS JOIN manifests t \
                   ON t.repo_id = r.id AND t.digest = json_extract(x.value, '$[0]') \
                   AND t.size = json_extract(x.value, '$[1]')) = v.column6",
-            crate::outbox::value_rows(jobs.len(), 6)
+            value_rows(n, 6)
         ),
-        jobs.iter().enumerate().flat_map(|(j, job)| {
-            let (blobs, n_blobs) = wanted_json(&job.m.required_blobs);
-            let (manifests, n_manifests) = wanted_json(&job.m.required_manifests);
-            [
-                Arg::Int(Some(j as i64)),
-                Arg::Text(Some(job.m.repo.as_str().to_owned())),
-                Arg::Text(Some(blobs)),
-                Arg::Int(Some(n_blobs)),
-                Arg::Text(Some(manifests)),
-                Arg::Int(Some(n_manifests)),
-            ]
-        }),
+        check,
     );
-}
-
-/// The writes of every put of a group, one statement per table, each row taking effect only
-/// if its put's check found it valid (its row in `temp.put_ok`): the same rows as
-/// [`put_writes`] writes put by put. The puts come in group order (CROSS JOIN keeps the
-/// `VALUES` list outermost), so of two puts moving one tag the later one wins, as put by put.
-fn guarded_group_writes(batch: &mut crate::outbox::Batch, jobs: &[PutJob], now: i64) {
-    use crate::outbox::Arg;
-    let j_of = |j: usize| Arg::Int(Some(j as i64));
     batch.push(
         &format!(
             "INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, subject, \
@@ -1434,18 +1519,11 @@ fn guarded_group_writes(batch: &mut crate::outbox::Batch, jobs: &[PutJob], now: 
              v.column7, v.column8, v.column9, v.column10, v.column11 \
              FROM (VALUES {}) v CROSS JOIN temp.put_ok p ON p.j = v.column1 WHERE 1 \
              ON CONFLICT (repo_id, digest) DO NOTHING",
-            crate::outbox::value_rows(jobs.len(), 11)
+            value_rows(n, 11)
         ),
-        jobs.iter()
-            .enumerate()
-            .flat_map(|(j, job)| std::iter::once(j_of(j)).chain(manifest_args(&job.m, now))),
+        manifests,
     );
-    let referencing: Vec<(usize, &PutJob)> = jobs
-        .iter()
-        .enumerate()
-        .filter(|(_, job)| !job.m.referenced_blobs.is_empty())
-        .collect();
-    if !referencing.is_empty() {
+    if n_refs > 0 {
         batch.push(
             &format!(
                 "INSERT OR IGNORE INTO manifest_blobs (manifest_id, repo_id, digest) \
@@ -1453,23 +1531,12 @@ fn guarded_group_writes(batch: &mut crate::outbox::Batch, jobs: &[PutJob], now: 
                  CROSS JOIN temp.put_ok p ON p.j = v.column1 \
                  CROSS JOIN manifests m ON m.repo_id = p.repo_id AND m.digest = v.column2 \
                  CROSS JOIN json_each(v.column3) x",
-                crate::outbox::value_rows(referencing.len(), 3)
+                value_rows(n_refs, 3)
             ),
-            referencing.iter().flat_map(|(j, job)| {
-                [
-                    j_of(*j),
-                    Arg::Text(Some(job.m.digest.to_string())),
-                    Arg::Text(Some(digests_json(&job.m.referenced_blobs))),
-                ]
-            }),
+            refs,
         );
     }
-    let tagging: Vec<(usize, &PutJob)> = jobs
-        .iter()
-        .enumerate()
-        .filter(|(_, job)| !job.m.tags.is_empty())
-        .collect();
-    if !tagging.is_empty() {
+    if n_tags > 0 {
         batch.push(
             &format!(
                 "INSERT INTO tags (repo_id, name, digest, updated_at, created_at) \
@@ -1478,20 +1545,14 @@ fn guarded_group_writes(batch: &mut crate::outbox::Batch, jobs: &[PutJob], now: 
                  CROSS JOIN json_each(v.column3) x WHERE 1 \
                  ON CONFLICT (repo_id, name) DO UPDATE SET \
                  digest = excluded.digest, updated_at = excluded.updated_at",
-                crate::outbox::value_rows(tagging.len(), 3)
+                value_rows(n_tags, 3)
             ),
             [Arg::Int(Some(now)), Arg::Int(Some(now))]
                 .into_iter()
-                .chain(tagging.iter().flat_map(|(j, job)| {
-                    let names: Vec<&str> = job.m.tags.iter().map(|t| t.as_str()).collect();
-                    [
-                        j_of(*j),
-                        Arg::Text(Some(job.m.digest.to_string())),
-                        Arg::Text(Some(serde_json::json!(names).to_string())),
-                    ]
-                })),
+                .chain(tags),
         );
     }
+    events
 }
 
 /// The common group — plain puts into existing repositories, no lock, every reference
@@ -1507,21 +1568,19 @@ fn guarded_group_writes(batch: &mut crate::outbox::Batch, jobs: &[PutJob], now: 
 /// the checks all run before the writes, and put by put, after the group, finds the child.
 async fn group_in_one(
     mut tx: HeldTx<'_>,
-    jobs: &[PutJob],
+    jobs: &mut [PutJob],
     lane: &FastLane,
 ) -> Result<(Vec<Option<usize>>, Vec<crate::hooks::QueuedDelivery>), StoreError> {
     let now = now_ms();
     let lease = lane.lease();
     let mut batch = crate::outbox::Batch::default();
     batch.push(&format!("{}DELETE FROM temp.put_ok", tx.begin_sql()), []);
-    push_validations(&mut batch, jobs);
-    guarded_group_writes(&mut batch, jobs, now);
-    crate::outbox::append_group_outbox(
-        &mut batch,
-        jobs.iter().map(|job| (&job.events[..], &job.hooks)),
-        lease.as_ref(),
-        now,
-    );
+    let rows: Vec<GroupRows> = jobs
+        .iter_mut()
+        .map(|j| std::mem::take(&mut j.rows))
+        .collect();
+    let events = group_statements(&mut batch, rows, now);
+    crate::outbox::append_group_outbox(&mut batch, events, lease.as_ref(), now);
     // The only one-column rows: which puts were written.
     batch.push("SELECT j FROM temp.put_ok", []);
     batch.push("COMMIT", []);
@@ -1741,12 +1800,7 @@ mod group_tests {
     }
 
     fn job(m: NewManifest) -> PutJob {
-        PutJob {
-            m,
-            events: Vec::new(),
-            hooks: Subscribers::default(),
-            reply: oneshot::channel().0,
-        }
+        PutJob::new(m, Vec::new(), Subscribers::default(), oneshot::channel().0)
     }
 
     async fn tagged(meta: &Meta, repo: &str, tag: &str) -> Option<Digest> {
@@ -1775,7 +1829,7 @@ mod group_tests {
         let locks = crate::attrs::LockFlag::default();
 
         // All plain (one blob stated twice): together.
-        let jobs = vec![
+        let mut jobs = vec![
             job(manifest(
                 "a",
                 "{\"n\":1}",
@@ -1785,7 +1839,7 @@ mod group_tests {
             job(manifest("a", "{\"n\":2}", "two", &[(blob.clone(), 5)])),
         ];
         let mut held = HeldConn::acquire(&meta.write).await.unwrap();
-        let (written, _) = group_in_one(held.tx(), &jobs, &lane).await.unwrap();
+        let (written, _) = group_in_one(held.tx(), &mut jobs, &lane).await.unwrap();
         assert_eq!(written, vec![Some(0), Some(0)], "a plain group goes in one");
         assert_eq!(
             tagged(&meta, "a", "one").await,
@@ -1835,8 +1889,8 @@ mod group_tests {
                 job(manifest(&format!("b{n}"), "{\"n\":6}", "fresh", &[])),
             ]
         };
-        let jobs = mixed(1);
-        let (written, _) = group_in_one(held.tx(), &jobs, &lane).await.unwrap();
+        let mut jobs = mixed(1);
+        let (written, _) = group_in_one(held.tx(), &mut jobs, &lane).await.unwrap();
         assert_eq!(
             written,
             vec![Some(0), None, None, None, None],
@@ -1849,8 +1903,10 @@ mod group_tests {
         assert_eq!(tagged(&meta, "b1", "fresh").await, None);
 
         // The whole group through the writer's path: the rest put by put.
-        let jobs = mixed(2);
-        let results = run_group(&mut held, &jobs, &lane, &locks).await.unwrap();
+        let mut jobs = mixed(2);
+        let results = run_group(&mut held, &mut jobs, &lane, &locks)
+            .await
+            .unwrap();
         assert!(results[0].is_ok(), "{results:?}");
         assert!(
             matches!(&results[1], Err(StoreError::MissingBlob(d)) if *d == missing),
@@ -1888,11 +1944,11 @@ mod group_tests {
         assert_eq!(manifests, 6);
 
         // Two puts moving one tag in one group: the later one wins, as put by put.
-        let jobs = vec![
+        let mut jobs = vec![
             job(manifest("a", "{\"m\":1}", "moved", &[(blob.clone(), 5)])),
             job(manifest("a", "{\"m\":2}", "moved", &[(blob.clone(), 5)])),
         ];
-        let (written, _) = group_in_one(held.tx(), &jobs, &lane).await.unwrap();
+        let (written, _) = group_in_one(held.tx(), &mut jobs, &lane).await.unwrap();
         assert_eq!(written, vec![Some(0), Some(0)]);
         assert_eq!(
             tagged(&meta, "a", "moved").await,
@@ -1900,7 +1956,7 @@ mod group_tests {
         );
 
         // The largest group the writer forms fits SQLite's limits (parameters, text).
-        let jobs: Vec<PutJob> = (0..MAX_GROUP)
+        let mut jobs: Vec<PutJob> = (0..MAX_GROUP)
             .map(|i| {
                 job(manifest(
                     "a",
@@ -1910,7 +1966,7 @@ mod group_tests {
                 ))
             })
             .collect();
-        let (written, _) = group_in_one(held.tx(), &jobs, &lane).await.unwrap();
+        let (written, _) = group_in_one(held.tx(), &mut jobs, &lane).await.unwrap();
         assert!(written.iter().all(|w| w.is_some()), "{written:?}");
         assert_eq!(
             tagged(&meta, "a", &format!("big{}", MAX_GROUP - 1)).await,

@@ -260,7 +260,7 @@ impl FastLane {
 }
 
 /// A value bound to a statement built at run time.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub(crate) enum Arg {
     Int(Option<i64>),
     Text(Option<String>),
@@ -416,48 +416,76 @@ pub(crate) fn append_outbox(
     }
 }
 
-/// [`append_outbox`] for the puts of a group commit (`meta::group_in_one`), put `j` being
-/// the `j`-th of `puts`: two statements for the whole group, whose rows are written only
-/// for the puts found valid earlier in the same batch (their row in `temp.put_ok`).
-pub(crate) fn append_group_outbox<'a>(
+/// An event of a put in a group commit, with the webhooks that want it: its `events` row
+/// (id, action, body) and the id again with the webhooks' names as a JSON array, for
+/// [`append_group_outbox`].
+#[derive(Debug)]
+pub(crate) struct GroupEvent {
+    event: [Arg; 3],
+    targets: [Arg; 2],
+}
+
+impl GroupEvent {
+    /// The events of `events` that some webhook wants.
+    pub(crate) fn wanted(events: &[OutboxEvent], hooks: &Subscribers) -> Vec<GroupEvent> {
+        events
+            .iter()
+            .filter_map(|ev| {
+                let mut targets = hooks.wanted_by(ev);
+                if targets.is_empty() {
+                    return None;
+                }
+                // One row per webhook, as `name IN (…)` gives put by put.
+                targets.sort();
+                targets.dedup();
+                Some(GroupEvent {
+                    event: [
+                        Arg::Text(Some(ev.id.clone())),
+                        Arg::Text(Some(ev.action.as_str().to_owned())),
+                        Arg::Blob(ev.body.clone()),
+                    ],
+                    targets: [
+                        Arg::Text(Some(ev.id.clone())),
+                        Arg::Text(Some(serde_json::json!(targets).to_string())),
+                    ],
+                })
+            })
+            .collect()
+    }
+}
+
+/// [`append_outbox`] for the puts of a group commit (`meta::group_in_one`): two statements
+/// for the whole group, `events` being each event with its put's position, whose rows are
+/// written only for the puts found valid earlier in the same batch (their row in
+/// `temp.put_ok`).
+pub(crate) fn append_group_outbox(
     batch: &mut Batch,
-    puts: impl Iterator<Item = (&'a [OutboxEvent], &'a Subscribers)>,
+    events: Vec<(usize, GroupEvent)>,
     lease: Option<&(String, i64)>,
     now: i64,
 ) {
-    // (put, event, the webhooks that want it as a JSON array of names)
-    let mut wanted: Vec<(usize, &OutboxEvent, String)> = Vec::new();
-    for (j, (events, hooks)) in puts.enumerate() {
-        for ev in events {
-            let mut targets = hooks.wanted_by(ev);
-            if targets.is_empty() {
-                continue;
-            }
-            // One row per webhook, as `name IN (…)` gives put by put.
-            targets.sort();
-            targets.dedup();
-            wanted.push((j, ev, serde_json::json!(targets).to_string()));
-        }
-    }
-    if wanted.is_empty() {
+    if events.is_empty() {
         return;
     }
-    let rows = |cols| value_rows(wanted.len(), cols);
+    let n = events.len();
+    let (mut rows, mut targets) = (
+        vec![Arg::Int(Some(now))],
+        delivery_args(lease, now).to_vec(),
+    );
+    for (j, e) in events {
+        rows.push(Arg::Int(Some(j as i64)));
+        rows.extend(e.event);
+        targets.push(Arg::Int(Some(j as i64)));
+        targets.extend(e.targets);
+    }
     batch.push(
         &format!(
             "INSERT INTO events (id, action, body, created_at) \
              SELECT v.column2, v.column3, v.column4, ? FROM (VALUES {}) v \
              WHERE EXISTS (SELECT 1 FROM temp.put_ok p WHERE p.j = v.column1)",
-            rows(4)
+            value_rows(n, 4)
         ),
-        std::iter::once(Arg::Int(Some(now))).chain(wanted.iter().flat_map(|(j, ev, _)| {
-            [
-                Arg::Int(Some(*j as i64)),
-                Arg::Text(Some(ev.id.clone())),
-                Arg::Text(Some(ev.action.as_str().to_owned())),
-                Arg::Blob(ev.body.clone()),
-            ]
-        })),
+        rows,
     );
     // The webhook's name compares with its column's collation (NOCASE), as `IN` does.
     batch.push(
@@ -468,17 +496,9 @@ pub(crate) fn append_group_outbox<'a>(
              WHERE w.status = 'enabled' \
              AND EXISTS (SELECT 1 FROM temp.put_ok p WHERE p.j = v.column1) \
              {DELIVERY_RETURNING}",
-            rows(3)
+            value_rows(n, 3)
         ),
-        delivery_args(lease, now)
-            .into_iter()
-            .chain(wanted.iter().flat_map(|(j, ev, targets)| {
-                [
-                    Arg::Int(Some(*j as i64)),
-                    Arg::Text(Some(ev.id.clone())),
-                    Arg::Text(Some(targets.clone())),
-                ]
-            })),
+        targets,
     );
 }
 
