@@ -503,9 +503,8 @@ pub(crate) fn append_group_outbox(
 }
 
 /// Accounts for one delivery row returned by [`append_outbox`]'s or [`append_group_outbox`]'s
-/// statements, if it belongs to
-/// one of `events`: a fast-lane hand-over when `leased`, a queued row otherwise. Returns
-/// whether it belonged.
+/// statements, if it belongs to one of `events`: a fast-lane hand-over when `leased`, a
+/// queued row otherwise. Returns whether it belonged.
 pub(crate) fn collect_delivery(
     out: &mut Enqueued,
     r: &sqlx::sqlite::SqliteRow,
