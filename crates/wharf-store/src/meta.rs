@@ -157,8 +157,6 @@ impl GroupRows {
         use crate::outbox::Arg;
         let (blobs, n_blobs) = wanted_json(&m.required_blobs);
         let (manifests, n_manifests) = wanted_json(&m.required_manifests);
-        let mut manifest = manifest_args(m, 0).to_vec();
-        manifest.pop(); // the creation time: the group's
         let digest = m.digest.to_string();
         GroupRows {
             check: vec![
@@ -168,7 +166,7 @@ impl GroupRows {
                 Arg::Text(Some(manifests)),
                 Arg::Int(Some(n_manifests)),
             ],
-            manifest,
+            manifest: manifest_args(m).to_vec(),
             refs: (!m.referenced_blobs.is_empty()).then(|| {
                 vec![
                     Arg::Text(Some(digest.clone())),
@@ -1332,9 +1330,9 @@ fn digests_json<'a>(digests: impl IntoIterator<Item = &'a Digest>) -> String {
     serde_json::Value::from(v).to_string()
 }
 
-/// The `manifests` row of `m` after its `repo_id`: digest, media type, size, artifact type,
-/// subject, annotations, config media type, config digest, body, creation time.
-fn manifest_args(m: &NewManifest, now: i64) -> [crate::outbox::Arg; 10] {
+/// The `manifests` row of `m` between its `repo_id` and its creation time: digest, media
+/// type, size, artifact type, subject, annotations, config media type, config digest, body.
+fn manifest_args(m: &NewManifest) -> [crate::outbox::Arg; 9] {
     use crate::outbox::Arg;
     [
         Arg::Text(Some(m.digest.to_string())),
@@ -1346,7 +1344,6 @@ fn manifest_args(m: &NewManifest, now: i64) -> [crate::outbox::Arg; 10] {
         Arg::Text(m.config_media_type.clone()),
         Arg::Text(m.config_digest.as_ref().map(|d| d.to_string())),
         Arg::Blob(m.body.clone()),
-        Arg::Int(Some(now)),
     ]
 }
 
@@ -1356,7 +1353,9 @@ fn put_writes(batch: &mut crate::outbox::Batch, repo_id: i64, m: &NewManifest, n
         "INSERT INTO manifests (repo_id, digest, media_type, size, artifact_type, subject, \
          annotations, config_media_type, config_digest, body, created_at) \
          VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (repo_id, digest) DO NOTHING",
-        std::iter::once(Arg::Int(Some(repo_id))).chain(manifest_args(m, now)),
+        std::iter::once(Arg::Int(Some(repo_id)))
+            .chain(manifest_args(m))
+            .chain([Arg::Int(Some(now))]),
     );
     // The blobs it references, for garbage collection, in the same transaction (as
     // `gc::record_references` does put by put). Recorded whether or not the manifest was new:

@@ -1090,21 +1090,9 @@ async fn concurrent_pushes_reach_every_matching_webhook_once_with_one_id() {
     .await;
     let body = image_manifest(&c, &s, "crowd", "shared").await;
     const N: usize = 24;
-    let puts = (0..N).map(|i| {
-        let (c, body) = (c.clone(), body.clone());
-        let url = s.url(&format!("/v2/crowd/manifests/t{i}"));
-        async move {
-            let r = c
-                .put(url)
-                .header("content-type", OCI_MANIFEST)
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 201);
-        }
-    });
-    futures_util::future::join_all(puts).await;
+    let tags: Vec<String> = (0..N).map(|i| format!("t{i}")).collect();
+    futures_util::future::join_all(tags.iter().map(|t| put_manifest(&c, &s, "crowd", t, &body)))
+        .await;
     let ids = |got: &[Received]| {
         let mut by_tag: Vec<(String, String)> = got
             .iter()
@@ -1124,7 +1112,7 @@ async fn concurrent_pushes_reach_every_matching_webhook_once_with_one_id() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(ids(&rcv.received("/a")), a, "one event per push at hookA");
     assert_eq!(ids(&rcv.received("/b")), b, "one event per push at hookB");
-    let mut tags: Vec<String> = (0..N).map(|i| format!("t{i}")).collect();
+    let mut tags = tags;
     tags.sort();
     assert_eq!(a.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>(), tags);
     assert_eq!(a, b, "the same event id at both webhooks");
