@@ -27,9 +27,13 @@
 #   wharf-redirect         wharf serve with storage.redirect_downloads (BENCH_BACKEND=s3 or
 #                          pg-s3 only): blob GETs are 307s to presigned URLs, as
 #                          Distribution's default, so pull compares like with like
+#   wharf-nocache          wharf serve with storage.blob_cache_mib = 0 (BENCH_BACKEND=s3 or
+#                          pg-s3 only): every blob GET streams from the bucket, as with no
+#                          node-local copies; `wharf` keeps copies (the default 1 GiB), so
+#                          its pull of the blobs it was just pushed reads its own disk
 # The table's columns follow the order wharf-auth, wharf-bearer, distribution-htpasswd,
-# wharf, wharf-redirect, distribution, distribution-proxy (those that ran); its ratios are
-# the first column over each other.
+# wharf, wharf-nocache, wharf-redirect, distribution, distribution-proxy (those that ran);
+# its ratios are the first column over each other.
 #
 # Environment:
 #   BENCH_QUICK=1        small fast run (8 x 1 MiB blobs, 50 manifests, 2 s timed scenarios)
@@ -85,14 +89,14 @@ has_target_like() { [[ " ${TARGETS[*]}" == *" $1"* ]]; }
 for t in "${TARGETS[@]}"; do
     case $t in
     distribution | distribution-htpasswd | distribution-proxy | wharf | wharf-auth | wharf-bearer) ;;
-    wharf-redirect)
+    wharf-redirect | wharf-nocache)
         if [[ $BACKEND != s3 && $BACKEND != pg-s3 ]]; then
-            echo "wharf-redirect needs BENCH_BACKEND=s3 or pg-s3 (redirects need object storage)" >&2
+            echo "$t needs BENCH_BACKEND=s3 or pg-s3 (redirects and blob copies need object storage)" >&2
             exit 2
         fi
         ;;
     *)
-        echo "unknown target $t (expected distribution, distribution-htpasswd, distribution-proxy, wharf, wharf-redirect, wharf-auth or wharf-bearer)" >&2
+        echo "unknown target $t (expected distribution, distribution-htpasswd, distribution-proxy, wharf, wharf-nocache, wharf-redirect, wharf-auth or wharf-bearer)" >&2
         exit 1
         ;;
     esac
@@ -219,10 +223,15 @@ start_wharf() { # target
     if [[ $t == wharf-redirect ]]; then
         env+=(WHARF_STORAGE_REDIRECT_DOWNLOADS=true)
     fi
+    if [[ $t == wharf-nocache ]]; then
+        env+=(WHARF_STORAGE_BLOB_CACHE_MIB=0)
+    fi
     if [[ $t == wharf ]]; then
         PORT[$t]=${WHARF_PORT:-$(free_port 15100)}
     elif [[ $t == wharf-redirect ]]; then
         PORT[$t]=$(free_port 15120)
+    elif [[ $t == wharf-nocache ]]; then
+        PORT[$t]=$(free_port 15130)
     else
         PORT[$t]=$(free_port 15150)
         auth+=(--auth)
@@ -356,7 +365,7 @@ if [[ -n ${BENCH_OUT:-} ]]; then cp "$RESULTS" "$BENCH_OUT"; fi
 
 # Columns in a fixed order so the first is the registry the ratios are about.
 labels=
-for t in wharf-auth wharf-bearer distribution-htpasswd wharf wharf-redirect distribution distribution-proxy; do
+for t in wharf-auth wharf-bearer distribution-htpasswd wharf wharf-nocache wharf-redirect distribution distribution-proxy; do
     if has_target "$t"; then labels+=${labels:+,}$t; fi
 done
 echo

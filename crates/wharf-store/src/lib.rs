@@ -211,6 +211,9 @@ pub struct StoreOptions {
     pub database: Option<String>,
     /// Most connections this node opens to PostgreSQL.
     pub database_max_connections: u32,
+    /// Bytes of node-local copies of blobs on object storage (`blob-cache/` in the data
+    /// directory, see [`blobs::cache`]); 0 keeps none. Unused on the data directory.
+    pub blob_cache: u64,
 }
 
 impl StoreOptions {
@@ -372,7 +375,7 @@ impl SqliteStore {
                 // The prefix serves this database and no other (see `binding`): checked before
                 // start-up's upload clean-up, which trusts that.
                 binding::bind(&meta, &o).await?;
-                BlobStore::Object(o)
+                BlobStore::Object(blobs::object::with_cache(o, data_dir, opts, &space).await?)
             }
         };
         let store = SqliteStore {

@@ -107,6 +107,16 @@ impl SpaceGuard {
         Ok(())
     }
 
+    /// Whether `bytes` more can be written and still leave the floor free: for writes the
+    /// registry could do without (a cache's copies), which must never eat into the room the
+    /// floor keeps for pushes. False if the volume cannot be measured.
+    pub fn room_for(&self, bytes: u64) -> bool {
+        match self.free_and_total() {
+            Ok((free, total)) => free >= self.floor.bytes(total).saturating_add(bytes),
+            Err(_) => false,
+        }
+    }
+
     /// Whether the volume is (nearly) full right now: an I/O error seen at such a moment is
     /// reported as out of space even when the OS said only "I/O error" (SQLite maps some
     /// ENOSPC failures, such as growing its shared-memory file, to a generic I/O error).

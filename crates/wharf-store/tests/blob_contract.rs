@@ -17,13 +17,29 @@ struct Backend {
     name: &'static str,
     location: BlobLocation,
     dir: tempfile::TempDir,
+    /// Object storage read through a node's blob cache (`storage.blob_cache_mib`): the
+    /// contract holds with the copies in between too.
+    cached: bool,
 }
 
 impl Backend {
     async fn open(&self) -> BlobStore {
-        BlobStore::open(self.dir.path(), &self.location)
-            .await
-            .unwrap_or_else(|e| panic!("{}: opening the blob store: {e}", self.name))
+        if !self.cached {
+            return BlobStore::open(self.dir.path(), &self.location)
+                .await
+                .unwrap_or_else(|e| panic!("{}: opening the blob store: {e}", self.name));
+        }
+        let o = wharf_store::blobs::object::ObjectBlobs::open(&self.location).unwrap();
+        o.check().await.unwrap();
+        let space = wharf_store::SpaceGuard::new(self.dir.path(), Default::default());
+        let cache = wharf_store::blobs::cache::BlobCache::open(
+            self.dir.path().join("blob-cache"),
+            64 << 20,
+            space,
+        )
+        .await
+        .unwrap();
+        BlobStore::Object(o.with_cache(cache))
     }
 }
 
@@ -39,6 +55,7 @@ fn backends(test: &str) -> Vec<Backend> {
         name: "filesystem",
         location: BlobLocation::DataDir,
         dir: tempfile::tempdir().unwrap(),
+        cached: false,
     }];
     if enabled("WHARF_TEST_S3") {
         out.push(Backend {
@@ -48,6 +65,16 @@ fn backends(test: &str) -> Vec<Backend> {
                 prefix: prefix.clone(),
             },
             dir: tempfile::tempdir().unwrap(),
+            cached: false,
+        });
+        out.push(Backend {
+            name: "s3 with the node's blob cache",
+            location: BlobLocation::S3 {
+                bucket: bucket.clone(),
+                prefix: format!("{prefix}-cached"),
+            },
+            dir: tempfile::tempdir().unwrap(),
+            cached: true,
         });
     } else {
         eprintln!("{test}: s3 not run (set WHARF_TEST_S3=1 and AWS_*; see scripts/backends.sh)");
@@ -60,6 +87,7 @@ fn backends(test: &str) -> Vec<Backend> {
                 prefix,
             },
             dir: tempfile::tempdir().unwrap(),
+            cached: false,
         });
     } else {
         eprintln!(

@@ -63,12 +63,23 @@ pub struct Storage {
     /// endpoint. Needs object storage (`blob_store` s3:// or azure://; Azure with the
     /// account key).
     pub redirect_downloads: bool,
+    /// MiB of this node's copies of blobs on object storage (`blob-cache/` in the data
+    /// directory, emptied at start-up): whole blobs pushed in one request or streamed to a
+    /// client are kept, least recently read evicted first, so a pull of a recent push is read
+    /// from the node's disk instead of the bucket. Copies are verified against their digest
+    /// and never take the free-space floor's room. 0 keeps none; unused on the data directory.
+    pub blob_cache_mib: u64,
 }
 
 /// How long the URL of a download redirect lasts: long enough for a slow client to start
 /// the download (an expired URL fails the pull), short enough that a leaked URL soon stops
 /// working. Distribution's default for the same redirect.
 pub const DOWNLOAD_URL_LIFETIME: std::time::Duration = std::time::Duration::from_secs(20 * 60);
+
+/// The default `storage.blob_cache_mib`: room for the layers of a few recent images.
+pub const DEFAULT_BLOB_CACHE_MIB: u64 = 1024;
+/// The largest `storage.blob_cache_mib` (16 TiB): past it, a typo rather than a size.
+pub const MAX_BLOB_CACHE_MIB: u64 = 16 << 20;
 
 /// `storage.database` for SQLite in the data directory.
 pub const SQLITE: &str = "sqlite";
@@ -80,6 +91,7 @@ impl Default for Storage {
             database_max_connections: 16,
             blob_store: wharf_store::BlobLocation::default().to_string(),
             redirect_downloads: false,
+            blob_cache_mib: DEFAULT_BLOB_CACHE_MIB,
         }
     }
 }
@@ -611,6 +623,13 @@ impl Config {
                 "must be from 2 to 1000",
             ));
         }
+        if self.storage.blob_cache_mib > MAX_BLOB_CACHE_MIB {
+            return Err(self.bad(
+                "storage.blob_cache_mib",
+                &self.storage.blob_cache_mib,
+                &format!("must be from 0 to {MAX_BLOB_CACHE_MIB} (16 TiB)"),
+            ));
+        }
         // Secrets: named, never shown.
         for (key, v) in [
             ("auth.management_token", &self.auth.management_token),
@@ -905,6 +924,7 @@ pub const KEYS: &[Key] = &[
     key("gc", "grace_secs", Kind::Int),
     key("storage", "blob_store", Kind::Str),
     key("storage", "redirect_downloads", Kind::Bool),
+    key("storage", "blob_cache_mib", Kind::Int),
     key("storage", "database", Kind::Str),
     key("storage", "database_max_connections", Kind::Int),
     key("node", "id", Kind::Str),
@@ -1451,6 +1471,11 @@ mod env_tests {
                 "",
                 &[("WHARF_AUTH_ACCESS_TOKEN_LIFETIME_SECS", "59")][..],
                 "auth.access_token_lifetime_secs",
+            ),
+            (
+                "",
+                &[("WHARF_STORAGE_BLOB_CACHE_MIB", "99999999999")][..],
+                "storage.blob_cache_mib (from WHARF_STORAGE_BLOB_CACHE_MIB) is 99999999999",
             ),
             (
                 "",

@@ -104,6 +104,7 @@ pub async fn start_with_clock(
             blob_store: blob_store.clone(),
             database,
             database_max_connections: cfg.storage.database_max_connections,
+            blob_cache: cfg.storage.blob_cache_mib << 20,
         },
     )
     .await

@@ -12,6 +12,7 @@
 //! known at compile time, an enum dispatches statically, stays `Clone + Debug` like the rest of
 //! `Store`, and needs no `async_trait`.
 
+pub mod cache;
 pub mod fs;
 pub mod object;
 
@@ -245,7 +246,7 @@ impl BlobStore {
     /// bytes.
     pub async fn read_whole(&self, digest: &Digest, size: u64) -> Result<ByteStream, StoreError> {
         match self {
-            BlobStore::Object(o) if size > 0 => o.read_whole(digest).await,
+            BlobStore::Object(o) if size > 0 => o.read_whole(digest, size).await,
             _ => self.read(digest, 0, size).await,
         }
     }

@@ -68,6 +68,8 @@ pub struct ObjectBlobs {
     server_copy: bool,
     /// Per session, the key of the last chunk this process staged (see the module docs).
     staged: Arc<std::sync::Mutex<std::collections::HashMap<String, Path>>>,
+    /// This node's copies of blobs it streamed or received whole (see [`super::cache`]).
+    cache: Option<Arc<super::cache::BlobCache>>,
 }
 
 /// One staged chunk of a session.
@@ -83,6 +85,23 @@ impl std::fmt::Debug for ObjectBlobs {
             .field("location", &self.location)
             .finish_non_exhaustive()
     }
+}
+
+/// `o` with the node's blob cache of `opts.blob_cache` bytes in `blob-cache/` under the
+/// data directory (emptied here; the caller holds the directory's lock), or as it is if the
+/// cache is off.
+pub(crate) async fn with_cache(
+    o: ObjectBlobs,
+    data_dir: &std::path::Path,
+    opts: &crate::StoreOptions,
+    space: &crate::SpaceGuard,
+) -> Result<ObjectBlobs, StoreError> {
+    if opts.blob_cache == 0 {
+        return Ok(o);
+    }
+    let dir = data_dir.join("blob-cache");
+    let cache = super::cache::BlobCache::open(dir, opts.blob_cache, space.clone()).await?;
+    Ok(o.with_cache(cache))
 }
 
 /// Retries inside object_store: a few, quickly, so a client hears a 503 and retries itself
@@ -217,7 +236,19 @@ impl ObjectBlobs {
             location: location.to_string(),
             server_copy,
             staged: Arc::default(),
+            cache: None,
         })
+    }
+
+    /// Reads whole blobs through `cache`, this node's copies, and fills it.
+    pub fn with_cache(mut self, cache: Arc<super::cache::BlobCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// This node's copies of blobs, if it keeps any.
+    pub fn cache(&self) -> Option<&Arc<super::cache::BlobCache>> {
+        self.cache.as_ref()
     }
 
     /// Lists the upload area once: start-up fails early and clearly when the bucket is
@@ -315,15 +346,21 @@ impl ObjectBlobs {
         digest: &Digest,
         parts: &[bytes::Bytes],
     ) -> Result<Finished, StoreError> {
-        if self.size(digest).await?.is_some() {
-            return Ok(Finished::AlreadyStored);
+        let done = if self.size(digest).await?.is_some() {
+            Finished::AlreadyStored
+        } else {
+            let payload: PutPayload = parts.iter().cloned().collect();
+            self.store
+                .put(&self.blob_key(digest), payload)
+                .await
+                .map_err(backend)?;
+            Finished::Published
+        };
+        // One push, then pulls: the bytes are verified and in hand already.
+        if let Some(c) = &self.cache {
+            c.keep(digest, parts);
         }
-        let payload: PutPayload = parts.iter().cloned().collect();
-        self.store
-            .put(&self.blob_key(digest), payload)
-            .await
-            .map_err(backend)?;
-        Ok(Finished::Published)
+        Ok(done)
     }
 
     pub(super) async fn size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
@@ -340,6 +377,9 @@ impl ObjectBlobs {
         start: u64,
         len: u64,
     ) -> Result<ByteStream, StoreError> {
+        if let Some(hit) = self.cached(digest, start, len).await {
+            return Ok(hit);
+        }
         let opts = GetOptions {
             range: Some(GetRange::Bounded(start..start + len)),
             ..Default::default()
@@ -352,13 +392,30 @@ impl ObjectBlobs {
         Ok(Box::pin(got.into_stream().map_err(std::io::Error::other)))
     }
 
-    pub(super) async fn read_whole(&self, digest: &Digest) -> Result<ByteStream, StoreError> {
+    /// Streams a whole blob of `size` bytes: this node's copy if it has one, else the
+    /// object, keeping a copy as it goes by.
+    pub(super) async fn read_whole(
+        &self,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<ByteStream, StoreError> {
+        if let Some(hit) = self.cached(digest, 0, size).await {
+            return Ok(hit);
+        }
         let got = self
             .store
             .get(&self.blob_key(digest))
             .await
             .map_err(backend)?;
-        Ok(Box::pin(got.into_stream().map_err(std::io::Error::other)))
+        let body: ByteStream = Box::pin(got.into_stream().map_err(std::io::Error::other));
+        Ok(match &self.cache {
+            Some(c) => c.tee(digest, size, body),
+            None => body,
+        })
+    }
+
+    async fn cached(&self, digest: &Digest, start: u64, len: u64) -> Option<ByteStream> {
+        self.cache.as_ref()?.read(digest, start, len).await
     }
 
     /// A URL that reads the published blob straight from the bucket for `ttl`, signed with
@@ -378,6 +435,9 @@ impl ObjectBlobs {
     }
 
     pub(super) async fn delete_blob(&self, digest: &Digest) -> Result<(), StoreError> {
+        if let Some(c) = &self.cache {
+            c.forget(digest).await;
+        }
         match self.store.delete(&self.blob_key(digest)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(backend(e)),

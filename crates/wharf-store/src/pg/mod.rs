@@ -180,7 +180,7 @@ impl PgStore {
                     .await?
                     .get(0);
                 crate::binding::bind_id(&id, links, &o).await?;
-                BlobStore::Object(o)
+                BlobStore::Object(blobs::object::with_cache(o, data_dir, opts, &space).await?)
             }
         };
         if let BlobStore::Fs(_) = &blobs {

@@ -162,7 +162,9 @@ struct Behind {
     _dir: tempfile::TempDir,
 }
 
-async fn wharf_behind_proxy(test: &str) -> Option<Behind> {
+/// `cache_mib` is the server's `storage.blob_cache_mib`: 0 where a test is about what the
+/// bucket does, which the node's copies would otherwise answer for.
+async fn wharf_behind_proxy(test: &str, cache_mib: u64) -> Option<Behind> {
     if std::env::var("WHARF_TEST_S3").ok().as_deref() != Some("1") {
         eprintln!("{test}: not run (set WHARF_TEST_S3=1 and AWS_*; see scripts/backends.sh)");
         return None;
@@ -195,6 +197,7 @@ async fn wharf_behind_proxy(test: &str) -> Option<Behind> {
         .arg(dir.path())
         .args(["--blob-store", &store])
         .env("AWS_ENDPOINT_URL", format!("http://{proxy_addr}"))
+        .env("WHARF_STORAGE_BLOB_CACHE_MIB", cache_mib.to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -231,7 +234,7 @@ async fn wharf_behind_proxy(test: &str) -> Option<Behind> {
 // Multi-threaded: the proxy must answer while this thread reads the server's log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_object_store_is_a_503_and_acknowledges_nothing_it_did_not_store() {
-    let Some(w) = wharf_behind_proxy("object_faults").await else {
+    let Some(w) = wharf_behind_proxy("object_faults", 0).await else {
         return;
     };
     let (base, down) = (w.base.clone(), w.down.clone());
@@ -357,7 +360,7 @@ async fn a_failing_object_store_is_a_503_and_acknowledges_nothing_it_did_not_sto
 // Multi-threaded: the proxy must answer while this thread reads the server's log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_collected_between_an_uploads_finish_and_its_link_is_published_again() {
-    let Some(w) = wharf_behind_proxy("object_faults (collected before linked)").await else {
+    let Some(w) = wharf_behind_proxy("object_faults (collected before linked)", 0).await else {
         return;
     };
     let c = common::client();
@@ -439,7 +442,7 @@ async fn content_collected_between_an_uploads_finish_and_its_link_is_published_a
 /// object and no copy. Bytes a PATCH staged are staged, and go into place at the finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blob_whose_bytes_come_in_the_finishing_request_is_written_once() {
-    let Some(w) = wharf_behind_proxy("object_faults (written once)").await else {
+    let Some(w) = wharf_behind_proxy("object_faults (written once)", 0).await else {
         return;
     };
     let c = common::client();
@@ -496,6 +499,148 @@ async fn a_blob_whose_bytes_come_in_the_finishing_request_is_written_once() {
         assert_eq!(r.status(), 200, "{way}");
         assert_eq!(&r.bytes().await.unwrap()[..], &bytes[..], "{way}");
     }
+}
+
+/// With the node's blob cache on (`storage.blob_cache_mib`), a blob pushed whole through the
+/// node, or pulled once through it, is read from the node's copy: pulls of it never reach the
+/// bucket, and are answered (whole or in ranges, with the right bytes) while the bucket is
+/// down. A blob the node never held whole still needs the bucket (a 503 while it is down),
+/// and a copy never lets a repository read a blob it does not link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_of_blobs_the_node_held_whole_are_read_from_its_copy() {
+    let Some(w) = wharf_behind_proxy("object_faults (node's copies)", 64).await else {
+        return;
+    };
+    let c = common::client();
+    let url = |p: &str| format!("{}{p}", w.base);
+    let blob = |seed: u8| -> Vec<u8> { (0..300_000u32).map(|i| (i % 251) as u8 ^ seed).collect() };
+    // Pushed whole (monolithic).
+    let whole = blob(1);
+    let wd = sha256(&whole);
+    let r = c
+        .post(url(&format!("/v2/cached/blobs/uploads/?digest={wd}")))
+        .body(whole.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // Pushed in chunks: no node ever held all of it, so it is not kept at the push.
+    let chunked = |bytes: Vec<u8>| {
+        let c = c.clone();
+        async move {
+            let d = sha256(&bytes);
+            let r = c
+                .post(url("/v2/cached/blobs/uploads/"))
+                .send()
+                .await
+                .unwrap();
+            let loc = r.headers()["location"].to_str().unwrap().to_owned();
+            let r = c
+                .patch(url(&loc))
+                .header("content-range", "0-149999")
+                .body(bytes[..150_000].to_vec())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+            let loc = r.headers()["location"].to_str().unwrap().to_owned();
+            let sep = if loc.contains('?') { '&' } else { '?' };
+            let r = c
+                .put(url(&format!("{loc}{sep}digest={d}")))
+                .header("content-range", "150000-299999")
+                .body(bytes[150_000..].to_vec())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            d
+        }
+    };
+    let pulled = blob(2);
+    let pd = chunked(pulled.clone()).await;
+    let never = blob(3);
+    let nd = chunked(never.clone()).await;
+    let bucket_gets = |d: &str| {
+        let hex = &d["sha256:".len()..];
+        w.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, p)| m == "GET" && p.ends_with(hex))
+            .count()
+    };
+    let get = |d: String| {
+        let c = c.clone();
+        async move {
+            let r = c
+                .get(url(&format!("/v2/cached/blobs/{d}")))
+                .send()
+                .await
+                .unwrap();
+            let s = r.status().as_u16();
+            (s, r.bytes().await.unwrap().to_vec())
+        }
+    };
+
+    // The whole push is read from the node's copy: the bucket sees no GET of it.
+    let (s, body) = get(wd.clone()).await;
+    assert_eq!((s, body == whole), (200, true));
+    assert_eq!(bucket_gets(&wd), 0, "{:?}", w.requests.lock().unwrap());
+    // The chunked one is read from the bucket once, and kept as it goes by.
+    let (s, body) = get(pd.clone()).await;
+    assert_eq!((s, body == pulled), (200, true));
+    assert_eq!(bucket_gets(&pd), 1);
+    // The copy is written after the response: wait for the second pull to be read from it.
+    let mut from_copy = false;
+    for _ in 0..500 {
+        let (s, body) = get(pd.clone()).await;
+        assert_eq!((s, body == pulled), (200, true));
+        if bucket_gets(&pd) == 1 {
+            from_copy = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        from_copy,
+        "a pulled blob was never read from the node's copy"
+    );
+
+    // The bucket is down: what the node holds is still served, whole and in ranges.
+    w.down.store(DOWN, Ordering::SeqCst);
+    for (d, bytes) in [(&wd, &whole), (&pd, &pulled)] {
+        let (s, body) = get(d.clone()).await;
+        assert_eq!((s, body == *bytes), (200, true), "{d}");
+        let r = c
+            .get(url(&format!("/v2/cached/blobs/{d}")))
+            .header("range", "bytes=1000-1999")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 206, "{d}");
+        assert_eq!(&r.bytes().await.unwrap()[..], &bytes[1000..2000], "{d}");
+    }
+    // What it never held whole needs the bucket.
+    let r = c
+        .get(url(&format!("/v2/cached/blobs/{nd}")))
+        .send()
+        .await
+        .unwrap();
+    let (s, h) = (r.status().as_u16(), r.headers().clone());
+    assert_unavailable(s, &h, &r.text().await.unwrap(), "GET of a blob not held");
+    // A copy is no way around the repository's links.
+    let (s, _) = {
+        let r = c
+            .get(url(&format!("/v2/elsewhere/blobs/{wd}")))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.bytes().await.unwrap())
+    };
+    assert_eq!(s, 404, "a repository that does not link the blob");
+    w.down.store(UP, Ordering::SeqCst);
+    let (s, body) = get(nd.clone()).await;
+    assert_eq!((s, body == never), (200, true));
 }
 
 fn uuid_like() -> String {
