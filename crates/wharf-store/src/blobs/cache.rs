@@ -46,6 +46,10 @@ const READ_BUF: usize = 1 << 20;
 const WRITE_BUF: usize = 256 << 10;
 /// Free space a copy must leave above the free-space floor.
 pub const HEADROOM: u64 = 64 << 20;
+/// Copies written at once. A streamed copy holds a blocking thread for as long as its
+/// client downloads: without a bound, many slow clients would take the runtime's blocking
+/// threads from the file I/O that needs them. A pull past the bound is not copied.
+const MAX_FILLS: usize = 16;
 
 #[derive(Debug)]
 pub struct BlobCache {
@@ -54,6 +58,7 @@ pub struct BlobCache {
     max: u64,
     space: SpaceGuard,
     state: Mutex<State>,
+    fills: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Debug, Default)]
@@ -79,6 +84,8 @@ struct Entry {
 struct Reserved {
     victims: Vec<PathBuf>,
     tmp: PathBuf,
+    /// One of [`MAX_FILLS`], held until the copy is kept or dropped.
+    _fill: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl BlobCache {
@@ -99,6 +106,7 @@ impl BlobCache {
             max,
             space,
             state: Mutex::default(),
+            fills: Arc::new(tokio::sync::Semaphore::new(MAX_FILLS)),
         }))
     }
 
@@ -221,6 +229,7 @@ impl BlobCache {
                 return None;
             }
         }
+        let fill = self.fills.clone().try_acquire_owned().ok()?;
         // statvfs outside the lock; a race with another reservation costs at most a copy's
         // size of the headroom.
         if !self.space.room_for(size.saturating_add(HEADROOM)) {
@@ -251,7 +260,11 @@ impl BlobCache {
         }
         s.seq += 1;
         let tmp = self.dir.join("tmp").join(s.seq.to_string());
-        Some(Reserved { victims, tmp })
+        Some(Reserved {
+            victims,
+            tmp,
+            _fill: fill,
+        })
     }
 
     /// Writes a reserved copy from `next`'s chunks (on a blocking thread), then keeps it or
@@ -434,6 +447,32 @@ mod tests {
         // A collected blob's copy goes.
         c.forget(&d9).await;
         assert!(!c.contains(&d9) && !c.path(&d9).exists());
+    }
+
+    #[tokio::test]
+    async fn at_most_max_fills_copies_are_written_at_once() {
+        let (_t, c) = cache(64 << 20).await;
+        let blobs: Vec<_> = (0..=MAX_FILLS).map(|i| blob(10_000, i as u8)).collect();
+        // Streams not read yet: each holds its copy's writer open.
+        let streams: Vec<ByteStream> = blobs
+            .iter()
+            .map(|(d, b)| c.tee(d, b.len() as u64, chunks(b, 1_000)))
+            .collect();
+        for s in streams {
+            collect(s).await;
+        }
+        settled(&c).await;
+        let kept = blobs.iter().filter(|(d, _)| c.contains(d)).count();
+        assert_eq!(kept, MAX_FILLS);
+        assert!(
+            !c.contains(&blobs[MAX_FILLS].0),
+            "the one past the bound passed through"
+        );
+        // The permits came back.
+        let (d, b) = &blobs[MAX_FILLS];
+        collect(c.tee(d, b.len() as u64, chunks(b, 1_000))).await;
+        settled(&c).await;
+        assert!(c.contains(d));
     }
 
     #[tokio::test]
