@@ -430,10 +430,11 @@ async fn get_blob(
     body: bool,
     quarantine_reader: bool,
 ) -> Result<Response> {
-    let size = app
+    let blob = app
         .registry
-        .blob_size_as(repo, d, quarantine_reader)
+        .readable_blob(repo, d, quarantine_reader)
         .await?;
+    let size = blob.size();
     let range = byte_range(h, size);
     let (status, start, len, content_range) = match range {
         ByteRange::Whole => (StatusCode::OK, 0, size, None),
@@ -480,7 +481,7 @@ async fn get_blob(
         headers.push((header::CONTENT_RANGE, cr));
     }
     let mut resp = if body {
-        let stream = app.registry.read_blob(repo, d, start, len).await?;
+        let stream = app.registry.read_blob(&blob, start, len).await?;
         Response::new(Body::from_stream(stream))
     } else {
         Response::new(Body::empty())

@@ -130,6 +130,21 @@ impl Default for Limits {
 }
 
 /// The result of a manifest PUT.
+/// A blob a caller may read: what [`Registry::readable_blob`] checked (the repository links
+/// it and may be read; quarantine as the caller asked). Only the registry makes one, so a read
+/// ([`Registry::read_blob`]) cannot skip the checks.
+#[derive(Debug, Clone)]
+pub struct ReadableBlob {
+    digest: Digest,
+    size: u64,
+}
+
+impl ReadableBlob {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct PutManifest {
     pub digest: Digest,
@@ -230,16 +245,16 @@ impl Registry {
 
     // ---- blobs ------------------------------------------------------------------------
 
-    /// Size of a blob visible in `repo`, for a caller that may (`quarantine_reader`) or may
-    /// not read quarantined images: a blob that, in `repo`, belongs only to quarantined images
-    /// is disallowed as a pull of them by digest is (ACR's 405). The check costs nothing
-    /// unless some manifest anywhere is quarantined.
-    pub async fn blob_size_as(
+    /// A blob visible in `repo`, for a caller that may (`quarantine_reader`) or may not read
+    /// quarantined images: a blob that, in `repo`, belongs only to quarantined images is
+    /// disallowed as a pull of them by digest is (ACR's 405). The check costs nothing unless
+    /// some manifest anywhere is quarantined.
+    pub async fn readable_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         quarantine_reader: bool,
-    ) -> Result<u64> {
+    ) -> Result<ReadableBlob> {
         let size = self.blob_size(repo, digest).await?;
         if !quarantine_reader
             && self
@@ -250,11 +265,14 @@ impl Registry {
         {
             return Err(RegistryError::Disallowed);
         }
-        Ok(size)
+        Ok(ReadableBlob {
+            digest: digest.clone(),
+            size,
+        })
     }
 
     /// Size of a blob visible in `repo` (read locks checked; quarantine not: see
-    /// [`Registry::blob_size_as`]).
+    /// [`Registry::readable_blob`]).
     pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
         if !self.store.attributes().repo_readable(repo).await? {
             return Err(RegistryError::Disallowed);
@@ -270,16 +288,17 @@ impl Registry {
         }
     }
 
-    /// Streams `len` bytes from `start` of a blob visible in `repo` (the caller checked its
-    /// size and the range against it, with [`Registry::blob_size_as`]).
+    /// Streams `len` bytes from `start` of a blob [`Registry::readable_blob`] found (the
+    /// caller checked the range against its size). Its checks are not repeated: the content
+    /// cannot go in between, since the check's touch keeps the link from garbage collection
+    /// for the grace period, and on PostgreSQL each repeated check is a round trip per pull.
     pub async fn read_blob(
         &self,
-        repo: &RepoName,
-        digest: &Digest,
+        blob: &ReadableBlob,
         start: u64,
         len: u64,
     ) -> Result<wharf_store::blobs::ByteStream> {
-        let size = self.blob_size(repo, digest).await?;
+        let (digest, size) = (&blob.digest, blob.size);
         let read = if start == 0 && len == size {
             self.store.blobs.read_whole(digest, size).await
         } else {
