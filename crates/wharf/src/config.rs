@@ -67,7 +67,8 @@ pub struct Storage {
     /// directory, emptied at start-up): whole blobs pushed in one request or streamed to a
     /// client are kept, least recently read evicted first, so a pull of a recent push is read
     /// from the node's disk instead of the bucket. Copies are verified against their digest
-    /// and never take the free-space floor's room. 0 keeps none; unused on the data directory.
+    /// and never take the free-space floor's room. 0 keeps none; unused on the data directory
+    /// and with `redirect_downloads` (blob GETs then read the bucket).
     pub blob_cache_mib: u64,
 }
 

@@ -104,7 +104,12 @@ pub async fn start_with_clock(
             blob_store: blob_store.clone(),
             database,
             database_max_connections: cfg.storage.database_max_connections,
-            blob_cache: cfg.storage.blob_cache_mib << 20,
+            // Redirected GETs read the bucket, never a node's copies: none are kept.
+            blob_cache: if cfg.storage.redirect_downloads {
+                0
+            } else {
+                cfg.storage.blob_cache_mib << 20
+            },
         },
     )
     .await

@@ -100,7 +100,12 @@ pub(crate) async fn with_cache(
         return Ok(o);
     }
     let dir = data_dir.join("blob-cache");
-    let cache = super::cache::BlobCache::open(dir, opts.blob_cache, space.clone()).await?;
+    let cache = super::cache::BlobCache::open(dir.clone(), opts.blob_cache, space.clone()).await?;
+    tracing::info!(
+        dir = %dir.display(),
+        max_mib = opts.blob_cache >> 20,
+        "keeping node-local copies of blobs on object storage"
+    );
     Ok(o.with_cache(cache))
 }
 
