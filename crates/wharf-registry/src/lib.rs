@@ -129,7 +129,6 @@ impl Default for Limits {
     }
 }
 
-/// The result of a manifest PUT.
 /// A blob a caller may read: what [`Registry::readable_blob`] checked (the repository links
 /// it and may be read; quarantine as the caller asked). Only the registry makes one, so a read
 /// ([`Registry::read_blob`]) cannot skip the checks.
@@ -145,6 +144,7 @@ impl ReadableBlob {
     }
 }
 
+/// The result of a manifest PUT.
 #[derive(Debug, Clone)]
 pub struct PutManifest {
     pub digest: Digest,

@@ -16,15 +16,20 @@
 //!   a link, and ages out.
 //! - **Disposable.** Emptied at start-up (a copy written just before a crash may be torn, and
 //!   hashing every copy again would cost more than filling them again); never fsynced.
-//! - **Bounded.** At most `storage.blob_cache_mib`; the least recently read copies go first;
-//!   a blob larger than an eighth of the bound is not kept, so one large layer does not flush
-//!   the rest. Copies are not written while the data volume lacks room above the free-space
-//!   floor for them and [`HEADROOM`] more: the floor's room is for pushes.
-//! - **Never in the way.** A copy is written on a blocking thread of its own, fed through a
-//!   bounded channel; a writer that falls behind, a full disk or any I/O error drops the
-//!   copy, never slows or fails the response.
+//! - **Bounded.** Kept copies and copies being written together stay within
+//!   `storage.blob_cache_mib`: a new copy evicts the least recently read ones, and is not
+//!   written when the copies already being written leave no room for it; a blob larger than
+//!   an eighth of the bound is not kept, so one large layer does not flush the rest. A copy is
+//!   written only while the data volume has room above the free-space floor for it, for what
+//!   the copies being written have yet to write, and [`HEADROOM`] more: the floor's room is
+//!   for pushes.
+//! - **Never in the way.** A pulled blob's copy is written on a blocking thread of its own,
+//!   fed through a bounded channel; a writer that falls behind, a full disk or any I/O error
+//!   drops the copy, never slows or fails the response. A pushed blob's copy is written (to
+//!   the page cache, not synced) before the push is answered, so the pull that follows reads
+//!   it; failing to write it fails nothing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -63,15 +68,34 @@ pub struct BlobCache {
 
 #[derive(Debug, Default)]
 struct State {
+    /// Kept copies.
     entries: HashMap<Digest, Entry>,
-    /// Copies being written: not read, not written twice.
-    filling: HashSet<Digest>,
-    /// Bytes of the kept copies and of those being written.
-    used: u64,
-    /// A counter that orders reads (least recently read goes first).
+    /// The kept copies by last read (the clock's value then): eviction takes the first
+    /// without scanning.
+    lru: BTreeMap<u64, Digest>,
+    /// Copies being written, with their sizes: not read, not written twice.
+    filling: HashMap<Digest, u64>,
+    /// Copies being written whose blob was collected meanwhile: not kept.
+    doomed: HashSet<Digest>,
+    /// Bytes of the kept copies.
+    kept: u64,
+    /// Bytes of the copies being written (their whole sizes).
+    in_flight: u64,
+    /// Orders reads; every value is used once.
     clock: u64,
     /// Names of the temporary files.
     seq: u64,
+}
+
+impl State {
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    fn busy(&self, d: &Digest) -> bool {
+        self.entries.contains_key(d) || self.filling.contains_key(d)
+    }
 }
 
 #[derive(Debug)]
@@ -124,9 +148,11 @@ impl BlobCache {
     pub async fn read(&self, d: &Digest, start: u64, len: u64) -> Option<ByteStream> {
         let size = {
             let mut s = self.lock();
-            s.clock += 1;
-            let now = s.clock;
-            let e = s.entries.get_mut(d)?;
+            let now = s.tick();
+            let State { entries, lru, .. } = &mut *s;
+            let e = entries.get_mut(d)?;
+            lru.remove(&e.read_at);
+            lru.insert(now, d.clone());
             e.read_at = now;
             e.size
         };
@@ -158,7 +184,8 @@ impl BlobCache {
 
     /// Bytes held by kept copies and copies being written.
     pub fn used(&self) -> u64 {
-        self.lock().used
+        let s = self.lock();
+        s.kept + s.in_flight
     }
 
     /// Passes a whole blob's stream from the object store through, writing a copy of its
@@ -188,24 +215,33 @@ impl BlobCache {
     }
 
     /// Keeps a copy of a blob whose bytes the caller holds and has verified (a monolithic
-    /// upload just published).
-    pub fn keep(self: &Arc<Self>, d: &Digest, parts: &[Bytes]) {
+    /// upload just published); returns once the copy is kept or dropped, so a read that
+    /// follows finds it.
+    pub async fn keep(self: &Arc<Self>, d: &Digest, parts: &[Bytes]) {
         let size = parts.iter().map(|p| p.len() as u64).sum();
         let Some(r) = self.reserve(d, size) else {
             return;
         };
         let (me, d) = (self.clone(), d.clone());
         let mut parts = std::collections::VecDeque::from(parts.to_vec());
-        tokio::task::spawn_blocking(move || me.fill(&d, size, r, || parts.pop_front(), false));
+        let written =
+            tokio::task::spawn_blocking(move || me.fill(&d, size, r, || parts.pop_front(), false));
+        if let Err(e) = written.await {
+            tracing::warn!(error = %e, "writing a blob's cached copy panicked");
+        }
     }
 
-    /// Drops the copy of `d` (its blob was collected).
+    /// Drops the copy of `d` (its blob was collected), and one being written.
     pub async fn forget(&self, d: &Digest) {
         let had = {
             let mut s = self.lock();
+            if s.filling.contains_key(d) {
+                s.doomed.insert(d.clone());
+            }
             match s.entries.remove(d) {
                 Some(e) => {
-                    s.used -= e.size;
+                    s.kept -= e.size;
+                    s.lru.remove(&e.read_at);
                     true
                 }
                 None => false,
@@ -218,44 +254,40 @@ impl BlobCache {
 
     /// Reserves room for a copy of `d`, evicting the least recently read copies past the
     /// bound. None when no copy should be written: one is kept or being written already, the
-    /// blob is empty or too large, or the volume lacks room.
+    /// blob is empty or too large, [`MAX_FILLS`] copies are being written, the copies being
+    /// written leave no room, or the volume lacks room.
     fn reserve(&self, d: &Digest, size: u64) -> Option<Reserved> {
         if size == 0 || size > self.max / 8 {
             return None;
         }
-        {
+        let fill = self.fills.clone().try_acquire_owned().ok()?;
+        let promised = {
             let s = self.lock();
-            if s.entries.contains_key(d) || s.filling.contains(d) {
+            if s.busy(d) {
                 return None;
             }
-        }
-        let fill = self.fills.clone().try_acquire_owned().ok()?;
-        // statvfs outside the lock; a race with another reservation costs at most a copy's
-        // size of the headroom.
-        if !self.space.room_for(size.saturating_add(HEADROOM)) {
+            s.in_flight
+        };
+        // statvfs outside the lock. The free space it reports does not yet include what the
+        // copies being written will write, so that is asked for on top.
+        let wanted = size.saturating_add(HEADROOM).saturating_add(promised);
+        if !self.space.room_for(wanted) {
             return None;
         }
         let mut s = self.lock();
-        if s.entries.contains_key(d) || !s.filling.insert(d.clone()) {
+        if s.busy(d) || s.in_flight + size > self.max {
             return None;
         }
-        s.used += size;
+        s.filling.insert(d.clone(), size);
+        s.in_flight += size;
         let mut victims = Vec::new();
-        if s.used > self.max {
-            let mut lru: Vec<(u64, Digest)> = s
-                .entries
-                .iter()
-                .map(|(k, e)| (e.read_at, k.clone()))
-                .collect();
-            lru.sort_unstable();
-            for (_, k) in lru {
-                if s.used <= self.max {
-                    break;
-                }
-                if let Some(e) = s.entries.remove(&k) {
-                    s.used -= e.size;
-                    victims.push(self.path(&k));
-                }
+        while s.kept + s.in_flight > self.max {
+            let Some((_, k)) = s.lru.pop_first() else {
+                break;
+            };
+            if let Some(e) = s.entries.remove(&k) {
+                s.kept -= e.size;
+                victims.push(self.path(&k));
             }
         }
         s.seq += 1;
@@ -301,24 +333,33 @@ impl BlobCache {
             std::fs::rename(&r.tmp, self.path(d))?;
             Ok(true)
         })();
-        let kept = match written {
+        let written = match written {
             Ok(k) => k,
             Err(e) => {
                 tracing::debug!(error = %e, digest = %d, "writing a blob's cached copy failed");
                 false
             }
         };
-        if !kept {
+        if !written {
             let _ = std::fs::remove_file(&r.tmp);
         }
-        let mut s = self.lock();
-        s.filling.remove(d);
-        if kept {
-            s.clock += 1;
-            let read_at = s.clock;
-            s.entries.insert(d.clone(), Entry { size, read_at });
-        } else {
-            s.used -= size;
+        let kept = {
+            let mut s = self.lock();
+            s.filling.remove(d);
+            s.in_flight -= size;
+            let doomed = s.doomed.remove(d);
+            let kept = written && !doomed;
+            if kept {
+                let read_at = s.tick();
+                s.entries.insert(d.clone(), Entry { size, read_at });
+                s.lru.insert(read_at, d.clone());
+                s.kept += size;
+            }
+            kept
+        };
+        if written && !kept {
+            // Collected while it was written.
+            let _ = std::fs::remove_file(self.path(d));
         }
     }
 }
@@ -422,15 +463,13 @@ mod tests {
         let (_t, c) = cache(800_000).await;
         let blobs: Vec<_> = (0..8).map(|i| blob(100_000, 10 + i)).collect();
         for (d, b) in &blobs[..8] {
-            c.keep(d, std::slice::from_ref(b));
-            settled(&c).await;
+            c.keep(d, std::slice::from_ref(b)).await;
         }
         assert_eq!(c.used(), 800_000);
         // Read the first: the second is now the least recently read.
         assert!(c.read(&blobs[0].0, 0, 10).await.is_some());
         let (d9, b9) = blob(100_000, 99);
-        c.keep(&d9, std::slice::from_ref(&b9));
-        settled(&c).await;
+        c.keep(&d9, std::slice::from_ref(&b9)).await;
         assert!(c.contains(&d9));
         assert!(c.contains(&blobs[0].0), "recently read copies stay");
         assert!(
@@ -439,6 +478,10 @@ mod tests {
         );
         assert!(!c.path(&blobs[1].0).exists());
         assert!(c.used() <= 800_000);
+        {
+            let s = c.lock();
+            assert_eq!(s.lru.len(), s.entries.len(), "one LRU entry per copy");
+        }
         // Larger than an eighth of the bound: passed through, not kept.
         let (dl, bl) = blob(100_001, 7);
         collect(c.tee(&dl, bl.len() as u64, chunks(&bl, 65_536))).await;
@@ -476,6 +519,63 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn copies_being_written_count_against_the_bound() {
+        // Room for eight 100 kB copies; two being written at once hold 200 kB of it.
+        let (_t, c) = cache(800_000).await;
+        let kept: Vec<_> = (0..6).map(|i| blob(100_000, 40 + i)).collect();
+        for (d, b) in &kept {
+            c.keep(d, std::slice::from_ref(b)).await;
+        }
+        let slow: Vec<_> = (0..2).map(|i| blob(100_000, 50 + i)).collect();
+        let open: Vec<ByteStream> = slow
+            .iter()
+            .map(|(d, b)| c.tee(d, b.len() as u64, chunks(b, 1_000)))
+            .collect();
+        assert_eq!(c.used(), 800_000, "six kept and two being written");
+        // A third copy evicts the least recently read kept one rather than pass the bound.
+        let (d, b) = blob(100_000, 60);
+        c.keep(&d, std::slice::from_ref(&b)).await;
+        assert!(c.contains(&d) && !c.contains(&kept[0].0));
+        assert!(c.used() <= 800_000);
+        for s in open {
+            collect(s).await;
+        }
+        settled(&c).await;
+        assert!(slow.iter().all(|(d, _)| c.contains(d)));
+        assert!(c.used() <= 800_000, "{}", c.used());
+        // When copies being written alone fill the bound, a new one is not written.
+        let (_t2, c) = cache(800_000).await;
+        let big: Vec<_> = (0..8).map(|i| blob(100_000, 70 + i)).collect();
+        let open: Vec<ByteStream> = big
+            .iter()
+            .map(|(d, b)| c.tee(d, b.len() as u64, chunks(b, 1_000)))
+            .collect();
+        let (d, b) = blob(100_000, 80);
+        c.keep(&d, std::slice::from_ref(&b)).await;
+        assert!(!c.contains(&d));
+        assert_eq!(c.used(), 800_000);
+        drop(open);
+        settled(&c).await;
+        assert_eq!(c.used(), 0, "copies cut short gave their room back");
+    }
+
+    #[tokio::test]
+    async fn a_copy_whose_blob_is_collected_while_written_is_not_kept() {
+        let (_t, c) = cache(64 << 20).await;
+        let (d, b) = blob(100_000, 90);
+        let s = c.tee(&d, b.len() as u64, chunks(&b, 1_000));
+        c.forget(&d).await;
+        assert_eq!(collect(s).await, b);
+        settled(&c).await;
+        assert!(!c.contains(&d));
+        assert!(!c.path(&d).exists());
+        assert_eq!(c.used(), 0);
+        // A later copy is kept again.
+        c.keep(&d, std::slice::from_ref(&b)).await;
+        assert!(c.contains(&d));
+    }
+
+    #[tokio::test]
     async fn no_copy_is_written_without_room_above_the_floor() {
         let t = tempfile::tempdir().unwrap();
         // A floor larger than any volume here.
@@ -484,7 +584,7 @@ mod tests {
             .await
             .unwrap();
         let (d, b) = blob(1_000, 5);
-        c.keep(&d, std::slice::from_ref(&b));
+        c.keep(&d, std::slice::from_ref(&b)).await;
         assert_eq!(collect(c.tee(&d, 1_000, chunks(&b, 100))).await, b);
         settled(&c).await;
         assert!(!c.contains(&d));
@@ -500,8 +600,7 @@ mod tests {
             .await
             .unwrap();
         let (d, b) = blob(1_000, 6);
-        c.keep(&d, &[b]);
-        settled(&c).await;
+        c.keep(&d, &[b]).await;
         assert!(c.path(&d).exists());
         drop(c);
         let c = BlobCache::open(dir, 64 << 20, space).await.unwrap();

@@ -361,9 +361,10 @@ impl ObjectBlobs {
                 .map_err(backend)?;
             Finished::Published
         };
-        // One push, then pulls: the bytes are verified and in hand already.
+        // One push, then pulls: the bytes are verified and in hand already, and a page-cache
+        // write of them costs little next to the PUT.
         if let Some(c) = &self.cache {
-            c.keep(digest, parts);
+            c.keep(digest, parts).await;
         }
         Ok(done)
     }
