@@ -351,22 +351,29 @@ impl ObjectBlobs {
         digest: &Digest,
         parts: &[bytes::Bytes],
     ) -> Result<Finished, StoreError> {
-        let done = if self.size(digest).await?.is_some() {
-            Finished::AlreadyStored
-        } else {
+        let publish = async {
+            if self.size(digest).await?.is_some() {
+                return Ok(Finished::AlreadyStored);
+            }
             let payload: PutPayload = parts.iter().cloned().collect();
             self.store
                 .put(&self.blob_key(digest), payload)
                 .await
                 .map_err(backend)?;
-            Finished::Published
+            Ok(Finished::Published)
         };
-        // One push, then pulls: the bytes are verified and in hand already, and a page-cache
-        // write of them costs little next to the PUT.
-        if let Some(c) = &self.cache {
-            c.keep(digest, parts).await;
-        }
-        Ok(done)
+        // One push, then pulls: this node keeps a copy of the bytes, verified already and in
+        // hand, written while the object is (so the push waits for neither in turn) and
+        // before the push is answered (so the pull that follows finds it). A copy of bytes
+        // whose publishing then fails is still their digest's, and is read only through a
+        // link, which needs the published object.
+        let keep = async {
+            if let Some(c) = &self.cache {
+                c.keep(digest, parts).await;
+            }
+        };
+        let (done, ()) = tokio::join!(publish, keep);
+        done
     }
 
     pub(super) async fn size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
