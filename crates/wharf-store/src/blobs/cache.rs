@@ -36,7 +36,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use wharf_core::Digest;
 
 use super::ByteStream;
@@ -45,8 +44,6 @@ use crate::SpaceGuard;
 /// Chunks of a streamed blob queued to the thread writing its copy; when it is this far
 /// behind, the copy is dropped.
 const FILL_QUEUE: usize = 256;
-/// Read buffer of a copy's range stream (as for the filesystem backend's blobs).
-const READ_BUF: usize = 1 << 20;
 /// Write buffer of a copy.
 const WRITE_BUF: usize = 256 << 10;
 /// Free space a copy must leave above the free-space floor.
@@ -160,30 +157,25 @@ impl BlobCache {
             return None;
         }
         // A copy evicted from here on stays readable through the open file.
-        let mut f = match tokio::fs::File::open(self.path(d)).await {
-            Ok(f) => f,
+        match super::file_range(&self.path(d), start, len).await {
+            Ok(s) => Some(s),
             Err(e) => {
-                tracing::debug!(error = %e, digest = %d, "a cached blob could not be opened");
+                tracing::debug!(error = %e, digest = %d, "a cached blob could not be read");
                 self.forget(d).await;
-                return None;
+                None
             }
-        };
-        if start > 0 && f.seek(io::SeekFrom::Start(start)).await.is_err() {
-            return None;
         }
-        Some(Box::pin(tokio_util::io::ReaderStream::with_capacity(
-            f.take(len),
-            READ_BUF,
-        )))
     }
 
-    /// Whether a copy of `d` is kept (tests, and the node's figures).
-    pub fn contains(&self, d: &Digest) -> bool {
+    /// Whether a copy of `d` is kept.
+    #[cfg(test)]
+    fn contains(&self, d: &Digest) -> bool {
         self.lock().entries.contains_key(d)
     }
 
     /// Bytes held by kept copies and copies being written.
-    pub fn used(&self) -> u64 {
+    #[cfg(test)]
+    fn used(&self) -> u64 {
         let s = self.lock();
         s.kept + s.in_flight
     }

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
 use tokio::fs;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use wharf_core::{Algorithm, Digest, Hasher};
 
 use super::{AppendError, Appended, BlobInfo, ByteStream, Finished, SessionInfo, store_io};
@@ -24,9 +23,6 @@ use crate::StoreError;
 const HASH_BUF: usize = 1 << 20;
 /// Buffer size of the writer that appends to an upload file.
 const WRITE_BUF: usize = 1 << 20;
-/// Read buffer for blob range streams: large enough that a download is not a storm of small
-/// reads.
-const READ_BUF: usize = 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct FsBlobs {
@@ -75,16 +71,9 @@ impl FsBlobs {
         start: u64,
         len: u64,
     ) -> Result<ByteStream, StoreError> {
-        let mut file = fs::File::open(self.blob_path(digest))
+        super::file_range(&self.blob_path(digest), start, len)
             .await
-            .map_err(store_io)?;
-        if start > 0 {
-            file.seek(io::SeekFrom::Start(start)).await?;
-        }
-        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
-            file.take(len),
-            READ_BUF,
-        )))
+            .map_err(store_io)
     }
 
     pub(super) async fn delete_blob(&self, digest: &Digest) -> Result<(), StoreError> {

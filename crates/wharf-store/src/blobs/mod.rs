@@ -363,6 +363,28 @@ impl BlobStore {
     }
 }
 
+/// Read buffer for blob range streams from a file: large enough that a download is not a
+/// storm of small reads.
+const READ_BUF: usize = 1 << 20;
+
+/// Streams `len` bytes from `start` of the file at `path` (a published blob, or a node's
+/// copy of one): the filesystem backend's reads and the blob cache's hits.
+pub(crate) async fn file_range(
+    path: &std::path::Path,
+    start: u64,
+    len: u64,
+) -> io::Result<ByteStream> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut file = tokio::fs::File::open(path).await?;
+    if start > 0 {
+        file.seek(io::SeekFrom::Start(start)).await?;
+    }
+    Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+        file.take(len),
+        READ_BUF,
+    )))
+}
+
 /// An I/O error of the blob layer as a store error: a missing file is `NotFound`.
 pub(crate) fn store_io(e: io::Error) -> StoreError {
     if e.kind() == io::ErrorKind::NotFound {

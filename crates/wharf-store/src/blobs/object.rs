@@ -251,11 +251,6 @@ impl ObjectBlobs {
         self
     }
 
-    /// This node's copies of blobs, if it keeps any.
-    pub fn cache(&self) -> Option<&Arc<super::cache::BlobCache>> {
-        self.cache.as_ref()
-    }
-
     /// Lists the upload area once: start-up fails early and clearly when the bucket is
     /// unreachable or the credentials are refused.
     pub async fn check(&self) -> Result<(), StoreError> {
